@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv and the services the tests need, then runs the suite.
+# Long checks are marked `slow` and run only with INSTRUCTRL_SLOW=1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+cleanup=()
+if [ -f scripts/services.sh ]; then
+    # Starts PostgreSQL / installs Chromium for the labeling-app tests; prints env exports.
+    eval "$(bash scripts/services.sh start)" || echo "[test] services unavailable; dependent tests skip"
+    cleanup+=("bash scripts/services.sh stop")
+fi
+marker="not slow"
+[ "${INSTRUCTRL_SLOW:-0}" = "1" ] && marker=""
+.venv/bin/python -m pytest -m "$marker" "$@"
+rc=$?
+for c in "${cleanup[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+if [ "$rc" -eq 5 ]; then
+    echo "[test] pytest collected no tests: failing" >&2
+    exit 1
+fi
+exit $rc

@@ -1,0 +1,5 @@
+"""instructrl: instruction following with human feedback (SFT, reward model, PPO-ptx, evaluation)."""
+
+__version__ = "0.1.0"
+
+from instructrl.errors import InstructRLError  # noqa: E402,F401

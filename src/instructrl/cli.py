@@ -1,0 +1,84 @@
+"""The `instructrl` command: one entry point, one subcommand per stage or tool.
+
+Each subcommand lives in its stage's package as a module exposing ``configure(parser)`` and
+``main(args) -> int``; it is imported only when chosen, so ``instructrl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from instructrl import __version__
+from instructrl.errors import InstructRLError
+
+# name -> (module, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sft": ("instructrl.sft.cli", "Stage 1: supervised fine-tuning on demonstrations (InstructGPT §3.5)."),
+    "rm": ("instructrl.reward.cli", "Stage 2: reward model trained on K-way rankings (Eq. 1)."),
+    "ppo": ("instructrl.ppo.cli", "Stage 3: PPO / PPO-ptx against the reward model (Eq. 2)."),
+    "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
+    "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
+    "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
+    "world": ("instructrl.world.cli", "The miniature world: build datasets, collect rankings from simulated labelers."),
+    "label": ("instructrl.label.cli", "The labeling web app and its admin commands."),
+    "demo": ("instructrl.demo", "Run the whole method on the miniature world and write a report."),
+    "reproduce": ("instructrl.evaluate.reproduce", "Recreate the paper's main figures in miniature (HTML report)."),
+}
+
+
+def _top_level_help() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [f"instructrl {__version__}: align language models with human feedback (InstructGPT recipe).",
+             "", "usage: instructrl COMMAND [options]    (instructrl COMMAND --help for its options)", "",
+             "commands:"]
+    for name, (module, summary) in COMMANDS.items():
+        built = importlib.util.find_spec(module) is not None
+        lines.append(f"  {name:<{width}}  {summary}{'' if built else '  [not built yet]'}")
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, summary = COMMANDS[name]
+    if importlib.util.find_spec(module_name) is None:
+        raise InstructRLError(f"'instructrl {name}' is not built yet in this version of instructrl")
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"instructrl {name}", description=summary,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.configure(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_top_level_help())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(_top_level_help(), file=sys.stderr)
+        print(f"\nerror: unknown command '{name}'", file=sys.stderr)
+        return 2
+    try:
+        parser, module = build_parser(name)
+        args = parser.parse_args(argv[1:])
+        return int(module.main(args) or 0)
+    except InstructRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad file, a missing column, a bad flag, an unknown model path) raises
+:class:`InstructRLError` with one message naming what and where. The CLI prints it without a
+traceback and exits with status 2.
+"""
+
+
+class InstructRLError(Exception):
+    """An error caused by user input; its message says what is wrong, where, and what to do."""
+
+
+class DataError(InstructRLError):
+    """A data file or record is malformed."""
+
+
+class ConfigError(InstructRLError):
+    """A configuration value or flag is invalid."""
+
+
+class ModelLoadError(InstructRLError):
+    """A model or tokenizer could not be loaded."""
