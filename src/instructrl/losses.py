@@ -159,7 +159,9 @@ def _scaled_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits / temperature if temperature != 1.0 else logits
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def logprobs_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Log-probability of each label token under ``softmax(logits / temperature)``.
 
     logits: (B, T, V) already aligned with labels (B, T). Returns (B, T) float. The logits are divided
@@ -183,11 +185,14 @@ def entropy_from_logits(
     """Entropy of ``softmax(logits / temperature)`` at each position.
 
     logits: (B, T, V) -> (B, T), 0 at padded positions. ``masked_mean(entropy, mask)`` gives the
-    usual ``policy/entropy`` statistic. H = logsumexp(z) - sum softmax(z) * z.
+    usual ``policy/entropy`` statistic. H = -sum p log p; classes with logit -inf (masked vocabulary)
+    contribute 0 rather than NaN.
     """
     z = _scaled_logits(logits, temperature)  # (B, T, V)
-    probs = torch.softmax(z, dim=-1)  # (B, T, V)
-    ent = torch.logsumexp(z, dim=-1) - (probs * z).sum(dim=-1)  # (B, T)
+    logp = torch.log_softmax(z, dim=-1)  # (B, T, V)
+    safe_logp = torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))  # keeps gradients finite too
+    p_logp = logp.exp() * safe_logp  # (B, T, V)
+    ent = -p_logp.sum(dim=-1)  # (B, T)
     if mask is None:
         return ent
     return torch.where(_as_weights(mask, ent) != 0, ent, torch.zeros_like(ent))
@@ -204,10 +209,10 @@ def pairs_from_ranks(
     """All comparison pairs ``(winner_idx, loser_idx)`` implied by one prompt's ranking.
 
     ``ranks[i]`` is the rank of completion ``i`` (1 = best). ``i`` wins over ``j`` when
-    ``ranks[i] < ranks[j]``; equal ranks (ties) give no pair (InstructGPT §3.4: ties dropped in
-    training). Positions with ``mask`` False are skipped. Pairs are ordered by winner index, then loser
-    index; K completions without ties give C(K, 2) pairs. Used to build the shuffled-pairs dataset of
-    the InstructGPT §3.5 ablation.
+    ``ranks[i] < ranks[j]``; equal ranks (ties) give no pair (InstructGPT §3.2 / App. A: the interface
+    allows ties, training drops them). Positions with ``mask`` False are skipped. Pairs are ordered by
+    winner index, then loser index; K completions without ties give C(K, 2) pairs. Used to build the
+    shuffled-pairs dataset of the InstructGPT §3.5 ablation.
     """
     r = [int(v) for v in (ranks.tolist() if isinstance(ranks, torch.Tensor) else ranks)]
     if mask is None:
@@ -258,8 +263,13 @@ def ranking_loss(
       validation log loss), ``margin`` () mean r_w - r_l over all pairs.
     """
     if rewards.dim() != 2 or ranks.shape != rewards.shape:
-        raise ValueError(f"rewards and ranks must both be (P, K); got {tuple(rewards.shape)} and {tuple(ranks.shape)}")
-    valid = torch.ones_like(rewards, dtype=torch.bool) if mask is None else mask.to(rewards.device).bool()  # (P, K)
+        raise ValueError(
+            f"rewards and ranks must both be (P, K); got {tuple(rewards.shape)} and {tuple(ranks.shape)}"
+        )
+    if mask is None:
+        valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, K)
+    else:
+        valid = mask.to(rewards.device).bool()  # (P, K)
     ranks = ranks.to(rewards.device)
     r = rewards.masked_fill(~valid, 0.0)  # (P, K) padded rewards may be garbage; keep them out of grads
 
@@ -271,7 +281,8 @@ def ranking_loss(
     pair_w = pair.to(r.dtype)  # (P, K, K)
 
     num_pairs = pair.sum(dim=(1, 2))  # (P,)
-    per_prompt = masked_sum(nll, pair_w, dim=(1, 2)) / num_pairs.clamp_min(1).to(r.dtype)  # (P,) 1/n_p normalization
+    # InstructGPT Eq. 1 divides by C(K,2); we divide by n_p, the number of valid (untied, unpadded) pairs.
+    per_prompt = masked_sum(nll, pair_w, dim=(1, 2)) / num_pairs.clamp_min(1).to(r.dtype)  # (P,)
     has_pair = num_pairs > 0  # (P,)
     num_prompts = has_pair.sum()
     loss = per_prompt.sum() / num_prompts.clamp_min(1).to(r.dtype)  # mean over prompts with a pair
@@ -320,7 +331,7 @@ def normalization_bias(demo_rewards: torch.Tensor) -> torch.Tensor:
     """
     if demo_rewards.numel() == 0:
         raise ValueError("normalization_bias needs at least one demonstration reward")
-    return -demo_rewards.detach().float().mean()  # InstructGPT §3.5: "demonstrations achieve a mean score of 0"
+    return -demo_rewards.detach().float().mean()  # InstructGPT §3.5: demonstrations get mean reward 0
 
 
 def normalization_gain_bias(
@@ -567,8 +578,8 @@ class AdaptiveKLController:
 
     def update(self, current_kl: float | torch.Tensor, n_steps: int) -> float:
         kl = float(current_kl)
-        error = min(max(kl / self.target - 1.0, -0.2), 0.2)  # Ziegler et al. 2019 adaptive KL: clipped error
-        self.beta *= 1.0 + error * n_steps / self.horizon  # Ziegler et al. 2019 adaptive KL: proportional update
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)  # Ziegler et al. 2019 adaptive KL: clipped
+        self.beta *= 1.0 + error * n_steps / self.horizon  # Ziegler et al. 2019 adaptive KL: update
         return self.beta
 
     def state_dict(self) -> dict[str, float | str]:
