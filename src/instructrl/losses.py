@@ -21,6 +21,9 @@ Conventions shared by all functions
   when it logs, so no function forces a device synchronization.
 * No function writes into its inputs, except :func:`ema_update`, whose whole job is to update the
   EMA copy in place (and only that copy).
+
+Citations at the lines ("InstructGPT Eq. 1", "Huang et al. 2023 policy detail 9") and the list of
+what instructrl follows or changes are in ``docs/implementation-details.md``.
 """
 
 from __future__ import annotations
@@ -338,7 +341,7 @@ def normalization_gain_bias(
     ref_rewards: torch.Tensor, target_mean: float = 0.0, target_std: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gain ``g`` and bias ``b`` such that ``g * r + b`` has the target mean and std on samples of the
-    reference policy (lm-human-preferences; Ziegler et al. 2019 §2; Huang et al. 2023 RM detail 3).
+    reference policy (lm-human-preferences; Ziegler et al. 2019; Huang et al. 2023 RM detail 3).
 
     g = target_std / std(r), b = target_mean - g * mean(r), with the population std
     sqrt(E[r^2] - E[r]^2), as lm-human-preferences computes it. Returns two 0-d tensors.
@@ -538,7 +541,7 @@ def value_loss(
 
 def eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penalty: float = -1.0) -> torch.Tensor:
     """Replace the score of responses that did not end with EOS within the length limit by a fixed
-    value (Ziegler et al. 2019 §3.2 rejection trick; Huang et al. 2023 policy detail 5).
+    value (Ziegler et al. 2019 rejection trick; Huang et al. 2023 policy detail 5).
 
     scores: (B,), has_eos: (B,) bool. Returns (B,), a new tensor.
     """
@@ -562,7 +565,7 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    """Adaptive KL coefficient (Ziegler et al. 2019 §2.2; Huang et al. 2023 policy detail 11).
+    """Adaptive KL coefficient (Ziegler et al. 2019; Huang et al. 2023 policy detail 11).
 
     After each batch, with ``current_kl`` the batch mean of the per-sequence KL (sum over the tokens of
     a response) and ``n_steps`` the number of episodes in the batch:
