@@ -1,0 +1,184 @@
+"""Rollouts of the bandit environment (InstructGPT §3.5): prompt -> sampled response -> one RM score.
+
+Layout of a batch of episodes, used everywhere in stage 3::
+
+    | PAD PAD p p p p | r r r EOS PAD PAD |
+      prompt, left-padded (P)   response (R), right-padded after the first EOS
+
+* ``prompt_mask``/``response_mask`` mark real tokens; the EOS that ends a response is a real response
+  token (it gets the RM score), everything after it is PAD (PAD differs from EOS: Huang et al. 2023).
+* Position ids are recomputed from the attention mask, so a left-padded row is scored exactly as the same
+  row without padding (Huang et al. 2023 general detail: "left padding ... position ids").
+* The reward model sees each row right-aligned (prompt + response + EOS from column 0, PAD after), so it
+  scores at the last non-PAD token whatever it does with positions.
+
+The functions here are pure tensor functions (tested in ``tests/ppo/test_rollout.py``) plus a
+KV-cached sampling loop that works with any Hugging Face causal LM.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from instructrl.losses import entropy_from_logits, logprobs_from_logits
+
+
+# ----------------------------------------------------------------------------------------- pure helpers
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) 0/1 mask -> (B, T) position ids counting real tokens from 0 (0 on left padding)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, T)
+
+
+def response_mask_after_eos(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, R) sampled tokens -> (B, R) bool: True up to and including the first EOS of each row,
+    False after it. A row without EOS is all True (it ran to the length limit)."""
+    is_eos = (responses == eos_id).long()  # (B, R)
+    eos_before = is_eos.cumsum(dim=-1) - is_eos  # (B, R) number of EOS strictly before t
+    return eos_before == 0
+
+
+def mask_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace every token after the first EOS by PAD.
+
+    Returns ``(responses, mask, has_eos)``: (B, R) tokens with PAD after EOS, (B, R) bool response mask,
+    (B,) bool whether the row holds an EOS (responses without one get the EOS penalty)."""
+    mask = response_mask_after_eos(responses, eos_id)  # (B, R)
+    cleaned = torch.where(mask, responses, torch.full_like(responses, pad_id))  # (B, R)
+    has_eos = (cleaned == eos_id).any(dim=-1)  # (B,)
+    return cleaned, mask, has_eos
+
+
+def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real tokens to the front (right padding), keeping their order.
+
+    (B, T) ids and mask -> (B, T) ids and mask with the real tokens in columns 0..n_b-1 and PAD after.
+    Real tokens must be contiguous in each row (left-padded prompt + response cut at EOS)."""
+    mask = attention_mask.bool()
+    first = torch.where(mask.any(dim=-1), mask.float().argmax(dim=-1), torch.zeros_like(mask[:, 0], dtype=torch.long))
+    cols = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, T)
+    src = (cols + first.unsqueeze(1)).clamp(max=input_ids.shape[1] - 1)  # (B, T)
+    n_real = mask.sum(dim=-1, keepdim=True)  # (B, 1)
+    new_mask = cols < n_real  # (B, T)
+    ids = torch.where(new_mask, input_ids.gather(1, src), torch.full_like(input_ids, pad_id))
+    return ids, new_mask.long()
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (B, T) ids left-padded with PAD and the (B, T) 0/1 attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def trim_responses(responses: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop trailing columns that are padding in every row (no row needs them)."""
+    longest = int(mask.sum(dim=-1).max()) if mask.numel() else 0
+    longest = max(longest, 1)
+    return responses[:, :longest], mask[:, :longest]
+
+
+# ----------------------------------------------------------------------------------------- the batch
+@dataclass
+class Episodes:
+    """A batch of bandit episodes and everything PPO computes about it (all on one device)."""
+
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P)
+    responses: torch.Tensor  # (B, R) PAD after EOS
+    response_mask: torch.Tensor  # (B, R) bool
+    has_eos: torch.Tensor  # (B,) bool
+    prompt_index: torch.Tensor  # (B,) index of each prompt in the prompt set
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.responses], dim=1)  # (B, P+R)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask.long(), self.response_mask.long()], dim=1)  # (B, P+R)
+
+    def __len__(self) -> int:
+        return self.responses.shape[0]
+
+
+# ----------------------------------------------------------------------------------------- model passes
+def _cache_kwarg(model) -> str:
+    """The name under which this transformers model takes its KV cache ('cache' from transformers 5.x)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.no_grad()
+def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
+                     eos_id: int, pad_id: int, temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS.
+
+    Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
+    ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response."""
+    from transformers import DynamicCache
+
+    if temperature <= 0:
+        raise ValueError("PPO samples from the policy: temperature must be > 0")
+    cache_kw = _cache_kwarg(model)
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    cache = DynamicCache(config=config)
+    attn = prompt_mask.long()  # (B, P)
+    pos = position_ids_from_mask(attn)  # (B, P)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
+                **{cache_kw: cache})
+    next_pos = pos[:, -1:] + 1  # (B, 1)
+    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)  # (B,)
+    tokens = []
+    for t in range(max_new_tokens):
+        logits = out.logits[:, -1].float() / temperature  # (B, V)
+        tok = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)  # (B,)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
+        tokens.append(tok)
+        real = ~done  # (B,) this token is part of the response (EOS included)
+        done = done | (tok == eos_id)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (B, P+t+1)
+        out = model(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True,
+                    **{cache_kw: cache})
+        next_pos = next_pos + 1
+    responses = torch.stack(tokens, dim=1)  # (B, R')
+    responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
+    responses, mask = trim_responses(responses, mask)
+    return responses, mask, has_eos
+
+
+def policy_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int,
+                   temperature: float, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (B, R) of the response tokens under ``model`` at the sampling temperature (Huang et al.
+    2023 policy detail 1), and optionally their per-token entropy (B, R), no grad. Only the R positions
+    that predict response tokens go through the LM head (``logits_to_keep``)."""
+    pos = position_ids_from_mask(attention_mask)  # (B, T)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                logits_to_keep=response_len + 1)
+    logits = out.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    labels = input_ids[:, -response_len:]  # (B, R)
+    logprobs = logprobs_from_logits(logits, labels, temperature)  # (B, R)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits.detach(), attention_mask[:, -response_len:], temperature)  # (B, R)
+    return logprobs, entropy
+
+
+def value_forward(value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int) -> torch.Tensor:
+    """Values (B, R): V_t is read at the position just before response token t (the state the action
+    is taken in), from the value model applied at every token."""
+    pos = position_ids_from_mask(attention_mask)
+    values = value_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)  # (B, T)
+    return values[:, -response_len - 1 : -1].float()  # (B, R)

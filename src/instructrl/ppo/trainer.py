@@ -1,0 +1,484 @@
+"""The PPO / PPO-ptx loop (InstructGPT §3.5, App. C.4). It only orchestrates; the math is in ``losses.py``.
+
+One PPO iteration, on every process for its share of the batch:
+
+1. **Rollout**: ``batch_size / processes`` prompts (a seeded permutation per pass over the prompt set),
+   one sampled response each (KV-cached sampling loop, ``rollout.sample_responses``).
+2. **Scoring** (no grad): reference log-probs, RM score at the EOS token (right-aligned rows), and the
+   rollout ("old") log-probs and values. When a process's whole batch is one minibatch, the first
+   training forward *is* the rollout forward: the old log-probs and values are its detached outputs
+   (the policy has not changed since sampling), which saves one policy and one value pass.
+3. **Rewards and advantages**: per-token -beta*KL_t plus the score at the last token; GAE (gamma = 1);
+   advantages whitened over the process's batch.
+4. **Optimization**: ``ppo_epochs`` passes over shuffled minibatches; each minibatch's clipped
+   surrogate + value loss gradient, plus (PPO-ptx) ``ptx_coef`` times the gradient of the LM loss on
+   ``ptx_per_episode`` pretraining windows per episode, accumulated into ONE optimizer step
+   (InstructGPT App. C.4/E). Gradients are averaged over processes by DDP.
+
+Matmuls run under bf16 autocast when ``mixed_precision=bf16`` (fp32 master weights; log-probs in fp32).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from instructrl.data.tokenize import IGNORE_INDEX, collate
+from instructrl.errors import ConfigError, InstructRLError
+from instructrl.losses import (
+    AdaptiveKLController,
+    FixedKLController,
+    ema_update,
+    eos_penalty,
+    gae,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    per_token_rewards,
+    policy_loss,
+    ptx_loss,
+    value_loss,
+)
+from instructrl.modeling.loading import save_pretrained_atomic
+from instructrl.ppo.config import PPOConfig
+from instructrl.ppo.rollout import (
+    Episodes,
+    left_pad,
+    policy_forward,
+    right_align,
+    sample_responses,
+    value_forward,
+)
+from instructrl.runtime import Checkpoints, MetricsLogger, lr_at, param_checksum, resolve_mixed_precision, set_lr
+
+log = logging.getLogger("instructrl.ppo")
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class PPOResult:
+    out_dir: Path
+    iterations: int
+    episodes: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def _pad_right(t: torch.Tensor, width: int, value) -> torch.Tensor:
+    if t.shape[1] == width:
+        return t
+    pad = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype, device=t.device)
+    return torch.cat([t, pad], dim=1)
+
+
+def _cat_episodes(parts: list[Episodes], pad_id: int) -> Episodes:
+    width = max(p.responses.shape[1] for p in parts)
+    return Episodes(
+        prompt_ids=torch.cat([p.prompt_ids for p in parts]),
+        prompt_mask=torch.cat([p.prompt_mask for p in parts]),
+        responses=torch.cat([_pad_right(p.responses, width, pad_id) for p in parts]),
+        response_mask=torch.cat([_pad_right(p.response_mask, width, False) for p in parts]),
+        has_eos=torch.cat([p.has_eos for p in parts]),
+        prompt_index=torch.cat([p.prompt_index for p in parts]),
+    )
+
+
+class PPOTrainer:
+    """Runs one PPO / PPO-ptx job; see the module docstring."""
+
+    def __init__(self, cfg: PPOConfig, accelerator, policy, ref_model, reward_model, value_model, tokenizer,
+                 prompts: list[list[int]], out_dir: Path, ptx_pool: list[dict] | None = None):
+        self.cfg, self.acc, self.tokenizer, self.out = cfg, accelerator, tokenizer, Path(out_dir)
+        self.prompts, self.ptx_pool = prompts, ptx_pool if cfg.use_ptx else None
+        world = accelerator.num_processes
+        for name in ("batch_size", "mini_batch_size"):
+            if getattr(cfg, name) % world:
+                raise ConfigError(f"{name}={getattr(cfg, name)} must be divisible by the number of processes ({world})")
+        self.local_batch = cfg.batch_size // world
+        self.local_mini = cfg.mini_batch_size // world
+        self.n_minibatches = self.local_batch // self.local_mini
+        self.chunk = cfg.rollout_batch_size or self.local_batch
+        # the rollout forward doubles as the first training forward when one minibatch is the whole batch
+        self.fused = self.n_minibatches == 1
+        self.total_iterations = cfg.num_iterations
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        if self.eos_id is None or self.pad_id is None or self.eos_id == self.pad_id:
+            raise ConfigError("PPO needs a tokenizer with an EOS and a distinct PAD token")
+        mp = resolve_mixed_precision(cfg)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp)
+
+        device = accelerator.device
+        for m in (policy, value_model):
+            m.eval()  # dropout off in every model during RL (Huang et al. 2023); no layer needs train mode
+        pol_params = [p for p in policy.parameters() if p.requires_grad]
+        val_params = [p for p in value_model.parameters() if p.requires_grad]
+        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        pol_opt = torch.optim.AdamW(pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps,
+                                    weight_decay=cfg.weight_decay)
+        val_opt = torch.optim.AdamW(val_params, lr=cfg.value_learning_rate or cfg.learning_rate, betas=betas,
+                                    eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(policy, value_model, pol_opt, val_opt)
+        self.ref = ref_model.to(device) if ref_model is not None else None
+        self.rm = reward_model.to(device)
+        self.ema = None
+        if cfg.ema:
+            self.ema = copy.deepcopy(self.acc.unwrap_model(self.policy)).requires_grad_(False)
+        if cfg.adaptive_kl:
+            self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        else:
+            self.kl_ctl = FixedKLController(cfg.kl_coef)
+        self.ckpts = Checkpoints(self.out, accelerator, keep=cfg.keep_checkpoints)
+        self.metrics = MetricsLogger(self.out, accelerator, run_name="ppo")
+        self.state: dict[str, Any] = {"iteration": 0, "episodes": 0, "ptx_position": 0}
+
+    # ------------------------------------------------------------------ small helpers
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.acc.device.type, dtype=self.amp_dtype)
+
+    @property
+    def raw_policy(self):
+        return self.acc.unwrap_model(self.policy)
+
+    def _no_sync_policy(self, active: bool):
+        """Defer the policy's gradient all-reduce (PPO-ptx: the pretraining backward follows)."""
+        return self.acc.no_sync(self.policy) if active and self.acc.num_processes > 1 else nullcontext()
+
+    def _permuted(self, n: int, position: int, count: int, salt: int) -> np.ndarray:
+        """``count`` indices of an endless stream of seeded permutations of range(n), from ``position``."""
+        out = []
+        while count > 0:
+            epoch, k = divmod(position, n)
+            order = np.random.default_rng([self.cfg.seed, salt, epoch]).permutation(n)
+            take = min(count, n - k)
+            out.append(order[k : k + take])
+            position, count = position + take, count - take
+        return np.concatenate(out)
+
+    def prompt_indices(self, iteration: int) -> np.ndarray:
+        """This process's prompts for ``iteration`` (its share of the global batch)."""
+        idx = self._permuted(len(self.prompts), iteration * self.cfg.batch_size, self.cfg.batch_size, salt=0)
+        return idx[self.acc.process_index :: self.acc.num_processes]
+
+    def ptx_examples(self) -> list[dict]:
+        """This process's pretraining windows for one minibatch (ptx_per_episode per episode)."""
+        n = int(round(self.cfg.ptx_per_episode * self.cfg.mini_batch_size))
+        idx = self._permuted(len(self.ptx_pool), self.state["ptx_position"], n, salt=1)
+        self.state["ptx_position"] += n
+        return [self.ptx_pool[i] for i in idx[self.acc.process_index :: self.acc.num_processes]]
+
+    # ------------------------------------------------------------------ rollout and scoring
+    @torch.no_grad()
+    def rollout(self, iteration: int) -> Episodes:
+        idx = self.prompt_indices(iteration)
+        device = self.acc.device
+        ids, mask = left_pad([self.prompts[i] for i in idx], self.pad_id)  # (B, P) one width for the batch
+        parts = []
+        for s in range(0, len(idx), self.chunk):
+            p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
+            with self.autocast():
+                resp, rmask, has_eos = sample_responses(self.raw_policy, p_ids, p_mask,
+                                                        max_new_tokens=self.cfg.response_length, eos_id=self.eos_id,
+                                                        pad_id=self.pad_id, temperature=self.cfg.temperature)
+            parts.append(Episodes(p_ids, p_mask, resp, rmask, has_eos,
+                                  torch.as_tensor(idx[s : s + self.chunk], device=device)))
+        return _cat_episodes(parts, self.pad_id)
+
+    @torch.no_grad()
+    def score(self, ep: Episodes, need_old: bool) -> dict[str, torch.Tensor]:
+        """Reference log-probs, RM scores and (when not fused) old log-probs, values and entropy."""
+        R = ep.responses.shape[1]
+        out: dict[str, list[torch.Tensor]] = {"ref_logprobs": [], "scores": []}
+        if need_old:
+            out.update(old_logprobs=[], old_values=[], entropy=[])
+        ids_all, attn_all = ep.input_ids, ep.attention_mask
+        for s in range(0, len(ep), self.chunk):
+            ids, attn = ids_all[s : s + self.chunk], attn_all[s : s + self.chunk]
+            with self.autocast():
+                if self.ref is not None:
+                    ref_lp, _ = policy_forward(self.ref, ids, attn, R, self.cfg.temperature)
+                else:  # LoRA: the reference is the policy with its adapters disabled
+                    with self.raw_policy.disable_adapter():
+                        ref_lp, _ = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature)
+                rm_ids, rm_mask = right_align(ids, attn, self.pad_id)  # RM reads prompt+response+EOS from column 0
+                out["scores"].append(self.rm(input_ids=rm_ids, attention_mask=rm_mask).float())
+                out["ref_logprobs"].append(ref_lp)
+                if need_old:
+                    lp, ent = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature, with_entropy=True)
+                    out["old_logprobs"].append(lp)
+                    out["entropy"].append(ent)
+                    out["old_values"].append(value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def advantages(self, ep: Episodes, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-token rewards, GAE advantages (whitened) and returns (InstructGPT Eq. 2; App. C.4)."""
+        cfg, mask = self.cfg, ep.response_mask
+        kl = kl_penalty(scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask)  # (B, R)
+        scores = scored["scores"]  # (B,)
+        if cfg.missing_eos_penalty is not None:
+            scores = eos_penalty(scores, ep.has_eos, cfg.missing_eos_penalty)  # Huang et al. 2023 policy detail 5
+        rewards = per_token_rewards(scores, kl, self.kl_ctl.beta, mask)  # (B, R) -beta*KL_t, + score at the last token
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        adv, returns = gae(rewards, scored["old_values"], mask, gamma=cfg.gamma, lam=cfg.lam)  # (B, R)
+        adv = masked_whiten(adv, mask)  # Huang et al. 2023 policy detail 9
+        return {"kl": kl, "final_scores": scores, "rewards": rewards, "advantages": adv, "returns": returns}
+
+    # ------------------------------------------------------------------ optimization
+    def ptx_backward(self, examples: list[dict]) -> torch.Tensor:
+        """Accumulate ptx_coef * grad of the mean token NLL over ``examples`` (InstructGPT Eq. 2, App. C.4)."""
+        total_tokens = max(1, sum(len(e["input_ids"]) - 1 for e in examples))
+        mb = self.cfg.ptx_micro_batch_size
+        loss_sum = torch.zeros((), device=self.acc.device)
+        for j in range(0, len(examples), mb):
+            part = examples[j : j + mb]
+            batch = {k: v.to(self.acc.device) for k, v in collate(part, self.pad_id).items()}
+            last = j + mb >= len(examples)
+            with self._no_sync_policy(not last):
+                with self.autocast():
+                    logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                         use_cache=False).logits[:, :-1]  # (b, T-1, V)
+                labels = batch["labels"][:, 1:]  # (b, T-1)
+                mask = labels != IGNORE_INDEX
+                n_tok = int(mask.sum())
+                loss = ptx_loss(logits, labels.clamp(min=0), mask) * (n_tok / total_tokens)  # share of the token mean
+                self.acc.backward(self.cfg.ptx_coef * loss)  # gamma * LM-loss gradient, accumulated
+            loss_sum += loss.detach()
+        return loss_sum
+
+    def minibatch_backward(self, mb: dict[str, torch.Tensor], graph: tuple[torch.Tensor, torch.Tensor] | None = None,
+                           ptx_examples: list[dict] | None = None) -> dict[str, torch.Tensor]:
+        """Gradients of one minibatch: PPO (policy + value) and, for PPO-ptx, the scaled pretraining loss,
+        accumulated in .grad; no optimizer step. ``graph`` = (logprobs, values) of a forward already done."""
+        cfg, mask, R = self.cfg, mb["response_mask"], mb["responses"].shape[1]
+        with self._no_sync_policy(bool(ptx_examples)):
+            if graph is None:
+                ids = torch.cat([mb["prompt_ids"], mb["responses"]], dim=1)
+                attn = torch.cat([mb["prompt_mask"].long(), mask.long()], dim=1)
+                with self.autocast():
+                    logprobs, _ = policy_forward(self.policy, ids, attn, R, cfg.temperature)
+                    values = value_forward(self.value, ids, attn, R)
+            else:
+                logprobs, values = graph
+            pg, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, cfg.cliprange)
+            vf, vf_stats = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.cliprange_value)
+            self.acc.backward(pg + cfg.vf_coef * vf)  # separate models: pg reaches the policy, vf the value model
+        stats = {"policy_loss": pg.detach(), "value_loss": vf.detach(), "policy_clipfrac": pg_stats["clipfrac"],
+                 "value_clipfrac": vf_stats["clipfrac"], "approx_kl": pg_stats["approx_kl"],
+                 "ratio_mean": pg_stats["ratio_mean"], "value_mse": vf_stats["mse"]}
+        if ptx_examples:
+            stats["ptx_loss"] = self.ptx_backward(ptx_examples)
+        return stats
+
+    def optimizer_step(self, lr: float, value_lr: float) -> tuple[float, float]:
+        """Clip, step both optimizers, update the EMA. Returns the gradient norms (equal on every rank)."""
+        norms = []
+        for model, opt, rate in ((self.policy, self.pol_opt, lr), (self.value, self.val_opt, value_lr)):
+            max_norm = self.cfg.max_grad_norm or float("inf")
+            norms.append(float(self.acc.clip_grad_norm_(model.parameters(), max_norm)))
+            set_lr(opt, rate)
+        if not all(math.isfinite(n) for n in norms):
+            self._fail(f"the gradient norm became {norms[0]} (policy) / {norms[1]} (value)")
+        self.pol_opt.step()
+        self.val_opt.step()
+        self.pol_opt.zero_grad(set_to_none=True)
+        self.val_opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            ema_update(self.ema, self.raw_policy, self.cfg.ema_decay)  # InstructGPT App. C.4: EMA 0.992
+        return norms[0], norms[1]
+
+    def _fail(self, what: str) -> None:
+        latest = self.ckpts.latest()
+        raise InstructRLError(
+            f"ppo: {what} at iteration {self.state['iteration'] + 1}; the run stopped before updating the weights. "
+            f"Last good checkpoint: {latest or 'none (no checkpoint written yet)'}. Lower the learning rate, raise "
+            f"kl_coef or turn on adaptive_kl, then continue with --resume.")
+
+    # ------------------------------------------------------------------ one iteration
+    def iteration(self, it: int) -> tuple[dict[str, float], Episodes, dict[str, torch.Tensor]]:
+        cfg, t0 = self.cfg, time.perf_counter()
+        lr = lr_at(it, self.total_iterations, cfg.learning_rate, warmup_steps=cfg.warmup_iterations,
+                   warmup_start=cfg.warmup_start, schedule="constant")  # InstructGPT App. C.4
+        value_lr = lr_at(it, self.total_iterations, cfg.value_learning_rate or cfg.learning_rate,
+                         warmup_steps=cfg.warmup_iterations, warmup_start=cfg.warmup_start, schedule="constant")
+        ep = self.rollout(it)
+        t_gen = time.perf_counter()
+        R = ep.responses.shape[1]
+        scored = self.score(ep, need_old=not self.fused)
+        graph = None
+        if self.fused:  # one forward gives the old log-probs/values and the first minibatch's graph
+            ptx_first = self.ptx_pool is not None
+            with self._no_sync_policy(ptx_first), self.autocast():
+                logprobs, entropy = policy_forward(self.policy, ep.input_ids, ep.attention_mask, R, cfg.temperature,
+                                                   with_entropy=True)
+                values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
+            graph = (logprobs, values)
+            scored.update(old_logprobs=logprobs.detach(), old_values=values.detach(), entropy=entropy)
+        adv = self.advantages(ep, scored)
+        t_score = time.perf_counter()
+
+        # guards on the rollout: a NaN anywhere or an exploding KL stops before any weight changes
+        seq_kl = adv["kl"].sum(dim=-1)  # (B,)
+        guard = self.acc.reduce(torch.stack([seq_kl.mean(), scored["scores"].mean()]).float(), reduction="mean")
+        kl_now, score_now = float(guard[0]), float(guard[1])
+        if not math.isfinite(score_now):
+            self._fail(f"the reward model returned a non-finite score ({score_now})")
+        if not math.isfinite(kl_now):
+            self._fail(f"the KL from the reference became {kl_now}")
+        if cfg.max_kl is not None and kl_now > cfg.max_kl:
+            self._fail(f"the KL from the reference reached {kl_now:.3g} nats per response, above max_kl={cfg.max_kl}")
+
+        batch = {"prompt_ids": ep.prompt_ids, "prompt_mask": ep.prompt_mask, "responses": ep.responses,
+                 "response_mask": ep.response_mask, "old_logprobs": scored["old_logprobs"],
+                 "old_values": scored["old_values"], "advantages": adv["advantages"], "returns": adv["returns"]}
+        sums: dict[str, torch.Tensor] = {}
+        steps, gnorm = 0, (0.0, 0.0)
+        for epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(len(ep), device=ep.responses.device) if self.n_minibatches > 1 else None
+            for k in range(self.n_minibatches):
+                if order is None:
+                    mb = batch
+                else:
+                    rows = order[k * self.local_mini : (k + 1) * self.local_mini]
+                    mb = {name: t[rows] for name, t in batch.items()}
+                use_graph = graph if (epoch == 0 and k == 0) else None
+                stats = self.minibatch_backward(mb, use_graph, self.ptx_examples() if self.ptx_pool else None)
+                gnorm = self.optimizer_step(lr, value_lr)
+                steps += 1
+                for name, v in stats.items():
+                    sums[name] = sums.get(name, 0) + v
+        graph = None
+        t_train = time.perf_counter()
+
+        mask = ep.response_mask
+        local = {
+            "score_mean": scored["scores"].mean(), "score_std": scored["scores"].std(unbiased=False),
+            "reward_mean": adv["final_scores"].mean(), "kl": seq_kl.mean(),
+            "non_score_reward": adv["rewards"].sum(-1).mean() - adv["final_scores"].mean(),
+            "entropy": masked_mean(scored["entropy"], mask), "response_length": mask.float().sum(-1).mean(),
+            "eos_rate": ep.has_eos.float().mean(), "value_mean": masked_mean(scored["old_values"], mask),
+            "return_mean": masked_mean(adv["returns"], mask),
+            **{name: v / steps for name, v in sums.items()},
+        }
+        names = list(local)
+        reduced = self.acc.reduce(torch.stack([torch.as_tensor(local[n], dtype=torch.float32, device=self.acc.device)
+                                               for n in names]), reduction="mean")
+        metrics = {f"ppo/{n}": float(v) for n, v in zip(names, reduced.tolist())}
+        beta_used = self.kl_ctl.beta
+        self.kl_ctl.update(kl_now, cfg.batch_size)  # Ziegler et al. 2019 (no-op for the fixed coefficient)
+        t_end = time.perf_counter()
+        metrics.update({
+            "ppo/beta": beta_used, "ppo/lr": lr, "ppo/policy_grad_norm": gnorm[0], "ppo/value_grad_norm": gnorm[1],
+            "ppo/optimizer_steps": steps, "ppo/episodes_per_s": cfg.batch_size / (t_end - t0),
+            "time/generate_s": t_gen - t0, "time/score_s": t_score - t_gen, "time/train_s": t_train - t_score,
+            "time/iteration_s": t_end - t0,
+        })
+        return metrics, ep, {**scored, **adv}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_extra(self, directory: Path) -> None:
+        if self.ema is not None:
+            torch.save(self.ema.state_dict(), directory / "ema.pt")
+
+    def save_checkpoint(self) -> Path:
+        state = {**self.state, "kl_controller": self.kl_ctl.state_dict()}
+        return self.ckpts.save(self.state["iteration"], state, extra_save=self._save_extra)
+
+    def resume(self) -> None:
+        self.ckpts.clean_partial()
+        latest = self.ckpts.latest()
+        if latest is None:
+            log.info("--resume: no complete checkpoint in %s, starting from scratch", self.out)
+            return
+        state = self.ckpts.load(latest)
+        self.kl_ctl.load_state_dict(state.pop("kl_controller"))
+        self.state = state
+        if self.ema is not None:
+            self.ema.load_state_dict(torch.load(latest / "ema.pt", map_location=self.acc.device, weights_only=True))
+        log.info("resumed from %s (iteration %d of %d)", latest, state["iteration"], self.total_iterations)
+
+    # ------------------------------------------------------------------ samples and outputs
+    def write_samples(self, it: int, ep: Episodes, info: dict[str, torch.Tensor]) -> None:
+        if not self.acc.is_main_process or not self.cfg.num_samples:
+            return
+        rows = []
+        for i in range(min(self.cfg.num_samples, len(ep))):
+            prompt = ep.prompt_ids[i][ep.prompt_mask[i].bool()].tolist()
+            resp = ep.responses[i][ep.response_mask[i]].tolist()
+            rows.append({"iteration": it, "episodes": self.state["episodes"],
+                         "prompt": self.tokenizer.decode(prompt), "response": self.tokenizer.decode(resp, skip_special_tokens=True),
+                         "score": float(info["scores"][i]), "has_eos": bool(ep.has_eos[i]),
+                         "kl": float(info["kl"][i].sum())})
+        with open(self.out / "samples.jsonl", "a", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    def finish(self) -> None:
+        """Output: the EMA policy (or the last policy) in OUT, plus OUT/value_model and a sync check."""
+        if self.acc.is_main_process:
+            final = self.ema if self.ema is not None else self.raw_policy
+            save_pretrained_atomic(final, self.tokenizer, self.out)
+            if self.ema is not None:
+                save_pretrained_atomic(self.raw_policy, self.tokenizer, self.out / "last_policy")
+            if self.cfg.save_value_model:
+                vm = self.acc.unwrap_model(self.value)
+                vm.save_pretrained(self.out / "value_model")
+                self.tokenizer.save_pretrained(self.out / "value_model")
+        checks = torch.tensor([[param_checksum(self.raw_policy), param_checksum(self.acc.unwrap_model(self.value))]],
+                              dtype=torch.float64, device=self.acc.device)
+        gathered = self.acc.gather(checks).tolist()
+        if self.acc.is_main_process:
+            (self.out / "dist_sync.json").write_text(json.dumps({
+                "num_processes": self.acc.num_processes, "param_checksums": [g[0] for g in gathered],
+                "value_param_checksums": [g[1] for g in gathered],
+                "distributed_type": str(self.acc.distributed_type)}, indent=1))
+        self.metrics.close()
+        self.acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ loop
+    def train(self, callbacks: list[Callback] | None = None) -> PPOResult:
+        from tqdm.auto import tqdm
+
+        if self.cfg.resume:
+            self.resume()
+        else:
+            self.ckpts.clean_partial()
+        cfg, history = self.cfg, []
+        total = self.total_iterations * cfg.batch_size
+        bar = tqdm(total=total, initial=self.state["episodes"], desc="ppo", unit="ep", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.acc.is_main_process))
+        for it in range(self.state["iteration"], self.total_iterations):
+            metrics, ep, info = self.iteration(it)
+            self.state["iteration"] = done = it + 1
+            self.state["episodes"] += cfg.batch_size
+            metrics["ppo/episodes"] = self.state["episodes"]
+            history.append(metrics)
+            if done % cfg.logging_steps == 0 or done == self.total_iterations:
+                self.metrics.log(metrics, step=done)
+            if cfg.sample_every and (done % cfg.sample_every == 0 or done == 1):
+                self.write_samples(done, ep, info)
+            if done % cfg.checkpoint_every == 0 and done < self.total_iterations:
+                self.save_checkpoint()
+            bar.set_postfix(score=f"{metrics['ppo/score_mean']:.3f}", kl=f"{metrics['ppo/kl']:.2f}",
+                            ep_s=f"{metrics['ppo/episodes_per_s']:.1f}")
+            bar.update(cfg.batch_size)
+            for cb in callbacks or []:
+                cb(done, metrics)
+        bar.close()
+        self.finish()
+        return PPOResult(self.out, self.state["iteration"], self.state["episodes"], history)
