@@ -310,27 +310,38 @@ class PPOTrainer:
             f"kl_coef or turn on adaptive_kl, then continue with --resume.")
 
     # ------------------------------------------------------------------ one iteration
+    def collect(self, it: int) -> tuple[Episodes, dict[str, torch.Tensor], dict[str, torch.Tensor], tuple | None]:
+        """Rollout, scoring, rewards and advantages of iteration ``it``. Returns the episodes, the scored
+        tensors, the advantages and, when fused, the (logprobs, values) graph of the first minibatch."""
+        ep = self.rollout(it)
+        self._t_gen = time.perf_counter()
+        R = ep.responses.shape[1]
+        scored = self.score(ep, need_old=not self.fused)
+        graph = None
+        if self.fused:  # one forward gives the old log-probs/values and the first minibatch's graph
+            with self._no_sync_policy(self.ptx_pool is not None), self.autocast():
+                logprobs, entropy = policy_forward(self.policy, ep.input_ids, ep.attention_mask, R,
+                                                   self.cfg.temperature, with_entropy=True)
+                values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
+            graph = (logprobs, values)
+            scored.update(old_logprobs=logprobs.detach(), old_values=values.detach(), entropy=entropy)
+        return ep, scored, self.advantages(ep, scored), graph
+
+    @staticmethod
+    def batch_tensors(ep: Episodes, scored: dict[str, torch.Tensor], adv: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The per-episode tensors a minibatch is cut from (rows = episodes)."""
+        return {"prompt_ids": ep.prompt_ids, "prompt_mask": ep.prompt_mask, "responses": ep.responses,
+                "response_mask": ep.response_mask, "old_logprobs": scored["old_logprobs"],
+                "old_values": scored["old_values"], "advantages": adv["advantages"], "returns": adv["returns"]}
+
     def iteration(self, it: int) -> tuple[dict[str, float], Episodes, dict[str, torch.Tensor]]:
         cfg, t0 = self.cfg, time.perf_counter()
         lr = lr_at(it, self.total_iterations, cfg.learning_rate, warmup_steps=cfg.warmup_iterations,
                    warmup_start=cfg.warmup_start, schedule="constant")  # InstructGPT App. C.4
         value_lr = lr_at(it, self.total_iterations, cfg.value_learning_rate or cfg.learning_rate,
                          warmup_steps=cfg.warmup_iterations, warmup_start=cfg.warmup_start, schedule="constant")
-        ep = self.rollout(it)
-        t_gen = time.perf_counter()
-        R = ep.responses.shape[1]
-        scored = self.score(ep, need_old=not self.fused)
-        graph = None
-        if self.fused:  # one forward gives the old log-probs/values and the first minibatch's graph
-            ptx_first = self.ptx_pool is not None
-            with self._no_sync_policy(ptx_first), self.autocast():
-                logprobs, entropy = policy_forward(self.policy, ep.input_ids, ep.attention_mask, R, cfg.temperature,
-                                                   with_entropy=True)
-                values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
-            graph = (logprobs, values)
-            scored.update(old_logprobs=logprobs.detach(), old_values=values.detach(), entropy=entropy)
-        adv = self.advantages(ep, scored)
-        t_score = time.perf_counter()
+        ep, scored, adv, graph = self.collect(it)
+        t_gen, t_score = self._t_gen, time.perf_counter()
 
         # guards on the rollout: a NaN anywhere or an exploding KL stops before any weight changes
         seq_kl = adv["kl"].sum(dim=-1)  # (B,)
@@ -343,9 +354,7 @@ class PPOTrainer:
         if cfg.max_kl is not None and kl_now > cfg.max_kl:
             self._fail(f"the KL from the reference reached {kl_now:.3g} nats per response, above max_kl={cfg.max_kl}")
 
-        batch = {"prompt_ids": ep.prompt_ids, "prompt_mask": ep.prompt_mask, "responses": ep.responses,
-                 "response_mask": ep.response_mask, "old_logprobs": scored["old_logprobs"],
-                 "old_values": scored["old_values"], "advantages": adv["advantages"], "returns": adv["returns"]}
+        batch = self.batch_tensors(ep, scored, adv)
         sums: dict[str, torch.Tensor] = {}
         steps, gnorm = 0, (0.0, 0.0)
         for epoch in range(cfg.ppo_epochs):

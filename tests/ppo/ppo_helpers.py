@@ -1,0 +1,70 @@
+"""Tiny PPO worlds built inside the tests: policy, reward model, prompts and pretraining text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import fact_demos, write_jsonl
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The CI machine has 2 cores shared with other jobs: one thread per test process is faster there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_reward_model(policy_dir: Path, out: Path, gain: float = 1.0, bias: float = 0.0, seed: int = 1) -> Path:
+    """An RM-format directory: the policy's backbone with a fresh scalar head, pad id and gain/bias set."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    rm = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.config.instructrl_reward_gain = gain
+    rm.config.instructrl_reward_bias = bias
+    rm.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+class TokenRewardScorer(nn.Module):
+    """A hand-made reward: ``scale`` times the share of the row's tokens whose id is below ``below`` (a
+    tenth of the vocabulary, say). Rewards answers made of those tokens; prompts are the same for all."""
+
+    def __init__(self, below: int, scale: float = 5.0):
+        super().__init__()
+        self.below, self.scale = below, scale
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask):
+        self.calls += 1
+        hits = ((input_ids < self.below) & attention_mask.bool()).float().sum(-1)  # (B,)
+        return self.scale * hits / attention_mask.float().sum(-1)
+
+
+@pytest.fixture(scope="session")
+def ppo_world(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ppo_world")
+    rm = make_reward_model(tiny_model, root / "rm", gain=2.0, bias=0.5)
+    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(40)])
+    ptx = write_jsonl(root / "ptx.jsonl", [{"text": d["prompt"] + " " + d["completion"]} for d in fact_demos(120, seed=3)])
+    return {"policy": tiny_model, "rm": rm, "prompts": prompts, "ptx": ptx, "root": root}
+
+
+def quick_cfg(world: dict[str, Path], out: Path, **kw):
+    from instructrl.ppo.config import PPOConfig
+
+    base = dict(policy=str(world["policy"]), reward_model=str(world["rm"]), prompts=str(world["prompts"]),
+                output_dir=str(out), total_episodes=24, batch_size=8, mini_batch_size=4, ppo_epochs=1,
+                response_length=8, learning_rate=1e-3, warmup_iterations=0, ema=False, progress=False,
+                checkpoint_every=1, sample_every=1, num_samples=2, seed=0)
+    base.update(kw)
+    return PPOConfig(**base)

@@ -1,0 +1,76 @@
+"""Reward, value and reference models of stage 3."""
+
+import json
+
+import pytest
+import torch
+
+from instructrl.errors import ModelLoadError
+from instructrl.ppo.models import ValueModel, load_reward_model
+from instructrl.ppo.rollout import left_pad, policy_forward, position_ids_from_mask, right_align
+from ppo_helpers import make_reward_model, one_thread, ppo_world, quick_cfg  # noqa: F401
+
+
+def _batch(tok):
+    rows = [tok("The flag of Zor1 is red.")["input_ids"] + [tok.eos_token_id],
+            tok("What color")["input_ids"] + [tok.eos_token_id]]
+    return left_pad(rows, tok.pad_token_id)
+
+
+def test_reward_model_applies_gain_and_bias_and_value_model_starts_at_the_score(ppo_world):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ppo_world["rm"])
+    ids, mask = _batch(tok)
+    r_ids, r_mask = right_align(ids, mask, tok.pad_token_id)
+    plain = AutoModelForSequenceClassification.from_pretrained(ppo_world["rm"]).eval()
+    with torch.no_grad():
+        raw = plain(input_ids=r_ids, attention_mask=r_mask).logits[:, 0]
+        rm = load_reward_model(str(ppo_world["rm"]))
+        scores = rm(input_ids=r_ids, attention_mask=r_mask)
+        torch.testing.assert_close(scores, 2.0 * raw + 0.5)  # gain 2, bias 0.5 from config.json
+        vm = ValueModel.from_reward_model(str(ppo_world["rm"]))
+        values = vm(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))  # (B, T)
+    # InstructGPT §3.5: the value function starts as the RM; at the EOS token it is the RM's score
+    torch.testing.assert_close(values[:, -1], scores, atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in rm.parameters())
+
+
+def test_reward_model_without_pad_id_is_refused(ppo_world, tmp_path):
+    cfg = json.loads((ppo_world["rm"] / "config.json").read_text())
+    cfg.pop("pad_token_id")
+    bad = tmp_path / "rm"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "model.safetensors").write_bytes((ppo_world["rm"] / "model.safetensors").read_bytes())
+    with pytest.raises(ModelLoadError, match="no pad_token_id"):
+        load_reward_model(str(bad))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_reward_model(str(tmp_path / "nope"))
+
+
+def _logprobs(model, tok):
+    ids, mask = _batch(tok)
+    with torch.no_grad():
+        return policy_forward(model, ids, mask, 4, temperature=1.0)[0]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_reference_is_the_frozen_initial_policy(ppo_world, tmp_path, lora):
+    from instructrl.ppo.api import build_trainer
+
+    kw = dict(lora_r=4, lora_target_modules=["c_attn"], learning_rate=1e-2) if lora else {}
+    trainer = build_trainer(quick_cfg(ppo_world, tmp_path / "out", total_episodes=16, **kw))
+    tok = trainer.tokenizer
+    initial = _logprobs(trainer.raw_policy, tok)
+    trainer.train()
+    policy = trainer.raw_policy
+    if lora:
+        assert trainer.ref is None  # no second copy: adapters disabled
+        with policy.disable_adapter():
+            ref = _logprobs(policy, tok)
+    else:
+        ref = _logprobs(trainer.ref, tok)
+        assert not any(p.requires_grad for p in trainer.ref.parameters())
+    torch.testing.assert_close(ref, initial)
+    assert not torch.allclose(_logprobs(policy, tok), initial, atol=1e-4)

@@ -1,0 +1,94 @@
+"""Rollout helpers: EOS masking, left padding and position ids, right alignment for the RM, sampling."""
+
+import torch
+
+from instructrl.ppo.rollout import (
+    left_pad,
+    mask_after_eos,
+    policy_forward,
+    position_ids_from_mask,
+    response_mask_after_eos,
+    right_align,
+    sample_responses,
+    trim_responses,
+)
+from ppo_helpers import one_thread  # noqa: F401
+
+EOS, PAD = 0, 1
+
+
+def test_response_mask_keeps_the_first_eos_and_masks_after_it():
+    r = torch.tensor([[5, 6, EOS, 7, EOS], [5, 6, 7, 8, 9], [EOS, 4, 4, 4, 4]])
+    mask = response_mask_after_eos(r, EOS)
+    assert mask.tolist() == [[True, True, True, False, False], [True] * 5, [True, False, False, False, False]]
+    cleaned, mask2, has_eos = mask_after_eos(r, EOS, PAD)
+    assert cleaned.tolist() == [[5, 6, EOS, PAD, PAD], [5, 6, 7, 8, 9], [EOS, PAD, PAD, PAD, PAD]]
+    assert torch.equal(mask, mask2) and has_eos.tolist() == [True, False, True]
+    ids, m = trim_responses(cleaned[[0, 2]], mask[[0, 2]])
+    assert ids.tolist() == [[5, 6, EOS], [EOS, PAD, PAD]] and m.shape == (2, 3)
+
+
+def test_position_ids_for_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
+    # a response cut at EOS: padding after the real tokens keeps counting harmlessly
+    assert position_ids_from_mask(torch.tensor([[0, 1, 1, 0]])).tolist() == [[0, 0, 1, 1]]
+
+
+def test_left_pad_and_right_align_round_trip():
+    ids, mask = left_pad([[7, 8, 9], [5]], PAD)
+    assert ids.tolist() == [[7, 8, 9], [PAD, PAD, 5]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    full = torch.tensor([[PAD, 3, 4, 5, EOS, PAD], [2, 3, 4, 5, 6, 7], [PAD, PAD, PAD, 3, EOS, PAD]])
+    fmask = (full != PAD).long()
+    r_ids, r_mask = right_align(full, fmask, PAD)
+    assert r_ids.tolist() == [[3, 4, 5, EOS, PAD, PAD], [2, 3, 4, 5, 6, 7], [3, EOS, PAD, PAD, PAD, PAD]]
+    assert r_mask.tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 0, 0, 0, 0]]
+
+
+def _tiny_lm(vocab=50, seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def test_left_padded_rows_score_like_unpadded_rows():
+    model = _tiny_lm()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    ids, mask = left_pad(prompts, PAD)
+    resp = torch.tensor([[11, 12, EOS], [13, EOS, PAD]])
+    rmask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    full, fmask = torch.cat([ids, resp], 1), torch.cat([mask, rmask], 1)
+    with torch.no_grad():
+        lp, ent = policy_forward(model, full, fmask, 3, temperature=0.7, with_entropy=True)
+        for b, p in enumerate(prompts):
+            n = int(rmask[b].sum())
+            row = torch.tensor([p + resp[b, :n].tolist()])
+            logits = model(row).logits[0, len(p) - 1 : -1] / 0.7
+            expected = torch.log_softmax(logits, -1).gather(-1, resp[b, :n, None]).squeeze(-1)
+            torch.testing.assert_close(lp[b, :n], expected, atol=1e-5, rtol=1e-5)
+    assert ent[1, 2] == 0 and (ent[0] > 0).all()
+
+
+def test_sampling_puts_pad_after_eos_and_matches_unpadded_greedy():
+    model = _tiny_lm()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.5  # make EOS likely enough to appear
+    ids, mask = left_pad([[5, 6, 7, 8], [9, 10]], PAD)
+    torch.manual_seed(0)
+    resp, rmask, has_eos = sample_responses(model, ids, mask, max_new_tokens=12, eos_id=EOS, pad_id=PAD)
+    for b in range(2):
+        row = resp[b].tolist()
+        if has_eos[b]:
+            k = row.index(EOS)
+            assert all(t == PAD for t in row[k + 1 :]) and rmask[b, : k + 1].all() and not rmask[b, k + 1 :].any()
+        else:
+            assert rmask[b].all()
+    # a near-zero temperature is greedy: the padded batch gives what each prompt gives alone
+    greedy, gmask, _ = sample_responses(model, ids, mask, max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
+    alone, amask, _ = sample_responses(model, torch.tensor([[9, 10]]), torch.ones(1, 2, dtype=torch.long),
+                                       max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
+    n = int(amask.sum())
+    assert greedy[1, :n].tolist() == alone[0, :n].tolist()

@@ -1,0 +1,108 @@
+"""Whole PPO runs on tiny models: learning, outputs and metrics, guards, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import cli_env
+from instructrl.errors import InstructRLError
+from instructrl.ppo.api import run_ppo
+from instructrl.runtime import read_metrics
+from ppo_helpers import TokenRewardScorer, one_thread, ppo_world, quick_cfg  # noqa: F401
+
+METRICS = ["ppo/score_mean", "ppo/kl", "ppo/beta", "ppo/entropy", "ppo/response_length", "ppo/policy_clipfrac",
+           "ppo/value_clipfrac", "ppo/approx_kl", "ppo/value_loss", "ppo/policy_loss", "ppo/eos_rate",
+           "ppo/episodes_per_s", "time/generate_s", "time/train_s"]
+
+
+def test_reward_rises_and_kl_stays_bounded(ppo_world, tmp_path):
+    scorer = TokenRewardScorer(below=32, scale=20.0)  # reward answers made of the 10% lowest token ids
+    cfg = quick_cfg(ppo_world, tmp_path / "out", value_model=str(ppo_world["rm"]), reward_model=None,
+                    total_episodes=16 * 14, batch_size=16, mini_batch_size=4, ppo_epochs=1, response_length=8,
+                    learning_rate=1e-2, kl_coef=0.05, missing_eos_penalty=None, checkpoint_every=100, ema=True,
+                    sample_every=5)
+    result = run_ppo(cfg, reward_model=scorer)
+    scores = [h["ppo/score_mean"] for h in result.history]
+    kls = [h["ppo/kl"] for h in result.history]
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.5, scores
+    assert max(kls) < 20, kls
+    rows = read_metrics(tmp_path / "out")
+    assert len(rows) == 14 and all(m in rows[-1] for m in METRICS)
+    samples = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert {s["iteration"] for s in samples} == {1, 5, 10} and "response" in samples[0]
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").exists() and (out / "last_policy" / "model.safetensors").exists()
+    assert (out / "value_model" / "config.json").exists() and (out / "dist_sync.json").exists()
+
+
+class NaNAfter(TokenRewardScorer):
+    def __init__(self, below, after):
+        super().__init__(below)
+        self.after = after
+
+    def forward(self, input_ids, attention_mask):
+        s = super().forward(input_ids, attention_mask)
+        return s * float("nan") if self.calls > self.after else s
+
+
+def test_nan_reward_stops_and_keeps_the_last_good_checkpoint(ppo_world, tmp_path):
+    cfg = quick_cfg(ppo_world, tmp_path / "out", value_model=str(ppo_world["rm"]), reward_model=None,
+                    total_episodes=40)
+    with pytest.raises(InstructRLError, match=r"non-finite score.*iteration 3.*step-2"):
+        run_ppo(cfg, reward_model=NaNAfter(32, after=2))
+    ckpts = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert ckpts == ["step-1", "step-2"]
+
+
+def test_exploding_kl_stops_the_run(ppo_world, tmp_path):
+    cfg = quick_cfg(ppo_world, tmp_path / "out", max_kl=1e-6, kl_estimator="k3", learning_rate=1e-2)
+    with pytest.raises(InstructRLError, match=r"above max_kl=1e-06.*Last good checkpoint: .*step-1"):
+        run_ppo(cfg)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path):
+    """SIGKILL the CLI after its second checkpoint, resume, and compare with a run that was never stopped."""
+    args = ["--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]), "--prompts",
+            str(ppo_world["prompts"]), "--total-episodes", "64", "--batch-size", "8", "--mini-batch-size", "4",
+            "--response-length", "8", "--learning-rate", "1e-3", "--warmup-iterations", "2", "--ema",
+            "--adaptive-kl", "--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16",
+            "--checkpoint-every", "1", "--no-progress"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "instructrl", "ppo", *args, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()  # it really died mid-run
+    resumed = subprocess.run(cmd + ["--resume"], env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+
+    from instructrl.ppo.config import PPOConfig
+
+    cfg = quick_cfg(ppo_world, tmp_path / "straight", total_episodes=64, learning_rate=1e-3, warmup_iterations=2,
+                    ema=True, adaptive_kl=True, ptx_data=str(ppo_world["ptx"]), ptx_per_episode=1, ptx_max_length=16,
+                    sample_every=10, num_samples=4)
+    assert isinstance(cfg, PPOConfig)
+    run_ppo(cfg)
+    a, b = _weights(killed), _weights(tmp_path / "straight")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    beta_a = [r["ppo/beta"] for r in read_metrics(killed)][-1]
+    beta_b = [r["ppo/beta"] for r in read_metrics(tmp_path / "straight")][-1]
+    assert beta_a == pytest.approx(beta_b, rel=1e-6)
