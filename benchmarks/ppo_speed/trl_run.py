@@ -1,0 +1,64 @@
+"""TRL side of the PPO speed benchmark; runs in its own venv (trl 1.12.0, the last release with PPO).
+
+usage: trl_run.py WORK_DIR RESULT.jsonl ITERATIONS PRECISION(bf16|fp32)
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainerCallback,
+)
+from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+
+work, result_path, iterations, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+setting = json.load(open(os.path.join(work, "setting.json")))
+torch.manual_seed(setting["seed"])
+tok = AutoTokenizer.from_pretrained(os.path.join(work, "policy"), padding_side="left")
+policy = AutoModelForCausalLM.from_pretrained(os.path.join(work, "policy"))
+ref = AutoModelForCausalLM.from_pretrained(os.path.join(work, "policy"))
+rm = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "rm"), num_labels=1)
+value = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "rm"), num_labels=1)
+prompts = json.load(open(os.path.join(work, "prompts.json")))
+ds = Dataset.from_dict({"input_ids": prompts})
+
+B = setting["batch_size"]
+args = PPOConfig(
+    output_dir=os.path.join(work, "trl_out"), per_device_train_batch_size=B, gradient_accumulation_steps=1,
+    num_mini_batches=setting["num_mini_batches"], num_ppo_epochs=setting["ppo_epochs"],
+    response_length=setting["response_length"], total_episodes=B * iterations,
+    learning_rate=setting["learning_rate"], lr_scheduler_type="constant", kl_coef=setting["kl_coef"],
+    temperature=1.0, stop_token="eos", missing_eos_penalty=None, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1,
+    gamma=1.0, lam=0.95, local_rollout_forward_batch_size=B, num_sample_generations=0, report_to=[],
+    save_strategy="no", logging_steps=1, use_cpu=True, bf16=(precision == "bf16"), seed=setting["seed"],
+    dataloader_drop_last=True,
+)
+
+
+class Clock(TrainerCallback):
+    def __init__(self):
+        self.rows, self.t0 = [], time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "objective/scores" in logs:
+            now = time.perf_counter()
+            self.rows.append({"iteration": len(self.rows) + 1, "t": now - self.t0,
+                              "score_mean": logs["objective/scores"], "kl": logs["objective/kl"]})
+
+
+clock = Clock()
+trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=rm,
+                     train_dataset=ds, value_model=value, callbacks=[clock])
+clock.t0 = time.perf_counter()
+trainer.train()
+with open(result_path, "w") as fh:
+    for r in clock.rows:
+        fh.write(json.dumps(r) + "\n")
