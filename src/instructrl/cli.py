@@ -47,7 +47,7 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
         raise InstructRLError(f"'instructrl {name}' is not built yet in this version of instructrl")
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"instructrl {name}", description=summary,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.configure(parser)
     return parser, module
 
