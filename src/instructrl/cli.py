@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "torch.distributed", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)  # "removed shared tensor" on tied weights
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_top_level_help())
         return 0
