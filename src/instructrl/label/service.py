@@ -227,12 +227,7 @@ def plan_assignments(tasks: Sequence[int], labelers: Sequence[str], load: Mappin
     Overlapping tasks are how inter-labeler agreement is measured (InstructGPT §3.4). Each task goes to
     the least-loaded labelers (random tie-break, seeded), so work stays balanced.
     """
-    if not labelers:
-        raise InstructRLError("no labelers to assign to (create some with 'instructrl label create-labeler')")
-    if overlap < 1 or overlap > len(labelers):
-        raise InstructRLError(f"--overlap {overlap}: must be between 1 and the number of labelers ({len(labelers)})")
-    if not 0.0 <= overlap_share <= 1.0:
-        raise InstructRLError(f"--overlap-share {overlap_share}: must be between 0 and 1")
+    check_plan(len(labelers), overlap, overlap_share)
     rng = random.Random(seed)
     counts = {name: load.get(name, 0) for name in labelers}
     plan: list[tuple[int, str]] = []
@@ -243,6 +238,15 @@ def plan_assignments(tasks: Sequence[int], labelers: Sequence[str], load: Mappin
             plan.append((task, name))
             counts[name] += 1
     return plan
+
+
+def check_plan(n_labelers: int, overlap: int, overlap_share: float) -> None:
+    if not n_labelers:
+        raise InstructRLError("no labelers to assign to (create some with 'instructrl label create-labeler')")
+    if overlap < 1 or overlap > n_labelers:
+        raise InstructRLError(f"--overlap {overlap}: must be between 1 and the number of labelers ({n_labelers})")
+    if not 0.0 <= overlap_share <= 1.0:
+        raise InstructRLError(f"--overlap-share {overlap_share}: must be between 0 and 1")
 
 
 def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str] | None = None,
@@ -258,6 +262,7 @@ def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str]
     else:
         chosen = list(session.scalars(select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True))
                                       .order_by(Labeler.name)))
+    check_plan(len(chosen), overlap, overlap_share)
     held = select(Assignment.task_id)
     q = select(Task.id).where(Task.id.not_in(held)).order_by(Task.id)
     if kind:
