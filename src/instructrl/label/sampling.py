@@ -57,6 +57,7 @@ def sample_outputs(model, tokenizer, prompts: Sequence[str], k: int, *, max_new_
     for i, prompt in enumerate(prompts):
         text = format_prompt(tokenizer, prompt)
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=not getattr(tokenizer, "chat_template", None))
+        enc = {"input_ids": enc["input_ids"], "attention_mask": torch.ones_like(enc["input_ids"])}  # one unpadded prompt
         with torch.no_grad():
             gen = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                                  num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
