@@ -52,7 +52,15 @@ class Shots:
 
     def __call__(self, page, name: str, full_page: bool = True) -> None:
         if self.folder:
-            page.screenshot(path=str(self.folder / f"{name}.png"), full_page=full_page)
+            path = self.folder / f"{name}.png"
+            page.screenshot(path=str(path), full_page=full_page)
+            try:  # keep the committed images small: a 128-colour palette is plenty for these pages
+                from PIL import Image
+            except ImportError:
+                return
+            with Image.open(path) as img:
+                small = img.convert("RGB").quantize(colors=128)
+            small.save(path, optimize=True)
 
 
 def export_paths(export_dir: Path, name: str) -> dict[str, Path]:

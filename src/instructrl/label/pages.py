@@ -195,6 +195,8 @@ def _admin_labelers_post(request: Request, form: FormData) -> Response:
                 token = service.reset_token(s, name)
                 message = f"New token for {name} (the old one no longer works). It is shown only once."
             elif action in ("deactivate", "activate"):
+                if name == p.labeler.name:
+                    raise InstructRLError("you cannot deactivate your own account")
                 service.set_active(s, name, action == "activate")
                 token, message = None, f"{name} is now {'active' if action == 'activate' else 'deactivated'}."
             else:
