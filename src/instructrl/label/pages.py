@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from instructrl.label import db, service
 from instructrl.label.app import (LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render)
 from instructrl.label.labels import LabelError
 from instructrl.label.models import KINDS, PENDING, Assignment, Labeler
-from instructrl.label.security import new_csrf_token, same_secret
+from instructrl.label.security import new_csrf_token, safe_subpath, same_secret
 from instructrl.label.service import OutputLabel
 
 router = APIRouter()
@@ -295,8 +296,6 @@ async def admin_export_post(request: Request) -> Response:
 
 
 def _admin_export_post(request: Request, form: FormData) -> Response:
-    from instructrl.label.security import safe_subpath
-
     root = request.app.state.export_dir
     name = str(form.get("name") or "").strip()
     try:
@@ -315,8 +314,6 @@ def _admin_export_post(request: Request, form: FormData) -> Response:
 
 @router.get("/admin/download/{kind}.jsonl")
 def admin_download(request: Request, kind: str) -> Response:
-    import json
-
     if kind not in service.EXPORT_FILES:
         raise service.NotFound(f"no export kind {kind!r}")
     with _tx(request) as s:

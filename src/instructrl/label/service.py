@@ -442,29 +442,31 @@ def export(session: Session, out_dir: str | Path, *, kinds: Sequence[str] = ("de
            by_labeler: bool = False, labeler: str | None = None) -> dict[str, Path]:
     """Write JSONL files into ``out_dir`` (``out_dir/<labeler>/...`` when split); returns {key: path}.
 
-    Files are written to a temporary name and renamed, so a reader never sees half a file.
+    Keys are the kind (``"rankings"``) or, split by labeler, ``"<labeler>/<kind>"``. A labeler without
+    work of a kind gets no file. Files are written to a temporary name and renamed, so a reader never
+    sees half a file.
     """
+    unknown = [k for k in kinds if k not in EXPORT_FILES]
+    if unknown:
+        raise InstructRLError(f"export kind {unknown[0]!r}: expected one of {', '.join(EXPORT_FILES)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if labeler:
         labeler_by_name(session, labeler)
-    names = [labeler] if labeler else None
-    if by_labeler and not labeler:
-        names = list(session.scalars(select(Labeler.name).order_by(Labeler.name)))
+    if by_labeler:
+        names = [labeler] if labeler else list(session.scalars(select(Labeler.name).order_by(Labeler.name)))
+        targets = [(f"{name}/", name, safe_subpath(out, check_name(name))) for name in names]
+    else:
+        targets = [("", labeler, out)]
     written: dict[str, Path] = {}
-    for kind in kinds:
-        if kind not in EXPORT_FILES:
-            raise InstructRLError(f"export kind {kind!r}: expected one of {', '.join(EXPORT_FILES)}")
-        filename, records = EXPORT_FILES[kind]
-        for name in (names if by_labeler or labeler else [None]):
-            folder = safe_subpath(out, check_name(name)) if (by_labeler and name) else out
+    for prefix, name, folder in targets:
+        for kind in kinds:
+            filename, records = EXPORT_FILES[kind]
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / filename
-            count = _write_jsonl(path, records(session, name))
-            written[f"{name}/{kind}" if by_labeler and name else kind] = path
-            if by_labeler and count == 0:  # a labeler without work of this kind gets no empty file
+            if _write_jsonl(path, records(session, name)) or not by_labeler:
+                written[prefix + kind] = path
+            else:
                 path.unlink()
-                written.pop(f"{name}/{kind}")
     return written
 
 
