@@ -147,6 +147,10 @@ class LMTrainer:
                                   f"rate. Last good checkpoint: {latest or 'none'}")
         return loss, sum(len(e["input_ids"]) for e in examples)
 
+    def step_metrics(self) -> dict[str, float]:
+        """Extra metrics of the last optimizer step, logged with the loss (stages extend)."""
+        return {}
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         if not self.eval_examples:
@@ -219,7 +223,7 @@ class LMTrainer:
             if done % self.cfg.logging_steps == 0 or done == self.total_steps:
                 row = {f"{self.stage}/loss": loss, f"{self.stage}/lr": self.optimizer.param_groups[0]["lr"],
                        f"{self.stage}/tokens_per_s": tput.rate(), f"{self.stage}/epoch": done / self.steps_per_epoch,
-                       f"{self.stage}/tokens": self.state["tokens"]}
+                       f"{self.stage}/tokens": self.state["tokens"], **self.step_metrics()}
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row[f'{self.stage}/tokens_per_s']:.0f}")
             if done % self.eval_every == 0 or done == self.total_steps:
                 ev = self.evaluate()
