@@ -55,3 +55,11 @@ def test_saved_config_round_trips(tmp_path):
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert data["stage"] == "SFTConfig"
     assert SFTConfig.from_dict(data) == cfg
+
+
+@pytest.mark.parametrize("command", ["sft", "rm"])
+def test_help_renders_help_texts_with_percent_signs(command):
+    from instructrl.cli import build_parser
+
+    parser, _ = build_parser(command)
+    assert "10%" in parser.format_help()
