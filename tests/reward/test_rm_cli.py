@@ -3,11 +3,12 @@
 import json
 
 from conftest import fact_demos, run_cli, write_jsonl
+from instructrl import cli
 from instructrl.runtime import read_metrics
 from rm_helpers import color_rankings
 
 
-def test_cli_trains_then_evaluates_with_groups_and_judge_ceiling(tiny_model, tmp_path):
+def test_cli_trains_then_evaluates_with_groups_and_judge_ceiling(tiny_model, tmp_path, capsys):
     train = write_jsonl(tmp_path / "train.jsonl", color_rankings(24))
     out = tmp_path / "rm"
     r = run_cli(["rm", "--config", "rm-tiny", "--model", str(tiny_model), "--data", str(train), "--out", str(out),
@@ -25,10 +26,10 @@ def test_cli_trains_then_evaluates_with_groups_and_judge_ceiling(tiny_model, tmp
             row["ranks"] = [max(row["ranks"]) + 1 - x for x in row["ranks"]]
     held = write_jsonl(tmp_path / "held.jsonl", rows)
     ev = tmp_path / "ev"
-    r = run_cli(["rm", "--eval-only", "--model", str(out), "--eval-data", str(held), "--out", str(ev),
-                 "--max-length", "64"])
-    assert r.returncode == 0, r.stderr
-    assert "judge ceiling" in r.stdout and "heldout_labelers" in r.stdout
+    assert cli.main(["rm", "--eval-only", "--model", str(out), "--eval-data", str(held), "--out", str(ev),
+                     "--max-length", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "judge ceiling" in printed and "heldout_labelers" in printed
     report = json.loads((ev / "eval_results.json").read_text())
     groups = report["groups"]
     assert set(groups) == {"all", "train_labelers", "heldout_labelers"}
@@ -38,18 +39,18 @@ def test_cli_trains_then_evaluates_with_groups_and_judge_ceiling(tiny_model, tmp
     assert "rm/eval/heldout_labelers/judge_accuracy" in read_metrics(ev)[-1]
 
 
-def test_cli_bad_input_is_one_clear_line(tiny_model, tmp_path):
+def test_cli_bad_input_is_one_clear_line(tiny_model, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 2]}) + "\n"
                    + json.dumps({"prompt": "Q", "completions": ["a", "b", "c"], "ranks": [1, 2]}) + "\n")
     r = run_cli(["rm", "--model", str(tiny_model), "--data", str(bad), "--out", str(tmp_path / "o")])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{bad}:2: 'ranks' has 2 entries but there are 3 completions" in r.stderr
-    r = run_cli(["rm", "--eval-only", "--model", str(tiny_model), "--eval-data", str(bad)])
-    assert r.returncode == 2 and "is not a reward model" in r.stderr
-    r = run_cli(["rm", "--model", str(tiny_model), "--data", str(bad), "--out", str(tmp_path / "o"),
-                 "--normalize", "reference"])
-    assert r.returncode == 2 and "needs --reference-policy MODEL and --normalize-prompts FILE" in r.stderr
+    assert cli.main(["rm", "--eval-only", "--model", str(tiny_model), "--eval-data", str(bad)]) == 2
+    assert "is not a reward model" in capsys.readouterr().err
+    assert cli.main(["rm", "--model", str(tiny_model), "--data", str(bad), "--out", str(tmp_path / "o"),
+                     "--normalize", "reference"]) == 2
+    assert "needs --reference-policy MODEL and --normalize-prompts FILE" in capsys.readouterr().err
 
 
 def test_sft_selects_checkpoints_by_reward(tiny_model, tmp_path):
