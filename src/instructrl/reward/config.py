@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instructrl.config import BaseConfig, help_field
+from instructrl.config import help_field
 from instructrl.errors import ConfigError
+from instructrl.sft.config import TrainLoopConfig
 
 
 @dataclass
-class RMConfig(BaseConfig):
+class RMConfig(TrainLoopConfig):
     """A reward model trained on K-way rankings with the loss of InstructGPT Eq. 1."""
 
     model: str | None = help_field(
@@ -36,29 +37,16 @@ class RMConfig(BaseConfig):
         1, "A ranking is skipped (and counted) when its prompt leaves fewer response tokens than this; longer "
            "responses are cut and given their EOS back (and counted), so the score is still read at EOS.")
     epochs: int = help_field(1, "Passes over the comparisons. InstructGPT App. C.2: 1 epoch (more overfits).")
-    max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = help_field(
         64, "Prompts (with all their comparisons) per optimizer step across all processes; with batching=pairs, "
             "comparison pairs. InstructGPT App. C.2: 64 prompts.")
-    micro_batch_size: int | None = help_field(
-        None, "Prompts (or pairs) per forward pass on one process; gradient accumulation makes up batch_size "
-              "(default: batch_size / number of processes).")
     learning_rate: float = help_field(9e-6, "Peak learning rate. InstructGPT App. C.2: 9e-6.")
-    lr_schedule: str = help_field("cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.",
-                                  choices=["cosine", "constant"])
     lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT App. C.2: 10%.")
-    warmup_steps: int = help_field(0, "Linear warmup steps.")
-    weight_decay: float = help_field(0.0, "AdamW weight decay.")
     adam_beta1: float = help_field(0.9, "Adam beta1. InstructGPT App. C.2: 0.9.")
     adam_beta2: float = help_field(0.95, "Adam beta2. InstructGPT App. C.2: 0.95.")
-    adam_eps: float = help_field(1e-8, "Adam epsilon.")
-    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).")
     disable_dropout: bool = help_field(
         True, "Turn every dropout layer off while training the reward model, so that the K completions of a "
               "prompt are scored by the same function (lm-human-preferences; Huang et al. 2023).")
-    eval_every: int | None = help_field(None, "Evaluate every N optimizer steps (default: at the end of each epoch).")
-    checkpoint_every: int | None = help_field(None, "Checkpoint every N optimizer steps (default: each epoch).")
-    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
     select_by: str = help_field(
         "last", "Final model: 'last' (the paper trains one epoch and keeps it) or 'loss' (lowest held-out log loss "
                 "among the evaluation points).", choices=["last", "loss"])
@@ -73,23 +61,16 @@ class RMConfig(BaseConfig):
     normalize_samples: int = help_field(1024, "At most this many demonstrations or reference samples are scored.")
     normalize_max_new_tokens: int = help_field(64, "Response length of the reference-policy samples.")
     eval_batch_size: int = help_field(32, "Sequences per forward pass when scoring for evaluation and normalization.")
-    save_dtype: str | None = help_field(None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained.")
 
     def validate(self) -> None:
         super().validate()
-        for name in ("batch_size", "eval_batch_size", "normalize_samples", "epochs", "min_response_tokens"):
+        for name in ("eval_batch_size", "normalize_samples", "min_response_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ConfigError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.save_dtype not in (None, "bfloat16", "float16", "float32"):
-            raise ConfigError(f"save_dtype must be bfloat16, float16 or float32, got {self.save_dtype}")
         if self.normalize == "demonstrations" and not self.demonstrations:
             raise ConfigError("normalize=demonstrations needs --demonstrations FILE")
         if self.normalize == "reference" and not (self.reference_policy and self.normalize_prompts):

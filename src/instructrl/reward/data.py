@@ -29,6 +29,7 @@ import numpy as np
 from instructrl.data.formats import Prompt, check_messages, check_text, missing_columns_error, parse_prompt_value
 from instructrl.data.io import Record, read_records
 from instructrl.data.template import as_messages, encode_completion, encode_prompt
+from instructrl.data.tokenize import TokenizeReport
 from instructrl.errors import DataError
 from instructrl.losses import pairs_from_ranks
 
@@ -272,22 +273,11 @@ def fit_length(p_ids: list[int], c_ids: list[int], max_length: int, eos_id: int,
     return p_ids + c_ids[: room - 1] + [eos_id], True
 
 
-@dataclass
-class EncodeReport:
-    kept: int = 0
-    skipped_long_prompt: int = 0
-    truncated_responses: int = 0
-    skipped_where: list[str] = field(default_factory=list)
-
-    def log(self, what: str) -> None:
-        log.info("%s: %d rankings encoded, %d responses truncated (EOS kept), %d rankings skipped (prompt longer "
-                 "than max_length)", what, self.kept, self.truncated_responses, self.skipped_long_prompt)
-
-
 def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int,
-                    min_response_tokens: int = 1) -> tuple[list[Ranking], list[list[list[int]]], EncodeReport]:
-    """Token ids of every completion of every ranking: (kept rankings, [ranking][k] -> ids, report)."""
-    report, kept, encoded = EncodeReport(), [], []
+                    min_response_tokens: int = 1) -> tuple[list[Ranking], list[list[list[int]]], TokenizeReport]:
+    """Token ids of every completion of every ranking: (kept rankings, [ranking][k] -> ids, report); the report
+    counts rankings kept and skipped (prompt too long) and responses truncated."""
+    report, kept, encoded = TokenizeReport(), [], []
     for r in rankings:
         seqs, truncated = [], 0
         for c in r.completions:
@@ -301,7 +291,7 @@ def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int,
             report.skipped_long_prompt += 1
             report.skipped_where.append(r.where)
             continue
-        report.truncated_responses += truncated
+        report.truncated_completion += truncated
         kept.append(r)
         encoded.append(seqs)
     report.kept = len(kept)

@@ -28,7 +28,6 @@ from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
 from instructrl.reward.evaluation import comparison_report, flat_metrics
 from instructrl.reward.model import score_sequences, sequence_rewards
-from instructrl.runtime import lr_at, set_lr
 from instructrl.sft.trainer import LMTrainer, shuffled_plan
 
 log = logging.getLogger("instructrl.reward")
@@ -97,11 +96,8 @@ class RMTrainer(LMTrainer):
 
     def train_step(self, step: int) -> tuple[float, int]:
         units = [self.pool[i] for i in self.batch_indices(step)]
-        mine = units[self.acc.process_index :: self.acc.num_processes]
-        micro_batches = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
-        set_lr(self.optimizer, lr_at(step, self.total_steps, self.cfg.learning_rate,
-                                     warmup_steps=self.cfg.warmup_steps, final_fraction=self.cfg.lr_final_fraction,
-                                     schedule=self.cfg.lr_schedule))
+        micro_batches = self.local_micro_batches(units)
+        self.schedule_lr(step)
         self.model.train()
         # sums over this process: loss * units, accuracy * pairs, log loss * pairs, pairs, sequences, tokens
         totals = torch.zeros(6, device=self.acc.device, dtype=torch.float64)
