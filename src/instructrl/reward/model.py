@@ -72,7 +72,7 @@ def build_reward_model(name: str, tokenizer, *, no_dropout: bool = True) -> torc
         raise ModelLoadError(f"'{name}': backbone weights did not carry over into the reward model")
     head = getattr(rm, "score", None)
     if isinstance(head, torch.nn.Linear):
-        # Huang et al. 2023 RM detail 2 (lm-human-preferences): reward head weights ~ N(0, 1/(d_model + 1)).
+        # Huang et al. 2023 RM detail 2 (lm-human-preferences): head weights ~ N(0, std = 1/sqrt(d_model + 1)).
         torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(head.in_features + 1))
         if head.bias is not None:
             torch.nn.init.zeros_(head.bias)
