@@ -231,3 +231,13 @@ def test_labeler_and_admin_in_a_real_browser(db_url, tiny_model, browser, live_s
     assert first["likert"] == [6, 1, 5, 3]
     assert first["flags"] == [[], ["inappropriate_for_customer_assistant", "harmful_advice"], [], ["fails_to_follow_instruction"]]
     assert second["prompt"] == SAMPLED_PROMPT and second["ranks"] == [2, 1, 2, 3] and second["likert"] == [4, 4, 4, 4]
+
+    # the exported files are exactly what the training stages read: one reward-model step on the rankings,
+    # normalized with the exported demonstrations
+    out = tmp_path / "rm-from-labels"
+    assert cli(["rm", "--model", str(tiny_model), "--data", str(paths["rankings"]), "--out", str(out),
+                "--demonstrations", str(paths["demonstrations"]), "--max-steps", "1", "--batch-size", "2",
+                "--eval-fraction", "0", "--learning-rate", "1e-3", "--no-progress"]) == 0
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["step"] == 1 and metrics[0]["rm/loss"] > 0
+    assert json.loads((out / "reward_normalization.json").read_text())["method"] == "demonstrations"
