@@ -55,3 +55,17 @@ def test_saved_config_round_trips(tmp_path):
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert data["stage"] == "SFTConfig"
     assert SFTConfig.from_dict(data) == cfg
+
+
+@pytest.mark.parametrize("preset", ["sft-paper", "sft-ppo-init", "sft-tiny"])
+def test_shipped_presets_resolve_by_name(preset):
+    cfg = parse(["--config", preset, "--pretrain-data", "x.jsonl"])
+    assert cfg.lr_final_fraction == 0.1
+
+
+@pytest.mark.parametrize("command", ["sft", "rm"])
+def test_help_renders_help_texts_with_percent_signs(command):
+    from instructrl.cli import build_parser
+
+    parser, _ = build_parser(command)
+    assert "10%" in parser.format_help()

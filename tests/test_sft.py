@@ -94,3 +94,10 @@ def test_cosine_schedule_to_ten_percent():
     assert lr_at(49, 100, 1.0) == pytest.approx(0.55, abs=0.02)
     assert lr_at(0, 100, 1.0, warmup_steps=10, warmup_start=0.1) == pytest.approx(0.1)
     assert lr_at(5, 100, 1.0, warmup_steps=10, warmup_start=0.1) == pytest.approx(0.55)
+
+
+def test_tensorboard_on_request(tiny_model, demos_file, tmp_path):
+    out = tmp_path / "tb"
+    run_sft(quick_cfg(tiny_model, demos_file, out, epochs=1, eval_fraction=0.0, report_to="tensorboard"))
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

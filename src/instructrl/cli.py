@@ -47,7 +47,7 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
         raise InstructRLError(f"'instructrl {name}' is not built yet in this version of instructrl")
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"instructrl {name}", description=summary,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.configure(parser)
     return parser, module
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "torch.distributed", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)  # "removed shared tensor" on tied weights
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_top_level_help())
         return 0

@@ -185,7 +185,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseConfig],
     for f in dataclasses.fields(cls):
         flags = [f"--{f.name.replace('_', '-')}"] + aliases.get(f.name, [])
         base = _base_type(_field_type(f))
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         default_repr = f.default if f.default is not dataclasses.MISSING else "[]"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                                   "help": f"{help_text} (default: {default_repr})"}

@@ -11,7 +11,7 @@ import numpy as np
 from instructrl.data.formats import load_demonstrations, load_texts
 from instructrl.data.tokenize import pack_texts, tokenize_demonstrations
 from instructrl.errors import DataError, InstructRLError
-from instructrl.modeling.loading import apply_lora, load_causal_lm, load_tokenizer
+from instructrl.modeling.loading import apply_lora, check_model_source, load_causal_lm, load_tokenizer
 from instructrl.runtime import make_accelerator, prepare_output_dir
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.trainer import EpochPlan, LMTrainer, Selector, TrainResult, shuffled_plan
@@ -32,6 +32,7 @@ def split_eval(items: list, fraction: float, seed: int, min_records: int = 20) -
 def _load_model(cfg: LMTrainConfig):
     if not cfg.model:
         raise InstructRLError("a model is required (--model PATH_OR_HUB_ID)")
+    check_model_source(cfg.model)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout)
     if cfg.lora_r > 0:

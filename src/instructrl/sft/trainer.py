@@ -30,7 +30,7 @@ from instructrl.data.tokenize import IGNORE_INDEX, collate, count_loss_tokens
 from instructrl.errors import ConfigError, InstructRLError
 from instructrl.modeling.loading import save_pretrained_atomic
 from instructrl.runtime import Checkpoints, MetricsLogger, Throughput, lr_at, param_checksum, set_lr
-from instructrl.sft.config import LMTrainConfig
+from instructrl.sft.config import TrainLoopConfig
 
 log = logging.getLogger("instructrl.train")
 
@@ -77,7 +77,7 @@ def token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]
 class LMTrainer:
     """Runs one next-token training job; see the module docstring."""
 
-    def __init__(self, cfg: LMTrainConfig, accelerator, model, tokenizer, pool: list[dict], plan: EpochPlan,
+    def __init__(self, cfg: TrainLoopConfig, accelerator, model, tokenizer, pool: list[dict], plan: EpochPlan,
                  epoch_size: int, eval_examples: list[dict], out_dir: Path, stage: str,
                  selector: Selector | None = None):
         self.cfg, self.acc, self.tokenizer = cfg, accelerator, tokenizer
@@ -116,15 +116,22 @@ class LMTrainer:
         order = self.plan(epoch)
         return order[k * self.cfg.batch_size : (k + 1) * self.cfg.batch_size]
 
+    def local_micro_batches(self, items: list) -> list[list]:
+        """This process's share of a global batch, cut into micro-batches of ``micro_batch_size``."""
+        mine = items[self.acc.process_index :: self.acc.num_processes]
+        return [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
+
+    def schedule_lr(self, step: int) -> None:
+        set_lr(self.optimizer, lr_at(step, self.total_steps, self.cfg.learning_rate,
+                                     warmup_steps=self.cfg.warmup_steps, final_fraction=self.cfg.lr_final_fraction,
+                                     schedule=self.cfg.lr_schedule))
+
     def train_step(self, step: int) -> tuple[float, int]:
         idx = self.batch_indices(step)
         examples = [self.pool[i] for i in idx]
         global_tokens = max(1, sum(count_loss_tokens(e) for e in examples))
-        mine = examples[self.acc.process_index :: self.acc.num_processes]
-        micro_batches = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
-        set_lr(self.optimizer, lr_at(step, self.total_steps, self.cfg.learning_rate,
-                                     warmup_steps=self.cfg.warmup_steps, final_fraction=self.cfg.lr_final_fraction,
-                                     schedule=self.cfg.lr_schedule))
+        micro_batches = self.local_micro_batches(examples)
+        self.schedule_lr(step)
         self.model.train()
         total_nll = torch.zeros((), device=self.acc.device)
         for j, mb in enumerate(micro_batches):
@@ -146,6 +153,10 @@ class LMTrainer:
             raise InstructRLError(f"{self.stage}: training loss became {loss} at step {step + 1}; lower the learning "
                                   f"rate. Last good checkpoint: {latest or 'none'}")
         return loss, sum(len(e["input_ids"]) for e in examples)
+
+    def step_metrics(self) -> dict[str, float]:
+        """Extra metrics of the last optimizer step, logged with the loss (stages extend)."""
+        return {}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -219,7 +230,7 @@ class LMTrainer:
             if done % self.cfg.logging_steps == 0 or done == self.total_steps:
                 row = {f"{self.stage}/loss": loss, f"{self.stage}/lr": self.optimizer.param_groups[0]["lr"],
                        f"{self.stage}/tokens_per_s": tput.rate(), f"{self.stage}/epoch": done / self.steps_per_epoch,
-                       f"{self.stage}/tokens": self.state["tokens"]}
+                       f"{self.stage}/tokens": self.state["tokens"], **self.step_metrics()}
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row[f'{self.stage}/tokens_per_s']:.0f}")
             if done % self.eval_every == 0 or done == self.total_steps:
                 ev = self.evaluate()

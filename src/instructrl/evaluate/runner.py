@@ -1,0 +1,191 @@
+"""`run_eval`: generate responses from every policy on held-out prompts and measure them.
+
+For each policy: the win rate against the baseline (ties 0.5, with a standard error), and on the
+miniature world the Likert score and metadata rates, truthfulness, toxicity under three instructions,
+and the benchmark scores (the alignment tax). Results go to ``OUT/results.json``, a readable
+``OUT/summary.md`` and the responses to ``OUT/responses.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from instructrl.data.io import read_records, write_jsonl
+from instructrl.data.formats import Prompt, parse_prompt_value
+from instructrl.errors import ConfigError, InstructRLError
+from instructrl.evaluate import world_eval
+from instructrl.evaluate.config import EvalConfig
+from instructrl.evaluate.judges import Judge, load_judge
+from instructrl.evaluate.metrics import win_rate
+
+log = logging.getLogger("instructrl.eval")
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    path: str
+    few_shot: bool = False
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """``PATH``, ``NAME=PATH``, either with ``+fewshot`` appended."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    few = path.endswith("+fewshot")
+    path = path.removesuffix("+fewshot")
+    if not name:
+        name = (Path(path.rstrip("/")).name or path) + ("-fewshot" if few else "")
+    return ModelSpec(name, path, few)
+
+
+def read_prompt_records(path: str, limit: int | None) -> list[dict]:
+    records = read_records(path, what="prompt data")[: limit or None]
+    for r in records:
+        if "prompt" not in r.data:
+            raise InstructRLError(f"{r.where}: expected a 'prompt' column; columns found: {', '.join(sorted(r.data))}")
+        parse_prompt_value(r.data["prompt"], r)
+    return [r.data for r in records]
+
+
+def few_shot_prompt(prompt: Prompt, shots: list[dict]) -> list[dict]:
+    """The paper's 'GPT prompted': a few demonstrations as earlier turns before the prompt."""
+    msgs: list[dict] = []
+    for s in shots:
+        msgs += [{"role": "user", "content": s["prompt"]}, {"role": "assistant", "content": s["completion"]}]
+    return msgs + ([{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt))
+
+
+class Policy:
+    """A loaded policy that answers prompt lists, optionally with a few-shot prefix."""
+
+    def __init__(self, spec: ModelSpec, cfg: EvalConfig, shots: list[dict]):
+        from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+
+        self.spec, self.cfg, self.shots = spec, cfg, shots
+        self.tokenizer = load_tokenizer(spec.path)
+        self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
+        self.model.eval()
+
+    def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
+        from instructrl.generate import generate
+
+        if self.spec.few_shot:
+            prompts = [few_shot_prompt(p, self.shots) for p in prompts]
+        gens = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.cfg.max_new_tokens,
+                        temperature=self.cfg.temperature if temperature is None else temperature,
+                        batch_size=self.cfg.batch_size, progress=self.cfg.progress)
+        return [g.text for g in gens]
+
+
+def resolve_inputs(cfg: EvalConfig) -> EvalConfig:
+    if cfg.world_dir:
+        w = Path(cfg.world_dir)
+        if not w.is_dir():
+            raise ConfigError(f"--world-dir '{cfg.world_dir}' is not a directory")
+        cfg = cfg.replace(prompts=cfg.prompts or str(w / "eval_prompts.jsonl"),
+                          truthfulqa=cfg.truthfulqa or str(w / "truthfulqa.jsonl"),
+                          toxicity=cfg.toxicity or str(w / "toxicity_prompts.jsonl"),
+                          few_shot_data=cfg.few_shot_data or str(w / "sft.jsonl"))
+    if not cfg.models:
+        raise ConfigError("eval: at least one policy is required (--models PATH [PATH ...])")
+    if not cfg.prompts:
+        raise ConfigError("eval: held-out prompts are required (--prompts FILE or --world-dir DIR)")
+    return cfg
+
+
+def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
+    cfg = resolve_inputs(cfg)
+    out = Path(cfg.output_dir or "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    prompts = read_prompt_records(cfg.prompts, cfg.num_prompts)
+    world = all(world_eval.is_world_record(r) for r in prompts)
+    seed = world_eval.world_seed(prompts) if world else cfg.seed
+    if judge is None and "winrate" in cfg.suites and cfg.baseline:
+        spec = cfg.judge
+        if spec == "auto":
+            if not world:
+                raise ConfigError("these prompts are not miniature-world prompts: choose a judge with --judge rm:PATH "
+                                  "or --judge python:module:attr")
+            spec = f"labelers:{seed}"
+        judge = load_judge(spec)
+    shots = [r.data for r in read_records(cfg.few_shot_data)[: cfg.few_shot_k]] \
+        if cfg.few_shot_data and any(parse_model_spec(m).few_shot for m in cfg.models) else []
+    specs = [parse_model_spec(m) for m in cfg.models]
+    if any(s.few_shot for s in specs) and not shots:
+        raise ConfigError("'+fewshot' models need --few-shot-data (or --world-dir)")
+    cfg.save(out)
+    t0 = time.time()
+    results: dict = {"judge": getattr(judge, "name", None), "world": world, "prompts": len(prompts), "models": {}}
+    texts = [r["prompt"] for r in prompts]
+    baseline_responses = None
+    if cfg.baseline and "winrate" in cfg.suites:
+        base = parse_model_spec(cfg.baseline)
+        results["baseline"] = base.name
+        log.info("generating baseline responses (%s)", base.name)
+        baseline_responses = Policy(base, cfg, shots).answer(texts)
+    responses_rows = []
+    for spec in specs:
+        log.info("evaluating %s (%s)", spec.name, spec.path)
+        policy = Policy(spec, cfg, shots)
+        res: dict = {"path": spec.path, "few_shot": spec.few_shot}
+        resp = policy.answer(texts)
+        responses_rows += [{"model": spec.name, "prompt": p, "response": r} for p, r in zip(texts, resp)]
+        if baseline_responses is not None:
+            res["win_rate"] = win_rate(judge.compare(prompts, resp, baseline_responses)).as_dict()
+        if world and "likert" in cfg.suites:
+            res.update(world_eval.likert_and_metadata(prompts, resp, seed))
+        if world and "truthfulness" in cfg.suites and cfg.truthfulqa:
+            tq = read_prompt_records(cfg.truthfulqa, cfg.num_prompts)
+            qa = policy.answer([r["prompt"] for r in tq])
+            iqa = policy.answer([world_eval.INSTRUCTION_QA + r["prompt"] for r in tq])
+            res["truthfulness"] = world_eval.truthfulness(tq, qa, iqa)
+        if world and "toxicity" in cfg.suites and cfg.toxicity:
+            tox = read_prompt_records(cfg.toxicity, cfg.num_prompts and 3 * cfg.num_prompts)
+            res["toxicity"] = world_eval.toxicity(tox, policy.answer([r["prompt"] for r in tox]))
+        if world and "benchmarks" in cfg.suites:
+            res["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
+        results["models"][spec.name] = res
+        del policy
+    results["seconds"] = round(time.time() - t0, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_jsonl(out / "responses.jsonl", responses_rows)
+    (out / "summary.md").write_text(summary_markdown(results))
+    return results
+
+
+def _fmt(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['mean']:.3f} ± {d['se']:.3f}" if d.get("se") == d.get("se") else f"{d['mean']:.3f}"
+
+
+def summary_markdown(results: dict) -> str:
+    lines = [f"# Evaluation ({results['prompts']} prompts; judge: {results.get('judge')})", ""]
+    cols = ["win_rate", "likert", "fails_to_follow_instruction", "hallucination_closed_domain",
+            "satisfies_constraints", "toxic_language"]
+    lines += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in results["models"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    for name, r in results["models"].items():
+        extra = []
+        if "truthfulness" in r:
+            t = r["truthfulness"]
+            extra.append(f"truthful QA {t['qa']['truthful']['mean']:.2f} / info {t['qa']['truthful_and_informative']['mean']:.2f}; "
+                         f"Instruction+QA {t['instruction_qa']['truthful']['mean']:.2f} / "
+                         f"{t['instruction_qa']['truthful_and_informative']['mean']:.2f}")
+        if "toxicity" in r:
+            extra.append("toxic " + ", ".join(f"{k} {v['mean']:.2f}" for k, v in r["toxicity"].items()))
+        if "benchmarks" in r:
+            extra.append(", ".join(f"{k} {v:.3f}" for k, v in r["benchmarks"].items()))
+        if extra:
+            lines += ["", f"**{name}**: " + "; ".join(extra)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,481 @@
+"""Every labeling operation, each working inside one caller-provided transaction (a ``Session``).
+
+The web app and the admin CLI both call these functions; neither touches tables directly. All
+queries go through the ORM (bound parameters only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from instructrl.errors import DataError, InstructRLError
+from instructrl.label import labels as L
+from instructrl.label.agreement import AgreementReport, agreement
+from instructrl.label.models import (KINDS, PENDING, ROLES, SUBMITTED, Assignment, Completion, Demonstration,
+                                     Labeler, Prompt, Rating, Task, WebSession, utcnow)
+from instructrl.label.security import check_name, hash_secret, new_csrf_token, new_token, safe_subpath
+
+SESSION_HOURS = 12
+
+
+class NotFound(InstructRLError):
+    """The object does not exist, or belongs to someone else (the two look the same on purpose)."""
+
+
+class AlreadySubmitted(InstructRLError):
+    """The assignment was submitted before; the first submission is kept unchanged."""
+
+
+# ---------------------------------------------------------------------------- labelers and sign-in
+def create_labeler(session: Session, name: str, role: str = "labeler") -> tuple[Labeler, str]:
+    """A new labeler (or admin) and its access token; only the token's hash is stored."""
+    check_name(name)
+    if role not in ROLES:
+        raise InstructRLError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    if session.scalar(select(Labeler).where(Labeler.name == name)) is not None:
+        raise InstructRLError(f"labeler {name!r} already exists (use reset-token for a new token)")
+    token = new_token()
+    labeler = Labeler(name=name, role=role, token_hash=hash_secret(token), active=True, created_at=utcnow())
+    session.add(labeler)
+    session.flush()
+    return labeler, token
+
+
+def reset_token(session: Session, name: str) -> str:
+    """Replace a labeler's token (the old one stops working; its browser sessions end)."""
+    labeler = labeler_by_name(session, name)
+    token = new_token()
+    labeler.token_hash = hash_secret(token)
+    session.execute(WebSession.__table__.delete().where(WebSession.labeler_id == labeler.id))
+    return token
+
+
+def set_active(session: Session, name: str, active: bool) -> Labeler:
+    labeler = labeler_by_name(session, name)
+    labeler.active = active
+    if not active:
+        session.execute(WebSession.__table__.delete().where(WebSession.labeler_id == labeler.id))
+    return labeler
+
+
+def labeler_by_name(session: Session, name: str) -> Labeler:
+    labeler = session.scalar(select(Labeler).where(Labeler.name == name))
+    if labeler is None:
+        raise InstructRLError(f"no labeler named {name!r}")
+    return labeler
+
+
+def authenticate(session: Session, token: str | None) -> Labeler | None:
+    """The active labeler holding ``token``, or None."""
+    if not token:
+        return None
+    labeler = session.scalar(select(Labeler).where(Labeler.token_hash == hash_secret(token.strip())))
+    return labeler if labeler is not None and labeler.active else None
+
+
+def open_web_session(session: Session, labeler: Labeler) -> tuple[str, str]:
+    """(cookie key, CSRF token) for a new browser session."""
+    key = new_token()
+    csrf = new_csrf_token()
+    now = utcnow()
+    session.add(WebSession(key_hash=hash_secret(key), labeler_id=labeler.id, csrf_token=csrf,
+                           created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS)))
+    session.execute(WebSession.__table__.delete().where(WebSession.expires_at < now))  # housekeeping
+    return key, csrf
+
+
+def find_web_session(session: Session, key: str | None) -> WebSession | None:
+    if not key:
+        return None
+    ws = session.scalar(select(WebSession).options(selectinload(WebSession.labeler))
+                        .where(WebSession.key_hash == hash_secret(key)))
+    if ws is None or ws.expires_at < utcnow() or not ws.labeler.active:
+        return None
+    return ws
+
+
+def close_web_session(session: Session, key: str | None) -> None:
+    if key:
+        session.execute(WebSession.__table__.delete().where(WebSession.key_hash == hash_secret(key)))
+
+
+# ---------------------------------------------------------------------------- prompts and tasks
+_PROMPT_FIELDS = {"prompt", "user", "category", "completions"}
+
+
+@dataclass
+class PromptLine:
+    prompt: str
+    user: str | None
+    category: str | None
+    completions: list[str] | None
+
+
+def parse_prompt_file(path: str | Path) -> list[PromptLine]:
+    """Read a prompts JSONL file; any malformed line raises DataError naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_prompt_text(text, str(p))
+
+
+def parse_prompt_text(text: str, name: str) -> list[PromptLine]:
+    """Parse JSONL text; errors name ``name:line``."""
+    out = [parse_prompt_line(line, f"{name}:{lineno}")
+           for lineno, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not out:
+        raise DataError(f"{name}: holds no prompts (expected one JSON object per line)")
+    return out
+
+
+def parse_prompt_line(line: str, where: str) -> PromptLine:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object like {{\"prompt\": \"...\"}}, got {type(rec).__name__}")
+    if "prompt" not in rec:
+        raise DataError(f"{where}: missing field 'prompt'; fields found: {', '.join(sorted(rec)) or 'none'}")
+    unknown = sorted(set(rec) - _PROMPT_FIELDS)
+    if unknown:
+        raise DataError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_PROMPT_FIELDS))}")
+    prompt = rec["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DataError(f"{where}: 'prompt' must be a non-empty string")
+    for key in ("user", "category"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise DataError(f"{where}: '{key}' must be a string, got {type(rec[key]).__name__}")
+    comps = rec.get("completions")
+    if comps is not None:
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise DataError(f"{where}: 'completions' must be a list of strings")
+        if not L.K_MIN <= len(comps) <= L.K_MAX:
+            raise DataError(f"{where}: 'completions' holds {len(comps)} outputs; a ranking needs "
+                            f"{L.K_MIN}-{L.K_MAX} (InstructGPT ranks K = 4..9)")
+    return PromptLine(prompt, rec.get("user"), rec.get("category"), comps)
+
+
+@dataclass
+class ImportResult:
+    prompts: int = 0
+    demonstration_tasks: int = 0
+    ranking_tasks: int = 0
+
+
+def import_prompts(session: Session, lines: Sequence[PromptLine], *, tag: str | None = None,
+                   demonstrations: bool = True, source: str | None = None) -> ImportResult:
+    """Store prompts; queue a demonstration task per prompt (if asked) and a ranking task per line
+    that brings its own completions."""
+    result = ImportResult()
+    for line in lines:
+        prompt = Prompt(text=line.prompt, user=line.user, category=line.category, tag=tag, created_at=utcnow())
+        session.add(prompt)
+        session.flush()
+        result.prompts += 1
+        if demonstrations:
+            session.add(Task(kind="demonstration", prompt_id=prompt.id, source=None, created_at=utcnow()))
+            result.demonstration_tasks += 1
+        if line.completions:
+            add_ranking_task(session, prompt, line.completions, source=source)
+            result.ranking_tasks += 1
+    return result
+
+
+def add_ranking_task(session: Session, prompt: Prompt, completions: Sequence[str], source: str | None) -> Task:
+    if not L.K_MIN <= len(completions) <= L.K_MAX:
+        raise InstructRLError(f"a ranking task needs {L.K_MIN}-{L.K_MAX} outputs, got {len(completions)}")
+    task = Task(kind="ranking", prompt_id=prompt.id, source=source, created_at=utcnow())
+    session.add(task)
+    session.flush()
+    for i, text in enumerate(completions):
+        session.add(Completion(task_id=task.id, position=i, text=text))
+    return task
+
+
+def prompts_needing_rankings(session: Session, tag: str | None = None, limit: int | None = None) -> list[Prompt]:
+    """Prompts (optionally of one import tag) that have no ranking task yet, oldest first."""
+    ranked = select(Task.prompt_id).where(Task.kind == "ranking")
+    q = select(Prompt).where(Prompt.id.not_in(ranked)).order_by(Prompt.id)
+    if tag is not None:
+        q = q.where(Prompt.tag == tag)
+    if limit:
+        q = q.limit(limit)
+    return list(session.scalars(q))
+
+
+# ---------------------------------------------------------------------------- assignment
+def plan_assignments(tasks: Sequence[int], labelers: Sequence[str], load: Mapping[str, int], *,
+                     overlap: int = 1, overlap_share: float = 1.0, seed: int = 0) -> list[tuple[int, str]]:
+    """Give each task to one labeler, or to ``overlap`` distinct labelers for a share of the tasks.
+
+    Overlapping tasks are how inter-labeler agreement is measured (InstructGPT §3.4). Each task goes to
+    the least-loaded labelers (random tie-break, seeded), so work stays balanced.
+    """
+    check_plan(len(labelers), overlap, overlap_share)
+    rng = random.Random(seed)
+    counts = {name: load.get(name, 0) for name in labelers}
+    plan: list[tuple[int, str]] = []
+    for task in tasks:
+        copies = overlap if rng.random() < overlap_share else 1
+        order = sorted(labelers, key=lambda n: (counts[n], rng.random()))
+        for name in order[:copies]:
+            plan.append((task, name))
+            counts[name] += 1
+    return plan
+
+
+def check_plan(n_labelers: int, overlap: int, overlap_share: float) -> None:
+    if not n_labelers:
+        raise InstructRLError("no labelers to assign to (create some with 'instructrl label create-labeler')")
+    if overlap < 1 or overlap > n_labelers:
+        raise InstructRLError(f"--overlap {overlap}: must be between 1 and the number of labelers ({n_labelers})")
+    if not 0.0 <= overlap_share <= 1.0:
+        raise InstructRLError(f"--overlap-share {overlap_share}: must be between 0 and 1")
+
+
+def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str] | None = None,
+           overlap: int = 1, overlap_share: float = 1.0, limit: int | None = None, seed: int = 0) -> int:
+    """Assign tasks nobody holds yet; returns the number of assignments made."""
+    if kind is not None and kind not in KINDS:
+        raise InstructRLError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if labelers:
+        chosen = [labeler_by_name(session, n) for n in labelers]
+        inactive = [x.name for x in chosen if not x.active]
+        if inactive:
+            raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
+    else:
+        chosen = list(session.scalars(select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True))
+                                      .order_by(Labeler.name)))
+    check_plan(len(chosen), overlap, overlap_share)
+    held = select(Assignment.task_id)
+    q = select(Task.id).where(Task.id.not_in(held)).order_by(Task.id)
+    if kind:
+        q = q.where(Task.kind == kind)
+    if limit:
+        q = q.limit(limit)
+    task_ids = list(session.scalars(q))
+    if not task_ids:
+        return 0
+    ids = {x.name: x.id for x in chosen}
+    load = dict(session.execute(select(Labeler.name, func.count(Assignment.id)).join(Assignment)
+                                .where(Assignment.status == PENDING).group_by(Labeler.name)).all())
+    plan = plan_assignments(task_ids, list(ids), load, overlap=overlap, overlap_share=overlap_share, seed=seed)
+    now = utcnow()
+    session.add_all(Assignment(task_id=t, labeler_id=ids[n], status=PENDING, assigned_at=now) for t, n in plan)
+    return len(plan)
+
+
+# ---------------------------------------------------------------------------- a labeler's work
+def assignments_of(session: Session, labeler: Labeler, status: str | None = None) -> list[Assignment]:
+    q = (select(Assignment).options(selectinload(Assignment.task).selectinload(Task.prompt))
+         .where(Assignment.labeler_id == labeler.id).order_by(Assignment.id))
+    if status:
+        q = q.where(Assignment.status == status)
+    return list(session.scalars(q))
+
+
+def own_assignment(session: Session, labeler: Labeler, assignment_id: int) -> Assignment:
+    """The labeler's own assignment; someone else's looks exactly like a missing one."""
+    a = session.scalar(select(Assignment).options(
+        selectinload(Assignment.task).selectinload(Task.prompt),
+        selectinload(Assignment.task).selectinload(Task.completions),
+        selectinload(Assignment.demonstration), selectinload(Assignment.ratings),
+    ).where(Assignment.id == assignment_id, Assignment.labeler_id == labeler.id))
+    if a is None:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return a
+
+
+def next_pending(session: Session, labeler: Labeler) -> Assignment | None:
+    return session.scalar(select(Assignment).where(Assignment.labeler_id == labeler.id,
+                                                   Assignment.status == PENDING).order_by(Assignment.id).limit(1))
+
+
+def _claim(session: Session, assignment: Assignment) -> None:
+    """Mark the assignment submitted, exactly once.
+
+    The conditional UPDATE is the guard against double submits: of two concurrent submissions, the
+    second one's UPDATE waits for the first to commit and then matches no row (PostgreSQL), or waits for
+    the write lock and sees the new status (SQLite, BEGIN IMMEDIATE).
+    """
+    res = session.execute(update(Assignment).where(Assignment.id == assignment.id, Assignment.status == PENDING)
+                          .values(status=SUBMITTED, submitted_at=utcnow()).execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        raise AlreadySubmitted(f"assignment {assignment.id} was already submitted; the first submission is kept")
+
+
+def submit_demonstration(session: Session, labeler: Labeler, assignment_id: int, text: str) -> Assignment:
+    a = own_assignment(session, labeler, assignment_id)
+    if a.task.kind != "demonstration":
+        raise L.LabelError(f"assignment {assignment_id} is a {a.task.kind} task, not a demonstration")
+    if not isinstance(text, str) or not text.strip():
+        raise L.LabelError("demonstration: write a response before submitting")
+    _claim(session, a)
+    session.add(Demonstration(assignment_id=a.id, text=text.replace("\r\n", "\n"), created_at=utcnow()))
+    return a
+
+
+@dataclass
+class OutputLabel:
+    likert: Any
+    flags: Sequence[str]
+    rank: Any
+
+
+def submit_ranking(session: Session, labeler: Labeler, assignment_id: int, labels: Mapping[int, OutputLabel]) -> Assignment:
+    """Store a Likert score, flags and rank for every output of the task (InstructGPT §3.4, App. B)."""
+    a = own_assignment(session, labeler, assignment_id)
+    if a.task.kind != "ranking":
+        raise L.LabelError(f"assignment {assignment_id} is a {a.task.kind} task, not a ranking")
+    comps = a.task.completions
+    ids = [c.id for c in comps]
+    ranks = L.ranking_from_mapping({cid: lab.rank for cid, lab in labels.items() if lab.rank not in (None, "")}, ids)
+    rows = []
+    for c, rank in zip(comps, ranks):
+        where = f"output {chr(65 + c.position)}"
+        lab = labels[c.id]  # present: ranking_from_mapping checked every output has an entry
+        rows.append(Rating(assignment_id=a.id, completion_id=c.id, likert=L.check_likert(lab.likert, where),
+                           flags=L.check_flags(lab.flags, where), rank=rank))
+    _claim(session, a)
+    session.add_all(rows)
+    return a
+
+
+# ---------------------------------------------------------------------------- progress, agreement
+def progress(session: Session) -> dict[str, Any]:
+    """Counts per task kind and per labeler."""
+    kinds = {}
+    for kind in KINDS:
+        tasks = session.scalar(select(func.count(Task.id)).where(Task.kind == kind)) or 0
+        unassigned = session.scalar(select(func.count(Task.id)).where(
+            Task.kind == kind, Task.id.not_in(select(Assignment.task_id)))) or 0
+        by_status = dict(session.execute(select(Assignment.status, func.count(Assignment.id)).join(Task)
+                                         .where(Task.kind == kind).group_by(Assignment.status)).all())
+        kinds[kind] = {"tasks": tasks, "unassigned": unassigned, "pending": by_status.get(PENDING, 0),
+                       "submitted": by_status.get(SUBMITTED, 0)}
+    rows = session.execute(select(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status,
+                                  func.count(Assignment.id))
+                           .select_from(Labeler).outerjoin(Assignment).outerjoin(Task)
+                           .group_by(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status)
+                           .order_by(Labeler.name)).all()
+    people: dict[str, dict[str, Any]] = {}
+    for name, role, active, kind, status, n in rows:
+        person = people.setdefault(name, {"labeler": name, "role": role, "active": active,
+                                          **{f"{k}_{s}": 0 for k in KINDS for s in (PENDING, SUBMITTED)}})
+        if kind and status:
+            person[f"{kind}_{status}"] = n
+    return {"tasks": kinds, "labelers": list(people.values())}
+
+
+def ranking_table(session: Session) -> dict[int, dict[str, list[int]]]:
+    """{task_id: {labeler: ranks in output order}} for every submitted ranking."""
+    rows = session.execute(select(Assignment.task_id, Labeler.name, Completion.position, Rating.rank)
+                           .join(Labeler, Assignment.labeler_id == Labeler.id)
+                           .join(Rating, Rating.assignment_id == Assignment.id)
+                           .join(Completion, Rating.completion_id == Completion.id)
+                           .where(Assignment.status == SUBMITTED)
+                           .order_by(Assignment.task_id, Labeler.name, Completion.position)).all()
+    table: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for task_id, name, _pos, rank in rows:
+        table[task_id][name].append(rank)
+    return table
+
+
+def labeler_agreement(session: Session) -> AgreementReport:
+    return agreement(ranking_table(session))
+
+
+# ---------------------------------------------------------------------------- export
+def demonstration_records(session: Session, labeler: str | None = None) -> Iterator[dict[str, Any]]:
+    """Demonstrations as the SFT stage reads them: {"prompt", "completion", "labeler", ...}."""
+    q = (select(Demonstration.text, Prompt.text, Labeler.name, Prompt.user, Prompt.category, Task.id, Assignment.submitted_at)
+         .join(Assignment, Demonstration.assignment_id == Assignment.id).join(Task, Assignment.task_id == Task.id)
+         .join(Prompt, Task.prompt_id == Prompt.id).join(Labeler, Assignment.labeler_id == Labeler.id)
+         .order_by(Assignment.submitted_at, Assignment.id))
+    if labeler:
+        q = q.where(Labeler.name == labeler)
+    for completion, prompt, name, user, category, task_id, at in session.execute(q):
+        yield {"prompt": prompt, "completion": completion, "labeler": name, "user": user, "category": category,
+               "task_id": task_id, "submitted_at": at.isoformat() if at else None}
+
+
+def ranking_records(session: Session, labeler: str | None = None) -> Iterator[dict[str, Any]]:
+    """Rankings as the reward-model stage reads them (rank 1 = best, ties share a rank)."""
+    q = (select(Assignment).options(selectinload(Assignment.task).selectinload(Task.prompt),
+                                    selectinload(Assignment.task).selectinload(Task.completions),
+                                    selectinload(Assignment.ratings), selectinload(Assignment.labeler))
+         .join(Task).join(Labeler, Assignment.labeler_id == Labeler.id)
+         .where(Task.kind == "ranking", Assignment.status == SUBMITTED)
+         .order_by(Assignment.submitted_at, Assignment.id))
+    if labeler:
+        q = q.where(Labeler.name == labeler)
+    for a in session.scalars(q):
+        by_completion = {r.completion_id: r for r in a.ratings}
+        comps = a.task.completions
+        ratings = [by_completion[c.id] for c in comps]
+        yield {"prompt": a.task.prompt.text, "completions": [c.text for c in comps],
+               "ranks": [r.rank for r in ratings], "labeler": a.labeler.name,
+               "likert": [r.likert for r in ratings], "flags": [list(r.flags) for r in ratings]}
+
+
+EXPORT_FILES = {"demonstrations": ("demonstrations.jsonl", demonstration_records),
+                "rankings": ("rankings.jsonl", ranking_records)}
+
+
+def export(session: Session, out_dir: str | Path, *, kinds: Sequence[str] = ("demonstrations", "rankings"),
+           by_labeler: bool = False, labeler: str | None = None) -> dict[str, Path]:
+    """Write JSONL files into ``out_dir`` (``out_dir/<labeler>/...`` when split); returns {key: path}.
+
+    Keys are the kind (``"rankings"``) or, split by labeler, ``"<labeler>/<kind>"``. A labeler without
+    work of a kind gets no file. Files are written to a temporary name and renamed, so a reader never
+    sees half a file.
+    """
+    unknown = [k for k in kinds if k not in EXPORT_FILES]
+    if unknown:
+        raise InstructRLError(f"export kind {unknown[0]!r}: expected one of {', '.join(EXPORT_FILES)}")
+    out = Path(out_dir)
+    if labeler:
+        labeler_by_name(session, labeler)
+    if by_labeler:
+        names = [labeler] if labeler else list(session.scalars(select(Labeler.name).order_by(Labeler.name)))
+        targets = [(f"{name}/", name, safe_subpath(out, check_name(name))) for name in names]
+    else:
+        targets = [("", labeler, out)]
+    written: dict[str, Path] = {}
+    for prefix, name, folder in targets:
+        for kind in kinds:
+            filename, records = EXPORT_FILES[kind]
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / filename
+            if _write_jsonl(path, records(session, name)) or not by_labeler:
+                written[prefix + kind] = path
+            else:
+                path.unlink()
+    return written
+
+
+def _write_jsonl(path: Path, records: Iterator[dict[str, Any]]) -> int:
+    tmp = path.with_name(f".{path.name}.tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n

@@ -1,0 +1,140 @@
+"""Python API of stage 2: ``run_rm(RMConfig(...))`` trains a reward model, ``evaluate_rm(RMConfig(...))`` evaluates one.
+
+Outputs of ``run_rm`` in ``output_dir``: the reward model (transformers format, see ``reward/model.py``) with its
+tokenizer and ``reward_normalization.json``, ``config.yaml``, ``data_report.json``, ``metrics.jsonl``,
+``eval_results.json`` (per labeler group, with standard errors), ``selection.json`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from instructrl.errors import DataError, InstructRLError
+from instructrl.modeling.loading import load_tokenizer
+from instructrl.reward.config import RMConfig
+from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load_rankings, split_by_prompt
+from instructrl.reward.evaluation import flat_metrics, format_report
+from instructrl.reward.model import RewardModel, build_reward_model, write_normalization
+from instructrl.reward.trainer import RMTrainer, evaluate_rankings
+from instructrl.runtime import make_accelerator, prepare_output_dir
+
+log = logging.getLogger("instructrl.reward")
+
+
+@dataclass
+class RMResult:
+    out_dir: Path
+    steps: int
+    final_train_loss: float
+    forward_passes: int
+    normalization: dict
+    eval_report: dict | None
+
+
+def _heldout(cfg: RMConfig) -> frozenset[str]:
+    return frozenset(str(x).strip() for x in cfg.heldout_labelers if str(x).strip())
+
+
+def run_rm(cfg: RMConfig) -> RMResult:
+    """Train a reward model on rankings (InstructGPT §3.5), normalize it, evaluate it on held-out comparisons."""
+    if not cfg.model:
+        raise InstructRLError("rm: a model to start from is required (--model PATH, normally the SFT checkpoint)")
+    if not cfg.data:
+        raise InstructRLError("rm: comparison data is required (--data FILE)")
+    out = prepare_output_dir(cfg.output_dir, cfg.resume, "rm")
+    heldout = _heldout(cfg)
+    rankings, load_report = load_rankings(cfg.data)
+    if cfg.eval_data:
+        train_r, eval_r = rankings, load_rankings(cfg.eval_data, what="evaluation data")[0]
+    else:
+        train_r, eval_r = split_by_prompt(rankings, cfg.eval_fraction, cfg.seed)
+    # Held-out labelers' comparisons are never trained on (InstructGPT §3.4: held-out labelers).
+    n_heldout_dropped = sum(labeler_group(r, heldout) == HELDOUT for r in train_r)
+    train_r = [r for r in train_r if labeler_group(r, heldout) != HELDOUT]
+    if n_heldout_dropped:
+        log.info("%d rankings by held-out labelers on training prompts are left out of training", n_heldout_dropped)
+
+    acc = make_accelerator(cfg, out)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    model = build_reward_model(cfg.model, tokenizer, no_dropout=cfg.disable_dropout)
+    train_r, train_enc, enc_report = encode_rankings(train_r, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    enc_report.log("rm train")
+    eval_r, eval_enc, eval_enc_report = encode_rankings(eval_r, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    if eval_r:
+        eval_enc_report.log("rm evaluation")
+    if not train_r:
+        raise DataError(f"{cfg.data}: no ranking is left to train on (held-out labelers, prompts longer than "
+                        f"max_length={cfg.max_length}, or all tied)")
+    if acc.is_main_process:
+        cfg.save(out)
+        (out / "data_report.json").write_text(json.dumps({
+            "load": asdict(load_report), "train_rankings": len(train_r), "eval_rankings": len(eval_r),
+            "train_pairs": sum(len(r.pairs) for r in train_r), "eval_pairs": sum(len(r.pairs) for r in eval_r),
+            "train_completions": sum(len(r.completions) for r in train_r),
+            "heldout_labeler_rankings_left_out_of_training": n_heldout_dropped,
+            "train_encoding": asdict(enc_report), "eval_encoding": asdict(eval_enc_report)}, indent=1))
+    trainer = RMTrainer(cfg, acc, model, tokenizer, train_r, train_enc, eval_r, eval_enc, out, heldout)
+    result = trainer.train()
+
+    normalization = {"gain": 1.0, "bias": 0.0, "method": "none"}
+    if acc.is_main_process:
+        normalization = normalize_saved(cfg, out, acc.device)
+    report = trainer.selected_report()
+    if acc.is_main_process and report is not None:
+        report = {**report, "model": str(out), "data": cfg.eval_data or f"{cfg.data} (held-out prompts)"}
+        (out / "eval_results.json").write_text(json.dumps(report, indent=1))
+        print(format_report(report))
+    acc.wait_for_everyone()
+    return RMResult(out, result.steps, result.final_train_loss, trainer.state["forward_passes"], normalization, report)
+
+
+def normalize_saved(cfg: RMConfig, out: Path, device: torch.device) -> dict:
+    """Compute the normalization of the saved reward model in ``out`` and store it beside it."""
+    from instructrl.reward.normalize import demonstration_normalization, reference_normalization
+
+    method = cfg.normalize_method
+    normalization = {"gain": 1.0, "bias": 0.0, "method": "none"}
+    if method != "none":
+        rm = RewardModel.from_pretrained(out, device=device)
+        if method == "demonstrations":
+            normalization = demonstration_normalization(rm, cfg.demonstrations, cfg.normalize_samples,
+                                                        cfg.eval_batch_size)
+        else:
+            normalization = reference_normalization(
+                rm, cfg.reference_policy, cfg.normalize_prompts, limit=cfg.normalize_samples,
+                max_new_tokens=cfg.normalize_max_new_tokens, seed=cfg.seed, batch_size=cfg.eval_batch_size)
+    else:
+        log.info("no reward normalization (pass --demonstrations FILE for the paper's: demonstrations score mean 0)")
+    write_normalization(out, normalization)
+    return normalization
+
+
+def evaluate_rm(cfg: RMConfig) -> dict:
+    """Evaluate an existing reward model (``cfg.model``) on ``cfg.eval_data`` (or ``cfg.data``)."""
+    source = cfg.eval_data or cfg.data
+    if not cfg.model or not source:
+        raise InstructRLError("rm --eval-only needs --model REWARD_MODEL_DIR and --eval-data FILE")
+    device = "cpu" if cfg.cpu or not torch.cuda.is_available() else "cuda"
+    rm = RewardModel.from_pretrained(cfg.model, device=device)
+    rankings, load_report = load_rankings(source, what="evaluation data")
+    rankings, encoded, enc_report = encode_rankings(rankings, rm.tokenizer, cfg.max_length, cfg.min_response_tokens)
+    enc_report.log("rm evaluation")
+    if not rankings:
+        raise DataError(f"{source}: every ranking was skipped (prompts longer than max_length={cfg.max_length})")
+    report = evaluate_rankings(rm.model, rm.tokenizer.pad_token_id, rankings, encoded, _heldout(cfg),
+                               cfg.eval_batch_size)
+    report = {"model": cfg.model, "data": source, "skipped_all_tied": load_report.skipped_all_tied,
+              "skipped_long_prompt": enc_report.skipped_long_prompt, **report}
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval_results.json").write_text(json.dumps(report, indent=1))
+        with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": 0, **flat_metrics(report)}) + "\n")
+    print(format_report(report))
+    return report

@@ -1,0 +1,239 @@
+"""The reward model: a causal LM's backbone with a scalar head read at the last token of the response (EOS).
+
+InstructGPT §3.5: the RM starts from the SFT model with its unembedding replaced by a projection to one
+scalar. Checkpoints are plain ``transformers`` ``AutoModelForSequenceClassification`` models with
+``num_labels=1`` (e.g. ``GPT2ForSequenceClassification``), ``config.pad_token_id`` set to the tokenizer's PAD
+(so the score is read at the last non-PAD token), the tokenizer saved beside them, and the normalization
+stored twice: ``reward_normalization.json`` (``{"gain", "bias", "method", ...stats}``) and
+``config.json`` (``instructrl_reward_gain``, ``instructrl_reward_bias``). Normalized reward = gain * raw + bias.
+
+Public API (the PPO and evaluation stages import these names)::
+
+    from instructrl.reward.model import RewardModel, load_reward_model
+
+    rm = RewardModel.from_pretrained(path, device=None)   # or load_reward_model(path, device=None)
+    rm.tokenizer                                          # PAD distinct from EOS
+    rm(input_ids, attention_mask)      -> (B,) normalized rewards; left or right padding
+    rm.raw(input_ids, attention_mask)  -> (B,) unnormalized rewards
+    rm.score(prompts, responses, batch_size=32) -> torch.Tensor (N,) normalized, on the CPU
+    rm.score_raw(prompts, responses, batch_size=32) -> torch.Tensor (N,) unnormalized
+    rm.gain, rm.bias (0-d buffers), rm.normalization (dict), rm.model (the transformers module)
+
+``prompts`` are prompt records (a string or a list of chat messages), rendered with the same template as SFT;
+``responses`` are strings; each is scored as rendered prompt + response + EOS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instructrl.data.formats import Prompt
+from instructrl.errors import ModelLoadError
+from instructrl.generate import left_pad
+from instructrl.modeling.loading import check_model_source, disable_dropout, load_causal_lm, load_tokenizer
+
+log = logging.getLogger("instructrl.reward")
+NORMALIZATION_FILE = "reward_normalization.json"
+GAIN_KEY, BIAS_KEY = "instructrl_reward_gain", "instructrl_reward_bias"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+# ----------------------------------------------------------------------------- building from a causal LM
+def build_reward_model(name: str, tokenizer, *, no_dropout: bool = True) -> torch.nn.Module:
+    """A fresh reward model: the causal LM ``name``'s backbone weights under a new scalar head.
+
+    The causal LM is loaded (and its embeddings aligned with ``tokenizer``), then its backbone state is copied,
+    strictly, into ``AutoModelForSequenceClassification`` with ``num_labels=1``; the LM head is dropped
+    (InstructGPT §3.5: unembedding replaced by a scalar projection)."""
+    from transformers import AutoModelForSequenceClassification
+
+    causal = load_causal_lm(name, tokenizer, init_from_config=False)
+    config = causal.config
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-PAD token
+    config.problem_type = "regression"
+    try:
+        rm = AutoModelForSequenceClassification.from_config(config)
+    except ValueError as e:
+        raise ModelLoadError(f"'{name}': {type(config).__name__} has no sequence-classification head in "
+                             f"transformers, so it cannot become a reward model ({str(e).splitlines()[0]})") from None
+    rm.to(next(causal.parameters()).dtype)
+    backbone = causal.base_model.state_dict()
+    rm.base_model.load_state_dict(backbone, strict=True)  # every backbone tensor, no more, no less
+    target = rm.base_model.state_dict()
+    if not all(torch.equal(backbone[k], target[k]) for k in backbone):
+        raise ModelLoadError(f"'{name}': backbone weights did not carry over into the reward model")
+    head = getattr(rm, "score", None)
+    if isinstance(head, torch.nn.Linear):
+        # Huang et al. 2023 RM detail 2 (lm-human-preferences): head weights ~ N(0, std = 1/sqrt(d_model + 1)).
+        torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(head.in_features + 1))
+        if head.bias is not None:
+            torch.nn.init.zeros_(head.bias)
+    setattr(rm.config, GAIN_KEY, 1.0)
+    setattr(rm.config, BIAS_KEY, 0.0)
+    if no_dropout:
+        disable_dropout(rm)
+    log.info("reward model from %s: %d backbone tensors carried over, new scalar head", name, len(backbone))
+    del causal
+    return rm
+
+
+# ----------------------------------------------------------------------------- scoring
+def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Raw scalar rewards (B,) of padded sequences (B, T), read at each row's last non-PAD token (EOS).
+
+    Position ids are recomputed from the mask, so left and right padding give the same rewards
+    (Huang et al. 2023: recompute position ids when scoring padded sequences)."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, T)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    return out.logits[:, 0].float()  # (B, 1) -> (B,)
+
+
+@torch.no_grad()
+def score_sequences(model: torch.nn.Module, seqs: list[list[int]], pad_id: int, batch_size: int = 32) -> torch.Tensor:
+    """Raw rewards (N,) of token sequences, on the CPU, in the given order (batched by similar length)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty(len(seqs))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = left_pad([seqs[i] for i in idx], pad_id)  # (b, T)
+        out[idx] = sequence_rewards(model, ids.to(device), mask.to(device)).cpu()
+    model.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------------- normalization on disk
+def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_normalization(directory: str | os.PathLike, normalization: dict[str, Any]) -> None:
+    """Store gain/bias in ``reward_normalization.json`` and in ``config.json`` of a saved reward model."""
+    d = Path(directory)
+    _write_json_atomic(d / NORMALIZATION_FILE, normalization)
+    config = json.loads((d / "config.json").read_text())
+    config[GAIN_KEY], config[BIAS_KEY] = float(normalization["gain"]), float(normalization["bias"])
+    _write_json_atomic(d / "config.json", config)
+
+
+def read_normalization(directory: str | os.PathLike, config=None) -> dict[str, Any]:
+    path = Path(directory) / NORMALIZATION_FILE
+    if path.exists():
+        norm = json.loads(path.read_text())
+        if "gain" not in norm or "bias" not in norm:
+            raise ModelLoadError(f"{path}: expected 'gain' and 'bias'")
+        return norm
+    if config is not None and getattr(config, GAIN_KEY, None) is not None:
+        return {"gain": float(getattr(config, GAIN_KEY)), "bias": float(getattr(config, BIAS_KEY, 0.0)),
+                "method": "config"}
+    log.warning("%s has no reward normalization: rewards are raw (gain 1, bias 0)", directory)
+    return {"gain": 1.0, "bias": 0.0, "method": "none"}
+
+
+# ----------------------------------------------------------------------------- the public module
+class RewardModel(torch.nn.Module):
+    """A trained reward model with its tokenizer and normalization; see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, normalization: dict[str, Any] | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.normalization = dict(normalization or {"gain": 1.0, "bias": 0.0, "method": "none"})
+        self.register_buffer("gain", torch.tensor(float(self.normalization["gain"])))
+        self.register_buffer("bias", torch.tensor(float(self.normalization["bias"])))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None) -> "RewardModel":
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        name = str(path)
+        check_model_source(name, "reward model")
+        local = Path(os.path.expanduser(name))
+        if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+            raise ModelLoadError(f"reward model '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                                 f"save the tokenizer beside the model (tokenizer.save_pretrained)")
+        config = AutoConfig.from_pretrained(name)
+        if getattr(config, "num_labels", None) != 1:
+            raise ModelLoadError(f"'{name}' is not a reward model: its config has num_labels="
+                                 f"{getattr(config, 'num_labels', None)} (a causal LM? train one with `instructrl rm`)")
+        tokenizer = load_tokenizer(name, padding_side="left")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
+        except Exception as e:
+            raise ModelLoadError(f"could not load reward model '{name}': {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            raise ModelLoadError(f"'{name}': its tokenizer has {len(tokenizer)} tokens but the model only "
+                                 f"{model.get_input_embeddings().weight.shape[0]} embeddings (it lacks a PAD token?)")
+        model.config.pad_token_id = tokenizer.pad_token_id
+        disable_dropout(model)
+        model.eval()
+        rm = cls(model, tokenizer, read_normalization(local if local.is_dir() else name, model.config))
+        return rm.to(device) if device is not None else rm
+
+    @property
+    def device(self) -> torch.device:
+        return self.gain.device
+
+    def raw(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unnormalized rewards (B,) of (B, T) sequences."""
+        return sequence_rewards(self.model, input_ids, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalized rewards gain * raw + bias, (B,)."""
+        return self.gain * self.raw(input_ids, attention_mask) + self.bias  # (B,)
+
+    def encode(self, prompts: list[Prompt], responses: list[str]) -> list[list[int]]:
+        """Token ids of rendered prompt + response + EOS, cut to the model's context from the left."""
+        from instructrl.reward.data import encode_pair_text
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", None)
+        seqs = []
+        for p, r in zip(prompts, responses):
+            p_ids, c_ids = encode_pair_text(self.tokenizer, p, r)
+            ids = p_ids + c_ids
+            seqs.append(ids[-limit:] if limit else ids)  # keep the response's end: the score is read at EOS
+        return seqs
+
+    def score_raw(self, prompts: list[Prompt], responses: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Unnormalized rewards (N,) of each (prompt, response), on the CPU."""
+        return score_sequences(self.model, self.encode(prompts, responses), self.tokenizer.pad_token_id, batch_size)
+
+    def score(self, prompts: list[Prompt], responses: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Normalized rewards (N,) of each (prompt, response), on the CPU."""
+        return self.gain.cpu() * self.score_raw(prompts, responses, batch_size) + self.bias.cpu()  # (N,)
+
+    def set_normalization(self, normalization: dict[str, Any]) -> None:
+        self.normalization = dict(normalization)
+        self.gain.fill_(float(normalization["gain"]))
+        self.bias.fill_(float(normalization["bias"]))
+        setattr(self.model.config, GAIN_KEY, float(normalization["gain"]))
+        setattr(self.model.config, BIAS_KEY, float(normalization["bias"]))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        from instructrl.modeling.loading import save_pretrained_atomic
+
+        self.set_normalization(self.normalization)  # config attributes in step with the buffers
+        out = save_pretrained_atomic(self.model, self.tokenizer, directory)
+        write_normalization(out, self.normalization)
+        return out
+
+
+def load_reward_model(path: str | os.PathLike, device: str | torch.device | None = None) -> RewardModel:
+    """Shorthand for :meth:`RewardModel.from_pretrained`."""
+    return RewardModel.from_pretrained(path, device=device)

@@ -1,0 +1,64 @@
+"""`instructrl eval` on real (non-world) prompts with a pluggable judge, and the judge interface."""
+
+import json
+
+import pytest
+
+from conftest import fact_demos, run_cli, write_jsonl
+from instructrl.errors import ConfigError
+from instructrl.evaluate.config import EvalConfig
+from instructrl.evaluate.judges import load_judge
+from instructrl.evaluate.runner import few_shot_prompt, parse_model_spec, run_eval
+
+
+class LongerWins:
+    """A toy judge: the longer response wins; equal lengths tie."""
+
+    name = "longer-wins"
+
+    def compare(self, prompts, responses, baselines):
+        return [1.0 if len(a) > len(b) else 0.5 if len(a) == len(b) else 0.0 for a, b in zip(responses, baselines)]
+
+
+def test_model_specs():
+    assert parse_model_spec("runs/sft") == parse_model_spec("sft=runs/sft")
+    s = parse_model_spec("gpt=base/small+fewshot")
+    assert (s.name, s.path, s.few_shot) == ("gpt", "base/small", True)
+    assert parse_model_spec("base/small+fewshot").name == "small-fewshot"
+
+
+def test_few_shot_prompt_puts_demonstrations_first():
+    msgs = few_shot_prompt("Q3", [{"prompt": "Q1", "completion": "A1"}, {"prompt": "Q2", "completion": "A2"}])
+    assert [m["content"] for m in msgs] == ["Q1", "A1", "Q2", "A2", "Q3"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
+
+
+def test_judge_plugins():
+    j = load_judge("python:test_eval_runner:LongerWins")
+    assert j.compare([{}], ["aa"], ["a"]) == [1.0]
+    with pytest.raises(ConfigError, match="expected rm:PATH"):
+        load_judge("magic")
+    with pytest.raises(ConfigError, match="cannot load it"):
+        load_judge("python:no_such_module_xyz:Judge")
+
+
+def test_self_comparison_is_a_tie_and_results_are_written(tiny_model, tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(6)])
+    cfg = EvalConfig(models=[f"a={tiny_model}"], baseline=f"b={tiny_model}", prompts=str(prompts),
+                     output_dir=str(tmp_path / "ev"), temperature=0, max_new_tokens=6, progress=False)
+    res = run_eval(cfg, judge=LongerWins())
+    # greedy decoding of the same model: identical responses, every comparison a tie
+    assert res["models"]["a"]["win_rate"] == {"mean": 0.5, "se": 0.0, "n": 6}
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["baseline"] == "b"
+    assert "| a |" in (tmp_path / "ev" / "summary.md").read_text()
+    assert len((tmp_path / "ev" / "responses.jsonl").read_text().splitlines()) == 6
+
+
+def test_non_world_prompts_need_an_explicit_judge(tiny_model, tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    r = run_cli(["eval", "--models", str(tiny_model), "--baseline", str(tiny_model), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and "choose a judge with --judge rm:PATH" in r.stderr
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "hi"}])
+    r = run_cli(["eval", "--models", str(tiny_model), "--prompts", str(bad), "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and "bad.jsonl:1: expected a 'prompt' column; columns found: question" in r.stderr
