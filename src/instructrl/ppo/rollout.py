@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from instructrl.generate import left_pad  # noqa: F401  (re-exported: prompts are left-padded for sampling)
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
 
 
@@ -64,18 +65,6 @@ def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: i
     new_mask = cols < n_real  # (B, T)
     ids = torch.where(new_mask, input_ids.gather(1, src), torch.full_like(input_ids, pad_id))
     return ids, new_mask.long()
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> (B, T) ids left-padded with PAD and the (B, T) 0/1 attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def trim_responses(responses: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
