@@ -5,7 +5,7 @@
 * **Reward model**: a directory that plain ``AutoModelForSequenceClassification`` loads (``num_labels=1``,
   ``config.pad_token_id`` set), scoring prompt + response + EOS at the last non-PAD token; the normalized
   reward is ``gain * raw + bias`` with ``instructrl_reward_gain`` / ``instructrl_reward_bias`` from its
-  ``config.json`` (1 and 0 when absent). ``instructrl.reward.model.RewardModel`` is used when present.
+  ``config.json`` (1 and 0 when absent), loaded by ``instructrl.reward.model.RewardModel``.
 * **Value model**: separate from the policy and initialized from the RM (InstructGPT §3.5): the RM's
   backbone and scalar head applied at every token, with the same gain and bias, so that at the start
   the value at the last token is the RM's normalized score.
@@ -25,7 +25,6 @@ from instructrl.modeling.loading import check_model_source, disable_dropout
 
 log = logging.getLogger("instructrl.ppo")
 
-GAIN_KEY, BIAS_KEY = "instructrl_reward_gain", "instructrl_reward_bias"
 HEAD_NAMES = ("score", "classifier", "v_head")
 
 
@@ -44,34 +43,11 @@ def _load_seq_cls(path: str):
     return model
 
 
-def gain_bias(config) -> tuple[float, float]:
-    return float(getattr(config, GAIN_KEY, 1.0) or 1.0), float(getattr(config, BIAS_KEY, 0.0) or 0.0)
-
-
-class _SequenceScorer(nn.Module):
-    """Stand-in with the behaviour of ``instructrl.reward.model.RewardModel``: normalized score (B,) at the
-    last non-PAD token of right-padded rows (used when the reward package is not installed)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.gain, self.bias = gain_bias(model.config)
-
-    @classmethod
-    def from_pretrained(cls, path: str) -> "_SequenceScorer":
-        return cls(_load_seq_cls(path))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        raw = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]  # (B,)
-        return self.gain * raw.float() + self.bias  # normalized reward
-
-
 def load_reward_model(path: str) -> nn.Module:
-    """A frozen, dropout-free reward model: ``forward(input_ids, attention_mask) -> (B,)`` normalized rewards."""
-    try:
-        from instructrl.reward.model import RewardModel  # the stage-2 class, once built
-    except ImportError:
-        RewardModel = _SequenceScorer
+    """The stage-2 :class:`RewardModel`, frozen and dropout-free: ``forward(input_ids, attention_mask) -> (B,)``
+    normalized rewards."""
+    from instructrl.reward.model import RewardModel
+
     rm = RewardModel.from_pretrained(path)
     disable_dropout(rm)
     rm.eval().requires_grad_(False)
@@ -85,14 +61,18 @@ class ValueModel(nn.Module):
     def __init__(self, seq_cls_model):
         super().__init__()
         self.model = seq_cls_model  # the only registered module: one state-dict entry per tensor
-        self.gain, self.bias = gain_bias(seq_cls_model.config)
+        self.gain, self.bias = 1.0, 0.0
         self.head_name = next((h for h in HEAD_NAMES if isinstance(getattr(seq_cls_model, h, None), nn.Module)), None)
         if self.head_name is None:
             raise ModelLoadError(f"{type(seq_cls_model).__name__} has no scalar head named one of {HEAD_NAMES}")
 
     @classmethod
     def from_reward_model(cls, path: str) -> "ValueModel":
+        from instructrl.reward.model import read_normalization
+
         vm = cls(_load_seq_cls(path))
+        norm = read_normalization(path, vm.model.config)  # the RM's own gain and bias
+        vm.gain, vm.bias = float(norm["gain"]), float(norm["bias"])
         disable_dropout(vm)
         return vm
 
