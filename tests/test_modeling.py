@@ -40,3 +40,15 @@ def test_unknown_paths_are_clear_errors(tmp_path):
         load_tokenizer(str(tmp_path / "empty"))
     with pytest.raises(ModelLoadError, match="could not load tokenizer 'no-such-org/no-such-model-xyz'"):
         load_tokenizer("no-such-org/no-such-model-xyz")
+
+
+def test_half_precision_checkpoint_loads_in_float32(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    half = AutoModelForCausalLM.from_pretrained(tiny_model).to(torch.float16)
+    half.save_pretrained(tmp_path / "half")
+    tok = load_tokenizer(str(tiny_model))
+    tok.save_pretrained(tmp_path / "half")
+    model = load_causal_lm(str(tmp_path / "half"), tok)
+    assert next(model.parameters()).dtype == torch.float32

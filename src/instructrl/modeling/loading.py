@@ -83,7 +83,11 @@ def has_weights(path: Path) -> bool:
 
 def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = None,
                    dtype: torch.dtype | None = None, init_from_config: bool = True):
-    """Load a causal LM (or initialize it from a weight-less config dir) and align it with the tokenizer."""
+    """Load a causal LM (or initialize it from a weight-less config dir) and align it with the tokenizer.
+
+    Weights are loaded in ``dtype``, float32 by default whatever the checkpoint stores (a checkpoint
+    saved in float16 would otherwise train in float16 and overflow); mixed precision comes from the
+    accelerator's autocast."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     check_model_source(name)
@@ -100,7 +104,7 @@ def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = Non
             model = AutoModelForCausalLM.from_config(config)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(local) if local.exists() else name,
-                                                         config=config, dtype=dtype)
+                                                         config=config, dtype=dtype or torch.float32)
     except ModelLoadError:
         raise
     except Exception as e:
