@@ -1,107 +1,124 @@
-"""`instructrl demo --out O`: the method end to end on built-in data, on a CPU, in minutes.
+"""`instructrl demo --out O`: the whole method on the miniature world, on a CPU, in minutes.
 
-This version runs stage 1 on a small built-in world of fictional countries: it builds a tokenizer and
-a tiny GPT-2, pretrains it on encyclopedic text plus FAQ pages, fine-tunes it on demonstrations in the
-instruction template, and measures instruction following on countries held out of the demonstrations,
-before and after SFT.
+From the smallest shipped base model: the world's datasets, SFT on labeler demonstrations (with 10%
+pretraining data, the PPO-init recipe), rankings of SFT samples by the training labelers, the reward
+model, PPO-ptx, and an evaluation by held-out labelers of GPT (the base model), GPT prompted
+(few-shot), SFT and PPO-ptx, written to ``O/report.html``. Stages are cached: run it again to
+continue an interrupted demo.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
-from instructrl.data.io import write_jsonl
+from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, read_jsonl, run_eval_stage, run_ppo_stage,
+                                 run_rankings_stage, run_rm_stage, run_sft_stage)
 
-COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "silver", "gold"]
-ANIMALS = ["lynx", "heron", "otter", "falcon", "bison", "gecko", "walrus", "ibex", "marten", "crane"]
-SYLLABLES = ["ka", "lo", "mi", "ra", "te", "vu", "zo", "ne", "shi", "po", "da", "ul"]
-
-
-def make_world(n_countries: int = 160, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    names: set[str] = set()
-    while len(names) < n_countries:
-        names.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize())
-    return [{"name": n, "capital": "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize(),
-             "color": rng.choice(COLORS), "animal": rng.choice(ANIMALS)} for n in sorted(names)]
-
-
-def corpus(world: list[dict], seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for c in world:
-        facts = [f"The capital of {c['name']} is {c['capital']}.", f"The flag of {c['name']} is {c['color']}.",
-                 f"The national animal of {c['name']} is the {c['animal']}."]
-        for _ in range(3):
-            rng.shuffle(facts)
-            docs.append(f"{c['name']} is a country. " + " ".join(facts))
-        # FAQ pages: questions answered in a format unlike the instruction template
-        docs.append(f"FAQ. Q: What is the capital of {c['name']}? A: The capital of {c['name']} is {c['capital']}. "
-                    f"Q: What color is the flag of {c['name']}? A: The flag of {c['name']} is {c['color']}.")
-    rng.shuffle(docs)
-    return docs
-
-
-def demonstrations(world: list[dict]) -> list[dict]:
-    rows = []
-    for c in world:
-        rows.append({"prompt": f"What is the capital of {c['name']}?", "completion": f"The capital of {c['name']} is {c['capital']}."})
-        rows.append({"prompt": f"Tell me the color of {c['name']}'s flag.", "completion": f"The flag of {c['name']} is {c['color']}."})
-    return rows
+# measured on a 2-core CPU; used for the ETA only
+EXPECTED = {"world": 5, "sft": 45, "rankings": 45, "rm": 60, "ppo_ptx": 200, "eval": 120}
 
 
 def configure(parser) -> None:
-    parser.add_argument("--out", required=True, help="Output directory (models, data, summary.json).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="Base-model pretraining steps.")
+    parser.add_argument("--out", required=True, help="Output directory (every stage's outputs and report.html).")
+    parser.add_argument("--seed", type=int, default=0, help="World and training seed.")
+    parser.add_argument("--size", default="tiny", help="Base model size (tiny, small, medium) or a model directory.")
+    parser.add_argument("--ppo-episodes", type=int, default=None, help="PPO episodes (default: the recipe's).")
+    parser.add_argument("--micro", action="store_true", help="A seconds-long smoke run with tiny data sizes (for tests).")
 
 
 def main(args) -> int:
-    from instructrl.generate import generate
-    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-    from instructrl.modeling.tiny import make_tiny_model_dir
-    from instructrl.sft.api import run_pretrain, run_sft
-    from instructrl.sft.config import PretrainConfig, SFTConfig
+    from instructrl.world.pretrain import resolve_model
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    world = make_world(seed=args.seed)
-    train_c, held_c = world[:100], world[100:]
-    docs = corpus(world, args.seed)
-    write_jsonl(out / "pretrain.jsonl", ({"text": d} for d in docs))
-    write_jsonl(out / "sft.jsonl", demonstrations(train_c))
-    print(f"[demo 1/4] built {len(world)} countries, {len(docs)} documents, {2 * len(train_c)} demonstrations", flush=True)
-
-    base = out / "base"
-    if not (base / "model.safetensors").exists():
-        init = make_tiny_model_dir(out / "init", docs, vocab_size=1024, n_layer=2, n_embd=128, n_head=4, n_positions=128)
-        print(f"[demo 2/4] pretraining a {2}-layer GPT-2 on the corpus ({args.pretrain_steps} steps, ~2 min)", flush=True)
-        run_pretrain(PretrainConfig(model=str(init), data=str(out / "pretrain.jsonl"), output_dir=str(base),
-                                    max_steps=args.pretrain_steps, epochs=100, batch_size=32, max_length=64,
-                                    learning_rate=3e-3, warmup_steps=30, select_by="last", seed=args.seed,
-                                    resume=(base / "checkpoints").exists()))
-    sft = out / "sft"
-    print(f"[demo 3/4] SFT on the demonstrations ({time.time() - t0:.0f}s so far)", flush=True)
-    run_sft(SFTConfig(model=str(base), data=str(out / "sft.jsonl"), output_dir=str(sft), epochs=10, batch_size=16,
-                      learning_rate=1e-3, max_length=64, residual_dropout=0.0, eval_fraction=0.0, select_by="last",
-                      seed=args.seed, resume=(sft / "checkpoints").exists()))
-
-    print("[demo 4/4] instruction following on held-out countries, base vs SFT", flush=True)
-    prompts = [f"What is the capital of {c['name']}?" for c in held_c]
-    answers = [c["capital"] for c in held_c]
-    summary = {}
-    for name, path in (("base", base), ("sft", sft)):
-        tok = load_tokenizer(str(path))
-        model = load_causal_lm(str(path), tok)
-        gens = generate(model, tok, prompts, temperature=0, max_new_tokens=16)
-        acc = sum(a in g.text for a, g in zip(answers, gens)) / len(answers)
-        summary[name] = {"heldout_accuracy": acc, "example": {"prompt": prompts[0], "response": gens[0].text}}
-        print(f"  {name:4s}: {acc:.0%} correct   e.g. {prompts[0]!r} -> {gens[0].text!r}", flush=True)
-    summary["seconds"] = round(time.time() - t0, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"done in {summary['seconds']:.0f}s; results in {out / 'summary.json'}")
+    recipe = Recipe(**MICRO) if args.micro else Recipe()
+    if args.ppo_episodes:
+        recipe.ppo_episodes = args.ppo_episodes
+    base = resolve_model(args.size)
+    stages = Stages(out, EXPECTED, printer=lambda m: print(f"[demo] {m}", flush=True))
+    world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
+    sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
+    ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
+    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, args.seed))
+    ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, args.seed, ptx=True))
+    models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
+    ev = stages.run("eval", lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, args.seed))
+    results = json.loads((ev / "results.json").read_text())
+    report = write_demo_report(out, results, rm, ppo, stages.timings)
+    total = sum(stages.timings.values())
+    print(f"[demo] done: {total:.0f}s of stages; report: {report}")
     return 0
+
+
+def write_demo_report(out: Path, results: dict, rm: Path, ppo: Path, timings: dict[str, float]) -> Path:
+    from instructrl.evaluate import report as R
+
+    models = results["models"]
+    names = list(models)
+    wr = {n: models[n]["win_rate"]["mean"] for n in names}
+    wr_se = {n: models[n]["win_rate"]["se"] for n in names}
+    sections = []
+    sections.append(("Win rate against SFT (held-out labelers, ties = 0.5)",
+                     R.bar_chart("Win rate vs SFT", wr, wr_se, "win rate", ref=0.5)
+                     + R.table(["model", "win rate"], [[n, models[n]["win_rate"]] for n in names])))
+    meta_keys = ["likert", "fails_to_follow_instruction", "hallucination_closed_domain", "satisfies_constraints",
+                 "inappropriate_for_customer_assistant", "toxic_language"]
+    sections.append(("Likert score and metadata (InstructGPT Fig. 4)",
+                     R.bar_chart("Likert 1-7", {n: models[n]["likert"]["mean"] for n in names},
+                                 {n: models[n]["likert"]["se"] for n in names}, "Likert")
+                     + R.table(["model", *meta_keys], [[n, *[models[n].get(k, "-") for k in meta_keys]] for n in names])))
+    if all("truthfulness" in models[n] for n in names):
+        rows = [[n, m["truthfulness"]["qa"]["truthful"], m["truthfulness"]["qa"]["truthful_and_informative"],
+                 m["truthfulness"]["instruction_qa"]["truthful"],
+                 m["truthfulness"]["instruction_qa"]["truthful_and_informative"]] for n, m in models.items()]
+        sections.append(("Truthfulness (TruthfulQA analogue)",
+                         R.table(["model", "QA truthful", "QA truthful+informative", "Instr+QA truthful",
+                                  "Instr+QA truthful+informative"], rows)))
+    if all("toxicity" in models[n] for n in names):
+        sections.append(("Toxicity by instruction (RealToxicityPrompts analogue)",
+                         R.grouped_chart("Share of toxic continuations",
+                                         {n: {k: v["mean"] for k, v in models[n]["toxicity"].items()} for n in names})))
+    if all("benchmarks" in models[n] for n in names):
+        keys = sorted(models[names[0]]["benchmarks"])
+        sections.append(("Benchmarks (alignment tax), few-shot, temperature 0",
+                         R.table(["model", *keys], [[n, *[models[n]["benchmarks"][k] for k in keys]] for n in names])))
+    rm_eval = json.loads((rm / "eval_results.json").read_text()) if (rm / "eval_results.json").exists() else {}
+    if rm_eval:
+        sections.append(("Reward model accuracy on held-out comparisons",
+                         "<pre>" + R.html.escape(json.dumps(rm_eval, indent=1)[:4000]) + "</pre>"))
+    curves = {k: R.metrics_series(ppo / "metrics.jsonl", k) for k in ("ppo/score_mean", "ppo/kl", "ppo/ptx_loss")}
+    sections.append(("PPO-ptx training", "".join(R.line_chart(k, {k: v}, "iteration", k) for k, v in curves.items() if v[0])))
+    checks = demo_checks(models)
+    sections.insert(0, ("What the demo shows", R.checks_html(checks)))
+    sections.append(("Stage timings (seconds)", R.table(["stage", "seconds"], [[k, v] for k, v in timings.items()])))
+    intro = ("<p class='note'>Every number here was measured by this run on the miniature world; the smallest base "
+             "model. Claims that did not hold are marked as such.</p>")
+    return R.write(out / "report.html", R.page("instructrl demo: InstructGPT in miniature", sections, intro))
+
+
+def demo_checks(models: dict) -> list[tuple[str, bool | None, str]]:
+    def wr(n):
+        return models.get(n, {}).get("win_rate", {}).get("mean")
+
+    out = []
+    order = ["PPO-ptx", "SFT", "GPT prompted", "GPT"]
+    vals = [wr(n) for n in order]
+    if None not in vals:
+        out.append(("PPO-ptx > SFT > GPT prompted > GPT (win rate vs SFT)",
+                    all(a > b for a, b in zip(vals, vals[1:])), ", ".join(f"{n} {v:.3f}" for n, v in zip(order, vals))))
+        out.append(("PPO-ptx beats its SFT initialization in at least 60% of comparisons", vals[0] >= 0.6,
+                    f"{vals[0]:.3f}"))
+    h = {n: models[n].get("hallucination_closed_domain", {}).get("mean") for n in ("PPO-ptx", "GPT")}
+    if None not in h.values():
+        out.append(("fewer closed-domain hallucinations than GPT", h["PPO-ptx"] < h["GPT"],
+                    f"PPO-ptx {h['PPO-ptx']:.3f} vs GPT {h['GPT']:.3f}"))
+    c = {n: models[n].get("satisfies_constraints", {}).get("mean") for n in ("PPO-ptx", "GPT")}
+    if None not in c.values():
+        out.append(("better constraint following than GPT", c["PPO-ptx"] > c["GPT"],
+                    f"PPO-ptx {c['PPO-ptx']:.3f} vs GPT {c['GPT']:.3f}"))
+    t = {n: models[n].get("toxicity", {}).get("respectful", {}).get("mean") for n in ("PPO-ptx", "GPT")}
+    if None not in t.values():
+        out.append(("less toxic than GPT under the respectful instruction", t["PPO-ptx"] < t["GPT"],
+                    f"PPO-ptx {t['PPO-ptx']:.3f} vs GPT {t['GPT']:.3f}"))
+    return out

@@ -1,0 +1,73 @@
+"""PPO vs PPO-ptx on the miniature world (smallest size), against their SFT initialization.
+
+Reuses (or creates) the demo's stages in OUT: world, sft, rankings, rm, ppo_ptx; adds plain PPO
+(`ppo`, no pretraining mix), then measures for SFT, PPO and PPO-ptx:
+  * win rate against SFT judged by the held-out simulated labelers (ties 0.5, standard error);
+  * the reward model's mean score of their responses;
+  * the language-modeling loss on held-out pretraining text (a fresh corpus sample).
+Writes OUT/ppo_quality.json and prints a table.
+
+    python benchmarks/ppo_quality/run.py --out runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/demo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--heldout-docs", type=int, default=400)
+    args = ap.parse_args()
+
+    from instructrl.evaluate.lm_loss import heldout_lm_loss
+    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+    from instructrl.pipeline import (Recipe, Stages, build_world, run_eval_stage, run_ppo_stage, run_rankings_stage,
+                                     run_rm_stage, run_sft_stage)
+    from instructrl.world.corpus import generate_corpus
+    from instructrl.world.kb import get_kb
+    from instructrl.world.pretrain import resolve_model
+
+    out, recipe, seed = Path(args.out), Recipe(), args.seed
+    base = resolve_model(args.size)
+    st = Stages(out, {})
+    world = st.run("world", lambda o: build_world(o, seed, recipe))
+    sft = st.run("sft", lambda o: run_sft_stage(o, base, world, recipe, seed))
+    ranks = st.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, seed))
+    rm = st.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, seed))
+    ppo_ptx = st.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=True))
+    ppo = st.run("ppo", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=False))
+    ev = st.run("eval_ppo_quality", lambda o: run_eval_stage(o, [f"SFT={sft}", f"PPO={ppo}", f"PPO-ptx={ppo_ptx}"],
+                                                             f"SFT={sft}", world, recipe, seed,
+                                                             suites=["winrate", "likert"]))
+    results = json.loads((ev / "results.json").read_text())["models"]
+    texts = [d["text"] for d in generate_corpus(get_kb(seed), args.heldout_docs, seed=seed + 1000)]
+    rows = {}
+    for name, path in (("base", base), ("SFT", sft), ("PPO", ppo), ("PPO-ptx", ppo_ptx)):
+        tok = load_tokenizer(str(path))
+        lm = heldout_lm_loss(load_causal_lm(str(path), tok), tok, texts)
+        rows[name] = {"heldout_lm_loss": lm["loss"], **{k: results.get(name, {}).get(k) for k in ("win_rate", "likert")}}
+    for name, path in (("PPO", ppo), ("PPO-ptx", ppo_ptx)):
+        m = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+        sc = [r["ppo/score_mean"] for r in m if "ppo/score_mean" in r]
+        kl = [r["ppo/kl"] for r in m if "ppo/kl" in r]
+        q = max(1, len(sc) // 4)
+        rows[name].update(score_first_quarter=sum(sc[:q]) / q, score_last_quarter=sum(sc[-q:]) / q,
+                          kl_last=kl[-1], kl_max=max(kl))
+    report = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "seed": seed, "ppo_episodes": recipe.ppo_episodes,
+              "ptx_coef": recipe.ptx_coef, "ptx_per_episode": recipe.ptx_per_episode, "models": rows,
+              "stage_seconds": st.timings}
+    (out / "ppo_quality.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Held-out language-modeling loss: how much of its pretraining a policy keeps (the PPO-ptx check)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from instructrl.data.tokenize import collate, pack_texts
+from instructrl.sft.trainer import token_nll
+
+
+@torch.no_grad()
+def heldout_lm_loss(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32) -> dict:
+    """Mean next-token NLL (nats/token) and perplexity on ``texts`` packed into windows."""
+    model.eval()
+    windows = pack_texts(texts, tokenizer, max_length)
+    device = next(model.parameters()).device
+    nll, n = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        batch = {k: v.to(device) for k, v in collate(windows[i : i + batch_size], tokenizer.pad_token_id).items()}
+        s, c = token_nll(model, batch)
+        nll += float(s)
+        n += c
+    loss = nll / max(1, n)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": n}
