@@ -52,10 +52,19 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     return parser, module
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars and log lines only (no per-file download/shard bars from transformers)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "torch.distributed"):
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "torch.distributed", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_top_level_help())
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: unknown command '{name}'", file=sys.stderr)
         return 2
     try:
+        _quiet_libraries()
         parser, module = build_parser(name)
         args = parser.parse_args(argv[1:])
         return int(module.main(args) or 0)

@@ -1,0 +1,177 @@
+"""Loading any Hugging Face causal LM and its tokenizer, by local path or Hub id.
+
+* PAD must differ from EOS (otherwise EOS is masked out with the padding and the policy never learns to
+  stop; Huang et al. 2023). A tokenizer without a pad token, or whose pad token is its EOS, gets a
+  dedicated ``<|pad|>`` token and the model's embeddings are resized.
+* A directory holding a ``config.json`` but no weights is initialized randomly from that config
+  (how ``instructrl pretrain`` starts a base model).
+* Outputs are saved with ``save_pretrained`` (LoRA adapters merged), so plain transformers loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from instructrl.errors import ModelLoadError
+
+log = logging.getLogger("instructrl.modeling")
+PAD_TOKEN = "<|pad|>"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# config attributes that hold residual / hidden dropout in common architectures
+RESIDUAL_DROPOUT_ATTRS = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout", "residual_dropout")
+
+
+def looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.path.exists(name) or name.count("/") > 1
+
+
+def check_model_source(name: str, what: str = "model") -> None:
+    """Fail early, clearly, for a local path that does not exist."""
+    path = Path(os.path.expanduser(name))
+    if looks_local(name) and not path.exists():
+        raise ModelLoadError(f"{what} path '{name}' does not exist")
+    if path.is_dir() and not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise ModelLoadError(f"{what} directory '{name}' has no config.json: not a Hugging Face checkpoint")
+
+
+def _hub_error(name: str, what: str, err: Exception) -> ModelLoadError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelLoadError(
+        f"could not load {what} '{name}': no local directory of that name, and loading it as a Hugging Face "
+        f"Hub id failed ({first}). Pass a local checkpoint directory, or check the id and your network."
+    )
+
+
+def load_tokenizer(name: str, *, padding_side: str = "right"):
+    """Load a tokenizer and make sure it has an EOS and a PAD distinct from EOS."""
+    from transformers import AutoTokenizer
+
+    check_model_source(name, "tokenizer")
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(name))
+    except Exception as e:  # OSError / ValueError / HF hub errors
+        if Path(name).is_dir():
+            raise ModelLoadError(f"'{name}' has no usable tokenizer files ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise _hub_error(name, "tokenizer", e) from None
+    ensure_special_tokens(tok)
+    tok.padding_side = padding_side
+    return tok
+
+
+def ensure_special_tokens(tok) -> bool:
+    """Add an EOS if missing and a dedicated PAD if missing or equal to EOS. Returns True if tokens were added."""
+    added = False
+    if tok.eos_token is None:
+        tok.add_special_tokens({"eos_token": "<|endoftext|>"})
+        added = True
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        # never reuse EOS as PAD (Huang et al. 2023, detail: "pad and eos must differ")
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+        added = True
+    return added
+
+
+def has_weights(path: Path) -> bool:
+    return any((path / f).exists() for f in WEIGHT_FILES)
+
+
+def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = None,
+                   dtype: torch.dtype | None = None, init_from_config: bool = True):
+    """Load a causal LM (or initialize it from a weight-less config dir) and align it with the tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    check_model_source(name)
+    local = Path(os.path.expanduser(name))
+    try:
+        config = AutoConfig.from_pretrained(str(local) if local.exists() else name)
+    except Exception as e:
+        raise _hub_error(name, "model", e) from None
+    if residual_dropout is not None:
+        set_residual_dropout(config, residual_dropout)
+    try:
+        if local.is_dir() and not has_weights(local) and init_from_config:
+            log.info("%s has a config but no weights: initializing a new model from the config", name)
+            model = AutoModelForCausalLM.from_config(config)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(local) if local.exists() else name,
+                                                         config=config, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        if local.exists():
+            raise ModelLoadError(f"could not load model from '{name}': {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise _hub_error(name, "model", e) from None
+    align_with_tokenizer(model, tokenizer)
+    return model
+
+
+def set_residual_dropout(config, p: float) -> list[str]:
+    """Set residual dropout on whatever attribute the architecture uses (GPT-2: resid_pdrop)."""
+    changed = [a for a in RESIDUAL_DROPOUT_ATTRS if isinstance(getattr(config, a, None), (int, float))]
+    for attr in changed:
+        setattr(config, attr, p)
+    if not changed:
+        log.warning("could not find a residual-dropout setting in %s; dropout left as is", type(config).__name__)
+    return changed
+
+
+def align_with_tokenizer(model, tokenizer) -> None:
+    """Resize embeddings for added tokens and record pad/eos ids in the model's configs."""
+    emb = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > emb:
+        model.resize_token_embeddings(len(tokenizer))
+    for cfg in (model.config, getattr(model, "generation_config", None)):
+        if cfg is not None:
+            cfg.pad_token_id = tokenizer.pad_token_id
+            cfg.eos_token_id = tokenizer.eos_token_id
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere (policy, reference, value and reward models during RL)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
+    """Wrap a model with LoRA adapters (peft). ``target_modules=None`` lets peft pick per architecture."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+                     target_modules=target_modules or None)
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ModelLoadError(f"LoRA: {e}; set --lora-target-modules for this architecture") from None
+
+
+def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+    """Save a transformers-loadable checkpoint: written to a temp dir, then each file moved into place.
+
+    LoRA adapters are merged into a copy of the weights first, so the result needs no peft."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".tmp-save"
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model
+    if hasattr(model, "merge_and_unload"):  # peft model
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    if dtype is not None:
+        import copy
+
+        to_save = copy.deepcopy(to_save).to(dtype)
+    to_save.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+    return out

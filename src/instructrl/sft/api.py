@@ -1,0 +1,134 @@
+"""Python API of stage 1: ``run_sft(SFTConfig(...))`` and ``run_pretrain(PretrainConfig(...))``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from instructrl.data.formats import load_demonstrations, load_texts
+from instructrl.data.tokenize import pack_texts, tokenize_demonstrations
+from instructrl.errors import DataError, InstructRLError
+from instructrl.modeling.loading import apply_lora, load_causal_lm, load_tokenizer
+from instructrl.runtime import make_accelerator, prepare_output_dir
+from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
+from instructrl.sft.trainer import EpochPlan, LMTrainer, Selector, TrainResult, shuffled_plan
+
+log = logging.getLogger("instructrl.sft")
+
+
+def split_eval(items: list, fraction: float, seed: int, min_records: int = 20) -> tuple[list, list]:
+    """Deterministic train/validation split; no split when the data is too small."""
+    if fraction <= 0 or len(items) < min_records:
+        return items, []
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_eval = max(1, int(round(fraction * len(items))))
+    eval_idx = set(order[:n_eval].tolist())
+    return [x for i, x in enumerate(items) if i not in eval_idx], [x for i, x in enumerate(items) if i in eval_idx]
+
+
+def _load_model(cfg: LMTrainConfig):
+    if not cfg.model:
+        raise InstructRLError("a model is required (--model PATH_OR_HUB_ID)")
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout)
+    if cfg.lora_r > 0:
+        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None)
+    return model, tokenizer
+
+
+def mixture_plan(n_main: int, n_extra: int, fraction: float, seed: int) -> tuple[EpochPlan, int]:
+    """Each epoch: every main example once plus a fresh sample of extra (pretraining) examples making up
+    ``fraction`` of the epoch, shuffled together. Extra examples live at pool indices n_main.."""
+    n_mix = int(round(fraction / (1.0 - fraction) * n_main)) if n_extra else 0
+
+    def plan(epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, epoch])
+        extra = n_main + rng.choice(n_extra, size=n_mix, replace=n_mix > n_extra) if n_mix else np.array([], int)
+        return rng.permutation(np.concatenate([np.arange(n_main), extra]))
+
+    return plan, n_main + n_mix
+
+
+def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
+    """Supervised fine-tuning on demonstrations (InstructGPT §3.5): loss on response tokens only."""
+    if not cfg.data:
+        raise InstructRLError("sft: demonstration data is required (--data FILE)")
+    out = prepare_output_dir(cfg.output_dir, cfg.resume, "sft")
+    demos = load_demonstrations(cfg.data)
+    if cfg.eval_data:
+        train_demos, eval_demos = demos, load_demonstrations(cfg.eval_data)
+    else:
+        train_demos, eval_demos = split_eval(demos, cfg.eval_fraction, cfg.seed)
+    acc = make_accelerator(cfg, out)
+    model, tokenizer = _load_model(cfg)
+    train, report = tokenize_demonstrations(train_demos, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    report.log("sft train")
+    evals, eval_report = tokenize_demonstrations(eval_demos, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    if eval_demos:
+        eval_report.log("sft validation")
+    if not train:
+        raise DataError(f"{cfg.data}: all {len(train_demos)} demonstrations were skipped because their prompts "
+                        f"exceed max_length={cfg.max_length} tokens; raise --max-length")
+    pool, plan, epoch_size = train, shuffled_plan(len(train), cfg.seed), len(train)
+    n_pretrain = 0
+    if cfg.pretrain_data and cfg.pretrain_fraction > 0:
+        pt = pack_texts(load_texts(cfg.pretrain_data), tokenizer, cfg.max_length)
+        if not pt:
+            raise DataError(f"{cfg.pretrain_data}: too little text for one window of {cfg.max_length // 2}+ tokens")
+        pool = train + pt
+        plan, epoch_size = mixture_plan(len(train), len(pt), cfg.pretrain_fraction, cfg.seed)
+        n_pretrain = epoch_size - len(train)
+        log.info("mixing %d pretraining windows into each epoch of %d demonstrations (%.0f%%)",
+                 n_pretrain, len(train), 100 * cfg.pretrain_fraction)
+    if selector is None and cfg.select_by == "reward":
+        selector = make_reward_selector(cfg, eval_demos or train_demos)
+    if acc.is_main_process:
+        cfg.save(out)
+        (out / "data_report.json").write_text(json.dumps({
+            "train_demonstrations": len(train_demos), "validation_demonstrations": len(eval_demos),
+            "train_examples": report.kept, "truncated_responses": report.truncated_completion,
+            "skipped_long_prompts": report.skipped_long_prompt, "skipped_where": report.skipped_where,
+            "validation_examples": eval_report.kept, "pretrain_examples_per_epoch": n_pretrain}, indent=1))
+    trainer = LMTrainer(cfg, acc, model, tokenizer, pool, plan, epoch_size, evals, out, "sft", selector)
+    return trainer.train()
+
+
+def make_reward_selector(cfg: SFTConfig, demos) -> Selector:
+    try:
+        from instructrl.reward.selection import RewardSelector
+    except ImportError:
+        raise InstructRLError("select_by=reward needs the reward-model stage, which is not built yet") from None
+    prompts = [d.prompt for d in demos[: cfg.select_prompts]]
+    return RewardSelector(cfg.reward_model, prompts, max_new_tokens=cfg.select_max_new_tokens, seed=cfg.seed)
+
+
+def run_pretrain(cfg: PretrainConfig) -> TrainResult:
+    """Next-token training on plain text (documents packed into windows of max_length)."""
+    if not cfg.data:
+        raise InstructRLError("pretrain: text data is required (--data FILE)")
+    out = prepare_output_dir(cfg.output_dir, cfg.resume, "pretrain")
+    texts = load_texts(cfg.data)
+    if cfg.eval_data:
+        train_texts, eval_texts = texts, load_texts(cfg.eval_data)
+    else:
+        train_texts, eval_texts = split_eval(texts, cfg.eval_fraction, cfg.seed)
+    acc = make_accelerator(cfg, out)
+    model, tokenizer = _load_model(cfg)
+    train = pack_texts(train_texts, tokenizer, cfg.max_length)
+    evals = pack_texts(eval_texts, tokenizer, cfg.max_length)
+    if not train:
+        raise DataError(f"{cfg.data}: too little text for one window of {cfg.max_length // 2}+ tokens")
+    log.info("pretraining on %d windows of %d tokens (%d validation windows)", len(train), cfg.max_length, len(evals))
+    if acc.is_main_process:
+        cfg.save(out)
+    trainer = LMTrainer(cfg, acc, model, tokenizer, train, shuffled_plan(len(train), cfg.seed), len(train), evals,
+                        out, "pretrain")
+    return trainer.train()
+
+
+def load_result_summary(out_dir: str | Path) -> dict:
+    """selection.json of a finished run."""
+    return json.loads((Path(out_dir) / "selection.json").read_text())

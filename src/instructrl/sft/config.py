@@ -1,0 +1,107 @@
+"""Configuration of supervised fine-tuning (stage 1) and of pretraining, which share the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from instructrl.config import BaseConfig, help_field
+from instructrl.errors import ConfigError
+
+
+@dataclass
+class LMTrainConfig(BaseConfig):
+    """Fields of any next-token training run (SFT, pretraining)."""
+
+    model: str | None = help_field(None, "Causal LM to start from: a local directory or a Hugging Face Hub id.")
+    tokenizer: str | None = help_field(None, "Tokenizer to use (default: the model's).")
+    data: str | None = help_field(None, "Training data: JSONL/JSON/TXT file, CSV/Parquet, dataset dir or Hub name.")
+    eval_data: str | None = help_field(None, "Validation data (same formats). Default: a split of --data.")
+    eval_fraction: float = help_field(0.05, "Share of --data held out for validation when --eval-data is not given "
+                                            "(0 disables; needs at least 20 records).")
+    max_length: int = help_field(512, "Longest sequence in tokens (prompt + response).")
+    epochs: int = help_field(16, "Passes over the training data. InstructGPT App. C.1: 16 epochs for SFT.")
+    max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = help_field(32, "Examples per optimizer step, across all processes. InstructGPT App. C.1: 32.")
+    micro_batch_size: int | None = help_field(
+        None, "Examples per forward pass on one process; gradient accumulation makes up batch_size "
+              "(default: batch_size / number of processes).")
+    learning_rate: float = help_field(9.65e-6, "Peak learning rate. InstructGPT App. C.1: 9.65e-6 (1.3B and 6B).")
+    lr_schedule: str = help_field("cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.",
+                                  choices=["cosine", "constant"])
+    lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT: 10%.")
+    warmup_steps: int = help_field(0, "Linear warmup steps. InstructGPT SFT: none.")
+    weight_decay: float = help_field(0.0, "AdamW weight decay.")
+    adam_beta1: float = help_field(0.9, "Adam beta1.")
+    adam_beta2: float = help_field(0.95, "Adam beta2 (InstructGPT used 0.95 for its RMs; GPT-3 training style).")
+    adam_eps: float = help_field(1e-8, "Adam epsilon.")
+    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).")
+    residual_dropout: float | None = help_field(0.2, "Residual dropout during training. InstructGPT App. C.1: 0.2. "
+                                                    "None keeps the model's own setting.")
+    lora_r: int = help_field(0, "LoRA rank (0 = full fine-tuning).")
+    lora_alpha: int = help_field(16, "LoRA alpha.")
+    lora_dropout: float = help_field(0.05, "LoRA dropout.")
+    lora_target_modules: list[str] = help_field([], "Modules to adapt (comma separated); empty = peft's default for the architecture.")
+    eval_every: int | None = help_field(None, "Validate every N optimizer steps (default: at the end of each epoch).")
+    checkpoint_every: int | None = help_field(None, "Checkpoint every N optimizer steps (default: at the end of each epoch).")
+    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
+    select_by: str = help_field(
+        "loss", "How the final model is chosen among the validation points: 'loss' (lowest validation loss), "
+                "'reward' (highest mean reward-model score of validation generations: InstructGPT §3.5), or 'last'.",
+        choices=["loss", "reward", "last"])
+    reward_model: str | None = help_field(None, "Reward model used when select_by=reward.")
+    select_prompts: int = help_field(64, "Validation prompts generated for select_by=reward.")
+    select_max_new_tokens: int = help_field(64, "Response length for select_by=reward generations.")
+    save_dtype: str | None = help_field(None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ConfigError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.save_dtype not in (None, "bfloat16", "float16", "float32"):
+            raise ConfigError(f"save_dtype must be bfloat16, float16 or float32, got {self.save_dtype}")
+
+
+@dataclass
+class SFTConfig(LMTrainConfig):
+    """Supervised fine-tuning on demonstrations (InstructGPT §3.5, App. C.1). Defaults: the paper's recipe."""
+
+    pretrain_data: str | None = help_field(None, "Pretraining text to mix in ({\"text\"} JSONL or .txt).")
+    pretrain_fraction: float = help_field(
+        0.0, "Share of each epoch's examples drawn from pretrain_data. InstructGPT App. C.3: the SFT model that "
+             "PPO starts from was trained with 10% pretraining data (0.1).")
+    min_response_tokens: int = help_field(1, "A prompt is skipped (and counted) when fewer than this many response "
+                                             "tokens fit in max_length; longer responses are truncated (and counted).")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.pretrain_fraction < 1:
+            raise ConfigError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")
+        if self.pretrain_fraction > 0 and not self.pretrain_data:
+            raise ConfigError("pretrain_fraction > 0 needs --pretrain-data")
+        if self.select_by == "reward" and not self.reward_model:
+            raise ConfigError("select_by=reward needs --reward-model")
+
+
+@dataclass
+class PretrainConfig(LMTrainConfig):
+    """Next-token pretraining on plain text (builds the base models of the miniature world)."""
+
+    epochs: int = help_field(1, "Passes over the corpus.")
+    batch_size: int = help_field(64, "Sequences per optimizer step.")
+    max_length: int = help_field(256, "Sequence length of the packed windows.")
+    learning_rate: float = help_field(1e-3, "Peak learning rate.")
+    warmup_steps: int = help_field(100, "Linear warmup steps from 0.")
+    weight_decay: float = help_field(0.1, "AdamW weight decay.")
+    residual_dropout: float | None = help_field(0.0, "Residual dropout.")
+    select_by: str = help_field("loss", "'loss' keeps the checkpoint with the lowest held-out loss; 'last' the last.",
+                                choices=["loss", "last"])
