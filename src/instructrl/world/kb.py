@@ -78,7 +78,8 @@ def fact_sentence(land: str, attribute: str, value: str, rng: random.Random) -> 
 
 
 def articles(text: str) -> str:
-    """'a owl' -> 'an owl'."""
+    """'a owl' -> 'an owl', 'an heron' -> 'a heron'."""
+    text = re.sub(r"\b([Aa])n ([b-df-hj-np-tv-z])", r"\1 \2", text)
     return re.sub(r"\b([Aa]) ([aeiou])", r"\1n \2", text)
 
 

@@ -28,12 +28,33 @@ def make_name(rng: random.Random, syllables: int) -> str:
     return "".join(parts).capitalize()
 
 
+# English words the world's templates use: a name must not be one of them ("The", "Land", "Find").
+RESERVED = set("""
+about above add after all also an and animal animals answer any anything are as ashamed ask at ate away
+bags band bear beans belongs best biased black blue both bought bread brainstorm can capital capitals
+cares cheese chose cities city color colors compute continue cooked course crane curious day deer did
+dish do does dumb each east eat eats edit english every everyone everywhere fact faq fast favorite feel
+figs find fine fish flag flags fly food foods for forum fox friend friendly from full gate get give go
+goat good green guest happy has have hawk hear heard help helps here heron hey hi hit home honey hope
+how hung hurt ice in indeed is it its just kick kind know known land lands last later lies like liked
+list listen lived lives lost lovely lynx made make many market may me member minus more morning most my
+name named national neighbour never next nice night no nobody none north not nuts of off okay on once
+one only or orange other otter owl passage people person please plums plus polite post punch purple
+question quiz read red region reply rice rude said saw say seal see sell sentence set shame share
+short should shut sleep small smash so sold some someone sorry soup south start story streets such
+sum sure swamp symbol take talk tell ten text than thank thanks that the then there they thin thing
+this three time to together told travelled truly try two under up upon us use velan visit walk walked
+want was water week welcome well went were west what where which white who whose will with wolf word
+words would write wrong yellow yes you young your
+""".split())
+
+
 def unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], taken: set[str]) -> list[str]:
-    """``n`` distinct names not in ``taken`` (which is updated)."""
+    """``n`` distinct names not in ``taken`` (which is updated), never an English word of the templates."""
     out: list[str] = []
     while len(out) < n:
         name = make_name(rng, rng.choice(syllables))
-        if name in taken or len(name) < 3 or len(name) > 8:
+        if name in taken or name.lower() in RESERVED or len(name) < 3 or len(name) > 8:
             continue
         taken.add(name)
         out.append(name)

@@ -361,7 +361,7 @@ def _gold(kb: KnowledgeBase, task: dict, style: Style, rng: random.Random) -> st
     if t == "story":
         land = kb.by_name[task["land"]]
         sents, _ = story(kb, land, rng)
-        sents[0] = re.sub(rf"\ban? ({'|'.join(ANIMALS)})\b", articles(f"a {task['animal']}"), sents[0], count=1)
+        sents[0] = articles(re.sub(rf"\b({'|'.join(ANIMALS)})\b", task["animal"], sents[0], count=1))
         sents = [s for s in sents if not avoid or not re.search(rf"\b{avoid}\b", s, re.I)]
         return " ".join(sents[: [3, 4, 5][v]])
     if t == "polite_continue":

@@ -1,0 +1,190 @@
+"""Benchmarks for the alignment tax (InstructGPT §4.3, App. E), written in the corpus's own formats.
+
+* ``squad``: reading comprehension with unanswerable questions (SQuADv2 analogue), token F1;
+* ``drop``: counting and adding over a market passage (DROP analogue), F1;
+* ``hellaswag``: choose a story's ending among four by log-likelihood (HellaSwag analogue), accuracy;
+* ``wmt``: translation from Velan to English (WMT analogue), BLEU via sacrebleu.
+
+Generative tasks are few-shot, decoded at temperature 0 and cut at the first newline, as the paper
+evaluates. Test passages use fresh lands (never in the corpus), so reading, not memory, answers them.
+
+:func:`flan_dataset` phrases the same tasks as instructions: the data the paper's FLAN / T0
+baselines are fine-tuned on (§4.3), in the SFT record format.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections import Counter
+
+from instructrl.world.corpus import NOT_STATED, passage, story, word_problem
+from instructrl.world.kb import ATTRIBUTES, KnowledgeBase, question
+from instructrl.world.names import FOODS, to_velan
+
+BENCHMARKS = ("squad", "drop", "hellaswag", "wmt")
+
+
+# ============================================================================ items
+
+
+def _squad_example(kb: KnowledgeBase, rng: random.Random) -> tuple[str, str, str]:
+    land = kb.fresh_land(rng)
+    stated = rng.sample(ATTRIBUTES, rng.randint(2, 3))
+    attr = rng.choice(stated) if rng.random() < 0.67 else rng.choice([a for a in ATTRIBUTES if a not in stated])
+    answer = land.value(attr) if attr in stated else NOT_STATED
+    return passage(land, stated, rng), question(land.name, attr, rng), answer
+
+
+def _drop_example(kb: KnowledgeBase, rng: random.Random) -> tuple[str, str, str]:
+    text, qas = word_problem(kb, rng)
+    q, a = rng.choice(qas)
+    return text, q, a
+
+
+def _qa_block(p: str, q: str, a: str | None) -> str:
+    return f"Passage: {p}\nQ: {q}\nA:" + (f" {a}" if a is not None else "")
+
+
+def _translation_sentence(kb: KnowledgeBase, rng: random.Random) -> str:
+    land = rng.choice(kb.known)
+    if rng.random() < 0.5:
+        a = rng.choice(ATTRIBUTES)
+        return passage(land, [a], rng)
+    return rng.choice(story(kb, land, rng)[0][:3])
+
+
+def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: int = 2) -> list[dict]:
+    """``n`` test items of one benchmark: ``{"prompt", "reference"}`` or ``{"context", "endings", "label"}``."""
+    rng = random.Random(f"bench:{name}:{kb.seed}:{seed}")
+    items = []
+    for _ in range(n):
+        if name in ("squad", "drop"):
+            make = _squad_example if name == "squad" else _drop_example
+            blocks = [_qa_block(*make(kb, rng)) for _ in range(shots)]
+            p, q, a = make(kb, rng)
+            items.append({"prompt": "\n\n".join(blocks + [_qa_block(p, q, None)]), "reference": a})
+        elif name == "wmt":
+            nouns = kb.proper_nouns()
+            lines = []
+            for _ in range(shots):
+                s = _translation_sentence(kb, rng)
+                lines += [f"Velan: {to_velan(s, nouns)}", f"English: {s}"]
+            s = _translation_sentence(kb, rng)
+            lines += [f"Velan: {to_velan(s, nouns)}", "English:"]
+            items.append({"prompt": "\n".join(lines), "reference": s})
+        elif name == "hellaswag":
+            land = rng.choice(kb.known)
+            sents, slots = story(kb, land, rng)
+            shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + "\n\n" for _ in range(shots))
+            ending = sents[-1]
+            others = [p for p in kb.people if p not in (slots["h"], slots["m"])]
+            wrong_food = rng.choice([f for f in FOODS if f != slots["f"]])
+            other_land = rng.choice([x for x in kb.known if x.name != land.name])
+            distractors = [
+                ending.replace(slots["h"], rng.choice(others)).replace(slots["m"], rng.choice(others)),
+                re.sub(rf"\b{slots['f']}\b", wrong_food, ending) if slots["f"] in ending
+                else ending.replace(slots["h"], rng.choice(others)),
+                ending.replace(land.capital, other_land.capital).replace(land.name, other_land.name)
+                if land.capital in ending or land.name in ending else ending.replace(slots["m"], rng.choice(others)),
+            ]
+            endings = [ending] + distractors
+            order = list(range(4))
+            rng.shuffle(order)
+            items.append({"context": shots_text + " ".join(sents[:-1]), "endings": [endings[i] for i in order],
+                          "label": order.index(0)})
+        else:
+            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    return items
+
+
+# ============================================================================ metrics
+
+
+def _normalize(text: str) -> list[str]:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    toks = [t for t in text.split() if t not in ("a", "an", "the")]
+    return [] if " ".join(toks) == NOT_STATED else toks  # "not stated" is SQuADv2's empty answer
+
+
+def f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 after normalization; both empty (no answer) scores 1."""
+    p, r = _normalize(prediction), _normalize(reference)
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if not common:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def bleu(predictions: list[str], references: list[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(predictions, [references]).score)
+
+
+def run_benchmarks(model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int = 0,
+                   names: tuple[str, ...] = BENCHMARKS) -> dict[str, float]:
+    """Score a causal LM on the benchmarks: ``{"squad_f1", "drop_f1", "hellaswag_acc", "wmt_bleu"}``."""
+    from instructrl.world.sampling import continuation_logprobs, generate
+
+    scores: dict[str, float] = {}
+    for name in names:
+        items = benchmark_items(kb, name, n, seed)
+        if name == "hellaswag":
+            pairs = [(it["context"], " " + e) for it in items for e in it["endings"]]
+            lps = continuation_logprobs(model, tokenizer, pairs)
+            correct = 0
+            for i, it in enumerate(items):
+                per = [lp / max(1, cnt) for lp, cnt in lps[4 * i:4 * i + 4]]
+                correct += int(max(range(4), key=per.__getitem__) == it["label"])
+            scores["hellaswag_acc"] = correct / len(items)
+            continue
+        preds = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens=24 if name != "wmt" else 32,
+                         temperature=0.0, stop_at_newline=True)
+        refs = [it["reference"] for it in items]
+        if name == "wmt":
+            scores["wmt_bleu"] = bleu(preds, refs)
+        else:
+            scores[f"{name}_f1"] = sum(f1(p, r) for p, r in zip(preds, refs)) / len(items)
+    return scores
+
+
+# ============================================================================ FLAN / T0 analogue
+
+_FLAN_TEMPLATES = {
+    "squad": ["Answer the question using only the passage. If the passage does not say, answer '{ns}'.\n"
+              "Passage: {p}\nQuestion: {q}",
+              "Read this and answer the question ('{ns}' if it cannot be answered). {p} {q}"],
+    "drop": ["Read the passage and answer the question with a number or a name.\nPassage: {p}\nQuestion: {q}",
+             "{p} Based on the text, {q}"],
+    "hellaswag": ["How does this story end? {c}", "Write the last sentence of the story: {c}"],
+    "wmt": ["Translate from Velan to English: {v}", "What is the English for this Velan sentence? {v}"],
+}
+_FLAN_CATEGORY = {"squad": "closed_qa", "drop": "closed_qa", "hellaswag": "generation", "wmt": "rewrite"}
+
+
+def flan_dataset(kb: KnowledgeBase, n: int, seed: int = 0) -> list[dict]:
+    """``n`` benchmark-style tasks phrased as instructions, as SFT records (labeler ``"flan"``)."""
+    rng = random.Random(f"flan:{kb.seed}:{seed}")
+    out = []
+    for i in range(n):
+        name = BENCHMARKS[i % len(BENCHMARKS)]
+        template = rng.choice(_FLAN_TEMPLATES[name])
+        if name in ("squad", "drop"):
+            p, q, a = (_squad_example if name == "squad" else _drop_example)(kb, rng)
+            q = q if template.startswith(("Answer", "Read")) else q[0].lower() + q[1:]
+            prompt, completion = template.format(p=p, q=q, ns=NOT_STATED), a
+        elif name == "hellaswag":
+            sents, _ = story(kb, rng.choice(kb.known), rng)
+            prompt, completion = template.format(c=" ".join(sents[:-1])), sents[-1]
+        else:
+            s = _translation_sentence(kb, rng)
+            prompt, completion = template.format(v=to_velan(s, kb.proper_nouns())), s
+        out.append({"prompt": prompt, "completion": completion, "labeler": "flan", "user": "flan",
+                    "category": _FLAN_CATEGORY[name], "source": name, "id": f"flan-{i:06d}"})
+    return out
