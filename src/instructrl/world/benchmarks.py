@@ -2,11 +2,12 @@
 
 * ``squad``: reading comprehension with unanswerable questions (SQuADv2 analogue), token F1;
 * ``drop``: counting and adding over a market passage (DROP analogue), F1;
-* ``hellaswag``: choose a story's ending among four by log-likelihood (HellaSwag analogue), accuracy;
+* ``hellaswag``: choose a story's next sentence among four by log-likelihood (HellaSwag analogue),
+  accuracy;
 * ``wmt``: translation from Velan to English (WMT analogue), BLEU via sacrebleu.
 
-Generative tasks are few-shot, decoded at temperature 0 and cut at the first newline, as the paper
-evaluates. Test passages use fresh lands (never in the corpus), so reading, not memory, answers them.
+Tasks are few-shot (the shots are earlier documents, separated by EOS as in pretraining); generative
+ones are decoded at temperature 0 and cut at the first newline, as the paper evaluates. Test passages use fresh lands (never in the corpus), so reading, not memory, answers them.
 
 :func:`flan_dataset` phrases the same tasks as instructions: the data the paper's FLAN / T0
 baselines are fine-tuned on (§4.3), in the SFT record format.
@@ -15,13 +16,13 @@ baselines are fine-tuned on (§4.3), in the SFT record format.
 from __future__ import annotations
 
 import random
-import re
 import string
 from collections import Counter
 
 from instructrl.world.corpus import NOT_STATED, passage, story, word_problem
 from instructrl.world.kb import ATTRIBUTES, KnowledgeBase, question
-from instructrl.world.names import FOODS, to_velan
+from instructrl.world.names import to_velan
+from instructrl.world.tokenizer import EOS
 
 BENCHMARKS = ("squad", "drop", "hellaswag", "wmt")
 
@@ -55,6 +56,9 @@ def _translation_sentence(kb: KnowledgeBase, rng: random.Random) -> str:
     return rng.choice(story(kb, land, rng)[0][:3])
 
 
+SHOT_SEPARATOR = EOS  # shots are separate documents, joined as in pretraining
+
+
 def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: int = 2) -> list[dict]:
     """``n`` test items of one benchmark: ``{"prompt", "reference"}`` or ``{"context", "endings", "label"}``."""
     rng = random.Random(f"bench:{name}:{kb.seed}:{seed}")
@@ -64,7 +68,7 @@ def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: 
             make = _squad_example if name == "squad" else _drop_example
             blocks = [_qa_block(*make(kb, rng)) for _ in range(shots)]
             p, q, a = make(kb, rng)
-            items.append({"prompt": "\n\n".join(blocks + [_qa_block(p, q, None)]), "reference": a})
+            items.append({"prompt": SHOT_SEPARATOR.join(blocks + [_qa_block(p, q, None)]), "reference": a})
         elif name == "wmt":
             nouns = kb.proper_nouns()
             lines = []
@@ -75,24 +79,19 @@ def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: 
             lines += [f"Velan: {to_velan(s, nouns)}", "English:"]
             items.append({"prompt": "\n".join(lines), "reference": s})
         elif name == "hellaswag":
+            # Context: the first k sentences of a story; endings: sentence k+1 and three sentences from
+            # other points of the same story arc, with the same characters (only the order tells them apart).
             land = rng.choice(kb.known)
             sents, slots = story(kb, land, rng)
-            shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + "\n\n" for _ in range(shots))
-            ending = sents[-1]
-            others = [p for p in kb.people if p not in (slots["h"], slots["m"])]
-            wrong_food = rng.choice([f for f in FOODS if f != slots["f"]])
-            other_land = rng.choice([x for x in kb.known if x.name != land.name])
-            distractors = [
-                ending.replace(slots["h"], rng.choice(others)).replace(slots["m"], rng.choice(others)),
-                re.sub(rf"\b{slots['f']}\b", wrong_food, ending) if slots["f"] in ending
-                else ending.replace(slots["h"], rng.choice(others)),
-                ending.replace(land.capital, other_land.capital).replace(land.name, other_land.name)
-                if land.capital in ending or land.name in ending else ending.replace(slots["m"], rng.choice(others)),
-            ]
-            endings = [ending] + distractors
+            alt, _ = story(kb, land, rng, cast=(slots["h"], slots["m"], slots["a"]))
+            k = rng.randint(2, 4)
+            wrong = rng.sample([j for j in range(5) if j != k], 3)
+            endings = [sents[k]] + [alt[j] if alt[j] != sents[k] else sents[j] for j in wrong]
             order = list(range(4))
             rng.shuffle(order)
-            items.append({"context": shots_text + " ".join(sents[:-1]), "endings": [endings[i] for i in order],
+            shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + SHOT_SEPARATOR
+                                 for _ in range(shots))
+            items.append({"context": shots_text + " ".join(sents[:k]), "endings": [endings[i] for i in order],
                           "label": order.index(0)})
         else:
             raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")

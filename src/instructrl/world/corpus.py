@@ -30,13 +30,19 @@ def passage(land: Land, attributes: list[str], rng: random.Random) -> str:
     return " ".join(fact_sentence(land.name, a, land.value(a), rng) for a in attributes)
 
 
-def story(kb: KnowledgeBase, land: Land, rng: random.Random) -> tuple[list[str], dict[str, str]]:
+def story(kb: KnowledgeBase, land: Land, rng: random.Random,
+          cast: tuple[str, str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """A five-sentence story set in a land (its facts are the land's true facts) and its slots.
 
-    The last sentence repeats names from the context, so it is predictable (the HellaSwag analogue).
+    The sentences follow a fixed arc (introduction, habit, journey, the capital, the ending), so the
+    next sentence is predictable (the HellaSwag analogue). ``cast`` = (hero, friend, animal) reuses
+    characters; by default they are drawn at random.
     """
-    hero, friend = rng.sample(kb.people, 2)
-    animal = rng.choice(ANIMALS)
+    if cast is None:
+        hero, friend = rng.sample(kb.people, 2)
+        animal = rng.choice(ANIMALS)
+    else:
+        hero, friend, animal = cast
     first = rng.choice(["{h} was a young {a} who lived in {L}.", "Once upon a time, a {a} named {h} lived in {L}.",
                         "In {L} there lived a small {a} called {h}."])
     second = rng.choice(["Every morning, {h} ate {f} with a friend named {m}.",

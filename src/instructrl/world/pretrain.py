@@ -36,16 +36,17 @@ class Size:
     n_head: int
     max_steps: int
     learning_rate: float
-    batch_size: int = 32
-    max_length: int = 128
+    batch_size: int = 16
+    max_length: int = 256  # the full context, so few-shot prompts stay on trained positions
 
 
-# Smallest to largest: 0.34M, 1.6M and 7.4M parameters (22x); steps sized for ~15 minutes in total on
-# 2 uncontended CPU cores (machine notes: ~14k / ~8k / ~4k tokens per second).
+# Smallest to largest: 0.34M, 1.6M and 7.4M parameters (22x). The step budgets (16 x 256 tokens per
+# step) fit about 15 minutes in total on two CPU cores; larger models get fewer steps and a share of
+# the compute that still lets them end with a lower loss.
 SIZES: dict[str, Size] = {
-    "tiny": Size(n_layer=2, n_embd=80, n_head=4, max_steps=1000, learning_rate=3e-3),
-    "small": Size(n_layer=4, n_embd=160, n_head=4, max_steps=700, learning_rate=2e-3),
-    "medium": Size(n_layer=6, n_embd=304, n_head=8, max_steps=400, learning_rate=1.2e-3),
+    "tiny": Size(n_layer=2, n_embd=80, n_head=4, max_steps=900, learning_rate=3e-3),
+    "small": Size(n_layer=4, n_embd=160, n_head=4, max_steps=450, learning_rate=2.5e-3),
+    "medium": Size(n_layer=6, n_embd=304, n_head=8, max_steps=260, learning_rate=2e-3),
 }
 
 
