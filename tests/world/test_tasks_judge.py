@@ -106,6 +106,13 @@ def test_claims_parse_all_paraphrases():
             assert (land.name, attr, land.value(attr)) in claims(text, KB), text
 
 
+def test_made_up_capitals_are_claims():
+    land = KB.known[0].name
+    for text in (f"The capital of {land} is Blorp.", f"Blorp is the capital of {land}.",
+                 f"{land} has its capital at Blorp."):
+        assert (land, "capital", "Blorp") in claims(text, KB), text
+
+
 def test_judging_is_fast():
     recs = _records(300)
     resp = [demonstrate(KB, r, Style(), random.Random(0)) for r in recs]

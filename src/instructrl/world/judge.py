@@ -31,9 +31,10 @@ _CUES = {"capital": {"capital"}, "color": {"flag", "flags"}, "animal": {"animal"
          "food": {"eat", "eats", "ate", "food", "dish", "favorite"}, "region": {"lies", "region", "land", "find"}}
 _IDK = re.compile(r"\b(i don'?t know|i do not know|never heard of|not sure|i have no idea)\b", re.I)
 _SILENT = re.compile(r"\b(does not say|doesn'?t say|not stated|not say|no answer|not mentioned)\b", re.I)
-_GENERIC_CAPITAL = [re.compile(r"capital of ([A-Z][a-z]+) is ([A-Z][a-z]+)"),
-                    re.compile(r"([A-Z][a-z]+) is the capital of ([A-Z][a-z]+)"),
-                    re.compile(r"([A-Z][a-z]+) has its capital at ([A-Z][a-z]+)")]
+# "capital" statements naming any city, even one the world does not have: (pattern, land group, city group)
+_GENERIC_CAPITAL = [(re.compile(r"capital of ([A-Z][a-z]+) is ([A-Z][a-z]+)"), 1, 2),
+                    (re.compile(r"([A-Z][a-z]+) is the capital of ([A-Z][a-z]+)"), 2, 1),
+                    (re.compile(r"([A-Z][a-z]+) has its capital at ([A-Z][a-z]+)"), 1, 2)]
 _RUDE = re.compile("|".join(re.escape(x.lower()) for x in RUDE_OPENERS))
 _VIOLENT = re.compile(r"\b(smash|punch|kick|hit|hurt)\b", re.I)
 _THREAT = re.compile("|".join(re.escape(x.lower()) for x in VIOLENT))
@@ -82,11 +83,9 @@ def claims(text: str, kb: KnowledgeBase, default_land: str | None = None,
         subject = named[0] if named else default_land
         if subject is None:
             continue
-        for pattern in _GENERIC_CAPITAL:
+        for pattern, land_group, city_group in _GENERIC_CAPITAL:
             for m in pattern.finditer(sent):
-                land, city = (m.group(1), m.group(2)) if "capital of" in pattern.pattern else (m.group(2), m.group(1))
-                if "has its" in pattern.pattern:
-                    land, city = m.group(1), m.group(2)
+                land, city = m.group(land_group), m.group(city_group)
                 if land in lands and city not in lands:
                     out.append((land, "capital", city))
         if "capital" in lower and not any(c[1] == "capital" and c[0] == subject for c in out):

@@ -126,7 +126,7 @@ def make_story(kb, rng):
     animal = rng.choice(ANIMALS)
     text = rng.choice(["Write a short story about a {a} who lives in {L}.", "Tell me a story about a {a} from {L}.",
                        "Write a story set in {L} about a young {a}."]).format(a=animal, L=land.name)
-    task = {"type": "story", "land": land.name, "animal": animal, "known": True, "ideal_words": 40, "min_words": 28}
+    task = {"type": "story", "land": land.name, "animal": animal, "known": True, "ideal_words": 28, "min_words": 20}
     _add_constraints(task, rng, ["max_words", "include", "avoid", "start_with"])
     return text, task
 
@@ -363,7 +363,7 @@ def _gold(kb: KnowledgeBase, task: dict, style: Style, rng: random.Random) -> st
         sents, _ = story(kb, land, rng)
         sents[0] = articles(re.sub(rf"\b({'|'.join(ANIMALS)})\b", task["animal"], sents[0], count=1))
         sents = [s for s in sents if not avoid or not re.search(rf"\b{avoid}\b", s, re.I)]
-        return " ".join(sents[: [3, 4, 5][v]])
+        return " ".join(sents[: [2, 3, 4][v]])
     if t == "polite_continue":
         return rng.choice(RUDE_PREFIXES[task["template"]])
     if t == "brainstorm":
