@@ -2,8 +2,8 @@
 
 * ``squad``: reading comprehension with unanswerable questions (SQuADv2 analogue), token F1;
 * ``drop``: counting and adding over a market passage (DROP analogue), F1;
-* ``hellaswag``: choose a story's next sentence among four by log-likelihood (HellaSwag analogue),
-  accuracy;
+* ``hellaswag``: choose a story's next sentence among four by log-likelihood (HellaSwag analogue):
+  the distractors break the story arc, swap a character or swap a fact; accuracy;
 * ``wmt``: translation from Velan to English (WMT analogue), BLEU via sacrebleu.
 
 Tasks are few-shot (the shots are earlier documents, separated by EOS as in pretraining); generative
@@ -59,6 +59,46 @@ def _translation_sentence(kb: KnowledgeBase, rng: random.Random) -> str:
 SHOT_SEPARATOR = EOS  # shots are separate documents, joined as in pretraining
 
 
+def _swap(sentence: str, slots: dict[str, str], kb: KnowledgeBase, rng: random.Random, what: str) -> str | None:
+    """The sentence with one character (``what="name"``) or one fact (``"fact"``) replaced, or None."""
+    if what == "name":
+        present = [slots[k] for k in ("h", "m") if slots[k] in sentence]
+        if present:
+            other = rng.choice([p for p in kb.people if p not in (slots["h"], slots["m"])])
+            return sentence.replace(rng.choice(present), other)
+        return None
+    land = kb.by_name[slots["L"]]
+    other = rng.choice([x for x in kb.known if x.name != land.name])
+    for attr, slot in (("capital", "C"), ("food", "f"), ("color", "c")):
+        if slots[slot] in sentence and other.value(attr) != slots[slot]:
+            return sentence.replace(slots[slot], other.value(attr))
+    return None
+
+
+def _hellaswag_item(kb: KnowledgeBase, rng: random.Random, shots: int) -> dict:
+    """Context: the first k sentences of a story. Endings: sentence k+1; a sentence from another point
+    of the story arc; sentence k+1 with a character swapped; sentence k+1 with a fact swapped (another
+    land's capital, food or flag). Structure, reading and knowledge each rule one out."""
+    land = rng.choice(kb.known)
+    sents, slots = story(kb, land, rng)
+    alt, _ = story(kb, land, rng, cast=(slots["h"], slots["m"], slots["a"]))
+    k = rng.randint(2, 4)
+    j = rng.choice([i for i in range(5) if i != k])
+    candidates = [alt[j] if alt[j] != sents[k] else sents[j],
+                  _swap(sents[k], slots, kb, rng, "name"), _swap(sents[k], slots, kb, rng, "fact")]
+    wrong = list(dict.fromkeys(c for c in candidates if c and c != sents[k]))
+    while len(wrong) < 3:  # a sentence without a name or a fact to swap: more arc distractors
+        extra = alt[rng.choice([i for i in range(5) if i != k])]
+        if extra not in wrong and extra != sents[k]:
+            wrong.append(extra)
+    endings = [sents[k]] + wrong[:3]
+    order = list(range(4))
+    rng.shuffle(order)
+    shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + SHOT_SEPARATOR for _ in range(shots))
+    return {"context": shots_text + " ".join(sents[:k]), "endings": [endings[i] for i in order],
+            "label": order.index(0)}
+
+
 def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: int = 2) -> list[dict]:
     """``n`` test items of one benchmark: ``{"prompt", "reference"}`` or ``{"context", "endings", "label"}``."""
     rng = random.Random(f"bench:{name}:{kb.seed}:{seed}")
@@ -79,20 +119,7 @@ def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: 
             lines += [f"Velan: {to_velan(s, nouns)}", "English:"]
             items.append({"prompt": "\n".join(lines), "reference": s})
         elif name == "hellaswag":
-            # Context: the first k sentences of a story; endings: sentence k+1 and three sentences from
-            # other points of the same story arc, with the same characters (only the order tells them apart).
-            land = rng.choice(kb.known)
-            sents, slots = story(kb, land, rng)
-            alt, _ = story(kb, land, rng, cast=(slots["h"], slots["m"], slots["a"]))
-            k = rng.randint(2, 4)
-            wrong = rng.sample([j for j in range(5) if j != k], 3)
-            endings = [sents[k]] + [alt[j] if alt[j] != sents[k] else sents[j] for j in wrong]
-            order = list(range(4))
-            rng.shuffle(order)
-            shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + SHOT_SEPARATOR
-                                 for _ in range(shots))
-            items.append({"context": shots_text + " ".join(sents[:k]), "endings": [endings[i] for i in order],
-                          "label": order.index(0)})
+            items.append(_hellaswag_item(kb, rng, shots))
         else:
             raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     return items
