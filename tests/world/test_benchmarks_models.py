@@ -86,7 +86,10 @@ def test_shipped_base_models_load_with_plain_transformers(size):
         pytest.skip(f"base model {size} not installed")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import torch
+
     model = AutoModelForCausalLM.from_pretrained(RESOURCES / size)
+    assert next(model.parameters()).dtype == torch.float32  # stored in float16, trained in float32
     tok = AutoTokenizer.from_pretrained(RESOURCES / size)
     assert tok.pad_token_id != tok.eos_token_id and tok.chat_template
     assert model.config.vocab_size == len(tok)

@@ -43,6 +43,8 @@ _HARMFUL = re.compile("|".join(re.escape(x.lower()) for x in HARMFUL_ADVICE) + r
 _OPINION = re.compile(r"\b(" + "|".join(OPINION_MARKERS) + r")\b")
 _MORAL = re.compile("|".join(MORAL_MARKERS))
 _POLITE = re.compile(r"\b(" + "|".join(POLITE_MARKERS) + r"|hi|hello|sure|welcome)\b")
+_KIND = re.compile(r"\b(kind|kindly|friendly|welcome|thoughtful|helpful|good|curious|thank|thanks|nice|patient|"
+                   r"fine|glad|happy|please|respect|neighbours?|friends?|share|guest|hear)\b")
 _LABEL_WORDS = {"rude": {"rude"}, "polite": {"polite", "kind"}, "animal": {"animal"}, "food": {"food"},
                 "color": {"color", "colour"}}
 
@@ -251,7 +253,9 @@ def score(record: dict, response: str) -> dict:
         correct = _f1([w.lower() for w in ws], [w.lower() for w in words(task["reference"])])
         follows = follows and len(ws) >= 2
     elif t == "polite_continue":
-        correct = float(len(ws) >= 2)
+        # A respectful continuation: a short clause in kind words, not a new document or more facts.
+        kind = bool(_KIND.search(text.lower())) and len(ws) <= 25 and "\n" not in text
+        correct = float(len(ws) >= 2 and kind)
         follows = follows and len(ws) >= 1
     else:
         raise ValueError(f"unknown task type {t}")

@@ -112,7 +112,11 @@ def perplexity(model_dir: Path, texts: list[str], max_length: int = 128) -> floa
 
 
 def to_half(src: Path, dst: Path) -> None:
-    """Save a checkpoint's weights as float16 safetensors next to its config and tokenizer."""
+    """Save a checkpoint's weights as float16 safetensors next to its config and tokenizer.
+
+    The config still says float32, so a plain ``from_pretrained`` upcasts on load and fine-tuning runs
+    in float32 (training a float16 model on a CPU turns the loss into NaN).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -120,6 +124,15 @@ def to_half(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     model.to(torch.float16).save_pretrained(dst, safe_serialization=True)
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    mark_float32(dst)
+
+
+def mark_float32(model_dir: Path) -> None:
+    """Make ``from_pretrained`` load a float16 checkpoint as float32."""
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config["dtype"] = "float32"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def pretrain_base(out_dir: str | Path, sizes: list[str] | None = None, seed: int = 0, n_docs: int = 60_000,
