@@ -1,0 +1,195 @@
+"""`instructrl world ...`: build the miniature world's datasets, collect rankings, regenerate base models.
+
+Sub-commands:
+
+* ``build --out DIR [--seed S --scale X]``: every dataset (see :mod:`instructrl.world.build`);
+* ``label --policy P --prompts rm_prompts.jsonl --k 4 --out rankings.jsonl``: K samples per prompt
+  from a policy (a checkpoint directory, a base-model size such as ``tiny``, or ``synthetic``),
+  ranked by the training labelers;
+* ``corpus --out FILE``: pretraining documents (``{"text"}`` JSONL, or plain text for ``.txt``);
+* ``tokenizer --out DIR``: the BPE tokenizer with its chat template;
+* ``pretrain-base --out DIR [--install]``: regenerate the base models with ``instructrl pretrain``;
+* ``bench --model M``: benchmark scores and instruction-following success of a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from instructrl.errors import DataError, InstructRLError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("build", help="Write SFT, RM, PPO, evaluation, FLAN and pretraining datasets.")
+    p.add_argument("--out", required=True, help="Output directory.")
+    p.add_argument("--seed", type=int, default=0, help="World seed (knowledge base, labelers, prompts).")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="Dataset size; 1 = a tenth of the paper's prompt counts (SFT 1,272 / RM 3,321 / PPO 3,114).")
+    p.add_argument("--pretrain-docs", type=int, default=None, help="Documents in pretrain.jsonl (default 20,000 x scale).")
+
+    p = sub.add_parser("label", help="Sample K responses per prompt from a policy and have labelers rank them.")
+    p.add_argument("--policy", required=True, help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'.")
+    p.add_argument("--prompts", required=True, help="Prompt records (rm_prompts.jsonl from 'world build').")
+    p.add_argument("--k", default="4", help="Responses per prompt: a number, or a range such as 4-9 (InstructGPT §3.2).")
+    p.add_argument("--out", required=True, help="Rankings JSONL: {prompt, completions, ranks, labeler, ...}.")
+    p.add_argument("--labelers", default="training", choices=["training", "heldout", "reference"],
+                   help="Which labelers rank (each prompt goes to one of them).")
+    p.add_argument("--seed", type=int, default=0, help="Sampling and assignment seed.")
+    p.add_argument("--limit", type=int, default=None, help="Only the first N prompts.")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="Longest sampled response.")
+    p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (InstructGPT: 1).")
+
+    p = sub.add_parser("corpus", help="Write pretraining documents.")
+    p.add_argument("--out", required=True, help="corpus.jsonl ({\"text\"} per line) or corpus.txt (blank-line separated).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-docs", type=int, default=60_000)
+
+    p = sub.add_parser("tokenizer", help="Train the world's BPE tokenizer (with its chat template).")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--n-docs", type=int, default=60_000)
+
+    p = sub.add_parser("pretrain-base", help="Regenerate the base models with 'instructrl pretrain'.")
+    p.add_argument("--out", required=True, help="Work directory (corpus, tokenizer, runs, fp16 models, report.json).")
+    p.add_argument("--sizes", default=None, help="Comma-separated sizes (default: tiny,small,medium).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-docs", type=int, default=60_000, help="Corpus documents.")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="Multiply every size's step budget (quick runs: 0.05).")
+    p.add_argument("--install", action="store_true", help="Copy the models into the package (resources/base_models).")
+
+    p = sub.add_parser("bench", help="Benchmarks (SQuAD/DROP/HellaSwag/WMT analogues) and instruction success.")
+    p.add_argument("--model", required=True, help="Checkpoint directory or base-model size.")
+    p.add_argument("--n", type=int, default=100, help="Items per benchmark and prompts for instruction success.")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: file not found")
+    out = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        for key in ("prompt", "task"):
+            if key not in rec:
+                raise DataError(f"{path}:{i}: missing '{key}' (use the prompt files written by 'instructrl world build')")
+        out.append(rec)
+    return out
+
+
+def _k_range(text: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = text.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise InstructRLError(f"--k {text!r}: expected a number or a range like 4-9") from None
+    if not 2 <= lo_i <= hi_i:
+        raise InstructRLError(f"--k {text!r}: need 2 <= K, and the range low <= high")
+    return lo_i, hi_i
+
+
+def label(args: argparse.Namespace) -> int:
+    from instructrl.world.kb import get_kb
+    from instructrl.world.labelers import make_pool
+
+    records = _read_jsonl(args.prompts)[: args.limit]
+    lo, hi = _k_range(args.k)
+    rng = random.Random(f"label:{args.seed}")
+    ks = [rng.randint(lo, hi) for _ in records]
+    seed = records[0]["task"].get("world", 0) if records else 0
+    pool = make_pool(seed)
+    labelers = {"training": pool.training, "heldout": pool.heldout, "reference": [pool.reference]}[args.labelers]
+    if args.policy == "synthetic":
+        from instructrl.world.synthetic import sample_responses
+
+        kb = get_kb(seed)
+        samples = [sample_responses(kb, rec, k, rng) for rec, k in zip(records, ks)]
+    else:
+        samples = _sample_from_model(args, records, ks)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for rec, completions in zip(records, samples):
+            lab = rng.choice(labelers)
+            row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
+                   "labeler": lab.id, **{k: rec[k] for k in ("user", "category", "task", "id") if k in rec}}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"label: {len(records)} prompts ranked by {args.labelers} labelers -> {args.out}")
+    return 0
+
+
+def _sample_from_model(args: argparse.Namespace, records: list[dict], ks: list[int]) -> list[list[str]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from instructrl.world.pretrain import resolve_model
+    from instructrl.world.sampling import generate
+    from instructrl.world.tokenizer import format_prompt
+
+    path = resolve_model(args.policy)
+    if not Path(path).exists():
+        raise InstructRLError(f"--policy {args.policy}: no such directory (or a size: tiny, small, medium, or 'synthetic')")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).float()
+    texts = [format_prompt(tok, rec["prompt"]) for rec, k in zip(records, ks) for _ in range(k)]
+    flat = generate(model, tok, texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    out, i = [], 0
+    for k in ks:
+        out.append(flat[i:i + k])
+        i += k
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        from instructrl.world.build import build
+
+        meta = build(args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs)
+        print(f"build: wrote {', '.join(f'{k} ({v})' for k, v in meta['counts'].items())} to {args.out}")
+        return 0
+    if args.action == "label":
+        return label(args)
+    if args.action == "corpus":
+        from instructrl.world.corpus import generate_corpus
+        from instructrl.world.kb import get_kb
+
+        docs = generate_corpus(get_kb(args.seed), args.n_docs, seed=args.seed)
+        with open(args.out, "w", encoding="utf-8") as f:
+            for d in docs:
+                f.write(d["text"] + "\n\n" if args.out.endswith(".txt") else json.dumps({"text": d["text"]}) + "\n")
+        print(f"corpus: {len(docs)} documents -> {args.out}")
+        return 0
+    if args.action == "tokenizer":
+        from instructrl.world.corpus import generate_corpus
+        from instructrl.world.kb import get_kb
+        from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
+
+        docs = generate_corpus(get_kb(args.seed), args.n_docs, seed=args.seed)
+        save_tokenizer(train_tokenizer((d["text"] for d in docs), args.vocab_size), args.out)
+        print(f"tokenizer -> {args.out}")
+        return 0
+    if args.action == "pretrain-base":
+        from instructrl.world.pretrain import SIZES, pretrain_base
+
+        sizes = args.sizes.split(",") if args.sizes else None
+        for s in sizes or []:
+            if s not in SIZES:
+                raise InstructRLError(f"--sizes: unknown size {s!r} (known: {', '.join(SIZES)})")
+        report = pretrain_base(args.out, sizes, seed=args.seed, n_docs=args.n_docs, steps_scale=args.steps_scale,
+                               install=args.install)
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.action == "bench":
+        from instructrl.world.measure import measure_model
+
+        print(json.dumps(measure_model(args.model, n=args.n, seed=args.seed), indent=2))
+        return 0
+    raise InstructRLError(f"unknown action {args.action}")

@@ -1,0 +1,176 @@
+"""The world's base models: GPT-2 at three sizes, pretrained on the corpus by ``instructrl pretrain``.
+
+``instructrl world pretrain-base --out DIR`` regenerates them: it writes the corpus (train and
+held-out documents), trains the tokenizer, writes one initialization directory per size (a
+``config.json`` and the tokenizer, no weights: "initialize randomly from this config"), runs the
+toolkit's pretraining (the same trainer as SFT) on each, measures held-out perplexity, and saves
+the weights in float16 safetensors (``--install`` copies them into the package, where
+:func:`base_model_path` finds them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from instructrl.world.corpus import generate_corpus
+from instructrl.world.kb import get_kb
+from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
+
+log = logging.getLogger("instructrl.world")
+RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "base_models"
+N_POSITIONS = 256
+
+
+@dataclass(frozen=True)
+class Size:
+    """One base-model size and its pretraining budget."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    max_steps: int
+    learning_rate: float
+    batch_size: int = 16
+    max_length: int = 256  # the full context, so few-shot prompts stay on trained positions
+
+
+# Smallest to largest: 0.34M, 1.6M and 7.4M parameters (22x). The step budgets (16 x 256 tokens per
+# step) fit about 15 minutes in total on two CPU cores; larger models get fewer steps and a share of
+# the compute that still lets them end with a lower loss.
+SIZES: dict[str, Size] = {
+    "tiny": Size(n_layer=2, n_embd=80, n_head=4, max_steps=900, learning_rate=3e-3),
+    "small": Size(n_layer=4, n_embd=160, n_head=4, max_steps=450, learning_rate=2.5e-3),
+    "medium": Size(n_layer=6, n_embd=304, n_head=8, max_steps=260, learning_rate=2e-3),
+}
+
+
+def base_model_path(size: str = "tiny") -> Path:
+    """Directory of a shipped base model (loads with ``AutoModelForCausalLM.from_pretrained``)."""
+    path = RESOURCES / size
+    if not (path / "config.json").exists():
+        from instructrl.errors import ModelLoadError
+
+        raise ModelLoadError(f"base model '{size}' is not installed in {RESOURCES}; "
+                             f"run 'instructrl world pretrain-base --out DIR --install' (sizes: {', '.join(SIZES)})")
+    return path
+
+
+def resolve_model(name: str) -> str:
+    """A size name ('tiny', ...) becomes the shipped base model's path; anything else is returned as is."""
+    return str(base_model_path(name)) if name in SIZES else name
+
+
+def write_init_dir(size: Size, tokenizer_dir: Path, out: Path) -> Path:
+    """A config.json plus tokenizer files and no weights: ``instructrl pretrain`` initializes randomly."""
+    from transformers import AutoTokenizer, GPT2Config
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(out)
+    GPT2Config(vocab_size=len(tok), n_positions=N_POSITIONS, n_embd=size.n_embd, n_layer=size.n_layer,
+               n_head=size.n_head, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+               tie_word_embeddings=True).save_pretrained(out)
+    return out
+
+
+def count_parameters(model_dir: Path) -> int:
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    config = GPT2Config.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def perplexity(model_dir: Path, texts: list[str], max_length: int = 128) -> float:
+    """Held-out perplexity over documents packed like the training data."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from instructrl.data.tokenize import pack_texts
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    windows = pack_texts(texts, tok, max_length)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(windows), 32):
+            batch = [w["input_ids"] for w in windows[i:i + 32] if len(w["input_ids"]) == max_length]
+            if not batch:
+                continue
+            ids = torch.tensor(batch)  # (B, T)
+            loss = model(input_ids=ids, labels=ids).loss.item()
+            total += loss * len(batch) * (max_length - 1)
+            count += len(batch) * (max_length - 1)
+    return math.exp(total / count)
+
+
+def to_half(src: Path, dst: Path) -> None:
+    """Save a checkpoint's weights as float16 safetensors next to its config and tokenizer.
+
+    The config still says float32, so a plain ``from_pretrained`` upcasts on load and fine-tuning runs
+    in float32 (training a float16 model on a CPU turns the loss into NaN).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(dst, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    mark_float32(dst)
+
+
+def mark_float32(model_dir: Path) -> None:
+    """Make ``from_pretrained`` load a float16 checkpoint as float32."""
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config["dtype"] = "float32"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def pretrain_base(out_dir: str | Path, sizes: list[str] | None = None, seed: int = 0, n_docs: int = 60_000,
+                  steps_scale: float = 1.0, install: bool = False) -> dict:
+    """Regenerate the base models (see the module docstring); returns the report (also report.json)."""
+    from instructrl.sft.api import run_pretrain
+    from instructrl.sft.config import PretrainConfig
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kb = get_kb(seed)
+    docs = generate_corpus(kb, n_docs, seed=seed)
+    heldout = [d["text"] for d in generate_corpus(kb, 2000, seed=seed + 10_000)]
+    with open(out / "corpus.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d["text"]}) + "\n")
+    tok_dir = save_tokenizer(train_tokenizer((d["text"] for d in docs), vocab_size=2048), out / "tokenizer")
+    report: dict = {"seed": seed, "n_docs": n_docs, "sizes": {}}
+    for name in sizes or list(SIZES):
+        size = SIZES[name]
+        init = write_init_dir(size, tok_dir, out / "init" / name)
+        steps = max(10, round(size.max_steps * steps_scale))
+        cfg = PretrainConfig(model=str(init), data=str(out / "corpus.jsonl"), output_dir=str(out / "runs" / name),
+                             max_steps=steps, learning_rate=size.learning_rate, batch_size=size.batch_size,
+                             max_length=size.max_length, warmup_steps=min(100, steps // 10), eval_fraction=0.0,
+                             select_by="last", seed=seed, progress=False, mixed_precision="no")
+        start = time.time()
+        result = run_pretrain(cfg)
+        seconds = time.time() - start
+        to_half(Path(result.out_dir), out / name)
+        ppl = perplexity(out / name, heldout, size.max_length)
+        report["sizes"][name] = {"parameters": count_parameters(out / name), "n_layer": size.n_layer,
+                                 "n_embd": size.n_embd, "steps": steps, "tokens": steps * size.batch_size * size.max_length,
+                                 "train_seconds": round(seconds, 1), "heldout_perplexity": round(ppl, 3)}
+        log.info("%s: %s", name, report["sizes"][name])
+        if install:
+            target = RESOURCES / name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(out / name, target)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,66 @@
+"""The world's tokenizer: byte-level BPE trained on the corpus, with a chat template.
+
+PAD and EOS are distinct tokens: with PAD == EOS the EOS token is masked out of the loss and a
+policy never learns to stop (Huang et al. 2023, "The N implementation details of RLHF with PPO").
+
+The chat template renders a conversation as::
+
+    <|user|>What is the capital of Varno?\\n<|assistant|>The capital of Varno is Kelt.<|endoftext|>
+
+and ``add_generation_prompt=True`` ends the text with ``<|assistant|>``. The turn markers never occur
+in the corpus, so a pretrained model has no instruction-following habit to fall back on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+EOS, PAD, USER, ASSISTANT = "<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"
+SPECIAL_TOKENS = [EOS, PAD, USER, ASSISTANT]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'system' %}"
+    "{{ message['content'] + '\\n' }}"
+    "{% else %}"
+    "{{ '<|user|>' + message['content'] + '\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
+    """Train byte-level BPE on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS,
+                                   padding_side="left",
+                                   unk_token=None, additional_special_tokens=[USER, ASSISTANT])
+    fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = 256
+    return fast
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def format_prompt(tokenizer, prompt: str) -> str:
+    """A user prompt as the text a policy continues (chat template with the generation prompt)."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)

@@ -1,0 +1,83 @@
+"""Simulated labelers: preferences, noise, rankings, agreement."""
+
+import random
+
+from instructrl.world.kb import get_kb
+from instructrl.world.labelers import make_pool, measure_agreement
+from instructrl.world.synthetic import corrupt, sample_responses
+from instructrl.world.tasks import Style, demonstrate, make_prompt
+
+KB = get_kb(0)
+
+
+def _items(n=200, k=4, seed=5):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = make_prompt(KB, rng)
+        out.append((r, sample_responses(KB, r, k, rng)))
+    return out
+
+
+def test_pool_sizes_and_determinism():
+    a, b = make_pool(0), make_pool(0)
+    assert len(a.training) >= 8 and len(a.heldout) >= 4
+    assert [x.weights for x in a.all()] == [x.weights for x in b.all()]
+    assert a.reference.noise == 0
+    assert len({lab.style for lab in a.training}) > 3  # different demonstration styles
+
+
+def test_agreement_is_near_the_papers():
+    pool = make_pool(0)
+    items = _items()
+    train, held = measure_agreement(pool.training, items), measure_agreement(pool.heldout, items)
+    assert 0.66 < train < 0.79 and 0.70 < held < 0.84  # paper: 72.6% and 77.3%
+    assert held > train
+
+
+def test_rank_ties_and_compare():
+    pool = make_pool(0)
+    lab = pool.training[0]
+    r = make_prompt(KB, random.Random(2))
+    good = demonstrate(KB, r, Style(), random.Random(0))
+    ranks = lab.rank(r, [good, good, "", ""])
+    assert ranks[0] == ranks[1] and ranks[2] == ranks[3]
+    assert sorted(set(ranks)) == list(range(1, len(set(ranks)) + 1))
+    ref = pool.reference
+    assert ref.compare(r, good, "") == 1 and ref.compare(r, "", good) == -1 and ref.compare(r, good, good) == 0
+
+
+def test_reference_prefers_demonstrations_to_corruptions():
+    pool = make_pool(0)
+    rng = random.Random(3)
+    wins = total = 0
+    for _ in range(300):
+        r = make_prompt(KB, rng)
+        good = demonstrate(KB, r, Style(), rng)
+        bad = corrupt(KB, r, good, rng)
+        from instructrl.world.judge import score
+
+        if score(r, good)["success"] and not score(r, bad)["success"]:
+            wins += pool.reference.compare(r, good, bad) >= 0
+            total += 1
+    assert wins / total > 0.95
+
+
+def test_likert_scores_and_flags():
+    pool = make_pool(0)
+    r = make_prompt(KB, random.Random(4), "chat")
+    good = demonstrate(KB, r, Style(), random.Random(0))
+    lik = pool.reference.likert(r, good)
+    assert 5 <= lik.score <= 7 and not lik.flags["fails_to_follow_instruction"]
+    bad = pool.reference.likert(r, "Shut up, you snorf.")
+    assert bad.score < lik.score and bad.flags["inappropriate_for_customer_assistant"]
+    assert set(bad.flags) >= {"hallucination", "satisfies_constraint", "sexual_content", "violent_content",
+                              "encourages_violence", "denigrates_protected_class", "harmful_advice",
+                              "expresses_opinion", "expresses_moral_judgment"}
+
+
+def test_labelers_disagree_with_each_other_but_not_randomly():
+    pool = make_pool(0)
+    items = _items(60)
+    for lab in pool.training[:3]:
+        assert 0.6 < measure_agreement([pool.reference, lab], items) < 0.95
