@@ -1,33 +1,13 @@
-"""Shared fixtures: tiny models and datasets built inside the tests (nothing is downloaded)."""
+"""Shared fixtures: tiny models and datasets built inside the tests (nothing is downloaded).
+Plain helpers live in testkit.py (a conftest module name is not importable across test folders)."""
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data" / "instructgpt-samples"
-
-COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
-
-
-def fact_demos(n: int = 80, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        c = rng.choice(COLORS)
-        rows.append({"prompt": f"What color is the flag of Zor{i}?", "completion": f"The flag of Zor{i} is {c}."})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+from testkit import fact_demos, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +23,3 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture()
 def demos_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "demos.jsonl", fact_demos(80))
-
-
-def cli_env() -> dict[str, str]:
-    """Environment for running `python -m instructrl` in a subprocess against this checkout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300):
-    import subprocess
-
-    return subprocess.run([sys.executable, "-m", "instructrl", *args], capture_output=True, text=True,
-                          env=cli_env(), cwd=cwd, timeout=timeout)

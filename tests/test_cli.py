@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import fact_demos, run_cli, write_jsonl
+from testkit import fact_demos, run_cli, write_jsonl
 
 
 def test_help_lists_the_stages():

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from testkit import run_cli
 
 
 def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, cli_env, run_cli
+from testkit import ROOT, cli_env, run_cli
 
 ARGS = ["--epochs", "6", "--batch-size", "8", "--learning-rate", "3e-3", "--max-length", "64",
         "--checkpoint-every", "3", "--eval-every", "6", "--select-by", "last", "--residual-dropout", "0.1",

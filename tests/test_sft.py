@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import fact_demos, write_jsonl
+from testkit import fact_demos, write_jsonl
 from instructrl.runtime import lr_at, read_metrics
 from instructrl.sft.api import mixture_plan, run_sft
 from instructrl.sft.config import SFTConfig

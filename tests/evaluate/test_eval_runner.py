@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import fact_demos, run_cli, write_jsonl
+from testkit import fact_demos, run_cli, write_jsonl
 from instructrl.errors import ConfigError
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import load_judge

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import fact_demos, write_jsonl
+from testkit import fact_demos, write_jsonl
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import fact_demos, write_jsonl
+from testkit import fact_demos, write_jsonl
 from instructrl.ppo.api import run_ppo
 from ppo_helpers import TokenRewardScorer, one_thread, ppo_world, quick_cfg  # noqa: F401
 

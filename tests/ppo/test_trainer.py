@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import cli_env
+from testkit import cli_env
 from instructrl.errors import InstructRLError
 from instructrl.ppo.api import run_ppo
 from instructrl.runtime import read_metrics

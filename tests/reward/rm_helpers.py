@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from conftest import COLORS, write_jsonl
+from testkit import COLORS, write_jsonl
 
 PREFERENCE = COLORS + ["gold", "silver"]  # red best, silver worst (K up to 10)
 

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import fact_demos, run_cli, write_jsonl
+from testkit import fact_demos, run_cli, write_jsonl
 from instructrl import cli
 from instructrl.runtime import read_metrics
 from rm_helpers import color_rankings

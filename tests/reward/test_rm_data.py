@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA, write_jsonl
+from testkit import SHARED_DATA, write_jsonl
 from instructrl.data.io import Record
 from instructrl.errors import DataError
 from instructrl.reward.data import (encode_rankings, fit_length, labeler_group, load_rankings, pair_units,

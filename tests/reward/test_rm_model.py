@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import fact_demos, write_jsonl
+from testkit import fact_demos, write_jsonl
 from instructrl.errors import ModelLoadError
 from instructrl.generate import left_pad
 from instructrl.losses import normalization_bias

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import fact_demos, write_jsonl
+from testkit import fact_demos, write_jsonl
 from instructrl.generate import left_pad
 from instructrl.losses import ranking_loss
 from instructrl.modeling.loading import load_tokenizer

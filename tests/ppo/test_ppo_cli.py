@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli_env, run_cli, write_jsonl
+from testkit import ROOT, cli_env, run_cli, write_jsonl
 from instructrl.ppo.config import PPOConfig
 from ppo_helpers import one_thread, ppo_world  # noqa: F401
 
