@@ -3,7 +3,11 @@ Plain helpers live in testkit.py (a conftest module name is not importable acros
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The tests never download: Hub look-ups fail at once instead of retrying a network that is not there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
