@@ -68,7 +68,7 @@ def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     r = _cli("label", "--policy", "synthetic", "--prompts", str(tmp_path / "missing.jsonl"), "--out",
              str(tmp_path / "x.jsonl"))
-    assert r.returncode == 2 and "missing.jsonl: file not found" in r.stderr
+    assert r.returncode == 2 and "missing.jsonl' does not exist" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n')
     r = _cli("label", "--policy", "synthetic", "--prompts", str(bad), "--out", str(tmp_path / "x.jsonl"))

@@ -29,6 +29,14 @@ def split_eval(items: list, fraction: float, seed: int, min_records: int = 20) -
     return [x for i, x in enumerate(items) if i not in eval_idx], [x for i, x in enumerate(items) if i in eval_idx]
 
 
+def load_train_eval(cfg: LMTrainConfig, load) -> tuple[list, list]:
+    """Training and validation records: --eval-data when given, else a split of --data."""
+    items = load(cfg.data)
+    if cfg.eval_data:
+        return items, load(cfg.eval_data)
+    return split_eval(items, cfg.eval_fraction, cfg.seed)
+
+
 def _load_model(cfg: LMTrainConfig):
     if not cfg.model:
         raise InstructRLError("a model is required (--model PATH_OR_HUB_ID)")
@@ -58,11 +66,7 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     if not cfg.data:
         raise InstructRLError("sft: demonstration data is required (--data FILE)")
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "sft")
-    demos = load_demonstrations(cfg.data)
-    if cfg.eval_data:
-        train_demos, eval_demos = demos, load_demonstrations(cfg.eval_data)
-    else:
-        train_demos, eval_demos = split_eval(demos, cfg.eval_fraction, cfg.seed)
+    train_demos, eval_demos = load_train_eval(cfg, load_demonstrations)
     acc = make_accelerator(cfg, out)
     model, tokenizer = _load_model(cfg)
     train, report = tokenize_demonstrations(train_demos, tokenizer, cfg.max_length, cfg.min_response_tokens)
@@ -111,11 +115,7 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
     if not cfg.data:
         raise InstructRLError("pretrain: text data is required (--data FILE)")
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "pretrain")
-    texts = load_texts(cfg.data)
-    if cfg.eval_data:
-        train_texts, eval_texts = texts, load_texts(cfg.eval_data)
-    else:
-        train_texts, eval_texts = split_eval(texts, cfg.eval_fraction, cfg.seed)
+    train_texts, eval_texts = load_train_eval(cfg, load_texts)
     acc = make_accelerator(cfg, out)
     model, tokenizer = _load_model(cfg)
     train = pack_texts(train_texts, tokenizer, cfg.max_length)

@@ -70,22 +70,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: file not found")
-    out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+    """World prompt records (the shared reader, plus the fields the labelers judge by)."""
+    from instructrl.data.io import read_records
+
+    records = read_records(path, what="prompt data")
+    for r in records:
         for key in ("prompt", "task"):
-            if key not in rec:
-                raise DataError(f"{path}:{i}: missing '{key}' (use the prompt files written by 'instructrl world build')")
-        out.append(rec)
-    return out
+            if key not in r.data:
+                raise DataError(f"{r.where}: missing '{key}' (use the prompt files written by 'instructrl world build')")
+    return [r.data for r in records]
 
 
 def _k_range(text: str) -> tuple[int, int]:
