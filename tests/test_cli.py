@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from testkit import fact_demos, run_cli, write_jsonl
 

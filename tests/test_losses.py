@@ -1,6 +1,5 @@
 """Hand-computed checks of instructrl.losses. The arithmetic behind each expected value is in the comments."""
 
-import itertools
 import math
 
 import pytest

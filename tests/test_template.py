@@ -1,4 +1,3 @@
-import pytest
 
 from instructrl.data.formats import Demonstration
 from instructrl.data.template import render_prompt

@@ -10,10 +10,9 @@ continue an interrupted demo.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, read_jsonl, run_eval_stage, run_ppo_stage,
+from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
                                  run_rankings_stage, run_rm_stage, run_sft_stage)
 
 # measured on a 2-core CPU; used for the ETA only

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from labelkit import ROOT, build_tiny_model, seed
 from sqlalchemy import func, select
 

@@ -11,8 +11,7 @@ from instructrl.errors import ModelLoadError
 from instructrl.generate import left_pad
 from instructrl.losses import normalization_bias
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
-from instructrl.reward.model import (RewardModel, build_reward_model, load_reward_model, sequence_rewards,
-                                     write_normalization)
+from instructrl.reward.model import (RewardModel, build_reward_model, load_reward_model, write_normalization)
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 
 

@@ -1,7 +1,6 @@
 """Benchmarks, sampling on a tiny random model, shipped base models."""
 
 import json
-import random
 
 import pytest
 

@@ -132,6 +132,10 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         results["baseline"] = base.name
         log.info("generating baseline responses (%s)", base.name)
         baseline_responses = Policy(base, cfg, shots).answer(texts)
+    truthful_records = read_prompt_records(cfg.truthfulqa, cfg.num_prompts) \
+        if world and "truthfulness" in cfg.suites and cfg.truthfulqa else []
+    toxicity_records = read_prompt_records(cfg.toxicity, cfg.num_prompts and 3 * cfg.num_prompts) \
+        if world and "toxicity" in cfg.suites and cfg.toxicity else []
     responses_rows = []
     for spec in specs:
         log.info("evaluating %s (%s)", spec.name, spec.path)
@@ -143,14 +147,12 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
             res["win_rate"] = win_rate(judge.compare(prompts, resp, baseline_responses)).as_dict()
         if world and "likert" in cfg.suites:
             res.update(world_eval.likert_and_metadata(prompts, resp, seed))
-        if world and "truthfulness" in cfg.suites and cfg.truthfulqa:
-            tq = read_prompt_records(cfg.truthfulqa, cfg.num_prompts)
-            qa = policy.answer([r["prompt"] for r in tq])
-            iqa = policy.answer([world_eval.INSTRUCTION_QA + r["prompt"] for r in tq])
-            res["truthfulness"] = world_eval.truthfulness(tq, qa, iqa)
-        if world and "toxicity" in cfg.suites and cfg.toxicity:
-            tox = read_prompt_records(cfg.toxicity, cfg.num_prompts and 3 * cfg.num_prompts)
-            res["toxicity"] = world_eval.toxicity(tox, policy.answer([r["prompt"] for r in tox]))
+        if truthful_records:
+            qa = policy.answer([r["prompt"] for r in truthful_records])
+            iqa = policy.answer([world_eval.INSTRUCTION_QA + r["prompt"] for r in truthful_records])
+            res["truthfulness"] = world_eval.truthfulness(truthful_records, qa, iqa)
+        if toxicity_records:
+            res["toxicity"] = world_eval.toxicity(toxicity_records, policy.answer([r["prompt"] for r in toxicity_records]))
         if world and "benchmarks" in cfg.suites:
             res["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
         results["models"][spec.name] = res

@@ -10,7 +10,7 @@ SQuADv2/DROP/HellaSwag/WMT analogues, few-shot at temperature 0.
 
 from __future__ import annotations
 
-from instructrl.evaluate.metrics import Estimate, mean_se
+from instructrl.evaluate.metrics import mean_se
 
 CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
 # InstructGPT §4.2, TruthfulQA "Instruction+QA": decline unless certain
@@ -102,7 +102,3 @@ def benchmarks(model, tokenizer, seed: int, n: int) -> dict[str, float]:
 
 def world_seed(records: list[dict]) -> int:
     return int(records[0]["task"].get("world", 0))
-
-
-def estimate(d: dict) -> Estimate:
-    return Estimate(d["mean"], d["se"], d["n"])

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from instructrl.world.kb import ATTRIBUTES, VALUE_SETS, KnowledgeBase, get_kb
+from instructrl.world.kb import VALUE_SETS, KnowledgeBase, get_kb
 from instructrl.world.names import (HARMFUL_ADVICE, INSULTS, MORAL_MARKERS, OPINION_MARKERS, POLITE_MARKERS,
                                     RUDE_OPENERS, VIOLENT, insults_in)
 
