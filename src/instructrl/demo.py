@@ -91,8 +91,8 @@ def write_demo_report(out: Path, results: dict, rm: Path, ppo: Path, timings: di
     checks = demo_checks(models)
     sections.insert(0, ("What the demo shows", R.checks_html(checks)))
     sections.append(("Stage timings (seconds)", R.table(["stage", "seconds"], [[k, v] for k, v in timings.items()])))
-    intro = ("<p class='note'>Every number here was measured by this run on the miniature world; the smallest base "
-             "model. Claims that did not hold are marked as such.</p>")
+    intro = ("<p class='note'>Every number here was measured by this run (the miniature world, its smallest base "
+             "model). Claims that did not hold are marked as such.</p>")
     return R.write(out / "report.html", R.page("instructrl demo: InstructGPT in miniature", sections, intro))
 
 
