@@ -169,6 +169,15 @@ class Checkpoints:
         self.acc.load_state(str(path))
         return json.loads((path / self.STATE).read_text())
 
+    def resume_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """Drop half-written checkpoints, then load the newest complete one (None when there is none)."""
+        self.clean_partial()
+        latest = self.latest()
+        if latest is None:
+            log.info("--resume: no complete checkpoint in %s, starting from scratch", self.root.parent)
+            return None
+        return latest, self.load(latest)
+
 
 def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
     """Create the output dir; refuse to overwrite a finished or running stage's outputs unless resuming."""

@@ -409,12 +409,10 @@ class PPOTrainer:
         return self.ckpts.save(self.state["iteration"], state, extra_save=self._save_extra)
 
     def resume(self) -> None:
-        self.ckpts.clean_partial()
-        latest = self.ckpts.latest()
-        if latest is None:
-            log.info("--resume: no complete checkpoint in %s, starting from scratch", self.out)
+        found = self.ckpts.resume_latest()
+        if found is None:
             return
-        state = self.ckpts.load(latest)
+        latest, state = found
         self.kl_ctl.load_state_dict(state.pop("kl_controller"))
         self.state = state
         if self.ema is not None:

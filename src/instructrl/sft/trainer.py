@@ -202,12 +202,10 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ loop
     def resume(self) -> None:
-        self.ckpts.clean_partial()
-        latest = self.ckpts.latest()
-        if latest is None:
-            log.info("--resume: no complete checkpoint in %s, starting from scratch", self.out)
+        found = self.ckpts.resume_latest()
+        if found is None:
             return
-        self.state = self.ckpts.load(latest)
+        latest, self.state = found
         log.info("resumed from %s (step %d of %d)", latest, self.state["step"], self.total_steps)
 
     def train(self) -> TrainResult:
