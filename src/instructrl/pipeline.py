@@ -12,16 +12,14 @@ evaluation by held-out labelers.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from instructrl.data.io import write_jsonl
+from instructrl.data.io import read_records, write_jsonl
 
-log = logging.getLogger("instructrl.pipeline")
 
 
 @dataclass
@@ -74,10 +72,6 @@ class Stages:
         done.write_text(json.dumps({"seconds": self.timings[name]}))
         self.print(f"[{name}] done in {self.timings[name]:.0f}s")
         return out
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def build_world(out: Path, seed: int, recipe: Recipe) -> None:
@@ -137,7 +131,7 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     from instructrl.world.labelers import make_pool
 
     pool = make_pool(int(seed))
-    prompts = read_jsonl(world / "rm_prompts.jsonl")
+    prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
     train = prompts[: recipe.rank_prompts]
     held = prompts[recipe.rank_prompts : recipe.rank_prompts + recipe.rank_eval_prompts]
     kw = dict(reference=pool.reference, k_range=recipe.k, seed=seed, max_new_tokens=recipe.max_new_tokens)
