@@ -38,6 +38,7 @@ class Recipe:
     # (the ptx loss is a mean over its windows) at an eighth of the cost, which a CPU demo needs
     ptx_per_episode: float = 1.0
     eval_prompts: int = 200
+    world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
     benchmark_n: int = 60
     max_new_tokens: int = 40
     extra: dict = field(default_factory=dict)
@@ -77,7 +78,7 @@ class Stages:
 def build_world(out: Path, seed: int, recipe: Recipe) -> None:
     from instructrl.world.build import build
 
-    build(out, seed=seed, scale=recipe.scale)
+    build(out, seed=seed, scale=recipe.scale, eval_prompts=recipe.world_eval_prompts)
 
 
 def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, data: str | None = None) -> None:

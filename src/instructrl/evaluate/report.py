@@ -76,11 +76,14 @@ def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str =
     return _png(fig)
 
 
-def line_chart(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str) -> str:
+def line_chart(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
+               colors: dict[str, str] | None = None, logx: bool = False) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, label=name)
+        ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, label=name, color=(colors or {}).get(name))
+    if logx:
+        ax.set_xscale("log")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -95,8 +95,8 @@ class LMTrainer:
         self.steps_per_epoch = full + (1 if rest >= world else 0)
         if self.steps_per_epoch == 0:
             raise InstructRLError(f"{stage}: {epoch_size} training examples are fewer than the {world} processes")
-        total = cfg.epochs * self.steps_per_epoch
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        # max_steps overrides epochs (either way): later epochs continue the seeded permutations
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
 

@@ -25,6 +25,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from instructrl.errors import ConfigError
 from instructrl.world.benchmarks import flan_dataset
 from instructrl.world.corpus import generate_corpus
 from instructrl.world.kb import KnowledgeBase, get_kb, question
@@ -94,14 +95,22 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def build(out_dir: str | Path, seed: int = 0, scale: float = 1.0, pretrain_docs: int | None = None) -> dict:
-    """Write every dataset of world ``seed`` to ``out_dir``; returns the counts (also in world.json)."""
+def build(out_dir: str | Path, seed: int = 0, scale: float = 1.0, pretrain_docs: int | None = None,
+          eval_prompts: int | None = None) -> dict:
+    """Write every dataset of world ``seed`` to ``out_dir``; returns the counts (also in world.json).
+
+    ``eval_prompts`` overrides the scaled number of evaluation prompts (tighter win-rate standard
+    errors without more training data)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kb = get_kb(seed)
     pool = make_pool(seed)
     rng = random.Random(f"build:{seed}:{scale}")
     n = sizes(scale)
+    if eval_prompts is not None:
+        if eval_prompts < 1:
+            raise ConfigError(f"eval_prompts must be at least 1, got {eval_prompts}")
+        n["eval"] = eval_prompts
     train_users = _users("u", max(20, round(120 * scale)), rng)
     heldout_users = _users("h", max(8, round(30 * scale)), rng)
 

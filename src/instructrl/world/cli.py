@@ -31,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="Dataset size; 1 = a tenth of the paper's prompt counts (SFT 1,272 / RM 3,321 / PPO 3,114).")
     p.add_argument("--pretrain-docs", type=int, default=None, help="Documents in pretrain.jsonl (default 20,000 x scale).")
+    p.add_argument("--eval-prompts", type=int, default=None,
+                   help="Evaluation prompts from held-out users (default 320 x scale).")
 
     p = sub.add_parser("label", help="Sample K responses per prompt from a policy and have labelers rank them.")
     p.add_argument("--policy", required=True, help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'.")
@@ -145,7 +147,8 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "build":
         from instructrl.world.build import build
 
-        meta = build(args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs)
+        meta = build(args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs,
+                     eval_prompts=args.eval_prompts)
         print(f"build: wrote {', '.join(f'{k} ({v})' for k, v in meta['counts'].items())} to {args.out}")
         return 0
     if args.action == "label":
