@@ -20,7 +20,8 @@ PAPER_FIG1 = {"sizes": ["1.3B", "6B", "175B"],
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;margin:.8em 0;display:block;overflow-x:auto}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}.ok{color:#161}.short{color:#a11}.note{color:#555;font-size:.9em}
 img{max-width:100%}code{background:#f4f4f4;padding:0 .2em}"""
 

@@ -30,6 +30,8 @@ COLORS = {"GPT": "#1f77b4", "GPT prompted": "#ff7f0e", "SFT": "#2ca02c", "FLAN":
           "PPO-ptx": "#9467bd"}
 META = ("fails_to_follow_instruction", "hallucination_closed_domain", "satisfies_constraints",
         "inappropriate_for_customer_assistant", "toxic_language")
+META_SHORT = dict(zip(META, ("fails instruction", "hallucinates (closed)", "meets constraints", "inappropriate",
+                             "toxic")))
 
 
 @dataclass(frozen=True)
@@ -301,12 +303,12 @@ def write_report(out: Path, results: dict) -> Path:
                      fig1_chart(results) + R.table(["size", "parameters", "arm", "win rate"],
                                                    [[s, f"{results['sizes'][s]['parameters']:,}", a, m.get("win_rate", "-")]
                                                     for s, a, m in rows_all])))
-    meta = {a: {k: _m(results["sizes"][largest]["arms"], a, k) or 0.0 for k in META}
+    meta = {a: {META_SHORT[k]: _m(results["sizes"][largest]["arms"], a, k) or 0.0 for k in META}
             for a in results["sizes"][largest]["arms"]}
     sections.append(("Likert score and metadata (InstructGPT Fig. 4)",
                      by_size_chart(results, lambda arms, a: _m(arms, a, "likert"), "Likert 1-7 by size", "Likert")
                      + R.grouped_chart(f"Metadata rates, {largest}", meta)
-                     + R.table(["size", "arm", "likert", *META],
+                     + R.table(["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
                                [[s, a, m.get("likert", "-"), *[m.get(k, "-") for k in META]] for s, a, m in rows_all])))
     if all("truthfulness" in m for _, _, m in rows_all):
         def truth(arms, a, kind="qa", key="truthful_and_informative"):
@@ -315,8 +317,8 @@ def write_report(out: Path, results: dict) -> Path:
 
         sections.append(("Truthfulness (TruthfulQA analogue, InstructGPT Fig. 6)",
                          by_size_chart(results, truth, "Truthful and informative (QA prompt)", "share")
-                         + R.table(["size", "arm", "QA truthful", "QA truthful+informative", "Instr+QA truthful",
-                                    "Instr+QA truthful+informative"],
+                         + R.table(["size", "arm", "QA: truthful", "QA: + informative", "Instr+QA: truthful",
+                                    "Instr+QA: + informative"],
                                    [[s, a, m["truthfulness"]["qa"]["truthful"],
                                      m["truthfulness"]["qa"]["truthful_and_informative"],
                                      m["truthfulness"]["instruction_qa"]["truthful"],
