@@ -46,6 +46,18 @@ def test_build_is_deterministic(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+def test_eval_prompts_override_keeps_the_training_data(tmp_path):
+    a = build(tmp_path / "a", seed=0, scale=0.03, pretrain_docs=100)
+    b = build(tmp_path / "b", seed=0, scale=0.03, pretrain_docs=100, eval_prompts=50)
+    assert a["counts"]["eval_prompts.jsonl"] == 10 and b["counts"]["eval_prompts.jsonl"] == 50
+    for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert {r["user"] for r in _read(tmp_path / "b" / "eval_prompts.jsonl")}.isdisjoint(
+        {r["user"] for r in _read(tmp_path / "b" / "sft.jsonl")})
+    r = _cli("build", "--out", str(tmp_path / "c"), "--scale", "0.03", "--eval-prompts", "0")
+    assert r.returncode == 2 and "eval_prompts must be at least 1" in r.stderr
+
+
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "instructrl", "world", *args], capture_output=True, text=True,
