@@ -25,6 +25,17 @@ def test_kway_ranking_with_ties_keeps_extra_fields():
     assert r.pairs == [(0, 3), (1, 0), (1, 2), (1, 3), (2, 3)]  # the tie (0, 2) gives no pair
 
 
+def test_an_empty_response_is_ranked_like_any_other(tiny_model):
+    from transformers import AutoTokenizer
+
+    r = to_ranking(rec({"prompt": "Q?", "completions": ["an answer", ""], "ranks": [1, 2]}))
+    assert r.completions == ["an answer", ""] and r.pairs == [(0, 1)]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    kept, encoded, _ = encode_rankings([r], tok, max_length=64)
+    assert kept == [r] and [ids[-1] for ids in encoded[0]] == [tok.eos_token_id] * 2  # scored on its EOS
+    assert len(encoded[0][1]) < len(encoded[0][0])
+
+
 def test_explicit_pairs_text_and_conversational():
     r = to_ranking(rec({"prompt": "Q?", "chosen": "yes", "rejected": "no", "margin": 2}))
     assert (r.completions, r.ranks, r.margin, r.raw_prompt) == (["yes", "no"], [1, 2], 2.0, False)
@@ -54,7 +65,7 @@ def test_implicit_prompt_pairs_split_at_common_prefix():
     ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 1.5]}, r"cmp\.jsonl:7: ranks\[1\] = 1\.5 is not an integer rank"),
     ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, "2"]}, r"ranks\[1\] = '2' is not an integer rank"),
     ({"prompt": "Q", "completions": ["a", "b"], "ranks": [0, 1]}, r"ranks\[0\] = 0 is not a rank"),
-    ({"prompt": "Q", "completions": ["a", " "], "ranks": [1, 2]}, r"cmp\.jsonl:7: column 'completions\[1\]' is empty"),
+    ({"prompt": "Q", "completions": ["a", 3], "ranks": [1, 2]}, r"cmp\.jsonl:7: column 'completions\[1\]' must be a string"),
     ({"prompt": "Q", "completions": ["a"], "ranks": [1]}, r"'completions' must be a list of at least 2"),
     ({"prompt": "Q", "completions": ["a", "b"]}, r"expected columns 'prompt', 'completions' and 'ranks'.*found: completions, prompt"),
     ({"prompt": "Q", "chosen": "a"}, r"missing column 'rejected'; columns found: chosen, prompt"),

@@ -62,15 +62,16 @@ class Ranking:
 
 # ----------------------------------------------------------------------------- parsing
 def _completion(value: Any, rec: Record, column: str) -> str:
-    """A completion: a non-empty string, or one assistant message."""
+    """A completion: a string, or one assistant message. It may be empty: a policy that ends its
+    response at once produced an output that labelers rank like any other (it is scored on EOS)."""
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list):
         msgs = check_messages(value, rec, column)
         if len(msgs) != 1 or msgs[0]["role"] != "assistant":
             raise DataError(f"{rec.where}: '{column}' as messages must be one assistant message")
-        return check_text(msgs[0]["content"], rec, f"{column}.content")
-    return check_text(value, rec, column)
+        return check_text(msgs[0]["content"], rec, f"{column}.content", allow_empty=True)
+    return check_text(value, rec, column, allow_empty=True)
 
 
 def _ranks(value: Any, rec: Record, column: str, k: int) -> list[int]:
