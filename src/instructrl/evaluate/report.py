@@ -84,13 +84,20 @@ def line_chart(title: str, series: dict[str, tuple[list[float], list[float]]], x
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, label=name, color=(colors or {}).get(name))
     if logx:
-        ax.set_xscale("log")
+        log_ticks(ax, sorted({x for xs, _ in series.values() for x in xs}))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if len(series) > 1:
         ax.legend(fontsize=8)
     return _png(fig)
+
+
+def log_ticks(ax, xs: list[float], labels: list[str] | None = None) -> None:
+    """A log x-axis with one labelled tick per model size (parameter counts as 0.34M, 7.4M ...)."""
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, labels or [f"{x / 1e6:.2g}M" for x in xs])
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

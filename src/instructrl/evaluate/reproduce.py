@@ -54,9 +54,9 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(sizes=("tiny", "small", "medium"), rm_size="small",
                    recipe=dict(scale=0.25, sft_epochs=6, rank_prompts=600, rank_eval_prompts=150, ppo_episodes=1024,
                                eval_prompts=200, world_eval_prompts=200, benchmark_n=40, max_new_tokens=40),
-                   stage_seconds={"sft": 40, "flan": 40, "rankings": 130, "rm": 45, "ppo": 45, "ppo_ptx": 50,
-                                  "eval": 110},
-                   summary="three sizes (0.34M-7.4M parameters), every arm; at most 45 minutes on a 2-core CPU"),
+                   stage_seconds={"sft": 30, "flan": 15, "rankings": 22, "rm": 25, "ppo": 30, "ppo_ptx": 36,
+                                  "eval": 35},
+                   summary="three sizes (0.34M-7.4M parameters), every arm; about 22 minutes on a 2-core CPU"),
     "full": Preset(sizes=("tiny", "small", "medium"), rm_size="medium",
                    recipe=dict(scale=1.0, sft_epochs=10, rank_prompts=3000, rank_eval_prompts=300, k=(4, 9),
                                ppo_episodes=8192, eval_prompts=320, benchmark_n=100, max_new_tokens=48,
@@ -259,7 +259,7 @@ def fig1_chart(results: dict) -> str:
             ax.errorbar([p for p, _ in pts], [w["mean"] for _, w in pts],
                         yerr=[0 if w["se"] != w["se"] else w["se"] for _, w in pts], marker="o", capsize=3, label=arm,
                         color=COLORS[arm])
-    ax.set_xscale("log")
+    R.log_ticks(ax, params, [f"{s}\n{p / 1e6:.2g}M" for s, p in zip(sizes, params)])
     ax.axhline(0.5, color="#999", ls="--", lw=1)
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"win rate vs {results['baseline']}")
