@@ -16,7 +16,7 @@ from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_st
                                  run_rankings_stage, run_rm_stage, run_sft_stage)
 
 # measured on a 2-core CPU; used for the ETA only
-EXPECTED = {"world": 5, "sft": 45, "rankings": 45, "rm": 60, "ppo_ptx": 200, "eval": 120}
+EXPECTED = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
 
 
 def configure(parser) -> None:

@@ -26,11 +26,11 @@ from instructrl.data.io import read_records, write_jsonl
 class Recipe:
     """Sizes of every stage for a run on a CPU (the paper's proportions, scaled down)."""
 
-    scale: float = 0.25            # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
+    scale: float = 0.75            # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
     sft_epochs: int = 6
     sft_pretrain_fraction: float = 0.1
-    rank_prompts: int = 600        # prompts ranked for RM training
-    rank_eval_prompts: int = 150   # held-out prompts ranked by training and held-out labelers
+    rank_prompts: int = 2000       # prompts ranked for RM training
+    rank_eval_prompts: int = 200   # held-out prompts ranked by training and held-out labelers
     k: tuple[int, int] = (4, 6)    # K samples per prompt (InstructGPT: 4..9)
     ppo_episodes: int = 2048
     ptx_coef: float = 27.8

@@ -102,10 +102,8 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
 
 
 def make_reward_selector(cfg: SFTConfig, demos) -> Selector:
-    try:
-        from instructrl.reward.selection import RewardSelector
-    except ImportError:
-        raise InstructRLError("select_by=reward needs the reward-model stage, which is not built yet") from None
+    from instructrl.reward.selection import RewardSelector
+
     prompts = [d.prompt for d in demos[: cfg.select_prompts]]
     return RewardSelector(cfg.reward_model, prompts, max_new_tokens=cfg.select_max_new_tokens, seed=cfg.seed)
 
