@@ -88,6 +88,20 @@ def test_gradient_accumulation_matches_full_batch(tiny_model, demos_file, tmp_pa
     assert a.final_train_loss == pytest.approx(b.final_train_loss, rel=1e-4)
 
 
+def test_max_steps_overrides_epochs_in_both_directions(tiny_model, demos_file, tmp_path):
+    # 80 demonstrations / 8 = 10 steps per epoch; max_steps runs past one epoch or stops inside it
+    longer = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "a", epochs=1, max_steps=25, eval_fraction=0.0,
+                               select_by="last"))
+    shorter = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "b", epochs=3, max_steps=4, eval_fraction=0.0,
+                                select_by="last"))
+    assert (longer.steps, shorter.steps) == (25, 4)
+    rows = read_metrics(tmp_path / "a")
+    epochs = [r["sft/epoch"] for r in rows if "sft/epoch" in r]
+    assert epochs[-1] == pytest.approx(2.5)
+    lrs = [r["sft/lr"] for r in rows if "sft/lr" in r]
+    assert lrs[-1] == pytest.approx(0.1 * 3e-3)  # the cosine schedule spans the 25 steps
+
+
 def test_cosine_schedule_to_ten_percent():
     assert lr_at(0, 100, 1.0) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0) == pytest.approx(0.1)
