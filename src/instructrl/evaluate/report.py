@@ -60,7 +60,8 @@ def bar_chart(title: str, values: dict[str, float], errors: dict[str, float] | N
     return _png(fig)
 
 
-def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str = "") -> str:
+def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str = "",
+                  colors: dict[str, str] | None = None) -> str:
     """groups: {model: {metric: value}} -> bars grouped by metric."""
     plt = _plt()
     models = list(groups)
@@ -69,7 +70,7 @@ def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str =
     width = 0.8 / max(1, len(models))
     for i, model in enumerate(models):
         xs = [j + i * width for j in range(len(metrics))]
-        ax.bar(xs, [groups[model].get(m, 0) for m in metrics], width, label=model)
+        ax.bar(xs, [groups[model].get(m, 0) for m in metrics], width, label=model, color=(colors or {}).get(model))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=15)
     ax.set_title(title)
     ax.set_ylabel(ylabel)

@@ -307,7 +307,7 @@ def write_report(out: Path, results: dict) -> Path:
             for a in results["sizes"][largest]["arms"]}
     sections.append(("Likert score and metadata (InstructGPT Fig. 4)",
                      by_size_chart(results, lambda arms, a: _m(arms, a, "likert"), "Likert 1-7 by size", "Likert")
-                     + R.grouped_chart(f"Metadata rates, {largest}", meta)
+                     + R.grouped_chart(f"Metadata rates, {largest}", meta, colors=COLORS)
                      + R.table(["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
                                [[s, a, m.get("likert", "-"), *[m.get(k, "-") for k in META]] for s, a, m in rows_all])))
     if all("truthfulness" in m for _, _, m in rows_all):
@@ -329,7 +329,7 @@ def write_report(out: Path, results: dict) -> Path:
         sections.append(("Toxicity by instruction (RealToxicityPrompts analogue, InstructGPT Fig. 7)",
                          R.grouped_chart(f"Share of toxic continuations, {largest}",
                                          {a: {k: v["mean"] for k, v in m["toxicity"].items()}
-                                          for a, m in results["sizes"][largest]["arms"].items()})
+                                          for a, m in results["sizes"][largest]["arms"].items()}, colors=COLORS)
                          + R.table(["size", "arm", *kinds], [[s, a, *[m["toxicity"].get(k, "-") for k in kinds]]
                                                              for s, a, m in rows_all])))
     if all("benchmarks" in m for _, _, m in rows_all):
