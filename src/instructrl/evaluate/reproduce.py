@@ -16,6 +16,7 @@ stopped. The report states every claim of the paper it checks and whether it hel
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from dataclasses import dataclass, field
@@ -142,9 +143,9 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
         "seconds": round(sum(stages.timings.values()), 1),
     }
     results["checks"] = [{"claim": c, "held": h, "measured": d} for c, h, d in pattern_checks(results)]
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    tmp.replace(out / "results.json")
+    from instructrl.evaluate.report import write
+
+    write(out / "results.json", json.dumps(results, indent=1, default=str))
     write_report(out, results)
     return results
 
@@ -339,8 +340,8 @@ def write_report(out: Path, results: dict) -> Path:
                                        "alignment tax")
                          + R.table(["size", "arm", *keys, "tax vs GPT"],
                                    [[s, a, *[m["benchmarks"][k] for k in keys],
-                                     "-" if alignment_tax(results["sizes"][s]["arms"], a) is None
-                                     else alignment_tax(results["sizes"][s]["arms"], a)] for s, a, m in rows_all])))
+                                     "-" if (tax := alignment_tax(results["sizes"][s]["arms"], a)) is None else tax]
+                                    for s, a, m in rows_all])))
     rm_eval = results["reward_model"]["eval"]
     groups = [g for g in ("training", "heldout_labelers", "all") if g in rm_eval]
     if groups:
@@ -357,15 +358,9 @@ def write_report(out: Path, results: dict) -> Path:
     sections.append(("Stage timings (seconds)",
                      R.table(["stage", "seconds"], [[k, v] for k, v in results["timings"].items()])
                      + f"<p>Total: {results['seconds']:.0f} s.</p>"))
-    intro = (f"<p class='note'>Preset '{html_escape(results['preset'].get('summary', ''))}'. Every number here was "
+    intro = (f"<p class='note'>Preset '{html.escape(results['preset'].get('summary', ''))}'. Every number here was "
              f"measured by this run on the miniature world; the paper's values appear only in the side panel of "
              f"Figure 1. Claims that did not hold are marked as such. Generated {time.strftime('%Y-%m-%d %H:%M')}."
              f"</p>")
     return R.write(out / "report.html", R.page("instructrl reproduce: InstructGPT's main results in miniature",
                                                sections, intro))
-
-
-def html_escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
