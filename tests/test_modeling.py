@@ -52,3 +52,23 @@ def test_half_precision_checkpoint_loads_in_float32(tiny_model, tmp_path):
     tok.save_pretrained(tmp_path / "half")
     model = load_causal_lm(str(tmp_path / "half"), tok)
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_gelu_new_runs_as_the_fused_kernel_with_the_same_outputs_and_config(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    tok = load_tokenizer(str(tiny_model))
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    assert plain.config.activation_function == "gelu_new"
+    assert any(isinstance(m, NewGELUActivation) for m in plain.modules())
+    fused = load_causal_lm(str(tiny_model), tok).eval()
+    acts = [m for m in fused.modules() if isinstance(m, torch.nn.GELU)]
+    assert len(acts) == fused.config.n_layer and all(a.approximate == "tanh" for a in acts)
+    assert not any(isinstance(m, NewGELUActivation) for m in fused.modules())
+    ids = torch.randint(2, len(tok), (3, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+    fused.save_pretrained(tmp_path / "saved")  # the checkpoint still names the original activation
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").config.activation_function == "gelu_new"

@@ -9,6 +9,7 @@ from instructrl.ppo.rollout import (
     position_ids_from_mask,
     response_mask_after_eos,
     right_align,
+    sample_categorical,
     sample_responses,
     trim_responses,
 )
@@ -92,3 +93,17 @@ def test_sampling_puts_pad_after_eos_and_matches_unpadded_greedy():
                                        max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
     n = int(amask.sum())
     assert greedy[1, :n].tolist() == alone[0, :n].tolist()
+
+
+def test_sample_categorical_draws_from_the_given_distribution():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    n = 40000
+    draws = sample_categorical(probs.repeat(n, 1), g).view(n, 2)  # rows alternate between the two
+    freq0 = torch.bincount(draws[:, 0], minlength=5).float() / n
+    torch.testing.assert_close(freq0, probs[0], atol=0.01, rtol=0)  # 4.5 standard errors at most
+    assert freq0[1] == 0 and freq0[4] == 0  # zero-probability entries are never drawn
+    assert (draws[:, 1] == 4).all()
+    # unnormalized rows (a mass below 1 after rounding) and the top of the uniform range stay in bounds
+    top = sample_categorical(torch.tensor([[0.25, 0.25, 0.0]]).repeat(1000, 1), g)
+    assert set(top.tolist()) <= {0, 1}

@@ -112,6 +112,7 @@ def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = Non
             raise ModelLoadError(f"could not load model from '{name}': {type(e).__name__}: {str(e).splitlines()[0]}") from None
         raise _hub_error(name, "model", e) from None
     align_with_tokenizer(model, tokenizer)
+    fuse_activations(model)
     return model
 
 
@@ -134,6 +135,22 @@ def align_with_tokenizer(model, tokenizer) -> None:
         if cfg is not None:
             cfg.pad_token_id = tokenizer.pad_token_id
             cfg.eos_token_id = tokenizer.eos_token_id
+
+
+def fuse_activations(model: torch.nn.Module) -> int:
+    """Swap the tanh-approximated GELU that transformers writes out in Python (``gelu_new`` of GPT-2,
+    GPT-J, Phi; ``gelu_fast``: five elementwise kernels forward, more backward) for PyTorch's fused
+    kernel of the same function (``nn.GELU(approximate="tanh")``; equal up to float rounding). The
+    config is untouched, so saved checkpoints are unchanged. Returns the number of modules swapped."""
+    from transformers.activations import FastGELUActivation, NewGELUActivation
+
+    swapped = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(parent, name, torch.nn.GELU(approximate="tanh"))
+                swapped += 1
+    return swapped
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

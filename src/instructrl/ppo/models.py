@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from instructrl.errors import ModelLoadError
-from instructrl.modeling.loading import check_model_source, disable_dropout
+from instructrl.modeling.loading import check_model_source, disable_dropout, fuse_activations
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -40,6 +40,7 @@ def _load_seq_cls(path: str):
     if getattr(model.config, "pad_token_id", None) is None:
         raise ModelLoadError(f"reward model '{path}': config.json has no pad_token_id, so the score position "
                              f"(last non-PAD token) is undefined; set it to the tokenizer's PAD id")
+    fuse_activations(model)
     return model
 
 

@@ -37,7 +37,8 @@ import torch
 from instructrl.data.formats import Prompt
 from instructrl.errors import ModelLoadError
 from instructrl.generate import left_pad
-from instructrl.modeling.loading import check_model_source, disable_dropout, load_causal_lm, load_tokenizer
+from instructrl.modeling.loading import (check_model_source, disable_dropout, fuse_activations, load_causal_lm,
+                                        load_tokenizer)
 
 log = logging.getLogger("instructrl.reward")
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -180,6 +181,7 @@ class RewardModel(torch.nn.Module):
                                  f"{model.get_input_embeddings().weight.shape[0]} embeddings (it lacks a PAD token?)")
         model.config.pad_token_id = tokenizer.pad_token_id
         disable_dropout(model)
+        fuse_activations(model)
         model.eval()
         rm = cls(model, tokenizer, read_normalization(local if local.is_dir() else name, model.config))
         return rm.to(device) if device is not None else rm
