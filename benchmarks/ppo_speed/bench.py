@@ -8,7 +8,7 @@ randomly initialized GPT-2 sequence classifier whose head is scaled so rewards o
 samples have std 1: both trainers optimize the very same synthetic reward, and the learning curves
 (score vs episodes) are compared.
 
-    python benchmarks/ppo_speed/bench.py [--iterations 24] [--quick]
+    python benchmarks/ppo_speed/bench.py [--iterations 24] [--skip-bf16] [--skip-trl-fused] [--out FILE]
 
 Creates /work/trl-venv (torch 2.13.0 + trl 1.12.0) if it is missing; trl is never a dependency of
 instructrl. Writes results.json and results.md beside this file.
@@ -188,6 +188,9 @@ def main() -> None:
     ap.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 autocast timings")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for every run (1 is the stable choice on a shared 2-core machine)")
+    ap.add_argument("--out", default=str(HERE / "results.json"), help="where to write the results")
+    ap.add_argument("--skip-trl-fused", action="store_true",
+                    help="leave out the TRL run with the fused GELU kernel (the control for that kernel)")
     ap.add_argument("--ours", nargs=4, metavar=("WORK", "OUT", "ITERS", "PREC"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ours:
@@ -209,16 +212,20 @@ def main() -> None:
           f"bf16 {rates['bf16']:.0f} GFLOP/s", flush=True)
     # fp32 runs give the learning curves; bf16 (TRL's default precision) is timed over a few iterations
     runs = [("instructrl", "fp32", a.iterations), ("trl", "fp32", a.iterations)]
+    if not a.skip_trl_fused:  # TRL with instructrl's GELU kernel: what the organization of the passes alone gives
+        runs += [("trl", "fp32-fused-gelu", a.warmup + 6)]
     if not a.skip_bf16:
         runs += [("instructrl", "bf16", a.warmup + 2), ("trl", "bf16", a.warmup + 2)]
     results = {}
     for name, prec, iterations in runs:
         path = work / f"{name}_{prec}.jsonl"
+        dtype = prec.split("-")[0]
         t = time.perf_counter()
         if name == "instructrl":
             cmd = [sys.executable, __file__, "--ours", str(work), str(path), str(iterations), prec]
         else:
-            cmd = [str(trl_py), str(HERE / "trl_run.py"), str(work), str(path), str(iterations), prec]
+            cmd = [str(trl_py), str(HERE / "trl_run.py"), str(work), str(path), str(iterations), dtype]
+            cmd += ["fused-gelu"] if prec.endswith("fused-gelu") else []
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"{name} {prec} failed:\n{r.stderr[-4000:]}")
@@ -227,21 +234,26 @@ def main() -> None:
         R = sum(x.get("response_length", SETTING["response_length"]) for x in rows) / len(rows)
         fl = flops_per_iteration("ours" if name == "instructrl" else "trl", R)
         summ.update(flops_per_iteration=fl, achieved_gflops=fl / summ["iteration_s"] / 1e9,
-                    fraction_of_matmul_rate=fl / summ["iteration_s"] / 1e9 / rates[prec],
+                    fraction_of_matmul_rate=fl / summ["iteration_s"] / 1e9 / rates[dtype],
                     wall_s=time.perf_counter() - t)
         results[f"{name}_{prec}"] = summ
         print(f"[bench] {name:10s} {prec}: {summ['episodes_per_s']:.1f} episodes/s, "
               f"{summ['iteration_s']:.2f} s/iteration, {fl / 1e9:.0f} GFLOP/iteration "
-              f"({100 * summ['fraction_of_matmul_rate']:.0f}% of {prec} matmul rate); "
+              f"({100 * summ['fraction_of_matmul_rate']:.0f}% of {dtype} matmul rate); "
               f"scores {summ['score_curve'][:3]} ... {summ['score_curve'][-3:]}", flush=True)
     out = {"setting": SETTING, "threads": threads, "matmul_gflops": rates, "iterations": a.iterations,
            "warmup_iterations": a.warmup, "params": json.loads((work / "params.json").read_text()),
            "results": results, "cpu_flags": cpu_flags(),
            "speedup_fp32": results["instructrl_fp32"]["episodes_per_s"] / results["trl_fp32"]["episodes_per_s"]}
+    if "trl_fp32-fused-gelu" in results:
+        out["speedup_vs_trl_fused_gelu"] = (results["instructrl_fp32"]["episodes_per_s"]
+                                            / results["trl_fp32-fused-gelu"]["episodes_per_s"])
+    out["fp32_bound_speedup"] = (results["trl_fp32"]["iteration_s"]
+                                 / (results["instructrl_fp32"]["flops_per_iteration"] / 1e9 / rates["fp32"]))
     if "trl_bf16" in results:  # TRL's own default precision (bf16=True) against our default (fp32 on CPU)
         out["speedup_vs_trl_default"] = (results["instructrl_fp32"]["episodes_per_s"]
                                          / results["trl_bf16"]["episodes_per_s"])
-    (HERE / "results.json").write_text(json.dumps(out, indent=1))
+    Path(a.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k.startswith("speedup")}, indent=1))
 
 

@@ -1,6 +1,9 @@
 """TRL side of the PPO speed benchmark; runs in its own venv (trl 1.12.0, the last release with PPO).
 
-usage: trl_run.py WORK_DIR RESULT.jsonl ITERATIONS PRECISION(bf16|fp32)
+usage: trl_run.py WORK_DIR RESULT.jsonl ITERATIONS PRECISION(bf16|fp32) [fused-gelu]
+
+With ``fused-gelu`` the four models run GPT-2's gelu_new as PyTorch's fused tanh GELU, as instructrl's
+loader does: it shows how much of the difference is that kernel and how much the organization of the passes.
 """
 
 import json
@@ -20,6 +23,7 @@ from transformers import (  # noqa: E402
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 work, result_path, iterations, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+fused_gelu = sys.argv[5:] == ["fused-gelu"]
 setting = json.load(open(os.path.join(work, "setting.json")))
 torch.manual_seed(setting["seed"])
 tok = AutoTokenizer.from_pretrained(os.path.join(work, "policy"), padding_side="left")
@@ -27,6 +31,14 @@ policy = AutoModelForCausalLM.from_pretrained(os.path.join(work, "policy"))
 ref = AutoModelForCausalLM.from_pretrained(os.path.join(work, "policy"))
 rm = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "rm"), num_labels=1)
 value = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "rm"), num_labels=1)
+if fused_gelu:
+    from transformers.activations import NewGELUActivation
+
+    for model in (policy, ref, rm, value):
+        for parent in model.modules():
+            for name, child in list(parent.named_children()):
+                if isinstance(child, NewGELUActivation):
+                    setattr(parent, name, torch.nn.GELU(approximate="tanh"))
 prompts = json.load(open(os.path.join(work, "prompts.json")))
 ds = Dataset.from_dict({"input_ids": prompts})
 
