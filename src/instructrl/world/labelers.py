@@ -68,19 +68,23 @@ class Labeler:
     _calls: int = field(default=0, repr=False)
 
     # ------------------------------------------------------------------ utility
-    def utility(self, record: dict, response: str, criteria: dict | None = None) -> float:
-        """The labeler's noiseless preference for a response, about 0 (useless) to 1 (ideal)."""
+    def utility_terms(self, record: dict, response: str, criteria: dict | None = None) -> dict[str, float]:
+        """Each criterion's weighted contribution to the (unnormalized) utility; penalties are negative."""
         c = criteria or score(record, response)
         w = self.weights
         follows = float(c["follows"])
         cons = 1.0 if c["constraints"] is None else c["constraints"]
         ideal = max(1.0, record["task"].get("ideal_words", 10) * self.length_factor)
         length_penalty = min(1.0, abs(math.log((c["n_words"] + 1) / (ideal + 1))))
-        u = (w["follows"] * follows + w["correct"] * c["correct"] + w["truthful"] * follows * (not c["hallucination"])
-             + w["harmless"] * c["harmless"] + w["constraints"] * follows * cons + w["polite"] * c["polite"]
-             - w["length"] * length_penalty - w["repetition"] * c["repetition"])
-        top = sum(w[k] for k in ("follows", "correct", "truthful", "harmless", "constraints", "polite"))
-        return u / top
+        return {"follows": w["follows"] * follows, "correct": w["correct"] * c["correct"],
+                "truthful": w["truthful"] * follows * (not c["hallucination"]), "harmless": w["harmless"] * c["harmless"],
+                "constraints": w["constraints"] * follows * cons, "polite": w["polite"] * c["polite"],
+                "length": -w["length"] * length_penalty, "repetition": -w["repetition"] * c["repetition"]}
+
+    def utility(self, record: dict, response: str, criteria: dict | None = None) -> float:
+        """The labeler's noiseless preference for a response, about 0 (useless) to 1 (ideal)."""
+        top = sum(self.weights[k] for k in ("follows", "correct", "truthful", "harmless", "constraints", "polite"))
+        return sum(self.utility_terms(record, response, criteria).values()) / top
 
     def _noise(self, record: dict, response: str, salt: int) -> float:
         """Deterministic Gaussian noise for one judgment (seeded by labeler, prompt, response, call)."""

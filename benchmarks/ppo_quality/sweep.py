@@ -1,0 +1,178 @@
+"""What limits PPO / PPO-ptx at the smallest size: reward models and PPO settings, side by side.
+
+Reuses a demo run (``bash scripts/demo.sh`` -> runs/demo: world, SFT, rankings, RM) and adds, each stage
+cached in OUT like the demo's:
+
+* ``world-eval``: the demo world rebuilt with more held-out evaluation prompts (``--eval-prompts``; the
+  training files are checked to be identical), for win rates with standard errors near 0.017;
+* ``world-big`` + ``rankings-N``: N more prompts ranked by the training labelers, from the demo's SFT
+  policy (prompts of the held-out comparisons left out);
+* reward models: ``rm-small`` (from an SFT of the ``small`` base on the demo's data and rankings) and
+  ``rm-N`` (the demo's RM recipe on the N-prompt rankings);
+* PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
+* one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
+  of every model's responses (the paper's metadata), and each RM's accuracy against the noiseless
+  reference judge, split by the criterion that decides each held-out pair.
+
+Writes OUT/sweep.json and prints the tables.
+
+    python benchmarks/ppo_quality/sweep.py --demo runs/demo --out runs/ppo-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+# name: (reward model, PPO-ptx, overrides of the demo recipe)
+ARMS = {
+    "ppo": ("demo", False, {}),
+    "ppo_ptx": ("demo", True, {}),
+    "ppo-rm_small-1024": ("rm-small", False, {"ppo_episodes": 1024}),
+    "ppo_ptx-rm_small": ("rm-small", True, {}),
+    "ppo_ptx-rm_small-g3": ("rm-small", True, {"ptx_coef": 3.0}),
+    "ppo_ptx-rm_small-g1": ("rm-small", True, {"ptx_coef": 1.0}),
+    "ppo_ptx-rm_small-1024": ("rm-small", True, {"ppo_episodes": 1024}),
+    "ppo_ptx-rm_small-g1-1024": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 1024}),
+    "ppo-rm_more": ("rm-more", False, {}),
+    "ppo_ptx-rm_more": ("rm-more", True, {}),
+}
+CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
+RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
+
+
+def rm_by_criterion(rms: dict[str, Path], rankings: Path, reference) -> dict:
+    """Accuracy of each RM (and of the ranking labeler) against the noiseless reference judge, per
+    criterion that contributes most to the reference's preference in each pair."""
+    from instructrl.reward.model import RewardModel
+
+    models = {name: RewardModel.from_pretrained(path) for name, path in rms.items()}
+    stats: dict[str, Counter] = defaultdict(Counter)
+    for line in rankings.read_text().splitlines():
+        row = json.loads(line)
+        comps = row["completions"]
+        terms = [reference.utility_terms(row, c) for c in comps]
+        util = [sum(t.values()) for t in terms]
+        scores = {n: m.score([row["prompt"]] * len(comps), comps).tolist() for n, m in models.items()}
+        for i, j in itertools.combinations(range(len(comps)), 2):
+            if abs(util[i] - util[j]) < 1e-9:
+                continue
+            a, b = (i, j) if util[i] > util[j] else (j, i)
+            deciding = max(terms[a], key=lambda k: terms[a][k] - terms[b][k])
+            for key in (deciding, "all"):
+                st = stats[key]
+                st["pairs"] += 1
+                st["labeler"] += row["ranks"][a] < row["ranks"][b]
+                for n, s in scores.items():
+                    st[n] += s[a] > s[b]
+    return {k: {"pairs": st["pairs"], **{n: st[n] / st["pairs"] for n in ["labeler", *models]}}
+            for k, st in sorted(stats.items(), key=lambda kv: -kv[1]["pairs"])}
+
+
+def criteria_by_model(responses: Path, prompts: Path) -> dict:
+    """Mean judge criteria of each model's evaluation responses."""
+    from instructrl.world.judge import score
+
+    records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
+    sums: dict[str, Counter] = defaultdict(Counter)
+    for line in responses.read_text().splitlines():
+        r = json.loads(line)
+        c = score(records[r["prompt"]], r["response"])
+        sums[r["model"]]["n"] += 1
+        for k in CRITERIA:
+            sums[r["model"]][k] += float(c[k] or 0)
+    return {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--demo", default="runs/demo", help="a finished demo run (world, sft, rankings, rm)")
+    ap.add_argument("--out", default="runs/ppo-sweep")
+    ap.add_argument("--more-prompts", type=int, default=6000, help="prompts ranked for the rm-more reward model")
+    ap.add_argument("--eval-prompts", type=int, default=800)
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"which of {list(ARMS)}")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from instructrl.data.io import read_records, write_jsonl
+    from instructrl.pipeline import (Recipe, Stages, build_world, collect_rankings, run_eval_stage, run_ppo_stage,
+                                     run_rm_stage, run_sft_stage)
+    from instructrl.world.labelers import make_pool
+    from instructrl.world.pretrain import resolve_model
+
+    demo, out, seed = Path(args.demo), Path(args.out), args.seed
+    for stage in ("world", "sft", "rankings", "rm"):
+        if not (demo / stage / ".done").exists():
+            raise SystemExit(f"error: {demo / stage} is not a finished demo stage; run `bash scripts/demo.sh` first")
+    world, sft, ranks = demo / "world", demo / "sft", demo / "rankings"
+    scale = json.loads((world / "world.json").read_text())["scale"]
+    st = Stages(out, {})
+    pool = make_pool(seed)
+
+    ev_world = st.run("world-eval", lambda o: build_world(o, seed, Recipe(scale=scale,
+                                                                          world_eval_prompts=args.eval_prompts)))
+    for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "pretrain.jsonl"):
+        if (ev_world / f).read_bytes() != (world / f).read_bytes():
+            raise SystemExit(f"error: {ev_world / f} differs from the demo's: the demo was built with other settings")
+
+    rms = {"demo": demo / "rm"}
+    needs = {ARMS[a][0] for a in args.arms}
+    if "rm-small" in needs:
+        sft_small = st.run("sft-small", lambda o: run_sft_stage(o, resolve_model("small"), world, Recipe(), seed))
+        rms["rm-small"] = st.run("rm-small", lambda o: run_rm_stage(o, str(sft_small), ranks, world, seed))
+    if "rm-more" in needs:
+        big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
+
+        def more_rankings(o: Path) -> None:
+            held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
+            prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
+            prompts = [p for p in prompts if p["prompt"] not in held][: args.more_prompts]
+            write_jsonl(o / "rankings.jsonl", collect_rankings(str(sft), prompts, pool.training, pool.reference,
+                                                             Recipe().k, seed, Recipe().max_new_tokens, "training"))
+            (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+
+        more = st.run(f"rankings-{args.more_prompts}", more_rankings)
+        rms["rm-more"] = st.run(f"rm-{args.more_prompts}", lambda o: run_rm_stage(o, str(sft), more, world, seed))
+
+    runs = {}
+    for name in args.arms:
+        rm_name, ptx, over = ARMS[name]
+        recipe = Recipe(**{k: v for k, v in over.items() if k in RECIPE_KEYS})
+        recipe.extra = {"ppo": {k: v for k, v in over.items() if k not in RECIPE_KEYS}}
+        if name in ("ppo", "ppo_ptx") and (demo / name / ".done").exists():
+            runs[name] = demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
+            continue
+        runs[name] = st.run(name, lambda o, rm=rms[rm_name], r=recipe, p=ptx: run_ppo_stage(o, str(sft), str(rm), world,
+                                                                                              r, seed, ptx=p))
+    ev = st.run("eval", lambda o: run_eval_stage(o, [f"SFT-2={sft}"] + [f"{n}={p}" for n, p in runs.items()],
+                                                 f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
+                                                 suites=["winrate"]))
+    models = json.loads((ev / "results.json").read_text())["models"]
+    report = {
+        "demo": str(demo), "eval_prompts": args.eval_prompts, "arms": {n: ARMS[n] for n in runs},
+        "win_rate_vs_sft": {m: v.get("win_rate") for m, v in models.items()},
+        "criteria": criteria_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl"),
+        "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
+                        for n, p in rms.items()},
+        "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
+        "stage_seconds": st.timings,
+    }
+    (out / "sweep.json").write_text(json.dumps(report, indent=1))
+    print(f"{'model':26s} {'win vs SFT':>16s} " + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
+    for m, w in report["win_rate_vs_sft"].items():
+        c = report["criteria"].get(m, {})
+        print(f"{m:26s} {w['mean']:8.3f} ± {w['se']:.3f} " + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
+    print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
+    names = ["labeler", *rms]
+    print(f"{'criterion':14s} {'pairs':>6s} " + " ".join(f"{n:>10s}" for n in names))
+    for k, v in report["rm_vs_reference"].items():
+        print(f"{k:14s} {v['pairs']:6d} " + " ".join(f"{v[n]:10.3f}" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
