@@ -27,12 +27,9 @@ def main() -> int:
     ap.add_argument("--heldout-docs", type=int, default=400)
     args = ap.parse_args()
 
-    from instructrl.evaluate.lm_loss import heldout_lm_loss
-    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+    from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
     from instructrl.pipeline import (Recipe, Stages, build_world, run_eval_stage, run_ppo_stage, run_rankings_stage,
                                      run_rm_stage, run_sft_stage)
-    from instructrl.world.corpus import generate_corpus
-    from instructrl.world.kb import get_kb
     from instructrl.world.pretrain import resolve_model
 
     out, recipe, seed = Path(args.out), Recipe(), args.seed
@@ -48,12 +45,11 @@ def main() -> int:
                                                              f"SFT={sft}", world, recipe, seed,
                                                              suites=["winrate", "likert"]))
     results = json.loads((ev / "results.json").read_text())["models"]
-    texts = [d["text"] for d in generate_corpus(get_kb(seed), args.heldout_docs, seed=seed + 1000)]
+    texts = world_heldout_texts(seed, args.heldout_docs)
     rows = {}
     for name, path in (("base", base), ("SFT", sft), ("PPO", ppo), ("PPO-ptx", ppo_ptx)):
-        tok = load_tokenizer(str(path))
-        lm = heldout_lm_loss(load_causal_lm(str(path), tok), tok, texts)
-        rows[name] = {"heldout_lm_loss": lm["loss"], **{k: results.get(name, {}).get(k) for k in ("win_rate", "likert")}}
+        rows[name] = {"heldout_lm_loss": checkpoint_heldout_loss(str(path), texts),
+                      **{k: results.get(name, {}).get(k) for k in ("win_rate", "likert")}}
     for name, path in (("PPO", ppo), ("PPO-ptx", ppo_ptx)):
         m = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
         sc = [r["ppo/score_mean"] for r in m if "ppo/score_mean" in r]

@@ -152,9 +152,14 @@ def main() -> int:
                                                  f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
                                                  suites=["winrate"]))
     models = json.loads((ev / "results.json").read_text())["models"]
+    from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
+
+    texts = world_heldout_texts(seed)
+    lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"SFT-2": sft, **runs}.items()}
     report = {
         "demo": str(demo), "eval_prompts": args.eval_prompts, "arms": {n: ARMS[n] for n in runs},
         "win_rate_vs_sft": {m: v.get("win_rate") for m, v in models.items()},
+        "heldout_lm_loss": lm_loss,
         "criteria": criteria_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl"),
         "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
                         for n, p in rms.items()},
@@ -162,10 +167,11 @@ def main() -> int:
         "stage_seconds": st.timings,
     }
     (out / "sweep.json").write_text(json.dumps(report, indent=1))
-    print(f"{'model':26s} {'win vs SFT':>16s} " + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
+    print(f"{'model':26s} {'win vs SFT':>16s} {'LM loss':>8s} " + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
     for m, w in report["win_rate_vs_sft"].items():
         c = report["criteria"].get(m, {})
-        print(f"{m:26s} {w['mean']:8.3f} ± {w['se']:.3f} " + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
+        print(f"{m:26s} {w['mean']:8.3f} ± {w['se']:.3f} {lm_loss.get(m, float('nan')):8.4f} "
+              + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
     print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
     names = ["labeler", *rms]
     print(f"{'criterion':14s} {'pairs':>6s} " + " ".join(f"{n:>10s}" for n in names))

@@ -70,6 +70,14 @@ def test_saved_model_loads_with_plain_transformers(saved_rm):
         plain = hf(input_ids=ids).logits[:, 0]  # read at the last non-PAD token
     assert torch.allclose(plain, rm.score_raw(["Q?", "What color is the flag of Zor2?"],
                                               ["A short one.", "The flag of Zor2 is blue."]), atol=1e-5)
+    # equal although ours runs gelu_new as the fused kernel (reward and value models alike)
+    from instructrl.ppo.models import ValueModel
+
+    def gelu_kinds(model):
+        return {type(m).__name__ for m in model.modules() if "GELU" in type(m).__name__}
+
+    assert gelu_kinds(hf) == {"NewGELUActivation"}
+    assert gelu_kinds(rm) == gelu_kinds(ValueModel.from_reward_model(str(saved_rm))) == {"GELU"}
 
 
 def test_load_errors_are_clear(saved_rm, tiny_model, tmp_path):

@@ -24,3 +24,19 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], max_length: int = 128, b
         n += c
     loss = nll / max(1, n)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": n}
+
+
+def world_heldout_texts(seed: int = 0, n_docs: int = 400) -> list[str]:
+    """Pretraining-style documents of world ``seed`` that no training corpus holds (another sampling seed)."""
+    from instructrl.world.corpus import generate_corpus
+    from instructrl.world.kb import get_kb
+
+    return [d["text"] for d in generate_corpus(get_kb(seed), n_docs, seed=seed + 1000)]
+
+
+def checkpoint_heldout_loss(path: str, texts: list[str]) -> float:
+    """:func:`heldout_lm_loss` (nats/token) of the causal LM saved at ``path``."""
+    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(str(path))
+    return heldout_lm_loss(load_causal_lm(str(path), tok), tok, texts)["loss"]
