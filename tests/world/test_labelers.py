@@ -81,3 +81,20 @@ def test_labelers_disagree_with_each_other_but_not_randomly():
     items = _items(60)
     for lab in pool.training[:3]:
         assert 0.6 < measure_agreement([pool.reference, lab], items) < 0.95
+
+
+def test_utility_is_the_normalized_sum_of_its_criterion_terms():
+    from instructrl.world.judge import score
+
+    lab = make_pool(0).training[1]
+    r = make_prompt(KB, random.Random(11))
+    good = demonstrate(KB, r, Style(), random.Random(1))
+    for resp in (good, "", corrupt(KB, r, good, random.Random(2)), good + " " + good):
+        terms = lab.utility_terms(r, resp)
+        assert set(terms) == set(lab.weights)
+        assert terms["length"] <= 0 and terms["repetition"] <= 0  # the two penalties
+        c = score(r, resp)
+        assert terms["correct"] == lab.weights["correct"] * c["correct"]
+        top = sum(lab.weights[k] for k in ("follows", "correct", "truthful", "harmless", "constraints", "polite"))
+        assert lab.utility(r, resp) == sum(terms.values()) / top
+    assert lab.utility_terms(r, "")["follows"] == 0.0 < lab.utility_terms(r, good)["follows"]
