@@ -65,7 +65,8 @@ class Stages:
             self.print(f"[{name}] cached")
             return out
         remaining = sum(v for k, v in self.expected.items() if not (self.root / k / ".done").exists())
-        self.print(f"[{name}] starting ({time.time() - self.t0:.0f}s elapsed, about {remaining / 60:.1f} min left)")
+        eta = f", about {remaining / 60:.1f} min left" if self.expected else ""
+        self.print(f"[{name}] starting ({time.time() - self.t0:.0f}s elapsed{eta})")
         t = time.time()
         out.mkdir(parents=True, exist_ok=True)
         fn(out)

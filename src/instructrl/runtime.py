@@ -23,6 +23,15 @@ from instructrl.errors import ConfigError, InstructRLError
 log = logging.getLogger("instructrl")
 
 
+def _not_tied_weight_notice(record: logging.LogRecord) -> bool:
+    # accelerate's save_state drops the second name of tied weights (GPT-2's lm_head = wte) and warns on
+    # every checkpoint; loading re-ties them, so the notice only adds noise to every run of a tied model.
+    return "Removed shared tensor" not in str(record.msg)
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_not_tied_weight_notice)
+
+
 # ----------------------------------------------------------------------------- accelerator
 def resolve_mixed_precision(cfg: BaseConfig) -> str:
     if cfg.mixed_precision != "auto":

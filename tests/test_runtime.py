@@ -1,0 +1,30 @@
+import logging
+
+import torch
+
+
+def test_checkpoint_of_a_tied_model_is_quiet_and_reloads_tied(tiny_model, tmp_path, caplog):
+    """accelerate drops the tied lm_head from the saved state and warns about it on every save; our
+    checkpoints hide that notice, and loading gives back the same, still tied, weights."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.runtime import Checkpoints
+
+    acc = Accelerator(cpu=True)
+    model = acc.prepare(AutoModelForCausalLM.from_pretrained(tiny_model))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with torch.no_grad():
+        model.transformer.wte.weight.add_(1.0)  # something a fresh load would not have
+    expected = model.lm_head.weight.detach().clone()
+    ckpts = Checkpoints(tmp_path, acc)
+    with caplog.at_level(logging.WARNING):
+        path = ckpts.save(3, {"step": 3})
+    assert not [r for r in caplog.records if "shared tensor" in r.getMessage()]
+
+    acc2 = Accelerator(cpu=True)
+    fresh = acc2.prepare(AutoModelForCausalLM.from_pretrained(tiny_model))
+    state = Checkpoints(tmp_path, acc2).load(path)
+    assert state == {"step": 3}
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight
+    torch.testing.assert_close(fresh.lm_head.weight, expected)
