@@ -7,7 +7,8 @@ cached in OUT like the demo's:
   training files are checked to be identical), for win rates with standard errors near 0.017;
 * ``world-big`` + ``rankings-N``: N more prompts ranked by the training labelers, from the demo's SFT
   policy (prompts of the held-out comparisons left out);
-* reward models: ``rm-small`` (from an SFT of the ``small`` base on the demo's data and rankings) and
+* reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
+  demo's data and rankings; the value model starts from the RM, so it has that size too) and
   ``rm-N`` (the demo's RM recipe on the N-prompt rankings);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
 * one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -38,6 +40,9 @@ ARMS = {
     "ppo_ptx-rm_small-g1": ("rm-small", True, {"ptx_coef": 1.0}),
     "ppo_ptx-rm_small-1024": ("rm-small", True, {"ppo_episodes": 1024}),
     "ppo_ptx-rm_small-g1-1024": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 1024}),
+    "ppo-rm_medium": ("rm-medium", False, {}),
+    "ppo_ptx-rm_medium": ("rm-medium", True, {}),
+    "ppo_ptx-rm_medium-g1-1024": ("rm-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 1024}),
     "ppo-rm_more": ("rm-more", False, {}),
     "ppo_ptx-rm_more": ("rm-more", True, {}),
 }
@@ -121,9 +126,10 @@ def main() -> int:
 
     rms = {"demo": demo / "rm"}
     needs = {ARMS[a][0] for a in args.arms}
-    if "rm-small" in needs:
-        sft_small = st.run("sft-small", lambda o: run_sft_stage(o, resolve_model("small"), world, Recipe(), seed))
-        rms["rm-small"] = st.run("rm-small", lambda o: run_rm_stage(o, str(sft_small), ranks, world, seed))
+    for size in ("small", "medium"):  # reward models from a larger SFT model (the paper: a 6B RM for every policy)
+        if f"rm-{size}" in needs:
+            sft_big = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
+            rms[f"rm-{size}"] = st.run(f"rm-{size}", lambda o, m=sft_big: run_rm_stage(o, str(m), ranks, world, seed))
     if "rm-more" in needs:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
@@ -148,6 +154,10 @@ def main() -> int:
             continue
         runs[name] = st.run(name, lambda o, rm=rms[rm_name], r=recipe, p=ptx: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                               r, seed, ptx=p))
+    wanted = {"SFT-2", *runs}
+    done = out / "eval" / "results.json"
+    if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:
+        shutil.rmtree(out / "eval")  # evaluated with another set of arms: evaluate them all again, side by side
     ev = st.run("eval", lambda o: run_eval_stage(o, [f"SFT-2={sft}"] + [f"{n}={p}" for n, p in runs.items()],
                                                  f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
                                                  suites=["winrate"]))
