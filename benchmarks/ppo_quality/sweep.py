@@ -8,8 +8,8 @@ cached in OUT like the demo's:
 * ``world-big`` + ``rankings-N``: N more prompts ranked by the training labelers, from the demo's SFT
   policy (prompts of the held-out comparisons left out);
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
-  demo's data and rankings; the value model starts from the RM, so it has that size too) and
-  ``rm-N`` (the demo's RM recipe on the N-prompt rankings);
+  demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
+  (the demo's RM recipe on the N-prompt rankings) and ``rm-N-medium`` (the same from the medium SFT model);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
 * one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
   of every model's responses (the paper's metadata), and each RM's accuracy against the noiseless
@@ -30,22 +30,33 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-# name: (reward model, PPO-ptx, overrides of the demo recipe)
+import yaml
+
+# name: (reward model, PPO-ptx, overrides of the demo recipe or of the PPO config)
 ARMS = {
     "ppo": ("demo", False, {}),
     "ppo_ptx": ("demo", True, {}),
+    "ppo_ptx-seed1": ("demo", True, {"seed": 1}),  # the same run with other PPO seeds: run-to-run spread
+    "ppo_ptx-seed2": ("demo", True, {"seed": 2}),
     "ppo-rm_small-1024": ("rm-small", False, {"ppo_episodes": 1024}),
     "ppo_ptx-rm_small": ("rm-small", True, {}),
     "ppo_ptx-rm_small-g3": ("rm-small", True, {"ptx_coef": 3.0}),
     "ppo_ptx-rm_small-g1": ("rm-small", True, {"ptx_coef": 1.0}),
     "ppo_ptx-rm_small-1024": ("rm-small", True, {"ppo_episodes": 1024}),
     "ppo_ptx-rm_small-g1-1024": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 1024}),
+    "ppo_ptx-rm_small-g1-1024-seed1": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 1024, "seed": 1}),
+    "ppo_ptx-rm_small-g1-1024-seed2": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 1024, "seed": 2}),
     "ppo-rm_medium": ("rm-medium", False, {}),
     "ppo_ptx-rm_medium": ("rm-medium", True, {}),
     "ppo_ptx-rm_medium-g1-1024": ("rm-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 1024}),
     "ppo-rm_more": ("rm-more", False, {}),
     "ppo_ptx-rm_more": ("rm-more", True, {}),
+    "ppo-rm_more_medium": ("rm-more-medium", False, {}),
+    "ppo_ptx-rm_more_medium": ("rm-more-medium", True, {}),
 }
+# reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
+RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
+       "rm-more-medium": ("medium", "more")}
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -93,6 +104,19 @@ def criteria_by_model(responses: Path, prompts: Path) -> dict:
     return {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
 
 
+def training_curve(run: Path) -> dict:
+    """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "ppo/score_mean" in r]
+    q = max(1, len(rows) // 4)
+
+    def mean(key: str, part: list[dict]) -> float:
+        return sum(r[key] for r in part) / len(part)
+
+    return {"score_first_quarter": mean("ppo/score_mean", rows[:q]), "score_last_quarter": mean("ppo/score_mean", rows[-q:]),
+            "kl_last_quarter": mean("ppo/kl", rows[-q:]), "iterations": len(rows)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo", default="runs/demo", help="a finished demo run (world, sft, rankings, rm)")
@@ -126,11 +150,12 @@ def main() -> int:
 
     rms = {"demo": demo / "rm"}
     needs = {ARMS[a][0] for a in args.arms}
+    sfts = {"tiny": sft}
     for size in ("small", "medium"):  # reward models from a larger SFT model (the paper: a 6B RM for every policy)
-        if f"rm-{size}" in needs:
-            sft_big = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
-            rms[f"rm-{size}"] = st.run(f"rm-{size}", lambda o, m=sft_big: run_rm_stage(o, str(m), ranks, world, seed))
-    if "rm-more" in needs:
+        if any(RMS[n][0] == size for n in needs if n in RMS):
+            sfts[size] = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
+    rankings = {"demo": ranks}
+    if any(RMS[n][1] == "more" for n in needs if n in RMS):
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
         def more_rankings(o: Path) -> None:
@@ -141,8 +166,11 @@ def main() -> int:
                                                              Recipe().k, seed, Recipe().max_new_tokens, "training"))
             (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
-        more = st.run(f"rankings-{args.more_prompts}", more_rankings)
-        rms["rm-more"] = st.run(f"rm-{args.more_prompts}", lambda o: run_rm_stage(o, str(sft), more, world, seed))
+        rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
+    for name, (size, data) in RMS.items():
+        if name in needs:
+            stage = name.replace("more", str(args.more_prompts)) if data == "more" else name
+            rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
 
     runs = {}
     for name in args.arms:
@@ -165,11 +193,13 @@ def main() -> int:
     from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
 
     texts = world_heldout_texts(seed)
-    lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"SFT-2": sft, **runs}.items()}
+    base = yaml.safe_load((sft / "config.yaml").read_text())["model"]  # the demo's base model
+    lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"base": base, "SFT-2": sft, **runs}.items()}
     report = {
         "demo": str(demo), "eval_prompts": args.eval_prompts, "arms": {n: ARMS[n] for n in runs},
         "win_rate_vs_sft": {m: v.get("win_rate") for m, v in models.items()},
         "heldout_lm_loss": lm_loss,
+        "training": {n: training_curve(p) for n, p in runs.items()},
         "criteria": criteria_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl"),
         "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
                         for n, p in rms.items()},
@@ -177,11 +207,14 @@ def main() -> int:
         "stage_seconds": st.timings,
     }
     (out / "sweep.json").write_text(json.dumps(report, indent=1))
-    print(f"{'model':26s} {'win vs SFT':>16s} {'LM loss':>8s} " + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
+    print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
+          + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
     for m, w in report["win_rate_vs_sft"].items():
-        c = report["criteria"].get(m, {})
-        print(f"{m:26s} {w['mean']:8.3f} ± {w['se']:.3f} {lm_loss.get(m, float('nan')):8.4f} "
+        c, t = report["criteria"].get(m, {}), report["training"].get(m)
+        curve = f"{t['score_first_quarter']:6.2f} > {t['score_last_quarter']:5.2f} {t['kl_last_quarter']:5.1f}" if t else " " * 20
+        print(f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {lm_loss.get(m, float('nan')):8.4f} {curve} "
               + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
+    print(f"held-out LM loss of the base model: {lm_loss['base']:.4f}")
     print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
     names = ["labeler", *rms]
     print(f"{'criterion':14s} {'pairs':>6s} " + " ".join(f"{n:>10s}" for n in names))
