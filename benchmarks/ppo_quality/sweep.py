@@ -106,15 +106,12 @@ def criteria_by_model(responses: Path, prompts: Path) -> dict:
 
 def training_curve(run: Path) -> dict:
     """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if "ppo/score_mean" in r]
-    q = max(1, len(rows) // 4)
+    from instructrl.evaluate.reproduce import ppo_curve_summary
 
-    def mean(key: str, part: list[dict]) -> float:
-        return sum(r[key] for r in part) / len(part)
-
-    return {"score_first_quarter": mean("ppo/score_mean", rows[:q]), "score_last_quarter": mean("ppo/score_mean", rows[-q:]),
-            "kl_last_quarter": mean("ppo/kl", rows[-q:]), "iterations": len(rows)}
+    s = ppo_curve_summary(run / "metrics.jsonl")
+    return {"score_first_quarter": s["ppo/score_mean"]["first_quarter"],
+            "score_last_quarter": s["ppo/score_mean"]["last_quarter"], "kl_last_quarter": s["ppo/kl"]["last_quarter"],
+            "iterations": sum(1 for x in (run / "metrics.jsonl").read_text().splitlines() if "ppo/score_mean" in x)}
 
 
 def main() -> int:

@@ -137,7 +137,7 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
                       "arms": json.loads((evals[s] / "results.json").read_text())["models"]} for s in sizes},
         "baseline": f"SFT {largest}",
         "reward_model": {"size": rm_size, "eval": _read_json(rm / "eval_results.json").get("groups", {})},
-        "ppo_training": {s: {arm: _ppo_summary(d / "metrics.jsonl") for arm, d in (("PPO", ppo[s]), ("PPO-ptx", ptx[s]))}
+        "ppo_training": {s: {arm: ppo_curve_summary(d / "metrics.jsonl") for arm, d in (("PPO", ppo[s]), ("PPO-ptx", ptx[s]))}
                          for s in sizes},
         "timings": stages.timings,
         "seconds": round(sum(stages.timings.values()), 1),
@@ -154,7 +154,8 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _ppo_summary(metrics: Path) -> dict:
+def ppo_curve_summary(metrics: Path) -> dict:
+    """First- and last-quarter means and the maximum of a PPO run's RM score and KL, from its metrics.jsonl."""
     from instructrl.evaluate.report import metrics_series
 
     summary = {}
