@@ -53,6 +53,11 @@ ARMS = {
     "ppo_ptx-rm_more": ("rm-more", True, {}),
     "ppo-rm_more_medium": ("rm-more-medium", False, {}),
     "ppo_ptx-rm_more_medium": ("rm-more-medium", True, {}),
+    # the reward is the reference judge itself (no RM; scaled to the demo RM's spread): what PPO reaches
+    # when the reward is exact, i.e. how much of the gap to the target is the reward model's
+    "ppo-oracle": ("oracle", False, {}),
+    "ppo_ptx-oracle": ("oracle", True, {}),
+    "ppo_ptx-oracle-g1": ("oracle", True, {"ptx_coef": 1.0}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
@@ -87,6 +92,24 @@ def rm_by_criterion(rms: dict[str, Path], rankings: Path, reference) -> dict:
                     st[n] += s[a] > s[b]
     return {k: {"pairs": st["pairs"], **{n: st[n] / st["pairs"] for n in ["labeler", *models]}}
             for k, st in sorted(stats.items(), key=lambda kv: -kv[1]["pairs"])}
+
+
+def oracle_reward(sft: Path, rm: Path, world: Path, rankings: Path, reference):
+    """The reference judge as a reward module for PPO prompts, calibrated to the demo RM's mean and
+    spread on the held-out ranked samples of the SFT policy."""
+    from instructrl.modeling.loading import load_tokenizer
+    from instructrl.reward.model import RewardModel
+    from instructrl.world.reward import JudgeReward, calibrate
+
+    model = RewardModel.from_pretrained(rm)
+    util, scores = [], []
+    for line in rankings.read_text().splitlines():
+        row = json.loads(line)
+        util += [reference.utility(row, c) for c in row["completions"]]
+        scores += model.score([row["prompt"]] * len(row["completions"]), row["completions"]).tolist()
+    scale, shift = calibrate(util, scores)
+    records = [json.loads(x) for x in (world / "ppo_prompts.jsonl").read_text().splitlines()]
+    return JudgeReward(load_tokenizer(str(sft)), records, reference, scale=scale, shift=shift)
 
 
 def criteria_by_model(responses: Path, prompts: Path) -> dict:
@@ -177,8 +200,11 @@ def main() -> int:
         if name in ("ppo", "ppo_ptx") and (demo / name / ".done").exists():
             runs[name] = demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
             continue
-        runs[name] = st.run(name, lambda o, rm=rms[rm_name], r=recipe, p=ptx: run_ppo_stage(o, str(sft), str(rm), world,
-                                                                                              r, seed, ptx=p))
+        fn = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference) \
+            if rm_name == "oracle" and not (out / name / ".done").exists() else None
+        rm_dir = rms["demo" if rm_name == "oracle" else rm_name]  # the oracle arms' value model: the demo RM
+        runs[name] = st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
+                                                                                           r, seed, ptx=p, reward_fn=f))
     wanted = {"SFT-2", *runs}
     done = out / "eval" / "results.json"
     if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:

@@ -155,18 +155,23 @@ def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, seed: int) ->
     run_rm(cfg)
 
 
-def run_ppo_stage(out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool) -> None:
+def run_ppo_stage(out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool,
+                  reward_fn=None) -> None:
+    """PPO / PPO-ptx from ``sft`` against the RM directory ``rm``; with ``reward_fn`` (a module scoring
+    right-padded rows, e.g. :class:`instructrl.world.reward.JudgeReward`) against that instead, the
+    value model still starting from ``rm``."""
     from instructrl.ppo.api import run_ppo
     from instructrl.ppo.config import PPOConfig
 
-    values = {**_preset("ppo-tiny"), "policy": sft, "reward_model": rm, "prompts": str(world / "ppo_prompts.jsonl"),
+    rm_keys = {"reward_model": rm} if reward_fn is None else {"reward_model": None, "value_model": rm}
+    values = {**_preset("ppo-tiny"), "policy": sft, **rm_keys, "prompts": str(world / "ppo_prompts.jsonl"),
               "output_dir": str(out), "total_episodes": recipe.ppo_episodes, "seed": seed,
               "response_length": recipe.max_new_tokens, "resume": (out / "checkpoints").exists(),
               **recipe.extra.get("ppo", {})}
     if ptx:
         values.update(ptx_data=str(world / "pretrain.jsonl"), ptx_coef=recipe.ptx_coef,
                       ptx_per_episode=recipe.ptx_per_episode)
-    run_ppo(PPOConfig.from_dict(values))
+    run_ppo(PPOConfig.from_dict(values), reward_model=reward_fn)
 
 
 def run_eval_stage(out: Path, models: list[str], baseline: str, world: Path, recipe: Recipe, seed: int,
