@@ -26,7 +26,7 @@ def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
     examples = trainer.ptx_examples()
     assert len(examples) == 2 * 4  # ptx_per_episode x minibatch episodes
 
-    trainer.minibatch_backward(mb, None, examples)  # what the trainer accumulates before its one step
+    stats = trainer.minibatch_backward(mb, None, examples)  # what the trainer accumulates before its one step
     total = _grads(params)
     trainer.pol_opt.zero_grad(set_to_none=True)
     trainer.val_opt.zero_grad(set_to_none=True)
@@ -48,6 +48,10 @@ def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
         expected = (a if a is not None else 0) + 27.8 * (b if b is not None else 0)
         torch.testing.assert_close(t, expected + torch.zeros_like(t), atol=2e-5, rtol=1e-4)
     assert any(b is not None and b.abs().sum() > 0 for b in g_lm)
+    # pg_grad_norm is the norm of the PPO part alone, measured before the pretraining gradient is added
+    want = torch.linalg.vector_norm(torch.stack([a.norm() for a in g_ppo if a is not None]))
+    torch.testing.assert_close(stats["pg_grad_norm"], want, atol=1e-5, rtol=1e-4)
+    assert float(stats["pg_grad_norm"]) < float(torch.linalg.vector_norm(torch.stack([t.norm() for t in total])))
 
 
 def test_ptx_run_takes_one_optimizer_step_per_minibatch(ppo_world, tmp_path):
@@ -58,5 +62,5 @@ def test_ptx_run_takes_one_optimizer_step_per_minibatch(ppo_world, tmp_path):
     steps = [h["ppo/optimizer_steps"] for h in result.history]
     assert steps == [4, 4]  # (8 / 4 minibatches) x 2 epochs, per iteration
     assert trainer.pol_opt.state[next(iter(trainer.pol_opt.state))]["step"] == 8
-    assert all(h["ppo/ptx_loss"] > 0 for h in result.history)
+    assert all(h["ppo/ptx_loss"] > 0 and h["ppo/pg_grad_norm"] > 0 for h in result.history)
     assert trainer.state["ptx_position"] == 2 * 2 * 2 * 4  # iterations x epochs x minibatches x windows

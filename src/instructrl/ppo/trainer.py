@@ -282,6 +282,10 @@ class PPOTrainer:
                  "value_clipfrac": vf_stats["clipfrac"], "approx_kl": pg_stats["approx_kl"],
                  "ratio_mean": pg_stats["ratio_mean"], "value_mse": vf_stats["mse"]}
         if ptx_examples:
+            # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
+            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update
+            grads = [p.grad.detach().norm() for p in self.policy.parameters() if p.grad is not None]
+            stats["pg_grad_norm"] = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
             stats["ptx_loss"] = self.ptx_backward(ptx_examples)
         return stats
 
