@@ -11,6 +11,8 @@ cached in OUT like the demo's:
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
   (the demo's RM recipe on the N-prompt rankings) and ``rm-N-medium`` (the same from the medium SFT model);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
+  the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
+  scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
 * one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
   of every model's responses (the paper's metadata), and each RM's accuracy against the noiseless
   reference judge, split by the criterion that decides each held-out pair.
@@ -58,6 +60,22 @@ ARMS = {
     "ppo-oracle": ("oracle", False, {}),
     "ppo_ptx-oracle": ("oracle", True, {}),
     "ppo_ptx-oracle-g1": ("oracle", True, {"ptx_coef": 1.0}),
+    # longer runs (the demo: 2,048 episodes), against the judge and against learned RMs
+    "ppo-oracle-8k": ("oracle", False, {"ppo_episodes": 8192}),
+    "ppo_ptx-oracle-8k": ("oracle", True, {"ppo_episodes": 8192}),
+    "ppo_ptx-oracle-g1-8k": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-oracle-g1-8k-seed1": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 8192, "seed": 1}),
+    "ppo_ptx-oracle-g0.3-8k": ("oracle", True, {"ptx_coef": 0.3, "ppo_episodes": 8192}),
+    "ppo_ptx-oracle-g1-16k": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-oracle-g1-16k-seed1": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "seed": 1}),
+    "ppo_ptx-oracle-g1-16k-seed2": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "seed": 2}),
+    "ppo_ptx-oracle-g1-32k": ("oracle", True, {"ptx_coef": 1.0, "ppo_episodes": 32768}),
+    "ppo_ptx-g1-4k": ("demo", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-g1-8k": ("demo", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_small-g1-8k": ("rm-small", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_more-g1-4k": ("rm-more", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_more-g1-8k": ("rm-more", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_more_medium-g1-8k": ("rm-more-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
