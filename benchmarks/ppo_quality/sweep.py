@@ -9,7 +9,8 @@ cached in OUT like the demo's:
   policy (prompts of the held-out comparisons left out);
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
-  (the demo's RM recipe on the N-prompt rankings) and ``rm-N-medium`` (the same from the medium SFT model);
+  (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model) and
+  ``rm-clean`` (the demo's rankings re-ranked by the noiseless reference judge: the cost of label noise);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
@@ -76,10 +77,14 @@ ARMS = {
     "ppo_ptx-rm_more-g1-4k": ("rm-more", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
     "ppo_ptx-rm_more-g1-8k": ("rm-more", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-rm_more_medium-g1-8k": ("rm-more-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    # an RM from the demo's rankings with the noiseless judge's ranks in place of the labelers': label noise?
+    "ppo_ptx-rm_clean": ("rm-clean", True, {}),
+    "ppo_ptx-rm_clean-g1-4k": ("rm-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_clean-g1-8k": ("rm-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
-       "rm-more-medium": ("medium", "more")}
+       "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean")}
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -205,6 +210,13 @@ def main() -> int:
             (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
         rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
+    if any(RMS[n][1] == "clean" for n in needs if n in RMS):
+        def clean_rankings(o: Path) -> None:  # same prompts and samples, ranked by the reference judge
+            rows = [json.loads(x) for x in (ranks / "rankings.jsonl").read_text().splitlines()]
+            write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
+            (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+
+        rankings["clean"] = st.run("rankings-clean", clean_rankings)
     for name, (size, data) in RMS.items():
         if name in needs:
             stage = name.replace("more", str(args.more_prompts)) if data == "more" else name
