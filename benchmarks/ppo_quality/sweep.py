@@ -10,7 +10,8 @@ cached in OUT like the demo's:
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
   (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model) and
-  ``rm-clean`` (the demo's rankings re-ranked by the noiseless reference judge: the cost of label noise);
+  ``rm-clean`` / ``rm-N-clean`` (the demo's / the N-prompt rankings re-ranked by the noiseless reference
+  judge: the cost of label noise);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
@@ -81,10 +82,15 @@ ARMS = {
     "ppo_ptx-rm_clean": ("rm-clean", True, {}),
     "ppo_ptx-rm_clean-g1-4k": ("rm-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
     "ppo_ptx-rm_clean-g1-8k": ("rm-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_more_clean": ("rm-more-clean", True, {}),
+    "ppo_ptx-rm_more_clean-g1-4k": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_more_clean-g1-8k": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_more_clean-g1-4k-seed1": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096, "seed": 1}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
-       "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean")}
+       "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
+       "rm-more-clean": ("tiny", "more-clean")}
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -198,7 +204,7 @@ def main() -> int:
         if any(RMS[n][0] == size for n in needs if n in RMS):
             sfts[size] = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
     rankings = {"demo": ranks}
-    if any(RMS[n][1] == "more" for n in needs if n in RMS):
+    if any(RMS[n][1] in ("more", "more-clean") for n in needs if n in RMS):
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
         def more_rankings(o: Path) -> None:
@@ -210,16 +216,19 @@ def main() -> int:
             (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
         rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
-    if any(RMS[n][1] == "clean" for n in needs if n in RMS):
-        def clean_rankings(o: Path) -> None:  # same prompts and samples, ranked by the reference judge
-            rows = [json.loads(x) for x in (ranks / "rankings.jsonl").read_text().splitlines()]
-            write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
-            (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+    def clean_rankings(src: Path, o: Path) -> None:  # same prompts and samples, ranked by the reference judge
+        rows = [json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]
+        write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
+        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
-        rankings["clean"] = st.run("rankings-clean", clean_rankings)
+    if any(RMS[n][1] == "clean" for n in needs if n in RMS):
+        rankings["clean"] = st.run("rankings-clean", lambda o: clean_rankings(ranks, o))
+    if any(RMS[n][1] == "more-clean" for n in needs if n in RMS):
+        rankings["more-clean"] = st.run(f"rankings-{args.more_prompts}-clean",
+                                        lambda o: clean_rankings(rankings["more"], o))
     for name, (size, data) in RMS.items():
         if name in needs:
-            stage = name.replace("more", str(args.more_prompts)) if data == "more" else name
+            stage = name.replace("more", str(args.more_prompts)) if data.startswith("more") else name
             rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
 
     runs = {}
