@@ -86,6 +86,8 @@ ARMS = {
     "ppo_ptx-rm_more_clean-g1-4k": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
     "ppo_ptx-rm_more_clean-g1-8k": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-rm_more_clean-g1-4k-seed1": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096, "seed": 1}),
+    "ppo_ptx-rm_more_clean-g1-8k-kl05": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192, "kl_coef": 0.05}),
+    "ppo_ptx-rm_more_clean-g1-16k-kl05": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "kl_coef": 0.05}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
