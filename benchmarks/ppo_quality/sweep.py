@@ -160,12 +160,13 @@ def criteria_by_model(responses: Path, prompts: Path) -> dict:
 
 def training_curve(run: Path) -> dict:
     """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
+    from instructrl.evaluate.report import metrics_series
     from instructrl.evaluate.reproduce import ppo_curve_summary
 
     s = ppo_curve_summary(run / "metrics.jsonl")
     return {"score_first_quarter": s["ppo/score_mean"]["first_quarter"],
             "score_last_quarter": s["ppo/score_mean"]["last_quarter"], "kl_last_quarter": s["ppo/kl"]["last_quarter"],
-            "iterations": sum(1 for x in (run / "metrics.jsonl").read_text().splitlines() if "ppo/score_mean" in x)}
+            "iterations": len(metrics_series(run / "metrics.jsonl", "ppo/score_mean")[1])}
 
 
 def main() -> int:
@@ -218,6 +219,7 @@ def main() -> int:
             (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
         rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
+
     def clean_rankings(src: Path, o: Path) -> None:  # same prompts and samples, ranked by the reference judge
         rows = [json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]
         write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
@@ -234,6 +236,10 @@ def main() -> int:
             rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
 
     runs = {}
+    # the judge as a reward, built once (it loads the demo RM and scores its held-out samples to calibrate)
+    # when any oracle arm still has to run
+    todo = [n for n in args.arms if ARMS[n][0] == "oracle" and not (out / n / ".done").exists()]
+    judge = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference) if todo else None
     for name in args.arms:
         rm_name, ptx, over = ARMS[name]
         recipe = Recipe(**{k: v for k, v in over.items() if k in RECIPE_KEYS})
@@ -241,8 +247,7 @@ def main() -> int:
         if name in ("ppo", "ppo_ptx") and (demo / name / ".done").exists():
             runs[name] = demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
             continue
-        fn = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference) \
-            if rm_name == "oracle" and not (out / name / ".done").exists() else None
+        fn = judge if rm_name == "oracle" else None
         rm_dir = rms["demo" if rm_name == "oracle" else rm_name]  # the oracle arms' value model: the demo RM
         runs[name] = st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                            r, seed, ptx=p, reward_fn=f))
