@@ -28,3 +28,16 @@ def test_checkpoint_of_a_tied_model_is_quiet_and_reloads_tied(tiny_model, tmp_pa
     assert state == {"step": 3}
     assert fresh.lm_head.weight is fresh.transformer.wte.weight
     torch.testing.assert_close(fresh.lm_head.weight, expected)
+
+
+def test_runs_with_different_precisions_in_one_process(tmp_path):
+    """A second run in the same Python process may use another mixed precision (accelerate alone refuses)."""
+    from instructrl.runtime import make_accelerator
+    from instructrl.sft.config import SFTConfig
+
+    first = make_accelerator(SFTConfig(mixed_precision="no", cpu=True), tmp_path / "a")
+    assert first.mixed_precision == "no"
+    second = make_accelerator(SFTConfig(mixed_precision="bf16", cpu=True), tmp_path / "b")
+    assert second.mixed_precision == "bf16"
+    third = make_accelerator(SFTConfig(mixed_precision="no", cpu=True), tmp_path / "c")
+    assert third.mixed_precision == "no" and third.device.type == "cpu"

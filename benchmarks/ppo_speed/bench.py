@@ -9,9 +9,12 @@ samples have std 1: both trainers optimize the very same synthetic reward, and t
 (score vs episodes) are compared.
 
     python benchmarks/ppo_speed/bench.py [--iterations 24] [--skip-bf16] [--skip-trl-fused] [--out FILE]
+    python benchmarks/ppo_speed/bench.py --device cuda --trl-python python3 --bf16-iterations 48 --profile
 
-Creates /work/trl-venv (torch 2.13.0 + trl 1.12.0) if it is missing; trl is never a dependency of
-instructrl. Writes results.json and results.md beside this file.
+Creates /work/trl-venv (torch 2.13.0 + trl 1.12.0) if it is missing and no ``--trl-python`` is given; trl
+is never a dependency of instructrl. Writes results.json (or ``--out``) after every run, so a run that
+fails or is cut off keeps the ones before it. On a GPU (``--device cuda``) the matmul rates are those of
+an 8192^3 product, and ``--profile`` writes a torch.profiler table of two iterations of each trainer.
 """
 
 from __future__ import annotations
@@ -43,21 +46,36 @@ def ensure_trl_venv() -> Path:
     return py
 
 
-def matmul_rate(dtype_name: str, n: int = 2048, repeats: int = 10) -> float:
-    """Measured GFLOP/s of an n x n matmul on this machine (best of a few runs)."""
+def matmul_rate(dtype_name: str, device: str = "cpu", n: int | None = None, repeats: int = 10) -> float:
+    """Measured GFLOP/s of an n x n matmul on this machine (best of a few runs; n = 2048 on a CPU, 8192
+    on a GPU). fp32 on a GPU is true fp32 (PyTorch's default: no TF32), as the fp32 runs use."""
     import torch
 
+    n = n or (8192 if device == "cuda" else 2048)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    sync()
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        sync()
         best = min(best, (time.perf_counter() - t) / repeats)
     return 2 * n**3 / best / 1e9
+
+
+def device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
 def cpu_flags() -> list[str]:
@@ -115,7 +133,8 @@ def build_setting(work: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ our side
-def run_ours(work: Path, result_path: Path, iterations: int, precision: str) -> None:
+def run_ours(work: Path, result_path: Path, iterations: int, precision: str, device: str = "cpu",
+             profile_path: str = "") -> None:
     sys.path.insert(0, str(ROOT / "src"))
     import shutil
 
@@ -131,19 +150,38 @@ def run_ours(work: Path, result_path: Path, iterations: int, precision: str) -> 
                     mini_batch_size=B // s["num_mini_batches"], ppo_epochs=s["ppo_epochs"],
                     response_length=s["response_length"], learning_rate=s["learning_rate"], warmup_iterations=0,
                     kl_coef=s["kl_coef"], missing_eos_penalty=None, ema=False, adam_beta2=0.999, adam_eps=1e-8,
-                    max_grad_norm=0.0, mixed_precision="bf16" if precision == "bf16" else "no",
+                    max_grad_norm=0.0, mixed_precision="bf16" if precision.startswith("bf16") else "no",
+                    cuda_graphs="nograph" not in precision,
                     checkpoint_every=10**6, sample_every=0, progress=False, save_value_model=False, seed=s["seed"],
-                    max_kl=None)
+                    max_kl=None, cpu=(device == "cpu"))
     trainer = build_trainer(cfg)
     trainer.prompts = json.loads((work / "prompts.json").read_text())  # the same 16-token prompts as TRL
+    profiler = None
+    if profile_path:  # iterations 4 and 5, as trl_run.py
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        profiler = profile(activities=acts, schedule=schedule(wait=2, warmup=1, active=2, repeat=1))
+        profiler.start()
     rows, t0 = [], time.perf_counter()
 
-    def clock(it: int, m: dict) -> None:
+    def clock(it: int, m: dict) -> None:  # metrics are floats: the GPU has finished the iteration
         rows.append({"iteration": it, "t": time.perf_counter() - t0, "score_mean": m["ppo/score_mean"],
                      "kl": m["ppo/kl"], "response_length": m["ppo/response_length"],
                      **{k: m[k] for k in m if k.startswith("time/")}})
+        if profiler is not None:
+            profiler.step()
 
     trainer.train(callbacks=[clock])
+    from instructrl.ppo import rollout
+
+    graph = device == "cuda" and cfg.cuda_graphs and id(trainer.raw_policy) not in rollout._NO_STATIC
+    for r in rows:  # which sampler ran (a model that cannot decode with a CUDA graph falls back to plain)
+        r["sampler"] = "cuda-graph" if graph else "plain"
+    if profiler is not None:
+        profiler.stop()
+        sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+        Path(profile_path).write_text(profiler.key_averages().table(sort_by=sort, row_limit=40))
     result_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -172,12 +210,24 @@ def flops_per_iteration(kind: str, response_length: float) -> float:
 
 
 # ------------------------------------------------------------------------------------ orchestration
-def summarize(rows: list[dict], warm: int) -> dict:
-    t_warm = rows[warm - 1]["t"] if warm else 0.0
-    n = len(rows) - warm
-    eps = SETTING["batch_size"] * n / (rows[-1]["t"] - t_warm)
-    return {"episodes_per_s": eps, "iteration_s": (rows[-1]["t"] - t_warm) / n,
-            "score_curve": [round(r["score_mean"], 4) for r in rows], "kl_curve": [round(r["kl"], 4) for r in rows]}
+# iterations under torch.profiler (its warm-up step and two active steps) and the one after, whose
+# clock includes the profiler's processing of the trace
+PROFILED = (3, 4, 5, 6)
+
+
+def summarize(rows: list[dict], warm: int, skip: tuple[int, ...] = ()) -> dict:
+    """Episodes/s over the iterations after the first ``warm``, leaving out the iterations in ``skip``
+    (those under the profiler): each iteration's time is the clock difference to the one before."""
+    kept = [i for i in range(warm, len(rows)) if rows[i]["iteration"] not in skip]
+    total = sum(rows[i]["t"] - (rows[i - 1]["t"] if i else 0.0) for i in kept)
+    n = len(kept)
+    out = {"episodes_per_s": SETTING["batch_size"] * n / total, "iteration_s": total / n, "timed_iterations": n,
+           "sampler": rows[-1].get("sampler", "-"),
+           "score_curve": [round(r["score_mean"], 4) for r in rows], "kl_curve": [round(r["kl"], 4) for r in rows]}
+    phases = sorted({k for i in kept for k in rows[i] if k.startswith("time/")})
+    if phases:  # instructrl's own split of an iteration (generation, scoring, training)
+        out["phase_s"] = {k[5:]: sum(rows[i][k] for i in kept) / n for k in phases}
+    return out
 
 
 def main() -> None:
@@ -191,46 +241,81 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results.json"), help="where to write the results")
     ap.add_argument("--skip-trl-fused", action="store_true",
                     help="leave out the TRL run with the fused GELU kernel (the control for that kernel)")
-    ap.add_argument("--ours", nargs=4, metavar=("WORK", "OUT", "ITERS", "PREC"), help=argparse.SUPPRESS)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both trainers run")
+    ap.add_argument("--bf16-iterations", type=int, default=0,
+                    help="iterations of the bf16 runs (default: warmup + 2, timing only; more gives bf16 curves)")
+    ap.add_argument("--trl-python", default="",
+                    help="a Python that imports trl 1.12.0 (default: create or reuse TRL_VENV)")
+    ap.add_argument("--run-timeout", type=int, default=3600, help="seconds one trainer run may take")
+    ap.add_argument("--profile", action="store_true",
+                    help="two more short runs (bf16, or fp32 with --skip-bf16) that write torch.profiler tables of "
+                         "two iterations of each trainer beside --out")
+    ap.add_argument("--ours", nargs=6, metavar=("WORK", "OUT", "ITERS", "PREC", "DEVICE", "PROFILE"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ours:
-        run_ours(Path(a.ours[0]), Path(a.ours[1]), int(a.ours[2]), a.ours[3])
+        run_ours(Path(a.ours[0]), Path(a.ours[1]), int(a.ours[2]), a.ours[3], a.ours[4], a.ours[5])
         return
     import torch
 
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     if not (work / "setting.json").exists() or json.loads((work / "setting.json").read_text()) != SETTING:
         build_setting(work)
-    trl_py = ensure_trl_venv()
+    trl_py = Path(a.trl_python) if a.trl_python else ensure_trl_venv()
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
                HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     torch.set_num_threads(a.threads)
     threads = a.threads
-    rates = {"fp32": matmul_rate("float32"), "bf16": matmul_rate("bfloat16")}
-    print(f"[bench] matmul 2048^2 on {threads} threads: fp32 {rates['fp32']:.0f} GFLOP/s, "
+    rates = {"fp32": matmul_rate("float32", a.device), "bf16": matmul_rate("bfloat16", a.device)}
+    where = device_name(a.device)
+    print(f"[bench] {where}; matmul on {a.device} ({threads} CPU threads): fp32 {rates['fp32']:.0f} GFLOP/s, "
           f"bf16 {rates['bf16']:.0f} GFLOP/s", flush=True)
     # fp32 runs give the learning curves; bf16 (TRL's default precision) is timed over a few iterations
     runs = [("instructrl", "fp32", a.iterations), ("trl", "fp32", a.iterations)]
     if not a.skip_trl_fused:  # TRL with instructrl's GELU kernel: what the organization of the passes alone gives
         runs += [("trl", "fp32-fused-gelu", a.warmup + 6)]
     if not a.skip_bf16:
-        runs += [("instructrl", "bf16", a.warmup + 2), ("trl", "bf16", a.warmup + 2)]
-    results = {}
+        n_bf16 = a.bf16_iterations or a.warmup + 2
+        runs += [("instructrl", "bf16", n_bf16), ("trl", "bf16", n_bf16)]
+    if a.device == "cuda":  # what the CUDA-graph decoding step is worth (sampling as on a CPU)
+        runs += [("instructrl", "fp32-nograph", a.warmup + 8)]
+        runs += [] if a.skip_bf16 else [("instructrl", "bf16-nograph", a.warmup + 8)]
+    if a.profile:  # separate runs: the profiler's own cost stays out of the timed runs above
+        prec = "fp32" if a.skip_bf16 else "bf16"
+        runs += [("instructrl", f"{prec}-profile", max(PROFILED) + 2), ("trl", f"{prec}-profile", max(PROFILED) + 2)]
+    results: dict[str, dict] = {}
+    out: dict = {"setting": SETTING, "device": a.device, "device_name": where, "threads": threads,
+                 "matmul_gflops": rates, "iterations": a.iterations, "warmup_iterations": a.warmup,
+                 "params": json.loads((work / "params.json").read_text()), "results": results,
+                 "cpu_flags": cpu_flags()}
     for name, prec, iterations in runs:
         path = work / f"{name}_{prec}.jsonl"
         dtype = prec.split("-")[0]
         t = time.perf_counter()
+        prof = str(Path(a.out).with_name(f"profile_{a.device}_{name}_{prec.split('-')[0]}.txt")) if prec.endswith("-profile") else ""
         if name == "instructrl":
-            cmd = [sys.executable, __file__, "--ours", str(work), str(path), str(iterations), prec]
+            cmd = [sys.executable, __file__, "--ours", str(work), str(path), str(iterations), prec, a.device, prof]
         else:
-            cmd = [str(trl_py), str(HERE / "trl_run.py"), str(work), str(path), str(iterations), dtype]
-            cmd += ["fused-gelu"] if prec.endswith("fused-gelu") else []
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"{name} {prec} failed:\n{r.stderr[-4000:]}")
+            cmd = [str(trl_py), str(HERE / "trl_run.py"), str(work), str(path), str(iterations), dtype,
+                   "--device", a.device] + (["--profile", prof] if prof else [])
+            cmd += ["--fused-gelu"] if prec.endswith("fused-gelu") else []
+        path.unlink(missing_ok=True)
+        try:
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.run_timeout)
+            failure = r.stderr[-4000:] if r.returncode != 0 else ""
+        except subprocess.TimeoutExpired:
+            failure = f"did not finish within --run-timeout {a.run_timeout} s"
+        if failure:  # keep going: the other runs are still worth recording
+            print(f"[bench] {name} {prec} FAILED:\n{failure}", flush=True)
+            results[f"{name}_{prec}"] = {"failed": failure[-2000:]}
+            continue
         rows = [json.loads(x) for x in path.read_text().splitlines()]
-        summ = summarize(rows, a.warmup)
+        summ = summarize(rows, a.warmup, PROFILED if prof else ())
         R = sum(x.get("response_length", SETTING["response_length"]) for x in rows) / len(rows)
         fl = flops_per_iteration("ours" if name == "instructrl" else "trl", R)
         summ.update(flops_per_iteration=fl, achieved_gflops=fl / summ["iteration_s"] / 1e9,
@@ -238,23 +323,32 @@ def main() -> None:
                     wall_s=time.perf_counter() - t)
         results[f"{name}_{prec}"] = summ
         print(f"[bench] {name:10s} {prec}: {summ['episodes_per_s']:.1f} episodes/s, "
-              f"{summ['iteration_s']:.2f} s/iteration, {fl / 1e9:.0f} GFLOP/iteration "
-              f"({100 * summ['fraction_of_matmul_rate']:.0f}% of {dtype} matmul rate); "
+              f"{summ['iteration_s']:.3f} s/iteration, {fl / 1e9:.0f} GFLOP/iteration "
+              f"({100 * summ['fraction_of_matmul_rate']:.2g}% of {dtype} matmul rate); "
+              f"phases {summ.get('phase_s', '-')}; "
               f"scores {summ['score_curve'][:3]} ... {summ['score_curve'][-3:]}", flush=True)
-    out = {"setting": SETTING, "threads": threads, "matmul_gflops": rates, "iterations": a.iterations,
-           "warmup_iterations": a.warmup, "params": json.loads((work / "params.json").read_text()),
-           "results": results, "cpu_flags": cpu_flags(),
-           "speedup_fp32": results["instructrl_fp32"]["episodes_per_s"] / results["trl_fp32"]["episodes_per_s"]}
-    if "trl_fp32-fused-gelu" in results:
-        out["speedup_vs_trl_fused_gelu"] = (results["instructrl_fp32"]["episodes_per_s"]
-                                            / results["trl_fp32-fused-gelu"]["episodes_per_s"])
-    out["fp32_bound_speedup"] = (results["trl_fp32"]["iteration_s"]
-                                 / (results["instructrl_fp32"]["flops_per_iteration"] / 1e9 / rates["fp32"]))
-    if "trl_bf16" in results:  # TRL's own default precision (bf16=True) against our default (fp32 on CPU)
-        out["speedup_vs_trl_default"] = (results["instructrl_fp32"]["episodes_per_s"]
-                                         / results["trl_bf16"]["episodes_per_s"])
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: v for k, v in out.items() if k.startswith("speedup")}, indent=1))
+        out.update(speedups(results, rates))
+        Path(a.out).write_text(json.dumps(out, indent=1))  # after every run: a later failure keeps these
+    print(json.dumps({k: v for k, v in out.items() if k.startswith(("speedup", "fp32_bound"))}, indent=1))
+
+
+def speedups(results: dict[str, dict], rates: dict[str, float]) -> dict[str, float]:
+    """instructrl / TRL episodes/s ratios for every pair of runs measured so far."""
+    eps = {k: v["episodes_per_s"] for k, v in results.items() if "episodes_per_s" in v}
+    out = {}
+    pairs = {"speedup_fp32": ("instructrl_fp32", "trl_fp32"), "speedup_bf16": ("instructrl_bf16", "trl_bf16"),
+             "speedup_vs_trl_fused_gelu": ("instructrl_fp32", "trl_fp32-fused-gelu"),
+             "speedup_fp32_without_cuda_graphs": ("instructrl_fp32-nograph", "trl_fp32"),
+             "speedup_bf16_without_cuda_graphs": ("instructrl_bf16-nograph", "trl_bf16"),
+             # TRL's own default precision (bf16=True) against our CPU default (fp32)
+             "speedup_vs_trl_default": ("instructrl_fp32", "trl_bf16")}
+    for key, (ours, theirs) in pairs.items():
+        if ours in eps and theirs in eps:
+            out[key] = eps[ours] / eps[theirs]
+    if "instructrl_fp32" in eps and "trl_fp32" in eps:  # what 100% of the fp32 matmul rate would give
+        out["fp32_bound_speedup"] = (results["trl_fp32"]["iteration_s"]
+                                     / (results["instructrl_fp32"]["flops_per_iteration"] / 1e9 / rates["fp32"]))
+    return out
 
 
 if __name__ == "__main__":

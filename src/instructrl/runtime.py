@@ -48,8 +48,16 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     kwargs: dict[str, Any] = {}
     if cfg.report_to not in ("none", "", None):
         kwargs["log_with"] = cfg.report_to
+    from accelerate.state import AcceleratorState
+
     cpu = cfg.cpu or not torch.cuda.is_available()
-    acc = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(cfg), project_dir=str(project_dir), **kwargs)
+    precision = resolve_mixed_precision(cfg)
+    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
+        # accelerate keeps one state per process and refuses a second run (a notebook, a script running
+        # SFT in fp32, then PPO in bf16) with another precision: start a fresh one. The process group
+        # (PartialState) stays.
+        AcceleratorState._reset_state()
+    acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **kwargs)
     set_seed(cfg.seed)
     if not acc.is_main_process:  # one copy of the log, from the main process
         logging.getLogger("instructrl").setLevel(logging.WARNING)

@@ -1,5 +1,8 @@
 """Rollout helpers: EOS masking, left padding and position ids, right alignment for the RM, sampling."""
 
+import logging
+
+import pytest
 import torch
 
 from instructrl.ppo.rollout import (
@@ -10,7 +13,9 @@ from instructrl.ppo.rollout import (
     response_mask_after_eos,
     right_align,
     sample_categorical,
+    sample_fast,
     sample_responses,
+    sample_responses_static,
     trim_responses,
 )
 from ppo_helpers import one_thread  # noqa: F401
@@ -46,13 +51,19 @@ def test_left_pad_and_right_align_round_trip():
     assert r_mask.tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 0, 0, 0, 0]]
 
 
-def _tiny_lm(vocab=50, seed=0):
+def _tiny_lm(vocab=50, seed=0, attn_implementation="sdpa"):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
                      embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+    cfg._attn_implementation = attn_implementation
     return GPT2LMHeadModel(cfg).eval()
+
+
+def _ragged_prompts(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, 50, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
 
 
 def test_left_padded_rows_score_like_unpadded_rows():
@@ -107,3 +118,82 @@ def test_sample_categorical_draws_from_the_given_distribution():
     # unnormalized rows (a mass below 1 after rounding) and the top of the uniform range stay in bounds
     top = sample_categorical(torch.tensor([[0.25, 0.25, 0.0]]).repeat(1000, 1), g)
     assert set(top.tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_static_cache_sampling_draws_what_the_dynamic_cache_draws(attn):
+    """The fixed-shape decoding loop (static KV cache, prepared 4-D mask: what the CUDA graph replays)
+    gives the same responses as the plain KV-cached loop from the same random numbers, with ragged
+    left-padded prompts, EOS mid-way and PAD after it."""
+    model = _tiny_lm(attn_implementation=attn)
+    assert model.config._attn_implementation == attn
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.6  # some rows end early, some run to the limit
+    ids, mask = left_pad(_ragged_prompts(), PAD)
+    outs = []
+    for fn in (sample_responses, sample_responses_static):
+        g = torch.Generator().manual_seed(3)
+        outs.append(fn(model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=0.9, generator=g))
+    (r1, m1, e1), (r2, m2, e2) = outs
+    assert torch.equal(r1, r2) and torch.equal(m1, m2) and torch.equal(e1, e2)
+    assert e1.any() and not e1.all()  # both kinds of row were exercised
+    assert m1.sum(-1).min() < m1.shape[1]
+
+
+def test_static_cache_greedy_rows_do_not_see_their_padding():
+    """Near-greedy decoding of a left-padded batch gives each row what its prompt gives alone."""
+    model = _tiny_lm(seed=1)
+    prompts = _ragged_prompts(6, seed=1)
+    ids, mask = left_pad(prompts, PAD)
+    kw = dict(max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
+    batch, bmask, _ = sample_responses_static(model, ids, mask, **kw)
+    for b, p in enumerate(prompts):
+        alone, amask, _ = sample_responses_static(model, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long), **kw)
+        n = int(amask.sum())
+        assert batch[b, :n].tolist() == alone[0, :n].tolist() and int(bmask[b].sum()) == n
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_cuda_graph_sampling_matches_the_eager_static_loop(dtype):
+    model = _tiny_lm().cuda()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.6
+    ids, mask = left_pad(_ragged_prompts(), PAD)
+    ids, mask = ids.cuda(), mask.cuda()
+    outs = []
+    for graph in (False, True):
+        g = torch.Generator(device="cuda").manual_seed(5)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            outs.append(sample_responses_static(model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD,
+                                                generator=g, cuda_graph=graph))
+    (r1, m1, _), (r2, m2, _) = outs
+    assert r1.shape[1] > 2  # the graph was captured and replayed
+    assert torch.equal(r1, r2) and torch.equal(m1, m2)
+
+
+class _NoStaticCache(torch.nn.Module):
+    """A causal LM that refuses prepared 4-D masks (as some attention kernels do)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm, self.config = lm, lm.config
+
+    def forward(self, attention_mask=None, **kw):
+        if attention_mask is not None and attention_mask.dim() == 4:
+            raise NotImplementedError("4-D masks are not supported")
+        return self.lm(attention_mask=attention_mask, **kw)
+
+
+@cuda
+def test_cuda_graph_sampling_falls_back_with_a_warning(caplog):
+    model = _NoStaticCache(_tiny_lm().cuda())
+    ids, mask = left_pad(_ragged_prompts(4), PAD)
+    with caplog.at_level(logging.WARNING, logger="instructrl.ppo"):
+        resp, rmask, _ = sample_fast(model, ids.cuda(), mask.cuda(), cuda_graph=True, max_new_tokens=5, eos_id=EOS,
+                                     pad_id=PAD)
+    assert "CUDA-graph sampling is not available" in caplog.text and "4-D masks" in caplog.text
+    assert resp.shape[0] == 4 and rmask[:, 0].all()

@@ -106,3 +106,31 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path)
     beta_a = [r["ppo/beta"] for r in read_metrics(killed)][-1]
     beta_b = [r["ppo/beta"] for r in read_metrics(tmp_path / "straight")][-1]
     assert beta_a == pytest.approx(beta_b, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_ppo_ptx_on_cuda(ppo_world, tmp_path, precision):
+    """PPO-ptx on a GPU, fp32 and bf16 autocast: fused AdamW, finite metrics, weights that move and
+    a saved policy that plain transformers loads back exactly."""
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.ppo.api import build_trainer
+
+    cfg = quick_cfg(ppo_world, tmp_path / "out", total_episodes=24, ptx_data=str(ppo_world["ptx"]),
+                    ptx_per_episode=1, ptx_max_length=16, mixed_precision=precision)
+    trainer = build_trainer(cfg)
+    assert trainer.acc.device.type == "cuda"
+    assert trainer.pol_opt.optimizer.defaults["fused"] and trainer.val_opt.optimizer.defaults["fused"]
+    before = [p.detach().clone() for p in trainer.raw_policy.parameters()]
+    result = trainer.train()
+    assert result.iterations == 3
+    for h in result.history:
+        bad = {k: v for k, v in h.items() if isinstance(v, float) and not torch.isfinite(torch.tensor(v))}
+        assert not bad, bad
+    after = list(trainer.raw_policy.parameters())
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    for name, p in trainer.raw_policy.state_dict().items():
+        if name in saved:
+            assert torch.equal(saved[name], p.detach().cpu()), name

@@ -19,12 +19,16 @@ KV-cached sampling loop that works with any Hugging Face causal LM.
 from __future__ import annotations
 
 import inspect
+import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from instructrl.generate import left_pad  # noqa: F401  (re-exported: prompts are left-padded for sampling)
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
+
+log = logging.getLogger("instructrl.ppo")
 
 
 # ----------------------------------------------------------------------------------------- pure helpers
@@ -158,6 +162,123 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
     responses, mask = trim_responses(responses, mask)
     return responses, mask, has_eos
+
+
+class _StaticUnsupported(Exception):
+    """The model cannot decode with a static cache and a prepared 4-D mask (its attention kernel needs
+    another mask format): sample eagerly instead."""
+
+
+def _mask_values(allowed: torch.Tensor, attn_implementation: str) -> torch.Tensor:
+    """A boolean (B, 1, Q, L) "may attend" mask in the form the model's attention kernel reads: boolean
+    for SDPA, additive float (0 or the most negative float) for the eager kernel."""
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        zero = torch.zeros((), dtype=torch.float32, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(torch.float32).min)
+    raise _StaticUnsupported(f"attention implementation '{attn_implementation}'")
+
+
+@torch.no_grad()
+def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
+                            eos_id: int, pad_id: int, temperature: float = 1.0,
+                            generator: torch.Generator | None = None,
+                            cuda_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sample_responses` with a static KV cache of P + max_new_tokens positions and a prepared 4-D
+    attention mask, so that every decoding step has the same shapes and reads and writes the same
+    memory. With ``cuda_graph`` (model on a GPU) the decoding step is captured once as a CUDA graph and
+    replayed: at RLHF's small per-step work the eager step is bound by kernel launches, not by the GPU.
+
+    The first decoding step runs eagerly (on a side stream when capturing: the graph's warm-up); the
+    second is captured and every later one replays it. Sampling stays outside the graph, with the same
+    draws as :func:`sample_responses`. Same outputs, up to float rounding, as :func:`sample_responses`."""
+    from transformers import StaticCache
+
+    if temperature <= 0:
+        raise ValueError("PPO samples from the policy: temperature must be > 0")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    impl = getattr(base.config, "_attn_implementation", None) or "eager"
+    B, P = prompt_ids.shape
+    L, dev = P + max_new_tokens, prompt_ids.device
+    cache_kw = _cache_kwarg(model)
+    cache = StaticCache(config=base.config, max_cache_len=L)
+
+    # prefill: each prompt token sees the real prompt tokens up to itself (and itself, so no row of the
+    # mask is empty, which would give NaN on left padding); columns P.. are not written yet
+    seen = torch.zeros(B, L, dtype=torch.bool, device=dev)  # (B, L) real tokens so far
+    seen[:, :P] = prompt_mask.bool()
+    cols, rows = torch.arange(L, device=dev), torch.arange(P, device=dev)
+    causal = cols.unsqueeze(0) <= rows.unsqueeze(1)  # (P, L)
+    allowed = (causal.unsqueeze(0) & seen.unsqueeze(1)) | (cols.unsqueeze(0) == rows.unsqueeze(1)).unsqueeze(0)
+    pos = position_ids_from_mask(prompt_mask.long())  # (B, P)
+    out = model(input_ids=prompt_ids, attention_mask=_mask_values(allowed.unsqueeze(1), impl), position_ids=pos,
+                use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+    logits = out.logits[:, -1]  # (B, V)
+
+    # the decoding step's inputs live in fixed buffers, updated in place before each step
+    step_ids = torch.full((B, 1), pad_id, dtype=prompt_ids.dtype, device=dev)  # (B, 1)
+    step_pos = pos[:, -1:] + 1  # (B, 1) position of response token 0
+    step_mask = _mask_values(seen[:, None, None, :], impl).clone()  # (B, 1, 1, L)
+
+    def step() -> torch.Tensor:
+        return model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
+                     **{cache_kw: cache}).logits
+
+    graph = graph_logits = None
+    autocast = nullcontext()
+    if cuda_graph and torch.is_autocast_enabled("cuda"):  # casts inside a graph must not be cached
+        autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)  # (B,)
+    tokens = []
+    for t in range(max_new_tokens):
+        tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator)  # (B,)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
+        tokens.append(tok)
+        real = ~done  # (B,) this token is part of the response (EOS included)
+        done = done | (tok == eos_id)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        step_ids.copy_(tok.unsqueeze(1))
+        step_mask[:, 0, 0, P + t] = _mask_values(real, impl)  # token t is seen from now on if it is real
+        if t > 0:
+            step_pos.add_(1)
+        if not cuda_graph:
+            logits = step()[:, -1]
+        elif t == 0:  # warm-up before capture, on a side stream (as CUDA graph capture requires)
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side), autocast:
+                logits = step()[:, -1]
+            torch.cuda.current_stream(dev).wait_stream(side)
+        else:
+            if graph is None:  # capturing records the step without running it
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph), autocast:
+                    graph_logits = step()
+            graph.replay()
+            logits = graph_logits[:, -1]
+    responses = torch.stack(tokens, dim=1)  # (B, R')
+    responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
+    responses, mask = trim_responses(responses, mask)
+    return responses, mask, has_eos
+
+
+_NO_STATIC: set[int] = set()  # ids of models whose static-cache sampling failed once
+
+
+def sample_fast(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, cuda_graph: bool, **kw):
+    """The rollout's sampler: on a GPU with ``cuda_graph``, :func:`sample_responses_static` with a CUDA
+    graph; if the model cannot decode that way (an attention kernel or cache it does not support), a
+    warning and :func:`sample_responses` from then on. On a CPU, :func:`sample_responses`."""
+    if cuda_graph and prompt_ids.device.type == "cuda" and id(model) not in _NO_STATIC:
+        try:
+            return sample_responses_static(model, prompt_ids, prompt_mask, cuda_graph=True, **kw)
+        except Exception as e:  # noqa: BLE001  any failure of the fast path falls back to the plain one
+            _NO_STATIC.add(id(model))
+            log.warning("CUDA-graph sampling is not available for %s (%s: %s); sampling without it",
+                        type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+    return sample_responses(model, prompt_ids, prompt_mask, **kw)
 
 
 def policy_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int,

@@ -56,7 +56,7 @@ from instructrl.ppo.rollout import (
     left_pad,
     policy_forward,
     right_align,
-    sample_responses,
+    sample_fast,
     value_forward,
 )
 from instructrl.runtime import Checkpoints, MetricsLogger, lr_at, param_checksum, resolve_mixed_precision, set_lr
@@ -127,10 +127,13 @@ class PPOTrainer:
         pol_params = [p for p in policy.parameters() if p.requires_grad]
         val_params = [p for p in value_model.parameters() if p.requires_grad]
         betas = (cfg.adam_beta1, cfg.adam_beta2)
+        # on a GPU, one fused kernel per step instead of a few per parameter tensor: at PPO's small
+        # minibatches the optimizer step is launch-bound (same update up to float rounding)
+        fused = {"fused": True} if device.type == "cuda" else {}
         pol_opt = torch.optim.AdamW(pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps,
-                                    weight_decay=cfg.weight_decay)
+                                    weight_decay=cfg.weight_decay, **fused)
         val_opt = torch.optim.AdamW(val_params, lr=cfg.value_learning_rate or cfg.learning_rate, betas=betas,
-                                    eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+                                    eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused)
         self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(policy, value_model, pol_opt, val_opt)
         self.ref = ref_model.to(device) if ref_model is not None else None
         self.rm = reward_model.to(device)
@@ -192,9 +195,9 @@ class PPOTrainer:
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
             with self.autocast():
-                resp, rmask, has_eos = sample_responses(self.raw_policy, p_ids, p_mask,
-                                                        max_new_tokens=self.cfg.response_length, eos_id=self.eos_id,
-                                                        pad_id=self.pad_id, temperature=self.cfg.temperature)
+                resp, rmask, has_eos = sample_fast(self.raw_policy, p_ids, p_mask, cuda_graph=self.cfg.cuda_graphs,
+                                                   max_new_tokens=self.cfg.response_length, eos_id=self.eos_id,
+                                                   pad_id=self.pad_id, temperature=self.cfg.temperature)
             parts.append(Episodes(p_ids, p_mask, resp, rmask, has_eos,
                                   torch.as_tensor(idx[s : s + self.chunk], device=device)))
         return _cat_episodes(parts, self.pad_id)
