@@ -14,6 +14,17 @@ import pytest
 from testkit import fact_demos, write_jsonl
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test starts without the accelerate state an earlier test left in this process (one device
+    and one precision per process otherwise: a CPU-only test after a GPU one would be refused)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 (width 64) with a BPE tokenizer trained on the fact sentences; random weights."""

@@ -41,3 +41,6 @@ def test_runs_with_different_precisions_in_one_process(tmp_path):
     assert second.mixed_precision == "bf16"
     third = make_accelerator(SFTConfig(mixed_precision="no", cpu=True), tmp_path / "c")
     assert third.mixed_precision == "no" and third.device.type == "cpu"
+    if torch.cuda.is_available():  # and from a GPU run to a CPU one (--cpu) in the same process
+        assert make_accelerator(SFTConfig(mixed_precision="no"), tmp_path / "d").device.type == "cuda"
+        assert make_accelerator(SFTConfig(mixed_precision="no", cpu=True), tmp_path / "e").device.type == "cpu"

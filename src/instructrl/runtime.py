@@ -48,14 +48,19 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     kwargs: dict[str, Any] = {}
     if cfg.report_to not in ("none", "", None):
         kwargs["log_with"] = cfg.report_to
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
 
     cpu = cfg.cpu or not torch.cuda.is_available()
     precision = resolve_mixed_precision(cfg)
-    if AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
-        # accelerate keeps one state per process and refuses a second run (a notebook, a script running
-        # SFT in fp32, then PPO in bf16) with another precision: start a fresh one. The process group
-        # (PartialState) stays.
+    # accelerate keeps one state per process: a second run in the same process (a notebook; a script
+    # running SFT in fp32, then PPO in bf16, or one stage with --cpu on a GPU machine) with another
+    # precision or device would be refused or, for the device, silently keep the first one. Start a
+    # fresh state instead; with several processes the process group stays and only the precision can change.
+    device = PartialState._shared_state.get("device")
+    single = PartialState._shared_state.get("num_processes", 1) == 1
+    if device is not None and single and (device.type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    elif AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()
     acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **kwargs)
     set_seed(cfg.seed)

@@ -16,7 +16,7 @@ def _grads(params):
 
 def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
     cfg = quick_cfg(ppo_world, tmp_path / "out", ptx_data=str(ppo_world["ptx"]), ptx_coef=27.8, ptx_per_episode=2,
-                    ptx_max_length=16, ptx_micro_batch_size=3)
+                    ptx_max_length=16, ptx_micro_batch_size=3, mixed_precision="no")  # exact sums, also on a GPU
     trainer = build_trainer(cfg)
     policy = trainer.raw_policy
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -38,7 +38,7 @@ def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
     pg, _ = policy_loss(lp, mb["old_logprobs"], mb["advantages"], mb["response_mask"], cfg.cliprange)
     g_ppo = torch.autograd.grad(pg, params, allow_unused=True)
     # independent LM gradient: all windows in one batch, mean NLL over their tokens
-    batch = collate(examples, trainer.pad_id)
+    batch = {k: v.to(trainer.acc.device) for k, v in collate(examples, trainer.pad_id).items()}
     logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     labels = batch["labels"][:, 1:]
     lm = ptx_loss(logits, labels.clamp(min=0), labels != -100)
