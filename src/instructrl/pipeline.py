@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from instructrl.data.io import read_records, write_jsonl
 
@@ -100,30 +100,41 @@ def _preset(name: str) -> dict:
     return load_yaml(name)
 
 
-def collect_rankings(policy: str, records: list[dict], labelers: list, reference, k_range: tuple[int, int],
-                     seed: int, max_new_tokens: int, group: str) -> list[dict]:
-    """Sample K responses per prompt from ``policy`` (temperature 1) and have labelers rank them
-    (InstructGPT §3.2: rankings of K = 4..9 outputs of the models being trained)."""
+def collect_rankings(policy: str | Sequence[str], records: list[dict], labelers: list, reference,
+                     k_range: tuple[int, int], seed: int, max_new_tokens: int, group: str) -> list[dict]:
+    """Sample K responses per prompt (temperature 1) and have labelers rank them (InstructGPT §3.2:
+    rankings of K = 4..9 outputs of the models being trained). With several policies, a prompt's K
+    samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
+    the SFT policy and a PPO policy trained against the previous reward model, as in the paper's later
+    rounds of data collection. Each row's ``sources`` gives the index of the policy behind each sample."""
     import torch
 
     from instructrl.generate import generate
     from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 
+    policies = [policy] if isinstance(policy, (str, Path)) else list(policy)
     rng = random.Random(f"rank:{seed}:{group}")
     ks = [rng.randint(*k_range) for _ in records]
-    torch.manual_seed(seed)
-    tok = load_tokenizer(policy)
-    model = load_causal_lm(policy, tok, init_from_config=False)
-    flat = generate(model, tok, [r["prompt"] for r, k in zip(records, ks) for _ in range(k)],
-                    max_new_tokens=max_new_tokens, temperature=1.0, batch_size=256)
-    rows, i = [], 0
-    for rec, k in zip(records, ks):
-        completions = [g.text for g in flat[i : i + k]]
-        i += k
+    texts: list[list[str | None]] = [[None] * k for k in ks]
+    for j, path in enumerate(policies):
+        torch.manual_seed(seed + j)
+        tok = load_tokenizer(str(path))
+        model = load_causal_lm(str(path), tok, init_from_config=False)
+        slots = [(i, s) for i, k in enumerate(ks) for s in range(j, k, len(policies))]
+        flat = generate(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens,
+                        temperature=1.0, batch_size=256)
+        for (i, s), g in zip(slots, flat):
+            texts[i][s] = g.text
+        del model
+    rows = []
+    for rec, k, completions in zip(records, ks, texts):
         lab = labelers[len(rows) % len(labelers)]
-        rows.append({"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
-                     "reference_ranks": reference.rank(rec, completions), "labeler": lab.id, "labeler_group": group,
-                     "category": rec.get("category"), "task": rec.get("task")})
+        row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
+               "reference_ranks": reference.rank(rec, completions), "labeler": lab.id, "labeler_group": group,
+               "category": rec.get("category"), "task": rec.get("task")}
+        if len(policies) > 1:
+            row["sources"] = [s % len(policies) for s in range(k)]
+        rows.append(row)
     return rows
 
 
