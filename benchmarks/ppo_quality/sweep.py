@@ -88,11 +88,23 @@ ARMS = {
     "ppo_ptx-rm_more_clean-g1-4k-seed1": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096, "seed": 1}),
     "ppo_ptx-rm_more_clean-g1-8k-kl05": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192, "kl_coef": 0.05}),
     "ppo_ptx-rm_more_clean-g1-16k-kl05": ("rm-more-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "kl_coef": 0.05}),
+    # a second round of comparisons (the paper's later rounds): 2,000 more prompts whose K samples come
+    # half from the SFT policy, half from the PPO-ptx policy that over-optimized the first RM; the RM is
+    # retrained on both rounds and PPO-ptx starts again from SFT. rm-8000: the same 8,000 prompts with
+    # SFT samples only (the control for the amount of data)
+    "ppo_ptx-rm_iter-g1-4k": ("rm-iter", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_iter-g1-8k": ("rm-iter", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_8000-g1-4k": ("rm-8000", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_iter_clean-g1-4k": ("rm-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
+    "ppo_ptx-rm_iter_clean-g1-8k": ("rm-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
        "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
-       "rm-more-clean": ("tiny", "more-clean")}
+       "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
+       "rm-8000": ("tiny", "sft8000")}
+# second-round ranking data: the first-round PPO-ptx policy whose samples are ranked, and whose labels
+ROUND2 = {"iter": ("ppo_ptx-rm_more-g1-4k", "labelers"), "iter-clean": ("ppo_ptx-rm_more_clean-g1-8k", "reference")}
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -207,15 +219,18 @@ def main() -> int:
         if any(RMS[n][0] == size for n in needs if n in RMS):
             sfts[size] = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
     rankings = {"demo": ranks}
-    if any(RMS[n][1] in ("more", "more-clean") for n in needs if n in RMS):
+    datasets = {RMS[n][1] for n in needs if n in RMS}
+    if datasets & {"more", "more-clean", "iter", "iter-clean", "sft8000"}:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
+        held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
+        big_prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
+        big_prompts = [p for p in big_prompts if p["prompt"] not in held]
+
         def more_rankings(o: Path) -> None:
-            held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
-            prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
-            prompts = [p for p in prompts if p["prompt"] not in held][: args.more_prompts]
-            write_jsonl(o / "rankings.jsonl", collect_rankings(str(sft), prompts, pool.training, pool.reference,
-                                                             Recipe().k, seed, Recipe().max_new_tokens, "training"))
+            write_jsonl(o / "rankings.jsonl", collect_rankings(str(sft), big_prompts[: args.more_prompts], pool.training,
+                                                             pool.reference, Recipe().k, seed, Recipe().max_new_tokens,
+                                                             "training"))
             (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
         rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
@@ -225,32 +240,66 @@ def main() -> int:
         write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
         (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
+    def round2_rankings(policies: list[str], labels: str, o: Path) -> None:
+        """The next 2,000 prompts, K samples shared out among ``policies``, ranked by the training labelers
+        or (``reference``) by the noiseless judge."""
+        prompts = big_prompts[args.more_prompts : args.more_prompts + 2000]
+        rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
+                                Recipe().max_new_tokens, "training")
+        if labels == "reference":
+            rows = [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
+        write_jsonl(o / "rankings.jsonl", rows)
+        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+
+    def joined(parts: list[Path], o: Path) -> None:  # one training file of several rounds
+        (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
+        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+
     if any(RMS[n][1] == "clean" for n in needs if n in RMS):
         rankings["clean"] = st.run("rankings-clean", lambda o: clean_rankings(ranks, o))
-    if any(RMS[n][1] == "more-clean" for n in needs if n in RMS):
+    if datasets & {"more-clean", "iter-clean"}:
         rankings["more-clean"] = st.run(f"rankings-{args.more_prompts}-clean",
                                         lambda o: clean_rankings(rankings["more"], o))
-    for name, (size, data) in RMS.items():
-        if name in needs:
-            stage = name.replace("more", str(args.more_prompts)) if data.startswith("more") else name
-            rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
+
+    def make_rm(name: str) -> Path:
+        size, data = RMS[name]
+        stage = name.replace("more", str(args.more_prompts)) if data.startswith("more") else name
+        rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
+        return rms[name]
 
     runs = {}
-    # the judge as a reward, built once (it loads the demo RM and scores its held-out samples to calibrate)
-    # when any oracle arm still has to run
-    todo = [n for n in args.arms if ARMS[n][0] == "oracle" and not (out / n / ".done").exists()]
-    judge = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference) if todo else None
-    for name in args.arms:
+    judge = None
+
+    def run_arm(name: str) -> Path:
+        nonlocal judge
         rm_name, ptx, over = ARMS[name]
         recipe = Recipe(**{k: v for k, v in over.items() if k in RECIPE_KEYS})
         recipe.extra = {"ppo": {k: v for k, v in over.items() if k not in RECIPE_KEYS}}
         if name in ("ppo", "ppo_ptx") and (demo / name / ".done").exists():
-            runs[name] = demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
-            continue
+            return demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
+        if rm_name == "oracle" and judge is None and not (out / name / ".done").exists():
+            # the judge as a reward, built once (it loads the demo RM and scores its held-out samples to
+            # calibrate) when an oracle arm still has to run
+            judge = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference)
         fn = judge if rm_name == "oracle" else None
-        rm_dir = rms["demo" if rm_name == "oracle" else rm_name]  # the oracle arms' value model: the demo RM
-        runs[name] = st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
-                                                                                           r, seed, ptx=p, reward_fn=f))
+        rm_dir = rms["demo"] if rm_name == "oracle" else rms.get(rm_name) or make_rm(rm_name)  # oracle: value from the demo RM
+        return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
+                                                                                      r, seed, ptx=p, reward_fn=f))
+
+    for data, (round1, labels) in ROUND2.items():
+        if data in datasets:  # needs its first-round RM and PPO-ptx run first
+            policy = run_arm(round1)
+            r2 = st.run(f"rankings-round2-{data}", lambda o, pol=policy, lab=labels: round2_rankings([str(sft), str(pol)], lab, o))
+            first = rankings["more" if labels == "labelers" else "more-clean"]
+            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[first, r2]: joined(parts, o))
+    if "sft8000" in datasets:
+        extra = st.run("rankings-round2-sft", lambda o: round2_rankings([str(sft)], "labelers", o))
+        rankings["sft8000"] = st.run("rankings-sft8000", lambda o: joined([rankings["more"], extra], o))
+    for name in RMS:
+        if name in needs and name not in rms:
+            make_rm(name)
+    for name in args.arms:
+        runs[name] = run_arm(name)
     wanted = {"SFT-2", *runs}
     done = out / "eval" / "results.json"
     if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:

@@ -175,7 +175,7 @@ def run_ours(work: Path, result_path: Path, iterations: int, precision: str, dev
     trainer.train(callbacks=[clock])
     from instructrl.ppo import rollout
 
-    graph = device == "cuda" and cfg.cuda_graphs and id(trainer.raw_policy) not in rollout._NO_STATIC
+    graph = device == "cuda" and cfg.cuda_graphs and not getattr(trainer.raw_policy, rollout.NO_CUDA_GRAPH, False)
     for r in rows:  # which sampler ran (a model that cannot decode with a CUDA graph falls back to plain)
         r["sampler"] = "cuda-graph" if graph else "plain"
     if profiler is not None:

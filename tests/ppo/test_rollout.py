@@ -120,15 +120,28 @@ def test_sample_categorical_draws_from_the_given_distribution():
     assert set(top.tolist()) <= {0, 1}
 
 
+def _tiny_llama(attn_implementation):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, bos_token_id=EOS, eos_token_id=EOS,
+                      pad_token_id=PAD)
+    cfg._attn_implementation = attn_implementation
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_static_cache_sampling_draws_what_the_dynamic_cache_draws(attn):
+def test_static_cache_sampling_draws_what_the_dynamic_cache_draws(arch, attn):
     """The fixed-shape decoding loop (static KV cache, prepared 4-D mask: what the CUDA graph replays)
     gives the same responses as the plain KV-cached loop from the same random numbers, with ragged
-    left-padded prompts, EOS mid-way and PAD after it."""
-    model = _tiny_lm(attn_implementation=attn)
+    left-padded prompts, EOS mid-way and PAD after it (GPT-2: learned positions; Llama: rotary, grouped
+    KV heads)."""
+    model = _tiny_lm(attn_implementation=attn) if arch == "gpt2" else _tiny_llama(attn)
     assert model.config._attn_implementation == attn
     with torch.no_grad():
-        model.lm_head.weight[EOS] += 0.6  # some rows end early, some run to the limit
+        model.get_output_embeddings().weight[EOS] += 0.6  # some rows end early, some run to the limit
     ids, mask = left_pad(_ragged_prompts(), PAD)
     outs = []
     for fn in (sample_responses, sample_responses_static):

@@ -264,18 +264,18 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     return responses, mask, has_eos
 
 
-_NO_STATIC: set[int] = set()  # ids of models whose static-cache sampling failed once
+NO_CUDA_GRAPH = "_instructrl_no_cuda_graph"  # set on a model whose static-cache sampling failed once
 
 
 def sample_fast(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, cuda_graph: bool, **kw):
     """The rollout's sampler: on a GPU with ``cuda_graph``, :func:`sample_responses_static` with a CUDA
     graph; if the model cannot decode that way (an attention kernel or cache it does not support), a
     warning and :func:`sample_responses` from then on. On a CPU, :func:`sample_responses`."""
-    if cuda_graph and prompt_ids.device.type == "cuda" and id(model) not in _NO_STATIC:
+    if cuda_graph and prompt_ids.device.type == "cuda" and not getattr(model, NO_CUDA_GRAPH, False):
         try:
             return sample_responses_static(model, prompt_ids, prompt_mask, cuda_graph=True, **kw)
         except Exception as e:  # noqa: BLE001  any failure of the fast path falls back to the plain one
-            _NO_STATIC.add(id(model))
+            setattr(model, NO_CUDA_GRAPH, True)
             log.warning("CUDA-graph sampling is not available for %s (%s: %s); sampling without it",
                         type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
     return sample_responses(model, prompt_ids, prompt_mask, **kw)
