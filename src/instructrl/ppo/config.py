@@ -50,7 +50,8 @@ class PPOConfig(BaseConfig):
                                          "(InstructGPT App. C.4: 1; Huang et al. 2023 policy detail 1).")
     cuda_graphs: bool = help_field(True, "On a GPU, sample with a static KV cache and replay the decoding step as a "
                                          "CUDA graph (falls back to plain sampling, with a warning, for a model that "
-                                         "cannot decode that way). No effect on a CPU.")
+                                         "cannot decode that way). No effect on a CPU or with FSDP / DeepSpeed "
+                                         "sharding.")
 
     # ------------------------------------------------------------------ optimization
     learning_rate: float = help_field(5e-6, "Policy peak learning rate (InstructGPT App. C.4: runs without the "

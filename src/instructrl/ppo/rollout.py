@@ -146,18 +146,27 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)  # (B,)
     tokens = []
     for t in range(max_new_tokens):
-        logits = out.logits[:, -1].float() / temperature  # (B, V)
-        tok = sample_categorical(torch.softmax(logits, dim=-1), generator)  # (B,)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
+        tok, real, done = _draw(out.logits[:, -1], done, temperature, generator, eos_id, pad_id)
         tokens.append(tok)
-        real = ~done  # (B,) this token is part of the response (EOS included)
-        done = done | (tok == eos_id)
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (B, P+t+1)
         out = model(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True,
                     **{cache_kw: cache})
         next_pos = next_pos + 1
+    return _finish(tokens, eos_id, pad_id)
+
+
+def _draw(logits: torch.Tensor, done: torch.Tensor, temperature: float, generator: torch.Generator | None,
+          eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per row from softmax(logits / temperature) (B, V), PAD for rows already done. Returns
+    the (B,) tokens, whether each is part of its response (EOS included), and the updated done flags."""
+    tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator)  # (B,)
+    tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
+    return tok, ~done, done | (tok == eos_id)
+
+
+def _finish(tokens: list[torch.Tensor], eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     responses = torch.stack(tokens, dim=1)  # (B, R')
     responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
     responses, mask = trim_responses(responses, mask)
@@ -232,11 +241,8 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     done = torch.zeros(B, dtype=torch.bool, device=dev)  # (B,)
     tokens = []
     for t in range(max_new_tokens):
-        tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator)  # (B,)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
+        tok, real, done = _draw(logits, done, temperature, generator, eos_id, pad_id)
         tokens.append(tok)
-        real = ~done  # (B,) this token is part of the response (EOS included)
-        done = done | (tok == eos_id)
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         step_ids.copy_(tok.unsqueeze(1))
@@ -258,10 +264,7 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
                     graph_logits = step()
             graph.replay()
             logits = graph_logits[:, -1]
-    responses = torch.stack(tokens, dim=1)  # (B, R')
-    responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
-    responses, mask = trim_responses(responses, mask)
-    return responses, mask, has_eos
+    return _finish(tokens, eos_id, pad_id)
 
 
 NO_CUDA_GRAPH = "_instructrl_no_cuda_graph"  # set on a model whose static-cache sampling failed once

@@ -120,6 +120,9 @@ class PPOTrainer:
             raise ConfigError("PPO needs a tokenizer with an EOS and a distinct PAD token")
         mp = resolve_mixed_precision(cfg)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp)
+        # sharded policies (FSDP, DeepSpeed ZeRO) gather their weights with collectives inside the forward:
+        # those are not captured in a CUDA graph, and a rank falling back alone would desynchronize them
+        self.cuda_graphs = cfg.cuda_graphs and str(accelerator.distributed_type).split(".")[-1] not in ("FSDP", "DEEPSPEED")
 
         device = accelerator.device
         for m in (policy, value_model):
@@ -195,7 +198,7 @@ class PPOTrainer:
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
             with self.autocast():
-                resp, rmask, has_eos = sample_fast(self.raw_policy, p_ids, p_mask, cuda_graph=self.cfg.cuda_graphs,
+                resp, rmask, has_eos = sample_fast(self.raw_policy, p_ids, p_mask, cuda_graph=self.cuda_graphs,
                                                    max_new_tokens=self.cfg.response_length, eos_id=self.eos_id,
                                                    pad_id=self.pad_id, temperature=self.cfg.temperature)
             parts.append(Episodes(p_ids, p_mask, resp, rmask, has_eos,
