@@ -97,14 +97,22 @@ ARMS = {
     "ppo_ptx-rm_8000-g1-4k": ("rm-8000", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
     "ppo_ptx-rm_iter_clean-g1-4k": ("rm-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 4096}),
     "ppo_ptx-rm_iter_clean-g1-8k": ("rm-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_iter_clean-g1-16k": ("rm-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    # a third round (noiseless labels): the next prompts, samples from SFT and the second round's 8k policy
+    "ppo_ptx-rm_iter3_clean-g1-8k": ("rm-iter3-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_iter3_clean-g1-16k": ("rm-iter3-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
        "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
        "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
-       "rm-8000": ("tiny", "sft8000")}
-# second-round ranking data: the first-round PPO-ptx policy whose samples are ranked, and whose labels
-ROUND2 = {"iter": ("ppo_ptx-rm_more-g1-4k", "labelers"), "iter-clean": ("ppo_ptx-rm_more_clean-g1-8k", "reference")}
+       "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean")}
+# later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
+# samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
+# of 2,000 prompts after the first --more-prompts
+ROUNDS = {"iter": ("more", "ppo_ptx-rm_more-g1-4k", "labelers", 2),
+          "iter-clean": ("more-clean", "ppo_ptx-rm_more_clean-g1-8k", "reference", 2),
+          "iter3-clean": ("iter-clean", "ppo_ptx-rm_iter_clean-g1-8k", "reference", 3)}
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -220,7 +228,11 @@ def main() -> int:
             sfts[size] = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
     rankings = {"demo": ranks}
     datasets = {RMS[n][1] for n in needs if n in RMS}
-    if datasets & {"more", "more-clean", "iter", "iter-clean", "sft8000"}:
+    for data in list(datasets):  # a later round needs the data of the rounds before it
+        while data in ROUNDS:
+            data = ROUNDS[data][0]
+            datasets.add(data)
+    if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
         held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
@@ -240,10 +252,11 @@ def main() -> int:
         write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
         (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
-    def round2_rankings(policies: list[str], labels: str, o: Path) -> None:
-        """The next 2,000 prompts, K samples shared out among ``policies``, ranked by the training labelers
-        or (``reference``) by the noiseless judge."""
-        prompts = big_prompts[args.more_prompts : args.more_prompts + 2000]
+    def round_rankings(policies: list[str], labels: str, round_: int, o: Path) -> None:
+        """Round ``round_``'s block of 2,000 prompts, K samples shared out among ``policies``, ranked by
+        the training labelers or (``reference``) by the noiseless judge."""
+        start = args.more_prompts + 2000 * (round_ - 2)
+        prompts = big_prompts[start : start + 2000]
         rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
                                 Recipe().max_new_tokens, "training")
         if labels == "reference":
@@ -286,14 +299,14 @@ def main() -> int:
         return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                       r, seed, ptx=p, reward_fn=f))
 
-    for data, (round1, labels) in ROUND2.items():
-        if data in datasets:  # needs its first-round RM and PPO-ptx run first
-            policy = run_arm(round1)
-            r2 = st.run(f"rankings-round2-{data}", lambda o, pol=policy, lab=labels: round2_rankings([str(sft), str(pol)], lab, o))
-            first = rankings["more" if labels == "labelers" else "more-clean"]
-            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[first, r2]: joined(parts, o))
+    for data, (before, arm, labels, round_) in ROUNDS.items():  # in round order
+        if data in datasets:  # the RM and PPO-ptx run of the round before come first
+            policy = run_arm(arm)
+            new = st.run(f"rankings-round{round_}-{data}", lambda o, pol=policy, lab=labels, r=round_:
+                         round_rankings([str(sft), str(pol)], lab, r, o))
+            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[rankings[before], new]: joined(parts, o))
     if "sft8000" in datasets:
-        extra = st.run("rankings-round2-sft", lambda o: round2_rankings([str(sft)], "labelers", o))
+        extra = st.run("rankings-round2-sft", lambda o: round_rankings([str(sft)], "labelers", 2, o))
         rankings["sft8000"] = st.run("rankings-sft8000", lambda o: joined([rankings["more"], extra], o))
     for name in RMS:
         if name in needs and name not in rms:

@@ -77,6 +77,22 @@ def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
     assert all(x["labeler"].startswith("train-") for x in rows)
 
 
+def test_cli_label_shares_k_samples_among_policies(tmp_path):
+    out = tmp_path / "w"
+    assert _cli("build", "--out", str(out), "--scale", "0.02", "--pretrain-docs", "50").returncode == 0
+    r = _cli("label", "--policy", "tiny", "small", "--prompts", str(out / "rm_prompts.jsonl"), "--k", "3-5",
+             "--limit", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "round2.jsonl"))
+    assert r.returncode == 0, r.stderr
+    rows = _read(tmp_path / "round2.jsonl")
+    assert len(rows) == 4
+    for x in rows:
+        k = len(x["completions"])
+        assert 3 <= k <= 5 and len(x["ranks"]) == k and x["sources"] == ["tiny", "small", "tiny", "small", "tiny"][:k]
+    r = _cli("label", "--policy", "synthetic", "tiny", "--prompts", str(out / "rm_prompts.jsonl"), "--out",
+             str(tmp_path / "x.jsonl"))
+    assert r.returncode == 2 and "synthetic cannot be mixed" in r.stderr
+
+
 def test_cli_errors_are_clear(tmp_path):
     r = _cli("label", "--policy", "synthetic", "--prompts", str(tmp_path / "missing.jsonl"), "--out",
              str(tmp_path / "x.jsonl"))

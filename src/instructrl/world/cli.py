@@ -3,9 +3,10 @@
 Sub-commands:
 
 * ``build --out DIR [--seed S --scale X]``: every dataset (see :mod:`instructrl.world.build`);
-* ``label --policy P --prompts rm_prompts.jsonl --k 4 --out rankings.jsonl``: K samples per prompt
-  from a policy (a checkpoint directory, a base-model size such as ``tiny``, or ``synthetic``),
-  ranked by the training labelers;
+* ``label --policy P [P2 ...] --prompts rm_prompts.jsonl --k 4 --out rankings.jsonl``: K samples per
+  prompt from a policy (a checkpoint directory, a base-model size such as ``tiny``, or ``synthetic``),
+  ranked by the training labelers; with several policies the K samples are shared out among them
+  (a later round of comparisons: the SFT policy next to a PPO policy);
 * ``corpus --out FILE``: pretraining documents (``{"text"}`` JSONL, or plain text for ``.txt``);
 * ``tokenizer --out DIR``: the BPE tokenizer with its chat template;
 * ``pretrain-base --out DIR [--install]``: regenerate the base models with ``instructrl pretrain``;
@@ -35,7 +36,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="Evaluation prompts from held-out users (default 320 x scale).")
 
     p = sub.add_parser("label", help="Sample K responses per prompt from a policy and have labelers rank them.")
-    p.add_argument("--policy", required=True, help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'.")
+    p.add_argument("--policy", required=True, nargs="+",
+                   help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'. Several: the K "
+                        "samples of a prompt are shared out among them in turn, and each row's 'sources' names "
+                        "the policy behind each sample.")
     p.add_argument("--prompts", required=True, help="Prompt records (rm_prompts.jsonl from 'world build').")
     p.add_argument("--k", default="4", help="Responses per prompt: a number, or a range such as 4-9 (InstructGPT §3.2).")
     p.add_argument("--out", required=True, help="Rankings JSONL: {prompt, completions, ranks, labeler, ...}.")
@@ -105,42 +109,48 @@ def label(args: argparse.Namespace) -> int:
     seed = records[0]["task"].get("world", 0) if records else 0
     pool = make_pool(seed)
     labelers = {"training": pool.training, "heldout": pool.heldout, "reference": [pool.reference]}[args.labelers]
-    if args.policy == "synthetic":
+    policies = args.policy
+    if "synthetic" in policies and len(policies) > 1:
+        raise InstructRLError("--policy synthetic cannot be mixed with model policies")
+    if policies == ["synthetic"]:
         from instructrl.world.synthetic import sample_responses
 
         kb = get_kb(seed)
         samples = [sample_responses(kb, rec, k, rng) for rec, k in zip(records, ks)]
     else:
-        samples = _sample_from_model(args, records, ks)
+        samples = [[""] * k for k in ks]
+        for j, policy in enumerate(policies):  # sample s of a prompt comes from policy s mod n
+            slots = [(i, s) for i, k in enumerate(ks) for s in range(j, k, len(policies))]
+            texts = _sample_from_model(args, policy, [records[i] for i, _ in slots], seed=args.seed + j)
+            for (i, s), text in zip(slots, texts):
+                samples[i][s] = text
     with open(args.out, "w", encoding="utf-8") as f:
         for rec, completions in zip(records, samples):
             lab = rng.choice(labelers)
             row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
                    "labeler": lab.id, **{k: rec[k] for k in ("user", "category", "task", "id") if k in rec}}
+            if len(policies) > 1:
+                row["sources"] = [policies[s % len(policies)] for s in range(len(completions))]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"label: {len(records)} prompts ranked by {args.labelers} labelers -> {args.out}")
     return 0
 
 
-def _sample_from_model(args: argparse.Namespace, records: list[dict], ks: list[int]) -> list[list[str]]:
+def _sample_from_model(args: argparse.Namespace, policy: str, records: list[dict], seed: int) -> list[str]:
+    """One sample of ``policy`` per record (a record repeated k times gets k samples)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from instructrl.world.pretrain import resolve_model
     from instructrl.world.sampling import generate
     from instructrl.world.tokenizer import format_prompt
 
-    path = resolve_model(args.policy)
+    path = resolve_model(policy)
     if not Path(path).exists():
-        raise InstructRLError(f"--policy {args.policy}: no such directory (or a size: tiny, small, medium, or 'synthetic')")
+        raise InstructRLError(f"--policy {policy}: no such directory (or a size: tiny, small, medium, or 'synthetic')")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).float()
-    texts = [format_prompt(tok, rec["prompt"]) for rec, k in zip(records, ks) for _ in range(k)]
-    flat = generate(model, tok, texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    out, i = [], 0
-    for k in ks:
-        out.append(flat[i:i + k])
-        i += k
-    return out
+    texts = [format_prompt(tok, rec["prompt"]) for rec in records]
+    return generate(model, tok, texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=seed)
 
 
 def main(args: argparse.Namespace) -> int:
