@@ -130,7 +130,7 @@ class PPOTrainer:
         pol_params = [p for p in policy.parameters() if p.requires_grad]
         val_params = [p for p in value_model.parameters() if p.requires_grad]
         betas = (cfg.adam_beta1, cfg.adam_beta2)
-        # on a GPU, one fused kernel per step instead of a few per parameter tensor: at PPO's small
+        # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
         # minibatches the optimizer step is launch-bound (same update up to float rounding)
         fused = {"fused": True} if device.type == "cuda" else {}
         pol_opt = torch.optim.AdamW(pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps,

@@ -109,7 +109,7 @@ def label(args: argparse.Namespace) -> int:
     seed = records[0]["task"].get("world", 0) if records else 0
     pool = make_pool(seed)
     labelers = {"training": pool.training, "heldout": pool.heldout, "reference": [pool.reference]}[args.labelers]
-    policies = args.policy
+    policies = [args.policy] if isinstance(args.policy, str) else list(args.policy)  # one, or several
     if "synthetic" in policies and len(policies) > 1:
         raise InstructRLError("--policy synthetic cannot be mixed with model policies")
     if policies == ["synthetic"]:
