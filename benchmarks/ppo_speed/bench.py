@@ -14,7 +14,8 @@ samples have std 1: both trainers optimize the very same synthetic reward, and t
 Creates /work/trl-venv (torch 2.13.0 + trl 1.12.0) if it is missing and no ``--trl-python`` is given; trl
 is never a dependency of instructrl. Writes results.json (or ``--out``) after every run, so a run that
 fails or is cut off keeps the ones before it. On a GPU (``--device cuda``) the matmul rates are those of
-an 8192^3 product, and ``--profile`` writes a torch.profiler table of two iterations of each trainer.
+an 8192^3 product and two short runs show instructrl without CUDA-graph sampling; ``--profile`` adds two
+short runs, one per trainer, that write torch.profiler tables of two iterations beside ``--out``.
 """
 
 from __future__ import annotations

@@ -111,16 +111,16 @@ def collect_rankings(policy: str | Sequence[str], records: list[dict], labelers:
 
     from instructrl.generate import generate
     from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+    from instructrl.world.sampling import share_slots
 
     policies = [policy] if isinstance(policy, (str, Path)) else list(policy)
     rng = random.Random(f"rank:{seed}:{group}")
     ks = [rng.randint(*k_range) for _ in records]
     texts: list[list[str | None]] = [[None] * k for k in ks]
-    for j, path in enumerate(policies):
+    for j, (path, slots) in enumerate(zip(policies, share_slots(ks, len(policies)))):
         torch.manual_seed(seed + j)
         tok = load_tokenizer(str(path))
         model = load_causal_lm(str(path), tok, init_from_config=False)
-        slots = [(i, s) for i, k in enumerate(ks) for s in range(j, k, len(policies))]
         flat = generate(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens,
                         temperature=1.0, batch_size=256)
         for (i, s), g in zip(slots, flat):

@@ -118,9 +118,10 @@ def label(args: argparse.Namespace) -> int:
         kb = get_kb(seed)
         samples = [sample_responses(kb, rec, k, rng) for rec, k in zip(records, ks)]
     else:
+        from instructrl.world.sampling import share_slots
+
         samples = [[""] * k for k in ks]
-        for j, policy in enumerate(policies):  # sample s of a prompt comes from policy s mod n
-            slots = [(i, s) for i, k in enumerate(ks) for s in range(j, k, len(policies))]
+        for j, (policy, slots) in enumerate(zip(policies, share_slots(ks, len(policies)))):
             texts = _sample_from_model(args, policy, [records[i] for i, _ in slots], seed=args.seed + j)
             for (i, s), text in zip(slots, texts):
                 samples[i][s] = text

@@ -13,6 +13,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from instructrl.world.tokenizer import format_prompt
 
 
+def share_slots(ks: list[int], n: int) -> list[list[tuple[int, int]]]:
+    """Who writes which sample when prompt i gets ``ks[i]`` samples from ``n`` policies in turn: for each
+    policy j, the (prompt index, sample index) pairs with sample index = j mod n, in prompt order."""
+    return [[(i, s) for i, k in enumerate(ks) for s in range(j, k, n)] for j in range(n)]
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], *,
              max_new_tokens: int = 48, temperature: float = 1.0, batch_size: int = 64, seed: int = 0,
