@@ -101,12 +101,19 @@ ARMS = {
     # a third round (noiseless labels): the next prompts, samples from SFT and the second round's 8k policy
     "ppo_ptx-rm_iter3_clean-g1-8k": ("rm-iter3-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-rm_iter3_clean-g1-16k": ("rm-iter3-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    # reward-model ensembles (instructrl.ppo.models.EnsembleReward) of the RMs above
+    "ppo_ptx-ens_clean-g1-8k": ("ens-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-ens-g1-8k": ("ens", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-ens_min-g1-8k": ("ens-min", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
        "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
        "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
        "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean")}
+# ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
+ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
+             "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min")}
 # later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
 # samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
 # of 2,000 prompts after the first --more-prompts
@@ -222,6 +229,7 @@ def main() -> int:
 
     rms = {"demo": demo / "rm"}
     needs = {ARMS[a][0] for a in args.arms}
+    needs |= {m for e in needs & set(ENSEMBLES) for m in ENSEMBLES[e][0]}
     sfts = {"tiny": sft}
     for size in ("small", "medium"):  # reward models from a larger SFT model (the paper: a 6B RM for every policy)
         if any(RMS[n][0] == size for n in needs if n in RMS):
@@ -295,7 +303,16 @@ def main() -> int:
             # calibrate) when an oracle arm still has to run
             judge = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference)
         fn = judge if rm_name == "oracle" else None
-        rm_dir = rms["demo"] if rm_name == "oracle" else rms.get(rm_name) or make_rm(rm_name)  # oracle: value from the demo RM
+        if rm_name in ENSEMBLES:
+            from instructrl.ppo.models import EnsembleReward
+
+            members, mode = ENSEMBLES[rm_name]
+            dirs = [rms.get(m) or make_rm(m) for m in members]
+            if not (out / name / ".done").exists():
+                fn = EnsembleReward.from_dirs([str(d) for d in dirs], mode)
+            rm_dir = dirs[0]
+        else:  # oracle: the value model from the demo RM
+            rm_dir = rms["demo"] if rm_name == "oracle" else rms.get(rm_name) or make_rm(rm_name)
         return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                       r, seed, ptx=p, reward_fn=f))
 

@@ -66,3 +66,36 @@ def test_reference_is_the_frozen_initial_policy(ppo_world, tmp_path, lora):
         assert not any(p.requires_grad for p in trainer.ref.parameters())
     torch.testing.assert_close(ref, initial)
     assert not torch.allclose(_logprobs(policy, tok), initial, atol=1e-4)
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.values = torch.tensor(values)
+
+    def forward(self, input_ids, attention_mask):
+        return self.values[: input_ids.shape[0]]
+
+
+def test_ensemble_reward_mean_min_and_uncertainty_weighted(ppo_world, tmp_path):
+    from instructrl.ppo.models import EnsembleReward
+
+    members = [_Const([1.0, 0.0]), _Const([3.0, 0.0]), _Const([2.0, 3.0])]
+    ids, mask = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
+    torch.testing.assert_close(EnsembleReward(members)(ids, mask), torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(EnsembleReward(members, "min")(ids, mask), torch.tensor([1.0, 0.0]))
+    spread = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 3.0]]).std(dim=1, unbiased=False)
+    torch.testing.assert_close(EnsembleReward(members, "uwo", penalty=0.5)(ids, mask),
+                               torch.tensor([2.0, 1.0]) - 0.5 * spread)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        EnsembleReward(members, "max")
+    with pytest.raises(ValueError, match="at least 2"):
+        EnsembleReward(members[:1])
+    # from RM directories: the mean of two copies of one RM is that RM
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ppo_world["rm"])
+    r_ids, r_mask = right_align(*_batch(tok), tok.pad_token_id)
+    ens = EnsembleReward.from_dirs([str(ppo_world["rm"]), str(ppo_world["rm"])])
+    with torch.no_grad():
+        torch.testing.assert_close(ens(r_ids, r_mask), load_reward_model(str(ppo_world["rm"]))(r_ids, r_mask))

@@ -55,6 +55,36 @@ def load_reward_model(path: str) -> nn.Module:
     return rm
 
 
+class EnsembleReward(nn.Module):
+    """Several reward models scored together (Coste et al. 2023, reward-model ensembles against
+    over-optimization): ``mode="mean"`` averages their normalized rewards, ``"min"`` takes the worst
+    case, ``"uwo"`` the mean minus ``penalty`` times their spread (uncertainty-weighted). Each member is
+    a module ``forward(input_ids, attention_mask) -> (B,)`` on the same token ids (e.g. stage-2
+    :class:`RewardModel` directories loaded with :func:`load_reward_model`)."""
+
+    MODES = ("mean", "min", "uwo")
+
+    def __init__(self, members: list[nn.Module], mode: str = "mean", penalty: float = 1.0):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"ensemble mode must be one of {self.MODES}, got {mode!r}")
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 reward models, got {len(members)}")
+        self.members, self.mode, self.penalty = nn.ModuleList(members), mode, penalty
+
+    @classmethod
+    def from_dirs(cls, paths: list[str], mode: str = "mean", penalty: float = 1.0) -> "EnsembleReward":
+        return cls([load_reward_model(p) for p in paths], mode, penalty)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.stack([m(input_ids=input_ids, attention_mask=attention_mask).float() for m in self.members])  # (M, B)
+        if self.mode == "min":
+            return scores.min(dim=0).values
+        if self.mode == "uwo":
+            return scores.mean(dim=0) - self.penalty * scores.std(dim=0, unbiased=False)
+        return scores.mean(dim=0)  # (B,)
+
+
 class ValueModel(nn.Module):
     """V(s_t) at every position: the RM's backbone and scalar head applied at every token (InstructGPT
     §3.5: value function initialized from the RM). ``forward(...) -> (B, T)``."""
