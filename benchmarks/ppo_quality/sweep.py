@@ -240,6 +240,13 @@ def main() -> int:
         while data in ROUNDS:
             data = ROUNDS[data][0]
             datasets.add(data)
+    def save_rankings(o: Path, rows: list[dict]) -> None:  # a ranking stage: its rows and the demo's held-out pairs
+        write_jsonl(o / "rankings.jsonl", rows)
+        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+
+    def by_reference(rows: list[dict]) -> list[dict]:  # the same samples, ranked by the noiseless judge
+        return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
+
     if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
@@ -248,17 +255,13 @@ def main() -> int:
         big_prompts = [p for p in big_prompts if p["prompt"] not in held]
 
         def more_rankings(o: Path) -> None:
-            write_jsonl(o / "rankings.jsonl", collect_rankings(str(sft), big_prompts[: args.more_prompts], pool.training,
-                                                             pool.reference, Recipe().k, seed, Recipe().max_new_tokens,
-                                                             "training"))
-            (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+            save_rankings(o, collect_rankings(str(sft), big_prompts[: args.more_prompts], pool.training, pool.reference,
+                                              Recipe().k, seed, Recipe().max_new_tokens, "training"))
 
         rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
 
     def clean_rankings(src: Path, o: Path) -> None:  # same prompts and samples, ranked by the reference judge
-        rows = [json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]
-        write_jsonl(o / "rankings.jsonl", [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows])
-        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+        save_rankings(o, by_reference([json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]))
 
     def round_rankings(policies: list[str], labels: str, round_: int, o: Path) -> None:
         """Round ``round_``'s block of 2,000 prompts, K samples shared out among ``policies``, ranked by
@@ -267,10 +270,7 @@ def main() -> int:
         prompts = big_prompts[start : start + 2000]
         rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
                                 Recipe().max_new_tokens, "training")
-        if labels == "reference":
-            rows = [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
-        write_jsonl(o / "rankings.jsonl", rows)
-        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
+        save_rankings(o, by_reference(rows) if labels == "reference" else rows)
 
     def joined(parts: list[Path], o: Path) -> None:  # one training file of several rounds
         (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))

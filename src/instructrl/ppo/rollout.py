@@ -116,9 +116,14 @@ class Episodes:
 
 
 # ----------------------------------------------------------------------------------------- model passes
+def _base_model(model):
+    """The transformers model itself (a peft model's base model)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _cache_kwarg(model) -> str:
     """The name under which this transformers model takes its KV cache ('cache' from transformers 5.x)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     params = inspect.signature(type(base).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -136,8 +141,7 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
     cache_kw = _cache_kwarg(model)
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    cache = DynamicCache(config=config)
+    cache = DynamicCache(config=_base_model(model).config)
     attn = prompt_mask.long()  # (B, P)
     pos = position_ids_from_mask(attn)  # (B, P)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
@@ -206,7 +210,7 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
 
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     impl = getattr(base.config, "_attn_implementation", None) or "eager"
     B, P = prompt_ids.shape
     L, dev = P + max_new_tokens, prompt_ids.device

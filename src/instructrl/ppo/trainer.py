@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 
 from instructrl.data.tokenize import IGNORE_INDEX, collate
 from instructrl.errors import ConfigError, InstructRLError
@@ -122,7 +123,8 @@ class PPOTrainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp)
         # sharded policies (FSDP, DeepSpeed ZeRO) gather their weights with collectives inside the forward:
         # those are not captured in a CUDA graph, and a rank falling back alone would desynchronize them
-        self.cuda_graphs = cfg.cuda_graphs and str(accelerator.distributed_type).split(".")[-1] not in ("FSDP", "DEEPSPEED")
+        self.cuda_graphs = cfg.cuda_graphs and accelerator.distributed_type not in (DistributedType.FSDP,
+                                                                                   DistributedType.DEEPSPEED)
 
         device = accelerator.device
         for m in (policy, value_model):

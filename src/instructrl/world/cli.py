@@ -120,9 +120,10 @@ def label(args: argparse.Namespace) -> int:
     else:
         from instructrl.world.sampling import share_slots
 
+        paths = [_policy_path(p) for p in policies]  # every path checked before any sampling
         samples = [[""] * k for k in ks]
-        for j, (policy, slots) in enumerate(zip(policies, share_slots(ks, len(policies)))):
-            texts = _sample_from_model(args, policy, [records[i] for i, _ in slots], seed=args.seed + j)
+        for j, (path, slots) in enumerate(zip(paths, share_slots(ks, len(policies)))):
+            texts = _sample_from_model(args, path, [records[i] for i, _ in slots], seed=args.seed + j)
             for (i, s), text in zip(slots, texts):
                 samples[i][s] = text
     with open(args.out, "w", encoding="utf-8") as f:
@@ -137,17 +138,23 @@ def label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_from_model(args: argparse.Namespace, policy: str, records: list[dict], seed: int) -> list[str]:
-    """One sample of ``policy`` per record (a record repeated k times gets k samples)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _policy_path(policy: str) -> str:
+    """The checkpoint directory of a --policy value (a directory or a base-model size)."""
     from instructrl.world.pretrain import resolve_model
-    from instructrl.world.sampling import generate
-    from instructrl.world.tokenizer import format_prompt
 
     path = resolve_model(policy)
     if not Path(path).exists():
         raise InstructRLError(f"--policy {policy}: no such directory (or a size: tiny, small, medium, or 'synthetic')")
+    return path
+
+
+def _sample_from_model(args: argparse.Namespace, path: str, records: list[dict], seed: int) -> list[str]:
+    """One sample of the model at ``path`` per record (a record repeated k times gets k samples)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from instructrl.world.sampling import generate
+    from instructrl.world.tokenizer import format_prompt
+
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).float()
     texts = [format_prompt(tok, rec["prompt"]) for rec in records]
