@@ -7,6 +7,9 @@ cached in OUT like the demo's:
   training files are checked to be identical), for win rates with standard errors near 0.017;
 * ``world-big`` + ``rankings-N``: N more prompts ranked by the training labelers, from the demo's SFT
   policy (prompts of the held-out comparisons left out);
+* ``world-xl`` + ``rankings-xl-N``: the paper's amount of ranking data (``--xl-prompts``, 32,000 by
+  default; the paper: 33k prompts) from a 12x build of the same world, prompts of the held-out
+  comparisons and of the evaluation left out, and a second round on 8,000 of them (``rankings-xl-round2-clean``);
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
   (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model) and
@@ -19,7 +22,8 @@ cached in OUT like the demo's:
   of every model's responses (the paper's metadata), and each RM's accuracy against the noiseless
   reference judge, split by the criterion that decides each held-out pair.
 
-Writes OUT/sweep.json and prints the tables.
+Writes OUT/sweep.json and prints the tables. With ``--tag T --arms A ...`` only the arms A are evaluated,
+side by side, in their own stage ``eval-T`` (written to OUT/sweep-T.json; the main evaluation is kept).
 
     python benchmarks/ppo_quality/sweep.py --demo runs/demo --out runs/ppo-sweep
 """
@@ -105,12 +109,30 @@ ARMS = {
     "ppo_ptx-ens_clean-g1-8k": ("ens-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-ens-g1-8k": ("ens", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-ens_min-g1-8k": ("ens-min", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    # the paper's amount of ranking data (33k prompts): --xl-prompts prompts of a larger build of the same
+    # world, SFT samples, ranked by the training labelers / by the noiseless judge
+    "ppo_ptx-rm_xl-g1-8k": ("rm-xl", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_xl-g1-16k": ("rm-xl", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean-g1-8k": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_xl_clean-g1-16k": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean-g1-8k-seed1": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192, "seed": 1}),
+    "ppo_ptx-rm_xl_clean-g1-32k": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 32768}),
+    "ppo_ptx-rm_xl_clean-g1-16k-lr2": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                             "learning_rate": 2e-4}),
+    "ppo_ptx-rm_xl_clean-g1-16k-ep2": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "ppo_epochs": 2}),
+    # a second round on top of it: the last 8,000 of those prompts sampled anew, half by SFT, half by the
+    # 32k policy that over-optimized rm-xl-clean, ranked by the noiseless judge; the RM retrained on both
+    "ppo_ptx-rm_xl_iter_clean-g1-8k": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
+    "ppo_ptx-rm_xl_iter_clean-g1-16k": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                      "learning_rate": 2e-4}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
        "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
        "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
-       "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean")}
+       "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean"), "rm-xl": ("tiny", "xl"),
+       "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean")}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
 ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
              "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min")}
@@ -201,9 +223,13 @@ def main() -> int:
     ap.add_argument("--demo", default="runs/demo", help="a finished demo run (world, sft, rankings, rm)")
     ap.add_argument("--out", default="runs/ppo-sweep")
     ap.add_argument("--more-prompts", type=int, default=6000, help="prompts ranked for the rm-more reward model")
+    ap.add_argument("--xl-prompts", type=int, default=32000, help="prompts ranked for the rm-xl reward models")
     ap.add_argument("--eval-prompts", type=int, default=800)
-    ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"which of {list(ARMS)}")
+    ap.add_argument("--arms", nargs="*", default=[a for a in ARMS if "rm_xl" not in a],
+                    help=f"which of {list(ARMS)} (default: all but the rm_xl ones, run with --tag xl)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="evaluate the --arms in their own stage eval-TAG and write "
+                    "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
     args = ap.parse_args()
 
     from instructrl.data.io import read_records, write_jsonl
@@ -247,10 +273,10 @@ def main() -> int:
     def by_reference(rows: list[dict]) -> list[dict]:  # the same samples, ranked by the noiseless judge
         return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
 
+    held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
     if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
 
-        held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
         big_prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
         big_prompts = [p for p in big_prompts if p["prompt"] not in held]
 
@@ -276,6 +302,16 @@ def main() -> int:
         (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
         (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
+    if datasets & {"xl", "xl-clean", "xl-iter-clean"}:
+        # a build of the same world (same knowledge base) with 12x the demo's prompts; prompts whose text is
+        # one of the held-out comparisons' or of the evaluation's are left out
+        xl = st.run("world-xl", lambda o: build_world(o, seed, Recipe(scale=12.0)))
+        held_out = held | {json.loads(x)["prompt"] for x in (ev_world / "eval_prompts.jsonl").read_text().splitlines()}
+        xl_prompts = [r.data for r in read_records(xl / "rm_prompts.jsonl", what="prompt data")]
+        xl_prompts = [p for p in xl_prompts if p["prompt"] not in held_out][: args.xl_prompts]
+        rankings["xl"] = st.run(f"rankings-xl-{args.xl_prompts}", lambda o: save_rankings(o, collect_rankings(
+            str(sft), xl_prompts, pool.training, pool.reference, Recipe().k, seed, Recipe().max_new_tokens, "training")))
+        rankings["xl-clean"] = st.run(f"rankings-xl-{args.xl_prompts}-clean", lambda o: clean_rankings(rankings["xl"], o))
     if any(RMS[n][1] == "clean" for n in needs if n in RMS):
         rankings["clean"] = st.run("rankings-clean", lambda o: clean_rankings(ranks, o))
     if datasets & {"more-clean", "iter-clean"}:
@@ -316,6 +352,12 @@ def main() -> int:
         return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                       r, seed, ptx=p, reward_fn=f))
 
+    if "xl-iter-clean" in datasets:
+        policy = run_arm("ppo_ptx-rm_xl_clean-g1-32k")
+        new = st.run("rankings-xl-round2-clean", lambda o: save_rankings(o, by_reference(collect_rankings(
+            [str(sft), str(policy)], xl_prompts[-8000:], pool.training, pool.reference, Recipe().k, seed,
+            Recipe().max_new_tokens, "training"))))
+        rankings["xl-iter-clean"] = st.run("rankings-xl-iter-clean", lambda o: joined([rankings["xl-clean"], new], o))
     for data, (before, arm, labels, round_) in ROUNDS.items():  # in round order
         if data in datasets:  # the RM and PPO-ptx run of the round before come first
             policy = run_arm(arm)
@@ -331,10 +373,11 @@ def main() -> int:
     for name in args.arms:
         runs[name] = run_arm(name)
     wanted = {"SFT-2", *runs}
-    done = out / "eval" / "results.json"
+    eval_stage = f"eval-{args.tag}" if args.tag else "eval"
+    done = out / eval_stage / "results.json"
     if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:
-        shutil.rmtree(out / "eval")  # evaluated with another set of arms: evaluate them all again, side by side
-    ev = st.run("eval", lambda o: run_eval_stage(o, [f"SFT-2={sft}"] + [f"{n}={p}" for n, p in runs.items()],
+        shutil.rmtree(out / eval_stage)  # evaluated with another set of arms: evaluate them all again, side by side
+    ev = st.run(eval_stage, lambda o: run_eval_stage(o, [f"SFT-2={sft}"] + [f"{n}={p}" for n, p in runs.items()],
                                                  f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
                                                  suites=["winrate"]))
     models = json.loads((ev / "results.json").read_text())["models"]
@@ -354,7 +397,7 @@ def main() -> int:
         "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
         "stage_seconds": st.timings,
     }
-    (out / "sweep.json").write_text(json.dumps(report, indent=1))
+    (out / (f"sweep-{args.tag}.json" if args.tag else "sweep.json")).write_text(json.dumps(report, indent=1))
     print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
           + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
     for m, w in report["win_rate_vs_sft"].items():
