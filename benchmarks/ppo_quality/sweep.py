@@ -120,12 +120,16 @@ ARMS = {
     "ppo_ptx-rm_xl_clean-g1-16k-lr2": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                              "learning_rate": 2e-4}),
     "ppo_ptx-rm_xl_clean-g1-16k-ep2": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384, "ppo_epochs": 2}),
+    "ppo_ptx-rm_xl_clean-g1-16k-lr2-seed1": ("rm-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                   "learning_rate": 2e-4, "seed": 1}),
     # a second round on top of it: the last 8,000 of those prompts sampled anew, half by SFT, half by the
     # 32k policy that over-optimized rm-xl-clean, ranked by the noiseless judge; the RM retrained on both
     "ppo_ptx-rm_xl_iter_clean-g1-8k": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 8192}),
     "ppo_ptx-rm_xl_iter_clean-g1-16k": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                       "learning_rate": 2e-4}),
+    "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2-seed1": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                            "learning_rate": 2e-4, "seed": 1}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
