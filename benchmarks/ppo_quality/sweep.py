@@ -277,6 +277,13 @@ def main() -> int:
     def by_reference(rows: list[dict]) -> list[dict]:  # the same samples, ranked by the noiseless judge
         return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
 
+    def rank(o: Path, policies: list[str], prompts: list[dict], labels: str = "labelers") -> None:
+        """A ranking stage: K samples of each prompt shared out among ``policies``, ranked by the training
+        labelers or (``reference``) by the noiseless judge."""
+        rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
+                                Recipe().max_new_tokens, "training")
+        save_rankings(o, by_reference(rows) if labels == "reference" else rows)
+
     held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
     if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
         big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
@@ -284,23 +291,16 @@ def main() -> int:
         big_prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
         big_prompts = [p for p in big_prompts if p["prompt"] not in held]
 
-        def more_rankings(o: Path) -> None:
-            save_rankings(o, collect_rankings(str(sft), big_prompts[: args.more_prompts], pool.training, pool.reference,
-                                              Recipe().k, seed, Recipe().max_new_tokens, "training"))
-
-        rankings["more"] = st.run(f"rankings-{args.more_prompts}", more_rankings)
+        rankings["more"] = st.run(f"rankings-{args.more_prompts}",
+                                  lambda o: rank(o, [str(sft)], big_prompts[: args.more_prompts]))
 
     def clean_rankings(src: Path, o: Path) -> None:  # same prompts and samples, ranked by the reference judge
         save_rankings(o, by_reference([json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]))
 
     def round_rankings(policies: list[str], labels: str, round_: int, o: Path) -> None:
-        """Round ``round_``'s block of 2,000 prompts, K samples shared out among ``policies``, ranked by
-        the training labelers or (``reference``) by the noiseless judge."""
+        """A ranking stage on round ``round_``'s block of 2,000 prompts."""
         start = args.more_prompts + 2000 * (round_ - 2)
-        prompts = big_prompts[start : start + 2000]
-        rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
-                                Recipe().max_new_tokens, "training")
-        save_rankings(o, by_reference(rows) if labels == "reference" else rows)
+        rank(o, policies, big_prompts[start : start + 2000], labels)
 
     def joined(parts: list[Path], o: Path) -> None:  # one training file of several rounds
         (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
@@ -313,8 +313,7 @@ def main() -> int:
         held_out = held | {json.loads(x)["prompt"] for x in (ev_world / "eval_prompts.jsonl").read_text().splitlines()}
         xl_prompts = [r.data for r in read_records(xl / "rm_prompts.jsonl", what="prompt data")]
         xl_prompts = [p for p in xl_prompts if p["prompt"] not in held_out][: args.xl_prompts]
-        rankings["xl"] = st.run(f"rankings-xl-{args.xl_prompts}", lambda o: save_rankings(o, collect_rankings(
-            str(sft), xl_prompts, pool.training, pool.reference, Recipe().k, seed, Recipe().max_new_tokens, "training")))
+        rankings["xl"] = st.run(f"rankings-xl-{args.xl_prompts}", lambda o: rank(o, [str(sft)], xl_prompts))
         rankings["xl-clean"] = st.run(f"rankings-xl-{args.xl_prompts}-clean", lambda o: clean_rankings(rankings["xl"], o))
     if any(RMS[n][1] == "clean" for n in needs if n in RMS):
         rankings["clean"] = st.run("rankings-clean", lambda o: clean_rankings(ranks, o))
@@ -358,9 +357,8 @@ def main() -> int:
 
     if "xl-iter-clean" in datasets:
         policy = run_arm("ppo_ptx-rm_xl_clean-g1-32k")
-        new = st.run("rankings-xl-round2-clean", lambda o: save_rankings(o, by_reference(collect_rankings(
-            [str(sft), str(policy)], xl_prompts[-8000:], pool.training, pool.reference, Recipe().k, seed,
-            Recipe().max_new_tokens, "training"))))
+        new = st.run("rankings-xl-round2-clean",
+                     lambda o: rank(o, [str(sft), str(policy)], xl_prompts[-8000:], "reference"))
         rankings["xl-iter-clean"] = st.run("rankings-xl-iter-clean", lambda o: joined([rankings["xl-clean"], new], o))
     for data, (before, arm, labels, round_) in ROUNDS.items():  # in round order
         if data in datasets:  # the RM and PPO-ptx run of the round before come first
