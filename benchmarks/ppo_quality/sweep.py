@@ -12,9 +12,10 @@ cached in OUT like the demo's:
   comparisons and of the evaluation left out, and a second round on 8,000 of them (``rankings-xl-round2-clean``);
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
-  (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model) and
+  (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model),
   ``rm-clean`` / ``rm-N-clean`` (the demo's / the N-prompt rankings re-ranked by the noiseless reference
-  judge: the cost of label noise);
+  judge: the cost of label noise) and ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
+  rankings, from the small / medium SFT model);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
@@ -24,6 +25,8 @@ cached in OUT like the demo's:
 
 Writes OUT/sweep.json and prints the tables. With ``--tag T --arms A ...`` only the arms A are evaluated,
 side by side, in their own stage ``eval-T`` (written to OUT/sweep-T.json; the main evaluation is kept).
+``--train-only`` stops before the evaluation: stages trained elsewhere (a GPU machine) are copied into OUT
+and evaluated with the others.
 
     python benchmarks/ppo_quality/sweep.py --demo runs/demo --out runs/ppo-sweep
 """
@@ -130,13 +133,22 @@ ARMS = {
                                                                       "learning_rate": 2e-4}),
     "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2-seed1": ("rm-xl-iter-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                             "learning_rate": 2e-4, "seed": 1}),
+    # the same 32k noiseless rankings for an RM larger than the policy (the paper: a 6B RM for every policy
+    # size); the value model starts from the RM, so it has that size too
+    "ppo_ptx-rm_xl_clean_small-g1-16k": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean_small-g1-16k-lr2": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                         "learning_rate": 2e-4}),
+    "ppo_ptx-rm_xl_clean_medium-g1-16k": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean_medium-g1-16k-lr2": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                           "learning_rate": 2e-4}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
        "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
        "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
        "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean"), "rm-xl": ("tiny", "xl"),
-       "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean")}
+       "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean"),
+       "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean")}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
 ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
              "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min")}
@@ -234,6 +246,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="evaluate the --arms in their own stage eval-TAG and write "
                     "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
+    ap.add_argument("--train-only", action="store_true", help="stop once the arms' stages are trained (to train "
+                    "on one machine, a GPU say, and evaluate on another: copy the stage folders into OUT there)")
     args = ap.parse_args()
 
     from instructrl.data.io import read_records, write_jsonl
@@ -374,6 +388,9 @@ def main() -> int:
             make_rm(name)
     for name in args.arms:
         runs[name] = run_arm(name)
+    if args.train_only:
+        print(f"trained: {', '.join(runs)} (stage times: {st.timings})")
+        return 0
     wanted = {"SFT-2", *runs}
     eval_stage = f"eval-{args.tag}" if args.tag else "eval"
     done = out / eval_stage / "results.json"
