@@ -136,11 +136,22 @@ ARMS = {
     # the same 32k noiseless rankings for an RM larger than the policy (the paper: a 6B RM for every policy
     # size); the value model starts from the RM, so it has that size too
     "ppo_ptx-rm_xl_clean_small-g1-16k": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean_small-g1-16k-seed1": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                           "seed": 1}),
+    "ppo_ptx-rm_xl_clean_small-g1-16k-seed2": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                           "seed": 2}),
+    "ppo_ptx-rm_xl_clean_small-g1-24k": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 24576}),
     "ppo_ptx-rm_xl_clean_small-g1-16k-lr2": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                          "learning_rate": 2e-4}),
     "ppo_ptx-rm_xl_clean_medium-g1-16k": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     "ppo_ptx-rm_xl_clean_medium-g1-16k-lr2": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                            "learning_rate": 2e-4}),
+    # the three of them as one ensemble: members of different sizes and initializations
+    "ppo_ptx-ens_xl_clean-g1-16k-lr2": ("ens-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                               "learning_rate": 2e-4}),
+    "ppo_ptx-ens_xl_clean_uwo-g1-16k": ("ens-xl-clean-uwo", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-ens_xl_clean_uwo-g1-16k-lr2": ("ens-xl-clean-uwo", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                       "learning_rate": 2e-4}),
 }
 # reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
 RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
@@ -151,7 +162,9 @@ RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more"
        "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean")}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
 ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
-             "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min")}
+             "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min"),
+             "ens-xl-clean": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "mean"),
+             "ens-xl-clean-uwo": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "uwo")}
 # later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
 # samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
 # of 2,000 prompts after the first --more-prompts
