@@ -171,6 +171,14 @@ ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
 ROUNDS = {"iter": ("more", "ppo_ptx-rm_more-g1-4k", "labelers", 2),
           "iter-clean": ("more-clean", "ppo_ptx-rm_more_clean-g1-8k", "reference", 2),
           "iter3-clean": ("iter-clean", "ppo_ptx-rm_iter_clean-g1-8k", "reference", 3)}
+
+
+def uses_xl(arm: str) -> bool:
+    """Whether an arm's reward model (or one of its ensemble's members) learns from the 32k rankings."""
+    rm = ARMS[arm][0]
+    return any(RMS.get(m, ("", ""))[1].startswith("xl") for m in ENSEMBLES.get(rm, ([rm], ""))[0])
+
+
 CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
 RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
 
@@ -254,8 +262,8 @@ def main() -> int:
     ap.add_argument("--more-prompts", type=int, default=6000, help="prompts ranked for the rm-more reward model")
     ap.add_argument("--xl-prompts", type=int, default=32000, help="prompts ranked for the rm-xl reward models")
     ap.add_argument("--eval-prompts", type=int, default=800)
-    ap.add_argument("--arms", nargs="*", default=[a for a in ARMS if "rm_xl" not in a],
-                    help=f"which of {list(ARMS)} (default: all but the rm_xl ones, run with --tag xl)")
+    ap.add_argument("--arms", nargs="*", default=[a for a in ARMS if not uses_xl(a)],
+                    help=f"which of {list(ARMS)} (default: all but those on the 32k rankings, run with --tag)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="evaluate the --arms in their own stage eval-TAG and write "
                     "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
@@ -405,7 +413,8 @@ def main() -> int:
         print(f"trained: {', '.join(runs)} (stage times: {st.timings})")
         return 0
     wanted = {"SFT-2", *runs}
-    eval_stage = f"eval-{args.tag}" if args.tag else "eval"
+    suffix = f"-{args.tag}" if args.tag else ""
+    eval_stage = f"eval{suffix}"
     done = out / eval_stage / "results.json"
     if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:
         shutil.rmtree(out / eval_stage)  # evaluated with another set of arms: evaluate them all again, side by side
@@ -429,7 +438,7 @@ def main() -> int:
         "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
         "stage_seconds": st.timings,
     }
-    (out / (f"sweep-{args.tag}.json" if args.tag else "sweep.json")).write_text(json.dumps(report, indent=1))
+    (out / f"sweep{suffix}.json").write_text(json.dumps(report, indent=1))
     print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
           + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
     for m, w in report["win_rate_vs_sft"].items():
