@@ -146,6 +146,16 @@ ARMS = {
     "ppo_ptx-rm_xl_clean_medium-g1-16k": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     "ppo_ptx-rm_xl_clean_medium-g1-16k-lr2": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                            "learning_rate": 2e-4}),
+    # the small RM trained as the paper trains its RM, for 1 epoch (it overfits after one); a second build of
+    # the small RM (seed 1: other head initialization and data order); a stronger KL penalty over more
+    # episodes; the two small builds as one ensemble
+    "ppo_ptx-rm_xl_clean_small_1ep-g1-16k": ("rm-xl-clean-small-1ep", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean_small_1ep-g1-16k-seed1": ("rm-xl-clean-small-1ep", True,
+                                                   {"ptx_coef": 1.0, "ppo_episodes": 16384, "seed": 1}),
+    "ppo_ptx-rm_xl_clean_small_s1-g1-16k": ("rm-xl-clean-small-s1", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
+                                                                         "kl_coef": 0.04}),
+    "ppo_ptx-ens_xl_clean_small2-g1-16k": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     # the three of them as one ensemble: members of different sizes and initializations
     "ppo_ptx-ens_xl_clean-g1-16k-lr2": ("ens-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                "learning_rate": 2e-4}),
@@ -159,12 +169,16 @@ RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more"
        "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
        "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean"), "rm-xl": ("tiny", "xl"),
        "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean"),
-       "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean")}
+       "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean"),
+       "rm-xl-clean-small-1ep": ("small", "xl-clean"), "rm-xl-clean-small-s1": ("small", "xl-clean")}
+# reward models whose recipe differs from the demo's (rm-tiny): name: overrides of the RM config
+RM_OVERRIDES = {"rm-xl-clean-small-1ep": {"epochs": 1}, "rm-xl-clean-small-s1": {"seed": 1}}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
 ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
              "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min"),
              "ens-xl-clean": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "mean"),
-             "ens-xl-clean-uwo": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "uwo")}
+             "ens-xl-clean-uwo": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "uwo"),
+             "ens-xl-clean-small2": (["rm-xl-clean-small", "rm-xl-clean-small-s1"], "mean")}
 # later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
 # samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
 # of 2,000 prompts after the first --more-prompts
@@ -359,7 +373,8 @@ def main() -> int:
     def make_rm(name: str) -> Path:
         size, data = RMS[name]
         stage = name.replace("more", str(args.more_prompts)) if data.startswith("more") else name
-        rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed))
+        rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed,
+                                                                                       RM_OVERRIDES.get(name)))
         return rms[name]
 
     runs = {}

@@ -155,14 +155,15 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     write_jsonl(out / "rankings_eval.jsonl", evals)
 
 
-def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, seed: int) -> None:
+def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, seed: int, overrides: dict | None = None) -> None:
+    """The ``rm-tiny`` recipe from ``sft`` on ``rankings``; ``overrides`` replace entries of the RM config."""
     from instructrl.reward.api import run_rm
     from instructrl.reward.config import RMConfig
 
     cfg = RMConfig.from_dict({**_preset("rm-tiny"), "model": sft, "data": str(rankings / "rankings.jsonl"),
                               "eval_data": str(rankings / "rankings_eval.jsonl"), "output_dir": str(out),
                               "demonstrations": str(world / "sft.jsonl"), "normalize": "demonstrations",
-                              "seed": seed, "resume": (out / "checkpoints").exists()})
+                              "seed": seed, "resume": (out / "checkpoints").exists(), **(overrides or {})})
     run_rm(cfg)
 
 
