@@ -14,8 +14,9 @@ cached in OUT like the demo's:
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
   (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model),
   ``rm-clean`` / ``rm-N-clean`` (the demo's / the N-prompt rankings re-ranked by the noiseless reference
-  judge: the cost of label noise) and ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
-  rankings, from the small / medium SFT model);
+  judge: the cost of label noise), ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
+  rankings, from the small / medium SFT model), ``rm-xl-clean-small-1ep`` (the same for 1 epoch) and
+  ``rm-xl-clean-small-s1`` (a second build of the small one, seed 1; RM_OVERRIDES);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
@@ -155,7 +156,19 @@ ARMS = {
     "ppo_ptx-rm_xl_clean_small_s1-g1-16k": ("rm-xl-clean-small-s1", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     "ppo_ptx-rm_xl_clean_small-g1-24k-kl4": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
                                                                          "kl_coef": 0.04}),
+    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4-seed1": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
+                                                                               "kl_coef": 0.04, "seed": 1}),
+    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4-seed2": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
+                                                                               "kl_coef": 0.04, "seed": 2}),
+    "ppo_ptx-rm_xl_clean_small-g1-32k-kl4": ("rm-xl-clean-small", True, {"ptx_coef": 1.0, "ppo_episodes": 32768,
+                                                                         "kl_coef": 0.04}),
+    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4": ("rm-xl-clean-small-s1", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
+                                                                               "kl_coef": 0.04}),
+    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4-seed1": ("rm-xl-clean-small-s1", True,
+                                                      {"ptx_coef": 1.0, "ppo_episodes": 24576, "kl_coef": 0.04, "seed": 1}),
     "ppo_ptx-ens_xl_clean_small2-g1-16k": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-ens_xl_clean_small2-g1-24k-kl4": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
+                                                                             "kl_coef": 0.04}),
     # the three of them as one ensemble: members of different sizes and initializations
     "ppo_ptx-ens_xl_clean-g1-16k-lr2": ("ens-xl-clean", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                "learning_rate": 2e-4}),
