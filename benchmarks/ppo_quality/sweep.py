@@ -147,7 +147,7 @@ ARMS = {
     "ppo_ptx-rm_xl_clean_medium-g1-16k": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
     "ppo_ptx-rm_xl_clean_medium-g1-16k-lr2": ("rm-xl-clean-medium", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
                                                                            "learning_rate": 2e-4}),
-    # the small RM trained as the paper trains its RM, for 1 epoch (it overfits after one); a second build of
+    # the small RM trained for 1 epoch, as the paper trains its RM (there it overfits after one); a second build of
     # the small RM (seed 1: other head initialization and data order); a stronger KL penalty over more
     # episodes; the two small builds as one ensemble
     "ppo_ptx-rm_xl_clean_small_1ep-g1-16k": ("rm-xl-clean-small-1ep", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
