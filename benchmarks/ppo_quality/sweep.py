@@ -167,6 +167,10 @@ ARMS = {
     "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4-seed1": ("rm-xl-clean-small-s1", True,
                                                       {"ptx_coef": 1.0, "ppo_episodes": 24576, "kl_coef": 0.04, "seed": 1}),
     "ppo_ptx-ens_xl_clean_small2-g1-16k": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 16384}),
+    "ppo_ptx-ens_xl_clean_small2-g1-16k-seed1": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 16384,
+                                                                               "seed": 1}),
+    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4-seed2": ("rm-xl-clean-small-s1", True,
+                                                      {"ptx_coef": 1.0, "ppo_episodes": 24576, "kl_coef": 0.04, "seed": 2}),
     "ppo_ptx-ens_xl_clean_small2-g1-24k-kl4": ("ens-xl-clean-small2", True, {"ptx_coef": 1.0, "ppo_episodes": 24576,
                                                                              "kl_coef": 0.04}),
     # the three of them as one ensemble: members of different sizes and initializations
