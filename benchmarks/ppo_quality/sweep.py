@@ -9,20 +9,22 @@ cached in OUT like the demo's:
   policy (prompts of the held-out comparisons left out);
 * ``world-xl`` + ``rankings-xl-N``: the paper's amount of ranking data (``--xl-prompts``, 32,000 by
   default; the paper: 33k prompts) from a 12x build of the same world, prompts of the held-out
-  comparisons and of the evaluation left out, and a second round on 8,000 of them (``rankings-xl-round2-clean``);
+  comparisons and of the evaluation left out, and second rounds on 8,000 of them (XL_ROUNDS: samples of a
+  PPO-ptx policy next to SFT's, ranked by the noiseless judge);
 * reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
   demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
   (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model),
   ``rm-clean`` / ``rm-N-clean`` (the demo's / the N-prompt rankings re-ranked by the noiseless reference
   judge: the cost of label noise), ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
   rankings, from the small / medium SFT model), ``rm-xl-clean-small-1ep`` (the same for 1 epoch) and
-  ``rm-xl-clean-small-s1`` (a second build of the small one, seed 1; RM_OVERRIDES);
+  ``rm-xl-clean-small-s1`` (a second build of the small one, seed 1; RM_OVERRIDES), ``rm-xl-small-iter-clean``
+  (the small one on both rounds);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
 * one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
-  of every model's responses (the paper's metadata), and each RM's accuracy against the noiseless
-  reference judge, split by the criterion that decides each held-out pair.
+  of every model's responses (the paper's metadata), the judge's mean utility by task type, and each RM's
+  accuracy against the noiseless reference judge, split by the criterion that decides each held-out pair.
 
 Writes OUT/sweep.json and prints the tables. With ``--tag T --arms A ...`` only the arms A are evaluated,
 side by side, in their own stage ``eval-T`` (written to OUT/sweep-T.json; the main evaluation is kept).
@@ -162,6 +164,15 @@ ARMS = {
     "ppo_ptx-ens_xl_clean_small2-g1-16k": g1("ens-xl-clean-small2", 16384),
     "ppo_ptx-ens_xl_clean_small2-g1-16k-seed1": g1("ens-xl-clean-small2", 16384, seed=1),
     "ppo_ptx-ens_xl_clean_small2-g1-24k-kl4": g1("ens-xl-clean-small2", 24576, kl_coef=0.04),
+    # a second round for the small RM: the last 8,000 of the 32k prompts sampled anew, half by SFT, half by the
+    # best small-RM policy (KL 0.04, 24k episodes, which does not over-optimize), ranked by the noiseless
+    # judge; the small RM retrained on both rounds
+    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04),
+    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4-seed1": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04, seed=1),
+    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4-seed2": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04, seed=2),
+    # the two small builds and the second-round RM as one ensemble
+    "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4": g1("ens-xl-clean-small3", 24576, kl_coef=0.04),
+    "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4-seed1": g1("ens-xl-clean-small3", 24576, kl_coef=0.04, seed=1),
     # the three of them as one ensemble: members of different sizes and initializations
     "ppo_ptx-ens_xl_clean-g1-16k-lr2": g1("ens-xl-clean", 16384, learning_rate=2e-4),
     "ppo_ptx-ens_xl_clean_uwo-g1-16k": g1("ens-xl-clean-uwo", 16384),
@@ -174,7 +185,8 @@ RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more"
        "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean"), "rm-xl": ("tiny", "xl"),
        "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean"),
        "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean"),
-       "rm-xl-clean-small-1ep": ("small", "xl-clean"), "rm-xl-clean-small-s1": ("small", "xl-clean")}
+       "rm-xl-clean-small-1ep": ("small", "xl-clean"), "rm-xl-clean-small-s1": ("small", "xl-clean"),
+       "rm-xl-small-iter-clean": ("small", "xl-small-iter-clean")}
 # reward models whose recipe differs from the demo's (rm-tiny): name: overrides of the RM config
 RM_OVERRIDES = {"rm-xl-clean-small-1ep": {"epochs": 1}, "rm-xl-clean-small-s1": {"seed": 1}}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
@@ -182,13 +194,18 @@ ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
              "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min"),
              "ens-xl-clean": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "mean"),
              "ens-xl-clean-uwo": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "uwo"),
-             "ens-xl-clean-small2": (["rm-xl-clean-small", "rm-xl-clean-small-s1"], "mean")}
+             "ens-xl-clean-small2": (["rm-xl-clean-small", "rm-xl-clean-small-s1"], "mean"),
+             "ens-xl-clean-small3": (["rm-xl-clean-small", "rm-xl-clean-small-s1", "rm-xl-small-iter-clean"], "mean")}
 # later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
 # samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
 # of 2,000 prompts after the first --more-prompts
 ROUNDS = {"iter": ("more", "ppo_ptx-rm_more-g1-4k", "labelers", 2),
           "iter-clean": ("more-clean", "ppo_ptx-rm_more_clean-g1-8k", "reference", 2),
           "iter3-clean": ("iter-clean", "ppo_ptx-rm_iter_clean-g1-8k", "reference", 3)}
+# second rounds on the 32k rankings: name: (the PPO-ptx arm whose samples are ranked next to the SFT policy's on
+# the last 8,000 of the 32k prompts by the noiseless judge, the stage of that round's rankings)
+XL_ROUNDS = {"xl-iter-clean": ("ppo_ptx-rm_xl_clean-g1-32k", "rankings-xl-round2-clean"),
+             "xl-small-iter-clean": ("ppo_ptx-rm_xl_clean_small-g1-24k-kl4", "rankings-xl-small-round2-clean")}
 
 
 def uses_xl(arm: str) -> bool:
@@ -262,6 +279,20 @@ def criteria_by_model(responses: Path, prompts: Path) -> dict:
     return {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
 
 
+def utility_by_task(responses: Path, prompts: Path, reference) -> dict:
+    """The noiseless judge's mean utility of each model's evaluation responses, by task type: where a policy
+    gains on SFT and where it loses."""
+    records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    for line in responses.read_text().splitlines():
+        r = json.loads(line)
+        rec = records[r["prompt"]]
+        cell = sums[r["model"]][rec["task"]["type"]]
+        cell[0] += reference.utility(rec, r["response"])
+        cell[1] += 1
+    return {m: {t: {"utility": u / n, "n": n} for t, (u, n) in by_type.items()} for m, by_type in sums.items()}
+
+
 def training_curve(run: Path) -> dict:
     """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
     from instructrl.evaluate.report import metrics_series
@@ -306,6 +337,10 @@ def main() -> int:
 
     ev_world = st.run("world-eval", lambda o: build_world(o, seed, Recipe(scale=scale,
                                                                           world_eval_prompts=args.eval_prompts)))
+    n_eval = len((ev_world / "eval_prompts.jsonl").read_text().splitlines())
+    if n_eval != args.eval_prompts:  # the stage is cached by name; the 32k rankings leave its prompts out
+        raise SystemExit(f"error: {ev_world} holds {n_eval} evaluation prompts, not --eval-prompts "
+                         f"{args.eval_prompts}; use another --out for another evaluation size")
     for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "pretrain.jsonl"):
         if (ev_world / f).read_bytes() != (world / f).read_bytes():
             raise SystemExit(f"error: {ev_world / f} differs from the demo's: the demo was built with other settings")
@@ -359,7 +394,7 @@ def main() -> int:
         (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
         (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
 
-    if datasets & {"xl", "xl-clean", "xl-iter-clean"}:
+    if datasets & {"xl", "xl-clean", *XL_ROUNDS}:
         # a build of the same world (same knowledge base) with 12x the demo's prompts; prompts whose text is
         # one of the held-out comparisons' or of the evaluation's are left out
         xl = st.run("world-xl", lambda o: build_world(o, seed, Recipe(scale=12.0)))
@@ -409,11 +444,11 @@ def main() -> int:
         return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
                                                                                       r, seed, ptx=p, reward_fn=f))
 
-    if "xl-iter-clean" in datasets:
-        policy = run_arm("ppo_ptx-rm_xl_clean-g1-32k")
-        new = st.run("rankings-xl-round2-clean",
-                     lambda o: rank(o, [str(sft), str(policy)], xl_prompts[-8000:], "reference"))
-        rankings["xl-iter-clean"] = st.run("rankings-xl-iter-clean", lambda o: joined([rankings["xl-clean"], new], o))
+    for data, (arm, stage) in XL_ROUNDS.items():
+        if data in datasets:
+            policy = run_arm(arm)
+            new = st.run(stage, lambda o, pol=policy: rank(o, [str(sft), str(pol)], xl_prompts[-8000:], "reference"))
+            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[rankings["xl-clean"], new]: joined(parts, o))
     for data, (before, arm, labels, round_) in ROUNDS.items():  # in round order
         if data in datasets:  # the RM and PPO-ptx run of the round before come first
             policy = run_arm(arm)
@@ -452,6 +487,7 @@ def main() -> int:
         "heldout_lm_loss": lm_loss,
         "training": {n: training_curve(p) for n, p in runs.items()},
         "criteria": criteria_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl"),
+        "utility_by_task": utility_by_task(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl", pool.reference),
         "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
                         for n, p in rms.items()},
         "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
@@ -466,6 +502,14 @@ def main() -> int:
         print(f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {lm_loss.get(m, float('nan')):8.4f} {curve} "
               + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
     print(f"held-out LM loss of the base model: {lm_loss['base']:.4f}")
+    by_task = report["utility_by_task"]
+    types = sorted(by_task["SFT-2"], key=lambda t: -by_task["SFT-2"][t]["n"])
+    print("\nthe judge's mean utility by task type: SFT-2, and each arm's difference from it")
+    print(f"{'model':32s} " + " ".join(f"{t[:9]:>9s}" for t in types))
+    print(f"{'(prompts)':32s} " + " ".join(f"{by_task['SFT-2'][t]['n']:9d}" for t in types))
+    for m, row in by_task.items():
+        base = {t: 0.0 for t in types} if m == "SFT-2" else {t: by_task["SFT-2"][t]["utility"] for t in types}
+        print(f"{m:32s} " + " ".join(f"{row[t]['utility'] - base[t]:+9.3f}" if t in row else " " * 9 for t in types))
     print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
     names = ["labeler", *rms]
     print(f"{'criterion':14s} {'pairs':>6s} " + " ".join(f"{n:>10s}" for n in names))
