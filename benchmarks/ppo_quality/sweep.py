@@ -264,33 +264,27 @@ def oracle_reward(sft: Path, rm: Path, world: Path, rankings: Path, reference):
     return JudgeReward(load_tokenizer(str(sft)), records, reference, scale=scale, shift=shift)
 
 
-def criteria_by_model(responses: Path, prompts: Path) -> dict:
-    """Mean judge criteria of each model's evaluation responses."""
+def judge_by_model(responses: Path, prompts: Path, reference) -> tuple[dict, dict]:
+    """Each model's evaluation responses judged once: the mean of each judge criterion, and the noiseless
+    judge's mean utility by task type (where a policy gains on SFT and where it loses)."""
     from instructrl.world.judge import score
 
     records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
     sums: dict[str, Counter] = defaultdict(Counter)
-    for line in responses.read_text().splitlines():
-        r = json.loads(line)
-        c = score(records[r["prompt"]], r["response"])
-        sums[r["model"]]["n"] += 1
-        for k in CRITERIA:
-            sums[r["model"]][k] += float(c[k] or 0)
-    return {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
-
-
-def utility_by_task(responses: Path, prompts: Path, reference) -> dict:
-    """The noiseless judge's mean utility of each model's evaluation responses, by task type: where a policy
-    gains on SFT and where it loses."""
-    records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
-    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
     for line in responses.read_text().splitlines():
         r = json.loads(line)
         rec = records[r["prompt"]]
-        cell = sums[r["model"]][rec["task"]["type"]]
-        cell[0] += reference.utility(rec, r["response"])
+        c = score(rec, r["response"])
+        sums[r["model"]]["n"] += 1
+        for k in CRITERIA:
+            sums[r["model"]][k] += float(c[k] or 0)
+        cell = by_task[r["model"]][rec["task"]["type"]]
+        cell[0] += reference.utility(rec, r["response"], c)
         cell[1] += 1
-    return {m: {t: {"utility": u / n, "n": n} for t, (u, n) in by_type.items()} for m, by_type in sums.items()}
+    criteria = {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
+    utility = {m: {t: {"utility": u / n, "n": n} for t, (u, n) in types.items()} for m, types in by_task.items()}
+    return criteria, utility
 
 
 def training_curve(run: Path) -> dict:
@@ -476,6 +470,7 @@ def main() -> int:
                                                  f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
                                                  suites=["winrate"]))
     models = json.loads((ev / "results.json").read_text())["models"]
+    criteria, utility = judge_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl", pool.reference)
     from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
 
     texts = world_heldout_texts(seed)
@@ -486,8 +481,8 @@ def main() -> int:
         "win_rate_vs_sft": {m: v.get("win_rate") for m, v in models.items()},
         "heldout_lm_loss": lm_loss,
         "training": {n: training_curve(p) for n, p in runs.items()},
-        "criteria": criteria_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl"),
-        "utility_by_task": utility_by_task(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl", pool.reference),
+        "criteria": criteria,
+        "utility_by_task": utility,
         "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
                         for n, p in rms.items()},
         "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
