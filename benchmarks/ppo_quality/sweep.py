@@ -18,7 +18,7 @@ cached in OUT like the demo's:
   judge: the cost of label noise), ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
   rankings, from the small / medium SFT model), ``rm-xl-clean-small-1ep`` (the same for 1 epoch) and
   ``rm-xl-clean-small-s1`` (a second build of the small one, seed 1; RM_OVERRIDES), ``rm-xl-small-iter-clean``
-  (the small one on both rounds);
+  (the small one on both rounds), ``rm-xl-clean-medium-lr5`` / ``-lr2`` (the medium one at LR 5e-4 / 2e-4);
 * PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
   the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
   scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
@@ -28,8 +28,8 @@ cached in OUT like the demo's:
 
 Writes OUT/sweep.json and prints the tables. With ``--tag T --arms A ...`` only the arms A are evaluated,
 side by side, in their own stage ``eval-T`` (written to OUT/sweep-T.json; the main evaluation is kept).
-``--train-only`` stops before the evaluation: stages trained elsewhere (a GPU machine) are copied into OUT
-and evaluated with the others.
+``--train-only`` stops before the evaluation, ``--rms-only`` once the arms' reward models are trained: stages
+trained elsewhere (a GPU machine) are copied into OUT and evaluated with the others.
 
     python benchmarks/ppo_quality/sweep.py --demo runs/demo --out runs/ppo-sweep
 """
@@ -173,6 +173,11 @@ ARMS = {
     # the two small builds and the second-round RM as one ensemble
     "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4": g1("ens-xl-clean-small3", 24576, kl_coef=0.04),
     "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4-seed1": g1("ens-xl-clean-small3", 24576, kl_coef=0.04, seed=1),
+    # the medium RM with learning rates below the tiny recipe's 1e-3, for its 20x the parameters
+    "ppo_ptx-rm_xl_clean_medium_lr5-g1-24k-kl4": g1("rm-xl-clean-medium-lr5", 24576, kl_coef=0.04),
+    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04),
+    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed1": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=1),
+    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed2": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=2),
     # the three of them as one ensemble: members of different sizes and initializations
     "ppo_ptx-ens_xl_clean-g1-16k-lr2": g1("ens-xl-clean", 16384, learning_rate=2e-4),
     "ppo_ptx-ens_xl_clean_uwo-g1-16k": g1("ens-xl-clean-uwo", 16384),
@@ -186,9 +191,11 @@ RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more"
        "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean"),
        "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean"),
        "rm-xl-clean-small-1ep": ("small", "xl-clean"), "rm-xl-clean-small-s1": ("small", "xl-clean"),
-       "rm-xl-small-iter-clean": ("small", "xl-small-iter-clean")}
+       "rm-xl-small-iter-clean": ("small", "xl-small-iter-clean"),
+       "rm-xl-clean-medium-lr5": ("medium", "xl-clean"), "rm-xl-clean-medium-lr2": ("medium", "xl-clean")}
 # reward models whose recipe differs from the demo's (rm-tiny): name: overrides of the RM config
-RM_OVERRIDES = {"rm-xl-clean-small-1ep": {"epochs": 1}, "rm-xl-clean-small-s1": {"seed": 1}}
+RM_OVERRIDES = {"rm-xl-clean-small-1ep": {"epochs": 1}, "rm-xl-clean-small-s1": {"seed": 1},
+                "rm-xl-clean-medium-lr5": {"learning_rate": 5e-4}, "rm-xl-clean-medium-lr2": {"learning_rate": 2e-4}}
 # ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
 ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
              "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min"),
@@ -312,6 +319,8 @@ def main() -> int:
                     "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
     ap.add_argument("--train-only", action="store_true", help="stop once the arms' stages are trained (to train "
                     "on one machine, a GPU say, and evaluate on another: copy the stage folders into OUT there)")
+    ap.add_argument("--rms-only", action="store_true", help="stop once the arms' reward models are trained (to "
+                    "train them on a GPU and run PPO on another machine)")
     args = ap.parse_args()
 
     from instructrl.data.io import read_records, write_jsonl
@@ -455,6 +464,9 @@ def main() -> int:
     for name in RMS:
         if name in needs and name not in rms:
             make_rm(name)
+    if args.rms_only:
+        print(f"trained: {', '.join(n for n in rms if n in needs)} (stage times: {st.timings})")
+        return 0
     for name in args.arms:
         runs[name] = run_arm(name)
     if args.train_only:
