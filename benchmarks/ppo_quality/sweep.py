@@ -178,7 +178,8 @@ ARMS = {
     "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04),
     "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed1": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=1),
     "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed2": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=2),
-    # the three of them as one ensemble: members of different sizes and initializations
+    # the tiny, small and medium RMs of the 32k rankings (rm-xl-clean*) as one ensemble: members of different
+    # sizes and initializations
     "ppo_ptx-ens_xl_clean-g1-16k-lr2": g1("ens-xl-clean", 16384, learning_rate=2e-4),
     "ppo_ptx-ens_xl_clean_uwo-g1-16k": g1("ens-xl-clean-uwo", 16384),
     "ppo_ptx-ens_xl_clean_uwo-g1-16k-lr2": g1("ens-xl-clean-uwo", 16384, learning_rate=2e-4),
