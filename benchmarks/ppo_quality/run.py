@@ -28,9 +28,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
-    from instructrl.pipeline import (Recipe, Stages, build_world, run_eval_stage, run_ppo_stage, run_rankings_stage,
-                                     run_rm_stage, run_sft_stage)
-    from instructrl.world.pretrain import resolve_model
+    from instructrl.experiments.pipeline import (Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
+                                                 run_rankings_stage, run_rm_stage, run_sft_stage)
+    from instructrl.world.base_models import resolve_model
 
     out, recipe, seed = Path(args.out), Recipe(), args.seed
     base = resolve_model(args.size)
@@ -38,7 +38,7 @@ def main() -> int:
     world = st.run("world", lambda o: build_world(o, seed, recipe))
     sft = st.run("sft", lambda o: run_sft_stage(o, base, world, recipe, seed))
     ranks = st.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, seed))
-    rm = st.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, seed))
+    rm = st.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, recipe, seed))
     ppo_ptx = st.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=True))
     ppo = st.run("ppo", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=False))
     ev = st.run("eval_ppo_quality", lambda o: run_eval_stage(o, [f"SFT={sft}", f"PPO={ppo}", f"PPO-ptx={ppo_ptx}"],
@@ -57,8 +57,7 @@ def main() -> int:
         q = max(1, len(sc) // 4)
         rows[name].update(score_first_quarter=sum(sc[:q]) / q, score_last_quarter=sum(sc[-q:]) / q,
                           kl_last=kl[-1], kl_max=max(kl))
-    report = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "seed": seed, "ppo_episodes": recipe.ppo_episodes,
-              "ptx_coef": recipe.ptx_coef, "ptx_per_episode": recipe.ptx_per_episode, "models": rows,
+    report = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "seed": seed, "ppo": recipe.ppo.as_dict(), "models": rows,
               "stage_seconds": st.timings}
     (out / "ppo_quality.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -34,7 +34,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def main() -> int:
-    from instructrl.evaluate.reproduce import ARMS, META, META_SHORT, alignment_tax
+    from instructrl.experiments.reproduce import ARMS, META, META_SHORT, alignment_tax
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/reproduce")
     res = json.loads((out / "results.json").read_text())

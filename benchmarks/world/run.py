@@ -50,7 +50,7 @@ def agreement_on_model(size: str, n_prompts: int) -> dict | None:
 
     from instructrl.world.labelers import make_pool, measure_agreement
     from instructrl.world.measure import eval_records
-    from instructrl.world.pretrain import RESOURCES
+    from instructrl.world.base_models import RESOURCES
     from instructrl.world.sampling import sample_responses
 
     if not (RESOURCES / size / "config.json").exists():
@@ -85,7 +85,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from instructrl.world.measure import measure_model
-    from instructrl.world.pretrain import RESOURCES
+    from instructrl.world.base_models import RESOURCES
 
     report_path = HERE / "pretrain_report.json"
     pretrain = json.loads(report_path.read_text())["sizes"] if report_path.exists() else {}

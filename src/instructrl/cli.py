@@ -23,10 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
-    "world": ("instructrl.world.cli", "The miniature world: build datasets, collect rankings from simulated labelers."),
+    "world": ("instructrl.experiments.world_cli", "The miniature world: build datasets, collect rankings from simulated labelers."),
     "label": ("instructrl.label.cli", "The labeling web app and its admin commands."),
-    "demo": ("instructrl.demo", "Run the whole method on the miniature world and write a report."),
-    "reproduce": ("instructrl.evaluate.reproduce", "Recreate the paper's main figures in miniature (HTML report)."),
+    "demo": ("instructrl.experiments.demo", "Run the whole method on the miniature world and write a report."),
+    "reproduce": ("instructrl.experiments.reproduce", "Recreate the paper's main figures in miniature (HTML report)."),
 }
 
 

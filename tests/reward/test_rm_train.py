@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from testkit import fact_demos, write_jsonl
-from instructrl.generate import left_pad
+from instructrl.data.tokenize import left_pad
 from instructrl.losses import ranking_loss
 from instructrl.modeling.loading import load_tokenizer
 from instructrl.reward.api import run_rm
@@ -149,24 +149,3 @@ def test_resume_continues_to_the_same_weights(tiny_model, tmp_path):
     assert result.steps == 4 and result.forward_passes == 4 * 16
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
-
-
-def test_pipeline_rm_stage_applies_overrides_to_the_tiny_recipe(tmp_path, monkeypatch):
-    """The miniature world's RM stage: the rm-tiny preset, with ``overrides`` replacing its entries (a
-    1-epoch RM, another seed) and an unknown key refused by name."""
-    import instructrl.reward.api as api
-    from instructrl.errors import ConfigError
-    from instructrl.pipeline import run_rm_stage
-
-    seen = []
-    monkeypatch.setattr(api, "run_rm", seen.append)
-    (tmp_path / "ranks").mkdir()
-    args = (tmp_path / "rm", "SFT_DIR", tmp_path / "ranks", tmp_path / "world", 0)
-    run_rm_stage(*args)
-    run_rm_stage(*args, {"epochs": 1, "seed": 3})
-    plain, over = seen
-    assert (plain.epochs, plain.seed, plain.learning_rate) == (2, 0, 1e-3)
-    assert (over.epochs, over.seed, over.learning_rate) == (1, 3, 1e-3)
-    assert over.data == str(tmp_path / "ranks" / "rankings.jsonl") and over.model == "SFT_DIR"
-    with pytest.raises(ConfigError, match="epoch_count"):
-        run_rm_stage(*args, {"epoch_count": 1})

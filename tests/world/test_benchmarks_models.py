@@ -6,7 +6,7 @@ import pytest
 
 from instructrl.world.benchmarks import BENCHMARKS, benchmark_items, f1, flan_dataset, run_benchmarks
 from instructrl.world.kb import get_kb
-from instructrl.world.pretrain import RESOURCES, SIZES
+from instructrl.world.base_models import RESOURCES, SIZES
 
 KB = get_kb(0)
 
@@ -42,7 +42,7 @@ def random_model(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from instructrl.world.corpus import generate_corpus
-    from instructrl.world.pretrain import Size, write_init_dir
+    from instructrl.experiments.pretrain import Size, write_init_dir
     from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
 
     d = tmp_path_factory.mktemp("m")
@@ -67,7 +67,7 @@ def test_label_command_samples_from_a_model(random_model, tmp_path):
     import argparse
 
     from instructrl.world.build import build
-    from instructrl.world.cli import label
+    from instructrl.experiments.world_cli import label
 
     _, _, path = random_model
     build(tmp_path / "w", scale=0.01, pretrain_docs=10)
@@ -101,7 +101,7 @@ def test_shipped_base_models_fit_the_size_budget():
 
 @pytest.mark.slow
 def test_pretrain_base_end_to_end(tmp_path):
-    from instructrl.world.pretrain import pretrain_base
+    from instructrl.experiments.pretrain import pretrain_base
 
     report = pretrain_base(tmp_path, sizes=["tiny"], n_docs=600, steps_scale=0.01)
     assert report["sizes"]["tiny"]["heldout_perplexity"] > 1

@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from instructrl.pipeline import collect_rankings
+from instructrl.experiments.pipeline import collect_rankings
 from instructrl.world.kb import get_kb
 from instructrl.world.labelers import make_pool
 from instructrl.world.tasks import make_prompt

@@ -20,7 +20,7 @@ from instructrl.world.judge import score
 from instructrl.world.kb import KnowledgeBase, Land, get_kb
 from instructrl.world.labelers import Labeler, LabelerPool, Likert, make_pool, measure_agreement, reference_judge
 from instructrl.world.measure import measure_model
-from instructrl.world.pretrain import SIZES, base_model_path
+from instructrl.world.base_models import SIZES, base_model_path
 from instructrl.world.tasks import CATEGORY_SHARES, Style, demonstrate, make_prompt
 
 __all__ = [

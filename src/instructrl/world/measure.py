@@ -62,7 +62,7 @@ def measure_model(model_name: str, n: int = 100, seed: int = 0, world: int = 0) 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from instructrl.world.benchmarks import run_benchmarks
-    from instructrl.world.pretrain import resolve_model
+    from instructrl.world.base_models import resolve_model
 
     path = resolve_model(model_name)
     tok = AutoTokenizer.from_pretrained(path)

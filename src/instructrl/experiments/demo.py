@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
-                                 run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.evaluate import report as R
+from instructrl.experiments.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
+                                             run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.world.base_models import resolve_model
 
 # measured on a 2-core CPU; used for the ETA only
 EXPECTED = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
@@ -28,18 +30,16 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from instructrl.world.pretrain import resolve_model
-
     out = Path(args.out)
-    recipe = Recipe(**MICRO) if args.micro else Recipe()
+    recipe = Recipe.from_dict(MICRO) if args.micro else Recipe()
     if args.ppo_episodes:
-        recipe.ppo_episodes = args.ppo_episodes
+        recipe = recipe.with_overrides({"ppo": {"total_episodes": args.ppo_episodes}})
     base = resolve_model(args.size)
     stages = Stages(out, EXPECTED, printer=lambda m: print(f"[demo] {m}", flush=True))
     world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
-    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, args.seed))
+    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, recipe, args.seed))
     ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, args.seed, ptx=True))
     models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
     ev = stages.run("eval", lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, args.seed))
@@ -51,8 +51,6 @@ def main(args) -> int:
 
 
 def write_demo_report(out: Path, results: dict, rm: Path, ppo: Path, timings: dict[str, float]) -> Path:
-    from instructrl.evaluate import report as R
-
     models = results["models"]
     names = list(models)
     wr = {n: models[n]["win_rate"]["mean"] for n in names}

@@ -20,7 +20,20 @@ import json
 import random
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from instructrl.data.io import read_records
 from instructrl.errors import DataError, InstructRLError
+from instructrl.experiments.pretrain import pretrain_base
+from instructrl.world.base_models import SIZES, resolve_model
+from instructrl.world.build import build
+from instructrl.world.corpus import generate_corpus
+from instructrl.world.kb import get_kb
+from instructrl.world.labelers import make_pool
+from instructrl.world.measure import measure_model
+from instructrl.world.sampling import generate, share_slots
+from instructrl.world.synthetic import sample_responses
+from instructrl.world.tokenizer import format_prompt, save_tokenizer, train_tokenizer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,8 +90,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _read_jsonl(path: str) -> list[dict]:
     """World prompt records (the shared reader, plus the fields the labelers judge by)."""
-    from instructrl.data.io import read_records
-
     records = read_records(path, what="prompt data")
     for r in records:
         for key in ("prompt", "task"):
@@ -99,9 +110,6 @@ def _k_range(text: str) -> tuple[int, int]:
 
 
 def label(args: argparse.Namespace) -> int:
-    from instructrl.world.kb import get_kb
-    from instructrl.world.labelers import make_pool
-
     records = _read_jsonl(args.prompts)[: args.limit]
     lo, hi = _k_range(args.k)
     rng = random.Random(f"label:{args.seed}")
@@ -113,13 +121,9 @@ def label(args: argparse.Namespace) -> int:
     if "synthetic" in policies and len(policies) > 1:
         raise InstructRLError("--policy synthetic cannot be mixed with model policies")
     if policies == ["synthetic"]:
-        from instructrl.world.synthetic import sample_responses
-
         kb = get_kb(seed)
         samples = [sample_responses(kb, rec, k, rng) for rec, k in zip(records, ks)]
     else:
-        from instructrl.world.sampling import share_slots
-
         paths = [_policy_path(p) for p in policies]  # every path checked before any sampling
         samples = [[""] * k for k in ks]
         for j, (path, slots) in enumerate(zip(paths, share_slots(ks, len(policies)))):
@@ -140,8 +144,6 @@ def label(args: argparse.Namespace) -> int:
 
 def _policy_path(policy: str) -> str:
     """The checkpoint directory of a --policy value (a directory or a base-model size)."""
-    from instructrl.world.pretrain import resolve_model
-
     path = resolve_model(policy)
     if not Path(path).exists():
         raise InstructRLError(f"--policy {policy}: no such directory (or a size: tiny, small, medium, or 'synthetic')")
@@ -150,11 +152,6 @@ def _policy_path(policy: str) -> str:
 
 def _sample_from_model(args: argparse.Namespace, path: str, records: list[dict], seed: int) -> list[str]:
     """One sample of the model at ``path`` per record (a record repeated k times gets k samples)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from instructrl.world.sampling import generate
-    from instructrl.world.tokenizer import format_prompt
-
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).float()
     texts = [format_prompt(tok, rec["prompt"]) for rec in records]
@@ -163,8 +160,6 @@ def _sample_from_model(args: argparse.Namespace, path: str, records: list[dict],
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "build":
-        from instructrl.world.build import build
-
         meta = build(args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs,
                      eval_prompts=args.eval_prompts)
         print(f"build: wrote {', '.join(f'{k} ({v})' for k, v in meta['counts'].items())} to {args.out}")
@@ -172,9 +167,6 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "label":
         return label(args)
     if args.action == "corpus":
-        from instructrl.world.corpus import generate_corpus
-        from instructrl.world.kb import get_kb
-
         docs = generate_corpus(get_kb(args.seed), args.n_docs, seed=args.seed)
         with open(args.out, "w", encoding="utf-8") as f:
             for d in docs:
@@ -182,17 +174,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"corpus: {len(docs)} documents -> {args.out}")
         return 0
     if args.action == "tokenizer":
-        from instructrl.world.corpus import generate_corpus
-        from instructrl.world.kb import get_kb
-        from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
-
         docs = generate_corpus(get_kb(args.seed), args.n_docs, seed=args.seed)
         save_tokenizer(train_tokenizer((d["text"] for d in docs), args.vocab_size), args.out)
         print(f"tokenizer -> {args.out}")
         return 0
     if args.action == "pretrain-base":
-        from instructrl.world.pretrain import SIZES, pretrain_base
-
         sizes = args.sizes.split(",") if args.sizes else None
         for s in sizes or []:
             if s not in SIZES:
@@ -202,8 +188,6 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.action == "bench":
-        from instructrl.world.measure import measure_model
-
         print(json.dumps(measure_model(args.model, n=args.n, seed=args.seed), indent=2))
         return 0
     raise InstructRLError(f"unknown action {args.action}")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from instructrl.evaluate.reproduce import PRESETS, alignment_tax, expected_seconds, pattern_checks, write_report
+from instructrl.experiments.reproduce import PRESETS, alignment_tax, expected_seconds, pattern_checks, write_report
 from testkit import run_cli
 
 

@@ -1,6 +1,7 @@
-"""The world's base models: GPT-2 at three sizes, pretrained on the corpus by ``instructrl pretrain``.
+"""Regenerating the world's base models: GPT-2 at three sizes (:mod:`instructrl.world.base_models`),
+pretrained on the world's corpus by the toolkit's ``instructrl pretrain``.
 
-``instructrl world pretrain-base --out DIR`` regenerates them: it writes the corpus (train and
+``instructrl world pretrain-base --out DIR`` runs :func:`pretrain_base`: it writes the corpus (train and
 held-out documents), trains the tokenizer, writes one initialization directory per size (a
 ``config.json`` and the tokenizer, no weights: "initialize randomly from this config"), runs the
 toolkit's pretraining (the same trainer as SFT) on each, measures held-out perplexity, and saves
@@ -15,61 +16,25 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+
+from instructrl.data.tokenize import pack_texts
+from instructrl.sft.api import run_pretrain
+from instructrl.sft.config import PretrainConfig
+from instructrl.world.base_models import N_POSITIONS, RESOURCES, SIZES, Size, count_parameters, resolve_model
 from instructrl.world.corpus import generate_corpus
 from instructrl.world.kb import get_kb
 from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
 
 log = logging.getLogger("instructrl.world")
-RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "base_models"
-N_POSITIONS = 256
-
-
-@dataclass(frozen=True)
-class Size:
-    """One base-model size and its pretraining budget."""
-
-    n_layer: int
-    n_embd: int
-    n_head: int
-    max_steps: int
-    learning_rate: float
-    batch_size: int = 16
-    max_length: int = 256  # the full context, so few-shot prompts stay on trained positions
-
-
-# Smallest to largest: 0.34M, 1.6M and 7.4M parameters (22x). Each step is 16 windows of 256 tokens; the
-# corpus is about 640 steps per epoch. The budgets (about 2.8, 2.1 and 1.6 epochs) take about an hour in
-# all on two CPU cores; larger models get fewer steps but still end with a lower held-out loss.
-SIZES: dict[str, Size] = {
-    "tiny": Size(n_layer=2, n_embd=80, n_head=4, max_steps=1800, learning_rate=3e-3),
-    "small": Size(n_layer=4, n_embd=160, n_head=4, max_steps=1350, learning_rate=2.5e-3),
-    "medium": Size(n_layer=6, n_embd=304, n_head=8, max_steps=1040, learning_rate=2e-3),
-}
-
-
-def base_model_path(size: str = "tiny") -> Path:
-    """Directory of a shipped base model (loads with ``AutoModelForCausalLM.from_pretrained``)."""
-    path = RESOURCES / size
-    if not (path / "config.json").exists():
-        from instructrl.errors import ModelLoadError
-
-        raise ModelLoadError(f"base model '{size}' is not installed in {RESOURCES}; "
-                             f"run 'instructrl world pretrain-base --out DIR --install' (sizes: {', '.join(SIZES)})")
-    return path
-
-
-def resolve_model(name: str) -> str:
-    """A size name ('tiny', ...) becomes the shipped base model's path; anything else is returned as is."""
-    return str(base_model_path(name)) if name in SIZES else name
+__all__ = ["pretrain_base", "resolve_model", "write_init_dir", "SIZES"]
 
 
 def write_init_dir(size: Size, tokenizer_dir: Path, out: Path) -> Path:
     """A config.json plus tokenizer files and no weights: ``instructrl pretrain`` initializes randomly."""
-    from transformers import AutoTokenizer, GPT2Config
-
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out)
@@ -80,21 +45,8 @@ def write_init_dir(size: Size, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-def count_parameters(model_dir: Path) -> int:
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    config = GPT2Config.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
-
-
 def perplexity(model_dir: Path, texts: list[str], max_length: int = 128) -> float:
     """Held-out perplexity over documents packed like the training data."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from instructrl.data.tokenize import pack_texts
-
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     windows = pack_texts(texts, tok, max_length)
@@ -117,9 +69,6 @@ def to_half(src: Path, dst: Path) -> None:
     The config still says float32, so a plain ``from_pretrained`` upcasts on load and fine-tuning runs
     in float32 (training a float16 model on a CPU turns the loss into NaN).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     dst.mkdir(parents=True, exist_ok=True)
     model.to(torch.float16).save_pretrained(dst, safe_serialization=True)
@@ -138,9 +87,6 @@ def mark_float32(model_dir: Path) -> None:
 def pretrain_base(out_dir: str | Path, sizes: list[str] | None = None, seed: int = 0, n_docs: int = 60_000,
                   steps_scale: float = 1.0, install: bool = False) -> dict:
     """Regenerate the base models (see the module docstring); returns the report (also report.json)."""
-    from instructrl.sft.api import run_pretrain
-    from instructrl.sft.config import PretrainConfig
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kb = get_kb(seed)

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instructrl.errors import ConfigError
-from instructrl.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
-                                 run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.evaluate import report as R
+from instructrl.experiments.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
+                                             run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.world.base_models import SIZES, base_model_path, count_parameters
 
 ARMS = ("GPT", "GPT prompted", "SFT", "FLAN", "PPO", "PPO-ptx")
 COLORS = {"GPT": "#1f77b4", "GPT prompted": "#ff7f0e", "SFT": "#2ca02c", "FLAN": "#8c564b", "PPO": "#d62728",
@@ -53,15 +55,16 @@ PRESETS: dict[str, Preset] = {
                     stage_seconds={"sft": 3, "flan": 3, "rankings": 3, "rm": 3, "ppo": 5, "ppo_ptx": 5, "eval": 8},
                     summary="a smoke run with toy data sizes (about a minute); its numbers mean nothing"),
     "tiny": Preset(sizes=("tiny", "small", "medium"), rm_size="small",
-                   recipe=dict(scale=0.25, sft_epochs=6, rank_prompts=600, rank_eval_prompts=150, ppo_episodes=1024,
-                               eval_prompts=200, world_eval_prompts=200, benchmark_n=40, max_new_tokens=40),
+                   recipe=dict(scale=0.25, rank_prompts=600, rank_eval_prompts=150, eval_prompts=200,
+                               world_eval_prompts=200, benchmark_n=40, max_new_tokens=40, sft={"epochs": 6},
+                               ppo={"total_episodes": 1024}),
                    stage_seconds={"sft": 30, "flan": 15, "rankings": 22, "rm": 25, "ppo": 30, "ppo_ptx": 36,
                                   "eval": 35},
                    summary="three sizes (0.34M-7.4M parameters), every arm; about 22 minutes on a 2-core CPU"),
     "full": Preset(sizes=("tiny", "small", "medium"), rm_size="medium",
-                   recipe=dict(scale=1.0, sft_epochs=10, rank_prompts=3000, rank_eval_prompts=300, k=(4, 9),
-                               ppo_episodes=8192, eval_prompts=320, benchmark_n=100, max_new_tokens=48,
-                               ptx_per_episode=8.0),
+                   recipe=dict(scale=1.0, rank_prompts=3000, rank_eval_prompts=300, k=(4, 9), eval_prompts=320,
+                               benchmark_n=100, max_new_tokens=48, sft={"epochs": 10},
+                               ppo={"total_episodes": 8192, "ptx_per_episode": 8.0}),
                    stage_seconds={"sft": 250, "flan": 250, "rankings": 1500, "rm": 600, "ppo": 500, "ppo_ptx": 1500,
                                   "eval": 250},
                    summary="the world at full scale, K = 4..9, 8 pretraining examples per episode as in the paper; "
@@ -97,8 +100,6 @@ def expected_seconds(preset: Preset, sizes: tuple[str, ...]) -> dict[str, float]
 def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None = None, seed: int = 0,
               printer=None) -> dict:
     """Run (or continue) every stage, then write ``results.json`` and ``report.html``."""
-    from instructrl.world.pretrain import SIZES, base_model_path, count_parameters
-
     sizes = tuple(sizes or preset.sizes)
     unknown = [s for s in (*sizes, preset.rm_size) if s not in SIZES]
     if unknown or not sizes:
@@ -107,7 +108,7 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
     bases = {s: str(base_model_path(s)) for s in sizes}
     rm_size = preset.rm_size if preset.rm_size in sizes else sizes[-1]
     out = Path(out_dir)
-    recipe = Recipe(**preset.recipe)
+    recipe = Recipe.from_dict(preset.recipe)
     printer = printer or (lambda m: print(f"[reproduce] {m}", flush=True))
     stages = Stages(out, expected_seconds(preset, sizes), printer=printer)
     world = stages.run("world", lambda o: build_world(o, seed, recipe))
@@ -118,7 +119,7 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
         flan[s] = stages.run(f"flan-{s}", lambda o, s=s: run_sft_stage(o, bases[s], world, recipe, seed,
                                                                        data=str(world / "flan.jsonl")))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft[rm_size]), world, recipe, seed))
-    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft[rm_size]), ranks, world, seed))
+    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft[rm_size]), ranks, world, recipe, seed))
     for s in sizes:
         ppo[s] = stages.run(f"ppo-{s}", lambda o, s=s: run_ppo_stage(o, str(sft[s]), str(rm), world, recipe, seed,
                                                                      ptx=False))
@@ -143,9 +144,7 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
         "seconds": round(sum(stages.timings.values()), 1),
     }
     results["checks"] = [{"claim": c, "held": h, "measured": d} for c, h, d in pattern_checks(results)]
-    from instructrl.evaluate.report import write
-
-    write(out / "results.json", json.dumps(results, indent=1, default=str))
+    R.write(out / "results.json", json.dumps(results, indent=1, default=str))
     write_report(out, results)
     return results
 
@@ -156,11 +155,9 @@ def _read_json(path: Path) -> dict:
 
 def ppo_curve_summary(metrics: Path) -> dict:
     """First- and last-quarter means and the maximum of a PPO run's RM score and KL, from its metrics.jsonl."""
-    from instructrl.evaluate.report import metrics_series
-
     summary = {}
     for key in ("ppo/score_mean", "ppo/kl"):
-        _, ys = metrics_series(metrics, key)
+        _, ys = R.metrics_series(metrics, key)
         if ys:
             q = max(1, len(ys) // 4)
             summary[key] = {"first_quarter": sum(ys[:q]) / q, "last_quarter": sum(ys[-q:]) / q, "max": max(ys)}
@@ -248,8 +245,6 @@ def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
 
 def fig1_chart(results: dict) -> str:
     """Win rate against the largest SFT model by size, one line per arm, beside the paper's Fig. 1."""
-    from instructrl.evaluate import report as R
-
     plt = R._plt()
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     sizes = list(results["sizes"])
@@ -280,8 +275,6 @@ def fig1_chart(results: dict) -> str:
 
 def by_size_chart(results: dict, metric, title: str, ylabel: str) -> str:
     """One line per arm over sizes for ``metric(arms, arm) -> float | None``."""
-    from instructrl.evaluate import report as R
-
     sizes = list(results["sizes"])
     params = [results["sizes"][s]["parameters"] for s in sizes]
     series = {}
@@ -294,8 +287,6 @@ def by_size_chart(results: dict, metric, title: str, ylabel: str) -> str:
 
 
 def write_report(out: Path, results: dict) -> Path:
-    from instructrl.evaluate import report as R
-
     sizes = list(results["sizes"])
     largest = sizes[-1]
     rows_all = [(s, arm, m) for s in sizes for arm, m in results["sizes"][s]["arms"].items()]

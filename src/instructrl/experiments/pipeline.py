@@ -1,0 +1,248 @@
+"""The whole method on the miniature world, stage by stage, each stage cached in its own folder.
+
+Used by ``instructrl demo`` (the smallest size) and ``instructrl reproduce`` (every arm, every size).
+A stage whose folder holds a ``.done`` marker is skipped, so an interrupted run continues where it
+stopped; a stage interrupted mid-way resumes from its own checkpoints.
+
+Stages (InstructGPT §3): world datasets -> SFT (the PPO-init recipe: 10% pretraining mix, App. C.3)
+-> rankings of K samples of the SFT policy by training labelers -> reward model -> PPO / PPO-ptx ->
+evaluation by held-out labelers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from instructrl.config import BaseConfig, coerce, load_yaml
+from instructrl.data.io import read_records, write_jsonl
+from instructrl.errors import ConfigError
+from instructrl.evaluate.config import SUITES, EvalConfig
+from instructrl.evaluate.runner import run_eval
+from instructrl.modeling.generation import generate
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+from instructrl.ppo.api import run_ppo
+from instructrl.ppo.config import PPOConfig
+from instructrl.reward.api import run_rm
+from instructrl.reward.config import RMConfig
+from instructrl.sft.api import run_sft
+from instructrl.sft.config import SFTConfig
+from instructrl.world.build import build
+from instructrl.world.labelers import make_pool
+from instructrl.world.sampling import share_slots
+
+
+@dataclass(frozen=True)
+class StageOverrides:
+    """Typed overrides of one stage's config: every key is a field of ``config_cls``, every value is coerced to
+    that field's type when the overrides are made, so a typo or a wrong type fails before any stage runs."""
+
+    stage: str
+    config_cls: type[BaseConfig]
+    values: Mapping[str, Any] = field(default_factory=dict)
+    # fields the pipeline sets itself (paths between stages, and the response length every stage shares)
+    owned: frozenset[str] = frozenset()
+
+    def merged(self, more: Mapping[str, Any], source: str = "recipe") -> StageOverrides:
+        """These overrides with ``more`` applied on top, key by key."""
+        if not isinstance(more, Mapping):
+            raise ConfigError(f"{source}: '{self.stage}' expects a table of {self.config_cls.__name__} fields, "
+                              f"got {more!r}")
+        known = {f.name: f for f in dataclasses.fields(self.config_cls)}
+        values = dict(self.values)
+        for key, value in more.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{source}: unknown field '{self.stage}.{key}' ({self.config_cls.__name__} has no "
+                                  f"such field)")
+            if name in self.owned:
+                raise ConfigError(f"{source}: '{self.stage}.{key}' is set by the pipeline and cannot be overridden")
+            values[name] = coerce(value, known[name], source)
+        return dataclasses.replace(self, values=values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _stage(stage: str, config_cls: type[BaseConfig], owned: set[str], **values: Any):
+    return field(default_factory=lambda: StageOverrides(stage, config_cls, {}, frozenset(owned)).merged(values))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run on the miniature world does: the data sizes of every stage (the paper's proportions, scaled
+    down for a CPU) and typed overrides of each stage's config on top of its ``*-tiny`` preset.
+
+    The pipeline sets the paths between stages, the run's seed and ``ppo.response_length`` (=
+    ``max_new_tokens``); a stage's overrides apply on top of those (a ``seed`` there re-seeds that stage
+    alone). ``Recipe.from_dict({"scale": 0.25, "ppo": {"kl_coef": 0.04}})`` merges the given stage tables over
+    the defaults below, key by key."""
+
+    scale: float = 0.75            # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
+    rank_prompts: int = 2000       # prompts ranked for RM training
+    rank_eval_prompts: int = 200   # held-out prompts ranked by training and held-out labelers
+    k: tuple[int, int] = (4, 6)    # K samples per prompt (InstructGPT: 4..9)
+    eval_prompts: int = 200
+    world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
+    benchmark_n: int = 60
+    max_new_tokens: int = 40       # every sampled response: rankings, PPO rollouts, evaluation
+    # InstructGPT App. C.3: the SFT model PPO starts from was trained with 10% pretraining data
+    sft: StageOverrides = _stage("sft", SFTConfig, {"model", "data", "output_dir", "pretrain_data", "resume"},
+                                 epochs=6, pretrain_fraction=0.1, max_length=192)
+    rm: StageOverrides = _stage("rm", RMConfig, {"model", "data", "eval_data", "output_dir", "demonstrations",
+                                                 "resume"}, normalize="demonstrations")
+    # InstructGPT used 8 pretraining examples per episode; 1 keeps the same expected ptx gradient (the ptx loss
+    # is a mean over its windows) at an eighth of the cost, which a CPU demo needs
+    ppo: StageOverrides = _stage("ppo", PPOConfig, {"policy", "reward_model", "value_model", "prompts",
+                                                    "output_dir", "ptx_data", "response_length", "resume"},
+                                 total_episodes=2048, ptx_coef=27.8, ptx_per_episode=1.0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "recipe") -> Recipe:
+        return cls().with_overrides(values, source)
+
+    def with_overrides(self, values: Mapping[str, Any], source: str = "recipe") -> Recipe:
+        """A copy with ``values`` applied: sizes replaced, stage tables merged key by key."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in ("sft", "rm", "ppo"):
+                changes[key] = getattr(self, key).merged(value, source)
+            elif key == "k":
+                low, high = (value, value) if isinstance(value, int) else tuple(value)
+                changes[key] = (int(low), int(high))
+            elif key in known:
+                changes[key] = coerce(value, known[key], source)
+            else:
+                raise ConfigError(f"{source}: unknown recipe field '{key}' (known: {', '.join(known)})")
+        return dataclasses.replace(self, **changes)
+
+
+# a seconds-long smoke run: toy data sizes (its numbers mean nothing)
+MICRO = dict(scale=0.02, rank_prompts=16, rank_eval_prompts=8, k=(4, 4), eval_prompts=8, benchmark_n=4,
+             max_new_tokens=12, sft={"epochs": 1}, ppo={"total_episodes": 32, "batch_size": 16, "mini_batch_size": 8})
+
+
+class Stages:
+    """Runs named stages under ``root``, skipping finished ones and printing progress with an ETA."""
+
+    def __init__(self, root: Path, expected_seconds: dict[str, float], printer: Callable[[str], None] = print):
+        self.root, self.expected, self.print = root, expected_seconds, printer
+        self.t0 = time.time()
+        self.timings: dict[str, float] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, fn: Callable[[Path], object]) -> Path:
+        out = self.root / name
+        done = out / ".done"
+        if done.exists():
+            self.timings[name] = json.loads(done.read_text()).get("seconds", 0.0)
+            self.print(f"[{name}] cached")
+            return out
+        remaining = sum(v for k, v in self.expected.items() if not (self.root / k / ".done").exists())
+        eta = f", about {remaining / 60:.1f} min left" if self.expected else ""
+        self.print(f"[{name}] starting ({time.time() - self.t0:.0f}s elapsed{eta})")
+        t = time.time()
+        out.mkdir(parents=True, exist_ok=True)
+        fn(out)
+        self.timings[name] = round(time.time() - t, 1)
+        done.write_text(json.dumps({"seconds": self.timings[name]}))
+        self.print(f"[{name}] done in {self.timings[name]:.0f}s")
+        return out
+
+
+def build_world(out: Path, seed: int, recipe: Recipe) -> None:
+    build(out, seed=seed, scale=recipe.scale, eval_prompts=recipe.world_eval_prompts)
+
+
+def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, data: str | None = None) -> None:
+    """The ``sft-tiny`` preset with ``recipe.sft`` on top, from ``base`` on the world's demonstrations (or
+    ``data``), mixing in the world's pretraining text."""
+    cfg = SFTConfig.from_dict({**load_yaml("sft-tiny"), "model": base, "data": data or str(world / "sft.jsonl"),
+                               "output_dir": str(out), "pretrain_data": str(world / "pretrain.jsonl"), "seed": seed,
+                               "resume": (out / "checkpoints").exists(), **recipe.sft.as_dict()})
+    run_sft(cfg)
+
+
+def collect_rankings(policy: str | Sequence[str], records: list[dict], labelers: list, reference,
+                     k_range: tuple[int, int], seed: int, max_new_tokens: int, group: str) -> list[dict]:
+    """Sample K responses per prompt (temperature 1) and have labelers rank them (InstructGPT §3.2:
+    rankings of K = 4..9 outputs of the models being trained). With several policies, a prompt's K
+    samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
+    the SFT policy and a PPO policy trained against the previous reward model, as in the paper's later
+    rounds of data collection. Each row's ``sources`` gives the index of the policy behind each sample."""
+    policies = [policy] if isinstance(policy, (str, Path)) else list(policy)
+    rng = random.Random(f"rank:{seed}:{group}")
+    ks = [rng.randint(*k_range) for _ in records]
+    texts: list[list[str | None]] = [[None] * k for k in ks]
+    for j, (path, slots) in enumerate(zip(policies, share_slots(ks, len(policies)))):
+        torch.manual_seed(seed + j)
+        tok = load_tokenizer(str(path))
+        model = load_causal_lm(str(path), tok, init_from_config=False)
+        flat = generate(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens,
+                        temperature=1.0, batch_size=256)
+        for (i, s), g in zip(slots, flat):
+            texts[i][s] = g.text
+        del model
+    rows = []
+    for rec, k, completions in zip(records, ks, texts):
+        lab = labelers[len(rows) % len(labelers)]
+        row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
+               "reference_ranks": reference.rank(rec, completions), "labeler": lab.id, "labeler_group": group,
+               "category": rec.get("category"), "task": rec.get("task")}
+        if len(policies) > 1:
+            row["sources"] = [s % len(policies) for s in range(k)]
+        rows.append(row)
+    return rows
+
+
+def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed: int) -> None:
+    """Training rankings by training labelers; held-out comparisons on separate prompts, ranked by
+    training labelers and by held-out labelers (for the RM's per-group accuracy, §3.5)."""
+    pool = make_pool(int(seed))
+    prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
+    train = prompts[: recipe.rank_prompts]
+    held = prompts[recipe.rank_prompts : recipe.rank_prompts + recipe.rank_eval_prompts]
+    kw = dict(reference=pool.reference, k_range=recipe.k, seed=seed, max_new_tokens=recipe.max_new_tokens)
+    write_jsonl(out / "rankings.jsonl", collect_rankings(policy, train, pool.training, group="training", **kw))
+    half = len(held) // 2
+    evals = collect_rankings(policy, held[:half], pool.training, group="training", **kw)
+    evals += collect_rankings(policy, held[half:], pool.heldout, group="heldout", **kw)
+    write_jsonl(out / "rankings_eval.jsonl", evals)
+
+
+def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, recipe: Recipe, seed: int) -> None:
+    """The ``rm-tiny`` preset with ``recipe.rm`` on top, from ``sft`` on the rankings in ``rankings``."""
+    cfg = RMConfig.from_dict({**load_yaml("rm-tiny"), "model": sft, "data": str(rankings / "rankings.jsonl"),
+                              "eval_data": str(rankings / "rankings_eval.jsonl"), "output_dir": str(out),
+                              "demonstrations": str(world / "sft.jsonl"), "seed": seed,
+                              "resume": (out / "checkpoints").exists(), **recipe.rm.as_dict()})
+    run_rm(cfg)
+
+
+def run_ppo_stage(out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool,
+                  reward_fn=None) -> None:
+    """PPO (``ptx=False``) or PPO-ptx: the ``ppo-tiny`` preset with ``recipe.ppo`` on top, from ``sft`` against
+    the RM directory ``rm``; with ``reward_fn`` (a module scoring right-padded rows, e.g.
+    :class:`instructrl.world.reward.JudgeReward`) against that instead, the value model still starting from ``rm``."""
+    rm_keys = {"reward_model": rm} if reward_fn is None else {"reward_model": None, "value_model": rm}
+    ptx_keys = {"ptx_data": str(world / "pretrain.jsonl")} if ptx else {}
+    values = {**load_yaml("ppo-tiny"), "policy": sft, **rm_keys, "prompts": str(world / "ppo_prompts.jsonl"),
+              "output_dir": str(out), "seed": seed, "response_length": recipe.max_new_tokens,
+              "resume": (out / "checkpoints").exists(), **ptx_keys, **recipe.ppo.as_dict()}
+    run_ppo(PPOConfig.from_dict(values), reward_model=reward_fn)
+
+
+def run_eval_stage(out: Path, models: list[str], baseline: str, world: Path, recipe: Recipe, seed: int,
+                   suites: list[str] | None = None) -> dict:
+    cfg = EvalConfig(models=models, baseline=baseline, world_dir=str(world), output_dir=str(out), seed=seed,
+                     num_prompts=recipe.eval_prompts, benchmark_n=recipe.benchmark_n,
+                     max_new_tokens=recipe.max_new_tokens, suites=list(suites or SUITES))
+    return run_eval(cfg)

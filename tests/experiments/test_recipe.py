@@ -1,0 +1,72 @@
+"""The pipeline's Recipe: data sizes plus typed per-stage overrides, each reaching its stage config by one road."""
+
+from __future__ import annotations
+
+import pytest
+
+import instructrl.experiments.pipeline as pipeline
+from instructrl.errors import ConfigError
+from instructrl.experiments.pipeline import MICRO, Recipe, run_ppo_stage, run_rm_stage, run_sft_stage
+
+
+def test_defaults_hold_the_demo_recipe():
+    r = Recipe()
+    assert r.sft.as_dict() == {"epochs": 6, "pretrain_fraction": 0.1, "max_length": 192}
+    assert r.rm.as_dict() == {"normalize": "demonstrations"}
+    assert r.ppo.as_dict() == {"total_episodes": 2048, "ptx_coef": 27.8, "ptx_per_episode": 1.0}
+    assert (r.scale, r.k, r.max_new_tokens) == (0.75, (4, 6), 40)
+
+
+def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
+    r = Recipe.from_dict({"scale": "0.5", "k": [4, 9], "ppo": {"kl_coef": "0.04", "total_episodes": 24000.0},
+                          "rm": {"learning_rate": 2e-4}})
+    assert r.scale == 0.5 and r.k == (4, 9)
+    assert r.ppo.as_dict() == {"total_episodes": 24000, "ptx_coef": 27.8, "ptx_per_episode": 1.0, "kl_coef": 0.04}
+    assert isinstance(r.ppo.as_dict()["total_episodes"], int)
+    assert r.rm.as_dict() == {"normalize": "demonstrations", "learning_rate": 2e-4}
+    again = r.with_overrides({"ppo": {"kl_coef": 0.1}})
+    assert again.ppo.as_dict()["kl_coef"] == 0.1 and r.ppo.as_dict()["kl_coef"] == 0.04  # a copy; r unchanged
+    micro = Recipe.from_dict(MICRO)
+    assert micro.ppo.as_dict()["batch_size"] == 16 and micro.sft.as_dict()["epochs"] == 1
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"ppo": {"kl_coeff": 0.1}}, "ppo.kl_coeff"),            # a typo: not a PPOConfig field
+    ({"sft_epochs": 3}, "sft_epochs"),                        # an old flat name: now sft.epochs
+    ({"ppo": {"response_length": 64}}, "set by the pipeline"),  # one road: max_new_tokens
+    ({"rm": {"data": "x.jsonl"}}, "set by the pipeline"),
+    ({"ppo": {"total_episodes": "many"}}, "total_episodes"),   # wrong type, named
+    ({"sft": 3}, "table"),
+])
+def test_unknown_owned_or_mistyped_keys_are_refused_by_name(values, match):
+    with pytest.raises(ConfigError, match=match):
+        Recipe.from_dict(values)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_sft", lambda cfg: seen.setdefault("sft", cfg))
+    monkeypatch.setattr(pipeline, "run_rm", lambda cfg: seen.setdefault("rm", cfg))
+    monkeypatch.setattr(pipeline, "run_ppo", lambda cfg, reward_model=None: seen.setdefault("ppo", cfg))
+    return seen
+
+
+def test_stage_configs_are_preset_then_pipeline_then_recipe(tmp_path, captured):
+    (tmp_path / "ranks").mkdir()
+    r = Recipe.from_dict({"max_new_tokens": 24, "rm": {"epochs": 1, "seed": 3}, "ppo": {"kl_coef": 0.04}})
+    run_sft_stage(tmp_path / "sft", "BASE", tmp_path / "world", r, 7)
+    run_rm_stage(tmp_path / "rm", "SFT_DIR", tmp_path / "ranks", tmp_path / "world", r, 0)
+    run_ppo_stage(tmp_path / "ppo", "SFT_DIR", "RM_DIR", tmp_path / "world", r, 0, ptx=True)
+    sft, rm, ppo = captured["sft"], captured["rm"], captured["ppo"]
+    assert (sft.model, sft.epochs, sft.max_length, sft.seed, sft.learning_rate) == ("BASE", 6, 192, 7, 1e-3)
+    assert sft.pretrain_data == str(tmp_path / "world" / "pretrain.jsonl") and sft.pretrain_fraction == 0.1
+    assert (rm.epochs, rm.seed, rm.learning_rate, rm.normalize) == (1, 3, 1e-3, "demonstrations")
+    assert rm.data == str(tmp_path / "ranks" / "rankings.jsonl") and rm.model == "SFT_DIR"
+    assert (ppo.kl_coef, ppo.response_length, ppo.total_episodes, ppo.ptx_coef) == (0.04, 24, 2048, 27.8)
+    assert ppo.use_ptx and ppo.reward_model == "RM_DIR" and ppo.batch_size == 64  # ppo-tiny preset
+
+
+def test_plain_ppo_arm_has_no_pretraining_data(tmp_path, captured):
+    run_ppo_stage(tmp_path / "ppo", "SFT_DIR", "RM_DIR", tmp_path / "world", Recipe(), 0, ptx=False)
+    assert captured["ppo"].ptx_data is None and not captured["ppo"].use_ptx
