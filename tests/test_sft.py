@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from testkit import fact_demos, write_jsonl
+from instructrl.modeling.generation import generate
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 from instructrl.runtime import lr_at, read_metrics
 from instructrl.sft.api import mixture_plan, run_sft
 from instructrl.sft.config import SFTConfig
@@ -41,9 +43,6 @@ def test_loss_falls_and_output_loads_with_plain_transformers(tiny_model, demos_f
 
 
 def test_completion_only_loss_learns_the_answer_format(tiny_model, demos_file, tmp_path):
-    from instructrl.generate import generate
-    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-
     out = tmp_path / "sft"
     run_sft(quick_cfg(tiny_model, demos_file, out, epochs=12, eval_fraction=0.0, select_by="last"))
     tok = load_tokenizer(str(out))

@@ -95,8 +95,9 @@ def build_setting(work: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     sys.path.insert(0, str(ROOT / "src"))
+    from instructrl.data.tokenize import left_pad
     from instructrl.modeling.tiny import make_tiny_model
-    from instructrl.ppo.rollout import left_pad, right_align, sample_responses
+    from instructrl.ppo.rollout import right_align, sample_responses
 
     s = SETTING
     rng = random.Random(0)

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
 from instructrl.ppo.models import ValueModel, load_reward_model
-from instructrl.ppo.rollout import left_pad, policy_forward, position_ids_from_mask, right_align
+from instructrl.ppo.rollout import policy_forward, position_ids_from_mask, right_align
 from ppo_helpers import make_reward_model, one_thread, ppo_world, quick_cfg  # noqa: F401
 
 

@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
+from instructrl.data.tokenize import left_pad
 from instructrl.ppo.rollout import (
-    left_pad,
     mask_after_eos,
     policy_forward,
     position_ids_from_mask,

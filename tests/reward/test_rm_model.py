@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from testkit import fact_demos, write_jsonl
+from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
-from instructrl.generate import left_pad
 from instructrl.losses import normalization_bias
+from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
 from instructrl.reward.model import (RewardModel, build_reward_model, load_reward_model, write_normalization)
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
@@ -112,8 +113,6 @@ def test_reference_normalization_gives_mean_zero_std_one(saved_rm, tiny_model, t
     again = reference_normalization(rm, str(tiny_model), str(prompts), max_new_tokens=6, seed=3)
     assert norm["method"] == "reference" and norm["count"] == 16 and norm == again  # seeded samples
     # the same samples, scored with the normalization applied
-    from instructrl.generate import generate
-
     tok = load_tokenizer(str(tiny_model), padding_side="left")
     policy = load_causal_lm(str(tiny_model), tok)
     with torch.random.fork_rng():

@@ -1,9 +1,11 @@
-"""Tokenized training examples and the collator that pads them.
+"""Tokenized training examples, and the padding of token lists into (B, T) batches.
 
 An example is ``{"input_ids": [...], "labels": [...]}`` with ``-100`` on tokens that carry no loss
 (the prompt, for SFT). Over-long examples follow a stated policy and are counted, never dropped
 silently: a prompt that leaves no room for a response is skipped; a response that does not fit is
 truncated (it then has no EOS).
+
+:func:`collate` right-pads training examples; :func:`left_pad` left-pads prompts for generation and scoring.
 """
 
 from __future__ import annotations
@@ -82,6 +84,18 @@ def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e["labels"])
         mask[i, :n] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into (B, T) ids and mask, so every prompt ends where new tokens start (generation)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    return ids, mask
 
 
 def count_loss_tokens(example: dict) -> int:

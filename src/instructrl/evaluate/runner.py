@@ -23,6 +23,8 @@ from instructrl.evaluate import world_eval
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import Judge, load_judge
 from instructrl.evaluate.metrics import win_rate
+from instructrl.modeling.generation import generate
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 
 log = logging.getLogger("instructrl.eval")
 
@@ -67,16 +69,12 @@ class Policy:
     """A loaded policy that answers prompt lists, optionally with a few-shot prefix."""
 
     def __init__(self, spec: ModelSpec, cfg: EvalConfig, shots: list[dict]):
-        from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-
         self.spec, self.cfg, self.shots = spec, cfg, shots
         self.tokenizer = load_tokenizer(spec.path)
         self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
         self.model.eval()
 
     def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
-        from instructrl.generate import generate
-
         if self.spec.few_shot:
             prompts = [few_shot_prompt(p, self.shots) for p in prompts]
         gens = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.cfg.max_new_tokens,

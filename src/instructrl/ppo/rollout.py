@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from instructrl.generate import left_pad  # noqa: F401  (re-exported: prompts are left-padded for sampling)
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
 
 log = logging.getLogger("instructrl.ppo")

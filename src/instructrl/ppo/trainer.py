@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType
 
-from instructrl.data.tokenize import IGNORE_INDEX, collate
+from instructrl.data.tokenize import IGNORE_INDEX, collate, left_pad
 from instructrl.errors import ConfigError, InstructRLError
 from instructrl.losses import (
     AdaptiveKLController,
@@ -54,7 +54,6 @@ from instructrl.modeling.loading import save_pretrained_atomic
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.rollout import (
     Episodes,
-    left_pad,
     policy_forward,
     right_align,
     sample_fast,

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from instructrl.data.formats import Prompt
+from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
-from instructrl.generate import left_pad
 from instructrl.modeling.loading import (check_model_source, disable_dropout, fuse_activations, load_causal_lm,
                                         load_tokenizer)
 

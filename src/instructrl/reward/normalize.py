@@ -16,6 +16,8 @@ import torch
 from instructrl.data.formats import load_demonstrations, load_prompts
 from instructrl.errors import DataError
 from instructrl.losses import normalization_bias, normalization_gain_bias
+from instructrl.modeling.generation import generate
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 from instructrl.reward.model import RewardModel
 
 log = logging.getLogger("instructrl.reward")
@@ -37,9 +39,6 @@ def demonstration_normalization(rm: RewardModel, source: str, limit: int = 1024,
 def reference_normalization(rm: RewardModel, policy: str, prompts_source: str, *, limit: int = 1024,
                             max_new_tokens: int = 64, seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
     """Gain g and bias b with g * raw + b of mean 0, std 1 on reference-policy samples (lm-human-preferences)."""
-    from instructrl.generate import generate
-    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-
     prompts = [p.prompt for p in load_prompts(prompts_source)][:limit]
     if len(prompts) < 2:
         raise DataError(f"{prompts_source}: --normalize reference needs at least 2 prompts, found {len(prompts)}")

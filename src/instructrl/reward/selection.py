@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from instructrl.data.formats import Prompt
-from instructrl.generate import generate
+from instructrl.modeling.generation import generate
 from instructrl.reward.model import RewardModel
 
 

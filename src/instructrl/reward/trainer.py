@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from instructrl.data.tokenize import left_pad
 from instructrl.errors import DataError, InstructRLError
-from instructrl.generate import left_pad
 from instructrl.losses import pairwise_loss, ranking_loss
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
