@@ -5,8 +5,22 @@ model outputs (Likert 1-7 plus metadata flags, Table 3) and rank them, ties allo
 stores that work in a SQL database (SQLite or PostgreSQL), serves it as a small web app, and exports
 it in the formats the SFT and reward-model stages read.
 
-Modules: ``models`` (tables), ``db`` (engines, sessions, migrations), ``labels`` (the Likert scale,
-the flags, rank normalization), ``service`` (every operation, one transaction each), ``agreement``,
-``sampling`` (K outputs from a checkpoint), ``security`` (tokens, sessions, CSRF), ``app`` (FastAPI
-pages and JSON API) and ``cli`` (``instructrl label ...``).
+The modules form layers, top to bottom; each imports only from layers below its own, and the modules
+of one layer (separated by ``|``) do not import each other:
+
+    cli
+    commands
+    app
+    api | pages
+    web
+    service | sampling
+    agreement | db | labels | models | security | settings
+
+``cli`` (the ``instructrl label`` parser), ``commands`` (what each subcommand does; ``serve`` names
+``app:app_from_env`` for uvicorn), ``app`` (the FastAPI app: headers, error mapping, routers), ``api``
+(the JSON API), ``pages`` (server-rendered pages), ``web`` (what both share: who is calling, CSRF, the
+request's transaction, rendering), ``service`` (every operation, one transaction each), ``sampling`` (K
+outputs from a checkpoint), ``agreement``, ``db`` (engines, sessions, migrations), ``labels`` (the
+Likert scale, the flags, rank normalization), ``models`` (tables), ``security`` (tokens, sessions, CSRF,
+safe paths) and ``settings`` (the defaults, and the flags ``serve`` hands to its workers).
 """

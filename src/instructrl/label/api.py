@@ -15,11 +15,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from instructrl.errors import InstructRLError
-from instructrl.label import db, service
-from instructrl.label.app import Principal, authenticate, check_csrf
+from instructrl.label import service
 from instructrl.label.models import Assignment
 from instructrl.label.security import safe_subpath
 from instructrl.label.service import OutputLabel
+from instructrl.label.web import Principal, authenticate, check_csrf, transaction
 
 router = APIRouter(prefix="/api")
 
@@ -48,21 +48,21 @@ def _assignment_json(a: Assignment, full: bool = False) -> dict[str, Any]:
 
 @router.get("/me")
 def me(request: Request) -> dict[str, Any]:
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         p = authenticate(request, s)
         return {"name": p.labeler.name, "role": p.labeler.role}
 
 
 @router.get("/assignments")
 def my_assignments(request: Request, status: str | None = None) -> list[dict[str, Any]]:
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         p = authenticate(request, s)
         return [_assignment_json(a) for a in service.assignments_of(s, p.labeler, status)]
 
 
 @router.get("/assignments/{assignment_id}")
 def my_assignment(request: Request, assignment_id: int) -> dict[str, Any]:
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         p = authenticate(request, s)
         return _assignment_json(service.own_assignment(s, p.labeler, assignment_id), full=True)
 
@@ -72,7 +72,7 @@ async def submit_demonstration(request: Request, assignment_id: int) -> dict[str
     body = await _json(request)
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             p = authenticate(request, s)
             check_csrf(request, p)
             a = service.submit_demonstration(s, p.labeler, assignment_id, body.get("text"))  # type: ignore[arg-type]
@@ -95,7 +95,7 @@ async def submit_ranking(request: Request, assignment_id: int) -> dict[str, Any]
         raise InstructRLError("'completion_id' must be an integer and 'flags' a list of strings") from None
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             p = authenticate(request, s)
             check_csrf(request, p)
             a = service.submit_ranking(s, p.labeler, assignment_id, labels)
@@ -114,14 +114,14 @@ def _admin(request: Request, s, write: bool = False) -> Principal:  # type: igno
 
 @router.get("/admin/progress")
 def progress(request: Request) -> dict[str, Any]:
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         _admin(request, s)
         return service.progress(s)
 
 
 @router.get("/admin/agreement")
 def agreement(request: Request) -> dict[str, Any]:
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         _admin(request, s)
         return service.labeler_agreement(s).to_dict()
 
@@ -132,7 +132,7 @@ async def create_labeler(request: Request) -> dict[str, Any]:
     body = await _json(request)
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             _admin(request, s, write=True)
             labeler, token = service.create_labeler(s, str(body.get("name") or ""), str(body.get("role") or "labeler"))
             return {"name": labeler.name, "role": labeler.role, "token": token}
@@ -150,7 +150,7 @@ async def import_prompts(request: Request) -> dict[str, Any]:
     lines = [service.parse_prompt_line(json.dumps(r), f"prompts[{i}]") for i, r in enumerate(records)]
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             _admin(request, s, write=True)
             r = service.import_prompts(s, lines, tag=body.get("tag"), demonstrations=bool(body.get("demonstrations", True)),
                                        source="api")
@@ -165,7 +165,7 @@ async def assign(request: Request) -> dict[str, Any]:
     body = await _json(request)
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             _admin(request, s, write=True)
             try:
                 n = service.assign(s, kind=body.get("kind"), labelers=body.get("labelers"),
@@ -185,7 +185,7 @@ async def export(request: Request) -> dict[str, Any]:
     root = request.app.state.export_dir
 
     def work() -> dict[str, Any]:
-        with db.transaction(request.app.state.factory) as s:
+        with transaction(request) as s:
             _admin(request, s, write=True)
             folder = safe_subpath(root, str(body.get("name") or ""))
             written = service.export(s, folder, kinds=body.get("kinds") or ["demonstrations", "rankings"],
@@ -199,7 +199,7 @@ async def export(request: Request) -> dict[str, Any]:
 def download(request: Request, kind: str) -> StreamingResponse:
     if kind not in service.EXPORT_FILES:
         raise service.NotFound(f"no export kind {kind!r}; expected one of {', '.join(service.EXPORT_FILES)}")
-    with db.transaction(request.app.state.factory) as s:
+    with transaction(request) as s:
         _admin(request, s)
         lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in service.EXPORT_FILES[kind][1](s)]
     return StreamingResponse(iter(lines), media_type="application/x-ndjson")

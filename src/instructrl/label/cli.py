@@ -1,22 +1,15 @@
 """``instructrl label ...``: the web app and its admin commands.
 
 Every command takes ``--db URL`` (default: $INSTRUCTRL_LABEL_DB or sqlite:///labels.db) and brings the
-schema up to date first (Alembic migrations shipped with the package).
+schema up to date first (Alembic migrations shipped with the package). This module is only the parser;
+the commands themselves are in ``commands``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
-import sys
-from typing import Any
 
-from instructrl.errors import InstructRLError
-
-log = logging.getLogger("instructrl.label")
-DEFAULT_DB = "sqlite:///labels.db"
+from instructrl.label.settings import DB_ENV, default_db
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--db", default=os.environ.get("INSTRUCTRL_LABEL_DB", DEFAULT_DB),
-                       help="Database URL: sqlite:///FILE.db or postgresql+psycopg://USER@HOST:PORT/DB ($INSTRUCTRL_LABEL_DB).")
+        p.add_argument("--db", default=default_db(),
+                       help=f"Database URL: sqlite:///FILE.db or postgresql+psycopg://USER@HOST:PORT/DB (${DB_ENV}).")
         return p
 
     p = add("serve", "Run the labeling web app.")
@@ -83,154 +76,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from instructrl.label import db
+    # Imported here on purpose: the database and web stack (the optional 'label' extra) loads only once a
+    # command runs, so `instructrl label --help` stays instant and works without the extra installed.
+    from instructrl.label import commands
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    engine = db.make_engine(args.db)
-    before = db.current_revision(engine)
-    after = db.migrate(engine)
-    if before != after:
-        log.info("database schema upgraded from %s to %s", before or "empty", after)
-    if args.action == "migrate":
-        print(f"schema at revision {db.current_revision(engine)}", file=sys.stderr)
-        return 0
-    if args.action == "serve":
-        return _serve(args)
-    factory = db.session_factory(engine)
-    with db.transaction(factory) as s:
-        return ACTIONS[args.action](s, args)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    os.environ["INSTRUCTRL_LABEL_DB"] = args.db
-    os.environ["INSTRUCTRL_LABEL_EXPORT_DIR"] = os.path.abspath(args.export_dir)
-    os.environ["INSTRUCTRL_LABEL_SECURE_COOKIES"] = "1" if args.secure_cookies else "0"
-    log.info("serving on http://%s:%d (exports under %s)", args.host, args.port, os.path.abspath(args.export_dir))
-    uvicorn.run("instructrl.label.cli:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning")
-    return 0
-
-
-def app_from_env():  # type: ignore[no-untyped-def]
-    """The app for ``uvicorn --factory`` (each worker process builds its own engine)."""
-    from instructrl.label import db
-    from instructrl.label.app import create_app
-
-    return create_app(db.make_engine(os.environ.get("INSTRUCTRL_LABEL_DB", DEFAULT_DB)),
-                      export_dir=os.environ.get("INSTRUCTRL_LABEL_EXPORT_DIR", "exports"),
-                      secure_cookies=os.environ.get("INSTRUCTRL_LABEL_SECURE_COOKIES") == "1")
-
-
-def _create_labeler(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    labeler, token = service.create_labeler(s, args.name, args.role)
-    print(f"created {labeler.role} {labeler.name}; access token (shown only once):", file=sys.stderr)
-    print(token)
-    return 0
-
-
-def _reset_token(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    token = service.reset_token(s, args.name)
-    print(f"new access token for {args.name} (shown only once; the old one no longer works):", file=sys.stderr)
-    print(token)
-    return 0
-
-
-def _set_active(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    service.set_active(s, args.name, args.action == "activate")
-    print(f"{args.name}: {args.action}d", file=sys.stderr)
-    return 0
-
-
-def _import_prompts(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    lines = service.parse_prompt_file(args.file)  # the whole file is checked before anything is stored
-    r = service.import_prompts(s, lines, tag=args.tag, demonstrations=args.demonstrations, source=args.file)
-    print(f"{args.file}: {r.prompts} prompts, {r.demonstration_tasks} demonstration tasks, "
-          f"{r.ranking_tasks} ranking tasks", file=sys.stderr)
-    return 0
-
-
-def _queue_rankings(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import labels, sampling, service
-
-    if not labels.K_MIN <= args.k <= labels.K_MAX:
-        raise InstructRLError(f"--k {args.k}: must be between {labels.K_MIN} and {labels.K_MAX} (InstructGPT: 4..9)")
-    prompts = service.prompts_needing_rankings(s, tag=args.tag, limit=args.limit)
-    if not prompts:
-        print("no prompts without a ranking task" + (f" under tag {args.tag!r}" if args.tag else ""), file=sys.stderr)
-        return 0
-    model, tokenizer = sampling.load_checkpoint(args.checkpoint)
-    outputs = sampling.sample_outputs(model, tokenizer, [p.text for p in prompts], args.k,
-                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
-    for prompt, samples in zip(prompts, outputs):
-        service.add_ranking_task(s, prompt, samples, source=os.path.abspath(args.checkpoint))
-    print(f"queued {len(prompts)} ranking tasks with K={args.k} outputs from {args.checkpoint}", file=sys.stderr)
-    return 0
-
-
-def _assign(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    names = [n.strip() for n in args.labelers.split(",") if n.strip()] if args.labelers else None
-    n = service.assign(s, kind=args.kind, labelers=names, overlap=args.overlap, overlap_share=args.overlap_share,
-                       limit=args.limit, seed=args.seed)
-    print(f"made {n} assignments", file=sys.stderr)
-    return 0
-
-
-def _progress(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    report = service.progress(s)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    for kind, t in report["tasks"].items():
-        print(f"{kind:<14} tasks {t['tasks']:>5}  unassigned {t['unassigned']:>5}  pending {t['pending']:>5}  submitted {t['submitted']:>5}")
-    print(f"\n{'labeler':<20} {'role':<8} {'demo done':>9} {'pending':>8} {'rank done':>9} {'pending':>8}")
-    for p in report["labelers"]:
-        print(f"{p['labeler']:<20} {p['role']:<8} {p['demonstration_submitted']:>9} {p['demonstration_pending']:>8} "
-              f"{p['ranking_submitted']:>9} {p['ranking_pending']:>8}{'' if p['active'] else '  (deactivated)'}")
-    return 0
-
-
-def _agreement(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    report: dict[str, Any] = service.labeler_agreement(s).to_dict()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    if report["agreement"] is None:
-        print("no ranking task has been submitted by two labelers yet (assign with --overlap 2)")
-        return 0
-    print(f"agreement {100 * report['agreement']:.1f}% +- {100 * report['stderr']:.1f} "
-          f"({report['agreeing_pairs']}/{report['compared_pairs']} comparisons on {report['tasks']} tasks)")
-    for row in report["by_pair"]:
-        rate = f"{100 * row['agreement']:.1f}%" if row["agreement"] is not None else "-"
-        print(f"  {' / '.join(row['labelers']):<40} {rate:>7}  ({row['compared_pairs']} comparisons)")
-    return 0
-
-
-def _export(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from instructrl.label import service
-
-    kinds = ["demonstrations", "rankings"] if args.kind == "both" else [args.kind]
-    written = service.export(s, args.out, kinds=kinds, by_labeler=args.by_labeler, labeler=args.labeler)
-    for key, path in written.items():
-        print(f"{key}: {path}")
-    return 0
-
-
-ACTIONS = {"create-labeler": _create_labeler, "reset-token": _reset_token, "deactivate": _set_active,
-           "activate": _set_active, "import-prompts": _import_prompts, "queue-rankings": _queue_rankings,
-           "assign": _assign, "progress": _progress, "agreement": _agreement, "export": _export}
+    return commands.run(args)

@@ -13,18 +13,15 @@ from starlette.datastructures import FormData, UploadFile
 from sqlalchemy import select
 
 from instructrl.errors import InstructRLError
-from instructrl.label import db, service
-from instructrl.label.app import (LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render)
+from instructrl.label import service
 from instructrl.label.labels import LabelError
 from instructrl.label.models import KINDS, PENDING, Assignment, Labeler
 from instructrl.label.security import new_csrf_token, safe_subpath, same_secret
 from instructrl.label.service import OutputLabel
+from instructrl.label.web import (LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render,
+                                  transaction)
 
 router = APIRouter()
-
-
-def _tx(request: Request):  # type: ignore[no-untyped-def]
-    return db.transaction(request.app.state.factory)
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -51,7 +48,7 @@ def _login(request: Request, form: FormData) -> Response:
     if not same_secret(form.get("csrf_token"), request.cookies.get(LOGIN_COOKIE)):
         return render(request, "login.html", status=403, login_csrf=request.cookies.get(LOGIN_COOKIE) or "",
                       error="Your sign-in form expired: reload the page and try again.")
-    with _tx(request) as s:
+    with transaction(request) as s:
         labeler = service.authenticate(s, str(form.get("token") or ""))
         if labeler is None:
             return render(request, "login.html", status=401, login_csrf=request.cookies.get(LOGIN_COOKIE),
@@ -71,7 +68,7 @@ async def logout(request: Request) -> Response:
 
 
 def _logout(request: Request, form: FormData) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         p = authenticate(request, s, allow_bearer=False)
         check_csrf(request, p, form)
         service.close_web_session(s, request.cookies.get(SESSION_COOKIE))
@@ -83,7 +80,7 @@ def _logout(request: Request, form: FormData) -> Response:
 # ---------------------------------------------------------------------------- the labeler's work
 @router.get("/")
 def queue(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         p = authenticate(request, s, allow_bearer=False)
         mine = service.assignments_of(s, p.labeler)
         pending = [a for a in mine if a.status == PENDING]
@@ -94,7 +91,7 @@ def queue(request: Request) -> Response:
 
 @router.get("/next")
 def next_task(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         p = authenticate(request, s, allow_bearer=False)
         a = service.next_pending(s, p.labeler)
     return _see_other(f"/tasks/{a.id}" if a else "/?done=1")
@@ -102,7 +99,7 @@ def next_task(request: Request) -> Response:
 
 @router.get("/tasks/{assignment_id}")
 def task_page(request: Request, assignment_id: int) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         p = authenticate(request, s, allow_bearer=False)
         a = service.own_assignment(s, p.labeler, assignment_id)
         return _render_task(request, p, a, notice="You already submitted this task; your first submission is kept."
@@ -129,7 +126,7 @@ def _form_labels(form: FormData, completion_ids: list[int]) -> dict[int, OutputL
 
 def _submit_task(request: Request, assignment_id: int, form: FormData) -> Response:
     try:
-        with _tx(request) as s:  # one transaction: check who, check CSRF, store, mark submitted
+        with transaction(request) as s:  # one transaction: check who, check CSRF, store, mark submitted
             p = authenticate(request, s, allow_bearer=False)
             check_csrf(request, p, form)
             a = service.own_assignment(s, p.labeler, assignment_id)
@@ -141,7 +138,7 @@ def _submit_task(request: Request, assignment_id: int, form: FormData) -> Respon
     except service.AlreadySubmitted:
         return _see_other(f"/tasks/{assignment_id}?already=1")
     except LabelError as e:
-        with _tx(request) as s:
+        with transaction(request) as s:
             p = authenticate(request, s, allow_bearer=False)
             a = service.own_assignment(s, p.labeler, assignment_id)
             values = {"text": form.get("text") or "", "likert": {k[7:]: v for k, v in form.items() if k.startswith("likert_")},
@@ -161,7 +158,7 @@ def _admin(request: Request, s, form: FormData | None = None) -> Principal:  # t
 
 @router.get("/admin")
 def admin_home(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         p = _admin(request, s)
         return render(request, "admin.html", principal=p, progress=service.progress(s),
                       agreement=service.labeler_agreement(s).to_dict())
@@ -169,7 +166,7 @@ def admin_home(request: Request) -> Response:
 
 @router.get("/admin/labelers")
 def admin_labelers(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         return _labelers_page(request, _admin(request, s), s)
 
 
@@ -187,7 +184,7 @@ async def admin_labelers_post(request: Request) -> Response:
 def _admin_labelers_post(request: Request, form: FormData) -> Response:
     action, name = str(form.get("action") or "create"), str(form.get("name") or "").strip()
     try:
-        with _tx(request) as s:
+        with transaction(request) as s:
             p = _admin(request, s, form)
             if action == "create":
                 _, token = service.create_labeler(s, name, str(form.get("role") or "labeler"))
@@ -203,15 +200,15 @@ def _admin_labelers_post(request: Request, form: FormData) -> Response:
             else:
                 raise InstructRLError(f"unknown action {action!r}")
     except InstructRLError as e:
-        with _tx(request) as s:
+        with transaction(request) as s:
             return _labelers_page(request, _admin(request, s), s, status=422, error=str(e))
-    with _tx(request) as s:
+    with transaction(request) as s:
         return _labelers_page(request, p, s, message=message, token=token, token_for=name)
 
 
 @router.get("/admin/prompts")
 def admin_prompts(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         return render(request, "admin_prompts.html", principal=_admin(request, s))
 
 
@@ -226,7 +223,7 @@ async def admin_prompts_post(request: Request) -> Response:
 
 def _admin_prompts_post(request: Request, form: FormData, data: bytes, filename: str) -> Response:
     try:
-        with _tx(request) as s:
+        with transaction(request) as s:
             p = _admin(request, s, form)
             try:
                 text = data.decode("utf-8")
@@ -236,14 +233,14 @@ def _admin_prompts_post(request: Request, form: FormData, data: bytes, filename:
             result = service.import_prompts(s, lines, tag=str(form.get("tag") or "").strip() or None,
                                             demonstrations=form.get("demonstrations") == "on", source=filename)
     except InstructRLError as e:
-        with _tx(request) as s:
+        with transaction(request) as s:
             return render(request, "admin_prompts.html", status=422, principal=_admin(request, s), error=str(e))
     return render(request, "admin_prompts.html", principal=p, result=result, filename=filename)
 
 
 @router.get("/admin/assign")
 def admin_assign(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         return _assign_page(request, _admin(request, s), s)
 
 
@@ -269,22 +266,22 @@ def _number(form: FormData, key: str, kind: type, default: Any) -> Any:
 
 def _admin_assign_post(request: Request, form: FormData) -> Response:
     try:
-        with _tx(request) as s:
+        with transaction(request) as s:
             p = _admin(request, s, form)
             n = service.assign(s, kind=str(form.get("kind") or "") or None,
                                labelers=[str(x) for x in form.getlist("labelers")] or None,
                                overlap=_number(form, "overlap", int, 1), overlap_share=_number(form, "overlap_share", float, 1.0),
                                limit=_number(form, "limit", int, None), seed=_number(form, "seed", int, 0))
     except InstructRLError as e:
-        with _tx(request) as s:
+        with transaction(request) as s:
             return _assign_page(request, _admin(request, s), s, status=422, error=str(e))
-    with _tx(request) as s:
+    with transaction(request) as s:
         return _assign_page(request, p, s, message=f"Made {n} assignment(s).")
 
 
 @router.get("/admin/export")
 def admin_export(request: Request) -> Response:
-    with _tx(request) as s:
+    with transaction(request) as s:
         return render(request, "admin_export.html", principal=_admin(request, s),
                       default_name=datetime.now().strftime("export-%Y%m%d-%H%M%S"))
 
@@ -299,13 +296,13 @@ def _admin_export_post(request: Request, form: FormData) -> Response:
     root = request.app.state.export_dir
     name = str(form.get("name") or "").strip()
     try:
-        with _tx(request) as s:
+        with transaction(request) as s:
             p = _admin(request, s, form)
             kinds = [str(k) for k in form.getlist("kinds")] or ["demonstrations", "rankings"]
             folder = safe_subpath(root, name)  # refuses '..', absolute paths and symlinks out of the folder
             written = service.export(s, folder, kinds=kinds, by_labeler=form.get("by_labeler") == "on")
     except InstructRLError as e:
-        with _tx(request) as s:
+        with transaction(request) as s:
             return render(request, "admin_export.html", status=422, principal=_admin(request, s), error=str(e),
                           default_name=name)
     files = [(str(path.relative_to(root)), sum(1 for _ in path.open(encoding="utf-8"))) for path in written.values()]
@@ -316,7 +313,7 @@ def _admin_export_post(request: Request, form: FormData) -> Response:
 def admin_download(request: Request, kind: str) -> Response:
     if kind not in service.EXPORT_FILES:
         raise service.NotFound(f"no export kind {kind!r}")
-    with _tx(request) as s:
+    with transaction(request) as s:
         _admin(request, s)
         lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in service.EXPORT_FILES[kind][1](s)]
     return StreamingResponse(iter(lines), media_type="application/x-ndjson",

@@ -14,6 +14,8 @@ PLAIN_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 
 def load_checkpoint(path: str):  # type: ignore[no-untyped-def]
     """(model, tokenizer) from a Hugging Face causal-LM directory, in eval mode."""
+    # Imported here on purpose: transformers and torch take seconds to load and only queue-rankings needs
+    # them, while every `instructrl label` command imports this module (through ``commands``).
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not Path(path).is_dir():
@@ -48,7 +50,7 @@ def eos_ids(model, tokenizer) -> set[int]:  # type: ignore[no-untyped-def]
 def sample_outputs(model, tokenizer, prompts: Sequence[str], k: int, *, max_new_tokens: int = 128,
                    seed: int = 0) -> list[list[str]]:  # type: ignore[no-untyped-def]
     """K completions per prompt, sampled at temperature 1 with no top-k/top-p truncation, cut at EOS."""
-    import torch
+    import torch  # here, not at the top: see load_checkpoint
 
     torch.manual_seed(seed)
     stops = eos_ids(model, tokenizer)
