@@ -6,9 +6,10 @@ from collections import Counter
 
 import pytest
 
-from instructrl.world.judge import claims, score
+from instructrl.world.judge import score
 from instructrl.world.kb import fact_sentence, get_kb
-from instructrl.world.tasks import CATEGORY_SHARES, Style, demonstrate, make_prompt
+from instructrl.world.reading import claims
+from instructrl.world.tasks import CATEGORY_SHARES, CLOSED_DOMAIN, TASKS, Style, demonstrate, make_prompt
 
 KB = get_kb(0)
 
@@ -31,6 +32,17 @@ def test_demonstrations_succeed_for_every_category():
     for style in (Style(), Style("Sure! ", 2, "numbered", " Hope this helps."), Style("", 0)):
         ok = [score(r, demonstrate(KB, r, style, rng))["success"] for r in recs]
         assert sum(ok) / len(ok) > 0.99
+
+
+def test_registry_has_one_entry_per_task_type():
+    rng = random.Random(0)
+    for name, t in TASKS.items():
+        assert t.make(KB, rng)[1]["type"] == name
+    for cat in CATEGORY_SHARES:  # each category's task types share its prompts
+        assert abs(sum(t.share for t in TASKS.values() if t.category == cat) - 1) < 1e-9, cat
+    assert set(CLOSED_DOMAIN) == {"summarize", "closed_qa", "extract", "polite_rewrite"}
+    with pytest.raises(ValueError, match="unknown task type"):
+        score({"prompt": "Hi", "task": {"type": "poem", "constraints": []}}, "Hello.")
 
 
 def test_prompts_are_short():
