@@ -104,13 +104,22 @@ def main() -> int:
     results["agreement_tiny_samples"] = agreement_on_model("tiny", 150)
     results["categories"] = category_shares()
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (HERE / "results.md").write_text(render(results))
+    (HERE / "results.md").write_text(render(results, kept_conclusion(HERE / "results.md")))
     print((HERE / "results.md").read_text())
     return 0
 
 
-def render(r: dict) -> str:
-    lines = ["# Miniature world: measured properties", "",
+def kept_conclusion(page: Path) -> str:
+    """The conclusion written by hand at the top of the results page (between its title and "Produced by"),
+    kept when the tables below it are written again: read it against the new numbers."""
+    text = page.read_text() if page.exists() else ""
+    start, end = text.find("\n\n") + 2, text.find("Produced by `")
+    return text[start:end] if 2 <= start <= end else ""
+
+
+def render(r: dict, conclusion: str = "") -> str:
+    """The results page: the conclusion first, then the measured tables."""
+    lines = ["# Miniature world: measured properties", "", *([conclusion.rstrip("\n"), ""] if conclusion else []),
              "Produced by `PYTHONPATH=src python benchmarks/world/run.py` (raw numbers in results.json).", "",
              "## Base models", "",
              "| size | params | train steps | train time (s) | held-out ppl | SQuAD F1 | DROP F1 | HellaSwag acc | WMT BLEU "
