@@ -48,10 +48,10 @@ def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
     import torch
 
     from instructrl.modeling.loading import load_tokenizer
+    from instructrl.modeling.reward import build_reward_model
     from instructrl.reward.config import RMConfig
     from instructrl.reward.data import encode_rankings, to_ranking
     from instructrl.data.io import Record
-    from instructrl.reward.model import build_reward_model
     from instructrl.reward.trainer import RMTrainer
     from instructrl.runtime import make_accelerator
 

@@ -5,7 +5,9 @@ import torch
 
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
-from instructrl.ppo.models import ValueModel, load_reward_model
+from instructrl.modeling.reward import EnsembleReward, load_frozen_reward
+from instructrl.modeling.value import ValueModel
+from instructrl.ppo.api import build_trainer
 from instructrl.ppo.rollout import policy_forward, position_ids_from_mask, right_align
 from ppo_helpers import make_reward_model, one_thread, ppo_world, quick_cfg  # noqa: F401
 
@@ -25,7 +27,7 @@ def test_reward_model_applies_gain_and_bias_and_value_model_starts_at_the_score(
     plain = AutoModelForSequenceClassification.from_pretrained(ppo_world["rm"]).eval()
     with torch.no_grad():
         raw = plain(input_ids=r_ids, attention_mask=r_mask).logits[:, 0]
-        rm = load_reward_model(str(ppo_world["rm"]))
+        rm = load_frozen_reward(str(ppo_world["rm"]))
         scores = rm(input_ids=r_ids, attention_mask=r_mask)
         torch.testing.assert_close(scores, 2.0 * raw + 0.5)  # gain 2, bias 0.5 from config.json
         vm = ValueModel.from_reward_model(str(ppo_world["rm"]))
@@ -37,9 +39,9 @@ def test_reward_model_applies_gain_and_bias_and_value_model_starts_at_the_score(
 
 def test_reward_model_errors_are_clear(ppo_world, tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
-        load_reward_model(str(tmp_path / "nope"))
+        load_frozen_reward(str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError, match="not a reward model"):
-        load_reward_model(str(ppo_world["policy"]))  # a causal LM
+        load_frozen_reward(str(ppo_world["policy"]))  # a causal LM
 
 
 def _logprobs(model, tok):
@@ -50,8 +52,6 @@ def _logprobs(model, tok):
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_reference_is_the_frozen_initial_policy(ppo_world, tmp_path, lora):
-    from instructrl.ppo.api import build_trainer
-
     kw = dict(lora_r=4, lora_target_modules=["c_attn"], learning_rate=1e-2) if lora else {}
     trainer = build_trainer(quick_cfg(ppo_world, tmp_path / "out", total_episodes=16, **kw))
     tok = trainer.tokenizer
@@ -79,8 +79,6 @@ class _Const(torch.nn.Module):
 
 
 def test_ensemble_reward_mean_min_and_uncertainty_weighted(ppo_world, tmp_path):
-    from instructrl.ppo.models import EnsembleReward
-
     members = [_Const([1.0, 0.0]), _Const([3.0, 0.0]), _Const([2.0, 3.0])]
     ids, mask = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
     torch.testing.assert_close(EnsembleReward(members)(ids, mask), torch.tensor([2.0, 1.0]))
@@ -99,4 +97,4 @@ def test_ensemble_reward_mean_min_and_uncertainty_weighted(ppo_world, tmp_path):
     r_ids, r_mask = right_align(*_batch(tok), tok.pad_token_id)
     ens = EnsembleReward.from_dirs([str(ppo_world["rm"]), str(ppo_world["rm"])])
     with torch.no_grad():
-        torch.testing.assert_close(ens(r_ids, r_mask), load_reward_model(str(ppo_world["rm"]))(r_ids, r_mask))
+        torch.testing.assert_close(ens(r_ids, r_mask), load_frozen_reward(str(ppo_world["rm"]))(r_ids, r_mask))

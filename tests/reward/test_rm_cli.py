@@ -4,6 +4,10 @@ import json
 
 from testkit import fact_demos, run_cli, write_jsonl
 from instructrl import cli
+from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
+from instructrl.modeling.reward import build_reward_model
+from instructrl.sft.api import run_sft
+from instructrl.sft.config import SFTConfig
 from instructrl.runtime import read_metrics
 from rm_helpers import color_rankings
 
@@ -54,11 +58,6 @@ def test_cli_bad_input_is_one_clear_line(tiny_model, tmp_path, capsys):
 
 
 def test_sft_selects_checkpoints_by_reward(tiny_model, tmp_path):
-    from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
-    from instructrl.reward.model import build_reward_model
-    from instructrl.sft.api import run_sft
-    from instructrl.sft.config import SFTConfig
-
     tok = load_tokenizer(str(tiny_model))
     rm_dir = save_pretrained_atomic(build_reward_model(str(tiny_model), tok), tok, tmp_path / "rm")
     demos = write_jsonl(tmp_path / "demos.jsonl", fact_demos(40))

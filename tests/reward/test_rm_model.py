@@ -12,7 +12,8 @@ from instructrl.errors import ModelLoadError
 from instructrl.losses import normalization_bias
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
-from instructrl.reward.model import (RewardModel, build_reward_model, load_reward_model, write_normalization)
+from instructrl.modeling.reward import RewardModel, build_reward_model, load_reward_model, write_normalization
+from instructrl.modeling.value import ValueModel
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 
 
@@ -72,8 +73,6 @@ def test_saved_model_loads_with_plain_transformers(saved_rm):
     assert torch.allclose(plain, rm.score_raw(["Q?", "What color is the flag of Zor2?"],
                                               ["A short one.", "The flag of Zor2 is blue."]), atol=1e-5)
     # equal although ours runs gelu_new as the fused kernel (reward and value models alike)
-    from instructrl.ppo.models import ValueModel
-
     def gelu_kinds(model):
         return {type(m).__name__ for m in model.modules() if "GELU" in type(m).__name__}
 

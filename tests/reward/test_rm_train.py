@@ -9,10 +9,10 @@ from testkit import fact_demos, write_jsonl
 from instructrl.data.tokenize import left_pad
 from instructrl.losses import ranking_loss
 from instructrl.modeling.loading import load_tokenizer
+from instructrl.modeling.reward import RewardModel, build_reward_model, sequence_rewards
 from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import encode_rankings, load_rankings
-from instructrl.reward.model import RewardModel, build_reward_model, sequence_rewards
 from instructrl.reward.trainer import RMTrainer
 from instructrl.runtime import make_accelerator, read_metrics
 from rm_helpers import color_rankings, write_rankings

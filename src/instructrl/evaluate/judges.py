@@ -20,6 +20,8 @@ from typing import Protocol, runtime_checkable
 
 from instructrl.errors import ConfigError
 from instructrl.evaluate.metrics import outcome
+from instructrl.evaluate.world_eval import HeldOutLabelerJudge
+from instructrl.modeling.reward import load_frozen_reward
 
 
 @runtime_checkable
@@ -34,9 +36,7 @@ class RewardModelJudge:
     ``tie_margin`` tie."""
 
     def __init__(self, path: str, tie_margin: float = 0.0, batch_size: int = 32):
-        from instructrl.reward.model import load_reward_model
-
-        self.rm = load_reward_model(path)
+        self.rm = load_frozen_reward(path)
         self.name = f"rm:{path}"
         self.tie_margin, self.batch_size = tie_margin, batch_size
 
@@ -54,8 +54,6 @@ def load_judge(spec: str) -> Judge:
     if kind == "rm" and rest:
         return RewardModelJudge(rest)
     if kind == "labelers":
-        from instructrl.evaluate.world_eval import HeldOutLabelerJudge
-
         return HeldOutLabelerJudge(seed=int(rest) if rest else 0)
     if kind == "python" and rest.count(":") == 1:
         module, attr = rest.split(":")

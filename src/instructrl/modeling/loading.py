@@ -1,4 +1,4 @@
-"""Loading any Hugging Face causal LM and its tokenizer, by local path or Hub id.
+"""Loading any Hugging Face causal LM and its tokenizer, by local path or Hub id; the frozen reference model.
 
 * PAD must differ from EOS (otherwise EOS is masked out with the padding and the policy never learns to
   stop; Huang et al. 2023). A tokenizer without a pad token, or whose pad token is its EOS, gets a
@@ -6,16 +6,21 @@
 * A directory holding a ``config.json`` but no weights is initialized randomly from that config
   (how ``instructrl pretrain`` starts a base model).
 * Outputs are saved with ``save_pretrained`` (LoRA adapters merged), so plain transformers loads them.
+* The reference model of RL (the KL anchor of InstructGPT Eq. 2) is a frozen copy of the initial policy,
+  or, for a LoRA policy, the policy itself with its adapters disabled (no second copy in memory).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.activations import FastGELUActivation, NewGELUActivation
 
 from instructrl.errors import ModelLoadError
 
@@ -49,8 +54,6 @@ def _hub_error(name: str, what: str, err: Exception) -> ModelLoadError:
 
 def load_tokenizer(name: str, *, padding_side: str = "right"):
     """Load a tokenizer and make sure it has an EOS and a PAD distinct from EOS."""
-    from transformers import AutoTokenizer
-
     check_model_source(name, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(os.path.expanduser(name))
@@ -88,8 +91,6 @@ def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = Non
     Weights are loaded in ``dtype``, float32 by default whatever the checkpoint stores (a checkpoint
     saved in float16 would otherwise train in float16 and overflow); mixed precision comes from the
     accelerator's autocast."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     check_model_source(name)
     local = Path(os.path.expanduser(name))
     try:
@@ -142,8 +143,6 @@ def fuse_activations(model: torch.nn.Module) -> int:
     GPT-J, Phi; ``gelu_fast``: five elementwise kernels forward, more backward) for PyTorch's fused
     kernel of the same function (``nn.GELU(approximate="tanh")``; equal up to float rounding). The
     config is untouched, so saved checkpoints are unchanged. Returns the number of modules swapped."""
-    from transformers.activations import FastGELUActivation, NewGELUActivation
-
     swapped = 0
     for parent in model.modules():
         for name, child in list(parent.named_children()):
@@ -160,9 +159,18 @@ def disable_dropout(model: torch.nn.Module) -> None:
             m.p = 0.0
 
 
+def make_reference(policy) -> torch.nn.Module | None:
+    """A frozen copy of the initial policy, or None for a LoRA policy (use its adapters-disabled self)."""
+    if hasattr(policy, "disable_adapter"):
+        return None
+    ref = copy.deepcopy(policy)
+    disable_dropout(ref)
+    return ref.eval().requires_grad_(False)
+
+
 def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
     """Wrap a model with LoRA adapters (peft). ``target_modules=None`` lets peft pick per architecture."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # only LoRA runs pay for it: peft imports transformers' model classes
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
                      target_modules=target_modules or None)
@@ -182,12 +190,8 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, *, dtyp
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
     if hasattr(model, "merge_and_unload"):  # peft model
-        import copy
-
         to_save = copy.deepcopy(model).merge_and_unload()
     if dtype is not None:
-        import copy
-
         to_save = copy.deepcopy(to_save).to(dtype)
     to_save.save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None:

@@ -1,19 +1,33 @@
-"""Python API of stage 3: ``run_ppo(PPOConfig(...))`` (PPO, or PPO-ptx with ``ptx_data``)."""
+"""Python API of stage 3: ``run_ppo(PPOConfig(...))`` (PPO, or PPO-ptx with ``ptx_data``).
+
+The four models of stage 3 come from :mod:`instructrl.modeling`:
+
+* **Policy**: the SFT model (:func:`~instructrl.modeling.loading.load_causal_lm`), LoRA-wrapped or not.
+* **Reference**: a frozen copy of the initial policy (the KL anchor of InstructGPT Eq. 2), or, when the policy
+  trains LoRA adapters, the same model with its adapters disabled (:func:`~instructrl.modeling.loading.make_reference`).
+* **Reward model**: the stage-2 RM, frozen (:func:`~instructrl.modeling.reward.load_frozen_reward`), scoring
+  prompt + response + EOS at the last non-PAD token with its normalization ``gain * raw + bias``.
+* **Value model**: initialized from the RM (InstructGPT §3.5; :class:`~instructrl.modeling.value.ValueModel`).
+
+The RM and the value model read the policy's token ids, so they must share its tokenizer (:func:`check_same_vocab`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from torch import nn
 
 from instructrl.data.formats import load_prompts, load_texts
 from instructrl.data.template import encode_prompt
 from instructrl.data.tokenize import pack_texts
-from instructrl.errors import DataError, InstructRLError
-from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer
+from instructrl.errors import DataError, InstructRLError, ModelLoadError
+from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
+from instructrl.modeling.reward import load_frozen_reward
+from instructrl.modeling.value import ValueModel
 from instructrl.ppo.config import PPOConfig
-from instructrl.ppo.models import ValueModel, check_same_vocab, load_reward_model, make_reference
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
 from instructrl.runtime import make_accelerator, prepare_output_dir
 
@@ -72,7 +86,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
         ref = None  # the reference is the policy with its adapters disabled: no second copy
     if reward_model is None:
-        reward_model = load_reward_model(cfg.reward_model)
+        reward_model = load_frozen_reward(cfg.reward_model)
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
     value = ValueModel.from_reward_model(value_source)
     check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
@@ -83,6 +97,19 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
              cfg.num_iterations, cfg.batch_size, len(prompts), cfg.mini_batch_size, cfg.ppo_epochs,
              f"; PPO-ptx with gamma={cfg.ptx_coef}, {cfg.ptx_per_episode:g} windows per episode" if ptx_pool else "")
     return PPOTrainer(cfg, acc, policy, ref, reward_model, value, tokenizer, prompts, out, ptx_pool)
+
+
+def check_same_vocab(tokenizer, path: str, what: str, vocab_rows: int) -> None:
+    """The RM and value model read the policy's token ids: they must share its tokenizer."""
+    p = Path(path)
+    if (p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists():
+        other = load_tokenizer(path)
+        if other.get_vocab() != tokenizer.get_vocab():
+            raise ModelLoadError(f"{what} '{path}' uses a different tokenizer than the policy; PPO scores the "
+                                 f"policy's token ids, so train the {what} from the same model family/tokenizer")
+    if vocab_rows < len(tokenizer):
+        raise ModelLoadError(f"{what} '{path}' has {vocab_rows} embedding rows but the policy's tokenizer has "
+                             f"{len(tokenizer)} tokens")
 
 
 def _vocab_rows(model: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """Python API of stage 2: ``run_rm(RMConfig(...))`` trains a reward model, ``evaluate_rm(RMConfig(...))`` evaluates one.
 
-Outputs of ``run_rm`` in ``output_dir``: the reward model (transformers format, see ``reward/model.py``) with its
+Outputs of ``run_rm`` in ``output_dir``: the reward model (transformers format, see ``modeling/reward.py``) with its
 tokenizer and ``reward_normalization.json``, ``config.yaml``, ``data_report.json``, ``metrics.jsonl``,
 ``eval_results.json`` (per labeler group, with standard errors), ``selection.json`` and ``checkpoints/``.
 """
@@ -16,10 +16,11 @@ import torch
 
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import load_tokenizer
+from instructrl.modeling.reward import RewardModel, build_reward_model, write_normalization
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load_rankings, split_by_prompt
 from instructrl.reward.evaluation import flat_metrics, format_report
-from instructrl.reward.model import RewardModel, build_reward_model, write_normalization
+from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 from instructrl.reward.trainer import RMTrainer, evaluate_rankings
 from instructrl.runtime import make_accelerator, prepare_output_dir
 
@@ -95,8 +96,6 @@ def run_rm(cfg: RMConfig) -> RMResult:
 
 def normalize_saved(cfg: RMConfig, out: Path, device: torch.device) -> dict:
     """Compute the normalization of the saved reward model in ``out`` and store it beside it."""
-    from instructrl.reward.normalize import demonstration_normalization, reference_normalization
-
     method = cfg.normalize_method
     normalization = {"gain": 1.0, "bias": 0.0, "method": "none"}
     if method != "none":

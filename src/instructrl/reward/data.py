@@ -28,7 +28,7 @@ import numpy as np
 
 from instructrl.data.formats import Prompt, check_messages, check_text, missing_columns_error, parse_prompt_value
 from instructrl.data.io import Record, read_records
-from instructrl.data.template import as_messages, encode_completion, encode_prompt
+from instructrl.data.template import as_messages, encode_pair_text
 from instructrl.data.tokenize import TokenizeReport
 from instructrl.errors import DataError
 from instructrl.losses import pairs_from_ranks
@@ -256,12 +256,6 @@ def split_by_prompt(rankings: list[Ranking], fraction: float, seed: int) -> tupl
 
 
 # ----------------------------------------------------------------------------- tokens
-def encode_pair_text(tokenizer, prompt: Prompt, completion: str, raw_prompt: bool = False) -> tuple[list[int], list[int]]:
-    """Token ids of what the reward model reads: the rendered prompt, then the response and EOS."""
-    p_ids = tokenizer(prompt)["input_ids"] if raw_prompt else encode_prompt(tokenizer, prompt)
-    return p_ids, encode_completion(tokenizer, completion)
-
-
 def fit_length(p_ids: list[int], c_ids: list[int], max_length: int, eos_id: int,
                min_response_tokens: int = 1) -> tuple[list[int] | None, bool]:
     """Prompt + response within ``max_length``: a long response is cut and ends with EOS again (the score is

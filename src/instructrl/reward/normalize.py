@@ -18,7 +18,7 @@ from instructrl.errors import DataError
 from instructrl.losses import normalization_bias, normalization_gain_bias
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-from instructrl.reward.model import RewardModel
+from instructrl.modeling.reward import RewardModel
 
 log = logging.getLogger("instructrl.reward")
 

@@ -13,7 +13,7 @@ import torch
 
 from instructrl.data.formats import Prompt
 from instructrl.modeling.generation import generate
-from instructrl.reward.model import RewardModel
+from instructrl.modeling.reward import RewardModel
 
 
 class RewardSelector:

@@ -24,10 +24,10 @@ import torch
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import DataError, InstructRLError
 from instructrl.losses import pairwise_loss, ranking_loss
+from instructrl.modeling.reward import score_sequences, sequence_rewards
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
 from instructrl.reward.evaluation import comparison_report, flat_metrics
-from instructrl.reward.model import score_sequences, sequence_rewards
 from instructrl.sft.trainer import LMTrainer, shuffled_plan
 
 log = logging.getLogger("instructrl.reward")

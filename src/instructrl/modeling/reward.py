@@ -7,11 +7,12 @@ scalar. Checkpoints are plain ``transformers`` ``AutoModelForSequenceClassificat
 stored twice: ``reward_normalization.json`` (``{"gain", "bias", "method", ...stats}``) and
 ``config.json`` (``instructrl_reward_gain``, ``instructrl_reward_bias``). Normalized reward = gain * raw + bias.
 
-Public API (the PPO and evaluation stages import these names)::
+Public API (the reward, PPO, SFT-selection and evaluation stages import these names)::
 
-    from instructrl.reward.model import RewardModel, load_reward_model
+    from instructrl.modeling.reward import RewardModel, load_frozen_reward, load_reward_model
 
     rm = RewardModel.from_pretrained(path, device=None)   # or load_reward_model(path, device=None)
+    rm = load_frozen_reward(path)                         # no gradients: PPO's reward, a judge
     rm.tokenizer                                          # PAD distinct from EOS
     rm(input_ids, attention_mask)      -> (B,) normalized rewards; left or right padding
     rm.raw(input_ids, attention_mask)  -> (B,) unnormalized rewards
@@ -21,6 +22,9 @@ Public API (the PPO and evaluation stages import these names)::
 
 ``prompts`` are prompt records (a string or a list of chat messages), rendered with the same template as SFT;
 ``responses`` are strings; each is scored as rendered prompt + response + EOS.
+
+:class:`EnsembleReward` scores with several frozen reward models at once (mean, worst case, or
+uncertainty-weighted).
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from instructrl.data.formats import Prompt
+from instructrl.data.template import encode_pair_text
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
 from instructrl.modeling.loading import (check_model_source, disable_dropout, fuse_activations, load_causal_lm,
-                                        load_tokenizer)
+                                        load_tokenizer, save_pretrained_atomic)
 
 log = logging.getLogger("instructrl.reward")
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -53,8 +60,6 @@ def build_reward_model(name: str, tokenizer, *, no_dropout: bool = True) -> torc
     The causal LM is loaded (and its embeddings aligned with ``tokenizer``), then its backbone state is copied,
     strictly, into ``AutoModelForSequenceClassification`` with ``num_labels=1``; the LM head is dropped
     (InstructGPT §3.5: unembedding replaced by a scalar projection)."""
-    from transformers import AutoModelForSequenceClassification
-
     causal = load_causal_lm(name, tokenizer, init_from_config=False)
     config = causal.config
     config.num_labels = 1
@@ -158,8 +163,6 @@ class RewardModel(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> "RewardModel":
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
         name = str(path)
         check_model_source(name, "reward model")
         local = Path(os.path.expanduser(name))
@@ -200,8 +203,6 @@ class RewardModel(torch.nn.Module):
 
     def encode(self, prompts: list[Prompt], responses: list[str]) -> list[list[int]]:
         """Token ids of rendered prompt + response + EOS, cut to the model's context from the left."""
-        from instructrl.reward.data import encode_pair_text
-
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", None)
@@ -228,8 +229,6 @@ class RewardModel(torch.nn.Module):
         setattr(self.model.config, BIAS_KEY, float(normalization["bias"]))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        from instructrl.modeling.loading import save_pretrained_atomic
-
         self.set_normalization(self.normalization)  # config attributes in step with the buffers
         out = save_pretrained_atomic(self.model, self.tokenizer, directory)
         write_normalization(out, self.normalization)
@@ -237,5 +236,44 @@ class RewardModel(torch.nn.Module):
 
 
 def load_reward_model(path: str | os.PathLike, device: str | torch.device | None = None) -> RewardModel:
-    """Shorthand for :meth:`RewardModel.from_pretrained`."""
+    """Shorthand for :meth:`RewardModel.from_pretrained`: a reward model that can go on training."""
     return RewardModel.from_pretrained(path, device=device)
+
+
+def load_frozen_reward(path: str | os.PathLike) -> RewardModel:
+    """The stage-2 :class:`RewardModel`, frozen and dropout-free: ``forward(input_ids, attention_mask) -> (B,)``
+    normalized rewards, no gradients (PPO's reward, a judge)."""
+    rm = RewardModel.from_pretrained(path)
+    disable_dropout(rm)
+    rm.eval().requires_grad_(False)
+    return rm
+
+
+class EnsembleReward(nn.Module):
+    """Several reward models scored together (Coste et al. 2023, reward-model ensembles against
+    over-optimization): ``mode="mean"`` averages their normalized rewards, ``"min"`` takes the worst
+    case, ``"uwo"`` the mean minus ``penalty`` times their spread (uncertainty-weighted). Each member is
+    a module ``forward(input_ids, attention_mask) -> (B,)`` on the same token ids (e.g. stage-2
+    :class:`RewardModel` directories loaded with :func:`load_frozen_reward`)."""
+
+    MODES = ("mean", "min", "uwo")
+
+    def __init__(self, members: list[nn.Module], mode: str = "mean", penalty: float = 1.0):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"ensemble mode must be one of {self.MODES}, got {mode!r}")
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 reward models, got {len(members)}")
+        self.members, self.mode, self.penalty = nn.ModuleList(members), mode, penalty
+
+    @classmethod
+    def from_dirs(cls, paths: list[str], mode: str = "mean", penalty: float = 1.0) -> "EnsembleReward":
+        return cls([load_frozen_reward(p) for p in paths], mode, penalty)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.stack([m(input_ids=input_ids, attention_mask=attention_mask).float() for m in self.members])  # (M, B)
+        if self.mode == "min":
+            return scores.min(dim=0).values
+        if self.mode == "uwo":
+            return scores.mean(dim=0) - self.penalty * scores.std(dim=0, unbiased=False)
+        return scores.mean(dim=0)  # (B,)
