@@ -14,6 +14,7 @@ from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, check_model_source, load_causal_lm, load_tokenizer
 from instructrl.runtime import make_accelerator, prepare_output_dir
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
+from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import EpochPlan, LMTrainer, Selector, TrainResult, shuffled_plan
 
 log = logging.getLogger("instructrl.sft")
@@ -102,8 +103,6 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
 
 
 def make_reward_selector(cfg: SFTConfig, demos) -> Selector:
-    from instructrl.reward.selection import RewardSelector
-
     prompts = [d.prompt for d in demos[: cfg.select_prompts]]
     return RewardSelector(cfg.reward_model, prompts, max_new_tokens=cfg.select_max_new_tokens, seed=cfg.seed)
 
