@@ -1,35 +1,27 @@
 """What limits PPO / PPO-ptx at the smallest size: reward models and PPO settings, side by side.
 
-Reuses a demo run (``bash scripts/demo.sh`` -> runs/demo: world, SFT, rankings, RM) and adds, each stage
-cached in OUT like the demo's:
+The arms, the reward models they learn from and those models' ranking data are data, in sweep.toml (each
+table is described there). From a finished demo run (``bash scripts/demo.sh`` -> runs/demo: world, SFT,
+rankings, RM) the sweep runs these stages, each cached in OUT like the demo's:
 
-* ``world-eval``: the demo world rebuilt with more held-out evaluation prompts (``--eval-prompts``; the
-  training files are checked to be identical), for win rates with standard errors near 0.017;
-* ``world-big`` + ``rankings-N``: N more prompts ranked by the training labelers, from the demo's SFT
-  policy (prompts of the held-out comparisons left out);
-* ``world-xl`` + ``rankings-xl-N``: the paper's amount of ranking data (``--xl-prompts``, 32,000 by
-  default; the paper: 33k prompts) from a 12x build of the same world, prompts of the held-out
-  comparisons and of the evaluation left out, and second rounds on 8,000 of them (XL_ROUNDS: samples of a
-  PPO-ptx policy next to SFT's, ranked by the noiseless judge);
-* reward models: ``rm-small`` and ``rm-medium`` (from an SFT of the ``small`` / ``medium`` base on the
-  demo's data and rankings; the value model starts from the RM, so it has that size too), ``rm-N``
-  (the demo's RM recipe on the N-prompt rankings), ``rm-N-medium`` (the same from the medium SFT model),
-  ``rm-clean`` / ``rm-N-clean`` (the demo's / the N-prompt rankings re-ranked by the noiseless reference
-  judge: the cost of label noise), ``rm-xl-clean-small`` / ``rm-xl-clean-medium`` (the 32k noiseless
-  rankings, from the small / medium SFT model), ``rm-xl-clean-small-1ep`` (the same for 1 epoch) and
-  ``rm-xl-clean-small-s1`` (a second build of the small one, seed 1; RM_OVERRIDES), ``rm-xl-small-iter-clean``
-  (the small one on both rounds), ``rm-xl-clean-medium-lr5`` / ``-lr2`` (the medium one at LR 5e-4 / 2e-4);
-* PPO / PPO-ptx runs from the demo's SFT policy with each RM, coefficient and episode count of ARMS;
-  the ``oracle`` arms optimize the noiseless reference judge itself (``instructrl.world.reward.JudgeReward``,
-  scaled to the demo RM's mean and spread; value model from the demo RM): the same PPO with an exact reward;
-* one evaluation of every run against the SFT policy by the held-out labelers, the judge's criteria
-  of every model's responses (the paper's metadata), the judge's mean utility by task type, and each RM's
-  accuracy against the noiseless reference judge, split by the criterion that decides each held-out pair.
+1. the evaluation world: ``world-eval``, the demo world rebuilt with ``--eval-prompts`` evaluation prompts
+   (win rates with standard errors near 0.017; its training files are checked to be the demo's); and SFT
+   models of the small / medium base for reward models of that size;
+2. rankings: K samples of the demo's SFT policy per prompt of larger builds of the same world
+   (``world-big``, ``world-xl``; prompts of the held-out comparisons and of the evaluation left out),
+   ranked by the training labelers or by the noiseless judge, and the later rounds, whose samples come
+   from the SFT policy and a PPO-ptx arm in turn;
+3. reward models: those the arms need, each from an SFT model of its size;
+4. PPO arms: each arm from the demo's SFT policy, against its RM, an ensemble, or the judge itself;
+5. evaluation: every arm against the SFT policy by the held-out labelers, the judge's criteria (the paper's
+   metadata) and its utility by task type for every model, each RM's accuracy against the judge by the
+   criterion deciding each held-out pair, and the held-out LM loss;
+6. report: OUT/sweep.json, in the shape of schema.md, and its tables printed.
 
-Writes OUT/sweep.json and prints the tables. With ``--tag T --arms A ...`` only the arms A are evaluated,
-side by side, in their own stage ``eval-T`` (written to OUT/sweep-T.json; the main evaluation is kept).
-``--train-only`` stops before the evaluation, ``--rms-only`` once the arms' reward models are trained: stages
-trained elsewhere (a GPU machine) are copied into OUT and evaluated with the others.
+With ``--tag T --arms A ...`` only the arms A are evaluated, side by side, in their own stage ``eval-T``
+(written to OUT/sweep-T.json; the main evaluation is kept). ``--train-only`` stops before the evaluation,
+``--rms-only`` once the arms' reward models are trained: stages trained elsewhere (a GPU machine) are
+copied into OUT and evaluated with the others.
 
     python benchmarks/ppo_quality/sweep.py --demo runs/demo --out runs/ppo-sweep
 """
@@ -41,196 +33,372 @@ import itertools
 import json
 import shutil
 import sys
+import tomllib
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from record import header
+
+from instructrl.data.io import read_records, write_jsonl
+from instructrl.errors import ConfigError
+from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
+from instructrl.evaluate.report import metrics_series
+from instructrl.experiments.pipeline import (
+    Recipe,
+    Stages,
+    build_world,
+    collect_rankings,
+    run_eval_stage,
+    run_ppo_stage,
+    run_rm_stage,
+    run_sft_stage,
+)
+from instructrl.experiments.pretrain import resolve_model
+from instructrl.experiments.reproduce import ppo_curve_summary
+from instructrl.modeling.loading import load_tokenizer
+from instructrl.modeling.reward import EnsembleReward, RewardModel
+from instructrl.world.judge import score
+from instructrl.world.labelers import make_pool
+from instructrl.world.reward import JudgeReward, calibrate
+
+SWEEP_FILE = Path(__file__).with_name("sweep.toml")
+CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
+FIRST_DATA = {"demo", "clean", "more", "more-clean", "sft8000", "xl", "xl-clean"}  # ranking data besides the rounds
 
 
-
-def g1(rm: str, episodes: int, **ppo) -> tuple:
-    """A PPO-ptx arm with gamma 1 against ``rm`` for ``episodes``; ``ppo`` overrides the PPO config."""
-    return (rm, True, {"ptx_coef": 1.0, "ppo_episodes": episodes, **ppo})
+# ---------------------------------------------------------------- the arms, as data
 
 
-# name: (reward model, PPO-ptx, overrides of the demo recipe or of the PPO config)
-ARMS = {
-    "ppo": ("demo", False, {}),
-    "ppo_ptx": ("demo", True, {}),
-    "ppo_ptx-seed1": ("demo", True, {"seed": 1}),  # the same run with other PPO seeds: run-to-run spread
-    "ppo_ptx-seed2": ("demo", True, {"seed": 2}),
-    "ppo-rm_small-1024": ("rm-small", False, {"ppo_episodes": 1024}),
-    "ppo_ptx-rm_small": ("rm-small", True, {}),
-    "ppo_ptx-rm_small-g3": ("rm-small", True, {"ptx_coef": 3.0}),
-    "ppo_ptx-rm_small-g1": ("rm-small", True, {"ptx_coef": 1.0}),
-    "ppo_ptx-rm_small-1024": ("rm-small", True, {"ppo_episodes": 1024}),
-    "ppo_ptx-rm_small-g1-1024": g1("rm-small", 1024),
-    "ppo_ptx-rm_small-g1-1024-seed1": g1("rm-small", 1024, seed=1),
-    "ppo_ptx-rm_small-g1-1024-seed2": g1("rm-small", 1024, seed=2),
-    "ppo-rm_medium": ("rm-medium", False, {}),
-    "ppo_ptx-rm_medium": ("rm-medium", True, {}),
-    "ppo_ptx-rm_medium-g1-1024": g1("rm-medium", 1024),
-    "ppo-rm_more": ("rm-more", False, {}),
-    "ppo_ptx-rm_more": ("rm-more", True, {}),
-    "ppo-rm_more_medium": ("rm-more-medium", False, {}),
-    "ppo_ptx-rm_more_medium": ("rm-more-medium", True, {}),
-    # the reward is the reference judge itself (no RM; scaled to the demo RM's spread): what PPO reaches
-    # when the reward is exact, i.e. how much of the gap to the target is the reward model's
-    "ppo-oracle": ("oracle", False, {}),
-    "ppo_ptx-oracle": ("oracle", True, {}),
-    "ppo_ptx-oracle-g1": ("oracle", True, {"ptx_coef": 1.0}),
-    # longer runs (the demo: 2,048 episodes), against the judge and against learned RMs
-    "ppo-oracle-8k": ("oracle", False, {"ppo_episodes": 8192}),
-    "ppo_ptx-oracle-8k": ("oracle", True, {"ppo_episodes": 8192}),
-    "ppo_ptx-oracle-g1-8k": g1("oracle", 8192),
-    "ppo_ptx-oracle-g1-8k-seed1": g1("oracle", 8192, seed=1),
-    "ppo_ptx-oracle-g0.3-8k": ("oracle", True, {"ptx_coef": 0.3, "ppo_episodes": 8192}),
-    "ppo_ptx-oracle-g1-16k": g1("oracle", 16384),
-    "ppo_ptx-oracle-g1-16k-seed1": g1("oracle", 16384, seed=1),
-    "ppo_ptx-oracle-g1-16k-seed2": g1("oracle", 16384, seed=2),
-    "ppo_ptx-oracle-g1-32k": g1("oracle", 32768),
-    "ppo_ptx-g1-4k": g1("demo", 4096),
-    "ppo_ptx-g1-8k": g1("demo", 8192),
-    "ppo_ptx-rm_small-g1-8k": g1("rm-small", 8192),
-    "ppo_ptx-rm_more-g1-4k": g1("rm-more", 4096),
-    "ppo_ptx-rm_more-g1-8k": g1("rm-more", 8192),
-    "ppo_ptx-rm_more_medium-g1-8k": g1("rm-more-medium", 8192),
-    # an RM from the demo's rankings with the noiseless judge's ranks in place of the labelers': label noise?
-    "ppo_ptx-rm_clean": ("rm-clean", True, {}),
-    "ppo_ptx-rm_clean-g1-4k": g1("rm-clean", 4096),
-    "ppo_ptx-rm_clean-g1-8k": g1("rm-clean", 8192),
-    "ppo_ptx-rm_more_clean": ("rm-more-clean", True, {}),
-    "ppo_ptx-rm_more_clean-g1-4k": g1("rm-more-clean", 4096),
-    "ppo_ptx-rm_more_clean-g1-8k": g1("rm-more-clean", 8192),
-    "ppo_ptx-rm_more_clean-g1-4k-seed1": g1("rm-more-clean", 4096, seed=1),
-    "ppo_ptx-rm_more_clean-g1-8k-kl05": g1("rm-more-clean", 8192, kl_coef=0.05),
-    "ppo_ptx-rm_more_clean-g1-16k-kl05": g1("rm-more-clean", 16384, kl_coef=0.05),
-    # a second round of comparisons (the paper's later rounds): 2,000 more prompts whose K samples come
-    # half from the SFT policy, half from the PPO-ptx policy that over-optimized the first RM; the RM is
-    # retrained on both rounds and PPO-ptx starts again from SFT. rm-8000: the same 8,000 prompts with
-    # SFT samples only (the control for the amount of data)
-    "ppo_ptx-rm_iter-g1-4k": g1("rm-iter", 4096),
-    "ppo_ptx-rm_iter-g1-8k": g1("rm-iter", 8192),
-    "ppo_ptx-rm_8000-g1-4k": g1("rm-8000", 4096),
-    "ppo_ptx-rm_iter_clean-g1-4k": g1("rm-iter-clean", 4096),
-    "ppo_ptx-rm_iter_clean-g1-8k": g1("rm-iter-clean", 8192),
-    "ppo_ptx-rm_iter_clean-g1-16k": g1("rm-iter-clean", 16384),
-    # a third round (noiseless labels): the next prompts, samples from SFT and the second round's 8k policy
-    "ppo_ptx-rm_iter3_clean-g1-8k": g1("rm-iter3-clean", 8192),
-    "ppo_ptx-rm_iter3_clean-g1-16k": g1("rm-iter3-clean", 16384),
-    # reward-model ensembles (instructrl.ppo.models.EnsembleReward) of the RMs above
-    "ppo_ptx-ens_clean-g1-8k": g1("ens-clean", 8192),
-    "ppo_ptx-ens-g1-8k": g1("ens", 8192),
-    "ppo_ptx-ens_min-g1-8k": g1("ens-min", 8192),
-    # the paper's amount of ranking data (33k prompts): --xl-prompts prompts of a larger build of the same
-    # world, SFT samples, ranked by the training labelers / by the noiseless judge
-    "ppo_ptx-rm_xl-g1-8k": g1("rm-xl", 8192),
-    "ppo_ptx-rm_xl-g1-16k": g1("rm-xl", 16384),
-    "ppo_ptx-rm_xl_clean-g1-8k": g1("rm-xl-clean", 8192),
-    "ppo_ptx-rm_xl_clean-g1-16k": g1("rm-xl-clean", 16384),
-    "ppo_ptx-rm_xl_clean-g1-8k-seed1": g1("rm-xl-clean", 8192, seed=1),
-    "ppo_ptx-rm_xl_clean-g1-32k": g1("rm-xl-clean", 32768),
-    "ppo_ptx-rm_xl_clean-g1-16k-lr2": g1("rm-xl-clean", 16384, learning_rate=2e-4),
-    "ppo_ptx-rm_xl_clean-g1-16k-ep2": g1("rm-xl-clean", 16384, ppo_epochs=2),
-    "ppo_ptx-rm_xl_clean-g1-16k-lr2-seed1": g1("rm-xl-clean", 16384, learning_rate=2e-4, seed=1),
-    # a second round on top of it: the last 8,000 of those prompts sampled anew, half by SFT, half by the
-    # 32k policy that over-optimized rm-xl-clean, ranked by the noiseless judge; the RM retrained on both
-    "ppo_ptx-rm_xl_iter_clean-g1-8k": g1("rm-xl-iter-clean", 8192),
-    "ppo_ptx-rm_xl_iter_clean-g1-16k": g1("rm-xl-iter-clean", 16384),
-    "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2": g1("rm-xl-iter-clean", 16384, learning_rate=2e-4),
-    "ppo_ptx-rm_xl_iter_clean-g1-16k-lr2-seed1": g1("rm-xl-iter-clean", 16384, learning_rate=2e-4, seed=1),
-    # the same 32k noiseless rankings for an RM larger than the policy (the paper: a 6B RM for every policy
-    # size); the value model starts from the RM, so it has that size too
-    "ppo_ptx-rm_xl_clean_small-g1-16k": g1("rm-xl-clean-small", 16384),
-    "ppo_ptx-rm_xl_clean_small-g1-16k-seed1": g1("rm-xl-clean-small", 16384, seed=1),
-    "ppo_ptx-rm_xl_clean_small-g1-16k-seed2": g1("rm-xl-clean-small", 16384, seed=2),
-    "ppo_ptx-rm_xl_clean_small-g1-24k": g1("rm-xl-clean-small", 24576),
-    "ppo_ptx-rm_xl_clean_small-g1-16k-lr2": g1("rm-xl-clean-small", 16384, learning_rate=2e-4),
-    "ppo_ptx-rm_xl_clean_medium-g1-16k": g1("rm-xl-clean-medium", 16384),
-    "ppo_ptx-rm_xl_clean_medium-g1-16k-lr2": g1("rm-xl-clean-medium", 16384, learning_rate=2e-4),
-    # the small RM trained for 1 epoch, as the paper trains its RM (there it overfits after one); a second build of
-    # the small RM (seed 1: other head initialization and data order); a stronger KL penalty over more
-    # episodes; the two small builds as one ensemble
-    "ppo_ptx-rm_xl_clean_small_1ep-g1-16k": g1("rm-xl-clean-small-1ep", 16384),
-    "ppo_ptx-rm_xl_clean_small_1ep-g1-16k-seed1": g1("rm-xl-clean-small-1ep", 16384, seed=1),
-    "ppo_ptx-rm_xl_clean_small_s1-g1-16k": g1("rm-xl-clean-small-s1", 16384),
-    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4": g1("rm-xl-clean-small", 24576, kl_coef=0.04),
-    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4-seed1": g1("rm-xl-clean-small", 24576, kl_coef=0.04, seed=1),
-    "ppo_ptx-rm_xl_clean_small-g1-24k-kl4-seed2": g1("rm-xl-clean-small", 24576, kl_coef=0.04, seed=2),
-    "ppo_ptx-rm_xl_clean_small-g1-32k-kl4": g1("rm-xl-clean-small", 32768, kl_coef=0.04),
-    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4": g1("rm-xl-clean-small-s1", 24576, kl_coef=0.04),
-    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4-seed1": g1("rm-xl-clean-small-s1", 24576, kl_coef=0.04, seed=1),
-    "ppo_ptx-rm_xl_clean_small_s1-g1-24k-kl4-seed2": g1("rm-xl-clean-small-s1", 24576, kl_coef=0.04, seed=2),
-    "ppo_ptx-ens_xl_clean_small2-g1-16k": g1("ens-xl-clean-small2", 16384),
-    "ppo_ptx-ens_xl_clean_small2-g1-16k-seed1": g1("ens-xl-clean-small2", 16384, seed=1),
-    "ppo_ptx-ens_xl_clean_small2-g1-24k-kl4": g1("ens-xl-clean-small2", 24576, kl_coef=0.04),
-    # a second round for the small RM: the last 8,000 of the 32k prompts sampled anew, half by SFT, half by the
-    # best small-RM policy (KL 0.04, 24k episodes, which does not over-optimize), ranked by the noiseless
-    # judge; the small RM retrained on both rounds
-    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04),
-    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4-seed1": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04, seed=1),
-    "ppo_ptx-rm_xl_small_iter_clean-g1-24k-kl4-seed2": g1("rm-xl-small-iter-clean", 24576, kl_coef=0.04, seed=2),
-    # the two small builds and the second-round RM as one ensemble
-    "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4": g1("ens-xl-clean-small3", 24576, kl_coef=0.04),
-    "ppo_ptx-ens_xl_clean_small3-g1-24k-kl4-seed1": g1("ens-xl-clean-small3", 24576, kl_coef=0.04, seed=1),
-    # the medium RM with learning rates below the tiny recipe's 1e-3, for its 20x the parameters
-    "ppo_ptx-rm_xl_clean_medium_lr5-g1-24k-kl4": g1("rm-xl-clean-medium-lr5", 24576, kl_coef=0.04),
-    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04),
-    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed1": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=1),
-    "ppo_ptx-rm_xl_clean_medium_lr2-g1-24k-kl4-seed2": g1("rm-xl-clean-medium-lr2", 24576, kl_coef=0.04, seed=2),
-    # the tiny, small and medium RMs of the 32k rankings (rm-xl-clean*) as one ensemble: members of different
-    # sizes and initializations
-    "ppo_ptx-ens_xl_clean-g1-16k-lr2": g1("ens-xl-clean", 16384, learning_rate=2e-4),
-    "ppo_ptx-ens_xl_clean_uwo-g1-16k": g1("ens-xl-clean-uwo", 16384),
-    "ppo_ptx-ens_xl_clean_uwo-g1-16k-lr2": g1("ens-xl-clean-uwo", 16384, learning_rate=2e-4),
-}
-# reward models besides the demo's: name: (size of the SFT model it starts from, ranking data)
-RMS = {"rm-small": ("small", "demo"), "rm-medium": ("medium", "demo"), "rm-more": ("tiny", "more"),
-       "rm-more-medium": ("medium", "more"), "rm-clean": ("tiny", "clean"),
-       "rm-more-clean": ("tiny", "more-clean"), "rm-iter": ("tiny", "iter"), "rm-iter-clean": ("tiny", "iter-clean"),
-       "rm-8000": ("tiny", "sft8000"), "rm-iter3-clean": ("tiny", "iter3-clean"), "rm-xl": ("tiny", "xl"),
-       "rm-xl-clean": ("tiny", "xl-clean"), "rm-xl-iter-clean": ("tiny", "xl-iter-clean"),
-       "rm-xl-clean-small": ("small", "xl-clean"), "rm-xl-clean-medium": ("medium", "xl-clean"),
-       "rm-xl-clean-small-1ep": ("small", "xl-clean"), "rm-xl-clean-small-s1": ("small", "xl-clean"),
-       "rm-xl-small-iter-clean": ("small", "xl-small-iter-clean"),
-       "rm-xl-clean-medium-lr5": ("medium", "xl-clean"), "rm-xl-clean-medium-lr2": ("medium", "xl-clean")}
-# reward models whose recipe differs from the demo's (rm-tiny): name: overrides of the RM config
-RM_OVERRIDES = {"rm-xl-clean-small-1ep": {"epochs": 1}, "rm-xl-clean-small-s1": {"seed": 1},
-                "rm-xl-clean-medium-lr5": {"learning_rate": 5e-4}, "rm-xl-clean-medium-lr2": {"learning_rate": 2e-4}}
-# ensembles: name: (member RMs, how their rewards combine); the value model starts from the first member
-ENSEMBLES = {"ens-clean": (["rm-more-clean", "rm-iter-clean"], "mean"),
-             "ens": (["rm-more", "rm-8000", "rm-iter"], "mean"), "ens-min": (["rm-more", "rm-8000", "rm-iter"], "min"),
-             "ens-xl-clean": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "mean"),
-             "ens-xl-clean-uwo": (["rm-xl-clean", "rm-xl-clean-small", "rm-xl-clean-medium"], "uwo"),
-             "ens-xl-clean-small2": (["rm-xl-clean-small", "rm-xl-clean-small-s1"], "mean"),
-             "ens-xl-clean-small3": (["rm-xl-clean-small", "rm-xl-clean-small-s1", "rm-xl-small-iter-clean"], "mean")}
-# later rounds of ranking data: name: (the data of the round before, the PPO-ptx arm trained on it whose
-# samples are ranked next to the SFT policy's, whose labels, round number). Round r ranks the r-th block
-# of 2,000 prompts after the first --more-prompts
-ROUNDS = {"iter": ("more", "ppo_ptx-rm_more-g1-4k", "labelers", 2),
-          "iter-clean": ("more-clean", "ppo_ptx-rm_more_clean-g1-8k", "reference", 2),
-          "iter3-clean": ("iter-clean", "ppo_ptx-rm_iter_clean-g1-8k", "reference", 3)}
-# second rounds on the 32k rankings: name: (the PPO-ptx arm whose samples are ranked next to the SFT policy's on
-# the last 8,000 of the 32k prompts by the noiseless judge, the stage of that round's rankings)
-XL_ROUNDS = {"xl-iter-clean": ("ppo_ptx-rm_xl_clean-g1-32k", "rankings-xl-round2-clean"),
-             "xl-small-iter-clean": ("ppo_ptx-rm_xl_clean_small-g1-24k-kl4", "rankings-xl-small-round2-clean")}
+def arm_recipe(arm: dict, source: str = str(SWEEP_FILE)) -> Recipe:
+    """The demo's recipe with the arm's PPO overrides (a ``seed`` there re-seeds PPO alone)."""
+    return Recipe.from_dict({"ppo": arm.get("ppo", {})}, source)
+
+
+def rm_recipe(rm: dict, source: str = str(SWEEP_FILE)) -> Recipe:
+    """The demo's recipe with the reward model's RM overrides (the demo's RM recipe, rm-tiny, otherwise)."""
+    return Recipe.from_dict({"rm": rm.get("rm", {})}, source)
+
+
+def load_sweep(path: Path = SWEEP_FILE) -> dict:
+    """The sweep's tables, checked before any stage runs: every name an arm, ensemble or round refers to is
+    defined, and every arm's and reward model's overrides make a valid Recipe."""
+    try:
+        sweep = tomllib.loads(path.read_text())
+        arms, rms, ens = sweep["arms"], sweep["reward_models"], sweep["ensembles"]
+        rounds, xl_rounds = sweep["rounds"], sweep["xl_rounds"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as e:
+        raise SystemExit(f"error: {path}: {e} (it needs the tables arms, reward_models, ensembles, rounds and "
+                         "xl_rounds)") from None
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            raise SystemExit(f"error: {path}: {what}")
+
+    try:
+        for name, arm in arms.items():
+            check(arm.get("rm") in {"demo", "oracle", *rms, *ens},
+                  f"arms.{name}: unknown reward model {arm.get('rm')!r}")
+            check(isinstance(arm.get("ptx"), bool), f"arms.{name}: ptx must be true or false")
+            arm_recipe(arm, f"{path}: arms.{name}")
+        for name, rm in rms.items():
+            check(rm.get("sft") in ("tiny", "small", "medium"),
+                  f"reward_models.{name}: sft must be tiny, small or medium")
+            check(rm.get("data") in FIRST_DATA | set(rounds) | set(xl_rounds), f"reward_models.{name}: unknown data")
+            rm_recipe(rm, f"{path}: reward_models.{name}")
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    for name, e in ens.items():
+        check(bool(e.get("members")) and set(e["members"]) <= set(rms), f"ensembles.{name}: unknown members")
+    for name, r in {**rounds, **xl_rounds}.items():
+        check(r.get("policy") in arms, f"rounds.{name}: unknown policy arm {r.get('policy')!r}")
+    for name, r in rounds.items():
+        check(r.get("before") in FIRST_DATA | set(rounds), f"rounds.{name}: unknown data before it")
+    return sweep
+
+
+SWEEP = load_sweep()
+ARMS, REWARD_MODELS, ENSEMBLES = SWEEP["arms"], SWEEP["reward_models"], SWEEP["ensembles"]
+ROUNDS, XL_ROUNDS = SWEEP["rounds"], SWEEP["xl_rounds"]
 
 
 def uses_xl(arm: str) -> bool:
-    """Whether an arm's reward model (or one of its ensemble's members) learns from the 32k rankings."""
-    rm = ARMS[arm][0]
-    return any(RMS.get(m, ("", ""))[1].startswith("xl") for m in ENSEMBLES.get(rm, ([rm], ""))[0])
+    """Whether an arm's reward model (or one of its ensemble's members) learns from the xl rankings."""
+    rm = ARMS[arm]["rm"]
+    members = ENSEMBLES[rm]["members"] if rm in ENSEMBLES else [rm]
+    return any(REWARD_MODELS.get(m, {}).get("data", "").startswith("xl") for m in members)
 
 
-CRITERIA = ["follows", "correct", "hallucination", "polite", "idk", "repetition", "constraints", "n_words", "success"]
-RECIPE_KEYS = ("ptx_coef", "ptx_per_episode", "ppo_episodes")
+def default_arms() -> list[str]:
+    """Every arm but those on the xl rankings (those run with --tag)."""
+    return [a for a in ARMS if not uses_xl(a)]
+
+
+def needed(arms: list[str]) -> tuple[set[str], set[str]]:
+    """The reward models the arms need (ensemble members included) and the ranking data those learn from,
+    with the data of every round before a later round."""
+    needs = {ARMS[a]["rm"] for a in arms}
+    needs |= {m for e in needs & set(ENSEMBLES) for m in ENSEMBLES[e]["members"]}
+    datasets = {REWARD_MODELS[n]["data"] for n in needs if n in REWARD_MODELS}
+    for data in list(datasets):
+        while data in ROUNDS:
+            data = ROUNDS[data]["before"]
+            datasets.add(data)
+    return needs, datasets
+
+
+@dataclass
+class Sweep:
+    """What the stages share: the options, the demo's stages, the stage runner, and what each stage made."""
+
+    args: argparse.Namespace
+    st: Stages
+    pool: object  # the world's labelers: training, held-out, and the noiseless reference judge
+    demo: Path
+    world: Path = field(init=False)
+    sft: Path = field(init=False)
+    ranks: Path = field(init=False)
+    ev_world: Path | None = None
+    held: set[str] = field(default_factory=set)  # prompts of the held-out comparisons: never ranked for training
+    prompts: dict[str, list[dict]] = field(default_factory=dict)  # "big", "xl": prompt records to rank
+    rankings: dict[str, Path] = field(default_factory=dict)
+    sfts: dict[str, Path] = field(default_factory=dict)
+    rms: dict[str, Path] = field(default_factory=dict)
+    runs: dict[str, Path] = field(default_factory=dict)
+    judge: JudgeReward | None = None
+
+    def __post_init__(self) -> None:
+        self.world, self.sft, self.ranks = self.demo / "world", self.demo / "sft", self.demo / "rankings"
+        self.sfts["tiny"], self.rms["demo"], self.rankings["demo"] = self.sft, self.demo / "rm", self.ranks
+
+    @property
+    def seed(self) -> int:
+        return self.args.seed
+
+
+# ---------------------------------------------------------------- 1. the evaluation world, the SFT models
+
+
+def prompt_records(world: Path) -> list[dict]:
+    """The prompts a world built for ranking."""
+    return [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
+
+
+def eval_world(sw: Sweep) -> None:
+    """The demo world rebuilt with --eval-prompts evaluation prompts, its training files checked to be the
+    demo's."""
+    a = sw.args
+    scale = json.loads((sw.world / "world.json").read_text())["scale"]
+    recipe = Recipe.from_dict({"scale": scale, "world_eval_prompts": a.eval_prompts})
+    sw.ev_world = sw.st.run("world-eval", lambda o: build_world(o, sw.seed, recipe))
+    n_eval = len((sw.ev_world / "eval_prompts.jsonl").read_text().splitlines())
+    if n_eval != a.eval_prompts:  # the stage is cached by name; the xl rankings leave its prompts out
+        raise SystemExit(f"error: {sw.ev_world} holds {n_eval} evaluation prompts, not --eval-prompts "
+                         f"{a.eval_prompts}; use another --out for another evaluation size")
+    for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "pretrain.jsonl"):
+        if (sw.ev_world / f).read_bytes() != (sw.world / f).read_bytes():
+            raise SystemExit(f"error: {sw.ev_world / f} differs from the demo's: the demo was built with other "
+                             "settings")
+    sw.held = {json.loads(x)["prompt"] for x in (sw.ranks / "rankings_eval.jsonl").read_text().splitlines()}
+
+
+def sft_models(sw: Sweep, needs: set[str]) -> None:
+    """SFT of the small / medium base model on the demo's demonstrations, where a reward model starts from
+    one (the paper: a 6B RM for every policy size)."""
+    for size in ("small", "medium"):
+        if any(REWARD_MODELS[n]["sft"] == size for n in needs if n in REWARD_MODELS):
+            sw.sfts[size] = sw.st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(
+                o, resolve_model(s), sw.world, Recipe(), sw.seed))
+
+
+# ---------------------------------------------------------------- 2. rankings
+
+
+def save_rankings(sw: Sweep, o: Path, rows: list[dict]) -> None:
+    """A ranking stage's output: its rows, and the demo's held-out pairs to evaluate an RM on."""
+    write_jsonl(o / "rankings.jsonl", rows)
+    (o / "rankings_eval.jsonl").write_bytes((sw.ranks / "rankings_eval.jsonl").read_bytes())
+
+
+def by_reference(rows: list[dict]) -> list[dict]:
+    """The same samples, ranked by the noiseless judge."""
+    return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
+
+
+def rank(sw: Sweep, o: Path, policies: list[str], prompts: list[dict], labels: str = "labelers") -> None:
+    """K samples of each prompt shared out among ``policies``, ranked by the training labelers or
+    (``reference``) by the noiseless judge."""
+    recipe = Recipe()
+    rows = collect_rankings(policies, prompts, sw.pool.training, sw.pool.reference, recipe.k, sw.seed,
+                            recipe.max_new_tokens, "training")
+    save_rankings(sw, o, by_reference(rows) if labels == "reference" else rows)
+
+
+def clean_rankings(sw: Sweep, src: Path, o: Path) -> None:
+    """The rankings in ``src`` ranked again by the noiseless judge: the same prompts and samples."""
+    save_rankings(sw, o, by_reference([json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]))
+
+
+def joined(sw: Sweep, parts: list[Path], o: Path) -> None:
+    """One training file of several rounds."""
+    (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
+    (o / "rankings_eval.jsonl").write_bytes((sw.ranks / "rankings_eval.jsonl").read_bytes())
+
+
+def round_prompts(sw: Sweep, round_: int) -> list[dict]:
+    """Round ``round_``'s block of 2,000 prompts after the first --more-prompts of the big world."""
+    start = sw.args.more_prompts + 2000 * (round_ - 2)
+    return sw.prompts["big"][start : start + 2000]
+
+
+def first_rankings(sw: Sweep, datasets: set[str]) -> None:
+    """Rankings of the SFT policy's samples on the prompts of larger builds of the same world (the same
+    knowledge base; prompts of the held-out comparisons, and for xl of the evaluation, left out), and the
+    noiseless judge's ranks of the same samples."""
+    a, sft, r = sw.args, str(sw.sft), sw.rankings
+    if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
+        big = sw.st.run("world-big", lambda o: build_world(
+            o, sw.seed, Recipe.from_dict({"scale": max(3.0, 1.3 * a.more_prompts / 3321)})))
+        sw.prompts["big"] = [p for p in prompt_records(big) if p["prompt"] not in sw.held]
+        r["more"] = sw.st.run(f"rankings-{a.more_prompts}", lambda o: rank(
+            sw, o, [sft], sw.prompts["big"][: a.more_prompts]))
+    if datasets & {"xl", "xl-clean", *XL_ROUNDS}:  # 12x the demo's prompts: the paper's amount of ranking data
+        xl = sw.st.run("world-xl", lambda o: build_world(o, sw.seed, Recipe.from_dict({"scale": 12.0})))
+        evals = (sw.ev_world / "eval_prompts.jsonl").read_text().splitlines()
+        held_out = sw.held | {json.loads(x)["prompt"] for x in evals}
+        sw.prompts["xl"] = [p for p in prompt_records(xl) if p["prompt"] not in held_out][: a.xl_prompts]
+        r["xl"] = sw.st.run(f"rankings-xl-{a.xl_prompts}", lambda o: rank(sw, o, [sft], sw.prompts["xl"]))
+        r["xl-clean"] = sw.st.run(f"rankings-xl-{a.xl_prompts}-clean", lambda o: clean_rankings(sw, r["xl"], o))
+    if "clean" in datasets:
+        r["clean"] = sw.st.run("rankings-clean", lambda o: clean_rankings(sw, sw.ranks, o))
+    if datasets & {"more-clean", "iter-clean"}:
+        r["more-clean"] = sw.st.run(f"rankings-{a.more_prompts}-clean", lambda o: clean_rankings(sw, r["more"], o))
+
+
+def later_rounds(sw: Sweep, datasets: set[str]) -> None:
+    """Rounds whose samples come from the SFT policy and a PPO-ptx arm in turn (the paper's later rounds of
+    comparisons), each joined to the rankings before it; the arm (and its RM) is trained first."""
+    sft, r = str(sw.sft), sw.rankings
+    for data, spec in XL_ROUNDS.items():  # the last 8,000 xl prompts, ranked by the judge
+        if data in datasets:
+            policy = ppo_arm(sw, spec["policy"])
+            new = sw.st.run(spec["stage"], lambda o, p=policy: rank(sw, o, [sft, str(p)], sw.prompts["xl"][-8000:],
+                                                                   "reference"))
+            r[data] = sw.st.run(f"rankings-{data}", lambda o, parts=[r["xl-clean"], new]: joined(sw, parts, o))
+    for data, spec in ROUNDS.items():  # in round order
+        if data in datasets:
+            policy = ppo_arm(sw, spec["policy"])
+            new = sw.st.run(f"rankings-round{spec['round']}-{data}", lambda o, p=policy, s=spec: rank(
+                sw, o, [sft, str(p)], round_prompts(sw, s["round"]), s["labels"]))
+            r[data] = sw.st.run(f"rankings-{data}", lambda o, parts=[r[spec["before"]], new]: joined(sw, parts, o))
+    if "sft8000" in datasets:  # the control for a round's amount of data: round 2's prompts, SFT samples only
+        extra = sw.st.run("rankings-round2-sft", lambda o: rank(sw, o, [sft], round_prompts(sw, 2)))
+        r["sft8000"] = sw.st.run("rankings-sft8000", lambda o: joined(sw, [r["more"], extra], o))
+
+
+# ---------------------------------------------------------------- 3. reward models
+
+
+def reward_model(sw: Sweep, name: str) -> Path:
+    """The reward model ``name``, trained once in its own stage."""
+    if name not in sw.rms:
+        spec = REWARD_MODELS[name]
+        stage = name.replace("more", str(sw.args.more_prompts)) if spec["data"].startswith("more") else name
+        sft, data, recipe = sw.sfts[spec["sft"]], sw.rankings[spec["data"]], rm_recipe(spec)
+        sw.rms[name] = sw.st.run(stage, lambda o: run_rm_stage(o, str(sft), data, sw.world, recipe, sw.seed))
+    return sw.rms[name]
+
+
+def reward_models(sw: Sweep, needs: set[str]) -> None:
+    """Every reward model the arms need, in the order of sweep.toml."""
+    for name in REWARD_MODELS:
+        if name in needs:
+            reward_model(sw, name)
+
+
+# ---------------------------------------------------------------- 4. PPO arms
+
+
+def ppo_arm(sw: Sweep, name: str) -> Path:
+    """The PPO / PPO-ptx run ``name`` from the demo's SFT policy; the value model starts from its RM (an
+    ensemble's first member; the demo RM for the judge)."""
+    arm, done = ARMS[name], (sw.st.root / name / ".done").exists()
+    if name in ("ppo", "ppo_ptx") and (sw.demo / name / ".done").exists():
+        return sw.demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
+    reward_fn = None
+    if arm["rm"] == "oracle":
+        rm_dir = sw.rms["demo"]
+        if not done:  # built once: it loads the demo RM and scores the held-out samples to calibrate
+            sw.judge = sw.judge or oracle_reward(sw.sft, rm_dir, sw.world, sw.ranks / "rankings_eval.jsonl",
+                                                 sw.pool.reference)
+            reward_fn = sw.judge
+    elif arm["rm"] in ENSEMBLES:
+        ens = ENSEMBLES[arm["rm"]]
+        dirs = [reward_model(sw, m) for m in ens["members"]]
+        rm_dir = dirs[0]
+        if not done:
+            reward_fn = EnsembleReward.from_dirs([str(d) for d in dirs], ens["mode"])
+    else:
+        rm_dir = reward_model(sw, arm["rm"])
+    recipe = arm_recipe(arm)
+    return sw.st.run(name, lambda o: run_ppo_stage(o, str(sw.sft), str(rm_dir), sw.world, recipe, sw.seed,
+                                                   ptx=arm["ptx"], reward_fn=reward_fn))
+
+
+def oracle_reward(sft: Path, rm: Path, world: Path, rankings: Path, reference) -> JudgeReward:
+    """The reference judge as a reward module for PPO prompts, calibrated to the demo RM's mean and
+    spread on the held-out ranked samples of the SFT policy."""
+    model = RewardModel.from_pretrained(rm)
+    util, scores = [], []
+    for line in rankings.read_text().splitlines():
+        row = json.loads(line)
+        util += [reference.utility(row, c) for c in row["completions"]]
+        scores += model.score([row["prompt"]] * len(row["completions"]), row["completions"]).tolist()
+    scale, shift = calibrate(util, scores)
+    records = [json.loads(x) for x in (world / "ppo_prompts.jsonl").read_text().splitlines()]
+    return JudgeReward(load_tokenizer(str(sft)), records, reference, scale=scale, shift=shift)
+
+
+# ---------------------------------------------------------------- 5. evaluation
+
+
+def evaluate(sw: Sweep) -> Path:
+    """Every run and a second SFT sample against the SFT policy, side by side, by the held-out labelers."""
+    stage = f"eval-{sw.args.tag}" if sw.args.tag else "eval"
+    done = sw.st.root / stage / "results.json"
+    if done.exists() and set(json.loads(done.read_text())["models"]) != {"SFT-2", *sw.runs}:
+        shutil.rmtree(sw.st.root / stage)  # evaluated with another set of arms: evaluate them all again
+    models = [f"SFT-2={sw.sft}"] + [f"{n}={p}" for n, p in sw.runs.items()]
+    recipe = Recipe.from_dict({"eval_prompts": sw.args.eval_prompts})
+    return sw.st.run(stage, lambda o: run_eval_stage(o, models, f"SFT={sw.sft}", sw.ev_world, recipe, sw.seed,
+                                                    suites=["winrate"]))
+
+
+def judge_by_model(responses: Path, prompts: Path, reference) -> tuple[dict, dict]:
+    """Each model's evaluation responses judged once: the mean of each judge criterion, and the noiseless
+    judge's mean utility by task type (where a policy gains on SFT and where it loses)."""
+    records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
+    sums: dict[str, Counter] = defaultdict(Counter)
+    by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    for line in responses.read_text().splitlines():
+        r = json.loads(line)
+        rec = records[r["prompt"]]
+        c = score(rec, r["response"])
+        sums[r["model"]]["n"] += 1
+        for k in CRITERIA:
+            sums[r["model"]][k] += float(c[k] or 0)
+        cell = by_task[r["model"]][rec["task"]["type"]]
+        cell[0] += reference.utility(rec, r["response"], c)
+        cell[1] += 1
+    criteria = {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
+    utility = {m: {t: {"utility": u / n, "n": n} for t, (u, n) in types.items()} for m, types in by_task.items()}
+    return criteria, utility
 
 
 def rm_by_criterion(rms: dict[str, Path], rankings: Path, reference) -> dict:
     """Accuracy of each RM (and of the ranking labeler) against the noiseless reference judge, per
     criterion that contributes most to the reference's preference in each pair."""
-    from instructrl.reward.model import RewardModel
-
     models = {name: RewardModel.from_pretrained(path) for name, path in rms.items()}
     stats: dict[str, Counter] = defaultdict(Counter)
     for line in rankings.read_text().splitlines():
@@ -254,67 +422,88 @@ def rm_by_criterion(rms: dict[str, Path], rankings: Path, reference) -> dict:
             for k, st in sorted(stats.items(), key=lambda kv: -kv[1]["pairs"])}
 
 
-def oracle_reward(sft: Path, rm: Path, world: Path, rankings: Path, reference):
-    """The reference judge as a reward module for PPO prompts, calibrated to the demo RM's mean and
-    spread on the held-out ranked samples of the SFT policy."""
-    from instructrl.modeling.loading import load_tokenizer
-    from instructrl.reward.model import RewardModel
-    from instructrl.world.reward import JudgeReward, calibrate
-
-    model = RewardModel.from_pretrained(rm)
-    util, scores = [], []
-    for line in rankings.read_text().splitlines():
-        row = json.loads(line)
-        util += [reference.utility(row, c) for c in row["completions"]]
-        scores += model.score([row["prompt"]] * len(row["completions"]), row["completions"]).tolist()
-    scale, shift = calibrate(util, scores)
-    records = [json.loads(x) for x in (world / "ppo_prompts.jsonl").read_text().splitlines()]
-    return JudgeReward(load_tokenizer(str(sft)), records, reference, scale=scale, shift=shift)
-
-
-def judge_by_model(responses: Path, prompts: Path, reference) -> tuple[dict, dict]:
-    """Each model's evaluation responses judged once: the mean of each judge criterion, and the noiseless
-    judge's mean utility by task type (where a policy gains on SFT and where it loses)."""
-    from instructrl.world.judge import score
-
-    records = {json.loads(x)["prompt"]: json.loads(x) for x in prompts.read_text().splitlines()}
-    sums: dict[str, Counter] = defaultdict(Counter)
-    by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
-    for line in responses.read_text().splitlines():
-        r = json.loads(line)
-        rec = records[r["prompt"]]
-        c = score(rec, r["response"])
-        sums[r["model"]]["n"] += 1
-        for k in CRITERIA:
-            sums[r["model"]][k] += float(c[k] or 0)
-        cell = by_task[r["model"]][rec["task"]["type"]]
-        cell[0] += reference.utility(rec, r["response"], c)
-        cell[1] += 1
-    criteria = {m: {k: s[k] / s["n"] for k in CRITERIA} for m, s in sums.items()}
-    utility = {m: {t: {"utility": u / n, "n": n} for t, (u, n) in types.items()} for m, types in by_task.items()}
-    return criteria, utility
-
-
 def training_curve(run: Path) -> dict:
     """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
-    from instructrl.evaluate.report import metrics_series
-    from instructrl.evaluate.reproduce import ppo_curve_summary
-
     s = ppo_curve_summary(run / "metrics.jsonl")
     return {"score_first_quarter": s["ppo/score_mean"]["first_quarter"],
             "score_last_quarter": s["ppo/score_mean"]["last_quarter"], "kl_last_quarter": s["ppo/kl"]["last_quarter"],
             "iterations": len(metrics_series(run / "metrics.jsonl", "ppo/score_mean")[1])}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+# ---------------------------------------------------------------- 6. report
+
+
+def report(sw: Sweep, ev: Path) -> dict:
+    """The evaluation in the shape of schema.md (instructrl.ppo_quality/1)."""
+    win = {m: v.get("win_rate") for m, v in json.loads((ev / "results.json").read_text())["models"].items()}
+    criteria, utility = judge_by_model(ev / "responses.jsonl", sw.ev_world / "eval_prompts.jsonl", sw.pool.reference)
+    texts = world_heldout_texts(sw.seed)
+    base = yaml.safe_load((sw.sft / "config.yaml").read_text())["model"]  # the demo's base model
+    lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"base": base, "SFT-2": sw.sft, **sw.runs}.items()}
+    by_criterion = rm_by_criterion(sw.rms, sw.ranks / "rankings_eval.jsonl", sw.pool.reference)
+    rm_accuracy = {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
+                   for n, p in sw.rms.items()}
+
+    def measured(m: str) -> dict:
+        return {"win_rate_vs_sft": win.get(m), "heldout_lm_loss": lm_loss[m]}
+
+    def judged(m: str) -> dict:
+        return {"criteria": criteria.get(m), "utility_by_task": utility.get(m)}
+
+    a = sw.args
+    return {
+        **header({"demo": str(sw.demo), "eval_prompts": a.eval_prompts, "seed": a.seed,
+                  "more_prompts": a.more_prompts, "xl_prompts": a.xl_prompts}),
+        "references": {"base": {"heldout_lm_loss": lm_loss["base"]}, "SFT-2": {**measured("SFT-2"), **judged("SFT-2")}},
+        "arms": {n: {"recipe": {"rm": ARMS[n]["rm"], "ptx": ARMS[n]["ptx"], "ppo": ARMS[n].get("ppo", {})},
+                     **measured(n), "training": training_curve(p), **judged(n)} for n, p in sw.runs.items()},
+        "reward_models": {n: {"accuracy_vs_labelers": acc, "vs_reference": {c: v[n] for c, v in by_criterion.items()}}
+                          for n, acc in rm_accuracy.items()},
+        "labelers_vs_reference": {c: {"pairs": v["pairs"], "accuracy": v["labeler"]} for c, v in by_criterion.items()},
+        "stage_seconds": sw.st.timings,
+    }
+
+
+def print_report(rep: dict) -> None:
+    models = {"SFT-2": rep["references"]["SFT-2"], **rep["arms"]}
+    print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
+          + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
+    for m, r in models.items():
+        w, c, t = r["win_rate_vs_sft"], r["criteria"] or {}, r.get("training")
+        curve = (f"{t['score_first_quarter']:6.2f} > {t['score_last_quarter']:5.2f} {t['kl_last_quarter']:5.1f}"
+                 if t else " " * 20)
+        print(f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {r['heldout_lm_loss']:8.4f} {curve} "
+              + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
+    print(f"held-out LM loss of the base model: {rep['references']['base']['heldout_lm_loss']:.4f}")
+    sft2 = models["SFT-2"]["utility_by_task"]
+    types = sorted(sft2, key=lambda t: -sft2[t]["n"])
+    print("\nthe judge's mean utility by task type: SFT-2, and each arm's difference from it")
+    print(f"{'model':32s} " + " ".join(f"{t[:9]:>9s}" for t in types))
+    print(f"{'(prompts)':32s} " + " ".join(f"{sft2[t]['n']:9d}" for t in types))
+    for m, r in models.items():
+        row = r["utility_by_task"] or {}
+        base = {t: 0.0 if m == "SFT-2" else sft2[t]["utility"] for t in types}
+        print(f"{m:32s} " + " ".join(f"{row[t]['utility'] - base[t]:+9.3f}" if t in row else " " * 9 for t in types))
+    print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
+    rms = rep["reward_models"]
+    print(f"{'criterion':14s} {'pairs':>6s} {'labeler':>10s} " + " ".join(f"{n:>10s}" for n in rms))
+    for c, lab in rep["labelers_vs_reference"].items():
+        print(f"{c:14s} {lab['pairs']:6d} {lab['accuracy']:10.3f} "
+              + " ".join(f"{r['vs_reference'][c]:10.3f}" for r in rms.values()))
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo", default="runs/demo", help="a finished demo run (world, sft, rankings, rm)")
     ap.add_argument("--out", default="runs/ppo-sweep")
     ap.add_argument("--more-prompts", type=int, default=6000, help="prompts ranked for the rm-more reward model")
     ap.add_argument("--xl-prompts", type=int, default=32000, help="prompts ranked for the rm-xl reward models")
     ap.add_argument("--eval-prompts", type=int, default=800)
-    ap.add_argument("--arms", nargs="*", default=[a for a in ARMS if not uses_xl(a)],
-                    help=f"which of {list(ARMS)} (default: all but those on the 32k rankings, run with --tag)")
+    ap.add_argument("--arms", nargs="*", default=default_arms(), choices=list(ARMS), metavar="ARM",
+                    help="arms of sweep.toml (default: all but those on the xl rankings, run with --tag)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="evaluate the --arms in their own stage eval-TAG and write "
                     "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
@@ -322,207 +511,32 @@ def main() -> int:
                     "on one machine, a GPU say, and evaluate on another: copy the stage folders into OUT there)")
     ap.add_argument("--rms-only", action="store_true", help="stop once the arms' reward models are trained (to "
                     "train them on a GPU and run PPO on another machine)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
-    from instructrl.data.io import read_records, write_jsonl
-    from instructrl.pipeline import (Recipe, Stages, build_world, collect_rankings, run_eval_stage, run_ppo_stage,
-                                     run_rm_stage, run_sft_stage)
-    from instructrl.world.labelers import make_pool
-    from instructrl.world.pretrain import resolve_model
 
-    demo, out, seed = Path(args.demo), Path(args.out), args.seed
+def main() -> int:
+    args = parse_args()
+    demo = Path(args.demo)
     for stage in ("world", "sft", "rankings", "rm"):
         if not (demo / stage / ".done").exists():
             raise SystemExit(f"error: {demo / stage} is not a finished demo stage; run `bash scripts/demo.sh` first")
-    world, sft, ranks = demo / "world", demo / "sft", demo / "rankings"
-    scale = json.loads((world / "world.json").read_text())["scale"]
-    st = Stages(out, {})
-    pool = make_pool(seed)
-
-    ev_world = st.run("world-eval", lambda o: build_world(o, seed, Recipe(scale=scale,
-                                                                          world_eval_prompts=args.eval_prompts)))
-    n_eval = len((ev_world / "eval_prompts.jsonl").read_text().splitlines())
-    if n_eval != args.eval_prompts:  # the stage is cached by name; the 32k rankings leave its prompts out
-        raise SystemExit(f"error: {ev_world} holds {n_eval} evaluation prompts, not --eval-prompts "
-                         f"{args.eval_prompts}; use another --out for another evaluation size")
-    for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "pretrain.jsonl"):
-        if (ev_world / f).read_bytes() != (world / f).read_bytes():
-            raise SystemExit(f"error: {ev_world / f} differs from the demo's: the demo was built with other settings")
-
-    rms = {"demo": demo / "rm"}
-    needs = {ARMS[a][0] for a in args.arms}
-    needs |= {m for e in needs & set(ENSEMBLES) for m in ENSEMBLES[e][0]}
-    sfts = {"tiny": sft}
-    for size in ("small", "medium"):  # reward models from a larger SFT model (the paper: a 6B RM for every policy)
-        if any(RMS[n][0] == size for n in needs if n in RMS):
-            sfts[size] = st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), world, Recipe(), seed))
-    rankings = {"demo": ranks}
-    datasets = {RMS[n][1] for n in needs if n in RMS}
-    for data in list(datasets):  # a later round needs the data of the rounds before it
-        while data in ROUNDS:
-            data = ROUNDS[data][0]
-            datasets.add(data)
-    def save_rankings(o: Path, rows: list[dict]) -> None:  # a ranking stage: its rows and the demo's held-out pairs
-        write_jsonl(o / "rankings.jsonl", rows)
-        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
-
-    def by_reference(rows: list[dict]) -> list[dict]:  # the same samples, ranked by the noiseless judge
-        return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
-
-    def rank(o: Path, policies: list[str], prompts: list[dict], labels: str = "labelers") -> None:
-        """A ranking stage: K samples of each prompt shared out among ``policies``, ranked by the training
-        labelers or (``reference``) by the noiseless judge."""
-        rows = collect_rankings(policies, prompts, pool.training, pool.reference, Recipe().k, seed,
-                                Recipe().max_new_tokens, "training")
-        save_rankings(o, by_reference(rows) if labels == "reference" else rows)
-
-    held = {json.loads(x)["prompt"] for x in (ranks / "rankings_eval.jsonl").read_text().splitlines()}
-    if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
-        big = st.run("world-big", lambda o: build_world(o, seed, Recipe(scale=max(3.0, 1.3 * args.more_prompts / 3321))))
-
-        big_prompts = [r.data for r in read_records(big / "rm_prompts.jsonl", what="prompt data")]
-        big_prompts = [p for p in big_prompts if p["prompt"] not in held]
-
-        rankings["more"] = st.run(f"rankings-{args.more_prompts}",
-                                  lambda o: rank(o, [str(sft)], big_prompts[: args.more_prompts]))
-
-    def clean_rankings(src: Path, o: Path) -> None:  # same prompts and samples, ranked by the reference judge
-        save_rankings(o, by_reference([json.loads(x) for x in (src / "rankings.jsonl").read_text().splitlines()]))
-
-    def round_rankings(policies: list[str], labels: str, round_: int, o: Path) -> None:
-        """A ranking stage on round ``round_``'s block of 2,000 prompts."""
-        start = args.more_prompts + 2000 * (round_ - 2)
-        rank(o, policies, big_prompts[start : start + 2000], labels)
-
-    def joined(parts: list[Path], o: Path) -> None:  # one training file of several rounds
-        (o / "rankings.jsonl").write_text("".join((p / "rankings.jsonl").read_text() for p in parts))
-        (o / "rankings_eval.jsonl").write_bytes((ranks / "rankings_eval.jsonl").read_bytes())
-
-    if datasets & {"xl", "xl-clean", *XL_ROUNDS}:
-        # a build of the same world (same knowledge base) with 12x the demo's prompts; prompts whose text is
-        # one of the held-out comparisons' or of the evaluation's are left out
-        xl = st.run("world-xl", lambda o: build_world(o, seed, Recipe(scale=12.0)))
-        held_out = held | {json.loads(x)["prompt"] for x in (ev_world / "eval_prompts.jsonl").read_text().splitlines()}
-        xl_prompts = [r.data for r in read_records(xl / "rm_prompts.jsonl", what="prompt data")]
-        xl_prompts = [p for p in xl_prompts if p["prompt"] not in held_out][: args.xl_prompts]
-        rankings["xl"] = st.run(f"rankings-xl-{args.xl_prompts}", lambda o: rank(o, [str(sft)], xl_prompts))
-        rankings["xl-clean"] = st.run(f"rankings-xl-{args.xl_prompts}-clean", lambda o: clean_rankings(rankings["xl"], o))
-    if any(RMS[n][1] == "clean" for n in needs if n in RMS):
-        rankings["clean"] = st.run("rankings-clean", lambda o: clean_rankings(ranks, o))
-    if datasets & {"more-clean", "iter-clean"}:
-        rankings["more-clean"] = st.run(f"rankings-{args.more_prompts}-clean",
-                                        lambda o: clean_rankings(rankings["more"], o))
-
-    def make_rm(name: str) -> Path:
-        size, data = RMS[name]
-        stage = name.replace("more", str(args.more_prompts)) if data.startswith("more") else name
-        rms[name] = st.run(stage, lambda o, m=sfts[size], d=rankings[data]: run_rm_stage(o, str(m), d, world, seed,
-                                                                                       RM_OVERRIDES.get(name)))
-        return rms[name]
-
-    runs = {}
-    judge = None
-
-    def run_arm(name: str) -> Path:
-        nonlocal judge
-        rm_name, ptx, over = ARMS[name]
-        recipe = Recipe(**{k: v for k, v in over.items() if k in RECIPE_KEYS})
-        recipe.extra = {"ppo": {k: v for k, v in over.items() if k not in RECIPE_KEYS}}
-        if name in ("ppo", "ppo_ptx") and (demo / name / ".done").exists():
-            return demo / name  # the demo's own run (ppo: from benchmarks/ppo_quality/run.py)
-        if rm_name == "oracle" and judge is None and not (out / name / ".done").exists():
-            # the judge as a reward, built once (it loads the demo RM and scores its held-out samples to
-            # calibrate) when an oracle arm still has to run
-            judge = oracle_reward(sft, rms["demo"], world, ranks / "rankings_eval.jsonl", pool.reference)
-        fn = judge if rm_name == "oracle" else None
-        if rm_name in ENSEMBLES:
-            from instructrl.ppo.models import EnsembleReward
-
-            members, mode = ENSEMBLES[rm_name]
-            dirs = [rms.get(m) or make_rm(m) for m in members]
-            if not (out / name / ".done").exists():
-                fn = EnsembleReward.from_dirs([str(d) for d in dirs], mode)
-            rm_dir = dirs[0]
-        else:  # oracle: the value model from the demo RM
-            rm_dir = rms["demo"] if rm_name == "oracle" else rms.get(rm_name) or make_rm(rm_name)
-        return st.run(name, lambda o, rm=rm_dir, r=recipe, p=ptx, f=fn: run_ppo_stage(o, str(sft), str(rm), world,
-                                                                                      r, seed, ptx=p, reward_fn=f))
-
-    for data, (arm, stage) in XL_ROUNDS.items():
-        if data in datasets:
-            policy = run_arm(arm)
-            new = st.run(stage, lambda o, pol=policy: rank(o, [str(sft), str(pol)], xl_prompts[-8000:], "reference"))
-            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[rankings["xl-clean"], new]: joined(parts, o))
-    for data, (before, arm, labels, round_) in ROUNDS.items():  # in round order
-        if data in datasets:  # the RM and PPO-ptx run of the round before come first
-            policy = run_arm(arm)
-            new = st.run(f"rankings-round{round_}-{data}", lambda o, pol=policy, lab=labels, r=round_:
-                         round_rankings([str(sft), str(pol)], lab, r, o))
-            rankings[data] = st.run(f"rankings-{data}", lambda o, parts=[rankings[before], new]: joined(parts, o))
-    if "sft8000" in datasets:
-        extra = st.run("rankings-round2-sft", lambda o: round_rankings([str(sft)], "labelers", 2, o))
-        rankings["sft8000"] = st.run("rankings-sft8000", lambda o: joined([rankings["more"], extra], o))
-    for name in RMS:
-        if name in needs and name not in rms:
-            make_rm(name)
+    sw = Sweep(args, Stages(Path(args.out), {}), make_pool(args.seed), demo)
+    needs, datasets = needed(args.arms)
+    eval_world(sw)
+    sft_models(sw, needs)
+    first_rankings(sw, datasets)
+    later_rounds(sw, datasets)
+    reward_models(sw, needs)
     if args.rms_only:
-        print(f"trained: {', '.join(n for n in rms if n in needs)} (stage times: {st.timings})")
+        print(f"trained: {', '.join(n for n in sw.rms if n in needs)} (stage times: {sw.st.timings})")
         return 0
-    for name in args.arms:
-        runs[name] = run_arm(name)
+    sw.runs = {name: ppo_arm(sw, name) for name in args.arms}
     if args.train_only:
-        print(f"trained: {', '.join(runs)} (stage times: {st.timings})")
+        print(f"trained: {', '.join(sw.runs)} (stage times: {sw.st.timings})")
         return 0
-    wanted = {"SFT-2", *runs}
-    suffix = f"-{args.tag}" if args.tag else ""
-    eval_stage = f"eval{suffix}"
-    done = out / eval_stage / "results.json"
-    if done.exists() and set(json.loads(done.read_text())["models"]) != wanted:
-        shutil.rmtree(out / eval_stage)  # evaluated with another set of arms: evaluate them all again, side by side
-    ev = st.run(eval_stage, lambda o: run_eval_stage(o, [f"SFT-2={sft}"] + [f"{n}={p}" for n, p in runs.items()],
-                                                 f"SFT={sft}", ev_world, Recipe(eval_prompts=args.eval_prompts), seed,
-                                                 suites=["winrate"]))
-    models = json.loads((ev / "results.json").read_text())["models"]
-    criteria, utility = judge_by_model(ev / "responses.jsonl", ev_world / "eval_prompts.jsonl", pool.reference)
-    from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
-
-    texts = world_heldout_texts(seed)
-    base = yaml.safe_load((sft / "config.yaml").read_text())["model"]  # the demo's base model
-    lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"base": base, "SFT-2": sft, **runs}.items()}
-    report = {
-        "demo": str(demo), "eval_prompts": args.eval_prompts, "arms": {n: ARMS[n] for n in runs},
-        "win_rate_vs_sft": {m: v.get("win_rate") for m, v in models.items()},
-        "heldout_lm_loss": lm_loss,
-        "training": {n: training_curve(p) for n, p in runs.items()},
-        "criteria": criteria,
-        "utility_by_task": utility,
-        "rm_accuracy": {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
-                        for n, p in rms.items()},
-        "rm_vs_reference": rm_by_criterion(rms, ranks / "rankings_eval.jsonl", pool.reference),
-        "stage_seconds": st.timings,
-    }
-    (out / f"sweep{suffix}.json").write_text(json.dumps(report, indent=1))
-    print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
-          + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
-    for m, w in report["win_rate_vs_sft"].items():
-        c, t = report["criteria"].get(m, {}), report["training"].get(m)
-        curve = f"{t['score_first_quarter']:6.2f} > {t['score_last_quarter']:5.2f} {t['kl_last_quarter']:5.1f}" if t else " " * 20
-        print(f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {lm_loss.get(m, float('nan')):8.4f} {curve} "
-              + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
-    print(f"held-out LM loss of the base model: {lm_loss['base']:.4f}")
-    by_task = report["utility_by_task"]
-    types = sorted(by_task["SFT-2"], key=lambda t: -by_task["SFT-2"][t]["n"])
-    print("\nthe judge's mean utility by task type: SFT-2, and each arm's difference from it")
-    print(f"{'model':32s} " + " ".join(f"{t[:9]:>9s}" for t in types))
-    print(f"{'(prompts)':32s} " + " ".join(f"{by_task['SFT-2'][t]['n']:9d}" for t in types))
-    for m, row in by_task.items():
-        base = {t: 0.0 for t in types} if m == "SFT-2" else {t: by_task["SFT-2"][t]["utility"] for t in types}
-        print(f"{m:32s} " + " ".join(f"{row[t]['utility'] - base[t]:+9.3f}" if t in row else " " * 9 for t in types))
-    print("\nRM accuracy vs the reference judge, by the criterion deciding each held-out pair")
-    names = ["labeler", *rms]
-    print(f"{'criterion':14s} {'pairs':>6s} " + " ".join(f"{n:>10s}" for n in names))
-    for k, v in report["rm_vs_reference"].items():
-        print(f"{k:14s} {v['pairs']:6d} " + " ".join(f"{v[n]:10.3f}" for n in names))
+    rep = report(sw, evaluate(sw))
+    (sw.st.root / f"sweep{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(rep, indent=1) + "\n")
+    print_report(rep)
     return 0
 
 
