@@ -8,7 +8,8 @@ import torch
 from testkit import fact_demos, write_jsonl
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-from instructrl.runtime import lr_at, read_metrics
+from instructrl.training.optim import lr_at
+from instructrl.training.tracking import read_metrics
 from instructrl.sft.api import mixture_plan, run_sft
 from instructrl.sft.config import SFTConfig
 

@@ -53,7 +53,7 @@ def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
     from instructrl.reward.data import encode_rankings, to_ranking
     from instructrl.data.io import Record
     from instructrl.reward.trainer import RMTrainer
-    from instructrl.runtime import make_accelerator
+    from instructrl.training.accelerator import make_accelerator
 
     out = Path(tempfile.mkdtemp())
     batch = per_step if mode == "prompts" else per_step * k // 2  # same sequences per step in both modes

@@ -634,3 +634,17 @@ def ptx_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> 
     """
     nll = -logprobs_from_logits(logits, labels)  # (B, T)
     return masked_mean(nll, mask.to(nll.dtype))  # InstructGPT Eq. 2: gamma * E[log pi_RL(x)] term
+
+
+# ----------------------------------------------------------------------------- next-token loss (SFT, pretraining)
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, int]:
+    """Sum of the next-token negative log-likelihood over the labelled tokens, and their count.
+
+    logits: (B, T, V) of the whole sequence; labels: (B, T), ``ignore_index`` where no loss is taken (the
+    prompt in SFT: InstructGPT §3.5 trains on the response). Position t predicts label t+1. The sum, not the
+    mean: the trainer divides by the token count of the whole batch, so every token weighs the same
+    whatever the split into micro-batches and processes."""
+    targets = labels[:, 1:]  # (B, T-1)
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index,
+                          reduction="sum")
+    return nll, int((targets != ignore_index).sum())

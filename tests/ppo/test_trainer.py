@@ -13,7 +13,7 @@ import torch
 from testkit import cli_env
 from instructrl.errors import InstructRLError
 from instructrl.ppo.api import run_ppo
-from instructrl.runtime import read_metrics
+from instructrl.training.tracking import read_metrics
 from ppo_helpers import TokenRewardScorer, one_thread, ppo_world, quick_cfg  # noqa: F401
 
 METRICS = ["ppo/score_mean", "ppo/kl", "ppo/beta", "ppo/entropy", "ppo/response_length", "ppo/policy_clipfrac",

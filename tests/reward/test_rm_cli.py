@@ -8,7 +8,7 @@ from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
 from instructrl.modeling.reward import build_reward_model
 from instructrl.sft.api import run_sft
 from instructrl.sft.config import SFTConfig
-from instructrl.runtime import read_metrics
+from instructrl.training.tracking import read_metrics
 from rm_helpers import color_rankings
 
 

@@ -14,7 +14,8 @@ from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import encode_rankings, load_rankings
 from instructrl.reward.trainer import RMTrainer
-from instructrl.runtime import make_accelerator, read_metrics
+from instructrl.training.accelerator import make_accelerator
+from instructrl.training.tracking import read_metrics
 from rm_helpers import color_rankings, write_rankings
 
 
@@ -52,7 +53,7 @@ def test_one_step_loss_is_ranking_loss_on_the_models_rewards(tiny_model, tmp_pat
             ranks[i, : len(seqs)] = torch.tensor(r.ranks)
             mask[i, : len(seqs)] = True
     expected, _ = ranking_loss(rewards, ranks, mask)
-    loss, _ = trainer.train_step(0)
+    loss = trainer.train_step(0)["loss"]
     assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -91,8 +92,7 @@ def test_gradient_accumulation_matches_full_batch(tiny_model, tmp_path):
             return _step(*a, **k)
 
         trainer.optimizer.step = capture
-    la, _ = full.train_step(0)
-    lb, _ = micro.train_step(0)
+    la, lb = full.train_step(0)["loss"], micro.train_step(0)["loss"]
     assert la == pytest.approx(lb, rel=1e-5)
     for (n, _), ga, gb in zip(full.model.named_parameters(), grads["full"], grads["micro"]):
         assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-7), n
@@ -102,8 +102,8 @@ def test_margin_pairs_use_the_margin_loss(tiny_model, tmp_path):
     rows = [{"prompt": f"Q{i}?", "chosen": "yes", "rejected": "no", "margin": 1.0} for i in range(4)]
     trainer, _, _ = make_trainer(tiny_model, tmp_path, rows)
     assert trainer.use_margin
-    loss, _ = trainer.train_step(0)
-    assert trainer.last["rm/log_loss"] < loss  # the margin raises the loss above plain log loss
+    step = trainer.train_step(0)
+    assert step["log_loss"] < step["loss"]  # the margin raises the loss above plain log loss
 
 
 def test_short_run_learns_an_easy_preference_and_normalizes(tiny_model, tmp_path):

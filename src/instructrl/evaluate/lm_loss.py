@@ -6,8 +6,11 @@ import math
 
 import torch
 
-from instructrl.data.tokenize import collate, pack_texts
-from instructrl.sft.trainer import token_nll
+from instructrl.data.tokenize import IGNORE_INDEX, collate, pack_texts
+from instructrl.losses import next_token_nll
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+from instructrl.world.corpus import generate_corpus
+from instructrl.world.kb import get_kb
 
 
 @torch.no_grad()
@@ -19,7 +22,8 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], max_length: int = 128, b
     nll, n = 0.0, 0
     for i in range(0, len(windows), batch_size):
         batch = {k: v.to(device) for k, v in collate(windows[i : i + batch_size], tokenizer.pad_token_id).items()}
-        s, c = token_nll(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        s, c = next_token_nll(logits, batch["labels"], IGNORE_INDEX)
         nll += float(s)
         n += c
     loss = nll / max(1, n)
@@ -28,15 +32,10 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], max_length: int = 128, b
 
 def world_heldout_texts(seed: int = 0, n_docs: int = 400) -> list[str]:
     """Pretraining-style documents of world ``seed`` that no training corpus holds (another sampling seed)."""
-    from instructrl.world.corpus import generate_corpus
-    from instructrl.world.kb import get_kb
-
     return [d["text"] for d in generate_corpus(get_kb(seed), n_docs, seed=seed + 1000)]
 
 
 def checkpoint_heldout_loss(path: str, texts: list[str]) -> float:
     """:func:`heldout_lm_loss` (nats/token) of the causal LM saved at ``path``."""
-    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-
     tok = load_tokenizer(str(path))
     return heldout_lm_loss(load_causal_lm(str(path), tok), tok, texts)["loss"]

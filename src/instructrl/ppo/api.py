@@ -29,7 +29,8 @@ from instructrl.modeling.reward import load_frozen_reward
 from instructrl.modeling.value import ValueModel
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
-from instructrl.runtime import make_accelerator, prepare_output_dir
+from instructrl.training.accelerator import make_accelerator
+from instructrl.training.checkpoints import prepare_output_dir
 
 log = logging.getLogger("instructrl.ppo")
 

@@ -28,14 +28,15 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 import torch
 from accelerate.utils import DistributedType
+from tqdm.auto import tqdm
 
 from instructrl.data.tokenize import IGNORE_INDEX, collate, left_pad
-from instructrl.errors import ConfigError, InstructRLError
+from instructrl.errors import ConfigError
 from instructrl.losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -59,7 +60,10 @@ from instructrl.ppo.rollout import (
     sample_fast,
     value_forward,
 )
-from instructrl.runtime import Checkpoints, MetricsLogger, lr_at, param_checksum, resolve_mixed_precision, set_lr
+from instructrl.training.accelerator import param_checksum, resolve_mixed_precision
+from instructrl.training.checkpoints import Checkpoints
+from instructrl.training.optim import clip_and_step, lr_at, set_lr
+from instructrl.training.tracking import MetricsLogger
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -297,28 +301,20 @@ class PPOTrainer:
         return stats
 
     def optimizer_step(self, lr: float, value_lr: float) -> tuple[float, float]:
-        """Clip, step both optimizers, update the EMA. Returns the gradient norms (equal on every rank)."""
-        norms = []
-        for model, opt, rate in ((self.policy, self.pol_opt, lr), (self.value, self.val_opt, value_lr)):
-            max_norm = self.cfg.max_grad_norm or float("inf")
-            norms.append(float(self.acc.clip_grad_norm_(model.parameters(), max_norm)))
-            set_lr(opt, rate)
-        if not all(math.isfinite(n) for n in norms):
-            self._fail(f"the gradient norm became {norms[0]} (policy) / {norms[1]} (value)")
-        self.pol_opt.step()
-        self.val_opt.step()
-        self.pol_opt.zero_grad(set_to_none=True)
-        self.val_opt.zero_grad(set_to_none=True)
+        """Clip, step both optimizers (the shared guarded step), update the EMA. Returns the gradient norms
+        (equal on every rank)."""
+        set_lr(self.pol_opt, lr)
+        set_lr(self.val_opt, value_lr)
+        norms = clip_and_step(self.acc, [("policy", self.policy, self.pol_opt), ("value", self.value, self.val_opt)],
+                              self.cfg.max_grad_norm, self._fail)
         if self.ema is not None:
             ema_update(self.ema, self.raw_policy, self.cfg.ema_decay)  # InstructGPT App. C.4: EMA 0.992
         return norms[0], norms[1]
 
-    def _fail(self, what: str) -> None:
-        latest = self.ckpts.latest()
-        raise InstructRLError(
-            f"ppo: {what} at iteration {self.state['iteration'] + 1}; the run stopped before updating the weights. "
-            f"Last good checkpoint: {latest or 'none (no checkpoint written yet)'}. Lower the learning rate, raise "
-            f"kl_coef or turn on adaptive_kl, then continue with --resume.")
+    def _fail(self, what: str) -> NoReturn:
+        raise self.ckpts.diverged("ppo", what, f"iteration {self.state['iteration'] + 1}",
+                                  "Lower the learning rate, raise kl_coef or turn on adaptive_kl, then continue "
+                                  "with --resume.")
 
     # ------------------------------------------------------------------ one iteration
     def collect(self, it: int) -> tuple[Episodes, dict[str, torch.Tensor], dict[str, torch.Tensor], tuple | None]:
@@ -420,7 +416,7 @@ class PPOTrainer:
         return self.ckpts.save(self.state["iteration"], state, extra_save=self._save_extra)
 
     def resume(self) -> None:
-        found = self.ckpts.resume_latest()
+        found = self.ckpts.start(self.cfg.resume)
         if found is None:
             return
         latest, state = found
@@ -470,12 +466,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, callbacks: list[Callback] | None = None) -> PPOResult:
-        from tqdm.auto import tqdm
-
-        if self.cfg.resume:
-            self.resume()
-        else:
-            self.ckpts.clean_partial()
+        self.resume()
         cfg, history = self.cfg, []
         total = self.total_iterations * cfg.batch_size
         bar = tqdm(total=total, initial=self.state["episodes"], desc="ppo", unit="ep", dynamic_ncols=True,

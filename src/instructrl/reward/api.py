@@ -22,7 +22,8 @@ from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load
 from instructrl.reward.evaluation import flat_metrics, format_report
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 from instructrl.reward.trainer import RMTrainer, evaluate_rankings
-from instructrl.runtime import make_accelerator, prepare_output_dir
+from instructrl.training.accelerator import make_accelerator
+from instructrl.training.checkpoints import prepare_output_dir
 
 log = logging.getLogger("instructrl.reward")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from instructrl.config import help_field
 from instructrl.errors import ConfigError
-from instructrl.sft.config import TrainLoopConfig
+from instructrl.training.config import TrainLoopConfig
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The reward-model trainer: the shared accelerate loop of :class:`LMTrainer` with the ranking loss.
+"""The reward-model trainer: the shared loop (:mod:`instructrl.training.loop`) with the ranking loss.
 
 * batching=prompts (default): a training unit is one ranking; its K completions are forwarded once each and all
   its C(K, 2) comparisons enter the loss together (InstructGPT §3.5, Eq. 1). ``batch_size`` counts prompts.
@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
 
 from instructrl.data.tokenize import left_pad
-from instructrl.errors import DataError, InstructRLError
+from instructrl.errors import DataError
 from instructrl.losses import pairwise_loss, ranking_loss
 from instructrl.modeling.reward import score_sequences, sequence_rewards
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
 from instructrl.reward.evaluation import comparison_report, flat_metrics
-from instructrl.sft.trainer import LMTrainer, shuffled_plan
+from instructrl.training.loop import Trainer, shuffled_plan
 
 log = logging.getLogger("instructrl.reward")
 Unit = tuple[int, tuple[int, ...]]  # (ranking index, () for all completions or (winner, loser))
@@ -43,7 +42,7 @@ def evaluate_rankings(model: torch.nn.Module, pad_id: int, rankings: list[Rankin
     return comparison_report(rankings, rewards, heldout)
 
 
-class RMTrainer(LMTrainer):
+class RMTrainer(Trainer):
     """Trains a reward model on rankings; see the module docstring."""
 
     def __init__(self, cfg: RMConfig, accelerator, model, tokenizer, rankings: list[Ranking],
@@ -51,7 +50,7 @@ class RMTrainer(LMTrainer):
                  out_dir: Path, heldout: set[str] | frozenset[str] = frozenset()):
         units: list[Unit] = prompt_units(len(rankings)) if cfg.batching == "prompts" else pair_units(rankings)
         super().__init__(cfg, accelerator, model, tokenizer, units, shuffled_plan(len(units), cfg.seed), len(units),
-                         [], out_dir, "rm")
+                         out_dir, "rm")
         self.rankings, self.encoded = rankings, encoded
         self.eval_rankings, self.eval_encoded, self.heldout = eval_rankings, eval_encoded, heldout
         self.use_margin = any(r.margin is not None for r in rankings)
@@ -59,7 +58,6 @@ class RMTrainer(LMTrainer):
             raise DataError("some comparisons carry a 'margin', which is defined for pairs only, but the data also "
                             "holds K-way rankings: drop the margins or use --batching pairs")
         self.state.update(forward_passes=0, pairs=0)
-        self.last: dict[str, float] = {}
         self.eval_reports: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ one batch
@@ -72,8 +70,9 @@ class RMTrainer(LMTrainer):
         w, l = pair  # the ablation: this comparison on its own, both completions forwarded for it
         return [seqs[w], seqs[l]], [1, 2], r.margin or 0.0
 
-    def unit_loss(self, units: list[Unit]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        """Loss (mean over the units) of one micro-batch, its stats and the number of sequences forwarded."""
+    def loss(self, units: list[Unit]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of one micro-batch summed over its units (each unit's loss: the mean over its pairs), and sums
+        of the stats: accuracy and log loss weighted by pairs, pairs, sequences forwarded, tokens."""
         rows = [self.unit_rows(u) for u in units]
         flat = [ids for seqs, _, _ in rows for ids in seqs]
         ids, mask = left_pad(flat, self.tokenizer.pad_token_id)  # (N, T)
@@ -92,53 +91,26 @@ class RMTrainer(LMTrainer):
             loss, stats = pairwise_loss(rewards[:, 0], rewards[:, 1], margin)  # Llama 2 §3.2.2 margin
         else:
             loss, stats = ranking_loss(rewards, ranks, valid)  # InstructGPT Eq. 1, one batch element per prompt
-        return loss, stats, len(flat)
+        pairs = stats["total_pairs"].double()
+        n_tok = sum(len(ids) for ids in flat)
+        sums = {"loss": loss.detach().double() * len(rows), "accuracy": stats["accuracy"].double() * pairs,
+                "log_loss": stats["log_loss"].double() * pairs, "pairs": pairs,
+                "sequences": pairs.new_tensor(float(len(flat))), "tokens": pairs.new_tensor(float(n_tok))}
+        return loss * len(rows), sums
 
-    def train_step(self, step: int) -> tuple[float, int]:
-        units = [self.pool[i] for i in self.batch_indices(step)]
-        micro_batches = self.local_micro_batches(units)
-        self.schedule_lr(step)
-        self.model.train()
-        # sums over this process: loss * units, accuracy * pairs, log loss * pairs, pairs, sequences, tokens
-        totals = torch.zeros(6, device=self.acc.device, dtype=torch.float64)
-        for j, mb in enumerate(micro_batches):
-            ctx = self.acc.no_sync(self.model) if j < len(micro_batches) - 1 else nullcontext()
-            with ctx:
-                loss, stats, n_seq = self.unit_loss(mb)
-                # mean over all units of the global batch; DDP averages gradients over processes
-                self.acc.backward(loss * len(mb) / len(units) * self.acc.num_processes)
-            pairs = stats["total_pairs"].double()
-            n_tok = sum(len(ids) for u in mb for ids in self.unit_rows(u)[0])
-            totals += torch.stack([loss.detach().double() * len(mb), stats["accuracy"].double() * pairs,
-                                   stats["log_loss"].double() * pairs, pairs,
-                                   torch.tensor(float(n_seq), device=pairs.device, dtype=torch.float64),
-                                   torch.tensor(float(n_tok), device=pairs.device, dtype=torch.float64)])
-        if self.cfg.max_grad_norm:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = self.acc.reduce(totals, reduction="sum")
-        loss_sum, acc_sum, ll_sum, pairs, n_seq, n_tok = totals.tolist()
-        loss_value = loss_sum / len(units)
-        if not math.isfinite(loss_value):
-            raise InstructRLError(f"rm: training loss became {loss_value} at step {step + 1}; lower the learning "
-                                  f"rate. Last good checkpoint: {self.ckpts.latest() or 'none'}")
-        self.state["forward_passes"] += int(n_seq)
-        self.state["pairs"] += int(pairs)
-        self.last = {"rm/accuracy": acc_sum / max(pairs, 1), "rm/log_loss": ll_sum / max(pairs, 1),
-                     "rm/pairs": int(pairs), "rm/forward_passes": self.state["forward_passes"]}
-        return loss_value, int(n_tok)
-
-    def step_metrics(self) -> dict[str, float]:
-        return dict(self.last)
+    def step_metrics(self, sums: dict[str, float], items: list[Unit], normalizer: float) -> dict[str, float]:
+        self.state["forward_passes"] += int(sums["sequences"])
+        self.state["pairs"] += int(sums["pairs"])
+        pairs = max(sums["pairs"], 1)
+        return {"loss": sums["loss"] / normalizer, "tokens": int(sums["tokens"]), "accuracy": sums["accuracy"] / pairs,
+                "log_loss": sums["log_loss"] / pairs, "pairs": int(sums["pairs"]),
+                "forward_passes": self.state["forward_passes"]}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         if not self.eval_rankings:
             return {}
-        from accelerate.utils import broadcast_object_list
-
         box = [None]
         if self.acc.is_main_process:
             box[0] = evaluate_rankings(self.acc.unwrap_model(self.model), self.tokenizer.pad_token_id,

@@ -12,10 +12,12 @@ from instructrl.data.formats import load_demonstrations, load_texts
 from instructrl.data.tokenize import pack_texts, tokenize_demonstrations
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, check_model_source, load_causal_lm, load_tokenizer
-from instructrl.runtime import make_accelerator, prepare_output_dir
+from instructrl.training.accelerator import make_accelerator
+from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
-from instructrl.sft.trainer import EpochPlan, LMTrainer, Selector, TrainResult, shuffled_plan
+from instructrl.sft.trainer import LMTrainer, Selector
+from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
 
 log = logging.getLogger("instructrl.sft")
 

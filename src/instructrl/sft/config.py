@@ -4,48 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instructrl.config import BaseConfig, help_field
+from instructrl.config import help_field
 from instructrl.errors import ConfigError
-
-
-@dataclass
-class TrainLoopConfig(BaseConfig):
-    """Fields of the shared training loop (:class:`instructrl.sft.trainer.LMTrainer`): batching, optimizer,
-    schedule, evaluation points and checkpoints. Stages override defaults and help texts with their recipe."""
-
-    epochs: int = help_field(1, "Passes over the training data.")
-    max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = help_field(32, "Examples per optimizer step, across all processes.")
-    micro_batch_size: int | None = help_field(
-        None, "Examples per forward pass on one process; gradient accumulation makes up batch_size "
-              "(default: batch_size / number of processes).")
-    learning_rate: float = help_field(1e-5, "Peak learning rate.")
-    lr_schedule: str = help_field("cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.",
-                                  choices=["cosine", "constant"])
-    lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT: 10%.")
-    warmup_steps: int = help_field(0, "Linear warmup steps. InstructGPT SFT and RM: none.")
-    weight_decay: float = help_field(0.0, "AdamW weight decay.")
-    adam_beta1: float = help_field(0.9, "Adam beta1.")
-    adam_beta2: float = help_field(0.95, "Adam beta2 (InstructGPT used 0.95 for its RMs; GPT-3 training style).")
-    adam_eps: float = help_field(1e-8, "Adam epsilon.")
-    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).")
-    eval_every: int | None = help_field(None, "Validate every N optimizer steps (default: at the end of each epoch).")
-    checkpoint_every: int | None = help_field(None, "Checkpoint every N optimizer steps (default: at the end of each epoch).")
-    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
-    save_dtype: str | None = help_field(None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained.")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ConfigError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.save_dtype not in (None, "bfloat16", "float16", "float32"):
-            raise ConfigError(f"save_dtype must be bfloat16, float16 or float32, got {self.save_dtype}")
+from instructrl.training.config import TrainLoopConfig
 
 
 @dataclass

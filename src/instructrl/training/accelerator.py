@@ -1,0 +1,56 @@
+"""The accelerator every stage runs under: one code path for one CPU, several CPU processes (torchrun, gloo)
+and GPUs (DDP / FSDP / DeepSpeed through ``accelerate launch``); stages only talk to
+:class:`accelerate.Accelerator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import set_seed
+
+from instructrl.config import BaseConfig
+
+
+def resolve_mixed_precision(cfg: BaseConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if torch.cuda.is_available() and not cfg.cpu and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
+    kwargs: dict[str, Any] = {}
+    if cfg.report_to not in ("none", "", None):
+        kwargs["log_with"] = cfg.report_to
+    cpu = cfg.cpu or not torch.cuda.is_available()
+    precision = resolve_mixed_precision(cfg)
+    # accelerate keeps one state per process: a second run in the same process (a notebook; a script
+    # running SFT in fp32, then PPO in bf16, or one stage with --cpu on a GPU machine) with another
+    # precision or device would be refused or, for the device, silently keep the first one. Start a
+    # fresh state instead; with several processes the process group stays and only the precision can change.
+    device = PartialState._shared_state.get("device")
+    single = PartialState._shared_state.get("num_processes", 1) == 1
+    if device is not None and single and (device.type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    elif AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state()
+    acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **kwargs)
+    set_seed(cfg.seed)
+    if not acc.is_main_process:  # one copy of the log, from the main process
+        logging.getLogger("instructrl").setLevel(logging.WARNING)
+    return acc
+
+
+def param_checksum(model: torch.nn.Module) -> float:
+    """A cheap fingerprint of all parameters (to check that ranks stay in sync)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for i, p in enumerate(model.parameters()):
+        total += (p.detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
+    return float(total)

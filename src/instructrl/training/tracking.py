@@ -1,0 +1,70 @@
+"""Metrics of a run: ``metrics.jsonl`` (main process) plus accelerate's trackers, and a throughput meter."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+class MetricsLogger:
+    """Appends one JSON object per log event to ``metrics.jsonl`` (main process) and forwards to trackers."""
+
+    def __init__(self, out_dir: str | os.PathLike, accelerator, run_name: str):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.acc = accelerator
+        if cfg_trackers(accelerator):
+            accelerator.init_trackers(run_name)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.acc.is_main_process:
+            return
+        row = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if cfg_trackers(self.acc):
+            self.acc.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+
+    def close(self) -> None:
+        if cfg_trackers(self.acc):
+            self.acc.end_training()
+
+
+def cfg_trackers(acc) -> bool:
+    return bool(getattr(acc, "log_with", None))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return str(v)
+    return v
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Throughput:
+    """Tokens (or episodes) per second over the last few steps."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    def rate(self) -> float:
+        dt = time.perf_counter() - self.t0
+        r = self.count / dt if dt > 0 else 0.0
+        self.t0, self.count = time.perf_counter(), 0
+        return r
