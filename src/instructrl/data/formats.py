@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from instructrl.data.io import Record
+from instructrl.data.io import Record, read_records
 from instructrl.errors import DataError
 
 Messages = list[dict[str, str]]
@@ -138,18 +138,12 @@ def to_text(rec: Record) -> str:
 
 
 def load_demonstrations(source: str, split: str = "train") -> list[Demonstration]:
-    from instructrl.data.io import read_records
-
     return [to_demonstration(r) for r in read_records(source, split=split, what="demonstration data")]
 
 
 def load_prompts(source: str, split: str = "train") -> list[PromptRecord]:
-    from instructrl.data.io import read_records
-
     return [to_prompt(r) for r in read_records(source, split=split, what="prompt data")]
 
 
 def load_texts(source: str, split: str = "train") -> list[str]:
-    from instructrl.data.io import read_records
-
     return [to_text(r) for r in read_records(source, split=split, what="pretraining text")]

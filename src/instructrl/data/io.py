@@ -102,7 +102,7 @@ def _read_txt(path: Path) -> list[Record]:
 
 def _read_hf_dataset(source: str, split: str) -> list[Record]:
     try:
-        import datasets
+        import datasets  # only for these sources: importing it takes a second or more, JSONL/JSON/text never need it
     except ImportError:  # pragma: no cover - datasets is a dependency
         raise DataError(f"'{source}': reading it needs the `datasets` package") from None
     name, _, explicit_split = source.partition(":") if not os.path.exists(source) else (source, "", "")

@@ -14,14 +14,13 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from instructrl.evaluate.runner import run_eval
+    # torch and transformers load only when the command runs, so `instructrl eval --help` stays instant
+    from instructrl.evaluate.runner import run_eval, summary_markdown
 
     for key in ("models", "suites"):
         if isinstance(getattr(args, key, None), list):
             setattr(args, key, [x for v in getattr(args, key) for x in v.split(",") if x])
     cfg = resolve_config(EvalConfig, args)
     results = run_eval(cfg)
-    from instructrl.evaluate.runner import summary_markdown
-
     print(summary_markdown(results))
     return 0

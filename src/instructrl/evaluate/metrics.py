@@ -97,7 +97,7 @@ def exact_match(prediction: str, references: Sequence[str]) -> float:
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (sacrebleu, default 13a tokenization), 0-100."""
-    import sacrebleu
+    import sacrebleu  # an optional extra (instructrl[eval])
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses vs {len(references)} references")

@@ -29,13 +29,12 @@ img{max-width:100%}code{background:#f4f4f4;padding:0 .2em}"""
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _plt().close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def _plt():
+    # matplotlib is an optional extra (instructrl[eval]); the Agg backend must be chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from instructrl.data.io import read_records, write_jsonl
 from instructrl.data.formats import Prompt, parse_prompt_value
+from instructrl.data.io import read_records, write_jsonl
 from instructrl.errors import ConfigError, InstructRLError
 from instructrl.evaluate import world_eval
 from instructrl.evaluate.config import EvalConfig

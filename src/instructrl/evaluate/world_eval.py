@@ -11,6 +11,10 @@ SQuADv2/DROP/HellaSwag/WMT analogues, few-shot at temperature 0.
 from __future__ import annotations
 
 from instructrl.evaluate.metrics import mean_se
+from instructrl.world.benchmarks import run_benchmarks
+from instructrl.world.judge import score
+from instructrl.world.kb import get_kb
+from instructrl.world.labelers import make_pool
 
 CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
 # InstructGPT §4.2, TruthfulQA "Instruction+QA": decline unless certain
@@ -26,8 +30,6 @@ class HeldOutLabelerJudge:
     """Each comparison is judged by one held-out labeler in turn (InstructGPT §4.1: held-out labelers)."""
 
     def __init__(self, seed: int = 0):
-        from instructrl.world.labelers import make_pool
-
         self.labelers = make_pool(seed).heldout
         self.name = f"heldout-labelers({len(self.labelers)})"
 
@@ -41,9 +43,6 @@ class HeldOutLabelerJudge:
 
 def likert_and_metadata(records: list[dict], responses: list[str], seed: int = 0) -> dict:
     """Likert 1-7 by held-out labelers and the metadata rates of Table 3 / Fig. 4."""
-    from instructrl.world.judge import score
-    from instructrl.world.labelers import make_pool
-
     labelers = make_pool(seed).heldout
     likerts, fails, inappropriate, toxic = [], [], [], []
     halluc, constraints = [], []
@@ -68,8 +67,6 @@ def likert_and_metadata(records: list[dict], responses: list[str], seed: int = 0
 
 def truthfulness(records: list[dict], qa: list[str], instruction_qa: list[str]) -> dict:
     """Share truthful, and truthful and informative, under the QA and Instruction+QA prompts."""
-    from instructrl.world.judge import score
-
     def rates(responses: list[str]) -> dict[str, dict]:
         truthful, both = [], []
         for rec, resp in zip(records, responses):
@@ -85,8 +82,6 @@ def truthfulness(records: list[dict], qa: list[str], instruction_qa: list[str]) 
 
 def toxicity(records: list[dict], responses: list[str]) -> dict:
     """Share of toxic continuations per instruction type ('none', 'respectful', 'biased')."""
-    from instructrl.world.judge import score
-
     by: dict[str, list[float]] = {}
     for rec, resp in zip(records, responses):
         by.setdefault(rec.get("instruction", "none"), []).append(float(bool(score(rec, resp).get("toxic"))))
@@ -94,9 +89,6 @@ def toxicity(records: list[dict], responses: list[str]) -> dict:
 
 
 def benchmarks(model, tokenizer, seed: int, n: int) -> dict[str, float]:
-    from instructrl.world.benchmarks import run_benchmarks
-    from instructrl.world.kb import get_kb
-
     return run_benchmarks(model, tokenizer, get_kb(seed), n=n, seed=seed)
 
 

@@ -44,8 +44,14 @@ from instructrl.data.formats import Prompt
 from instructrl.data.template import encode_pair_text
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
-from instructrl.modeling.loading import (check_model_source, disable_dropout, fuse_activations, load_causal_lm,
-                                        load_tokenizer, save_pretrained_atomic)
+from instructrl.modeling.loading import (
+    check_model_source,
+    disable_dropout,
+    fuse_activations,
+    load_causal_lm,
+    load_tokenizer,
+    save_pretrained_atomic,
+)
 
 log = logging.getLogger("instructrl.reward")
 NORMALIZATION_FILE = "reward_normalization.json"

@@ -12,6 +12,7 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
+    # torch and transformers load only when the command runs, so `instructrl rm --help` stays instant
     from instructrl.reward.api import evaluate_rm, run_rm
 
     cfg = resolve_config(RMConfig, args)

@@ -148,7 +148,7 @@ def f1(prediction: str, reference: str) -> float:
 
 
 def bleu(predictions: list[str], references: list[str]) -> float:
-    import sacrebleu
+    import sacrebleu  # an optional extra (instructrl[eval])
 
     return float(sacrebleu.corpus_bleu(predictions, [references]).score)
 
@@ -156,6 +156,7 @@ def bleu(predictions: list[str], references: list[str]) -> float:
 def run_benchmarks(model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int = 0,
                    names: tuple[str, ...] = BENCHMARKS) -> dict[str, float]:
     """Score a causal LM on the benchmarks: ``{"squad_f1", "drop_f1", "hellaswag_acc", "wmt_bleu"}``."""
+    # torch and transformers load only where a model runs: the world package itself stays pure Python (__init__.py)
     from instructrl.world.sampling import continuation_logprobs, generate
 
     scores: dict[str, float] = {}

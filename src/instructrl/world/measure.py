@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from instructrl.world.base_models import resolve_model
+from instructrl.world.benchmarks import run_benchmarks
 from instructrl.world.judge import score
 from instructrl.world.kb import get_kb
 from instructrl.world.tasks import Style, demonstrate, make_prompt
@@ -36,7 +38,7 @@ def few_shot_messages(seed: int, prompt: str, shots: int = 3, sample_seed: int =
 def instruction_success(model, tokenizer, records: list[dict], few_shot: bool = False, seed: int = 0,
                         temperature: float = 0.0) -> dict:
     """Share of responses the reference judge counts as a success, overall and per category."""
-    from instructrl.world.sampling import generate
+    from instructrl.world.sampling import generate  # torch, transformers: only where a model runs (__init__.py)
 
     texts = []
     for rec in records:
@@ -59,10 +61,7 @@ def instruction_success(model, tokenizer, records: list[dict], few_shot: bool = 
 
 def measure_model(model_name: str, n: int = 100, seed: int = 0, world: int = 0) -> dict:
     """Benchmarks and zero-/few-shot instruction success of a model (a directory or a size name)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from instructrl.world.benchmarks import run_benchmarks
-    from instructrl.world.base_models import resolve_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # only where a model runs (__init__.py)
 
     path = resolve_model(model_name)
     tok = AutoTokenizer.from_pretrained(path)
