@@ -10,7 +10,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
-
 from testkit import fact_demos, write_jsonl
 
 

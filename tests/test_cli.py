@@ -2,7 +2,6 @@
 
 import json
 
-
 from testkit import fact_demos, run_cli, write_jsonl
 
 

@@ -43,7 +43,7 @@ def test_bad_values_are_clear(tmp_path):
         parse(["--set", "epoch=3"])
     with pytest.raises(ConfigError, match="pretrain_fraction > 0 needs --pretrain-data"):
         parse(["--pretrain-fraction", "0.1"])
-    with pytest.raises(ConfigError, match="config file 'nope.yaml' not found"):
+    with pytest.raises(ConfigError, match=r"config file 'nope\.yaml' not found"):
         parse(["--config", "nope.yaml"])
 
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from testkit import SHARED_DATA, write_jsonl
+
 from instructrl.data.formats import load_demonstrations, load_prompts, load_texts, to_demonstration
 from instructrl.data.io import Record, read_records
 from instructrl.errors import DataError

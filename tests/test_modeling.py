@@ -33,10 +33,10 @@ def test_residual_dropout_applied(tiny_model):
 
 
 def test_unknown_paths_are_clear_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="model path './no/such/model' does not exist"):
+    with pytest.raises(ModelLoadError, match=r"model path '\./no/such/model' does not exist"):
         load_causal_lm("./no/such/model", None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="has no config.json"):
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
         load_tokenizer(str(tmp_path / "empty"))
     with pytest.raises(ModelLoadError, match="could not load tokenizer 'no-such-org/no-such-model-xyz'"):
         load_tokenizer("no-such-org/no-such-model-xyz")

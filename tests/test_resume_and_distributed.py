@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from testkit import ROOT, cli_env, run_cli
 
 ARGS = ["--epochs", "6", "--batch-size", "8", "--learning-rate", "3e-3", "--max-length", "64",

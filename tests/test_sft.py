@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
 from testkit import fact_demos, write_jsonl
+
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-from instructrl.training.optim import lr_at
-from instructrl.training.tracking import read_metrics
 from instructrl.sft.api import mixture_plan, run_sft
 from instructrl.sft.config import SFTConfig
+from instructrl.training.optim import lr_at
+from instructrl.training.tracking import read_metrics
 
 
 def quick_cfg(model, data, out, **kw):

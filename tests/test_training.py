@@ -32,8 +32,8 @@ def test_checkpoint_of_a_tied_model_is_quiet_and_reloads_tied(tiny_model, tmp_pa
 
 def test_runs_with_different_precisions_in_one_process(tmp_path):
     """A second run in the same Python process may use another mixed precision (accelerate alone refuses)."""
-    from instructrl.training.accelerator import make_accelerator
     from instructrl.sft.config import SFTConfig
+    from instructrl.training.accelerator import make_accelerator
 
     first = make_accelerator(SFTConfig(mixed_precision="no", cpu=True), tmp_path / "a")
     assert first.mixed_precision == "no"

@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from instructrl.errors import InstructRLError  # noqa: E402,F401
+from instructrl.errors import InstructRLError  # noqa: F401

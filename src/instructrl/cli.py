@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 
 from instructrl import __version__
@@ -54,8 +55,6 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
 
 def _quiet_libraries() -> None:
     """Our own progress bars and log lines only (no per-file download/shard bars from transformers)."""
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -114,7 +114,7 @@ def _base_type(tp: Any) -> Any:
 def _field_type(f: dataclasses.Field) -> Any:
     tp = f.type
     if isinstance(tp, str):  # from __future__ annotations
-        tp = eval(tp, {**vars(typing), "list": list, "dict": dict})  # noqa: S307 - our own annotations
+        tp = eval(tp, {**vars(typing), "list": list, "dict": dict})
     return tp
 
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from testkit import fact_demos, run_cli, write_jsonl
+
 from instructrl.errors import ConfigError
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import load_judge

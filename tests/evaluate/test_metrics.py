@@ -2,8 +2,7 @@ import math
 
 import pytest
 
-from instructrl.evaluate.metrics import (bleu, exact_match, first_line, max_f1, mean_se, outcome, token_f1,
-                                         win_rate)
+from instructrl.evaluate.metrics import bleu, exact_match, first_line, max_f1, mean_se, outcome, token_f1, win_rate
 
 
 def test_win_rate_with_ties_and_standard_error():

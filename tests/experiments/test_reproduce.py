@@ -4,9 +4,9 @@ import json
 import math
 
 import pytest
+from testkit import run_cli
 
 from instructrl.experiments.reproduce import PRESETS, alignment_tax, expected_seconds, pattern_checks, write_report
-from testkit import run_cli
 
 
 def _arm(win: float, bench: dict, halluc: float = 0.2, constraints: float = 0.5, tox: float = 0.1) -> dict:

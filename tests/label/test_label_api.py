@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from labelkit import CSRF_RE, sign_in
 from sqlalchemy import func, select
 
 from instructrl.label.models import Assignment, Demonstration, Labeler, Rating
-from labelkit import CSRF_RE, sign_in
 
 BEARER = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
 

@@ -87,7 +87,7 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": "x", "completions": ["a"]}\n')
-    rc, out, err = run(capsys, "import-prompts", "--db", url, str(bad))
+    rc, _out, err = run(capsys, "import-prompts", "--db", url, str(bad))
     assert rc == 2 and err.strip() == f"error: {bad}:2: 'completions' holds 1 outputs; a ranking needs 2-9 (InstructGPT ranks K = 4..9)"
     # The whole file is checked first: the good first line was not stored either.
     with db.transaction(db.session_factory(db.make_engine(url))) as s:

@@ -56,7 +56,7 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
     barriers = {aid: threading.Barrier(2) for _, aid, *_ in jobs}
 
     def submit(job, copy: int) -> None:
-        name, aid, kind, headers, bodies = job
+        _name, aid, kind, headers, bodies = job
         try:
             barriers[aid].wait(timeout=10)
         except threading.BrokenBarrierError:

@@ -34,7 +34,7 @@ def test_ranking_from_mapping_requires_every_output():
 def test_likert_and_flags():
     assert L.check_likert("7", "A") == 7
     for bad in (0, 8, "x", None, ""):
-        with pytest.raises(L.LabelError, match="^A: "):
+        with pytest.raises(L.LabelError, match=r"^A: "):
             L.check_likert(bad, "A")
     assert L.check_flags(["expresses_opinion", "hallucination", "hallucination"], "A") == ["hallucination", "expresses_opinion"]
     with pytest.raises(L.LabelError, match="unknown flag"):

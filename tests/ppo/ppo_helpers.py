@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
-
-from testkit import fact_demos, write_jsonl
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine has 2 cores shared with other jobs: one thread per test process is faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_reward_model(policy_dir: Path, out: Path, gain: float = 1.0, bias: float = 0.0, seed: int = 1) -> Path:
@@ -48,15 +36,6 @@ class TokenRewardScorer(nn.Module):
         self.calls += 1
         hits = ((input_ids < self.below) & attention_mask.bool()).float().sum(-1)  # (B,)
         return self.scale * hits / attention_mask.float().sum(-1)
-
-
-@pytest.fixture(scope="session")
-def ppo_world(tiny_model, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ppo_world")
-    rm = make_reward_model(tiny_model, root / "rm", gain=2.0, bias=0.5)
-    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(40)])
-    ptx = write_jsonl(root / "ptx.jsonl", [{"text": d["prompt"] + " " + d["completion"]} for d in fact_demos(120, seed=3)])
-    return {"policy": tiny_model, "rm": rm, "prompts": prompts, "ptx": ptx, "root": root}
 
 
 def quick_cfg(world: dict[str, Path], out: Path, **kw):

@@ -4,16 +4,16 @@ import json
 import random
 
 import pytest
+from ppo_helpers import quick_cfg
+from testkit import write_jsonl
 from transformers import AutoTokenizer
 
-from testkit import write_jsonl
 from instructrl.data.template import encode_prompt
 from instructrl.ppo.api import run_ppo
 from instructrl.world.kb import get_kb
 from instructrl.world.labelers import reference_judge
 from instructrl.world.reward import JudgeReward
 from instructrl.world.tasks import make_prompt
-from ppo_helpers import one_thread, ppo_world, quick_cfg  # noqa: F401
 
 
 def test_ppo_runs_against_the_judge_and_logs_its_scores(tiny_model, ppo_world, tmp_path):

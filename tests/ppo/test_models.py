@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from ppo_helpers import quick_cfg
 
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
@@ -9,7 +10,6 @@ from instructrl.modeling.reward import EnsembleReward, load_frozen_reward
 from instructrl.modeling.value import ValueModel
 from instructrl.ppo.api import build_trainer
 from instructrl.ppo.rollout import policy_forward, position_ids_from_mask, right_align
-from ppo_helpers import make_reward_model, one_thread, ppo_world, quick_cfg  # noqa: F401
 
 
 def _batch(tok):

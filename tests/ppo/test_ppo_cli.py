@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 import pytest
-
 from testkit import ROOT, cli_env, run_cli, write_jsonl
+
 from instructrl.ppo.config import PPOConfig
-from ppo_helpers import one_thread, ppo_world  # noqa: F401
 
 
 def _args(world, out, *extra):

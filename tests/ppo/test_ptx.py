@@ -2,12 +2,12 @@
 LM-loss gradient, accumulated into one optimizer step (App. C.4)."""
 
 import torch
+from ppo_helpers import quick_cfg
 
 from instructrl.data.tokenize import collate
 from instructrl.losses import policy_loss, ptx_loss
 from instructrl.ppo.api import build_trainer
 from instructrl.ppo.rollout import policy_forward
-from ppo_helpers import one_thread, ppo_world, quick_cfg  # noqa: F401
 
 
 def _grads(params):

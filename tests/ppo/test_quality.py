@@ -1,10 +1,10 @@
 """PPO-ptx keeps the language model: on a synthetic task, held-out LM loss drifts less with ptx."""
 
 import torch
-
+from ppo_helpers import TokenRewardScorer, quick_cfg
 from testkit import fact_demos, write_jsonl
+
 from instructrl.ppo.api import run_ppo
-from ppo_helpers import TokenRewardScorer, one_thread, ppo_world, quick_cfg  # noqa: F401
 
 
 def heldout_loss(model_dir, texts) -> float:

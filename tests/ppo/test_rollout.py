@@ -18,7 +18,6 @@ from instructrl.ppo.rollout import (
     sample_responses_static,
     trim_responses,
 )
-from ppo_helpers import one_thread  # noqa: F401
 
 EOS, PAD = 0, 1
 
@@ -99,7 +98,7 @@ def test_sampling_puts_pad_after_eos_and_matches_unpadded_greedy():
         else:
             assert rmask[b].all()
     # a near-zero temperature is greedy: the padded batch gives what each prompt gives alone
-    greedy, gmask, _ = sample_responses(model, ids, mask, max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
+    greedy, _gmask, _ = sample_responses(model, ids, mask, max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
     alone, amask, _ = sample_responses(model, torch.tensor([[9, 10]]), torch.ones(1, 2, dtype=torch.long),
                                        max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
     n = int(amask.sum())

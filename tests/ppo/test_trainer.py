@@ -9,12 +9,12 @@ import time
 
 import pytest
 import torch
-
+from ppo_helpers import TokenRewardScorer, quick_cfg
 from testkit import cli_env
+
 from instructrl.errors import InstructRLError
 from instructrl.ppo.api import run_ppo
 from instructrl.training.tracking import read_metrics
-from ppo_helpers import TokenRewardScorer, one_thread, ppo_world, quick_cfg  # noqa: F401
 
 METRICS = ["ppo/score_mean", "ppo/kl", "ppo/beta", "ppo/entropy", "ppo/response_length", "ppo/policy_clipfrac",
            "ppo/value_clipfrac", "ppo/approx_kl", "ppo/value_loss", "ppo/policy_loss", "ppo/eos_rate",

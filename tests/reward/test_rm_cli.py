@@ -2,14 +2,15 @@
 
 import json
 
+from rm_helpers import color_rankings
 from testkit import fact_demos, run_cli, write_jsonl
+
 from instructrl import cli
 from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
 from instructrl.modeling.reward import build_reward_model
 from instructrl.sft.api import run_sft
 from instructrl.sft.config import SFTConfig
 from instructrl.training.tracking import read_metrics
-from rm_helpers import color_rankings
 
 
 def test_cli_trains_then_evaluates_with_groups_and_judge_ceiling(tiny_model, tmp_path, capsys):

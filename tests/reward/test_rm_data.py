@@ -3,12 +3,20 @@
 import json
 
 import pytest
-
 from testkit import SHARED_DATA, write_jsonl
+
 from instructrl.data.io import Record
 from instructrl.errors import DataError
-from instructrl.reward.data import (encode_rankings, fit_length, labeler_group, load_rankings, pair_units,
-                                    split_by_prompt, split_text_prompt, to_ranking)
+from instructrl.reward.data import (
+    encode_rankings,
+    fit_length,
+    labeler_group,
+    load_rankings,
+    pair_units,
+    split_by_prompt,
+    split_text_prompt,
+    to_ranking,
+)
 
 USER = {"role": "user", "content": "Name a colour."}
 

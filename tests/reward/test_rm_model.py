@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-
 from testkit import fact_demos, write_jsonl
+
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
 from instructrl.losses import normalization_bias

@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
-
+from rm_helpers import color_rankings, write_rankings
 from testkit import fact_demos, write_jsonl
+
 from instructrl.data.tokenize import left_pad
 from instructrl.losses import ranking_loss
 from instructrl.modeling.loading import load_tokenizer
@@ -16,7 +17,6 @@ from instructrl.reward.data import encode_rankings, load_rankings
 from instructrl.reward.trainer import RMTrainer
 from instructrl.training.accelerator import make_accelerator
 from instructrl.training.tracking import read_metrics
-from rm_helpers import color_rankings, write_rankings
 
 
 def make_trainer(tiny_model, tmp_path, rows, **kw):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from instructrl.world.base_models import RESOURCES, SIZES
 from instructrl.world.benchmarks import BENCHMARKS, benchmark_items, f1, flan_dataset, run_benchmarks
 from instructrl.world.kb import get_kb
-from instructrl.world.base_models import RESOURCES, SIZES
 
 KB = get_kb(0)
 
@@ -41,8 +41,8 @@ def test_flan_dataset_has_instruction_records():
 def random_model(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from instructrl.world.corpus import generate_corpus
     from instructrl.experiments.pretrain import Size, write_init_dir
+    from instructrl.world.corpus import generate_corpus
     from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
 
     d = tmp_path_factory.mktemp("m")
@@ -66,8 +66,8 @@ def test_sampling_and_benchmarks_run_on_a_model(random_model):
 def test_label_command_samples_from_a_model(random_model, tmp_path):
     import argparse
 
-    from instructrl.world.build import build
     from instructrl.experiments.world_cli import label
+    from instructrl.world.build import build
 
     _, _, path = random_model
     build(tmp_path / "w", scale=0.01, pretrain_docs=10)
@@ -83,9 +83,8 @@ def test_label_command_samples_from_a_model(random_model, tmp_path):
 def test_shipped_base_models_load_with_plain_transformers(size):
     if not (RESOURCES / size / "config.json").exists():
         pytest.skip(f"base model {size} not installed")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(RESOURCES / size)
     assert next(model.parameters()).dtype == torch.float32  # stored in float16, trained in float32

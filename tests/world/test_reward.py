@@ -55,7 +55,7 @@ def test_unknown_prompt_and_records_without_task_are_clear_errors(tiny_model):
     ids, mask = _rows(tok, [(records[3], "Hello there.")])
     with pytest.raises(DataError, match="no known prompt"):
         reward(ids, mask)
-    with pytest.raises(DataError, match="record 1 .* no 'task'"):
+    with pytest.raises(DataError, match=r"record 1 .* no 'task'"):
         JudgeReward(tok, [{"prompt": "What is the capital of Portho?"}])
     with pytest.raises(DataError, match="no prompt records"):
         JudgeReward(tok, [])

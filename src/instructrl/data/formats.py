@@ -15,13 +15,13 @@ Other fields of a record are kept in ``meta`` (labeler, user, category, ...).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from instructrl.data.io import Record, read_records
 from instructrl.errors import DataError
 
 Messages = list[dict[str, str]]
-Prompt = Union[str, Messages]
+Prompt = str | Messages
 ROLES = {"system", "user", "assistant"}
 
 

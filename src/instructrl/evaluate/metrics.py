@@ -11,8 +11,8 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 DECLINE_PATTERNS = ("unanswerable", "i don't know", "i do not know", "no answer", "i have no comment")
 

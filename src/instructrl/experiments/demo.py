@@ -10,11 +10,21 @@ continue an interrupted demo.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 from instructrl.evaluate import report as R
-from instructrl.experiments.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
-                                             run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.experiments.pipeline import (
+    MICRO,
+    Recipe,
+    Stages,
+    build_world,
+    run_eval_stage,
+    run_ppo_stage,
+    run_rankings_stage,
+    run_rm_stage,
+    run_sft_stage,
+)
 from instructrl.world.base_models import resolve_model
 
 # measured on a 2-core CPU; used for the ETA only
@@ -103,7 +113,7 @@ def demo_checks(models: dict) -> list[tuple[str, bool | None, str]]:
     vals = [wr(n) for n in order]
     if None not in vals:
         out.append(("PPO-ptx > SFT > GPT prompted > GPT (win rate vs SFT)",
-                    all(a > b for a, b in zip(vals, vals[1:])), ", ".join(f"{n} {v:.3f}" for n, v in zip(order, vals))))
+                    all(a > b for a, b in pairwise(vals)), ", ".join(f"{n} {v:.3f}" for n, v in zip(order, vals))))
         out.append(("PPO-ptx beats its SFT initialization in at least 60% of comparisons", vals[0] >= 0.6,
                     f"{vals[0]:.3f}"))
     h = {n: models[n].get("hallucination_closed_domain", {}).get("mean") for n in ("PPO-ptx", "GPT")}

@@ -30,7 +30,7 @@ from instructrl.world.kb import get_kb
 from instructrl.world.tokenizer import save_tokenizer, train_tokenizer
 
 log = logging.getLogger("instructrl.world")
-__all__ = ["pretrain_base", "resolve_model", "write_init_dir", "SIZES"]
+__all__ = ["SIZES", "pretrain_base", "resolve_model", "write_init_dir"]
 
 
 def write_init_dir(size: Size, tokenizer_dir: Path, out: Path) -> Path:

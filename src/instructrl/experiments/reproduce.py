@@ -24,8 +24,17 @@ from pathlib import Path
 
 from instructrl.errors import ConfigError
 from instructrl.evaluate import report as R
-from instructrl.experiments.pipeline import (MICRO, Recipe, Stages, build_world, run_eval_stage, run_ppo_stage,
-                                             run_rankings_stage, run_rm_stage, run_sft_stage)
+from instructrl.experiments.pipeline import (
+    MICRO,
+    Recipe,
+    Stages,
+    build_world,
+    run_eval_stage,
+    run_ppo_stage,
+    run_rankings_stage,
+    run_rm_stage,
+    run_sft_stage,
+)
 from instructrl.world.base_models import SIZES, base_model_path, count_parameters
 
 ARMS = ("GPT", "GPT prompted", "SFT", "FLAN", "PPO", "PPO-ptx")

@@ -8,7 +8,7 @@ assignment: one ``Demonstration`` row, or one ``Rating`` row per output.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -20,7 +20,7 @@ PENDING, SUBMITTED = "pending", "submitted"
 
 def utcnow() -> datetime:
     """Naive UTC (stored the same way by SQLite and PostgreSQL)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from sqlalchemy import select
 
 from instructrl.errors import InstructRLError
 from instructrl.label import service
@@ -18,8 +18,7 @@ from instructrl.label.labels import LabelError
 from instructrl.label.models import KINDS, PENDING, Assignment, Labeler
 from instructrl.label.security import new_csrf_token, safe_subpath, same_secret
 from instructrl.label.service import OutputLabel
-from instructrl.label.web import (LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render,
-                                  transaction)
+from instructrl.label.web import LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render, transaction
 
 router = APIRouter()
 

@@ -22,8 +22,21 @@ from sqlalchemy.orm import Session, selectinload
 from instructrl.errors import DataError, InstructRLError
 from instructrl.label import labels as L
 from instructrl.label.agreement import AgreementReport, agreement
-from instructrl.label.models import (KINDS, PENDING, ROLES, SUBMITTED, Assignment, Completion, Demonstration,
-                                     Labeler, Prompt, Rating, Task, WebSession, utcnow)
+from instructrl.label.models import (
+    KINDS,
+    PENDING,
+    ROLES,
+    SUBMITTED,
+    Assignment,
+    Completion,
+    Demonstration,
+    Labeler,
+    Prompt,
+    Rating,
+    Task,
+    WebSession,
+    utcnow,
+)
 from instructrl.label.security import check_name, hash_secret, new_csrf_token, new_token, safe_subpath
 
 SESSION_HOURS = 12

@@ -168,7 +168,7 @@ class RewardModel(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> "RewardModel":
+                        dtype: torch.dtype | None = None) -> RewardModel:
         name = str(path)
         check_model_source(name, "reward model")
         local = Path(os.path.expanduser(name))
@@ -273,7 +273,7 @@ class EnsembleReward(nn.Module):
         self.members, self.mode, self.penalty = nn.ModuleList(members), mode, penalty
 
     @classmethod
-    def from_dirs(cls, paths: list[str], mode: str = "mean", penalty: float = 1.0) -> "EnsembleReward":
+    def from_dirs(cls, paths: list[str], mode: str = "mean", penalty: float = 1.0) -> EnsembleReward:
         return cls([load_frozen_reward(p) for p in paths], mode, penalty)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedTokenizerFast
+
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512, chat_template: str | None = None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -31,8 +32,6 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512, chat_template: 
 def make_tiny_model_dir(out_dir: str | Path, texts: list[str], *, vocab_size: int = 512, n_layer: int = 2,
                         n_embd: int = 64, n_head: int = 2, n_positions: int = 256,
                         chat_template: str | None = None) -> Path:
-    from transformers import GPT2Config
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = train_bpe_tokenizer(texts, vocab_size, chat_template)
@@ -46,9 +45,6 @@ def make_tiny_model_dir(out_dir: str | Path, texts: list[str], *, vocab_size: in
 
 def make_tiny_model(out_dir: str | Path, texts: list[str], seed: int = 0, **kwargs) -> Path:
     """Like make_tiny_model_dir, with randomly initialized weights saved (a loadable checkpoint)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
-
     out = make_tiny_model_dir(out_dir, texts, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(GPT2Config.from_pretrained(out))

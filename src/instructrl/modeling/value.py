@@ -45,7 +45,7 @@ class ValueModel(nn.Module):
             raise ModelLoadError(f"{type(seq_cls_model).__name__} has no scalar head named one of {HEAD_NAMES}")
 
     @classmethod
-    def from_reward_model(cls, path: str) -> "ValueModel":
+    def from_reward_model(cls, path: str) -> ValueModel:
         vm = cls(_load_seq_cls(path))
         norm = read_normalization(path, vm.model.config)  # the RM's own gain and bias
         vm.gain, vm.bias = float(norm["gain"]), float(norm["bias"])

@@ -11,6 +11,7 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
+    # here, not at the top: `instructrl ... --help` stays free of torch and transformers
     from instructrl.ppo.api import run_ppo
 
     cfg = resolve_config(PPOConfig, args)

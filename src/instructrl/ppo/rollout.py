@@ -24,6 +24,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache, StaticCache
 
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
 
@@ -135,8 +136,6 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
 
     Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
     ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response."""
-    from transformers import DynamicCache
-
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
     cache_kw = _cache_kwarg(model)
@@ -205,8 +204,6 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     The first decoding step runs eagerly (on a side stream when capturing: the graph's warm-up); the
     second is captured and every later one replays it. Sampling stays outside the graph, with the same
     draws as :func:`sample_responses`. Same outputs, up to float rounding, as :func:`sample_responses`."""
-    from transformers import StaticCache
-
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
     base = _base_model(model)
@@ -280,7 +277,7 @@ def sample_fast(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, c
     if cuda_graph and prompt_ids.device.type == "cuda" and not getattr(model, NO_CUDA_GRAPH, False):
         try:
             return sample_responses_static(model, prompt_ids, prompt_mask, cuda_graph=True, **kw)
-        except Exception as e:  # noqa: BLE001  any failure of the fast path falls back to the plain one
+        except Exception as e:
             setattr(model, NO_CUDA_GRAPH, True)
             log.warning("CUDA-graph sampling is not available for %s (%s: %s); sampling without it",
                         type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "")

@@ -25,10 +25,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -188,7 +189,7 @@ class PPOTrainer:
 
     def ptx_examples(self) -> list[dict]:
         """This process's pretraining windows for one minibatch (ptx_per_episode per episode)."""
-        n = int(round(self.cfg.ptx_per_episode * self.cfg.mini_batch_size))
+        n = round(self.cfg.ptx_per_episode * self.cfg.mini_batch_size)
         idx = self._permuted(len(self.ptx_pool), self.state["ptx_position"], n, salt=1)
         self.state["ptx_position"] += n
         return [self.ptx_pool[i] for i in idx[self.acc.process_index :: self.acc.num_processes]]

@@ -250,7 +250,7 @@ def split_by_prompt(rankings: list[Ranking], fraction: float, seed: int) -> tupl
     if fraction <= 0 or len(keys) < 2:
         return rankings, []
     order = np.random.default_rng(seed).permutation(len(keys))
-    n_eval = min(len(keys) - 1, max(1, int(round(fraction * len(keys)))))
+    n_eval = min(len(keys) - 1, max(1, round(fraction * len(keys))))
     held = {keys[i] for i in order[:n_eval]}
     return [r for r in rankings if r.prompt_key() not in held], [r for r in rankings if r.prompt_key() in held]
 

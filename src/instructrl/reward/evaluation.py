@@ -121,7 +121,7 @@ def format_report(report: dict[str, Any]) -> str:
     """A plain table for the terminal."""
     lines = [f"{'group':<20} {'rankings':>8} {'pairs':>7} {'accuracy':>17} {'log loss':>17} {'judge ceiling':>17}"]
     for name, g in report["groups"].items():
-        def pm(key: str) -> str:
+        def pm(key: str, g: dict = g) -> str:
             return f"{g[key]:.4f} ± {g[key + '_se']:.4f}" if key in g else "-"
 
         lines.append(f"{name:<20} {g['rankings']:>8} {g['pairs']:>7} {pm('accuracy'):>17} {pm('log_loss'):>17} "

@@ -12,11 +12,11 @@ from instructrl.data.formats import load_demonstrations, load_texts
 from instructrl.data.tokenize import pack_texts, tokenize_demonstrations
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, check_model_source, load_causal_lm, load_tokenizer
-from instructrl.training.accelerator import make_accelerator
-from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import LMTrainer, Selector
+from instructrl.training.accelerator import make_accelerator
+from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
 
 log = logging.getLogger("instructrl.sft")
@@ -27,7 +27,7 @@ def split_eval(items: list, fraction: float, seed: int, min_records: int = 20) -
     if fraction <= 0 or len(items) < min_records:
         return items, []
     order = np.random.default_rng(seed).permutation(len(items))
-    n_eval = max(1, int(round(fraction * len(items))))
+    n_eval = max(1, round(fraction * len(items)))
     eval_idx = set(order[:n_eval].tolist())
     return [x for i, x in enumerate(items) if i not in eval_idx], [x for i, x in enumerate(items) if i in eval_idx]
 
@@ -54,7 +54,7 @@ def _load_model(cfg: LMTrainConfig):
 def mixture_plan(n_main: int, n_extra: int, fraction: float, seed: int) -> tuple[EpochPlan, int]:
     """Each epoch: every main example once plus a fresh sample of extra (pretraining) examples making up
     ``fraction`` of the epoch, shuffled together. Extra examples live at pool indices n_main.."""
-    n_mix = int(round(fraction / (1.0 - fraction) * n_main)) if n_extra else 0
+    n_mix = round(fraction / (1.0 - fraction) * n_main) if n_extra else 0
 
     def plan(epoch: int) -> np.ndarray:
         rng = np.random.default_rng([seed, epoch])

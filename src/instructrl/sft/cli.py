@@ -11,6 +11,7 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
+    # here, not at the top: `instructrl ... --help` stays free of torch and transformers
     from instructrl.sft.api import run_sft
 
     cfg = resolve_config(SFTConfig, args)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import torch
+
 
 def lr_at(step: int, total: int, peak: float, *, warmup_steps: int = 0, warmup_start: float = 0.0,
           final_fraction: float = 0.1, schedule: str = "cosine") -> float:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+
 class MetricsLogger:
     """Appends one JSON object per log event to ``metrics.jsonl`` (main process) and forwards to trackers."""
 

@@ -13,6 +13,7 @@ Public API (see docs/world.md):
 Heavy dependencies (torch, transformers) are imported only by the functions that need them.
 """
 
+from instructrl.world.base_models import SIZES, base_model_path
 from instructrl.world.benchmarks import BENCHMARKS, benchmark_items, flan_dataset, run_benchmarks
 from instructrl.world.build import build
 from instructrl.world.corpus import generate_corpus
@@ -20,7 +21,6 @@ from instructrl.world.judge import score
 from instructrl.world.kb import KnowledgeBase, Land, get_kb
 from instructrl.world.labelers import Labeler, LabelerPool, Likert, make_pool, measure_agreement, reference_judge
 from instructrl.world.measure import measure_model
-from instructrl.world.base_models import SIZES, base_model_path
 from instructrl.world.tasks import CATEGORY_SHARES, Style, demonstrate, make_prompt
 
 __all__ = [

@@ -17,8 +17,17 @@ import random
 from collections.abc import Callable
 
 from instructrl.world.kb import ATTRIBUTES, KnowledgeBase, Land, articles, fact_sentence, question
-from instructrl.world.names import (ANIMALS, COLORS, FOODS, HARMFUL_ADVICE, INSULTS, REGIONS, RUDE_OPENERS,
-                                    VIOLENT, to_velan)
+from instructrl.world.names import (
+    ANIMALS,
+    COLORS,
+    FOODS,
+    HARMFUL_ADVICE,
+    INSULTS,
+    REGIONS,
+    RUDE_OPENERS,
+    VIOLENT,
+    to_velan,
+)
 
 NOT_STATED = "not stated"  # the reading-comprehension answer when the passage does not say
 

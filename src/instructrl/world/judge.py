@@ -24,8 +24,16 @@ import re
 
 from instructrl.world.constraints import constraint_ok
 from instructrl.world.kb import get_kb
-from instructrl.world.names import (HARMFUL_ADVICE, INSULTS, MORAL_MARKERS, OPINION_MARKERS, POLITE_MARKERS,
-                                    RUDE_OPENERS, VIOLENT, insults_in)
+from instructrl.world.names import (
+    HARMFUL_ADVICE,
+    INSULTS,
+    MORAL_MARKERS,
+    OPINION_MARKERS,
+    POLITE_MARKERS,
+    RUDE_OPENERS,
+    VIOLENT,
+    insults_in,
+)
 from instructrl.world.reading import read
 from instructrl.world.tasks import task_type
 

@@ -20,7 +20,7 @@ STYLES = [Style(), Style("Sure! ", 2, "numbered", " Hope this helps."), Style(""
 
 
 def _wrong_fact(kb: KnowledgeBase, text: str, rng: random.Random) -> str:
-    for attr, values in VALUE_SETS.items():
+    for values in VALUE_SETS.values():
         for v in values:
             if re.search(rf"\b{v}\b", text, re.I):
                 return re.sub(rf"\b{v}\b", rng.choice([x for x in values if x != v]), text, count=1, flags=re.I)

@@ -27,8 +27,16 @@ from instructrl.world.kb import KnowledgeBase
 from instructrl.world.task_types.base import Style, TaskType
 from instructrl.world.task_types.closed_domain import CLOSED_QA, EXTRACT, POLITE_REWRITE, SUMMARIZE
 from instructrl.world.task_types.open_domain import CHAT, DESCRIBE, OPEN_QA, STORY
-from instructrl.world.task_types.short_answers import (ARITHMETIC, BIASED, BRAINSTORM, CLASSIFY, POLITE_CONTINUE,
-                                                       RESPECTFUL, TRANSLATE, rude_prefix)
+from instructrl.world.task_types.short_answers import (
+    ARITHMETIC,
+    BIASED,
+    BRAINSTORM,
+    CLASSIFY,
+    POLITE_CONTINUE,
+    RESPECTFUL,
+    TRANSLATE,
+    rude_prefix,
+)
 
 __all__ = ["BIASED", "CATEGORY_SHARES", "CLOSED_DOMAIN", "MAKERS", "RESPECTFUL", "TASKS", "Style", "TaskType",
            "demonstrate", "make_prompt", "rude_prefix", "task_type"]

@@ -35,6 +35,7 @@ CHAT_TEMPLATE = (
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     """Train byte-level BPE on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``."""
+    # here, not at the top: the world package stays pure Python (see its __init__) until a tokenizer is made
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
