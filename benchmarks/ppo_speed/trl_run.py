@@ -13,15 +13,15 @@ import os
 import time
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from datasets import Dataset
+from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     TrainerCallback,
 )
-from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 ap = argparse.ArgumentParser()
 ap.add_argument("work")

@@ -47,11 +47,11 @@ def synthetic_rankings(n: int, k: int, seed: int = 0) -> list[dict]:
 def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
     import torch
 
+    from instructrl.data.io import Record
     from instructrl.modeling.loading import load_tokenizer
     from instructrl.modeling.reward import build_reward_model
     from instructrl.reward.config import RMConfig
     from instructrl.reward.data import encode_rankings, to_ranking
-    from instructrl.data.io import Record
     from instructrl.reward.trainer import RMTrainer
     from instructrl.training.accelerator import make_accelerator
 

@@ -48,9 +48,9 @@ def agreement(n_prompts: int, seed: int = 0) -> dict:
 def agreement_on_model(size: str, n_prompts: int) -> dict | None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from instructrl.world.base_models import RESOURCES
     from instructrl.world.labelers import make_pool, measure_agreement
     from instructrl.world.measure import eval_records
-    from instructrl.world.base_models import RESOURCES
     from instructrl.world.sampling import sample_responses
 
     if not (RESOURCES / size / "config.json").exists():
@@ -84,8 +84,8 @@ def main() -> int:
     ap.add_argument("--agreement-prompts", type=int, default=400)
     args = ap.parse_args()
 
-    from instructrl.world.measure import measure_model
     from instructrl.world.base_models import RESOURCES
+    from instructrl.world.measure import measure_model
 
     report_path = HERE / "pretrain_report.json"
     pretrain = json.loads(report_path.read_text())["sizes"] if report_path.exists() else {}

@@ -30,9 +30,9 @@ def main() -> int:
 
     from instructrl.sft.api import run_sft
     from instructrl.sft.config import SFTConfig
+    from instructrl.world.base_models import base_model_path
     from instructrl.world.build import build
     from instructrl.world.measure import instruction_success
-    from instructrl.world.base_models import base_model_path
 
     with tempfile.TemporaryDirectory() as d:
         build(d, seed=0, scale=1.0, pretrain_docs=200)
