@@ -4,6 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# lint and format first: one line per finding, and the suite does not start on an unclean tree
+.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet . || { echo "[test] ruff: the tree is not clean (fix: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)" >&2; exit 1; }
 cleanup=()
 if [ -f scripts/services.sh ]; then
     # Starts PostgreSQL / installs Chromium for the labeling-app tests; prints env exports.

@@ -16,13 +16,42 @@ def test_help_lists_the_stages():
 
 def test_sft_then_generate(tiny_model, demos_file, tmp_path):
     out = tmp_path / "o"
-    r = run_cli(["sft", "--model", str(tiny_model), "--data", str(demos_file), "--out", str(out), "--max-steps", "5",
-                 "--batch-size", "8", "--learning-rate", "1e-3", "--max-length", "64", "--no-progress"])
+    r = run_cli(
+        [
+            "sft",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(demos_file),
+            "--out",
+            str(out),
+            "--max-steps",
+            "5",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--max-length",
+            "64",
+            "--no-progress",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "sft: 5 steps" in r.stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) >= 5
-    r = run_cli(["generate", "--model", str(out), "--prompt", "What color is the flag of Zor1?", "--temperature", "0",
-                 "--max-new-tokens", "5"])
+    r = run_cli(
+        [
+            "generate",
+            "--model",
+            str(out),
+            "--prompt",
+            "What color is the flag of Zor1?",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "5",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip()
 
@@ -33,8 +62,26 @@ def test_pretrain_from_a_weightless_config_dir(tmp_path):
     texts = [d["prompt"] + " " + d["completion"] for d in fact_demos(100)]
     init = make_tiny_model_dir(tmp_path / "init", texts, vocab_size=300)
     data = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in texts])
-    r = run_cli(["pretrain", "--model", str(init), "--data", str(data), "--out", str(tmp_path / "base"),
-                 "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--warmup-steps", "2", "--no-progress"])
+    r = run_cli(
+        [
+            "pretrain",
+            "--model",
+            str(init),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "base"),
+            "--max-length",
+            "32",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--warmup-steps",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "base" / "model.safetensors").exists()
     sel = json.loads((tmp_path / "base" / "selection.json").read_text())
@@ -60,8 +107,10 @@ def test_user_errors_are_one_clear_line(tiny_model, tmp_path):
     one_line_error(run_cli(base + ["--data", str(missing)]), "missing column 'completion'", "prompt, response")
     (tmp_path / "empty.jsonl").write_text("")
     one_line_error(run_cli(base + ["--data", str(tmp_path / "empty.jsonl")]), "is empty")
-    one_line_error(run_cli(["sft", "--model", "./nowhere/model", "--data", str(good), "--out", str(tmp_path / "o")]),
-                   "model path './nowhere/model' does not exist")
+    one_line_error(
+        run_cli(["sft", "--model", "./nowhere/model", "--data", str(good), "--out", str(tmp_path / "o")]),
+        "model path './nowhere/model' does not exist",
+    )
     one_line_error(run_cli(base + ["--data", str(good), "--epochs", "many"]), "epochs", "expects int")
     one_line_error(run_cli(base + ["--data", str(good), "--max-length", "8"]), "exceed max_length=8")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9", "completion": "x"}\n')

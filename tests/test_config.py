@@ -15,17 +15,42 @@ def parse(argv):
 
 def test_defaults_are_the_papers_recipe():
     cfg = SFTConfig()
-    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.lr_final_fraction, cfg.warmup_steps,
-            cfg.residual_dropout) == (16, 32, 9.65e-6, 0.1, 0, 0.2)
+    assert (
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.lr_final_fraction,
+        cfg.warmup_steps,
+        cfg.residual_dropout,
+    ) == (16, 32, 9.65e-6, 0.1, 0, 0.2)
 
 
 def test_precedence_yaml_then_set_then_flags(tmp_path):
     y = tmp_path / "p.yaml"
     y.write_text("epochs: 3\nlearning_rate: 1.0e-4\nbatch_size: 8\n")
-    cfg = parse(["--config", str(y), "--set", "batch_size=4", "--set", "lr_schedule=constant",
-                 "--learning-rate", "2e-4", "--out", "o", "--no-progress"])
+    cfg = parse(
+        [
+            "--config",
+            str(y),
+            "--set",
+            "batch_size=4",
+            "--set",
+            "lr_schedule=constant",
+            "--learning-rate",
+            "2e-4",
+            "--out",
+            "o",
+            "--no-progress",
+        ]
+    )
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.lr_schedule, cfg.output_dir, cfg.progress) == (
-        3, 4, 2e-4, "constant", "o", False)
+        3,
+        4,
+        2e-4,
+        "constant",
+        "o",
+        False,
+    )
 
 
 def test_every_field_has_help_and_a_flag():

@@ -16,16 +16,27 @@ def test_prompt_completion_and_extra_fields_kept(tmp_path):
 
 
 def test_conversational_messages():
-    rec = Record({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                               {"role": "assistant", "content": "Hello"}]}, "x:1")
+    rec = Record(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+            ]
+        },
+        "x:1",
+    )
     d = to_demonstration(rec)
     assert d.prompt == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert d.completion == "Hello"
 
 
 def test_conversational_prompt_completion_and_instruction_forms():
-    d = to_demonstration(Record({"prompt": [{"role": "user", "content": "Q"}],
-                                 "completion": [{"role": "assistant", "content": "A"}]}, "x:1"))
+    d = to_demonstration(
+        Record(
+            {"prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "assistant", "content": "A"}]}, "x:1"
+        )
+    )
     assert d.prompt == [{"role": "user", "content": "Q"}] and d.completion == "A"
     d = to_demonstration(Record({"instruction": "Summarize.", "input": "Long text.", "output": "Short."}, "x:2"))
     assert d.prompt == "Summarize.\n\nLong text." and d.completion == "Short."
@@ -78,7 +89,7 @@ def test_json_array_txt_and_csv(tmp_path):
     assert len(load_demonstrations(str(tmp_path / "a.json"))) == 2
     (tmp_path / "t.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
     assert load_texts(str(tmp_path / "t.txt")) == ["first doc\nline two", "second doc"]
-    (tmp_path / "d.csv").write_text("prompt,completion\nhello,world\n\"a, b\",c\n")
+    (tmp_path / "d.csv").write_text('prompt,completion\nhello,world\n"a, b",c\n')
     demos = load_demonstrations(str(tmp_path / "d.csv"))
     assert [(d.prompt, d.completion) for d in demos] == [("hello", "world"), ("a, b", "c")]
 

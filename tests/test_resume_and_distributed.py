@@ -13,14 +13,42 @@ import torch
 from safetensors.torch import load_file
 from testkit import ROOT, cli_env, run_cli
 
-ARGS = ["--epochs", "6", "--batch-size", "8", "--learning-rate", "3e-3", "--max-length", "64",
-        "--checkpoint-every", "3", "--eval-every", "6", "--select-by", "last", "--residual-dropout", "0.1",
-        "--no-progress"]
+ARGS = [
+    "--epochs",
+    "6",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "3e-3",
+    "--max-length",
+    "64",
+    "--checkpoint-every",
+    "3",
+    "--eval-every",
+    "6",
+    "--select-by",
+    "last",
+    "--residual-dropout",
+    "0.1",
+    "--no-progress",
+]
 
 
 def sft_cmd(model, data, out, extra=()):
-    return [sys.executable, "-m", "instructrl", "sft", "--model", str(model), "--data", str(data), "--out", str(out),
-            *ARGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "instructrl",
+        "sft",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
 
 
 def weights(d):
@@ -31,8 +59,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, demos_file, t
     ref, out = tmp_path / "ref", tmp_path / "killed"
     assert subprocess.run(sft_cmd(tiny_model, demos_file, ref), env=cli_env(), capture_output=True).returncode == 0
     # start, wait until a checkpoint beyond the first exists, then SIGKILL mid-run
-    proc = subprocess.Popen(sft_cmd(tiny_model, demos_file, out), env=cli_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sft_cmd(tiny_model, demos_file, out), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "checkpoints" / "step-12").exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -58,16 +87,40 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, demos_file, t
     assert steps[-1] == 60 and len(set(steps)) == 60  # 76 train examples / 8 = 10 steps x 6 epochs, none lost
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (ROOT / ".venv/bin/torchrun").exists(),
-                    reason="torchrun not available")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (ROOT / ".venv/bin/torchrun").exists(), reason="torchrun not available"
+)
 def test_two_processes_stay_in_sync(tiny_model, demos_file, tmp_path):
     out = tmp_path / "ddp"
     torchrun = shutil.which("torchrun") or str(ROOT / ".venv/bin/torchrun")
     env = cli_env()
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000), "-m", "instructrl",
-           "sft", "--model", str(tiny_model), "--data", str(demos_file), "--out", str(out), "--epochs", "2",
-           "--batch-size", "8", "--learning-rate", "3e-3", "--max-length", "64", "--no-progress",
-           "--residual-dropout", "0.1"]
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "instructrl",
+        "sft",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(demos_file),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--max-length",
+        "64",
+        "--no-progress",
+        "--residual-dropout",
+        "0.1",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     sync = json.loads((out / "dist_sync.json").read_text())

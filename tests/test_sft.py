@@ -15,8 +15,18 @@ from instructrl.training.tracking import read_metrics
 
 
 def quick_cfg(model, data, out, **kw):
-    base = dict(model=str(model), data=str(data), output_dir=str(out), epochs=4, batch_size=8,
-                learning_rate=3e-3, max_length=64, residual_dropout=0.0, progress=False, seed=0)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        epochs=4,
+        batch_size=8,
+        learning_rate=3e-3,
+        max_length=64,
+        residual_dropout=0.0,
+        progress=False,
+        seed=0,
+    )
     base.update(kw)
     return SFTConfig(**base)
 
@@ -37,7 +47,8 @@ def test_loss_falls_and_output_loads_with_plain_transformers(tiny_model, demos_f
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.pad_token_id != tok.eos_token_id
     text = pipeline("text-generation", model=model, tokenizer=tok)(
-        "### Instruction:\nWhat color is the flag of Zor3?\n\n### Response:\n", max_new_tokens=8, do_sample=False)
+        "### Instruction:\nWhat color is the flag of Zor3?\n\n### Response:\n", max_new_tokens=8, do_sample=False
+    )
     assert text[0]["generated_text"].startswith("### Instruction")
     report = json.loads((out / "data_report.json").read_text())
     assert (report["train_demonstrations"], report["validation_demonstrations"]) == (72, 8)
@@ -48,8 +59,9 @@ def test_completion_only_loss_learns_the_answer_format(tiny_model, demos_file, t
     run_sft(quick_cfg(tiny_model, demos_file, out, epochs=12, eval_fraction=0.0, select_by="last"))
     tok = load_tokenizer(str(out))
     model = load_causal_lm(str(out), tok)
-    gens = generate(model, tok, [f"What color is the flag of Zor{i}?" for i in range(5)], temperature=0,
-                    max_new_tokens=16)
+    gens = generate(
+        model, tok, [f"What color is the flag of Zor{i}?" for i in range(5)], temperature=0, max_new_tokens=16
+    )
     assert all(g.text.startswith("The flag of Zor") for g in gens), [g.text for g in gens]
     assert all(g.finished for g in gens)  # learned to emit EOS
 
@@ -57,8 +69,11 @@ def test_completion_only_loss_learns_the_answer_format(tiny_model, demos_file, t
 def test_pretraining_mix_fraction(tiny_model, demos_file, tmp_path):
     texts = write_jsonl(tmp_path / "pt.jsonl", [{"text": d["completion"] + " " + d["prompt"]} for d in fact_demos(300)])
     out = tmp_path / "sft"
-    run_sft(quick_cfg(tiny_model, demos_file, out, epochs=1, pretrain_data=str(texts), pretrain_fraction=0.1,
-                      eval_fraction=0.0))
+    run_sft(
+        quick_cfg(
+            tiny_model, demos_file, out, epochs=1, pretrain_data=str(texts), pretrain_fraction=0.1, eval_fraction=0.0
+        )
+    )
     report = json.loads((out / "data_report.json").read_text())
     assert report["pretrain_examples_per_epoch"] == round(0.1 / 0.9 * 80)
     plan, size = mixture_plan(80, 30, 0.1, seed=0)
@@ -71,16 +86,20 @@ def test_lora_run_saves_merged_weights(tiny_model, demos_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    run_sft(quick_cfg(tiny_model, demos_file, out, epochs=1, lora_r=4, lora_target_modules=["c_attn"],
-                      eval_fraction=0.0))
+    run_sft(
+        quick_cfg(tiny_model, demos_file, out, epochs=1, lora_r=4, lora_target_modules=["c_attn"], eval_fraction=0.0)
+    )
     model = AutoModelForCausalLM.from_pretrained(out)  # no peft needed
     assert not any("lora" in n for n, _ in model.named_parameters())
 
 
 def test_gradient_accumulation_matches_full_batch(tiny_model, demos_file, tmp_path):
     a = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "a", epochs=1, eval_fraction=0.0, select_by="last"))
-    b = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "b", epochs=1, eval_fraction=0.0, select_by="last",
-                          micro_batch_size=2))
+    b = run_sft(
+        quick_cfg(
+            tiny_model, demos_file, tmp_path / "b", epochs=1, eval_fraction=0.0, select_by="last", micro_batch_size=2
+        )
+    )
     from safetensors.torch import load_file
 
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
@@ -90,10 +109,12 @@ def test_gradient_accumulation_matches_full_batch(tiny_model, demos_file, tmp_pa
 
 def test_max_steps_overrides_epochs_in_both_directions(tiny_model, demos_file, tmp_path):
     # 80 demonstrations / 8 = 10 steps per epoch; max_steps runs past one epoch or stops inside it
-    longer = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "a", epochs=1, max_steps=25, eval_fraction=0.0,
-                               select_by="last"))
-    shorter = run_sft(quick_cfg(tiny_model, demos_file, tmp_path / "b", epochs=3, max_steps=4, eval_fraction=0.0,
-                                select_by="last"))
+    longer = run_sft(
+        quick_cfg(tiny_model, demos_file, tmp_path / "a", epochs=1, max_steps=25, eval_fraction=0.0, select_by="last")
+    )
+    shorter = run_sft(
+        quick_cfg(tiny_model, demos_file, tmp_path / "b", epochs=3, max_steps=4, eval_fraction=0.0, select_by="last")
+    )
     assert (longer.steps, shorter.steps) == (25, 4)
     rows = read_metrics(tmp_path / "a")
     epochs = [r["sft/epoch"] for r in rows if "sft/epoch" in r]

@@ -1,20 +1,26 @@
-
 from instructrl.data.formats import Demonstration
 from instructrl.data.template import render_prompt
 from instructrl.data.tokenize import IGNORE_INDEX, collate, pack_texts, tokenize_demonstrations
 from instructrl.modeling.loading import load_tokenizer
 
-CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
-        "{% if add_generation_prompt %}<assistant>{% endif %}")
+CHAT = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def test_plain_template(tiny_model):
     tok = load_tokenizer(str(tiny_model))
     assert render_prompt(tok, "Name a color.") == "### Instruction:\nName a color.\n\n### Response:\n"
-    conv = [{"role": "system", "content": "S"}, {"role": "user", "content": "A"},
-            {"role": "assistant", "content": "B"}, {"role": "user", "content": "C"}]
-    assert render_prompt(tok, conv) == ("S\n\n### Instruction:\nA\n\n### Response:\nB\n\n"
-                                        "### Instruction:\nC\n\n### Response:\n")
+    conv = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "A"},
+        {"role": "assistant", "content": "B"},
+        {"role": "user", "content": "C"},
+    ]
+    assert render_prompt(tok, conv) == (
+        "S\n\n### Instruction:\nA\n\n### Response:\nB\n\n### Instruction:\nC\n\n### Response:\n"
+    )
 
 
 def test_chat_template_used_when_present(tiny_model):
@@ -50,8 +56,9 @@ def test_overlong_policy_is_counted(tiny_model):
 
 def test_collate_pads_with_pad_not_eos(tiny_model):
     tok = load_tokenizer(str(tiny_model))
-    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}],
-                    tok.pad_token_id)
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}], tok.pad_token_id
+    )
     assert batch["input_ids"][1].tolist() == [5, tok.pad_token_id, tok.pad_token_id]
     assert batch["labels"][1].tolist() == [5, IGNORE_INDEX, IGNORE_INDEX]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

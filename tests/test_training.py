@@ -67,13 +67,24 @@ def _prefer_token_trainer(tiny_model, out, **cfg_changes):
         def step_metrics(self, sums, items, normalizer):
             return {"loss": sums["loss"] / normalizer, "tokens": int(sums["tokens"])}
 
-    cfg = TrainLoopConfig(output_dir=str(out), cpu=True, mixed_precision="no", batch_size=4, micro_batch_size=2,
-                          learning_rate=1e-2, epochs=3, checkpoint_every=2, progress=False, **cfg_changes)
+    cfg = TrainLoopConfig(
+        output_dir=str(out),
+        cpu=True,
+        mixed_precision="no",
+        batch_size=4,
+        micro_batch_size=2,
+        learning_rate=1e-2,
+        epochs=3,
+        checkpoint_every=2,
+        progress=False,
+        **cfg_changes,
+    )
     acc = make_accelerator(cfg, prepare_output_dir(str(out), cfg.resume, "prefer"))
     pool = [[1 + (i % 7), 2 + (i % 5), 3] for i in range(8)]
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    return Prefer(cfg, acc, AutoModelForCausalLM.from_pretrained(tiny_model), tok, pool, shuffled_plan(8, 0), 8,
-                  out, "prefer")
+    return Prefer(
+        cfg, acc, AutoModelForCausalLM.from_pretrained(tiny_model), tok, pool, shuffled_plan(8, 0), 8, out, "prefer"
+    )
 
 
 def test_a_stage_that_supplies_only_its_loss_trains_checkpoints_and_resumes(tiny_model, tmp_path):
@@ -103,10 +114,15 @@ def test_a_non_finite_gradient_stops_before_the_weights_change(tiny_model, tmp_p
 
     trainer = _prefer_token_trainer(tiny_model, tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.loss = lambda items: (next(trainer.model.parameters()).sum() * float("nan"),
-                                  {"loss": torch.tensor(0.0), "tokens": torch.tensor(1.0)})
-    with pytest.raises(InstructRLError, match=r"prefer: the gradient norm became nan \(model\) at step 1; "
-                                              r"the run stopped before updating the weights.*none"):
+    trainer.loss = lambda items: (
+        next(trainer.model.parameters()).sum() * float("nan"),
+        {"loss": torch.tensor(0.0), "tokens": torch.tensor(1.0)},
+    )
+    with pytest.raises(
+        InstructRLError,
+        match=r"prefer: the gradient norm became nan \(model\) at step 1; "
+        r"the run stopped before updating the weights.*none",
+    ):
         trainer.train_step(0)
     for a, b in zip(before, trainer.model.parameters()):
         assert torch.equal(a, b)

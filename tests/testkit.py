@@ -39,5 +39,11 @@ def cli_env() -> dict[str, str]:
 def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300):
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "instructrl", *args], capture_output=True, text=True,
-                          env=cli_env(), cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "instructrl", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )

@@ -20,5 +20,10 @@ def machine() -> str:
 
 
 def header(settings: dict) -> dict:
-    return {"schema": SCHEMA, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
-            "command": shlex.join(["python", *sys.argv]), "settings": settings}
+    return {
+        "schema": SCHEMA,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "command": shlex.join(["python", *sys.argv]),
+        "settings": settings,
+    }

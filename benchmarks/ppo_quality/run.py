@@ -50,34 +50,51 @@ def main() -> int:
     rm = st.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, recipe, seed))
     ppo_ptx = st.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=True))
     ppo = st.run("ppo", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=False))
-    ev = st.run("eval_ppo_quality", lambda o: run_eval_stage(o, [f"SFT={sft}", f"PPO={ppo}", f"PPO-ptx={ppo_ptx}"],
-                                                             f"SFT={sft}", world, recipe, seed,
-                                                             suites=["winrate", "likert"]))
+    ev = st.run(
+        "eval_ppo_quality",
+        lambda o: run_eval_stage(
+            o,
+            [f"SFT={sft}", f"PPO={ppo}", f"PPO-ptx={ppo_ptx}"],
+            f"SFT={sft}",
+            world,
+            recipe,
+            seed,
+            suites=["winrate", "likert"],
+        ),
+    )
     results = json.loads((ev / "results.json").read_text())["models"]
     texts = world_heldout_texts(seed, args.heldout_docs)
 
     def measured(name: str, path) -> dict:  # what the evaluation measured (nothing for the base model)
         res = results.get(name, {})
         found = {"win_rate_vs_sft": res.get("win_rate"), "likert": res.get("likert")}
-        return {**{k: v for k, v in found.items() if v is not None},
-                "heldout_lm_loss": checkpoint_heldout_loss(str(path), texts)}
+        return {
+            **{k: v for k, v in found.items() if v is not None},
+            "heldout_lm_loss": checkpoint_heldout_loss(str(path), texts),
+        }
 
     def training(path: Path) -> dict:  # RM score of the first and last quarter of iterations, and the KL
         m = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
         sc = [r["ppo/score_mean"] for r in m if "ppo/score_mean" in r]
         kl = [r["ppo/kl"] for r in m if "ppo/kl" in r]
         q = max(1, len(sc) // 4)
-        return {"score_first_quarter": sum(sc[:q]) / q, "score_last_quarter": sum(sc[-q:]) / q,
-                "kl_last": kl[-1], "kl_max": max(kl)}
+        return {
+            "score_first_quarter": sum(sc[:q]) / q,
+            "score_last_quarter": sum(sc[-q:]) / q,
+            "kl_last": kl[-1],
+            "kl_max": max(kl),
+        }
 
     # the shape of schema.md; the arms are the sweep's ppo and ppo_ptx (the demo's RM, the demo's recipe)
     report = {
         **header({"size": args.size, "seed": seed, "ppo": recipe.ppo.as_dict()}),
         "references": {"base": measured("base", base), "SFT": measured("SFT", sft)},
-        "arms": {name: {"recipe": {"rm": "demo", "ptx": ptx, "ppo": {}}, **measured(name, path),
-                        "training": training(path)}
-                 for name, path, ptx in (("PPO", ppo, False), ("PPO-ptx", ppo_ptx, True))},
-        "reward_models": {}, "labelers_vs_reference": {},
+        "arms": {
+            name: {"recipe": {"rm": "demo", "ptx": ptx, "ppo": {}}, **measured(name, path), "training": training(path)}
+            for name, path, ptx in (("PPO", ppo, False), ("PPO-ptx", ppo_ptx, True))
+        },
+        "reward_models": {},
+        "labelers_vs_reference": {},
         "stage_seconds": st.timings,
     }
     (out / "ppo_quality.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -89,8 +89,9 @@ def load_sweep(path: Path = SWEEP_FILE) -> dict:
         arms, rms, ens = sweep["arms"], sweep["reward_models"], sweep["ensembles"]
         rounds, xl_rounds = sweep["rounds"], sweep["xl_rounds"]
     except (OSError, tomllib.TOMLDecodeError, KeyError) as e:
-        raise SystemExit(f"error: {path}: {e} (it needs the tables arms, reward_models, ensembles, rounds and "
-                         "xl_rounds)") from None
+        raise SystemExit(
+            f"error: {path}: {e} (it needs the tables arms, reward_models, ensembles, rounds and xl_rounds)"
+        ) from None
 
     def check(ok: bool, what: str) -> None:
         if not ok:
@@ -98,13 +99,15 @@ def load_sweep(path: Path = SWEEP_FILE) -> dict:
 
     try:
         for name, arm in arms.items():
-            check(arm.get("rm") in {"demo", "oracle", *rms, *ens},
-                  f"arms.{name}: unknown reward model {arm.get('rm')!r}")
+            check(
+                arm.get("rm") in {"demo", "oracle", *rms, *ens}, f"arms.{name}: unknown reward model {arm.get('rm')!r}"
+            )
             check(isinstance(arm.get("ptx"), bool), f"arms.{name}: ptx must be true or false")
             arm_recipe(arm, f"{path}: arms.{name}")
         for name, rm in rms.items():
-            check(rm.get("sft") in ("tiny", "small", "medium"),
-                  f"reward_models.{name}: sft must be tiny, small or medium")
+            check(
+                rm.get("sft") in ("tiny", "small", "medium"), f"reward_models.{name}: sft must be tiny, small or medium"
+            )
             check(rm.get("data") in FIRST_DATA | set(rounds) | set(xl_rounds), f"reward_models.{name}: unknown data")
             rm_recipe(rm, f"{path}: reward_models.{name}")
     except ConfigError as e:
@@ -194,12 +197,15 @@ def eval_world(sw: Sweep) -> None:
     sw.ev_world = sw.st.run("world-eval", lambda o: build_world(o, sw.seed, recipe))
     n_eval = len((sw.ev_world / "eval_prompts.jsonl").read_text().splitlines())
     if n_eval != a.eval_prompts:  # the stage is cached by name; the xl rankings leave its prompts out
-        raise SystemExit(f"error: {sw.ev_world} holds {n_eval} evaluation prompts, not --eval-prompts "
-                         f"{a.eval_prompts}; use another --out for another evaluation size")
+        raise SystemExit(
+            f"error: {sw.ev_world} holds {n_eval} evaluation prompts, not --eval-prompts "
+            f"{a.eval_prompts}; use another --out for another evaluation size"
+        )
     for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "pretrain.jsonl"):
         if (sw.ev_world / f).read_bytes() != (sw.world / f).read_bytes():
-            raise SystemExit(f"error: {sw.ev_world / f} differs from the demo's: the demo was built with other "
-                             "settings")
+            raise SystemExit(
+                f"error: {sw.ev_world / f} differs from the demo's: the demo was built with other settings"
+            )
     sw.held = {json.loads(x)["prompt"] for x in (sw.ranks / "rankings_eval.jsonl").read_text().splitlines()}
 
 
@@ -208,8 +214,9 @@ def sft_models(sw: Sweep, needs: set[str]) -> None:
     one (the paper: a 6B RM for every policy size)."""
     for size in ("small", "medium"):
         if any(REWARD_MODELS[n]["sft"] == size for n in needs if n in REWARD_MODELS):
-            sw.sfts[size] = sw.st.run(f"sft-{size}", lambda o, s=size: run_sft_stage(
-                o, resolve_model(s), sw.world, Recipe(), sw.seed))
+            sw.sfts[size] = sw.st.run(
+                f"sft-{size}", lambda o, s=size: run_sft_stage(o, resolve_model(s), sw.world, Recipe(), sw.seed)
+            )
 
 
 # ---------------------------------------------------------------- 2. rankings
@@ -230,8 +237,9 @@ def rank(sw: Sweep, o: Path, policies: list[str], prompts: list[dict], labels: s
     """K samples of each prompt shared out among ``policies``, ranked by the training labelers or
     (``reference``) by the noiseless judge."""
     recipe = Recipe()
-    rows = collect_rankings(policies, prompts, sw.pool.training, sw.pool.reference, recipe.k, sw.seed,
-                            recipe.max_new_tokens, "training")
+    rows = collect_rankings(
+        policies, prompts, sw.pool.training, sw.pool.reference, recipe.k, sw.seed, recipe.max_new_tokens, "training"
+    )
     save_rankings(sw, o, by_reference(rows) if labels == "reference" else rows)
 
 
@@ -258,11 +266,14 @@ def first_rankings(sw: Sweep, datasets: set[str]) -> None:
     noiseless judge's ranks of the same samples."""
     a, sft, r = sw.args, str(sw.sft), sw.rankings
     if datasets & {"more", "more-clean", "sft8000", *ROUNDS}:
-        big = sw.st.run("world-big", lambda o: build_world(
-            o, sw.seed, Recipe.from_dict({"scale": max(3.0, 1.3 * a.more_prompts / 3321)})))
+        big = sw.st.run(
+            "world-big",
+            lambda o: build_world(o, sw.seed, Recipe.from_dict({"scale": max(3.0, 1.3 * a.more_prompts / 3321)})),
+        )
         sw.prompts["big"] = [p for p in prompt_records(big) if p["prompt"] not in sw.held]
-        r["more"] = sw.st.run(f"rankings-{a.more_prompts}", lambda o: rank(
-            sw, o, [sft], sw.prompts["big"][: a.more_prompts]))
+        r["more"] = sw.st.run(
+            f"rankings-{a.more_prompts}", lambda o: rank(sw, o, [sft], sw.prompts["big"][: a.more_prompts])
+        )
     if datasets & {"xl", "xl-clean", *XL_ROUNDS}:  # 12x the demo's prompts: the paper's amount of ranking data
         xl = sw.st.run("world-xl", lambda o: build_world(o, sw.seed, Recipe.from_dict({"scale": 12.0})))
         evals = (sw.ev_world / "eval_prompts.jsonl").read_text().splitlines()
@@ -283,14 +294,17 @@ def later_rounds(sw: Sweep, datasets: set[str]) -> None:
     for data, spec in XL_ROUNDS.items():  # the last 8,000 xl prompts, ranked by the judge
         if data in datasets:
             policy = ppo_arm(sw, spec["policy"])
-            new = sw.st.run(spec["stage"], lambda o, p=policy: rank(sw, o, [sft, str(p)], sw.prompts["xl"][-8000:],
-                                                                   "reference"))
+            new = sw.st.run(
+                spec["stage"], lambda o, p=policy: rank(sw, o, [sft, str(p)], sw.prompts["xl"][-8000:], "reference")
+            )
             r[data] = sw.st.run(f"rankings-{data}", lambda o, parts=[r["xl-clean"], new]: joined(sw, parts, o))
     for data, spec in ROUNDS.items():  # in round order
         if data in datasets:
             policy = ppo_arm(sw, spec["policy"])
-            new = sw.st.run(f"rankings-round{spec['round']}-{data}", lambda o, p=policy, s=spec: rank(
-                sw, o, [sft, str(p)], round_prompts(sw, s["round"]), s["labels"]))
+            new = sw.st.run(
+                f"rankings-round{spec['round']}-{data}",
+                lambda o, p=policy, s=spec: rank(sw, o, [sft, str(p)], round_prompts(sw, s["round"]), s["labels"]),
+            )
             r[data] = sw.st.run(f"rankings-{data}", lambda o, parts=[r[spec["before"]], new]: joined(sw, parts, o))
     if "sft8000" in datasets:  # the control for a round's amount of data: round 2's prompts, SFT samples only
         extra = sw.st.run("rankings-round2-sft", lambda o: rank(sw, o, [sft], round_prompts(sw, 2)))
@@ -330,8 +344,9 @@ def ppo_arm(sw: Sweep, name: str) -> Path:
     if arm["rm"] == "oracle":
         rm_dir = sw.rms["demo"]
         if not done:  # built once: it loads the demo RM and scores the held-out samples to calibrate
-            sw.judge = sw.judge or oracle_reward(sw.sft, rm_dir, sw.world, sw.ranks / "rankings_eval.jsonl",
-                                                 sw.pool.reference)
+            sw.judge = sw.judge or oracle_reward(
+                sw.sft, rm_dir, sw.world, sw.ranks / "rankings_eval.jsonl", sw.pool.reference
+            )
             reward_fn = sw.judge
     elif arm["rm"] in ENSEMBLES:
         ens = ENSEMBLES[arm["rm"]]
@@ -342,8 +357,12 @@ def ppo_arm(sw: Sweep, name: str) -> Path:
     else:
         rm_dir = reward_model(sw, arm["rm"])
     recipe = arm_recipe(arm)
-    return sw.st.run(name, lambda o: run_ppo_stage(o, str(sw.sft), str(rm_dir), sw.world, recipe, sw.seed,
-                                                   ptx=arm["ptx"], reward_fn=reward_fn))
+    return sw.st.run(
+        name,
+        lambda o: run_ppo_stage(
+            o, str(sw.sft), str(rm_dir), sw.world, recipe, sw.seed, ptx=arm["ptx"], reward_fn=reward_fn
+        ),
+    )
 
 
 def oracle_reward(sft: Path, rm: Path, world: Path, rankings: Path, reference) -> JudgeReward:
@@ -371,8 +390,9 @@ def evaluate(sw: Sweep) -> Path:
         shutil.rmtree(sw.st.root / stage)  # evaluated with another set of arms: evaluate them all again
     models = [f"SFT-2={sw.sft}"] + [f"{n}={p}" for n, p in sw.runs.items()]
     recipe = Recipe.from_dict({"eval_prompts": sw.args.eval_prompts})
-    return sw.st.run(stage, lambda o: run_eval_stage(o, models, f"SFT={sw.sft}", sw.ev_world, recipe, sw.seed,
-                                                    suites=["winrate"]))
+    return sw.st.run(
+        stage, lambda o: run_eval_stage(o, models, f"SFT={sw.sft}", sw.ev_world, recipe, sw.seed, suites=["winrate"])
+    )
 
 
 def judge_by_model(responses: Path, prompts: Path, reference) -> tuple[dict, dict]:
@@ -418,16 +438,21 @@ def rm_by_criterion(rms: dict[str, Path], rankings: Path, reference) -> dict:
                 st["labeler"] += row["ranks"][a] < row["ranks"][b]
                 for n, s in scores.items():
                     st[n] += s[a] > s[b]
-    return {k: {"pairs": st["pairs"], **{n: st[n] / st["pairs"] for n in ["labeler", *models]}}
-            for k, st in sorted(stats.items(), key=lambda kv: -kv[1]["pairs"])}
+    return {
+        k: {"pairs": st["pairs"], **{n: st[n] / st["pairs"] for n in ["labeler", *models]}}
+        for k, st in sorted(stats.items(), key=lambda kv: -kv[1]["pairs"])
+    }
 
 
 def training_curve(run: Path) -> dict:
     """Mean RM score of the first and last quarter of a PPO run's iterations, and its KL at the end."""
     s = ppo_curve_summary(run / "metrics.jsonl")
-    return {"score_first_quarter": s["ppo/score_mean"]["first_quarter"],
-            "score_last_quarter": s["ppo/score_mean"]["last_quarter"], "kl_last_quarter": s["ppo/kl"]["last_quarter"],
-            "iterations": len(metrics_series(run / "metrics.jsonl", "ppo/score_mean")[1])}
+    return {
+        "score_first_quarter": s["ppo/score_mean"]["first_quarter"],
+        "score_last_quarter": s["ppo/score_mean"]["last_quarter"],
+        "kl_last_quarter": s["ppo/kl"]["last_quarter"],
+        "iterations": len(metrics_series(run / "metrics.jsonl", "ppo/score_mean")[1]),
+    }
 
 
 # ---------------------------------------------------------------- 6. report
@@ -441,8 +466,9 @@ def report(sw: Sweep, ev: Path) -> dict:
     base = yaml.safe_load((sw.sft / "config.yaml").read_text())["model"]  # the demo's base model
     lm_loss = {n: checkpoint_heldout_loss(str(p), texts) for n, p in {"base": base, "SFT-2": sw.sft, **sw.runs}.items()}
     by_criterion = rm_by_criterion(sw.rms, sw.ranks / "rankings_eval.jsonl", sw.pool.reference)
-    rm_accuracy = {n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"]
-                   for n, p in sw.rms.items()}
+    rm_accuracy = {
+        n: json.loads((p / "eval_results.json").read_text())["groups"]["all"]["accuracy"] for n, p in sw.rms.items()
+    }
 
     def measured(m: str) -> dict:
         return {"win_rate_vs_sft": win.get(m), "heldout_lm_loss": lm_loss[m]}
@@ -452,13 +478,29 @@ def report(sw: Sweep, ev: Path) -> dict:
 
     a = sw.args
     return {
-        **header({"demo": str(sw.demo), "eval_prompts": a.eval_prompts, "seed": a.seed,
-                  "more_prompts": a.more_prompts, "xl_prompts": a.xl_prompts}),
+        **header(
+            {
+                "demo": str(sw.demo),
+                "eval_prompts": a.eval_prompts,
+                "seed": a.seed,
+                "more_prompts": a.more_prompts,
+                "xl_prompts": a.xl_prompts,
+            }
+        ),
         "references": {"base": {"heldout_lm_loss": lm_loss["base"]}, "SFT-2": {**measured("SFT-2"), **judged("SFT-2")}},
-        "arms": {n: {"recipe": {"rm": ARMS[n]["rm"], "ptx": ARMS[n]["ptx"], "ppo": ARMS[n].get("ppo", {})},
-                     **measured(n), "training": training_curve(p), **judged(n)} for n, p in sw.runs.items()},
-        "reward_models": {n: {"accuracy_vs_labelers": acc, "vs_reference": {c: v[n] for c, v in by_criterion.items()}}
-                          for n, acc in rm_accuracy.items()},
+        "arms": {
+            n: {
+                "recipe": {"rm": ARMS[n]["rm"], "ptx": ARMS[n]["ptx"], "ppo": ARMS[n].get("ppo", {})},
+                **measured(n),
+                "training": training_curve(p),
+                **judged(n),
+            }
+            for n, p in sw.runs.items()
+        },
+        "reward_models": {
+            n: {"accuracy_vs_labelers": acc, "vs_reference": {c: v[n] for c, v in by_criterion.items()}}
+            for n, acc in rm_accuracy.items()
+        },
         "labelers_vs_reference": {c: {"pairs": v["pairs"], "accuracy": v["labeler"]} for c, v in by_criterion.items()},
         "stage_seconds": sw.st.timings,
     }
@@ -466,14 +508,21 @@ def report(sw: Sweep, ev: Path) -> dict:
 
 def print_report(rep: dict) -> None:
     models = {"SFT-2": rep["references"]["SFT-2"], **rep["arms"]}
-    print(f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
-          + " ".join(f"{k[:7]:>7s}" for k in CRITERIA))
+    print(
+        f"{'model':32s} {'win vs SFT':>16s} {'LM loss':>8s} {'RM score':>14s} {'KL':>5s} "
+        + " ".join(f"{k[:7]:>7s}" for k in CRITERIA)
+    )
     for m, r in models.items():
         w, c, t = r["win_rate_vs_sft"], r["criteria"] or {}, r.get("training")
-        curve = (f"{t['score_first_quarter']:6.2f} > {t['score_last_quarter']:5.2f} {t['kl_last_quarter']:5.1f}"
-                 if t else " " * 20)
-        print(f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {r['heldout_lm_loss']:8.4f} {curve} "
-              + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA))
+        curve = (
+            f"{t['score_first_quarter']:6.2f} > {t['score_last_quarter']:5.2f} {t['kl_last_quarter']:5.1f}"
+            if t
+            else " " * 20
+        )
+        print(
+            f"{m:32s} {w['mean']:8.3f} ± {w['se']:.3f} {r['heldout_lm_loss']:8.4f} {curve} "
+            + " ".join(f"{c.get(k, 0):7.3f}" for k in CRITERIA)
+        )
     print(f"held-out LM loss of the base model: {rep['references']['base']['heldout_lm_loss']:.4f}")
     sft2 = models["SFT-2"]["utility_by_task"]
     types = sorted(sft2, key=lambda t: -sft2[t]["n"])
@@ -488,8 +537,10 @@ def print_report(rep: dict) -> None:
     rms = rep["reward_models"]
     print(f"{'criterion':14s} {'pairs':>6s} {'labeler':>10s} " + " ".join(f"{n:>10s}" for n in rms))
     for c, lab in rep["labelers_vs_reference"].items():
-        print(f"{c:14s} {lab['pairs']:6d} {lab['accuracy']:10.3f} "
-              + " ".join(f"{r['vs_reference'][c]:10.3f}" for r in rms.values()))
+        print(
+            f"{c:14s} {lab['pairs']:6d} {lab['accuracy']:10.3f} "
+            + " ".join(f"{r['vs_reference'][c]:10.3f}" for r in rms.values())
+        )
 
 
 # ---------------------------------------------------------------- the sweep
@@ -502,15 +553,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--more-prompts", type=int, default=6000, help="prompts ranked for the rm-more reward model")
     ap.add_argument("--xl-prompts", type=int, default=32000, help="prompts ranked for the rm-xl reward models")
     ap.add_argument("--eval-prompts", type=int, default=800)
-    ap.add_argument("--arms", nargs="*", default=default_arms(), choices=list(ARMS), metavar="ARM",
-                    help="arms of sweep.toml (default: all but those on the xl rankings, run with --tag)")
+    ap.add_argument(
+        "--arms",
+        nargs="*",
+        default=default_arms(),
+        choices=list(ARMS),
+        metavar="ARM",
+        help="arms of sweep.toml (default: all but those on the xl rankings, run with --tag)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tag", default="", help="evaluate the --arms in their own stage eval-TAG and write "
-                    "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)")
-    ap.add_argument("--train-only", action="store_true", help="stop once the arms' stages are trained (to train "
-                    "on one machine, a GPU say, and evaluate on another: copy the stage folders into OUT there)")
-    ap.add_argument("--rms-only", action="store_true", help="stop once the arms' reward models are trained (to "
-                    "train them on a GPU and run PPO on another machine)")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="evaluate the --arms in their own stage eval-TAG and write "
+        "sweep-TAG.json (the main evaluation, of every arm side by side, is left as it is)",
+    )
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="stop once the arms' stages are trained (to train "
+        "on one machine, a GPU say, and evaluate on another: copy the stage folders into OUT there)",
+    )
+    ap.add_argument(
+        "--rms-only",
+        action="store_true",
+        help="stop once the arms' reward models are trained (to train them on a GPU and run PPO on another machine)",
+    )
     return ap.parse_args(argv)
 
 

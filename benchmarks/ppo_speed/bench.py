@@ -32,14 +32,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TRL_VENV = Path(os.environ.get("TRL_VENV", "/work/trl-venv"))
-SETTING = dict(n_layer=4, n_embd=256, n_head=4, vocab_size=4096, prompt_length=16, response_length=32,
-               batch_size=64, ppo_epochs=4, num_mini_batches=1, learning_rate=3e-5, kl_coef=0.02, seed=0)
+SETTING = dict(
+    n_layer=4,
+    n_embd=256,
+    n_head=4,
+    vocab_size=4096,
+    prompt_length=16,
+    response_length=32,
+    batch_size=64,
+    ppo_epochs=4,
+    num_mini_batches=1,
+    learning_rate=3e-5,
+    kl_coef=0.02,
+    seed=0,
+)
 
 
 # ------------------------------------------------------------------------------------ environment
 def ensure_trl_venv() -> Path:
     py = TRL_VENV / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import trl.experimental.ppo"], capture_output=True).returncode == 0:
+    if (
+        py.exists()
+        and subprocess.run([str(py), "-c", "import trl.experimental.ppo"], capture_output=True).returncode == 0
+    ):
         return py
     print(f"[bench] creating {TRL_VENV} with torch 2.13.0 and trl 1.12.0", flush=True)
     subprocess.run(["python3", "-m", "venv", str(TRL_VENV)], check=True)
@@ -85,7 +100,9 @@ def cpu_flags() -> list[str]:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].splitlines()[0].split()
     except (OSError, IndexError):
         return []
-    return sorted(f for f in set(flags) if f.startswith(("amx", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx512f")))
+    return sorted(
+        f for f in set(flags) if f.startswith(("amx", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx512f"))
+    )
 
 
 # ------------------------------------------------------------------------------------ the setting
@@ -104,8 +121,16 @@ def build_setting(work: Path) -> None:
     syll = [a + b for a in "bcdfghklmnprstvz" for b in "aeiou"] + ["ra", "lo", "qui", "xe", "th", "sh"]
     words = ["".join(rng.choice(syll) for _ in range(rng.randint(1, 4))) for _ in range(6000)]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 20))) + "." for _ in range(30000)]
-    make_tiny_model(work / "policy", texts, vocab_size=s["vocab_size"], n_layer=s["n_layer"], n_embd=s["n_embd"],
-                    n_head=s["n_head"], n_positions=64, seed=s["seed"])
+    make_tiny_model(
+        work / "policy",
+        texts,
+        vocab_size=s["vocab_size"],
+        n_layer=s["n_layer"],
+        n_embd=s["n_embd"],
+        n_head=s["n_head"],
+        n_positions=64,
+        seed=s["seed"],
+    )
     tok = AutoTokenizer.from_pretrained(work / "policy")
     torch.manual_seed(1)
     rm = AutoModelForSequenceClassification.from_pretrained(work / "policy", num_labels=1)
@@ -119,8 +144,9 @@ def build_setting(work: Path) -> None:
     policy = AutoModelForCausalLM.from_pretrained(work / "policy").eval()
     with torch.no_grad():
         p_ids, p_mask = left_pad(prompts[:256], tok.pad_token_id)
-        resp, rmask, _ = sample_responses(policy, p_ids, p_mask, max_new_tokens=s["response_length"],
-                                          eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+        resp, rmask, _ = sample_responses(
+            policy, p_ids, p_mask, max_new_tokens=s["response_length"], eos_id=tok.eos_token_id, pad_id=tok.pad_token_id
+        )
         full_ids = torch.cat([p_ids, resp], 1)
         r_ids, r_mask = right_align(full_ids, torch.cat([p_mask, rmask.long()], 1), tok.pad_token_id)
         raw = rm.eval()(input_ids=r_ids, attention_mask=r_mask).logits[:, 0]
@@ -135,8 +161,9 @@ def build_setting(work: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ our side
-def run_ours(work: Path, result_path: Path, iterations: int, precision: str, device: str = "cpu",
-             profile_path: str = "") -> None:
+def run_ours(
+    work: Path, result_path: Path, iterations: int, precision: str, device: str = "cpu", profile_path: str = ""
+) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     import shutil
 
@@ -147,15 +174,34 @@ def run_ours(work: Path, result_path: Path, iterations: int, precision: str, dev
     out = work / f"ours_out_{precision}"
     shutil.rmtree(out, ignore_errors=True)
     B = s["batch_size"]
-    cfg = PPOConfig(policy=str(work / "policy"), reward_model=str(work / "rm"), prompts=str(work / "prompts.jsonl"),
-                    output_dir=str(out), total_episodes=B * iterations, batch_size=B,
-                    mini_batch_size=B // s["num_mini_batches"], ppo_epochs=s["ppo_epochs"],
-                    response_length=s["response_length"], learning_rate=s["learning_rate"], warmup_iterations=0,
-                    kl_coef=s["kl_coef"], missing_eos_penalty=None, ema=False, adam_beta2=0.999, adam_eps=1e-8,
-                    max_grad_norm=0.0, mixed_precision="bf16" if precision.startswith("bf16") else "no",
-                    cuda_graphs="nograph" not in precision,
-                    checkpoint_every=10**6, sample_every=0, progress=False, save_value_model=False, seed=s["seed"],
-                    max_kl=None, cpu=(device == "cpu"))
+    cfg = PPOConfig(
+        policy=str(work / "policy"),
+        reward_model=str(work / "rm"),
+        prompts=str(work / "prompts.jsonl"),
+        output_dir=str(out),
+        total_episodes=B * iterations,
+        batch_size=B,
+        mini_batch_size=B // s["num_mini_batches"],
+        ppo_epochs=s["ppo_epochs"],
+        response_length=s["response_length"],
+        learning_rate=s["learning_rate"],
+        warmup_iterations=0,
+        kl_coef=s["kl_coef"],
+        missing_eos_penalty=None,
+        ema=False,
+        adam_beta2=0.999,
+        adam_eps=1e-8,
+        max_grad_norm=0.0,
+        mixed_precision="bf16" if precision.startswith("bf16") else "no",
+        cuda_graphs="nograph" not in precision,
+        checkpoint_every=10**6,
+        sample_every=0,
+        progress=False,
+        save_value_model=False,
+        seed=s["seed"],
+        max_kl=None,
+        cpu=(device == "cpu"),
+    )
     trainer = build_trainer(cfg)
     trainer.prompts = json.loads((work / "prompts.json").read_text())  # the same 16-token prompts as TRL
     profiler = None
@@ -168,9 +214,16 @@ def run_ours(work: Path, result_path: Path, iterations: int, precision: str, dev
     rows, t0 = [], time.perf_counter()
 
     def clock(it: int, m: dict) -> None:  # metrics are floats: the GPU has finished the iteration
-        rows.append({"iteration": it, "t": time.perf_counter() - t0, "score_mean": m["ppo/score_mean"],
-                     "kl": m["ppo/kl"], "response_length": m["ppo/response_length"],
-                     **{k: m[k] for k in m if k.startswith("time/")}})
+        rows.append(
+            {
+                "iteration": it,
+                "t": time.perf_counter() - t0,
+                "score_mean": m["ppo/score_mean"],
+                "kl": m["ppo/kl"],
+                "response_length": m["ppo/response_length"],
+                **{k: m[k] for k in m if k.startswith("time/")},
+            }
+        )
         if profiler is not None:
             profiler.step()
 
@@ -223,9 +276,14 @@ def summarize(rows: list[dict], warm: int, skip: tuple[int, ...] = ()) -> dict:
     kept = [i for i in range(warm, len(rows)) if rows[i]["iteration"] not in skip]
     total = sum(rows[i]["t"] - (rows[i - 1]["t"] if i else 0.0) for i in kept)
     n = len(kept)
-    out = {"episodes_per_s": SETTING["batch_size"] * n / total, "iteration_s": total / n, "timed_iterations": n,
-           "sampler": rows[-1].get("sampler", "-"),
-           "score_curve": [round(r["score_mean"], 4) for r in rows], "kl_curve": [round(r["kl"], 4) for r in rows]}
+    out = {
+        "episodes_per_s": SETTING["batch_size"] * n / total,
+        "iteration_s": total / n,
+        "timed_iterations": n,
+        "sampler": rows[-1].get("sampler", "-"),
+        "score_curve": [round(r["score_mean"], 4) for r in rows],
+        "kl_curve": [round(r["kl"], 4) for r in rows],
+    }
     phases = sorted({k for i in kept for k in rows[i] if k.startswith("time/")})
     if phases:  # instructrl's own split of an iteration (generation, scoring, training)
         out["phase_s"] = {k[5:]: sum(rows[i][k] for i in kept) / n for k in phases}
@@ -238,22 +296,38 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="iterations left out of the timing")
     ap.add_argument("--work", default="/tmp/ppo_speed_bench")
     ap.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 autocast timings")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for every run (1 is the stable choice on a shared 2-core machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every run (1 is the stable choice on a shared 2-core machine)",
+    )
     ap.add_argument("--out", default=str(HERE / "results.json"), help="where to write the results")
-    ap.add_argument("--skip-trl-fused", action="store_true",
-                    help="leave out the TRL run with the fused GELU kernel (the control for that kernel)")
+    ap.add_argument(
+        "--skip-trl-fused",
+        action="store_true",
+        help="leave out the TRL run with the fused GELU kernel (the control for that kernel)",
+    )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both trainers run")
-    ap.add_argument("--bf16-iterations", type=int, default=0,
-                    help="iterations of the bf16 runs (default: warmup + 2, timing only; more gives bf16 curves)")
-    ap.add_argument("--trl-python", default="",
-                    help="a Python that imports trl 1.12.0 (default: create or reuse TRL_VENV)")
+    ap.add_argument(
+        "--bf16-iterations",
+        type=int,
+        default=0,
+        help="iterations of the bf16 runs (default: warmup + 2, timing only; more gives bf16 curves)",
+    )
+    ap.add_argument(
+        "--trl-python", default="", help="a Python that imports trl 1.12.0 (default: create or reuse TRL_VENV)"
+    )
     ap.add_argument("--run-timeout", type=int, default=3600, help="seconds one trainer run may take")
-    ap.add_argument("--profile", action="store_true",
-                    help="two more short runs (bf16, or fp32 with --skip-bf16) that write torch.profiler tables of "
-                         "two iterations of each trainer beside --out")
-    ap.add_argument("--ours", nargs=6, metavar=("WORK", "OUT", "ITERS", "PREC", "DEVICE", "PROFILE"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="two more short runs (bf16, or fp32 with --skip-bf16) that write torch.profiler tables of "
+        "two iterations of each trainer beside --out",
+    )
+    ap.add_argument(
+        "--ours", nargs=6, metavar=("WORK", "OUT", "ITERS", "PREC", "DEVICE", "PROFILE"), help=argparse.SUPPRESS
+    )
     a = ap.parse_args()
     if a.ours:
         run_ours(Path(a.ours[0]), Path(a.ours[1]), int(a.ours[2]), a.ours[3], a.ours[4], a.ours[5])
@@ -269,14 +343,23 @@ def main() -> None:
     if not (work / "setting.json").exists() or json.loads((work / "setting.json").read_text()) != SETTING:
         build_setting(work)
     trl_py = Path(a.trl_python) if a.trl_python else ensure_trl_venv()
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    env = dict(
+        os.environ,
+        TOKENIZERS_PARALLELISM="false",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        OMP_NUM_THREADS=str(a.threads),
+        MKL_NUM_THREADS=str(a.threads),
+    )
     torch.set_num_threads(a.threads)
     threads = a.threads
     rates = {"fp32": matmul_rate("float32", a.device), "bf16": matmul_rate("bfloat16", a.device)}
     where = device_name(a.device)
-    print(f"[bench] {where}; matmul on {a.device} ({threads} CPU threads): fp32 {rates['fp32']:.0f} GFLOP/s, "
-          f"bf16 {rates['bf16']:.0f} GFLOP/s", flush=True)
+    print(
+        f"[bench] {where}; matmul on {a.device} ({threads} CPU threads): fp32 {rates['fp32']:.0f} GFLOP/s, "
+        f"bf16 {rates['bf16']:.0f} GFLOP/s",
+        flush=True,
+    )
     # fp32 runs give the learning curves; bf16 (TRL's default precision) is timed over a few iterations
     runs = [("instructrl", "fp32", a.iterations), ("trl", "fp32", a.iterations)]
     if not a.skip_trl_fused:  # TRL with instructrl's GELU kernel: what the organization of the passes alone gives
@@ -291,20 +374,40 @@ def main() -> None:
         prec = "fp32" if a.skip_bf16 else "bf16"
         runs += [("instructrl", f"{prec}-profile", max(PROFILED) + 2), ("trl", f"{prec}-profile", max(PROFILED) + 2)]
     results: dict[str, dict] = {}
-    out: dict = {"setting": SETTING, "device": a.device, "device_name": where, "threads": threads,
-                 "matmul_gflops": rates, "iterations": a.iterations, "warmup_iterations": a.warmup,
-                 "params": json.loads((work / "params.json").read_text()), "results": results,
-                 "cpu_flags": cpu_flags()}
+    out: dict = {
+        "setting": SETTING,
+        "device": a.device,
+        "device_name": where,
+        "threads": threads,
+        "matmul_gflops": rates,
+        "iterations": a.iterations,
+        "warmup_iterations": a.warmup,
+        "params": json.loads((work / "params.json").read_text()),
+        "results": results,
+        "cpu_flags": cpu_flags(),
+    }
     for name, prec, iterations in runs:
         path = work / f"{name}_{prec}.jsonl"
         dtype = prec.split("-")[0]
         t = time.perf_counter()
-        prof = str(Path(a.out).with_name(f"profile_{a.device}_{name}_{prec.split('-')[0]}.txt")) if prec.endswith("-profile") else ""
+        prof = (
+            str(Path(a.out).with_name(f"profile_{a.device}_{name}_{prec.split('-')[0]}.txt"))
+            if prec.endswith("-profile")
+            else ""
+        )
         if name == "instructrl":
             cmd = [sys.executable, __file__, "--ours", str(work), str(path), str(iterations), prec, a.device, prof]
         else:
-            cmd = [str(trl_py), str(HERE / "trl_run.py"), str(work), str(path), str(iterations), dtype,
-                   "--device", a.device] + (["--profile", prof] if prof else [])
+            cmd = [
+                str(trl_py),
+                str(HERE / "trl_run.py"),
+                str(work),
+                str(path),
+                str(iterations),
+                dtype,
+                "--device",
+                a.device,
+            ] + (["--profile", prof] if prof else [])
             cmd += ["--fused-gelu"] if prec.endswith("fused-gelu") else []
         path.unlink(missing_ok=True)
         try:
@@ -320,15 +423,21 @@ def main() -> None:
         summ = summarize(rows, a.warmup, PROFILED if prof else ())
         R = sum(x.get("response_length", SETTING["response_length"]) for x in rows) / len(rows)
         fl = flops_per_iteration("ours" if name == "instructrl" else "trl", R)
-        summ.update(flops_per_iteration=fl, achieved_gflops=fl / summ["iteration_s"] / 1e9,
-                    fraction_of_matmul_rate=fl / summ["iteration_s"] / 1e9 / rates[dtype],
-                    wall_s=time.perf_counter() - t)
+        summ.update(
+            flops_per_iteration=fl,
+            achieved_gflops=fl / summ["iteration_s"] / 1e9,
+            fraction_of_matmul_rate=fl / summ["iteration_s"] / 1e9 / rates[dtype],
+            wall_s=time.perf_counter() - t,
+        )
         results[f"{name}_{prec}"] = summ
-        print(f"[bench] {name:10s} {prec}: {summ['episodes_per_s']:.1f} episodes/s, "
-              f"{summ['iteration_s']:.3f} s/iteration, {fl / 1e9:.0f} GFLOP/iteration "
-              f"({100 * summ['fraction_of_matmul_rate']:.2g}% of {dtype} matmul rate); "
-              f"phases {summ.get('phase_s', '-')}; "
-              f"scores {summ['score_curve'][:3]} ... {summ['score_curve'][-3:]}", flush=True)
+        print(
+            f"[bench] {name:10s} {prec}: {summ['episodes_per_s']:.1f} episodes/s, "
+            f"{summ['iteration_s']:.3f} s/iteration, {fl / 1e9:.0f} GFLOP/iteration "
+            f"({100 * summ['fraction_of_matmul_rate']:.2g}% of {dtype} matmul rate); "
+            f"phases {summ.get('phase_s', '-')}; "
+            f"scores {summ['score_curve'][:3]} ... {summ['score_curve'][-3:]}",
+            flush=True,
+        )
         out.update(speedups(results, rates))
         Path(a.out).write_text(json.dumps(out, indent=1))  # after every run: a later failure keeps these
     print(json.dumps({k: v for k, v in out.items() if k.startswith(("speedup", "fp32_bound"))}, indent=1))
@@ -338,18 +447,22 @@ def speedups(results: dict[str, dict], rates: dict[str, float]) -> dict[str, flo
     """instructrl / TRL episodes/s ratios for every pair of runs measured so far."""
     eps = {k: v["episodes_per_s"] for k, v in results.items() if "episodes_per_s" in v}
     out = {}
-    pairs = {"speedup_fp32": ("instructrl_fp32", "trl_fp32"), "speedup_bf16": ("instructrl_bf16", "trl_bf16"),
-             "speedup_vs_trl_fused_gelu": ("instructrl_fp32", "trl_fp32-fused-gelu"),
-             "speedup_fp32_without_cuda_graphs": ("instructrl_fp32-nograph", "trl_fp32"),
-             "speedup_bf16_without_cuda_graphs": ("instructrl_bf16-nograph", "trl_bf16"),
-             # TRL's own default precision (bf16=True) against our CPU default (fp32)
-             "speedup_vs_trl_default": ("instructrl_fp32", "trl_bf16")}
+    pairs = {
+        "speedup_fp32": ("instructrl_fp32", "trl_fp32"),
+        "speedup_bf16": ("instructrl_bf16", "trl_bf16"),
+        "speedup_vs_trl_fused_gelu": ("instructrl_fp32", "trl_fp32-fused-gelu"),
+        "speedup_fp32_without_cuda_graphs": ("instructrl_fp32-nograph", "trl_fp32"),
+        "speedup_bf16_without_cuda_graphs": ("instructrl_bf16-nograph", "trl_bf16"),
+        # TRL's own default precision (bf16=True) against our CPU default (fp32)
+        "speedup_vs_trl_default": ("instructrl_fp32", "trl_bf16"),
+    }
     for key, (ours, theirs) in pairs.items():
         if ours in eps and theirs in eps:
             out[key] = eps[ours] / eps[theirs]
     if "instructrl_fp32" in eps and "trl_fp32" in eps:  # what 100% of the fp32 matmul rate would give
-        out["fp32_bound_speedup"] = (results["trl_fp32"]["iteration_s"]
-                                     / (results["instructrl_fp32"]["flops_per_iteration"] / 1e9 / rates["fp32"]))
+        out["fp32_bound_speedup"] = results["trl_fp32"]["iteration_s"] / (
+            results["instructrl_fp32"]["flops_per_iteration"] / 1e9 / rates["fp32"]
+        )
     return out
 
 

@@ -15,12 +15,7 @@ import time
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch
 from datasets import Dataset
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    TrainerCallback,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 ap = argparse.ArgumentParser()
@@ -53,13 +48,32 @@ ds = Dataset.from_dict({"input_ids": prompts})
 
 B = setting["batch_size"]
 args = PPOConfig(
-    output_dir=os.path.join(work, "trl_out"), per_device_train_batch_size=B, gradient_accumulation_steps=1,
-    num_mini_batches=setting["num_mini_batches"], num_ppo_epochs=setting["ppo_epochs"],
-    response_length=setting["response_length"], total_episodes=B * iterations,
-    learning_rate=setting["learning_rate"], lr_scheduler_type="constant", kl_coef=setting["kl_coef"],
-    temperature=1.0, stop_token="eos", missing_eos_penalty=None, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1,
-    gamma=1.0, lam=0.95, local_rollout_forward_batch_size=B, num_sample_generations=0, report_to=[],
-    save_strategy="no", logging_steps=1, use_cpu=(a.device == "cpu"), bf16=(precision == "bf16"), seed=setting["seed"],
+    output_dir=os.path.join(work, "trl_out"),
+    per_device_train_batch_size=B,
+    gradient_accumulation_steps=1,
+    num_mini_batches=setting["num_mini_batches"],
+    num_ppo_epochs=setting["ppo_epochs"],
+    response_length=setting["response_length"],
+    total_episodes=B * iterations,
+    learning_rate=setting["learning_rate"],
+    lr_scheduler_type="constant",
+    kl_coef=setting["kl_coef"],
+    temperature=1.0,
+    stop_token="eos",
+    missing_eos_penalty=None,
+    cliprange=0.2,
+    cliprange_value=0.2,
+    vf_coef=0.1,
+    gamma=1.0,
+    lam=0.95,
+    local_rollout_forward_batch_size=B,
+    num_sample_generations=0,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    use_cpu=(a.device == "cpu"),
+    bf16=(precision == "bf16"),
+    seed=setting["seed"],
     dataloader_drop_last=True,
 )
 
@@ -71,8 +85,14 @@ class Clock(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "objective/scores" in logs:
             now = time.perf_counter()  # TRL's logged metrics are .item()s: the GPU has finished the iteration
-            self.rows.append({"iteration": len(self.rows) + 1, "t": now - self.t0,
-                              "score_mean": logs["objective/scores"], "kl": logs["objective/kl"]})
+            self.rows.append(
+                {
+                    "iteration": len(self.rows) + 1,
+                    "t": now - self.t0,
+                    "score_mean": logs["objective/scores"],
+                    "kl": logs["objective/kl"],
+                }
+            )
             if self.profiler is not None:
                 self.profiler.step()
 
@@ -85,8 +105,16 @@ if a.profile:  # iterations 4 and 5 (after 3 left out)
     profiler = profile(activities=acts, schedule=schedule(wait=2, warmup=1, active=2, repeat=1))
     profiler.start()
 clock = Clock(profiler)
-trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=rm,
-                     train_dataset=ds, value_model=value, callbacks=[clock])
+trainer = PPOTrainer(
+    args=args,
+    processing_class=tok,
+    model=policy,
+    ref_model=ref,
+    reward_model=rm,
+    train_dataset=ds,
+    value_model=value,
+    callbacks=[clock],
+)
 clock.t0 = time.perf_counter()
 trainer.train()
 if profiler is not None:

@@ -41,36 +41,102 @@ def main() -> int:
     shutil.copyfile(out / "results.json", HERE / "results.json")
     sizes = list(res["sizes"])
     rows = [(s, a, res["sizes"][s]["arms"][a]) for s in sizes for a in ARMS if a in res["sizes"][s]["arms"]]
-    parts = ["## Claims checked\n", "\n".join(f"- **{'holds' if c['held'] else 'not met' if c['held'] is False else 'not measured'}**: "
-                                              f"{c['claim']} ({c['measured']})" for c in res["checks"])]
+    parts = [
+        "## Claims checked\n",
+        "\n".join(
+            f"- **{'holds' if c['held'] else 'not met' if c['held'] is False else 'not measured'}**: "
+            f"{c['claim']} ({c['measured']})"
+            for c in res["checks"]
+        ),
+    ]
     parts.append(f"\n## Win rate against {res['baseline']} (held-out labelers, ties 0.5)\n")
-    parts.append(table(["arm", *[f"{s} ({res['sizes'][s]['parameters'] / 1e6:.2f}M)" for s in sizes]],
-                       [[a, *[res["sizes"][s]["arms"].get(a, {}).get("win_rate") for s in sizes]] for a in ARMS]))
+    parts.append(
+        table(
+            ["arm", *[f"{s} ({res['sizes'][s]['parameters'] / 1e6:.2f}M)" for s in sizes]],
+            [[a, *[res["sizes"][s]["arms"].get(a, {}).get("win_rate") for s in sizes]] for a in ARMS],
+        )
+    )
     parts.append("\n## Likert and metadata\n")
-    parts.append(table(["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
-                       [[s, a, m.get("likert"), *[m.get(k) for k in META]] for s, a, m in rows]))
+    parts.append(
+        table(
+            ["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
+            [[s, a, m.get("likert"), *[m.get(k) for k in META]] for s, a, m in rows],
+        )
+    )
     parts.append("\n## Truthfulness and toxicity\n")
-    parts.append(table(["size", "arm", "QA truthful", "QA truthful+inf.", "Instr+QA truthful", "Instr+QA truthful+inf.",
-                        "toxic: none", "toxic: respectful", "toxic: biased"],
-                       [[s, a, m["truthfulness"]["qa"]["truthful"], m["truthfulness"]["qa"]["truthful_and_informative"],
-                         m["truthfulness"]["instruction_qa"]["truthful"],
-                         m["truthfulness"]["instruction_qa"]["truthful_and_informative"],
-                         *[m["toxicity"].get(k) for k in ("none", "respectful", "biased")]] for s, a, m in rows]))
+    parts.append(
+        table(
+            [
+                "size",
+                "arm",
+                "QA truthful",
+                "QA truthful+inf.",
+                "Instr+QA truthful",
+                "Instr+QA truthful+inf.",
+                "toxic: none",
+                "toxic: respectful",
+                "toxic: biased",
+            ],
+            [
+                [
+                    s,
+                    a,
+                    m["truthfulness"]["qa"]["truthful"],
+                    m["truthfulness"]["qa"]["truthful_and_informative"],
+                    m["truthfulness"]["instruction_qa"]["truthful"],
+                    m["truthfulness"]["instruction_qa"]["truthful_and_informative"],
+                    *[m["toxicity"].get(k) for k in ("none", "respectful", "biased")],
+                ]
+                for s, a, m in rows
+            ],
+        )
+    )
     keys = sorted(rows[0][2]["benchmarks"])
     parts.append("\n## Benchmarks (few-shot, temperature 0) and the alignment tax (mean relative drop below GPT)\n")
-    parts.append(table(["size", "arm", *keys, "tax"],
-                       [[s, a, *[m["benchmarks"][k] for k in keys], alignment_tax(res["sizes"][s]["arms"], a)]
-                        for s, a, m in rows]))
+    parts.append(
+        table(
+            ["size", "arm", *keys, "tax"],
+            [
+                [s, a, *[m["benchmarks"][k] for k in keys], alignment_tax(res["sizes"][s]["arms"], a)]
+                for s, a, m in rows
+            ],
+        )
+    )
     rm = res["reward_model"]["eval"]
     parts.append(f"\n## Reward model ({res['reward_model']['size']}) on held-out comparisons\n")
-    parts.append(table(["labelers", "accuracy", "noiseless judge", "pairs"],
-                       [[g, {"mean": v["accuracy"], "se": v["accuracy_se"]},
-                         {"mean": v["judge_accuracy"], "se": v["judge_accuracy_se"]}, v["pairs"]] for g, v in rm.items()]))
+    parts.append(
+        table(
+            ["labelers", "accuracy", "noiseless judge", "pairs"],
+            [
+                [
+                    g,
+                    {"mean": v["accuracy"], "se": v["accuracy_se"]},
+                    {"mean": v["judge_accuracy"], "se": v["judge_accuracy_se"]},
+                    v["pairs"],
+                ]
+                for g, v in rm.items()
+            ],
+        )
+    )
     parts.append("\n## PPO training (RM score and KL: mean of the first and last quarter of iterations)\n")
-    parts.append(table(["size", "arm", "score first", "score last", "KL first", "KL last"],
-                       [[s, a, *[v.get(k, {}).get(q) for k in ("ppo/score_mean", "ppo/kl")
-                                 for q in ("first_quarter", "last_quarter")]]
-                        for s, d in res["ppo_training"].items() for a, v in d.items()]))
+    parts.append(
+        table(
+            ["size", "arm", "score first", "score last", "KL first", "KL last"],
+            [
+                [
+                    s,
+                    a,
+                    *[
+                        v.get(k, {}).get(q)
+                        for k in ("ppo/score_mean", "ppo/kl")
+                        for q in ("first_quarter", "last_quarter")
+                    ],
+                ]
+                for s, d in res["ppo_training"].items()
+                for a, v in d.items()
+            ],
+        )
+    )
     parts.append(f"\n## Stage times (seconds; total {res['seconds']:.0f} s = {res['seconds'] / 60:.1f} min)\n")
     parts.append(table(["stage", "seconds"], [[k, v] for k, v in res["timings"].items()]))
     print("\n".join(parts))

@@ -30,8 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("red blue green yellow black white orange purple gold silver river mountain city forest ocean desert "
-         "bright quiet ancient modern small large north south east west").split()
+WORDS = (
+    "red blue green yellow black white orange purple gold silver river mountain city forest ocean desert "
+    "bright quiet ancient modern small large north south east west"
+).split()
 
 
 def synthetic_rankings(n: int, k: int, seed: int = 0) -> list[dict]:
@@ -39,8 +41,13 @@ def synthetic_rankings(n: int, k: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         completions = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(16, 24))) + "." for _ in range(k)]
-        rows.append({"prompt": f"Describe place number {i} in a few words.", "completions": completions,
-                     "ranks": rng.sample(range(1, k + 1), k)})
+        rows.append(
+            {
+                "prompt": f"Describe place number {i} in a few words.",
+                "completions": completions,
+                "ranks": rng.sample(range(1, k + 1), k),
+            }
+        )
     return rows
 
 
@@ -57,8 +64,18 @@ def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
 
     out = Path(tempfile.mkdtemp())
     batch = per_step if mode == "prompts" else per_step * k // 2  # same sequences per step in both modes
-    cfg = RMConfig(model=model_dir, output_dir=str(out), batching=mode, batch_size=batch, learning_rate=1e-4,
-                   max_length=64, progress=False, checkpoint_every=10**9, mixed_precision="no", cpu=True)
+    cfg = RMConfig(
+        model=model_dir,
+        output_dir=str(out),
+        batching=mode,
+        batch_size=batch,
+        learning_rate=1e-4,
+        max_length=64,
+        progress=False,
+        checkpoint_every=10**9,
+        mixed_precision="no",
+        cpu=True,
+    )
     acc = make_accelerator(cfg, out)
     tok = load_tokenizer(model_dir)
     model = build_reward_model(model_dir, tok)
@@ -80,13 +97,23 @@ def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
         trainer.train_step(step)
     wall = time.perf_counter() - t0
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"K": k, "batching": mode, "prompts": prompts, "pairs": sum(len(r.pairs) for r in rankings),
-            "batch_size": batch, "optimizer_steps": trainer.steps_per_epoch, "sequences_per_step": per_step * k,
-            "completion_forward_passes": rows[0], "model_calls": calls[0], "wall_s": round(wall, 3),
-            "tokens_forwarded": sum(len(ids) for u in trainer.pool for ids in trainer.unit_rows(u)[0]),
-            "peak_rss_mib": round(rss_peak / 1024, 1), "peak_rss_growth_in_training_mib": round((rss_peak - rss_setup) / 1024, 1),
-            "torch_threads": torch.get_num_threads(),
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "K": k,
+        "batching": mode,
+        "prompts": prompts,
+        "pairs": sum(len(r.pairs) for r in rankings),
+        "batch_size": batch,
+        "optimizer_steps": trainer.steps_per_epoch,
+        "sequences_per_step": per_step * k,
+        "completion_forward_passes": rows[0],
+        "model_calls": calls[0],
+        "wall_s": round(wall, 3),
+        "tokens_forwarded": sum(len(ids) for u in trainer.pool for ids in trainer.unit_rows(u)[0]),
+        "peak_rss_mib": round(rss_peak / 1024, 1),
+        "peak_rss_growth_in_training_mib": round((rss_peak - rss_setup) / 1024, 1),
+        "torch_threads": torch.get_num_threads(),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def markdown(machine: dict, results: list[dict], summary: list[dict]) -> str:
@@ -95,38 +122,50 @@ def markdown(machine: dict, results: list[dict], summary: list[dict]) -> str:
     big, *rest = sorted(summary, key=lambda s: -s["K"])
     rss = [s["peak_rss_ratio"] for s in summary]
     lines = [
-        "# Reward-model batching: per-prompt K-way vs shuffled pairs", "",
+        "# Reward-model batching: per-prompt K-way vs shuffled pairs",
+        "",
         f"**Batching each prompt's K completions together forwards each completion once: at K = {big['K']} an "
         f"epoch needs {big['forward_pass_ratio']:.1f}x fewer completion forward passes and "
         f"{big['wall_time_ratio']:.2f}x less time than shuffled pairs"
         + "".join(f", at K = {s['K']} {s['forward_pass_ratio']:.1f}x and {s['wall_time_ratio']:.2f}x" for s in rest)
         + f"; peak memory is within {max(abs(1 - r) for r in rss):.0%} (pairs / prompts "
         f"{min(rss):.2f}-{max(rss):.2f}x).** The forward-pass ratios are exact (K - 1, as expected); wall "
-        "times are noisy on the shared machine.", "",
+        "times are noisy on the shared machine.",
+        "",
         "| K | forward passes, pairs / prompts | expected (K - 1) | wall time, pairs / prompts | "
-        "peak RSS, pairs / prompts |", "|---|---|---|---|---|"]
+        "peak RSS, pairs / prompts |",
+        "|---|---|---|---|---|",
+    ]
     for s in summary:
-        lines.append(f"| {s['K']} | {s['forward_pass_ratio']:.1f}x | {s['K'] - 1}x | {s['wall_time_ratio']:.2f}x | "
-                     f"{s['peak_rss_ratio']:.2f}x |")
+        lines.append(
+            f"| {s['K']} | {s['forward_pass_ratio']:.1f}x | {s['K'] - 1}x | {s['wall_time_ratio']:.2f}x | "
+            f"{s['peak_rss_ratio']:.2f}x |"
+        )
     lines += [
         "",
-        "Written by `run.py` (`PYTHONPATH=src python benchmarks/rm_batching/run.py`); raw numbers in `results.json`.", "",
+        "Written by `run.py` (`PYTHONPATH=src python benchmarks/rm_batching/run.py`); raw numbers in `results.json`.",
+        "",
         f"Setup: GPT-2, 4 layers, width 256, {r0['params']:,} parameters (scalar head), fp32 on CPU, "
         f"{r0['torch_threads']} torch threads; {r0['prompts']} synthetic prompts with K ranked completions of "
         "16-24 words; one epoch; each configuration in its own process. Both modes forward the same number of "
         "sequences per optimizer step (prompts: 8 prompts x K; pairs: 4K pairs x 2), so the epoch's cost follows "
         "the completion forward passes. Memory is the process's peak resident set size (`ru_maxrss`), and its "
-        "growth over the peak after setup (model, optimizer, data).", "",
+        "growth over the peak after setup (model, optimizer, data).",
+        "",
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, shared with other jobs (load average "
         f"{machine['loadavg_at_start'][0]:.1f} at start, {machine['loadavg_at_end'][0]:.1f} at end): wall times are "
-        "noisy; the forward-pass counts are exact.", "",
+        "noisy; the forward-pass counts are exact.",
+        "",
         "| K | batching | optimizer steps | completion forward passes | model calls | tokens forwarded | wall time (s) "
         "| peak RSS (MiB) | RSS growth in training (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['K']} | {r['batching']} | {r['optimizer_steps']} | {r['completion_forward_passes']} | "
-                     f"{r['model_calls']} | {r['tokens_forwarded']} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | "
-                     f"{r['peak_rss_growth_in_training_mib']:.0f} |")
+        lines.append(
+            f"| {r['K']} | {r['batching']} | {r['optimizer_steps']} | {r['completion_forward_passes']} | "
+            f"{r['model_calls']} | {r['tokens_forwarded']} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+            f"{r['peak_rss_growth_in_training_mib']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -151,9 +190,21 @@ def main() -> None:
     results = []
     for k in (4, 9):
         for mode in ("prompts", "pairs"):
-            cmd = [sys.executable, __file__, "--prompts", str(args.prompts), "--per-step", str(args.per_step),
-                   "--one", str(model_dir), str(k), mode]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+            cmd = [
+                sys.executable,
+                __file__,
+                "--prompts",
+                str(args.prompts),
+                "--per-step",
+                str(args.per_step),
+                "--one",
+                str(model_dir),
+                str(k),
+                mode,
+            ]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+            )
             if proc.returncode:
                 sys.exit(proc.stderr)
             row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -163,17 +214,32 @@ def main() -> None:
     for k in (4, 9):
         p = next(r for r in results if r["K"] == k and r["batching"] == "prompts")
         q = next(r for r in results if r["K"] == k and r["batching"] == "pairs")
-        summary.append({"K": k, "forward_pass_ratio": q["completion_forward_passes"] / p["completion_forward_passes"],
-                        "expected_ratio_K_minus_1": k - 1, "wall_time_ratio": q["wall_s"] / p["wall_s"],
-                        "peak_rss_ratio": q["peak_rss_mib"] / p["peak_rss_mib"]})
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-               "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg()}
+        summary.append(
+            {
+                "K": k,
+                "forward_pass_ratio": q["completion_forward_passes"] / p["completion_forward_passes"],
+                "expected_ratio_K_minus_1": k - 1,
+                "wall_time_ratio": q["wall_s"] / p["wall_s"],
+                "peak_rss_ratio": q["peak_rss_mib"] / p["peak_rss_mib"],
+            }
+        )
+    machine = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_at_start": load_start,
+        "loadavg_at_end": os.getloadavg(),
+    }
     out = Path(args.out)
-    (out / "results.json").write_text(json.dumps({"machine": machine, "results": results, "summary": summary}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results, "summary": summary}, indent=1)
+    )
     (out / "results.md").write_text(markdown(machine, results, summary))
     for s in summary:
-        print(f"K={s['K']}: {s['forward_pass_ratio']:.1f}x fewer completion forward passes (expected {s['K'] - 1}), "
-              f"{s['wall_time_ratio']:.2f}x less wall time, peak RSS ratio {s['peak_rss_ratio']:.2f}")
+        print(
+            f"K={s['K']}: {s['forward_pass_ratio']:.1f}x fewer completion forward passes (expected {s['K'] - 1}), "
+            f"{s['wall_time_ratio']:.2f}x less wall time, peak RSS ratio {s['peak_rss_ratio']:.2f}"
+        )
     assert all(math.isclose(s["forward_pass_ratio"], s["K"] - 1) for s in summary)
 
 

@@ -40,8 +40,10 @@ def agreement(n_prompts: int, seed: int = 0) -> dict:
     out = {}
     for pool_seed in (0, 1, 2):
         pool = make_pool(pool_seed)
-        out[f"pool{pool_seed}"] = {"training": round(measure_agreement(pool.training, items), 4),
-                                   "heldout": round(measure_agreement(pool.heldout, items), 4)}
+        out[f"pool{pool_seed}"] = {
+            "training": round(measure_agreement(pool.training, items), 4),
+            "heldout": round(measure_agreement(pool.heldout, items), 4),
+        }
     return out
 
 
@@ -61,8 +63,10 @@ def agreement_on_model(size: str, n_prompts: int) -> dict | None:
     samples = sample_responses(model, tok, [r["prompt"] for r in recs], k=4, max_new_tokens=40)
     pool = make_pool(0)
     items = list(zip(recs, samples))
-    return {"training": round(measure_agreement(pool.training, items), 4),
-            "heldout": round(measure_agreement(pool.heldout, items), 4)}
+    return {
+        "training": round(measure_agreement(pool.training, items), 4),
+        "heldout": round(measure_agreement(pool.heldout, items), 4),
+    }
 
 
 def category_shares() -> dict:
@@ -119,28 +123,50 @@ def kept_conclusion(page: Path) -> str:
 
 def render(r: dict, conclusion: str = "") -> str:
     """The results page: the conclusion first, then the measured tables."""
-    lines = ["# Miniature world: measured properties", "", *([conclusion.rstrip("\n"), ""] if conclusion else []),
-             "Produced by `PYTHONPATH=src python benchmarks/world/run.py` (raw numbers in results.json).", "",
-             "## Base models", "",
-             "| size | params | train steps | train time (s) | held-out ppl | SQuAD F1 | DROP F1 | HellaSwag acc | WMT BLEU "
-             "| success 0-shot | success few-shot |", "|" + "---|" * 11]
+    lines = [
+        "# Miniature world: measured properties",
+        "",
+        *([conclusion.rstrip("\n"), ""] if conclusion else []),
+        "Produced by `PYTHONPATH=src python benchmarks/world/run.py` (raw numbers in results.json).",
+        "",
+        "## Base models",
+        "",
+        "| size | params | train steps | train time (s) | held-out ppl | SQuAD F1 | DROP F1 | HellaSwag acc | WMT BLEU "
+        "| success 0-shot | success few-shot |",
+        "|" + "---|" * 11,
+    ]
     for size, s in r["sizes"].items():
         p = s.get("pretrain") or {}
         b = s["benchmarks"]
-        lines.append(f"| {size} | {p.get('parameters', '?'):,} | {p.get('steps', '?')} | {p.get('train_seconds', '?')} | "
-                     f"{p.get('heldout_perplexity', '?')} | {b['squad_f1']:.3f} | {b['drop_f1']:.3f} | "
-                     f"{b['hellaswag_acc']:.3f} | {b['wmt_bleu']:.1f} | {s['zero_shot']['success']:.3f} | "
-                     f"{s['few_shot']['success']:.3f} |")
-    lines += ["", "Chance: HellaSwag 0.25; SQuAD F1 of always answering 'not stated' is about 0.33.", "",
-              "## Labeler agreement (pairwise, ties left out)", "",
-              "InstructGPT §3.4: 72.6 ± 1.5% among training labelers, 77.3 ± 1.3% among held-out labelers.", "",
-              "| responses | pool | training | held-out |", "|---|---|---|---|"]
+        lines.append(
+            f"| {size} | {p.get('parameters', '?'):,} | {p.get('steps', '?')} | {p.get('train_seconds', '?')} | "
+            f"{p.get('heldout_perplexity', '?')} | {b['squad_f1']:.3f} | {b['drop_f1']:.3f} | "
+            f"{b['hellaswag_acc']:.3f} | {b['wmt_bleu']:.1f} | {s['zero_shot']['success']:.3f} | "
+            f"{s['few_shot']['success']:.3f} |"
+        )
+    lines += [
+        "",
+        "Chance: HellaSwag 0.25; SQuAD F1 of always answering 'not stated' is about 0.33.",
+        "",
+        "## Labeler agreement (pairwise, ties left out)",
+        "",
+        "InstructGPT §3.4: 72.6 ± 1.5% among training labelers, 77.3 ± 1.3% among held-out labelers.",
+        "",
+        "| responses | pool | training | held-out |",
+        "|---|---|---|---|",
+    ]
     for pool, a in r["agreement_synthetic"].items():
         lines.append(f"| synthetic policy | {pool} | {a['training']:.3f} | {a['heldout']:.3f} |")
     if r.get("agreement_tiny_samples"):
         a = r["agreement_tiny_samples"]
         lines.append(f"| tiny base model samples | pool0 | {a['training']:.3f} | {a['heldout']:.3f} |")
-    lines += ["", "## Category shares (all built prompt sets, scale 1)", "", "| category | share | paper |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Category shares (all built prompt sets, scale 1)",
+        "",
+        "| category | share | paper |",
+        "|---|---|---|",
+    ]
     from instructrl.world.tasks import CATEGORY_SHARES
 
     for cat, share in r["categories"]["shares"].items():

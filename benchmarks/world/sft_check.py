@@ -36,16 +36,30 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as d:
         build(d, seed=0, scale=1.0, pretrain_docs=200)
-        cfg = SFTConfig(model=str(base_model_path(args.size)), data=f"{d}/sft.jsonl", output_dir=f"{d}/sft",
-                        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=32, max_length=256,
-                        eval_fraction=0.0, select_by="last", residual_dropout=0.0, progress=False,
-                        mixed_precision="no")
+        cfg = SFTConfig(
+            model=str(base_model_path(args.size)),
+            data=f"{d}/sft.jsonl",
+            output_dir=f"{d}/sft",
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            batch_size=32,
+            max_length=256,
+            eval_fraction=0.0,
+            select_by="last",
+            residual_dropout=0.0,
+            progress=False,
+            mixed_precision="no",
+        )
         start = time.time()
         result = run_sft(cfg)
         seconds = time.time() - start
         evals = [json.loads(x) for x in Path(f"{d}/eval_prompts.jsonl").read_text().splitlines()][: args.n]
-        out = {"size": args.size, "epochs": args.epochs, "learning_rate": args.learning_rate,
-               "sft_seconds": round(seconds, 1)}
+        out = {
+            "size": args.size,
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "sft_seconds": round(seconds, 1),
+        }
         for name, path in (("base", base_model_path(args.size)), ("sft", result.out_dir)):
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path).float()

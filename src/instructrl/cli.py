@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
-    "world": ("instructrl.experiments.world_cli", "The miniature world: build datasets, collect rankings from simulated labelers."),
+    "world": (
+        "instructrl.experiments.world_cli",
+        "The miniature world: build datasets, collect rankings from simulated labelers.",
+    ),
     "label": ("instructrl.label.cli", "The labeling web app and its admin commands."),
     "demo": ("instructrl.experiments.demo", "Run the whole method on the miniature world and write a report."),
     "reproduce": ("instructrl.experiments.reproduce", "Recreate the paper's main figures in miniature (HTML report)."),
@@ -33,9 +36,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _top_level_help() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = [f"instructrl {__version__}: align language models with human feedback (InstructGPT recipe).",
-             "", "usage: instructrl COMMAND [options]    (instructrl COMMAND --help for its options)", "",
-             "commands:"]
+    lines = [
+        f"instructrl {__version__}: align language models with human feedback (InstructGPT recipe).",
+        "",
+        "usage: instructrl COMMAND [options]    (instructrl COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     for name, (module, summary) in COMMANDS.items():
         built = importlib.util.find_spec(module) is not None
         lines.append(f"  {name:<{width}}  {summary}{'' if built else '  [not built yet]'}")
@@ -47,8 +54,9 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     if importlib.util.find_spec(module_name) is None:
         raise InstructRLError(f"'instructrl {name}' is not built yet in this version of instructrl")
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"instructrl {name}", description=summary,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"instructrl {name}", description=summary, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     module.configure(parser)
     return parser, module
 

@@ -174,21 +174,30 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- argparse glue
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseConfig],
-                         aliases: dict[str, list[str]] | None = None) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type[BaseConfig], aliases: dict[str, list[str]] | None = None
+) -> None:
     """Add --config, --set and one flag per dataclass field (its help text as the flag's help)."""
     aliases = aliases or {}
     parser.add_argument("--config", metavar="FILE.yaml", help="Preset to start from (a path or a shipped preset name).")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                        help="Override any config field, e.g. --set learning_rate=1e-5 (repeatable).")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="Override any config field, e.g. --set learning_rate=1e-5 (repeatable).",
+    )
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for f in dataclasses.fields(cls):
         flags = [f"--{f.name.replace('_', '-')}"] + aliases.get(f.name, [])
         base = _base_type(_field_type(f))
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         default_repr = f.default if f.default is not dataclasses.MISSING else "[]"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{help_text} (default: {default_repr})"}
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{help_text} (default: {default_repr})",
+        }
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

@@ -73,10 +73,7 @@ def _as_weights(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_sum(
-    x: torch.Tensor,
-    mask: torch.Tensor | None,
-    dim: int | tuple[int, ...] | None = None,
-    keepdim: bool = False,
+    x: torch.Tensor, mask: torch.Tensor | None, dim: int | tuple[int, ...] | None = None, keepdim: bool = False
 ) -> torch.Tensor:
     """Sum of ``x`` over the positions where ``mask`` is set (over ``dim``, or everything)."""
     w = _as_weights(mask, x)
@@ -86,10 +83,7 @@ def masked_sum(
 
 
 def masked_mean(
-    x: torch.Tensor,
-    mask: torch.Tensor | None,
-    dim: int | tuple[int, ...] | None = None,
-    keepdim: bool = False,
+    x: torch.Tensor, mask: torch.Tensor | None, dim: int | tuple[int, ...] | None = None, keepdim: bool = False
 ) -> torch.Tensor:
     """Mean of ``x`` over the positions where ``mask`` is set.
 
@@ -104,10 +98,7 @@ def masked_mean(
 
 
 def masked_var(
-    x: torch.Tensor,
-    mask: torch.Tensor | None,
-    dim: int | tuple[int, ...] | None = None,
-    unbiased: bool = True,
+    x: torch.Tensor, mask: torch.Tensor | None, dim: int | tuple[int, ...] | None = None, unbiased: bool = True
 ) -> torch.Tensor:
     """Variance of ``x`` over the masked positions (over ``dim``, or everything).
 
@@ -126,11 +117,7 @@ def masked_var(
 
 
 def masked_whiten(
-    x: torch.Tensor,
-    mask: torch.Tensor | None,
-    shift_mean: bool = True,
-    unbiased: bool = True,
-    eps: float = 1e-8,
+    x: torch.Tensor, mask: torch.Tensor | None, shift_mean: bool = True, unbiased: bool = True, eps: float = 1e-8
 ) -> torch.Tensor:
     """Normalize ``x`` to mean 0 and variance 1 over all masked positions of the batch.
 
@@ -162,9 +149,7 @@ def _scaled_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits / temperature if temperature != 1.0 else logits
 
 
-def logprobs_from_logits(
-    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-probability of each label token under ``softmax(logits / temperature)``.
 
     logits: (B, T, V) already aligned with labels (B, T). Returns (B, T) float. The logits are divided
@@ -176,9 +161,7 @@ def logprobs_from_logits(
     # cross_entropy = -log softmax gathered at the label, computed fused (no (B, T, V) log-prob copy).
     flat = labels.reshape(-1).long()  # (B*T,)
     flat = torch.where((flat >= 0) & (flat < scaled.shape[-1]), flat, torch.full_like(flat, -100))
-    nll = F.cross_entropy(
-        scaled.reshape(-1, scaled.shape[-1]), flat, reduction="none", ignore_index=-100
-    )  # (B*T,)
+    nll = F.cross_entropy(scaled.reshape(-1, scaled.shape[-1]), flat, reduction="none", ignore_index=-100)  # (B*T,)
     return -nll.reshape(labels.shape)  # (B, T)
 
 
@@ -224,12 +207,7 @@ def pairs_from_ranks(
         valid = [bool(v) for v in (mask.tolist() if isinstance(mask, torch.Tensor) else mask)]
         if len(valid) != len(r):
             raise ValueError(f"mask has {len(valid)} entries but ranks has {len(r)}")
-    return [
-        (i, j)
-        for i in range(len(r))
-        for j in range(len(r))
-        if valid[i] and valid[j] and r[i] < r[j]
-    ]
+    return [(i, j) for i in range(len(r)) for j in range(len(r)) if valid[i] and valid[j] and r[i] < r[j]]
 
 
 def _comparison_stats(diff: torch.Tensor, nll: torch.Tensor, pair_w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -266,9 +244,7 @@ def ranking_loss(
       validation log loss), ``margin`` () mean r_w - r_l over all pairs.
     """
     if rewards.dim() != 2 or ranks.shape != rewards.shape:
-        raise ValueError(
-            f"rewards and ranks must both be (P, K); got {tuple(rewards.shape)} and {tuple(ranks.shape)}"
-        )
+        raise ValueError(f"rewards and ranks must both be (P, K); got {tuple(rewards.shape)} and {tuple(ranks.shape)}")
     if mask is None:
         valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, K)
     else:
@@ -428,11 +404,7 @@ def per_token_rewards(
 
 
 def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    mask: torch.Tensor,
-    gamma: float = 1.0,
-    lam: float = 0.95,
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over the response tokens (Schulman et al. 2016).
 
@@ -467,11 +439,7 @@ def gae(
 
 
 def policy_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip: float = 0.2,
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate, negated to be minimized (Schulman et al. 2017, Eq. 7).
 
@@ -506,11 +474,7 @@ def policy_loss(
 
 
 def value_loss(
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    mask: torch.Tensor,
-    clip: float = 0.2,
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss as in PPO2 (OpenAI baselines; Huang et al. 2023 policy detail 10).
 
@@ -645,6 +609,7 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     mean: the trainer divides by the token count of the whole batch, so every token weighs the same
     whatever the split into micro-batches and processes."""
     targets = labels[:, 1:]  # (B, T-1)
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index,
-                          reduction="sum")
+    nll = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, reduction="sum"
+    )
     return nll, int((targets != ignore_index).sum())

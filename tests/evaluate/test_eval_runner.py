@@ -44,8 +44,15 @@ def test_judge_plugins():
 
 def test_self_comparison_is_a_tie_and_results_are_written(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(6)])
-    cfg = EvalConfig(models=[f"a={tiny_model}"], baseline=f"b={tiny_model}", prompts=str(prompts),
-                     output_dir=str(tmp_path / "ev"), temperature=0, max_new_tokens=6, progress=False)
+    cfg = EvalConfig(
+        models=[f"a={tiny_model}"],
+        baseline=f"b={tiny_model}",
+        prompts=str(prompts),
+        output_dir=str(tmp_path / "ev"),
+        temperature=0,
+        max_new_tokens=6,
+        progress=False,
+    )
     res = run_eval(cfg, judge=LongerWins())
     # greedy decoding of the same model: identical responses, every comparison a tie
     assert res["models"]["a"]["win_rate"] == {"mean": 0.5, "se": 0.0, "n": 6}
@@ -56,8 +63,19 @@ def test_self_comparison_is_a_tie_and_results_are_written(tiny_model, tmp_path):
 
 def test_non_world_prompts_need_an_explicit_judge(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
-    r = run_cli(["eval", "--models", str(tiny_model), "--baseline", str(tiny_model), "--prompts", str(prompts),
-                 "--out", str(tmp_path / "o")])
+    r = run_cli(
+        [
+            "eval",
+            "--models",
+            str(tiny_model),
+            "--baseline",
+            str(tiny_model),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert r.returncode == 2 and "choose a judge with --judge rm:PATH" in r.stderr
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "hi"}])
     r = run_cli(["eval", "--models", str(tiny_model), "--prompts", str(bad), "--out", str(tmp_path / "o")])

@@ -18,8 +18,14 @@ def test_defaults_hold_the_demo_recipe():
 
 
 def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
-    r = Recipe.from_dict({"scale": "0.5", "k": [4, 9], "ppo": {"kl_coef": "0.04", "total_episodes": 24000.0},
-                          "rm": {"learning_rate": 2e-4}})
+    r = Recipe.from_dict(
+        {
+            "scale": "0.5",
+            "k": [4, 9],
+            "ppo": {"kl_coef": "0.04", "total_episodes": 24000.0},
+            "rm": {"learning_rate": 2e-4},
+        }
+    )
     assert r.scale == 0.5 and r.k == (4, 9)
     assert r.ppo.as_dict() == {"total_episodes": 24000, "ptx_coef": 27.8, "ptx_per_episode": 1.0, "kl_coef": 0.04}
     assert isinstance(r.ppo.as_dict()["total_episodes"], int)
@@ -30,14 +36,17 @@ def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
     assert micro.ppo.as_dict()["batch_size"] == 16 and micro.sft.as_dict()["epochs"] == 1
 
 
-@pytest.mark.parametrize("values, match", [
-    ({"ppo": {"kl_coeff": 0.1}}, "ppo.kl_coeff"),            # a typo: not a PPOConfig field
-    ({"sft_epochs": 3}, "sft_epochs"),                        # an old flat name: now sft.epochs
-    ({"ppo": {"response_length": 64}}, "set by the pipeline"),  # one road: max_new_tokens
-    ({"rm": {"data": "x.jsonl"}}, "set by the pipeline"),
-    ({"ppo": {"total_episodes": "many"}}, "total_episodes"),   # wrong type, named
-    ({"sft": 3}, "table"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"ppo": {"kl_coeff": 0.1}}, "ppo.kl_coeff"),  # a typo: not a PPOConfig field
+        ({"sft_epochs": 3}, "sft_epochs"),  # an old flat name: now sft.epochs
+        ({"ppo": {"response_length": 64}}, "set by the pipeline"),  # one road: max_new_tokens
+        ({"rm": {"data": "x.jsonl"}}, "set by the pipeline"),
+        ({"ppo": {"total_episodes": "many"}}, "total_episodes"),  # wrong type, named
+        ({"sft": 3}, "table"),
+    ],
+)
 def test_unknown_owned_or_mistyped_keys_are_refused_by_name(values, match):
     with pytest.raises(ConfigError, match=match):
         Recipe.from_dict(values)

@@ -11,13 +11,20 @@ from instructrl.experiments.reproduce import PRESETS, alignment_tax, expected_se
 
 def _arm(win: float, bench: dict, halluc: float = 0.2, constraints: float = 0.5, tox: float = 0.1) -> dict:
     ms = lambda v: {"mean": v, "se": 0.01}  # noqa: E731
-    return {"win_rate": ms(win), "likert": ms(1 + 6 * win), "hallucination_closed_domain": ms(halluc),
-            "satisfies_constraints": ms(constraints), "fails_to_follow_instruction": ms(1 - win),
-            "inappropriate_for_customer_assistant": ms(0.1), "toxic_language": ms(tox),
-            "toxicity": {"none": ms(tox), "respectful": ms(tox), "biased": ms(2 * tox)},
-            "truthfulness": {k: {"truthful": ms(0.5), "truthful_and_informative": ms(0.3)}
-                             for k in ("qa", "instruction_qa")},
-            "benchmarks": bench}
+    return {
+        "win_rate": ms(win),
+        "likert": ms(1 + 6 * win),
+        "hallucination_closed_domain": ms(halluc),
+        "satisfies_constraints": ms(constraints),
+        "fails_to_follow_instruction": ms(1 - win),
+        "inappropriate_for_customer_assistant": ms(0.1),
+        "toxic_language": ms(tox),
+        "toxicity": {"none": ms(tox), "respectful": ms(tox), "biased": ms(2 * tox)},
+        "truthfulness": {
+            k: {"truthful": ms(0.5), "truthful_and_informative": ms(0.3)} for k in ("qa", "instruction_qa")
+        },
+        "benchmarks": bench,
+    }
 
 
 def _results(paper_pattern: bool) -> dict:
@@ -25,22 +32,45 @@ def _results(paper_pattern: bool) -> dict:
     sizes = {}
     for i, (size, params) in enumerate((("tiny", 1000), ("medium", 20000))):
         lift = 0.05 * i
-        wins = {"GPT": 0.1, "GPT prompted": 0.2, "SFT": 0.35, "FLAN": 0.3, "PPO": 0.55, "PPO-ptx": 0.6} if paper_pattern \
+        wins = (
+            {"GPT": 0.1, "GPT prompted": 0.2, "SFT": 0.35, "FLAN": 0.3, "PPO": 0.55, "PPO-ptx": 0.6}
+            if paper_pattern
             else {"GPT": 0.5, "GPT prompted": 0.4, "SFT": 0.35, "FLAN": 0.3, "PPO": 0.3, "PPO-ptx": 0.2}
+        )
         arms = {a: _arm(w + lift, dict(gpt_bench)) for a, w in wins.items()}
-        arms["PPO"]["benchmarks"] = {"squad_f1": 0.3, "hellaswag_acc": 0.4}        # 20% below GPT on one task
+        arms["PPO"]["benchmarks"] = {"squad_f1": 0.3, "hellaswag_acc": 0.4}  # 20% below GPT on one task
         arms["PPO-ptx"]["benchmarks"] = {"squad_f1": 0.45 if paper_pattern else 0.3, "hellaswag_acc": 0.42}
         if paper_pattern:  # fewer hallucinations, better constraints, less toxic than GPT
-            arms["PPO-ptx"].update(_arm(wins["PPO-ptx"] + lift, arms["PPO-ptx"]["benchmarks"], halluc=0.1,
-                                        constraints=0.8, tox=0.05))
+            arms["PPO-ptx"].update(
+                _arm(wins["PPO-ptx"] + lift, arms["PPO-ptx"]["benchmarks"], halluc=0.1, constraints=0.8, tox=0.05)
+            )
         else:
             arms["PPO-ptx"]["hallucination_closed_domain"] = {"mean": 0.3, "se": 0.0}
         sizes[size] = {"parameters": params, "arms": arms}
-    acc = lambda v: {"accuracy": v, "accuracy_se": 0.02, "log_loss": 0.6, "log_loss_se": 0.01,  # noqa: E731
-                     "judge_accuracy": 0.7, "judge_accuracy_se": 0.02, "pairs": 100}
-    return {"sizes": sizes, "baseline": "SFT medium",
-            "reward_model": {"size": "tiny", "eval": {"training": acc(0.65), "heldout_labelers": acc(0.64 if paper_pattern else 0.55)}},
-            "ppo_training": {}, "timings": {"world": 1.0}, "seconds": 1.0, "preset": {"summary": "test"}}
+
+    def acc(v):
+        return {
+            "accuracy": v,
+            "accuracy_se": 0.02,
+            "log_loss": 0.6,
+            "log_loss_se": 0.01,
+            "judge_accuracy": 0.7,
+            "judge_accuracy_se": 0.02,
+            "pairs": 100,
+        }
+
+    return {
+        "sizes": sizes,
+        "baseline": "SFT medium",
+        "reward_model": {
+            "size": "tiny",
+            "eval": {"training": acc(0.65), "heldout_labelers": acc(0.64 if paper_pattern else 0.55)},
+        },
+        "ppo_training": {},
+        "timings": {"world": 1.0},
+        "seconds": 1.0,
+        "preset": {"summary": "test"},
+    }
 
 
 def test_alignment_tax_counts_only_drops_relative_to_gpt():
@@ -59,7 +89,9 @@ def test_pattern_checks_hold_on_the_papers_pattern_and_fail_otherwise():
     assert len(ordering) == 2 and not any(bad[c] for c in ordering)
     assert not bad["the smallest PPO-ptx (tiny) beats the largest GPT prompted (medium)"]
     assert not bad["PPO-ptx: fewer closed-domain hallucinations than GPT at every size"]
-    assert not bad["tiny: PPO's benchmark regressions at least halved by PPO-ptx"]  # 0.2 vs 0.2 (the gain on hellaswag does not offset)
+    assert not bad[
+        "tiny: PPO's benchmark regressions at least halved by PPO-ptx"
+    ]  # 0.2 vs 0.2 (the gain on hellaswag does not offset)
     assert not bad["held-out labelers agree with the RM about as well as training labelers (within 3 points)"]
 
 
@@ -67,8 +99,16 @@ def test_report_shows_every_section(tmp_path):
     res = _results(True)
     res["checks"] = [{"claim": c, "held": h, "measured": d} for c, h, d in pattern_checks(res)]
     html = write_report(tmp_path, res).read_text()
-    for heading in ("What this run shows", "Figure 1 in miniature", "Likert score and metadata", "Truthfulness",
-                    "Toxicity by instruction", "alignment tax", "Reward model (tiny) accuracy", "Stage timings"):
+    for heading in (
+        "What this run shows",
+        "Figure 1 in miniature",
+        "Likert score and metadata",
+        "Truthfulness",
+        "Toxicity by instruction",
+        "alignment tax",
+        "Reward model (tiny) accuracy",
+        "Stage timings",
+    ):
         assert heading in html, heading
     assert html.count("data:image/png;base64,") == 6
     assert "[not met]" not in html and html.count("[holds]") == 9

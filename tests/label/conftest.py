@@ -19,7 +19,7 @@ def db_url(request, tmp_path):
         return
     base = pg_base_url()
     if not base:
-        pytest.skip("INSTRUCTRL_PG_URL is not set: start PostgreSQL with `eval \"$(bash scripts/services.sh start)\"`")
+        pytest.skip('INSTRUCTRL_PG_URL is not set: start PostgreSQL with `eval "$(bash scripts/services.sh start)"`')
     from sqlalchemy import create_engine, text
 
     schema = "t_" + uuid.uuid4().hex[:12]

@@ -49,15 +49,18 @@ class World:
 
 DEMO_PROMPTS = ["Write a short poem about the sea.", "Explain why the sky is blue to a child."]
 RANK_PROMPTS = [
-    {"prompt": "Name a fruit that is <b>yellow</b>.", "category": "open qa",
-     "completions": ["A banana.", "<script>alert('xss')</script>", "Lemons & pineapples.", "I don't know."]},
-    {"prompt": "Say hello politely.", "user": "u42",
-     "completions": ["Hello!", "Go away.", "Good day to you.", "hi"]},
+    {
+        "prompt": "Name a fruit that is <b>yellow</b>.",
+        "category": "open qa",
+        "completions": ["A banana.", "<script>alert('xss')</script>", "Lemons & pineapples.", "I don't know."],
+    },
+    {"prompt": "Say hello politely.", "user": "u42", "completions": ["Hello!", "Go away.", "Good day to you.", "hi"]},
 ]
 
 
-def seed(url: str, labelers: list[str], *, overlap: int = 1, demo_prompts=DEMO_PROMPTS,
-         rank_prompts=RANK_PROMPTS) -> World:
+def seed(
+    url: str, labelers: list[str], *, overlap: int = 1, demo_prompts=DEMO_PROMPTS, rank_prompts=RANK_PROMPTS
+) -> World:
     from instructrl.label import db, service
 
     engine = db.make_engine(url)
@@ -68,10 +71,12 @@ def seed(url: str, labelers: list[str], *, overlap: int = 1, demo_prompts=DEMO_P
         for name in labelers:
             _, world.tokens[name] = service.create_labeler(s, name)
         lines = [service.PromptLine(p, None, "generation", None) for p in demo_prompts]
-        lines += [service.PromptLine(r["prompt"], r.get("user"), r.get("category"), r["completions"]) for r in rank_prompts]
+        lines += [
+            service.PromptLine(r["prompt"], r.get("user"), r.get("category"), r["completions"]) for r in rank_prompts
+        ]
         # Demonstration tasks only for the demonstration prompts; ranking prompts bring completions.
-        service.import_prompts(s, lines[:len(demo_prompts)], tag="demo")
-        service.import_prompts(s, lines[len(demo_prompts):], tag="rank", demonstrations=False, source="test")
+        service.import_prompts(s, lines[: len(demo_prompts)], tag="demo")
+        service.import_prompts(s, lines[len(demo_prompts) :], tag="rank", demonstrations=False, source="test")
         service.assign(s, labelers=labelers, overlap=overlap)
     from sqlalchemy import select
 
@@ -79,8 +84,9 @@ def seed(url: str, labelers: list[str], *, overlap: int = 1, demo_prompts=DEMO_P
 
     with world.tx() as s:
         for name in labelers:
-            world.assignments[name] = list(s.scalars(select(Assignment.id).join(Labeler).where(Labeler.name == name)
-                                                     .order_by(Assignment.id)))
+            world.assignments[name] = list(
+                s.scalars(select(Assignment.id).join(Labeler).where(Labeler.name == name).order_by(Assignment.id))
+            )
     return world
 
 
@@ -115,9 +121,28 @@ class LiveServer:
 def start_server(db_url: str, export_dir: Path, workers: int = 1, timeout: float = 30.0) -> LiveServer:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "instructrl", "label", "serve", "--db", db_url, "--port", str(port),
-                             "--export-dir", str(export_dir), "--workers", str(workers)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "instructrl",
+            "label",
+            "serve",
+            "--db",
+            db_url,
+            "--port",
+            str(port),
+            "--export-dir",
+            str(export_dir),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,9 +168,13 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 SENTENCES = [
-    "the cat sat on the mat .", "a dog ran in the park .", "the sun is warm and bright .",
-    "### Instruction : write a poem about the sea .", "### Response : the sea is blue and wide .",
-    "hello there , how are you today ?", "bananas are yellow and lemons are yellow too .",
+    "the cat sat on the mat .",
+    "a dog ran in the park .",
+    "the sun is warm and bright .",
+    "### Instruction : write a poem about the sea .",
+    "### Response : the sea is blue and wide .",
+    "hello there , how are you today ?",
+    "bananas are yellow and lemons are yellow too .",
 ]
 
 
@@ -162,8 +191,16 @@ def build_tiny_model(folder: Path, chat_template: str | None = None) -> Path:
     if chat_template:
         fast.chat_template = chat_template
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(fast),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=fast.eos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     with torch.no_grad():  # make EOS likely so samples end at different lengths
         model.lm_head.weight[fast.eos_token_id] += 0.5

@@ -20,23 +20,50 @@ def _kinds(client, token):
 def _ranking_body(detail, ranks=None, likert=None, flags=None):
     comps = detail["completions"]
     ranks = ranks or list(range(1, len(comps) + 1))
-    return {"outputs": [{"completion_id": c["id"], "likert": (likert or [5] * len(comps))[i],
-                         "flags": (flags or [[]] * len(comps))[i], "rank": ranks[i]} for i, c in enumerate(comps)]}
+    return {
+        "outputs": [
+            {
+                "completion_id": c["id"],
+                "likert": (likert or [5] * len(comps))[i],
+                "flags": (flags or [[]] * len(comps))[i],
+                "rank": ranks[i],
+            }
+            for i, c in enumerate(comps)
+        ]
+    }
 
 
 def _counts(world):
     with world.tx() as s:
-        return (s.scalar(select(func.count(Demonstration.id))), s.scalar(select(func.count(Rating.id))),
-                s.scalar(select(func.count(Assignment.id)).where(Assignment.status == "submitted")))
+        return (
+            s.scalar(select(func.count(Demonstration.id))),
+            s.scalar(select(func.count(Rating.id))),
+            s.scalar(select(func.count(Assignment.id)).where(Assignment.status == "submitted")),
+        )
 
 
 def test_anonymous_is_sent_to_sign_in_everywhere(client):
-    for path in ("/", "/next", "/tasks/1", "/admin", "/admin/labelers", "/admin/prompts", "/admin/assign",
-                 "/admin/export", "/admin/download/rankings.jsonl"):
+    for path in (
+        "/",
+        "/next",
+        "/tasks/1",
+        "/admin",
+        "/admin/labelers",
+        "/admin/prompts",
+        "/admin/assign",
+        "/admin/export",
+        "/admin/download/rankings.jsonl",
+    ):
         r = client.get(path)
         assert r.status_code == 303 and r.headers["location"] == "/login", path
-    for path in ("/api/me", "/api/assignments", "/api/assignments/1", "/api/admin/progress", "/api/admin/agreement",
-                 "/api/admin/export/rankings"):
+    for path in (
+        "/api/me",
+        "/api/assignments",
+        "/api/assignments/1",
+        "/api/admin/progress",
+        "/api/admin/agreement",
+        "/api/admin/export/rankings",
+    ):
         assert client.get(path).status_code == 401, path
     for path in ("/api/assignments/1/demonstration", "/api/admin/labelers", "/api/admin/assign", "/api/admin/export"):
         assert client.post(path, json={}).status_code == 401, path
@@ -83,15 +110,28 @@ def test_labeler_cannot_reach_admin_functions(client, world):
     ana = world.tokens["ana"]
     for path in ("/api/admin/progress", "/api/admin/agreement", "/api/admin/export/rankings"):
         assert client.get(path, headers=BEARER(ana)).status_code == 403, path
-    assert client.post("/api/admin/labelers", json={"name": "mallory", "role": "admin"}, headers=BEARER(ana)).status_code == 403
+    assert (
+        client.post("/api/admin/labelers", json={"name": "mallory", "role": "admin"}, headers=BEARER(ana)).status_code
+        == 403
+    )
     assert client.post("/api/admin/assign", json={}, headers=BEARER(ana)).status_code == 403
     assert client.post("/api/admin/export", json={"name": "x"}, headers=BEARER(ana)).status_code == 403
-    assert client.post("/api/admin/prompts", json={"prompts": [{"prompt": "x"}]}, headers=BEARER(ana)).status_code == 403
+    assert (
+        client.post("/api/admin/prompts", json={"prompts": [{"prompt": "x"}]}, headers=BEARER(ana)).status_code == 403
+    )
     csrf = sign_in(client, ana)
-    for path in ("/admin", "/admin/labelers", "/admin/prompts", "/admin/assign", "/admin/export",
-                 "/admin/download/demonstrations.jsonl"):
+    for path in (
+        "/admin",
+        "/admin/labelers",
+        "/admin/prompts",
+        "/admin/assign",
+        "/admin/export",
+        "/admin/download/demonstrations.jsonl",
+    ):
         assert client.get(path).status_code == 403, path
-    r = client.post("/admin/labelers", data={"csrf_token": csrf, "action": "create", "name": "mallory", "role": "admin"})
+    r = client.post(
+        "/admin/labelers", data={"csrf_token": csrf, "action": "create", "name": "mallory", "role": "admin"}
+    )
     assert r.status_code == 403
     with world.tx() as s:
         assert s.scalar(select(Labeler).where(Labeler.name == "mallory")) is None
@@ -109,8 +149,11 @@ def test_admin_api_end_to_end(client, world, tmp_path):
         assert s.scalar(select(Labeler.token_hash).where(Labeler.name == "cy")) != cy_token
     assert client.post("/api/admin/labelers", json={"name": "cy"}, headers=admin).status_code == 422
     assert client.post("/api/admin/labelers", json={"name": "../evil"}, headers=admin).status_code == 422
-    bad = client.post("/api/admin/prompts", json={"prompts": [{"prompt": "ok"}, {"prompt": "x", "completions": ["one"]}]},
-                      headers=admin)
+    bad = client.post(
+        "/api/admin/prompts",
+        json={"prompts": [{"prompt": "ok"}, {"prompt": "x", "completions": ["one"]}]},
+        headers=admin,
+    )
     assert bad.status_code == 422 and "prompts[1]" in bad.json()["error"]
     ok = client.post("/api/admin/prompts", json={"prompts": [{"prompt": "Tell a joke."}]}, headers=admin).json()
     assert ok == {"prompts": 1, "demonstration_tasks": 1, "ranking_tasks": 0}
@@ -126,14 +169,22 @@ def _submit_everything(client, world, name, ranks_by_prompt=None):
     token = world.tokens[name]
     for aid, kind in _kinds(client, token).items():
         if kind == "demonstration":
-            r = client.post(f"/api/assignments/{aid}/demonstration", json={"text": f"{name} answers {aid}"},
-                            headers=BEARER(token))
+            r = client.post(
+                f"/api/assignments/{aid}/demonstration", json={"text": f"{name} answers {aid}"}, headers=BEARER(token)
+            )
         else:
             detail = client.get(f"/api/assignments/{aid}", headers=BEARER(token)).json()
             ranks = (ranks_by_prompt or {}).get(detail["prompt"])
-            r = client.post(f"/api/assignments/{aid}/ranking", headers=BEARER(token),
-                            json=_ranking_body(detail, ranks=ranks, likert=[7, 1, 4, 2],
-                                               flags=[["satisfies_constraints"], ["harmful_advice", "violent_content"], [], []]))
+            r = client.post(
+                f"/api/assignments/{aid}/ranking",
+                headers=BEARER(token),
+                json=_ranking_body(
+                    detail,
+                    ranks=ranks,
+                    likert=[7, 1, 4, 2],
+                    flags=[["satisfies_constraints"], ["harmful_advice", "violent_content"], [], []],
+                ),
+            )
         assert r.status_code == 200, r.text
 
 
@@ -152,22 +203,32 @@ def test_export_formats_agreement_and_path_escape(client, world, tmp_path):
     r = client.post("/api/admin/export", json={"name": "run1", "by_labeler": True}, headers=admin)
     assert r.status_code == 200
     files = r.json()["files"]
-    assert files == {"ana/demonstrations": "run1/ana/demonstrations.jsonl", "ben/demonstrations": "run1/ben/demonstrations.jsonl",
-                     "ana/rankings": "run1/ana/rankings.jsonl", "ben/rankings": "run1/ben/rankings.jsonl"}
+    assert files == {
+        "ana/demonstrations": "run1/ana/demonstrations.jsonl",
+        "ben/demonstrations": "run1/ben/demonstrations.jsonl",
+        "ana/rankings": "run1/ana/rankings.jsonl",
+        "ben/rankings": "run1/ben/rankings.jsonl",
+    }
     root = tmp_path / "exports"
     rankings = [json.loads(x) for x in (root / "run1/ana/rankings.jsonl").read_text().splitlines()]
     assert len(rankings) == 2
     for rec in rankings:
         assert set(rec) == {"prompt", "completions", "ranks", "labeler", "likert", "flags"}
         assert rec["labeler"] == "ana" and len(rec["completions"]) == 4
-        assert rec["ranks"] == {"Name a fruit that is <b>yellow</b>.": [1, 3, 2, 2], "Say hello politely.": [2, 4, 1, 3]}[rec["prompt"]]
+        assert (
+            rec["ranks"]
+            == {"Name a fruit that is <b>yellow</b>.": [1, 3, 2, 2], "Say hello politely.": [2, 4, 1, 3]}[rec["prompt"]]
+        )
         assert rec["likert"] == [7, 1, 4, 2]
         assert rec["flags"] == [["satisfies_constraints"], ["violent_content", "harmful_advice"], [], []]
     fruit = next(r for r in rankings if r["prompt"].startswith("Name a fruit"))
     assert fruit["completions"][1] == "<script>alert('xss')</script>"  # stored and exported verbatim
     demos = [json.loads(x) for x in (root / "run1/ben/demonstrations.jsonl").read_text().splitlines()]
     assert len(demos) == 2 and all(d["labeler"] == "ben" and d["completion"].startswith("ben answers") for d in demos)
-    assert {d["prompt"] for d in demos} == {"Write a short poem about the sea.", "Explain why the sky is blue to a child."}
+    assert {d["prompt"] for d in demos} == {
+        "Write a short poem about the sea.",
+        "Explain why the sky is blue to a child.",
+    }
     streamed = client.get("/api/admin/export/rankings", headers=admin).text.splitlines()
     assert len(streamed) == 4
 
@@ -188,8 +249,9 @@ def test_csrf_is_required_for_cookie_writes(client, world):
     other = TestClient(client.app, base_url="http://127.0.0.1", follow_redirects=False)
     ben_csrf = sign_in(other, world.tokens["ben"])
     assert client.post(f"/tasks/{aid}", data={"text": "ben's token", "csrf_token": ben_csrf}).status_code == 403
-    r = client.post(f"/api/assignments/{aid}/demonstration", json={"text": "api with header"},
-                    headers={"X-CSRF-Token": ana_csrf})
+    r = client.post(
+        f"/api/assignments/{aid}/demonstration", json={"text": "api with header"}, headers={"X-CSRF-Token": ana_csrf}
+    )
     assert r.status_code == 200
     assert _counts(world) == (1, 0, 1)
 
@@ -246,9 +308,18 @@ def test_invalid_submissions_store_nothing(client, world):
         r = client.post(f"/api/assignments/{rid}/ranking", json=body, headers=BEARER(ana))
         assert r.status_code == 422 and message in r.json()["error"], (body, r.text)
     did = next(a for a, k in kinds.items() if k == "demonstration")
-    assert client.post(f"/api/assignments/{did}/demonstration", json={"text": "   "}, headers=BEARER(ana)).status_code == 422
-    assert client.post(f"/api/assignments/{did}/ranking", json=_ranking_body(detail), headers=BEARER(ana)).status_code == 422
-    assert client.post(f"/api/assignments/{did}/demonstration", content=b"not json", headers=BEARER(ana)).status_code == 422
+    assert (
+        client.post(f"/api/assignments/{did}/demonstration", json={"text": "   "}, headers=BEARER(ana)).status_code
+        == 422
+    )
+    assert (
+        client.post(f"/api/assignments/{did}/ranking", json=_ranking_body(detail), headers=BEARER(ana)).status_code
+        == 422
+    )
+    assert (
+        client.post(f"/api/assignments/{did}/demonstration", content=b"not json", headers=BEARER(ana)).status_code
+        == 422
+    )
     assert _counts(world) == (0, 0, 0)
     # The form shows the error and keeps what was entered.
     csrf = sign_in(client, ana)
@@ -257,7 +328,9 @@ def test_invalid_submissions_store_nothing(client, world):
     r = client.post(f"/tasks/{rid}", data=form)
     assert r.status_code == 422 and "rank every output" in r.text and 'value="1"' in r.text
     assert _counts(world) == (0, 0, 0)
-    r = client.post(f"/api/assignments/{rid}/ranking", json=_ranking_body(detail, ranks=[2, 2, 1, 3]), headers=BEARER(ana))
+    r = client.post(
+        f"/api/assignments/{rid}/ranking", json=_ranking_body(detail, ranks=[2, 2, 1, 3]), headers=BEARER(ana)
+    )
     assert r.status_code == 200
     assert _counts(world) == (0, 4, 1)
 
@@ -284,14 +357,24 @@ def test_admin_pages_work(client, world, tmp_path):
     csrf = sign_in(client, world.tokens["admin"])
     for path in ("/admin", "/admin/labelers", "/admin/prompts", "/admin/assign", "/admin/export"):
         assert client.get(path).status_code == 200, path
-    upload = {"file": ("batch.jsonl", b'{"prompt": "One"}\n{"prompt": "Two", "category": "chat"}\n', "application/x-ndjson")}
+    upload = {
+        "file": ("batch.jsonl", b'{"prompt": "One"}\n{"prompt": "Two", "category": "chat"}\n', "application/x-ndjson")
+    }
     r = client.post("/admin/prompts", data={"csrf_token": csrf, "demonstrations": "on", "tag": "b1"}, files=upload)
     assert r.status_code == 200 and "2 prompt(s), 2 demonstration task(s)" in r.text
     bad = {"file": ("bad.jsonl", b'{"prompt": "One"}\n{oops\n', "application/x-ndjson")}
     r = client.post("/admin/prompts", data={"csrf_token": csrf}, files=bad)
     assert r.status_code == 422 and "bad.jsonl:2: not valid JSON" in r.text
-    r = client.post("/admin/assign", data={"csrf_token": csrf, "kind": "demonstration", "labelers": ["ana", "ben"],
-                                           "overlap": "2", "overlap_share": "1"})
+    r = client.post(
+        "/admin/assign",
+        data={
+            "csrf_token": csrf,
+            "kind": "demonstration",
+            "labelers": ["ana", "ben"],
+            "overlap": "2",
+            "overlap_share": "1",
+        },
+    )
     assert r.status_code == 200 and "Made 4 assignment(s)" in r.text
     r = client.post("/admin/assign", data={"csrf_token": csrf, "overlap": "5"})
     assert r.status_code == 422 and "--overlap 5" in r.text
@@ -299,7 +382,9 @@ def test_admin_pages_work(client, world, tmp_path):
     assert r.status_code == 422 and "leaves the export folder" in r.text
     r = client.post("/admin/export", data={"csrf_token": csrf, "name": "ok", "kinds": ["rankings"]})
     assert r.status_code == 200 and "ok/rankings.jsonl" in r.text
-    assert (tmp_path / "exports/ok/rankings.jsonl").exists() and not (tmp_path / "exports/ok/demonstrations.jsonl").exists()
+    assert (tmp_path / "exports/ok/rankings.jsonl").exists() and not (
+        tmp_path / "exports/ok/demonstrations.jsonl"
+    ).exists()
     r = client.post("/admin/labelers", data={"csrf_token": csrf, "action": "create", "name": "dee", "role": "labeler"})
     assert r.status_code == 200 and 'id="new-token">irl_' in r.text
     assert client.post("/logout", data={"csrf_token": csrf}).status_code == 303

@@ -20,9 +20,16 @@ from instructrl.cli import main as cli
 pytestmark = pytest.mark.browser
 
 DEMO = "Write a two-line poem about the sea."
-XSS_TASK = {"prompt": "Name a fruit that is <b>yellow</b>.", "category": "open qa",
-            "completions": ["A banana is yellow.", "<script>alert('xss')</script><img src=x onerror=alert(1)>",
-                            "Lemons & pineapples are yellow.", "I don't know."]}
+XSS_TASK = {
+    "prompt": "Name a fruit that is <b>yellow</b>.",
+    "category": "open qa",
+    "completions": [
+        "A banana is yellow.",
+        "<script>alert('xss')</script><img src=x onerror=alert(1)>",
+        "Lemons & pineapples are yellow.",
+        "I don't know.",
+    ],
+}
 SAMPLED_PROMPT = "write a poem about the sea ."
 
 
@@ -30,13 +37,24 @@ SAMPLED_PROMPT = "write a poem about the sea ."
 def browser():
     path = chromium_path()
     if not path:
-        pytest.skip("Chromium not found: install Debian's chromium (bash scripts/services.sh start) or set INSTRUCTRL_CHROMIUM")
+        pytest.skip(
+            "Chromium not found: install Debian's chromium (bash scripts/services.sh start) or set INSTRUCTRL_CHROMIUM"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
@@ -74,9 +92,40 @@ def prepare(db_url: str, tiny_model: Path, tmp_path: Path):  # type: ignore[no-u
     ranking sampled from the tiny checkpoint."""
     world = seed(db_url, ["ana"], demo_prompts=[DEMO], rank_prompts=[XSS_TASK])
     (tmp_path / "rm.jsonl").write_text(json.dumps({"prompt": SAMPLED_PROMPT}) + "\n")
-    assert cli(["label", "import-prompts", "--db", db_url, str(tmp_path / "rm.jsonl"), "--tag", "rm", "--no-demonstrations"]) == 0
-    assert cli(["label", "queue-rankings", "--db", db_url, "--checkpoint", str(tiny_model), "--k", "4", "--tag", "rm",
-                "--max-new-tokens", "10"]) == 0
+    assert (
+        cli(
+            [
+                "label",
+                "import-prompts",
+                "--db",
+                db_url,
+                str(tmp_path / "rm.jsonl"),
+                "--tag",
+                "rm",
+                "--no-demonstrations",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli(
+            [
+                "label",
+                "queue-rankings",
+                "--db",
+                db_url,
+                "--checkpoint",
+                str(tiny_model),
+                "--k",
+                "4",
+                "--tag",
+                "rm",
+                "--max-new-tokens",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert cli(["label", "assign", "--db", db_url, "--labelers", "ana"]) == 0
     return world
 
@@ -98,8 +147,12 @@ def run_flow(browser, server, world, shots: Shots) -> dict[str, Path]:  # type: 
     problems: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     # CSP violations ("Refused to ...") and script errors; HTTP statuses are checked where they matter.
-    page.on("console", lambda m: problems.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append(str(e)))
 
     # --- sign in as a labeler
@@ -159,7 +212,10 @@ def run_flow(browser, server, world, shots: Shots) -> dict[str, Path]:  # type: 
     page.locator("table.list tr", has_text="Name a fruit").locator("a").first.click()
     page.wait_for_selector("#rank-list.readonly")
     assert [li.locator("strong").inner_text() for li in page.locator(".rank-item").all()] == ["C", "A", "D", "B"]
-    assert page.locator("input[type=radio]:checked").count() == 4 and page.locator("input[type=radio]:enabled").count() == 0
+    assert (
+        page.locator("input[type=radio]:checked").count() == 4
+        and page.locator("input[type=radio]:enabled").count() == 0
+    )
     shots(page, "submitted")
 
     # --- a labeler cannot open admin pages
@@ -172,8 +228,10 @@ def run_flow(browser, server, world, shots: Shots) -> dict[str, Path]:  # type: 
     page.fill("#token", world.tokens["admin"])
     page.click("button[type=submit]")
     page.wait_for_url(server.url + "/admin")
-    rows = {r.locator("td").first.inner_text(): [c.inner_text() for c in r.locator("td").all()]
-            for r in page.locator("#progress-table tbody tr").all()}
+    rows = {
+        r.locator("td").first.inner_text(): [c.inner_text() for c in r.locator("td").all()]
+        for r in page.locator("#progress-table tbody tr").all()
+    }
     assert rows["ana"][2:] == ["1", "0", "2", "0"]
     shots(page, "admin-progress")
     page.click("text=Labelers")
@@ -217,27 +275,60 @@ def test_labeler_and_admin_in_a_real_browser(db_url, tiny_model, browser, live_s
     demos = [json.loads(x) for x in paths["demonstrations"].read_text(encoding="utf-8").splitlines()]
     assert len(demos) == 1
     assert {k: demos[0][k] for k in ("prompt", "completion", "labeler")} == {
-        "prompt": DEMO, "completion": "Waves fold the light in silver lines,\nand the tide keeps time.", "labeler": "ana"}
+        "prompt": DEMO,
+        "completion": "Waves fold the light in silver lines,\nand the tide keeps time.",
+        "labeler": "ana",
+    }
 
     rankings = [json.loads(x) for x in paths["rankings"].read_text(encoding="utf-8").splitlines()]
     assert len(rankings) == 2
     for rec in rankings:
         assert set(rec) == {"prompt", "completions", "ranks", "labeler", "likert", "flags"}
-        assert rec["labeler"] == "ana" and len(rec["completions"]) == len(rec["ranks"]) == len(rec["likert"]) == len(rec["flags"]) == 4
+        assert (
+            rec["labeler"] == "ana"
+            and len(rec["completions"]) == len(rec["ranks"]) == len(rec["likert"]) == len(rec["flags"]) == 4
+        )
         assert all(isinstance(c, str) for c in rec["completions"]) and all(isinstance(f, list) for f in rec["flags"])
     first, second = rankings
     assert first["prompt"] == XSS_TASK["prompt"] and first["completions"] == XSS_TASK["completions"]
     assert first["ranks"] == [2, 3, 1, 2]  # A B C D: C best, A and D tied, B worst
     assert first["likert"] == [6, 1, 5, 3]
-    assert first["flags"] == [[], ["inappropriate_for_customer_assistant", "harmful_advice"], [], ["fails_to_follow_instruction"]]
+    assert first["flags"] == [
+        [],
+        ["inappropriate_for_customer_assistant", "harmful_advice"],
+        [],
+        ["fails_to_follow_instruction"],
+    ]
     assert second["prompt"] == SAMPLED_PROMPT and second["ranks"] == [2, 1, 2, 3] and second["likert"] == [4, 4, 4, 4]
 
     # the exported files are exactly what the training stages read: one reward-model step on the rankings,
     # normalized with the exported demonstrations
     out = tmp_path / "rm-from-labels"
-    assert cli(["rm", "--model", str(tiny_model), "--data", str(paths["rankings"]), "--out", str(out),
-                "--demonstrations", str(paths["demonstrations"]), "--max-steps", "1", "--batch-size", "2",
-                "--eval-fraction", "0", "--learning-rate", "1e-3", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "rm",
+                "--model",
+                str(tiny_model),
+                "--data",
+                str(paths["rankings"]),
+                "--out",
+                str(out),
+                "--demonstrations",
+                str(paths["demonstrations"]),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--eval-fraction",
+                "0",
+                "--learning-rate",
+                "1e-3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["step"] == 1 and metrics[0]["rm/loss"] > 0
     assert json.loads((out / "reward_normalization.json").read_text())["method"] == "demonstrations"

@@ -31,12 +31,30 @@ def test_cli_admin_flow(db_url, tiny_model, tmp_path, capsys):
     rc, _, err = run(capsys, "create-labeler", "--db", db_url, "ana")
     assert rc == 2 and "already exists" in err
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p, "user": f"u{i}"}) + "\n"
-                               for i, p in enumerate(["write a poem about the sea .", "hello there", "the cat sat"])))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": p, "user": f"u{i}"}) + "\n"
+            for i, p in enumerate(["write a poem about the sea .", "hello there", "the cat sat"])
+        )
+    )
     rc, _, err = run(capsys, "import-prompts", "--db", db_url, str(prompts), "--tag", "rm", "--no-demonstrations")
     assert rc == 0 and "3 prompts, 0 demonstration tasks, 0 ranking tasks" in err
-    rc, _, err = run(capsys, "queue-rankings", "--db", db_url, "--checkpoint", str(tiny_model), "--k", "4",
-                     "--tag", "rm", "--max-new-tokens", "12", "--seed", "1")
+    rc, _, err = run(
+        capsys,
+        "queue-rankings",
+        "--db",
+        db_url,
+        "--checkpoint",
+        str(tiny_model),
+        "--k",
+        "4",
+        "--tag",
+        "rm",
+        "--max-new-tokens",
+        "12",
+        "--seed",
+        "1",
+    )
     assert rc == 0 and "queued 3 ranking tasks with K=4" in err
     engine = db.make_engine(db_url)
     factory = db.session_factory(engine)
@@ -71,7 +89,9 @@ def test_cli_admin_flow(db_url, tiny_model, tmp_path, capsys):
     assert rc == 0 and "ana/rankings" in out and "demonstrations" not in out  # no empty files
     rec = json.loads((tmp_path / "ex/ben/rankings.jsonl").read_text().splitlines()[0])
     assert rec["ranks"] == [1, 2, 4, 3] and rec["labeler"] == "ben" and len(rec["completions"]) == 4
-    rc, out, _ = run(capsys, "export", "--db", db_url, "--out", str(tmp_path / "all"), "--kind", "rankings", "--labeler", "ana")
+    rc, out, _ = run(
+        capsys, "export", "--db", db_url, "--out", str(tmp_path / "all"), "--kind", "rankings", "--labeler", "ana"
+    )
     assert len((tmp_path / "all/rankings.jsonl").read_text().splitlines()) == 3
     rc, _, err = run(capsys, "reset-token", "--db", db_url, "ana")
     assert rc == 0
@@ -88,7 +108,11 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": "x", "completions": ["a"]}\n')
     rc, _out, err = run(capsys, "import-prompts", "--db", url, str(bad))
-    assert rc == 2 and err.strip() == f"error: {bad}:2: 'completions' holds 1 outputs; a ranking needs 2-9 (InstructGPT ranks K = 4..9)"
+    assert (
+        rc == 2
+        and err.strip()
+        == f"error: {bad}:2: 'completions' holds 1 outputs; a ranking needs 2-9 (InstructGPT ranks K = 4..9)"
+    )
     # The whole file is checked first: the good first line was not stored either.
     with db.transaction(db.session_factory(db.make_engine(url))) as s:
         assert service.progress(s)["tasks"]["demonstration"]["tasks"] == 0
@@ -117,8 +141,22 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-m", "instructrl", "label", "import-prompts", "--db",
-                           f"sqlite:///{tmp_path / 'l.db'}", str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instructrl",
+            "label",
+            "import-prompts",
+            "--db",
+            f"sqlite:///{tmp_path / 'l.db'}",
+            str(bad),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}:1: not valid JSON (Expecting value at column 1)"
     assert "Traceback" not in proc.stderr
@@ -131,9 +169,13 @@ def test_prompt_format_uses_the_chat_template_when_present(tmp_path, tiny_model)
 
     plain = AutoTokenizer.from_pretrained(tiny_model)
     assert format_prompt(plain, "hi") == "### Instruction:\nhi\n\n### Response:\n"
-    chat_dir = build_tiny_model(tmp_path / "chat", chat_template=(
-        "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|> {% endif %}"))
+    chat_dir = build_tiny_model(
+        tmp_path / "chat",
+        chat_template=(
+            "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+        ),
+    )
     chat = AutoTokenizer.from_pretrained(chat_dir)
     assert format_prompt(chat, "hi") == "<|user|> hi <|assistant|> "
     model = AutoModelForCausalLM.from_pretrained(chat_dir)

@@ -21,10 +21,16 @@ N_LABELERS, N_DEMO, N_RANK, OVERLAP, K, THREADS = 12, 10, 10, 2, 4, 24
 
 def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
     labelers = [f"lab{i:02d}" for i in range(N_LABELERS)]
-    world = seed(db_url, labelers, overlap=OVERLAP,
-                 demo_prompts=[f"Demonstration prompt {i}" for i in range(N_DEMO)],
-                 rank_prompts=[{"prompt": f"Ranking prompt {i}", "completions": [f"output {i}.{j}" for j in range(K)]}
-                               for i in range(N_RANK)])
+    world = seed(
+        db_url,
+        labelers,
+        overlap=OVERLAP,
+        demo_prompts=[f"Demonstration prompt {i}" for i in range(N_DEMO)],
+        rank_prompts=[
+            {"prompt": f"Ranking prompt {i}", "completions": [f"output {i}.{j}" for j in range(K)]}
+            for i in range(N_RANK)
+        ],
+    )
     server = live_server_factory(db_url, workers=2)
 
     # What each labeler holds, through the API with its own token.
@@ -43,9 +49,19 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
                     bodies = []
                     for _ in (1, 2):
                         ranks = [rng.randint(1, K) for _ in range(K)]
-                        bodies.append({"outputs": [{"completion_id": c["id"], "likert": rng.randint(1, 7),
-                                                    "flags": ["hallucination"] if r == K else [], "rank": r}
-                                                   for c, r in zip(detail["completions"], ranks)]})
+                        bodies.append(
+                            {
+                                "outputs": [
+                                    {
+                                        "completion_id": c["id"],
+                                        "likert": rng.randint(1, 7),
+                                        "flags": ["hallucination"] if r == K else [],
+                                        "rank": r,
+                                    }
+                                    for c, r in zip(detail["completions"], ranks)
+                                ]
+                            }
+                        )
                 jobs.append((name, a["id"], a["kind"], headers, bodies))
     n_assignments = len(jobs)
     assert n_assignments == (N_DEMO + N_RANK) * OVERLAP
@@ -68,8 +84,10 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
 
     rng.shuffle(jobs)
     limits = httpx.Limits(max_connections=THREADS, max_keepalive_connections=THREADS)
-    with httpx.Client(base_url=server.url, timeout=60, limits=limits) as client, \
-            ThreadPoolExecutor(max_workers=THREADS) as pool:
+    with (
+        httpx.Client(base_url=server.url, timeout=60, limits=limits) as client,
+        ThreadPoolExecutor(max_workers=THREADS) as pool,
+    ):
         start = time.perf_counter()
         futures = [pool.submit(submit, job, copy) for job in jobs for copy in (0, 1)]  # pairs side by side
         for f in futures:
@@ -80,8 +98,9 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
     for aid, _, status, _ in results:
         by_assignment.setdefault(aid, []).append(status)
     assert len(by_assignment) == n_assignments
-    assert all(sorted(s) == [200, 409] for s in by_assignment.values()), \
-        {aid: s for aid, s in by_assignment.items() if sorted(s) != [200, 409]}
+    assert all(sorted(s) == [200, 409] for s in by_assignment.values()), {
+        aid: s for aid, s in by_assignment.items() if sorted(s) != [200, 409]
+    }
 
     # The database holds every submission exactly once, each with what its labeler sent.
     n_demo_assignments = N_DEMO * OVERLAP
@@ -90,10 +109,15 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
         assert s.scalar(select(func.count(Assignment.id)).where(Assignment.status == "submitted")) == n_assignments
         assert s.scalar(select(func.count(Demonstration.id))) == n_demo_assignments
         assert s.scalar(select(func.count(Rating.id))) == n_rank_assignments * K
-        texts = s.execute(select(Demonstration.text, Labeler.name, Assignment.id)
-                          .join(Assignment, Demonstration.assignment_id == Assignment.id).join(Labeler)).all()
+        texts = s.execute(
+            select(Demonstration.text, Labeler.name, Assignment.id)
+            .join(Assignment, Demonstration.assignment_id == Assignment.id)
+            .join(Labeler)
+        ).all()
         assert all(text.startswith(f"{name} writes for {aid} (copy ") for text, name, aid in texts)
-        per_assignment = dict(s.execute(select(Rating.assignment_id, func.count(Rating.id)).group_by(Rating.assignment_id)).all())
+        per_assignment = dict(
+            s.execute(select(Rating.assignment_id, func.count(Rating.id)).group_by(Rating.assignment_id)).all()
+        )
         assert set(per_assignment.values()) == {K}
         demos = list(service.demonstration_records(s))
         rankings = list(service.ranking_records(s))
@@ -103,8 +127,10 @@ def test_many_labelers_submit_at_once(db_url, live_server_factory, tmp_path):
 
     latencies = sorted(t for *_, t in results)
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
-    print(f"\n[concurrency {db_url.split(':')[0]}] {len(results)} requests ({n_assignments} assignments x 2) from "
-          f"{N_LABELERS} labelers, {THREADS} client threads, 2 server workers: {elapsed:.2f}s, "
-          f"{len(results) / elapsed:.1f} req/s, latency p50 {1000 * statistics.median(latencies):.0f} ms, "
-          f"p95 {1000 * p95:.0f} ms; stored {n_assignments}/{n_assignments}, duplicates refused {len(results) - n_assignments}")
+    print(
+        f"\n[concurrency {db_url.split(':')[0]}] {len(results)} requests ({n_assignments} assignments x 2) from "
+        f"{N_LABELERS} labelers, {THREADS} client threads, 2 server workers: {elapsed:.2f}s, "
+        f"{len(results) / elapsed:.1f} req/s, latency p50 {1000 * statistics.median(latencies):.0f} ms, "
+        f"p95 {1000 * p95:.0f} ms; stored {n_assignments}/{n_assignments}, duplicates refused {len(results) - n_assignments}"
+    )
     world.engine.dispose()

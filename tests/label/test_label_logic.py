@@ -36,7 +36,10 @@ def test_likert_and_flags():
     for bad in (0, 8, "x", None, ""):
         with pytest.raises(L.LabelError, match=r"^A: "):
             L.check_likert(bad, "A")
-    assert L.check_flags(["expresses_opinion", "hallucination", "hallucination"], "A") == ["hallucination", "expresses_opinion"]
+    assert L.check_flags(["expresses_opinion", "hallucination", "hallucination"], "A") == [
+        "hallucination",
+        "expresses_opinion",
+    ]
     with pytest.raises(L.LabelError, match="unknown flag"):
         L.check_flags(["bogus"], "A")
     assert len(L.FLAGS) == 11  # InstructGPT Table 3
@@ -51,11 +54,13 @@ def test_pair_agreement_by_hand():
 
 
 def test_agreement_over_tasks_and_pairs():
-    report = agreement({
-        1: {"ana": [1, 2, 3], "ben": [1, 3, 2]},           # 2/3
-        2: {"ana": [1, 2], "ben": [1, 2], "cy": [2, 1]},   # ana-ben 1/1, ana-cy 0/1, ben-cy 0/1
-        3: {"ana": [1, 2, 3]},                              # one labeler: not compared
-    })
+    report = agreement(
+        {
+            1: {"ana": [1, 2, 3], "ben": [1, 3, 2]},  # 2/3
+            2: {"ana": [1, 2], "ben": [1, 2], "cy": [2, 1]},  # ana-ben 1/1, ana-cy 0/1, ben-cy 0/1
+            3: {"ana": [1, 2, 3]},  # one labeler: not compared
+        }
+    )
     assert (report.agree, report.total, report.tasks) == (3, 6, 2)
     assert report.rate == pytest.approx(0.5)
     assert report.by_pair[("ana", "ben")] == [3, 4]
@@ -100,27 +105,34 @@ def test_tokens_are_random_and_hashed():
     assert hash_secret(a) != a and len(hash_secret(a)) == 64
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"prompt": "ok"}\n{"prompt": "x"', r"p\.jsonl:2: not valid JSON"),
-    ('{"prompt": "ok"}\n\n["a"]', r"p\.jsonl:3: expected a JSON object"),
-    ('{"text": "hi"}', r"p\.jsonl:1: missing field 'prompt'; fields found: text"),
-    ('{"prompt": ""}', r"p\.jsonl:1: 'prompt' must be a non-empty string"),
-    ('{"prompt": "a", "labeler": "x"}', r"p\.jsonl:1: unknown field\(s\) labeler"),
-    ('{"prompt": "a", "completions": ["only one"]}', r"p\.jsonl:1: 'completions' holds 1 outputs"),
-    ('{"prompt": "a", "completions": "abc"}', r"p\.jsonl:1: 'completions' must be a list of strings"),
-    ('{"prompt": "a", "user": 5}', r"p\.jsonl:1: 'user' must be a string"),
-    ("\n\n", r"p\.jsonl: holds no prompts"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"prompt": "ok"}\n{"prompt": "x"', r"p\.jsonl:2: not valid JSON"),
+        ('{"prompt": "ok"}\n\n["a"]', r"p\.jsonl:3: expected a JSON object"),
+        ('{"text": "hi"}', r"p\.jsonl:1: missing field 'prompt'; fields found: text"),
+        ('{"prompt": ""}', r"p\.jsonl:1: 'prompt' must be a non-empty string"),
+        ('{"prompt": "a", "labeler": "x"}', r"p\.jsonl:1: unknown field\(s\) labeler"),
+        ('{"prompt": "a", "completions": ["only one"]}', r"p\.jsonl:1: 'completions' holds 1 outputs"),
+        ('{"prompt": "a", "completions": "abc"}', r"p\.jsonl:1: 'completions' must be a list of strings"),
+        ('{"prompt": "a", "user": 5}', r"p\.jsonl:1: 'user' must be a string"),
+        ("\n\n", r"p\.jsonl: holds no prompts"),
+    ],
+)
 def test_prompt_file_errors_name_file_and_line(text, message):
     with pytest.raises(DataError, match=message):
         parse_prompt_text(text, "p.jsonl")
 
 
 def test_prompt_file_parses_all_fields():
-    lines = parse_prompt_text('{"prompt": "a", "user": "u1", "category": "chat"}\n'
-                              '{"prompt": "b", "completions": ["x", "y", "z", "w"]}\n', "p.jsonl")
+    lines = parse_prompt_text(
+        '{"prompt": "a", "user": "u1", "category": "chat"}\n{"prompt": "b", "completions": ["x", "y", "z", "w"]}\n',
+        "p.jsonl",
+    )
     assert [(x.prompt, x.user, x.category, x.completions) for x in lines] == [
-        ("a", "u1", "chat", None), ("b", None, None, ["x", "y", "z", "w"])]
+        ("a", "u1", "chat", None),
+        ("b", None, None, ["x", "y", "z", "w"]),
+    ]
 
 
 def test_migrations_match_the_models(tmp_path):

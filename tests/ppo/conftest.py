@@ -24,5 +24,7 @@ def ppo_world(tiny_model, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ppo_world")
     rm = make_reward_model(tiny_model, root / "rm", gain=2.0, bias=0.5)
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(40)])
-    ptx = write_jsonl(root / "ptx.jsonl", [{"text": d["prompt"] + " " + d["completion"]} for d in fact_demos(120, seed=3)])
+    ptx = write_jsonl(
+        root / "ptx.jsonl", [{"text": d["prompt"] + " " + d["completion"]} for d in fact_demos(120, seed=3)]
+    )
     return {"policy": tiny_model, "rm": rm, "prompts": prompts, "ptx": ptx, "root": root}

@@ -41,9 +41,24 @@ class TokenRewardScorer(nn.Module):
 def quick_cfg(world: dict[str, Path], out: Path, **kw):
     from instructrl.ppo.config import PPOConfig
 
-    base = dict(policy=str(world["policy"]), reward_model=str(world["rm"]), prompts=str(world["prompts"]),
-                output_dir=str(out), total_episodes=24, batch_size=8, mini_batch_size=4, ppo_epochs=1,
-                response_length=8, learning_rate=1e-3, warmup_iterations=0, ema=False, progress=False,
-                checkpoint_every=1, sample_every=1, num_samples=2, seed=0)
+    base = dict(
+        policy=str(world["policy"]),
+        reward_model=str(world["rm"]),
+        prompts=str(world["prompts"]),
+        output_dir=str(out),
+        total_episodes=24,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        response_length=8,
+        learning_rate=1e-3,
+        warmup_iterations=0,
+        ema=False,
+        progress=False,
+        checkpoint_every=1,
+        sample_every=1,
+        num_samples=2,
+        seed=0,
+    )
     base.update(kw)
     return PPOConfig(**base)

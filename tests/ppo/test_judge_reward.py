@@ -22,8 +22,16 @@ def test_ppo_runs_against_the_judge_and_logs_its_scores(tiny_model, ppo_world, t
     records = [make_prompt(get_kb(0), rng) for _ in range(16)]
     prompts = write_jsonl(tmp_path / "prompts.jsonl", records)
     reward = JudgeReward(tok, records, scale=3.0, shift=0.5)
-    cfg = quick_cfg(ppo_world, tmp_path / "out", prompts=str(prompts), reward_model=None,
-                    value_model=str(ppo_world["rm"]), total_episodes=16, batch_size=8, num_samples=4)
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "out",
+        prompts=str(prompts),
+        reward_model=None,
+        value_model=str(ppo_world["rm"]),
+        total_episodes=16,
+        batch_size=8,
+        num_samples=4,
+    )
     result = run_ppo(cfg, reward_model=reward)
     assert reward.calls >= 2 and len(result.history) == 2
     samples = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]

@@ -13,8 +13,10 @@ from instructrl.ppo.rollout import policy_forward, position_ids_from_mask, right
 
 
 def _batch(tok):
-    rows = [tok("The flag of Zor1 is red.")["input_ids"] + [tok.eos_token_id],
-            tok("What color")["input_ids"] + [tok.eos_token_id]]
+    rows = [
+        tok("The flag of Zor1 is red.")["input_ids"] + [tok.eos_token_id],
+        tok("What color")["input_ids"] + [tok.eos_token_id],
+    ]
     return left_pad(rows, tok.pad_token_id)
 
 
@@ -84,8 +86,9 @@ def test_ensemble_reward_mean_min_and_uncertainty_weighted(ppo_world, tmp_path):
     torch.testing.assert_close(EnsembleReward(members)(ids, mask), torch.tensor([2.0, 1.0]))
     torch.testing.assert_close(EnsembleReward(members, "min")(ids, mask), torch.tensor([1.0, 0.0]))
     spread = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 3.0]]).std(dim=1, unbiased=False)
-    torch.testing.assert_close(EnsembleReward(members, "uwo", penalty=0.5)(ids, mask),
-                               torch.tensor([2.0, 1.0]) - 0.5 * spread)
+    torch.testing.assert_close(
+        EnsembleReward(members, "uwo", penalty=0.5)(ids, mask), torch.tensor([2.0, 1.0]) - 0.5 * spread
+    )
     with pytest.raises(ValueError, match="mode must be one of"):
         EnsembleReward(members, "max")
     with pytest.raises(ValueError, match="at least 2"):

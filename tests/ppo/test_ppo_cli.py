@@ -11,16 +11,47 @@ from instructrl.ppo.config import PPOConfig
 
 
 def _args(world, out, *extra):
-    return ["ppo", "--policy", str(world["policy"]), "--reward-model", str(world["rm"]), "--prompts",
-            str(world["prompts"]), "--out", str(out), "--total-episodes", "16", "--batch-size", "8",
-            "--mini-batch-size", "4", "--response-length", "6", "--no-ema", "--no-progress", *extra]
+    return [
+        "ppo",
+        "--policy",
+        str(world["policy"]),
+        "--reward-model",
+        str(world["rm"]),
+        "--prompts",
+        str(world["prompts"]),
+        "--out",
+        str(out),
+        "--total-episodes",
+        "16",
+        "--batch-size",
+        "8",
+        "--mini-batch-size",
+        "4",
+        "--response-length",
+        "6",
+        "--no-ema",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_defaults_are_the_papers_recipe():
     c = PPOConfig()
-    assert (c.batch_size, c.mini_batch_size, c.ppo_epochs, c.kl_coef, c.cliprange, c.gamma, c.warmup_iterations,
-            c.warmup_start, c.ema_decay, c.ptx_coef, c.ptx_per_episode, c.total_episodes, c.temperature) == (
-        512, 64, 1, 0.02, 0.2, 1.0, 10, 0.1, 0.992, 27.8, 8.0, 256_000, 1.0)
+    assert (
+        c.batch_size,
+        c.mini_batch_size,
+        c.ppo_epochs,
+        c.kl_coef,
+        c.cliprange,
+        c.gamma,
+        c.warmup_iterations,
+        c.warmup_start,
+        c.ema_decay,
+        c.ptx_coef,
+        c.ptx_per_episode,
+        c.total_episodes,
+        c.temperature,
+    ) == (512, 64, 1, 0.02, 0.2, 1.0, 10, 0.1, 0.992, 27.8, 8.0, 256_000, 1.0)
     import dataclasses
 
     assert all(f.metadata.get("help") for f in dataclasses.fields(PPOConfig))
@@ -28,9 +59,26 @@ def test_defaults_are_the_papers_recipe():
 
 def test_cli_ppo_ptx_run_writes_model_metrics_and_samples(ppo_world, tmp_path):
     out = tmp_path / "out"
-    r = run_cli(_args(ppo_world, out, "--ptx-data", str(ppo_world["ptx"]), "--ptx-coef", "27.8",
-                      "--ptx-per-episode", "1", "--ptx-max-length", "16", "--config", "ppo-tiny",
-                      "--set", "sample_every=1", "--kl-estimator", "k3"))
+    r = run_cli(
+        _args(
+            ppo_world,
+            out,
+            "--ptx-data",
+            str(ppo_world["ptx"]),
+            "--ptx-coef",
+            "27.8",
+            "--ptx-per-episode",
+            "1",
+            "--ptx-max-length",
+            "16",
+            "--config",
+            "ppo-tiny",
+            "--set",
+            "sample_every=1",
+            "--kl-estimator",
+            "k3",
+        )
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ppo: 2 iterations, 16 episodes" in r.stdout
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -66,9 +114,29 @@ def test_bad_prompt_files_give_clear_errors(ppo_world, tmp_path):
 def test_two_process_run_keeps_ranks_in_sync(ppo_world, tmp_path):
     """torchrun, 2 CPU processes over gloo: each samples half the batch; DDP keeps the weights equal."""
     out = tmp_path / "dist"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
-           "-m", "instructrl", *_args(ppo_world, out, "--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1",
-                                      "--ptx-max-length", "16", "--total-episodes", "24")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29613",
+        "-m",
+        "instructrl",
+        *_args(
+            ppo_world,
+            out,
+            "--ptx-data",
+            str(ppo_world["ptx"]),
+            "--ptx-per-episode",
+            "1",
+            "--ptx-max-length",
+            "16",
+            "--total-episodes",
+            "24",
+        ),
+    ]
     r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     sync = json.loads((out / "dist_sync.json").read_text())

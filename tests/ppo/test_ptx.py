@@ -15,8 +15,16 @@ def _grads(params):
 
 
 def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
-    cfg = quick_cfg(ppo_world, tmp_path / "out", ptx_data=str(ppo_world["ptx"]), ptx_coef=27.8, ptx_per_episode=2,
-                    ptx_max_length=16, ptx_micro_batch_size=3, mixed_precision="no")  # exact sums, also on a GPU
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "out",
+        ptx_data=str(ppo_world["ptx"]),
+        ptx_coef=27.8,
+        ptx_per_episode=2,
+        ptx_max_length=16,
+        ptx_micro_batch_size=3,
+        mixed_precision="no",
+    )  # exact sums, also on a GPU
     trainer = build_trainer(cfg)
     policy = trainer.raw_policy
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -55,8 +63,15 @@ def test_one_step_gradient_is_ppo_plus_gamma_times_lm(ppo_world, tmp_path):
 
 
 def test_ptx_run_takes_one_optimizer_step_per_minibatch(ppo_world, tmp_path):
-    cfg = quick_cfg(ppo_world, tmp_path / "out", total_episodes=16, ppo_epochs=2, ptx_data=str(ppo_world["ptx"]),
-                    ptx_per_episode=1, ptx_max_length=16)
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "out",
+        total_episodes=16,
+        ppo_epochs=2,
+        ptx_data=str(ppo_world["ptx"]),
+        ptx_per_episode=1,
+        ptx_max_length=16,
+    )
     trainer = build_trainer(cfg)
     result = trainer.train()
     steps = [h["ppo/optimizer_steps"] for h in result.history]

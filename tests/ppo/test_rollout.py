@@ -54,15 +54,28 @@ def _tiny_lm(vocab=50, seed=0, attn_implementation="sdpa"):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
     cfg._attn_implementation = attn_implementation
     return GPT2LMHeadModel(cfg).eval()
 
 
 def _ragged_prompts(n=12, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(2, 50, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    return [
+        torch.randint(2, 50, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)
+    ]
 
 
 def test_left_padded_rows_score_like_unpadded_rows():
@@ -99,8 +112,15 @@ def test_sampling_puts_pad_after_eos_and_matches_unpadded_greedy():
             assert rmask[b].all()
     # a near-zero temperature is greedy: the padded batch gives what each prompt gives alone
     greedy, _gmask, _ = sample_responses(model, ids, mask, max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
-    alone, amask, _ = sample_responses(model, torch.tensor([[9, 10]]), torch.ones(1, 2, dtype=torch.long),
-                                       max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
+    alone, amask, _ = sample_responses(
+        model,
+        torch.tensor([[9, 10]]),
+        torch.ones(1, 2, dtype=torch.long),
+        max_new_tokens=6,
+        eos_id=EOS,
+        pad_id=PAD,
+        temperature=1e-4,
+    )
     n = int(amask.sum())
     assert greedy[1, :n].tolist() == alone[0, :n].tolist()
 
@@ -123,9 +143,18 @@ def _tiny_llama(attn_implementation):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, bos_token_id=EOS, eos_token_id=EOS,
-                      pad_token_id=PAD)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
     cfg._attn_implementation = attn_implementation
     return LlamaForCausalLM(cfg).eval()
 
@@ -160,7 +189,9 @@ def test_static_cache_greedy_rows_do_not_see_their_padding():
     kw = dict(max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=1e-4)
     batch, bmask, _ = sample_responses_static(model, ids, mask, **kw)
     for b, p in enumerate(prompts):
-        alone, amask, _ = sample_responses_static(model, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long), **kw)
+        alone, amask, _ = sample_responses_static(
+            model, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long), **kw
+        )
         n = int(amask.sum())
         assert batch[b, :n].tolist() == alone[0, :n].tolist() and int(bmask[b].sum()) == n
 
@@ -180,8 +211,11 @@ def test_cuda_graph_sampling_matches_the_eager_static_loop(dtype):
     for graph in (False, True):
         g = torch.Generator(device="cuda").manual_seed(5)
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            outs.append(sample_responses_static(model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD,
-                                                generator=g, cuda_graph=graph))
+            outs.append(
+                sample_responses_static(
+                    model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD, generator=g, cuda_graph=graph
+                )
+            )
     (r1, m1, _), (r2, m2, _) = outs
     assert r1.shape[1] > 2  # the graph was captured and replayed
     assert torch.equal(r1, r2) and torch.equal(m1, m2)
@@ -205,7 +239,8 @@ def test_cuda_graph_sampling_falls_back_with_a_warning(caplog):
     model = _NoStaticCache(_tiny_lm().cuda())
     ids, mask = left_pad(_ragged_prompts(4), PAD)
     with caplog.at_level(logging.WARNING, logger="instructrl.ppo"):
-        resp, rmask, _ = sample_fast(model, ids.cuda(), mask.cuda(), cuda_graph=True, max_new_tokens=5, eos_id=EOS,
-                                     pad_id=PAD)
+        resp, rmask, _ = sample_fast(
+            model, ids.cuda(), mask.cuda(), cuda_graph=True, max_new_tokens=5, eos_id=EOS, pad_id=PAD
+        )
     assert "CUDA-graph sampling is not available" in caplog.text and "4-D masks" in caplog.text
     assert resp.shape[0] == 4 and rmask[:, 0].all()

@@ -16,17 +16,43 @@ from instructrl.errors import InstructRLError
 from instructrl.ppo.api import run_ppo
 from instructrl.training.tracking import read_metrics
 
-METRICS = ["ppo/score_mean", "ppo/kl", "ppo/beta", "ppo/entropy", "ppo/response_length", "ppo/policy_clipfrac",
-           "ppo/value_clipfrac", "ppo/approx_kl", "ppo/value_loss", "ppo/policy_loss", "ppo/eos_rate",
-           "ppo/episodes_per_s", "time/generate_s", "time/train_s"]
+METRICS = [
+    "ppo/score_mean",
+    "ppo/kl",
+    "ppo/beta",
+    "ppo/entropy",
+    "ppo/response_length",
+    "ppo/policy_clipfrac",
+    "ppo/value_clipfrac",
+    "ppo/approx_kl",
+    "ppo/value_loss",
+    "ppo/policy_loss",
+    "ppo/eos_rate",
+    "ppo/episodes_per_s",
+    "time/generate_s",
+    "time/train_s",
+]
 
 
 def test_reward_rises_and_kl_stays_bounded(ppo_world, tmp_path):
     scorer = TokenRewardScorer(below=32, scale=20.0)  # reward answers made of the 10% lowest token ids
-    cfg = quick_cfg(ppo_world, tmp_path / "out", value_model=str(ppo_world["rm"]), reward_model=None,
-                    total_episodes=16 * 14, batch_size=16, mini_batch_size=4, ppo_epochs=1, response_length=8,
-                    learning_rate=1e-2, kl_coef=0.05, missing_eos_penalty=None, checkpoint_every=100, ema=True,
-                    sample_every=5)
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "out",
+        value_model=str(ppo_world["rm"]),
+        reward_model=None,
+        total_episodes=16 * 14,
+        batch_size=16,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        response_length=8,
+        learning_rate=1e-2,
+        kl_coef=0.05,
+        missing_eos_penalty=None,
+        checkpoint_every=100,
+        ema=True,
+        sample_every=5,
+    )
     result = run_ppo(cfg, reward_model=scorer)
     scores = [h["ppo/score_mean"] for h in result.history]
     kls = [h["ppo/kl"] for h in result.history]
@@ -52,8 +78,7 @@ class NaNAfter(TokenRewardScorer):
 
 
 def test_nan_reward_stops_and_keeps_the_last_good_checkpoint(ppo_world, tmp_path):
-    cfg = quick_cfg(ppo_world, tmp_path / "out", value_model=str(ppo_world["rm"]), reward_model=None,
-                    total_episodes=40)
+    cfg = quick_cfg(ppo_world, tmp_path / "out", value_model=str(ppo_world["rm"]), reward_model=None, total_episodes=40)
     with pytest.raises(InstructRLError, match=r"non-finite score.*iteration 3.*step-2"):
         run_ppo(cfg, reward_model=NaNAfter(32, after=2))
     ckpts = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
@@ -74,11 +99,37 @@ def _weights(path):
 
 def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path):
     """SIGKILL the CLI after its second checkpoint, resume, and compare with a run that was never stopped."""
-    args = ["--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]), "--prompts",
-            str(ppo_world["prompts"]), "--total-episodes", "64", "--batch-size", "8", "--mini-batch-size", "4",
-            "--response-length", "8", "--learning-rate", "1e-3", "--warmup-iterations", "2", "--ema",
-            "--adaptive-kl", "--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16",
-            "--checkpoint-every", "1", "--no-progress"]
+    args = [
+        "--policy",
+        str(ppo_world["policy"]),
+        "--reward-model",
+        str(ppo_world["rm"]),
+        "--prompts",
+        str(ppo_world["prompts"]),
+        "--total-episodes",
+        "64",
+        "--batch-size",
+        "8",
+        "--mini-batch-size",
+        "4",
+        "--response-length",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--warmup-iterations",
+        "2",
+        "--ema",
+        "--adaptive-kl",
+        "--ptx-data",
+        str(ppo_world["ptx"]),
+        "--ptx-per-episode",
+        "1",
+        "--ptx-max-length",
+        "16",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+    ]
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "instructrl", "ppo", *args, "--out", str(killed)]
     proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,9 +146,20 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path)
 
     from instructrl.ppo.config import PPOConfig
 
-    cfg = quick_cfg(ppo_world, tmp_path / "straight", total_episodes=64, learning_rate=1e-3, warmup_iterations=2,
-                    ema=True, adaptive_kl=True, ptx_data=str(ppo_world["ptx"]), ptx_per_episode=1, ptx_max_length=16,
-                    sample_every=10, num_samples=4)
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "straight",
+        total_episodes=64,
+        learning_rate=1e-3,
+        warmup_iterations=2,
+        ema=True,
+        adaptive_kl=True,
+        ptx_data=str(ppo_world["ptx"]),
+        ptx_per_episode=1,
+        ptx_max_length=16,
+        sample_every=10,
+        num_samples=4,
+    )
     assert isinstance(cfg, PPOConfig)
     run_ppo(cfg)
     a, b = _weights(killed), _weights(tmp_path / "straight")
@@ -117,8 +179,15 @@ def test_ppo_ptx_on_cuda(ppo_world, tmp_path, precision):
 
     from instructrl.ppo.api import build_trainer
 
-    cfg = quick_cfg(ppo_world, tmp_path / "out", total_episodes=24, ptx_data=str(ppo_world["ptx"]),
-                    ptx_per_episode=1, ptx_max_length=16, mixed_precision=precision)
+    cfg = quick_cfg(
+        ppo_world,
+        tmp_path / "out",
+        total_episodes=24,
+        ptx_data=str(ppo_world["ptx"]),
+        ptx_per_episode=1,
+        ptx_max_length=16,
+        mixed_precision=precision,
+    )
     trainer = build_trainer(cfg)
     assert trainer.acc.device.type == "cuda"
     assert trainer.pol_opt.optimizer.defaults["fused"] and trainer.val_opt.optimizer.defaults["fused"]

@@ -16,9 +16,14 @@ def color_rankings(n: int, k: int = 4, seed: int = 0, labelers: int = 4) -> list
     rows = []
     for i in range(n):
         cols = rng.sample(PREFERENCE, k)
-        rows.append({"prompt": f"What color is the flag of Zor{i}?",
-                     "completions": [f"The flag of Zor{i} is {c}." for c in cols],
-                     "ranks": [PREFERENCE.index(c) + 1 for c in cols], "labeler": f"L{i % labelers}"})
+        rows.append(
+            {
+                "prompt": f"What color is the flag of Zor{i}?",
+                "completions": [f"The flag of Zor{i} is {c}." for c in cols],
+                "ranks": [PREFERENCE.index(c) + 1 for c in cols],
+                "labeler": f"L{i % labelers}",
+            }
+        )
     return rows
 
 

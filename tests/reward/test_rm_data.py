@@ -26,8 +26,17 @@ def rec(data: dict) -> Record:
 
 
 def test_kway_ranking_with_ties_keeps_extra_fields():
-    r = to_ranking(rec({"prompt": "Q?", "completions": ["a", "b", "c", "d"], "ranks": [2, 1, 2, 3],
-                        "labeler": "L1", "labeler_group": "heldout"}))
+    r = to_ranking(
+        rec(
+            {
+                "prompt": "Q?",
+                "completions": ["a", "b", "c", "d"],
+                "ranks": [2, 1, 2, 3],
+                "labeler": "L1",
+                "labeler_group": "heldout",
+            }
+        )
+    )
     assert (r.prompt, r.completions, r.ranks) == ("Q?", ["a", "b", "c", "d"], [2, 1, 2, 3])
     assert r.meta == {"labeler": "L1", "labeler_group": "heldout"}
     assert r.pairs == [(0, 3), (1, 0), (1, 2), (1, 3), (2, 3)]  # the tie (0, 2) gives no pair
@@ -47,51 +56,103 @@ def test_an_empty_response_is_ranked_like_any_other(tiny_model):
 def test_explicit_pairs_text_and_conversational():
     r = to_ranking(rec({"prompt": "Q?", "chosen": "yes", "rejected": "no", "margin": 2}))
     assert (r.completions, r.ranks, r.margin, r.raw_prompt) == (["yes", "no"], [1, 2], 2.0, False)
-    r = to_ranking(rec({"prompt": [USER], "chosen": [{"role": "assistant", "content": "Red."}],
-                        "rejected": [{"role": "assistant", "content": "Blue."}]}))
+    r = to_ranking(
+        rec(
+            {
+                "prompt": [USER],
+                "chosen": [{"role": "assistant", "content": "Red."}],
+                "rejected": [{"role": "assistant", "content": "Blue."}],
+            }
+        )
+    )
     assert (r.prompt, r.completions) == ([USER], ["Red.", "Blue."])
     # whole conversations beside an explicit prompt
-    r = to_ranking(rec({"prompt": [USER], "chosen": [USER, {"role": "assistant", "content": "Red."}],
-                        "rejected": [USER, {"role": "assistant", "content": "Blue."}]}))
+    r = to_ranking(
+        rec(
+            {
+                "prompt": [USER],
+                "chosen": [USER, {"role": "assistant", "content": "Red."}],
+                "rejected": [USER, {"role": "assistant", "content": "Blue."}],
+            }
+        )
+    )
     assert r.completions == ["Red.", "Blue."]
 
 
 def test_implicit_prompt_pairs_split_at_common_prefix():
-    r = to_ranking(rec({"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello friend",
-                        "rejected": "\n\nHuman: Hi there\n\nAssistant: Help yourself"}))
+    r = to_ranking(
+        rec(
+            {
+                "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello friend",
+                "rejected": "\n\nHuman: Hi there\n\nAssistant: Help yourself",
+            }
+        )
+    )
     assert r.prompt == "\n\nHuman: Hi there\n\nAssistant:" and r.raw_prompt
     assert r.completions == [" Hello friend", " Help yourself"]  # no word is cut ("Hel")
     assert split_text_prompt("A: yes", "A: yes please") == ("A:", " yes", " yes please")
     conv = [USER, {"role": "assistant", "content": "Red."}, {"role": "user", "content": "Why?"}]
-    r = to_ranking(rec({"chosen": conv + [{"role": "assistant", "content": "I like it."}],
-                        "rejected": conv + [{"role": "assistant", "content": "No idea."}]}))
+    r = to_ranking(
+        rec(
+            {
+                "chosen": conv + [{"role": "assistant", "content": "I like it."}],
+                "rejected": conv + [{"role": "assistant", "content": "No idea."}],
+            }
+        )
+    )
     assert (r.prompt, r.completions, r.raw_prompt) == (conv, ["I like it.", "No idea."], False)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"prompt": "Q", "completions": ["a", "b", "c"], "ranks": [1, 2]}, r"cmp\.jsonl:7: 'ranks' has 2 entries but there are 3 completions"),
-    ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 1.5]}, r"cmp\.jsonl:7: ranks\[1\] = 1\.5 is not an integer rank"),
-    ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, "2"]}, r"ranks\[1\] = '2' is not an integer rank"),
-    ({"prompt": "Q", "completions": ["a", "b"], "ranks": [0, 1]}, r"ranks\[0\] = 0 is not a rank"),
-    ({"prompt": "Q", "completions": ["a", 3], "ranks": [1, 2]}, r"cmp\.jsonl:7: column 'completions\[1\]' must be a string"),
-    ({"prompt": "Q", "completions": ["a"], "ranks": [1]}, r"'completions' must be a list of at least 2"),
-    ({"prompt": "Q", "completions": ["a", "b"]}, r"expected columns 'prompt', 'completions' and 'ranks'.*found: completions, prompt"),
-    ({"prompt": "Q", "chosen": "a"}, r"missing column 'rejected'; columns found: chosen, prompt"),
-    ({"prompt": "Q", "chosen": "a", "rejected": "b", "margin": "big"}, r"'margin' must be a number"),
-    ({"prompt": "Q", "completions": ["a", "b", "c"], "ranks": [1, 2, 3], "margin": 1}, r"'margin' is only defined for pairwise"),
-    ({"chosen": "Yes", "rejected": "No"}, r"share no prompt text; add a 'prompt' column"),
-    ({"chosen": "Q:a", "rejected": "Q:a"}, r"'chosen' has an empty response"),
-    ({"question": "Q"}, r"cmp\.jsonl:7: expected 'prompt', 'completions' and 'ranks'.*columns found: question"),
-    ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 2], "reference_ranks": [1]}, r"'reference_ranks' has 1 entries"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {"prompt": "Q", "completions": ["a", "b", "c"], "ranks": [1, 2]},
+            r"cmp\.jsonl:7: 'ranks' has 2 entries but there are 3 completions",
+        ),
+        (
+            {"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 1.5]},
+            r"cmp\.jsonl:7: ranks\[1\] = 1\.5 is not an integer rank",
+        ),
+        ({"prompt": "Q", "completions": ["a", "b"], "ranks": [1, "2"]}, r"ranks\[1\] = '2' is not an integer rank"),
+        ({"prompt": "Q", "completions": ["a", "b"], "ranks": [0, 1]}, r"ranks\[0\] = 0 is not a rank"),
+        (
+            {"prompt": "Q", "completions": ["a", 3], "ranks": [1, 2]},
+            r"cmp\.jsonl:7: column 'completions\[1\]' must be a string",
+        ),
+        ({"prompt": "Q", "completions": ["a"], "ranks": [1]}, r"'completions' must be a list of at least 2"),
+        (
+            {"prompt": "Q", "completions": ["a", "b"]},
+            r"expected columns 'prompt', 'completions' and 'ranks'.*found: completions, prompt",
+        ),
+        ({"prompt": "Q", "chosen": "a"}, r"missing column 'rejected'; columns found: chosen, prompt"),
+        ({"prompt": "Q", "chosen": "a", "rejected": "b", "margin": "big"}, r"'margin' must be a number"),
+        (
+            {"prompt": "Q", "completions": ["a", "b", "c"], "ranks": [1, 2, 3], "margin": 1},
+            r"'margin' is only defined for pairwise",
+        ),
+        ({"chosen": "Yes", "rejected": "No"}, r"share no prompt text; add a 'prompt' column"),
+        ({"chosen": "Q:a", "rejected": "Q:a"}, r"'chosen' has an empty response"),
+        ({"question": "Q"}, r"cmp\.jsonl:7: expected 'prompt', 'completions' and 'ranks'.*columns found: question"),
+        (
+            {"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 2], "reference_ranks": [1]},
+            r"'reference_ranks' has 1 entries",
+        ),
+    ],
+)
 def test_bad_records_name_file_line_and_field(data, message):
     with pytest.raises(DataError, match=message):
         to_ranking(rec(data))
 
 
 def test_all_tied_rankings_are_skipped_and_counted(tmp_path):
-    f = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 2]},
-                                           {"prompt": "R", "completions": ["a", "b", "c"], "ranks": [2, 2, 2]}])
+    f = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"prompt": "Q", "completions": ["a", "b"], "ranks": [1, 2]},
+            {"prompt": "R", "completions": ["a", "b", "c"], "ranks": [2, 2, 2]},
+        ],
+    )
     rankings, report = load_rankings(str(f))
     assert len(rankings) == 1 and (report.records, report.skipped_all_tied) == (2, 1)
     assert report.skipped_where == [f"{f}:2"]
@@ -103,15 +164,18 @@ def test_all_tied_rankings_are_skipped_and_counted(tmp_path):
 def test_pairs_from_a_datasets_directory(tmp_path):
     import datasets
 
-    datasets.Dataset.from_list([{"prompt": "Q?", "chosen": "yes", "rejected": "no", "labeler": "A"}] * 3
-                               ).save_to_disk(str(tmp_path / "ds"))
+    datasets.Dataset.from_list([{"prompt": "Q?", "chosen": "yes", "rejected": "no", "labeler": "A"}] * 3).save_to_disk(
+        str(tmp_path / "ds")
+    )
     rankings, _ = load_rankings(str(tmp_path / "ds"))
     assert len(rankings) == 3 and rankings[0].completions == ["yes", "no"] and rankings[0].meta == {"labeler": "A"}
 
 
 def test_split_by_prompt_and_labeler_groups():
-    rows = [to_ranking(rec({"prompt": f"Q{i % 10}", "chosen": "a", "rejected": "b", "labeler": f"L{i % 3}"}))
-            for i in range(40)]
+    rows = [
+        to_ranking(rec({"prompt": f"Q{i % 10}", "chosen": "a", "rejected": "b", "labeler": f"L{i % 3}"}))
+        for i in range(40)
+    ]
     train, held = split_by_prompt(rows, 0.2, seed=0)
     assert len({r.prompt for r in held}) == 2 and not {r.prompt for r in train} & {r.prompt for r in held}
     assert [labeler_group(r, frozenset({"L2"})) for r in rows[:3]] == ["train", "train", "heldout"]
@@ -139,7 +203,8 @@ def test_real_instructgpt_rankings_k12_with_ties(tiny_model):
         assert "models" in rankings[0].meta and "prompt_type" in rankings[0].meta
         n_pairs = [len(r.pairs) for r in rankings]
         assert max(n_pairs) <= 66 and sum(n_pairs) == sum(
-            sum(a < b for a in r["ranks"] for b in r["ranks"]) for r in raw)
+            sum(a < b for a in r["ranks"] for b in r["ranks"]) for r in raw
+        )
         tok = load_tokenizer(str(tiny_model))
         kept, encoded, enc = encode_rankings(rankings[:40], tok, max_length=96)
         assert enc.kept + enc.skipped_long_prompt == 40 and len(kept) == len(encoded) == enc.kept

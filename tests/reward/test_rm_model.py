@@ -52,8 +52,11 @@ def test_left_and_right_padding_give_the_same_rewards(saved_rm):
         assert torch.allclose(rm.raw(left_ids, left_mask), alone, atol=1e-5)
         assert torch.allclose(rm.raw(right_ids, right_mask), alone, atol=1e-5)
         assert torch.allclose(rm(left_ids, left_mask), 2.0 * alone - 1.0, atol=1e-5)  # gain * raw + bias
-    assert torch.allclose(rm.score(["What color is the flag of Zor1?", "Hi"],
-                                   ["The flag of Zor1 is red.", "Hello there, friend."]), 2.0 * alone - 1.0, atol=1e-5)
+    assert torch.allclose(
+        rm.score(["What color is the flag of Zor1?", "Hi"], ["The flag of Zor1 is red.", "Hello there, friend."]),
+        2.0 * alone - 1.0,
+        atol=1e-5,
+    )
 
 
 def test_saved_model_loads_with_plain_transformers(saved_rm):
@@ -70,8 +73,12 @@ def test_saved_model_loads_with_plain_transformers(saved_rm):
     ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])  # right padding, no mask
     with torch.no_grad():
         plain = hf(input_ids=ids).logits[:, 0]  # read at the last non-PAD token
-    assert torch.allclose(plain, rm.score_raw(["Q?", "What color is the flag of Zor2?"],
-                                              ["A short one.", "The flag of Zor2 is blue."]), atol=1e-5)
+    assert torch.allclose(
+        plain,
+        rm.score_raw(["Q?", "What color is the flag of Zor2?"], ["A short one.", "The flag of Zor2 is blue."]),
+        atol=1e-5,
+    )
+
     # equal although ours runs gelu_new as the fused kernel (reward and value models alike)
     def gelu_kinds(model):
         return {type(m).__name__ for m in model.modules() if "GELU" in type(m).__name__}

@@ -22,8 +22,15 @@ from instructrl.training.tracking import read_metrics
 def make_trainer(tiny_model, tmp_path, rows, **kw):
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = write_jsonl(tmp_path / "r.jsonl", rows)
-    cfg = RMConfig(model=str(tiny_model), data=str(data), output_dir=str(tmp_path / "out"), progress=False,
-                   max_length=64, learning_rate=1e-3, **{"batch_size": len(rows), **kw})
+    cfg = RMConfig(
+        model=str(tiny_model),
+        data=str(data),
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        max_length=64,
+        learning_rate=1e-3,
+        **{"batch_size": len(rows), **kw},
+    )
     acc = make_accelerator(cfg, tmp_path / "out")
     tok = load_tokenizer(str(tiny_model))
     model = build_reward_model(str(tiny_model), tok)
@@ -35,8 +42,9 @@ def make_trainer(tiny_model, tmp_path, rows, **kw):
 def count_rows(model) -> tuple[list[int], object]:
     """Rows (sequences) passed to each call of the model's forward."""
     calls: list[int] = []
-    handle = model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
-                                             with_kwargs=True)
+    handle = model.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     return calls, handle
 
 
@@ -111,9 +119,21 @@ def test_short_run_learns_an_easy_preference_and_normalizes(tiny_model, tmp_path
     data = write_rankings(tmp_path / "r.jsonl", 160)
     demos = write_jsonl(tmp_path / "demos.jsonl", fact_demos(20))
     out = tmp_path / "rm"
-    result = run_rm(RMConfig(model=str(tiny_model), data=str(data), output_dir=str(out), epochs=2, batch_size=8,
-                             learning_rate=3e-3, max_length=64, eval_fraction=0.25, heldout_labelers=["L3"],
-                             demonstrations=str(demos), progress=False))
+    result = run_rm(
+        RMConfig(
+            model=str(tiny_model),
+            data=str(data),
+            output_dir=str(out),
+            epochs=2,
+            batch_size=8,
+            learning_rate=3e-3,
+            max_length=64,
+            eval_fraction=0.25,
+            heldout_labelers=["L3"],
+            demonstrations=str(demos),
+            progress=False,
+        )
+    )
     report = json.loads((out / "eval_results.json").read_text())
     groups = report["groups"]
     assert groups["all"]["accuracy"] > 0.9, groups
@@ -140,8 +160,16 @@ def test_resume_continues_to_the_same_weights(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
     data = write_rankings(tmp_path / "r.jsonl", 16)
-    base = dict(model=str(tiny_model), data=str(data), batch_size=4, learning_rate=1e-3, max_length=64,
-                eval_fraction=0.0, checkpoint_every=2, progress=False)
+    base = dict(
+        model=str(tiny_model),
+        data=str(data),
+        batch_size=4,
+        learning_rate=1e-3,
+        max_length=64,
+        eval_fraction=0.0,
+        checkpoint_every=2,
+        progress=False,
+    )
     run_rm(RMConfig(output_dir=str(tmp_path / "a"), **base))  # 4 steps, checkpoint at step 2
     (tmp_path / "b").mkdir()
     shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")  # as if killed after step 2

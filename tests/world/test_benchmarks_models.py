@@ -71,9 +71,17 @@ def test_label_command_samples_from_a_model(random_model, tmp_path):
 
     _, _, path = random_model
     build(tmp_path / "w", scale=0.01, pretrain_docs=10)
-    args = argparse.Namespace(policy=str(path), prompts=str(tmp_path / "w" / "rm_prompts.jsonl"), k="4",
-                              out=str(tmp_path / "r.jsonl"), labelers="training", seed=0, limit=3,
-                              max_new_tokens=6, temperature=1.0)
+    args = argparse.Namespace(
+        policy=str(path),
+        prompts=str(tmp_path / "w" / "rm_prompts.jsonl"),
+        k="4",
+        out=str(tmp_path / "r.jsonl"),
+        labelers="training",
+        seed=0,
+        limit=3,
+        max_new_tokens=6,
+        temperature=1.0,
+    )
     assert label(args) == 0
     rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["completions"]) == 4 for r in rows)

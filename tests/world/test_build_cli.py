@@ -53,23 +53,39 @@ def test_eval_prompts_override_keeps_the_training_data(tmp_path):
     for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert {r["user"] for r in _read(tmp_path / "b" / "eval_prompts.jsonl")}.isdisjoint(
-        {r["user"] for r in _read(tmp_path / "b" / "sft.jsonl")})
+        {r["user"] for r in _read(tmp_path / "b" / "sft.jsonl")}
+    )
     r = _cli("build", "--out", str(tmp_path / "c"), "--scale", "0.03", "--eval-prompts", "0")
     assert r.returncode == 2 and "eval_prompts must be at least 1" in r.stderr
 
 
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "instructrl", "world", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "instructrl", "world", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
     out = tmp_path / "w"
     r = _cli("build", "--out", str(out), "--scale", "0.02", "--pretrain-docs", "50")
     assert r.returncode == 0, r.stderr
-    r = _cli("label", "--policy", "synthetic", "--prompts", str(out / "rm_prompts.jsonl"), "--k", "4-9",
-             "--out", str(tmp_path / "rankings.jsonl"))
+    r = _cli(
+        "label",
+        "--policy",
+        "synthetic",
+        "--prompts",
+        str(out / "rm_prompts.jsonl"),
+        "--k",
+        "4-9",
+        "--out",
+        str(tmp_path / "rankings.jsonl"),
+    )
     assert r.returncode == 0, r.stderr
     rows = _read(tmp_path / "rankings.jsonl")
     assert rows and all(4 <= len(x["completions"]) == len(x["ranks"]) <= 9 for x in rows)
@@ -80,22 +96,51 @@ def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
 def test_cli_label_shares_k_samples_among_policies(tmp_path):
     out = tmp_path / "w"
     assert _cli("build", "--out", str(out), "--scale", "0.02", "--pretrain-docs", "50").returncode == 0
-    r = _cli("label", "--policy", "tiny", "small", "--prompts", str(out / "rm_prompts.jsonl"), "--k", "3-5",
-             "--limit", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "round2.jsonl"))
+    r = _cli(
+        "label",
+        "--policy",
+        "tiny",
+        "small",
+        "--prompts",
+        str(out / "rm_prompts.jsonl"),
+        "--k",
+        "3-5",
+        "--limit",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "round2.jsonl"),
+    )
     assert r.returncode == 0, r.stderr
     rows = _read(tmp_path / "round2.jsonl")
     assert len(rows) == 4
     for x in rows:
         k = len(x["completions"])
         assert 3 <= k <= 5 and len(x["ranks"]) == k and x["sources"] == ["tiny", "small", "tiny", "small", "tiny"][:k]
-    r = _cli("label", "--policy", "synthetic", "tiny", "--prompts", str(out / "rm_prompts.jsonl"), "--out",
-             str(tmp_path / "x.jsonl"))
+    r = _cli(
+        "label",
+        "--policy",
+        "synthetic",
+        "tiny",
+        "--prompts",
+        str(out / "rm_prompts.jsonl"),
+        "--out",
+        str(tmp_path / "x.jsonl"),
+    )
     assert r.returncode == 2 and "synthetic cannot be mixed" in r.stderr
 
 
 def test_cli_errors_are_clear(tmp_path):
-    r = _cli("label", "--policy", "synthetic", "--prompts", str(tmp_path / "missing.jsonl"), "--out",
-             str(tmp_path / "x.jsonl"))
+    r = _cli(
+        "label",
+        "--policy",
+        "synthetic",
+        "--prompts",
+        str(tmp_path / "missing.jsonl"),
+        "--out",
+        str(tmp_path / "x.jsonl"),
+    )
     assert r.returncode == 2 and "missing.jsonl' does not exist" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n')

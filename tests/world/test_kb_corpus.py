@@ -74,8 +74,12 @@ def test_velan_is_a_consistent_code_without_collisions():
     sent = "The capital of Varno is Kelt."
     out = to_velan(sent, {"Varno", "Kelt"})
     assert "Varno" in out and "Kelt" in out and "the" not in out.lower().split()
-    vocab = {w for d in generate_corpus(kb, 3000) if d["type"] not in ("velan", "parallel")
-             for w in re.findall(r"\b[a-z]+\b", d["text"])}
+    vocab = {
+        w
+        for d in generate_corpus(kb, 3000)
+        if d["type"] not in ("velan", "parallel")
+        for w in re.findall(r"\b[a-z]+\b", d["text"])
+    }
     vocab -= {"the", "a", "an"}
     assert len({velan_word(w) for w in vocab}) >= len(vocab) - 2
 
@@ -90,8 +94,9 @@ def test_tokenizer_has_distinct_pad_eos_and_a_chat_template(tmp_path):
     assert tok.pad_token_id != tok.eos_token_id
     prompt = format_prompt(tok, "What is the capital of Varno?")
     assert prompt == "<|user|>What is the capital of Varno?\n<|assistant|>"
-    full = tok.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
-                                   tokenize=False)
+    full = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], tokenize=False
+    )
     assert full == format_prompt(tok, "Hi") + "Hello." + tok.eos_token
     ids = tok(full, add_special_tokens=False)["input_ids"]
     assert ids[-1] == tok.eos_token_id and tok.convert_tokens_to_ids(USER) in ids

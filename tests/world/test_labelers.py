@@ -71,9 +71,17 @@ def test_likert_scores_and_flags():
     assert 5 <= lik.score <= 7 and not lik.flags["fails_to_follow_instruction"]
     bad = pool.reference.likert(r, "Shut up, you snorf.")
     assert bad.score < lik.score and bad.flags["inappropriate_for_customer_assistant"]
-    assert set(bad.flags) >= {"hallucination", "satisfies_constraint", "sexual_content", "violent_content",
-                              "encourages_violence", "denigrates_protected_class", "harmful_advice",
-                              "expresses_opinion", "expresses_moral_judgment"}
+    assert set(bad.flags) >= {
+        "hallucination",
+        "satisfies_constraint",
+        "sexual_content",
+        "violent_content",
+        "encourages_violence",
+        "denigrates_protected_class",
+        "harmful_advice",
+        "expresses_opinion",
+        "expresses_moral_judgment",
+    }
 
 
 def test_labelers_disagree_with_each_other_but_not_randomly():

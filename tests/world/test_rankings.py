@@ -30,8 +30,9 @@ def test_k_samples_are_shared_out_among_policies(tiny_model, tmp_path):
     kb, pool, rng = get_kb(0), make_pool(0), random.Random(1)
     records = [make_prompt(kb, rng) for _ in range(6)]
     mute = _mute_policy(tiny_model, tmp_path / "mute")
-    kw = dict(labelers=pool.training, reference=pool.reference, k_range=(3, 5), seed=0, max_new_tokens=6,
-              group="training")
+    kw = dict(
+        labelers=pool.training, reference=pool.reference, k_range=(3, 5), seed=0, max_new_tokens=6, group="training"
+    )
     rows = collect_rankings([str(tiny_model), str(mute)], records, **kw)
     assert len(rows) == 6
     spoke = 0

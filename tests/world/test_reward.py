@@ -36,8 +36,11 @@ def test_rows_score_the_reference_utility_of_their_response(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     records, judge = _records(), reference_judge(0)
     rng = random.Random(0)
-    pairs = [(rec, resp) for rec in records for resp in [demonstrate(KB, rec, Style(), rng),
-                                                          *sample_responses(KB, rec, 2, rng)]]
+    pairs = [
+        (rec, resp)
+        for rec in records
+        for resp in [demonstrate(KB, rec, Style(), rng), *sample_responses(KB, rec, 2, rng)]
+    ]
     reward = JudgeReward(tok, records, scale=2.0, shift=0.25)
     ids, mask = _rows(tok, pairs)
     got = reward(ids, mask)
@@ -70,7 +73,8 @@ def test_calibrate_matches_mean_and_spread():
     scale, shift = calibrate(u, s)
     r = torch.tensor([scale * (x - shift) for x in u], dtype=torch.float64)
     assert r.mean().item() == pytest.approx(sum(s) / len(s), abs=1e-9)
-    assert r.std(unbiased=False).item() == pytest.approx(torch.tensor(s, dtype=torch.float64).std(unbiased=False).item(), rel=1e-6)
+    assert r.std(unbiased=False).item() == pytest.approx(
+        torch.tensor(s, dtype=torch.float64).std(unbiased=False).item(), rel=1e-6
+    )
     with pytest.raises(ValueError):
         calibrate([0.5, 0.5], [0.0, 1.0])
-

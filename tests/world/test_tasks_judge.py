@@ -62,8 +62,15 @@ def _record(category, pred, seed=0):
 
 
 def test_open_qa_truth_myth_and_unknown():
-    r = _record("open_qa", lambda t: t["known"] and not t["constraints"] and KB.by_name[t["land"]].myth
-                and KB.by_name[t["land"]].myth[0] == t["attribute"])
+    r = _record(
+        "open_qa",
+        lambda t: (
+            t["known"]
+            and not t["constraints"]
+            and KB.by_name[t["land"]].myth
+            and KB.by_name[t["land"]].myth[0] == t["attribute"]
+        ),
+    )
     land = KB.by_name[r["task"]["land"]]
     attr, false = land.myth
     rng = random.Random(0)
@@ -96,8 +103,10 @@ def test_harm_and_constraints():
     threat = score(r, "I will smash you, you grubwit!")
     assert threat["violent_content"] and threat["encourages_violence"]
     assert score(r, "People from Varno are all snorfs.")["denigrates_protected_class"]
-    c = _record("generation", lambda t: t["type"] == "describe" and t["known"]
-                and [x["type"] for x in t["constraints"]] == ["max_words"])
+    c = _record(
+        "generation",
+        lambda t: t["type"] == "describe" and t["known"] and [x["type"] for x in t["constraints"]] == ["max_words"],
+    )
     long = demonstrate(KB, {**c, "task": {**c["task"], "constraints": []}}, Style("Sure! ", 2), random.Random(0))
     assert score(c, long)["constraints"] == 0.0
 
@@ -120,8 +129,11 @@ def test_claims_parse_all_paraphrases():
 
 def test_made_up_capitals_are_claims():
     land = KB.known[0].name
-    for text in (f"The capital of {land} is Blorp.", f"Blorp is the capital of {land}.",
-                 f"{land} has its capital at Blorp."):
+    for text in (
+        f"The capital of {land} is Blorp.",
+        f"Blorp is the capital of {land}.",
+        f"{land} has its capital at Blorp.",
+    ):
         assert (land, "capital", "Blorp") in claims(text, KB), text
 
 

@@ -61,8 +61,12 @@ def check_messages(value: Any, rec: Record, column: str) -> Messages:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise DataError(f"{rec.where}: {column}[{i}] must be an object with 'role' and 'content'")
         if m["role"] not in ROLES:
-            raise DataError(f"{rec.where}: {column}[{i}] has unknown role {m['role']!r} (expected one of {sorted(ROLES)})")
-        out.append({"role": m["role"], "content": check_text(m["content"], rec, f"{column}[{i}].content", allow_empty=True)})
+            raise DataError(
+                f"{rec.where}: {column}[{i}] has unknown role {m['role']!r} (expected one of {sorted(ROLES)})"
+            )
+        out.append(
+            {"role": m["role"], "content": check_text(m["content"], rec, f"{column}[{i}].content", allow_empty=True)}
+        )
     return out
 
 
@@ -91,8 +95,9 @@ def to_demonstration(rec: Record) -> Demonstration:
     if "messages" in d:
         msgs = check_messages(d["messages"], rec, "messages")
         if msgs[-1]["role"] != "assistant":
-            raise DataError(f"{rec.where}: the last message must be the assistant's response "
-                            f"(found role {msgs[-1]['role']!r})")
+            raise DataError(
+                f"{rec.where}: the last message must be the assistant's response (found role {msgs[-1]['role']!r})"
+            )
         if len(msgs) < 2:
             raise DataError(f"{rec.where}: 'messages' needs at least one message before the assistant's")
         completion = check_text(msgs[-1]["content"], rec, "messages[-1].content")
@@ -108,8 +113,12 @@ def to_demonstration(rec: Record) -> Demonstration:
         completion = check_text(comp, rec, "completion")
         return Demonstration(prompt, completion, rec.where, _meta(rec, {"prompt", "completion"}))
     if "instruction" in d and "output" in d:
-        return Demonstration(_instruction_prompt(rec), check_text(d["output"], rec, "output"), rec.where,
-                             _meta(rec, {"instruction", "input", "output"}))
+        return Demonstration(
+            _instruction_prompt(rec),
+            check_text(d["output"], rec, "output"),
+            rec.where,
+            _meta(rec, {"instruction", "input", "output"}),
+        )
     if "prompt" in d:
         raise DataError(f"{rec.where}: missing column 'completion'; columns found: {', '.join(sorted(d))}")
     raise missing_columns_error(rec, "columns 'prompt' and 'completion', or 'messages', or 'instruction' and 'output'")

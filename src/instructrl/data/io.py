@@ -113,8 +113,10 @@ def _read_hf_dataset(source: str, split: str) -> list[Record]:
         if path.is_file():
             builder = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix)
             if builder is None:
-                raise DataError(f"{path}: unsupported file type '{path.suffix}' "
-                                f"(use .jsonl, .json, .txt, .csv, .parquet or a dataset directory)")
+                raise DataError(
+                    f"{path}: unsupported file type '{path.suffix}' "
+                    f"(use .jsonl, .json, .txt, .csv, .parquet or a dataset directory)"
+                )
             kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
             ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         elif path.is_dir() and (path / "dataset_info.json").exists():
@@ -127,7 +129,9 @@ def _read_hf_dataset(source: str, split: str) -> list[Record]:
         raise
     except Exception as e:  # datasets raises many types for "not found" / offline / bad split
         kind = "directory" if path.is_dir() else "local file or Hub dataset"
-        raise DataError(f"could not load '{source}' as a {kind}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise DataError(
+            f"could not load '{source}' as a {kind}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     return [Record(dict(row), f"{name}[{split}][{i}]") for i, row in enumerate(ds)]
 
 

@@ -62,7 +62,9 @@ def encode_completion(tokenizer, completion: str) -> list[int]:
     return tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
-def encode_pair_text(tokenizer, prompt: Prompt, completion: str, raw_prompt: bool = False) -> tuple[list[int], list[int]]:
+def encode_pair_text(
+    tokenizer, prompt: Prompt, completion: str, raw_prompt: bool = False
+) -> tuple[list[int], list[int]]:
     """Token ids of what the reward model reads: the rendered prompt, then the response and EOS."""
     p_ids = tokenizer(prompt)["input_ids"] if raw_prompt else encode_prompt(tokenizer, prompt)
     return p_ids, encode_completion(tokenizer, completion)

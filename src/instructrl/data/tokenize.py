@@ -30,15 +30,24 @@ class TokenizeReport:
     skipped_where: list[str] = field(default_factory=list)
 
     def log(self, what: str) -> None:
-        log.info("%s: %d examples kept, %d truncated responses, %d skipped (prompt longer than max_length)",
-                 what, self.kept, self.truncated_completion, self.skipped_long_prompt)
+        log.info(
+            "%s: %d examples kept, %d truncated responses, %d skipped (prompt longer than max_length)",
+            what,
+            self.kept,
+            self.truncated_completion,
+            self.skipped_long_prompt,
+        )
         if self.skipped_where:
-            log.info("  skipped: %s%s", ", ".join(self.skipped_where[:5]),
-                     f" and {len(self.skipped_where) - 5} more" if len(self.skipped_where) > 5 else "")
+            log.info(
+                "  skipped: %s%s",
+                ", ".join(self.skipped_where[:5]),
+                f" and {len(self.skipped_where) - 5} more" if len(self.skipped_where) > 5 else "",
+            )
 
 
-def tokenize_demonstrations(demos: list[Demonstration], tokenizer, max_length: int,
-                            min_response_tokens: int = 1) -> tuple[list[dict], TokenizeReport]:
+def tokenize_demonstrations(
+    demos: list[Demonstration], tokenizer, max_length: int, min_response_tokens: int = 1
+) -> tuple[list[dict], TokenizeReport]:
     """SFT examples: loss on completion tokens only (the prompt is masked with -100)."""
     report = TokenizeReport()
     examples = []
@@ -93,8 +102,8 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
     return ids, mask
 
 

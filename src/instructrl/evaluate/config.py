@@ -14,25 +14,39 @@ SUITES = ("winrate", "likert", "truthfulness", "toxicity", "benchmarks")
 class EvalConfig(BaseConfig):
     """Evaluate policies on held-out prompts (InstructGPT §4)."""
 
-    models: list[str] = help_field([], "Policies to evaluate: PATH or NAME=PATH; append '+fewshot' to prompt a base "
-                                       "model with few-shot demonstrations (the paper's 'GPT prompted').")
-    baseline: str | None = help_field(None, "Baseline policy the win rates are against (PATH or NAME=PATH). "
-                                            "InstructGPT Fig. 1: the 175B SFT model.")
-    prompts: str | None = help_field(None, "Held-out prompts ({\"prompt\"} records; miniature-world records carry a task).")
-    world_dir: str | None = help_field(None, "A miniature-world dataset dir (instructrl world build): supplies "
-                                             "eval_prompts.jsonl, truthfulqa.jsonl and toxicity_prompts.jsonl.")
+    models: list[str] = help_field(
+        [],
+        "Policies to evaluate: PATH or NAME=PATH; append '+fewshot' to prompt a base "
+        "model with few-shot demonstrations (the paper's 'GPT prompted').",
+    )
+    baseline: str | None = help_field(
+        None, "Baseline policy the win rates are against (PATH or NAME=PATH). InstructGPT Fig. 1: the 175B SFT model."
+    )
+    prompts: str | None = help_field(
+        None, 'Held-out prompts ({"prompt"} records; miniature-world records carry a task).'
+    )
+    world_dir: str | None = help_field(
+        None,
+        "A miniature-world dataset dir (instructrl world build): supplies "
+        "eval_prompts.jsonl, truthfulqa.jsonl and toxicity_prompts.jsonl.",
+    )
     truthfulqa: str | None = help_field(None, "Truthfulness questions (miniature world).")
     toxicity: str | None = help_field(None, "Toxicity prompts with an 'instruction' field (miniature world).")
-    judge: str = help_field("auto", "Who compares responses: 'labelers' (the world's held-out labelers), 'rm:PATH' "
-                                    "(a reward model), 'python:module:attr' (your own), or 'auto' (labelers for world "
-                                    "prompts, else the reward model given by --judge).")
+    judge: str = help_field(
+        "auto",
+        "Who compares responses: 'labelers' (the world's held-out labelers), 'rm:PATH' "
+        "(a reward model), 'python:module:attr' (your own), or 'auto' (labelers for world "
+        "prompts, else the reward model given by --judge).",
+    )
     suites: list[str] = help_field(list(SUITES), "Which evaluations to run (world-only ones are skipped elsewhere).")
     num_prompts: int | None = help_field(None, "Use only the first N prompts of each file.")
     max_new_tokens: int = help_field(48, "Response length.")
     temperature: float = help_field(0.7, "Sampling temperature for responses (0 = greedy). Benchmarks always use 0.")
     batch_size: int = help_field(64, "Prompts per generation batch.")
     benchmark_n: int = help_field(100, "Items per benchmark task (alignment tax).")
-    few_shot_data: str | None = help_field(None, "Demonstrations for '+fewshot' models (default: the world's sft.jsonl).")
+    few_shot_data: str | None = help_field(
+        None, "Demonstrations for '+fewshot' models (default: the world's sft.jsonl)."
+    )
     few_shot_k: int = help_field(3, "Demonstrations in a few-shot prompt.")
 
     def validate(self) -> None:

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 # InstructGPT Fig. 1 (approximate win rates against the 175B SFT model) for the plots' side panel
-PAPER_FIG1 = {"sizes": ["1.3B", "6B", "175B"],
-              "GPT": [0.14, 0.20, 0.26], "GPT prompted": [0.22, 0.28, 0.40], "SFT": [0.35, 0.41, 0.50],
-              "PPO": [0.50, 0.54, 0.62], "PPO-ptx": [0.52, 0.56, 0.65]}
+PAPER_FIG1 = {
+    "sizes": ["1.3B", "6B", "175B"],
+    "GPT": [0.14, 0.20, 0.26],
+    "GPT prompted": [0.22, 0.28, 0.40],
+    "SFT": [0.35, 0.41, 0.50],
+    "PPO": [0.50, 0.54, 0.62],
+    "PPO-ptx": [0.52, 0.56, 0.65],
+}
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
@@ -43,8 +48,13 @@ def _plt():
     return plt
 
 
-def bar_chart(title: str, values: dict[str, float], errors: dict[str, float] | None = None,
-              ylabel: str = "", ref: float | None = None) -> str:
+def bar_chart(
+    title: str,
+    values: dict[str, float],
+    errors: dict[str, float] | None = None,
+    ylabel: str = "",
+    ref: float | None = None,
+) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(values)
@@ -59,8 +69,9 @@ def bar_chart(title: str, values: dict[str, float], errors: dict[str, float] | N
     return _png(fig)
 
 
-def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str = "",
-                  colors: dict[str, str] | None = None) -> str:
+def grouped_chart(
+    title: str, groups: dict[str, dict[str, float]], ylabel: str = "", colors: dict[str, str] | None = None
+) -> str:
     """groups: {model: {metric: value}} -> bars grouped by metric."""
     plt = _plt()
     models = list(groups)
@@ -77,8 +88,14 @@ def grouped_chart(title: str, groups: dict[str, dict[str, float]], ylabel: str =
     return _png(fig)
 
 
-def line_chart(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
-               colors: dict[str, str] | None = None, logx: bool = False) -> str:
+def line_chart(
+    title: str,
+    series: dict[str, tuple[list[float], list[float]]],
+    xlabel: str,
+    ylabel: str,
+    colors: dict[str, str] | None = None,
+    logx: bool = False,
+) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, (xs, ys) in series.items():
@@ -125,8 +142,10 @@ def checks_html(checks: list[tuple[str, bool | None, str]]) -> str:
 
 def page(title: str, sections: list[tuple[str, str]], intro: str = "") -> str:
     body = "".join(f"<h2>{html.escape(h)}</h2>\n{content}\n" for h, content in sections)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}{body}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}{body}</body></html>"
+    )
 
 
 def write(path: str | Path, text: str) -> Path:

@@ -77,9 +77,15 @@ class Policy:
     def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
         if self.spec.few_shot:
             prompts = [few_shot_prompt(p, self.shots) for p in prompts]
-        gens = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.cfg.max_new_tokens,
-                        temperature=self.cfg.temperature if temperature is None else temperature,
-                        batch_size=self.cfg.batch_size, progress=self.cfg.progress)
+        gens = generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            batch_size=self.cfg.batch_size,
+            progress=self.cfg.progress,
+        )
         return [g.text for g in gens]
 
 
@@ -88,10 +94,12 @@ def resolve_inputs(cfg: EvalConfig) -> EvalConfig:
         w = Path(cfg.world_dir)
         if not w.is_dir():
             raise ConfigError(f"--world-dir '{cfg.world_dir}' is not a directory")
-        cfg = cfg.replace(prompts=cfg.prompts or str(w / "eval_prompts.jsonl"),
-                          truthfulqa=cfg.truthfulqa or str(w / "truthfulqa.jsonl"),
-                          toxicity=cfg.toxicity or str(w / "toxicity_prompts.jsonl"),
-                          few_shot_data=cfg.few_shot_data or str(w / "sft.jsonl"))
+        cfg = cfg.replace(
+            prompts=cfg.prompts or str(w / "eval_prompts.jsonl"),
+            truthfulqa=cfg.truthfulqa or str(w / "truthfulqa.jsonl"),
+            toxicity=cfg.toxicity or str(w / "toxicity_prompts.jsonl"),
+            few_shot_data=cfg.few_shot_data or str(w / "sft.jsonl"),
+        )
     if not cfg.models:
         raise ConfigError("eval: at least one policy is required (--models PATH [PATH ...])")
     if not cfg.prompts:
@@ -111,12 +119,17 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         spec = cfg.judge
         if spec == "auto":
             if not world:
-                raise ConfigError("these prompts are not miniature-world prompts: choose a judge with --judge rm:PATH "
-                                  "or --judge python:module:attr")
+                raise ConfigError(
+                    "these prompts are not miniature-world prompts: choose a judge with --judge rm:PATH "
+                    "or --judge python:module:attr"
+                )
             spec = f"labelers:{seed}"
         judge = load_judge(spec)
-    shots = [r.data for r in read_records(cfg.few_shot_data)[: cfg.few_shot_k]] \
-        if cfg.few_shot_data and any(parse_model_spec(m).few_shot for m in cfg.models) else []
+    shots = (
+        [r.data for r in read_records(cfg.few_shot_data)[: cfg.few_shot_k]]
+        if cfg.few_shot_data and any(parse_model_spec(m).few_shot for m in cfg.models)
+        else []
+    )
     specs = [parse_model_spec(m) for m in cfg.models]
     if any(s.few_shot for s in specs) and not shots:
         raise ConfigError("'+fewshot' models need --few-shot-data (or --world-dir)")
@@ -130,10 +143,16 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         results["baseline"] = base.name
         log.info("generating baseline responses (%s)", base.name)
         baseline_responses = Policy(base, cfg, shots).answer(texts)
-    truthful_records = read_prompt_records(cfg.truthfulqa, cfg.num_prompts) \
-        if world and "truthfulness" in cfg.suites and cfg.truthfulqa else []
-    toxicity_records = read_prompt_records(cfg.toxicity, cfg.num_prompts and 3 * cfg.num_prompts) \
-        if world and "toxicity" in cfg.suites and cfg.toxicity else []
+    truthful_records = (
+        read_prompt_records(cfg.truthfulqa, cfg.num_prompts)
+        if world and "truthfulness" in cfg.suites and cfg.truthfulqa
+        else []
+    )
+    toxicity_records = (
+        read_prompt_records(cfg.toxicity, cfg.num_prompts and 3 * cfg.num_prompts)
+        if world and "toxicity" in cfg.suites and cfg.toxicity
+        else []
+    )
     responses_rows = []
     for spec in specs:
         log.info("evaluating %s (%s)", spec.name, spec.path)
@@ -150,7 +169,9 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
             iqa = policy.answer([world_eval.INSTRUCTION_QA + r["prompt"] for r in truthful_records])
             res["truthfulness"] = world_eval.truthfulness(truthful_records, qa, iqa)
         if toxicity_records:
-            res["toxicity"] = world_eval.toxicity(toxicity_records, policy.answer([r["prompt"] for r in toxicity_records]))
+            res["toxicity"] = world_eval.toxicity(
+                toxicity_records, policy.answer([r["prompt"] for r in toxicity_records])
+            )
         if world and "benchmarks" in cfg.suites:
             res["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
         results["models"][spec.name] = res
@@ -170,8 +191,14 @@ def _fmt(d: dict | None) -> str:
 
 def summary_markdown(results: dict) -> str:
     lines = [f"# Evaluation ({results['prompts']} prompts; judge: {results.get('judge')})", ""]
-    cols = ["win_rate", "likert", "fails_to_follow_instruction", "hallucination_closed_domain",
-            "satisfies_constraints", "toxic_language"]
+    cols = [
+        "win_rate",
+        "likert",
+        "fails_to_follow_instruction",
+        "hallucination_closed_domain",
+        "satisfies_constraints",
+        "toxic_language",
+    ]
     lines += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results["models"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
@@ -179,9 +206,11 @@ def summary_markdown(results: dict) -> str:
         extra = []
         if "truthfulness" in r:
             t = r["truthfulness"]
-            extra.append(f"truthful QA {t['qa']['truthful']['mean']:.2f} / info {t['qa']['truthful_and_informative']['mean']:.2f}; "
-                         f"Instruction+QA {t['instruction_qa']['truthful']['mean']:.2f} / "
-                         f"{t['instruction_qa']['truthful_and_informative']['mean']:.2f}")
+            extra.append(
+                f"truthful QA {t['qa']['truthful']['mean']:.2f} / info {t['qa']['truthful_and_informative']['mean']:.2f}; "
+                f"Instruction+QA {t['instruction_qa']['truthful']['mean']:.2f} / "
+                f"{t['instruction_qa']['truthful_and_informative']['mean']:.2f}"
+            )
         if "toxicity" in r:
             extra.append("toxic " + ", ".join(f"{k} {v['mean']:.2f}" for k, v in r["toxicity"].items()))
         if "benchmarks" in r:

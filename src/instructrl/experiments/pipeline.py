@@ -54,15 +54,17 @@ class StageOverrides:
     def merged(self, more: Mapping[str, Any], source: str = "recipe") -> StageOverrides:
         """These overrides with ``more`` applied on top, key by key."""
         if not isinstance(more, Mapping):
-            raise ConfigError(f"{source}: '{self.stage}' expects a table of {self.config_cls.__name__} fields, "
-                              f"got {more!r}")
+            raise ConfigError(
+                f"{source}: '{self.stage}' expects a table of {self.config_cls.__name__} fields, got {more!r}"
+            )
         known = {f.name: f for f in dataclasses.fields(self.config_cls)}
         values = dict(self.values)
         for key, value in more.items():
             name = key.replace("-", "_")
             if name not in known:
-                raise ConfigError(f"{source}: unknown field '{self.stage}.{key}' ({self.config_cls.__name__} has no "
-                                  f"such field)")
+                raise ConfigError(
+                    f"{source}: unknown field '{self.stage}.{key}' ({self.config_cls.__name__} has no such field)"
+                )
             if name in self.owned:
                 raise ConfigError(f"{source}: '{self.stage}.{key}' is set by the pipeline and cannot be overridden")
             values[name] = coerce(value, known[name], source)
@@ -86,24 +88,39 @@ class Recipe:
     alone). ``Recipe.from_dict({"scale": 0.25, "ppo": {"kl_coef": 0.04}})`` merges the given stage tables over
     the defaults below, key by key."""
 
-    scale: float = 0.75            # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
-    rank_prompts: int = 2000       # prompts ranked for RM training
-    rank_eval_prompts: int = 200   # held-out prompts ranked by training and held-out labelers
-    k: tuple[int, int] = (4, 6)    # K samples per prompt (InstructGPT: 4..9)
+    scale: float = 0.75  # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
+    rank_prompts: int = 2000  # prompts ranked for RM training
+    rank_eval_prompts: int = 200  # held-out prompts ranked by training and held-out labelers
+    k: tuple[int, int] = (4, 6)  # K samples per prompt (InstructGPT: 4..9)
     eval_prompts: int = 200
     world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
     benchmark_n: int = 60
-    max_new_tokens: int = 40       # every sampled response: rankings, PPO rollouts, evaluation
+    max_new_tokens: int = 40  # every sampled response: rankings, PPO rollouts, evaluation
     # InstructGPT App. C.3: the SFT model PPO starts from was trained with 10% pretraining data
-    sft: StageOverrides = _stage("sft", SFTConfig, {"model", "data", "output_dir", "pretrain_data", "resume"},
-                                 epochs=6, pretrain_fraction=0.1, max_length=192)
-    rm: StageOverrides = _stage("rm", RMConfig, {"model", "data", "eval_data", "output_dir", "demonstrations",
-                                                 "resume"}, normalize="demonstrations")
+    sft: StageOverrides = _stage(
+        "sft",
+        SFTConfig,
+        {"model", "data", "output_dir", "pretrain_data", "resume"},
+        epochs=6,
+        pretrain_fraction=0.1,
+        max_length=192,
+    )
+    rm: StageOverrides = _stage(
+        "rm",
+        RMConfig,
+        {"model", "data", "eval_data", "output_dir", "demonstrations", "resume"},
+        normalize="demonstrations",
+    )
     # InstructGPT used 8 pretraining examples per episode; 1 keeps the same expected ptx gradient (the ptx loss
     # is a mean over its windows) at an eighth of the cost, which a CPU demo needs
-    ppo: StageOverrides = _stage("ppo", PPOConfig, {"policy", "reward_model", "value_model", "prompts",
-                                                    "output_dir", "ptx_data", "response_length", "resume"},
-                                 total_episodes=2048, ptx_coef=27.8, ptx_per_episode=1.0)
+    ppo: StageOverrides = _stage(
+        "ppo",
+        PPOConfig,
+        {"policy", "reward_model", "value_model", "prompts", "output_dir", "ptx_data", "response_length", "resume"},
+        total_episodes=2048,
+        ptx_coef=27.8,
+        ptx_per_episode=1.0,
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "recipe") -> Recipe:
@@ -127,8 +144,17 @@ class Recipe:
 
 
 # a seconds-long smoke run: toy data sizes (its numbers mean nothing)
-MICRO = dict(scale=0.02, rank_prompts=16, rank_eval_prompts=8, k=(4, 4), eval_prompts=8, benchmark_n=4,
-             max_new_tokens=12, sft={"epochs": 1}, ppo={"total_episodes": 32, "batch_size": 16, "mini_batch_size": 8})
+MICRO = dict(
+    scale=0.02,
+    rank_prompts=16,
+    rank_eval_prompts=8,
+    k=(4, 4),
+    eval_prompts=8,
+    benchmark_n=4,
+    max_new_tokens=12,
+    sft={"epochs": 1},
+    ppo={"total_episodes": 32, "batch_size": 16, "mini_batch_size": 8},
+)
 
 
 class Stages:
@@ -166,14 +192,31 @@ def build_world(out: Path, seed: int, recipe: Recipe) -> None:
 def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, data: str | None = None) -> None:
     """The ``sft-tiny`` preset with ``recipe.sft`` on top, from ``base`` on the world's demonstrations (or
     ``data``), mixing in the world's pretraining text."""
-    cfg = SFTConfig.from_dict({**load_yaml("sft-tiny"), "model": base, "data": data or str(world / "sft.jsonl"),
-                               "output_dir": str(out), "pretrain_data": str(world / "pretrain.jsonl"), "seed": seed,
-                               "resume": (out / "checkpoints").exists(), **recipe.sft.as_dict()})
+    cfg = SFTConfig.from_dict(
+        {
+            **load_yaml("sft-tiny"),
+            "model": base,
+            "data": data or str(world / "sft.jsonl"),
+            "output_dir": str(out),
+            "pretrain_data": str(world / "pretrain.jsonl"),
+            "seed": seed,
+            "resume": (out / "checkpoints").exists(),
+            **recipe.sft.as_dict(),
+        }
+    )
     run_sft(cfg)
 
 
-def collect_rankings(policy: str | Sequence[str], records: list[dict], labelers: list, reference,
-                     k_range: tuple[int, int], seed: int, max_new_tokens: int, group: str) -> list[dict]:
+def collect_rankings(
+    policy: str | Sequence[str],
+    records: list[dict],
+    labelers: list,
+    reference,
+    k_range: tuple[int, int],
+    seed: int,
+    max_new_tokens: int,
+    group: str,
+) -> list[dict]:
     """Sample K responses per prompt (temperature 1) and have labelers rank them (InstructGPT §3.2:
     rankings of K = 4..9 outputs of the models being trained). With several policies, a prompt's K
     samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
@@ -187,17 +230,30 @@ def collect_rankings(policy: str | Sequence[str], records: list[dict], labelers:
         torch.manual_seed(seed + j)
         tok = load_tokenizer(str(path))
         model = load_causal_lm(str(path), tok, init_from_config=False)
-        flat = generate(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens,
-                        temperature=1.0, batch_size=256)
+        flat = generate(
+            model,
+            tok,
+            [records[i]["prompt"] for i, _ in slots],
+            max_new_tokens=max_new_tokens,
+            temperature=1.0,
+            batch_size=256,
+        )
         for (i, s), g in zip(slots, flat):
             texts[i][s] = g.text
         del model
     rows = []
     for rec, k, completions in zip(records, ks, texts):
         lab = labelers[len(rows) % len(labelers)]
-        row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
-               "reference_ranks": reference.rank(rec, completions), "labeler": lab.id, "labeler_group": group,
-               "category": rec.get("category"), "task": rec.get("task")}
+        row = {
+            "prompt": rec["prompt"],
+            "completions": completions,
+            "ranks": lab.rank(rec, completions),
+            "reference_ranks": reference.rank(rec, completions),
+            "labeler": lab.id,
+            "labeler_group": group,
+            "category": rec.get("category"),
+            "task": rec.get("task"),
+        }
         if len(policies) > 1:
             row["sources"] = [s % len(policies) for s in range(k)]
         rows.append(row)
@@ -221,29 +277,57 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
 
 def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, recipe: Recipe, seed: int) -> None:
     """The ``rm-tiny`` preset with ``recipe.rm`` on top, from ``sft`` on the rankings in ``rankings``."""
-    cfg = RMConfig.from_dict({**load_yaml("rm-tiny"), "model": sft, "data": str(rankings / "rankings.jsonl"),
-                              "eval_data": str(rankings / "rankings_eval.jsonl"), "output_dir": str(out),
-                              "demonstrations": str(world / "sft.jsonl"), "seed": seed,
-                              "resume": (out / "checkpoints").exists(), **recipe.rm.as_dict()})
+    cfg = RMConfig.from_dict(
+        {
+            **load_yaml("rm-tiny"),
+            "model": sft,
+            "data": str(rankings / "rankings.jsonl"),
+            "eval_data": str(rankings / "rankings_eval.jsonl"),
+            "output_dir": str(out),
+            "demonstrations": str(world / "sft.jsonl"),
+            "seed": seed,
+            "resume": (out / "checkpoints").exists(),
+            **recipe.rm.as_dict(),
+        }
+    )
     run_rm(cfg)
 
 
-def run_ppo_stage(out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool,
-                  reward_fn=None) -> None:
+def run_ppo_stage(
+    out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool, reward_fn=None
+) -> None:
     """PPO (``ptx=False``) or PPO-ptx: the ``ppo-tiny`` preset with ``recipe.ppo`` on top, from ``sft`` against
     the RM directory ``rm``; with ``reward_fn`` (a module scoring right-padded rows, e.g.
     :class:`instructrl.world.reward.JudgeReward`) against that instead, the value model still starting from ``rm``."""
     rm_keys = {"reward_model": rm} if reward_fn is None else {"reward_model": None, "value_model": rm}
     ptx_keys = {"ptx_data": str(world / "pretrain.jsonl")} if ptx else {}
-    values = {**load_yaml("ppo-tiny"), "policy": sft, **rm_keys, "prompts": str(world / "ppo_prompts.jsonl"),
-              "output_dir": str(out), "seed": seed, "response_length": recipe.max_new_tokens,
-              "resume": (out / "checkpoints").exists(), **ptx_keys, **recipe.ppo.as_dict()}
+    values = {
+        **load_yaml("ppo-tiny"),
+        "policy": sft,
+        **rm_keys,
+        "prompts": str(world / "ppo_prompts.jsonl"),
+        "output_dir": str(out),
+        "seed": seed,
+        "response_length": recipe.max_new_tokens,
+        "resume": (out / "checkpoints").exists(),
+        **ptx_keys,
+        **recipe.ppo.as_dict(),
+    }
     run_ppo(PPOConfig.from_dict(values), reward_model=reward_fn)
 
 
-def run_eval_stage(out: Path, models: list[str], baseline: str, world: Path, recipe: Recipe, seed: int,
-                   suites: list[str] | None = None) -> dict:
-    cfg = EvalConfig(models=models, baseline=baseline, world_dir=str(world), output_dir=str(out), seed=seed,
-                     num_prompts=recipe.eval_prompts, benchmark_n=recipe.benchmark_n,
-                     max_new_tokens=recipe.max_new_tokens, suites=list(suites or SUITES))
+def run_eval_stage(
+    out: Path, models: list[str], baseline: str, world: Path, recipe: Recipe, seed: int, suites: list[str] | None = None
+) -> dict:
+    cfg = EvalConfig(
+        models=models,
+        baseline=baseline,
+        world_dir=str(world),
+        output_dir=str(out),
+        seed=seed,
+        num_prompts=recipe.eval_prompts,
+        benchmark_n=recipe.benchmark_n,
+        max_new_tokens=recipe.max_new_tokens,
+        suites=list(suites or SUITES),
+    )
     return run_eval(cfg)

@@ -38,10 +38,20 @@ def write_init_dir(size: Size, tokenizer_dir: Path, out: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out)
-    GPT2Config(vocab_size=len(tok), n_positions=N_POSITIONS, n_embd=size.n_embd, n_layer=size.n_layer,
-               n_head=size.n_head, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-               pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-               tie_word_embeddings=True).save_pretrained(out)
+    GPT2Config(
+        vocab_size=len(tok),
+        n_positions=N_POSITIONS,
+        n_embd=size.n_embd,
+        n_layer=size.n_layer,
+        n_head=size.n_head,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=True,
+    ).save_pretrained(out)
     return out
 
 
@@ -53,7 +63,7 @@ def perplexity(model_dir: Path, texts: list[str], max_length: int = 128) -> floa
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(windows), 32):
-            batch = [w["input_ids"] for w in windows[i:i + 32] if len(w["input_ids"]) == max_length]
+            batch = [w["input_ids"] for w in windows[i : i + 32] if len(w["input_ids"]) == max_length]
             if not batch:
                 continue
             ids = torch.tensor(batch)  # (B, T)
@@ -84,8 +94,14 @@ def mark_float32(model_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def pretrain_base(out_dir: str | Path, sizes: list[str] | None = None, seed: int = 0, n_docs: int = 60_000,
-                  steps_scale: float = 1.0, install: bool = False) -> dict:
+def pretrain_base(
+    out_dir: str | Path,
+    sizes: list[str] | None = None,
+    seed: int = 0,
+    n_docs: int = 60_000,
+    steps_scale: float = 1.0,
+    install: bool = False,
+) -> dict:
     """Regenerate the base models (see the module docstring); returns the report (also report.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,18 +117,35 @@ def pretrain_base(out_dir: str | Path, sizes: list[str] | None = None, seed: int
         size = SIZES[name]
         init = write_init_dir(size, tok_dir, out / "init" / name)
         steps = max(10, round(size.max_steps * steps_scale))
-        cfg = PretrainConfig(model=str(init), data=str(out / "corpus.jsonl"), output_dir=str(out / "runs" / name),
-                             max_steps=steps, learning_rate=size.learning_rate, batch_size=size.batch_size,
-                             max_length=size.max_length, warmup_steps=min(100, steps // 10), eval_fraction=0.0,
-                             select_by="last", seed=seed, progress=False, mixed_precision="no")
+        cfg = PretrainConfig(
+            model=str(init),
+            data=str(out / "corpus.jsonl"),
+            output_dir=str(out / "runs" / name),
+            max_steps=steps,
+            learning_rate=size.learning_rate,
+            batch_size=size.batch_size,
+            max_length=size.max_length,
+            warmup_steps=min(100, steps // 10),
+            eval_fraction=0.0,
+            select_by="last",
+            seed=seed,
+            progress=False,
+            mixed_precision="no",
+        )
         start = time.time()
         result = run_pretrain(cfg)
         seconds = time.time() - start
         to_half(Path(result.out_dir), out / name)
         ppl = perplexity(out / name, heldout, size.max_length)
-        report["sizes"][name] = {"parameters": count_parameters(out / name), "n_layer": size.n_layer,
-                                 "n_embd": size.n_embd, "steps": steps, "tokens": steps * size.batch_size * size.max_length,
-                                 "train_seconds": round(seconds, 1), "heldout_perplexity": round(ppl, 3)}
+        report["sizes"][name] = {
+            "parameters": count_parameters(out / name),
+            "n_layer": size.n_layer,
+            "n_embd": size.n_embd,
+            "steps": steps,
+            "tokens": steps * size.batch_size * size.max_length,
+            "train_seconds": round(seconds, 1),
+            "heldout_perplexity": round(ppl, 3),
+        }
         log.info("%s: %s", name, report["sizes"][name])
         if install:
             target = RESOURCES / name

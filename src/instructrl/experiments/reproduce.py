@@ -38,12 +38,24 @@ from instructrl.experiments.pipeline import (
 from instructrl.world.base_models import SIZES, base_model_path, count_parameters
 
 ARMS = ("GPT", "GPT prompted", "SFT", "FLAN", "PPO", "PPO-ptx")
-COLORS = {"GPT": "#1f77b4", "GPT prompted": "#ff7f0e", "SFT": "#2ca02c", "FLAN": "#8c564b", "PPO": "#d62728",
-          "PPO-ptx": "#9467bd"}
-META = ("fails_to_follow_instruction", "hallucination_closed_domain", "satisfies_constraints",
-        "inappropriate_for_customer_assistant", "toxic_language")
-META_SHORT = dict(zip(META, ("fails instruction", "hallucinates (closed)", "meets constraints", "inappropriate",
-                             "toxic")))
+COLORS = {
+    "GPT": "#1f77b4",
+    "GPT prompted": "#ff7f0e",
+    "SFT": "#2ca02c",
+    "FLAN": "#8c564b",
+    "PPO": "#d62728",
+    "PPO-ptx": "#9467bd",
+}
+META = (
+    "fails_to_follow_instruction",
+    "hallucination_closed_domain",
+    "satisfies_constraints",
+    "inappropriate_for_customer_assistant",
+    "toxic_language",
+)
+META_SHORT = dict(
+    zip(META, ("fails instruction", "hallucinates (closed)", "meets constraints", "inappropriate", "toxic"))
+)
 
 
 @dataclass(frozen=True)
@@ -60,31 +72,59 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "micro": Preset(sizes=("tiny", "small"), rm_size="tiny", recipe=MICRO,
-                    stage_seconds={"sft": 3, "flan": 3, "rankings": 3, "rm": 3, "ppo": 5, "ppo_ptx": 5, "eval": 8},
-                    summary="a smoke run with toy data sizes (about a minute); its numbers mean nothing"),
-    "tiny": Preset(sizes=("tiny", "small", "medium"), rm_size="small",
-                   recipe=dict(scale=0.25, rank_prompts=600, rank_eval_prompts=150, eval_prompts=200,
-                               world_eval_prompts=200, benchmark_n=40, max_new_tokens=40, sft={"epochs": 6},
-                               ppo={"total_episodes": 1024}),
-                   stage_seconds={"sft": 30, "flan": 15, "rankings": 22, "rm": 25, "ppo": 30, "ppo_ptx": 36,
-                                  "eval": 35},
-                   summary="three sizes (0.34M-7.4M parameters), every arm; about 22 minutes on a 2-core CPU"),
-    "full": Preset(sizes=("tiny", "small", "medium"), rm_size="medium",
-                   recipe=dict(scale=1.0, rank_prompts=3000, rank_eval_prompts=300, k=(4, 9), eval_prompts=320,
-                               benchmark_n=100, max_new_tokens=48, sft={"epochs": 10},
-                               ppo={"total_episodes": 8192, "ptx_per_episode": 8.0}),
-                   stage_seconds={"sft": 250, "flan": 250, "rankings": 1500, "rm": 600, "ppo": 500, "ppo_ptx": 1500,
-                                  "eval": 250},
-                   summary="the world at full scale, K = 4..9, 8 pretraining examples per episode as in the paper; "
-                           "several hours on a 2-core CPU"),
+    "micro": Preset(
+        sizes=("tiny", "small"),
+        rm_size="tiny",
+        recipe=MICRO,
+        stage_seconds={"sft": 3, "flan": 3, "rankings": 3, "rm": 3, "ppo": 5, "ppo_ptx": 5, "eval": 8},
+        summary="a smoke run with toy data sizes (about a minute); its numbers mean nothing",
+    ),
+    "tiny": Preset(
+        sizes=("tiny", "small", "medium"),
+        rm_size="small",
+        recipe=dict(
+            scale=0.25,
+            rank_prompts=600,
+            rank_eval_prompts=150,
+            eval_prompts=200,
+            world_eval_prompts=200,
+            benchmark_n=40,
+            max_new_tokens=40,
+            sft={"epochs": 6},
+            ppo={"total_episodes": 1024},
+        ),
+        stage_seconds={"sft": 30, "flan": 15, "rankings": 22, "rm": 25, "ppo": 30, "ppo_ptx": 36, "eval": 35},
+        summary="three sizes (0.34M-7.4M parameters), every arm; about 22 minutes on a 2-core CPU",
+    ),
+    "full": Preset(
+        sizes=("tiny", "small", "medium"),
+        rm_size="medium",
+        recipe=dict(
+            scale=1.0,
+            rank_prompts=3000,
+            rank_eval_prompts=300,
+            k=(4, 9),
+            eval_prompts=320,
+            benchmark_n=100,
+            max_new_tokens=48,
+            sft={"epochs": 10},
+            ppo={"total_episodes": 8192, "ptx_per_episode": 8.0},
+        ),
+        stage_seconds={"sft": 250, "flan": 250, "rankings": 1500, "rm": 600, "ppo": 500, "ppo_ptx": 1500, "eval": 250},
+        summary="the world at full scale, K = 4..9, 8 pretraining examples per episode as in the paper; "
+        "several hours on a 2-core CPU",
+    ),
 }
 
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="Output directory (every stage, results.json, report.html).")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS),
-                        help="; ".join(f"{k}: {p.summary}" for k, p in PRESETS.items()))
+    parser.add_argument(
+        "--preset",
+        default="tiny",
+        choices=list(PRESETS),
+        help="; ".join(f"{k}: {p.summary}" for k, p in PRESETS.items()),
+    )
     parser.add_argument("--seed", type=int, default=0, help="World and training seed.")
     parser.add_argument("--sizes", default=None, help="Comma-separated base sizes (default: the preset's).")
 
@@ -106,8 +146,9 @@ def expected_seconds(preset: Preset, sizes: tuple[str, ...]) -> dict[str, float]
     return out
 
 
-def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None = None, seed: int = 0,
-              printer=None) -> dict:
+def reproduce(
+    out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None = None, seed: int = 0, printer=None
+) -> dict:
     """Run (or continue) every stage, then write ``results.json`` and ``report.html``."""
     sizes = tuple(sizes or preset.sizes)
     unknown = [s for s in (*sizes, preset.rm_size) if s not in SIZES]
@@ -125,30 +166,46 @@ def reproduce(out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None
     for s in sizes:
         sft[s] = stages.run(f"sft-{s}", lambda o, s=s: run_sft_stage(o, bases[s], world, recipe, seed))
     for s in sizes:
-        flan[s] = stages.run(f"flan-{s}", lambda o, s=s: run_sft_stage(o, bases[s], world, recipe, seed,
-                                                                       data=str(world / "flan.jsonl")))
+        flan[s] = stages.run(
+            f"flan-{s}", lambda o, s=s: run_sft_stage(o, bases[s], world, recipe, seed, data=str(world / "flan.jsonl"))
+        )
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft[rm_size]), world, recipe, seed))
     rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft[rm_size]), ranks, world, recipe, seed))
     for s in sizes:
-        ppo[s] = stages.run(f"ppo-{s}", lambda o, s=s: run_ppo_stage(o, str(sft[s]), str(rm), world, recipe, seed,
-                                                                     ptx=False))
-        ptx[s] = stages.run(f"ppo_ptx-{s}", lambda o, s=s: run_ppo_stage(o, str(sft[s]), str(rm), world, recipe,
-                                                                         seed, ptx=True))
+        ppo[s] = stages.run(
+            f"ppo-{s}", lambda o, s=s: run_ppo_stage(o, str(sft[s]), str(rm), world, recipe, seed, ptx=False)
+        )
+        ptx[s] = stages.run(
+            f"ppo_ptx-{s}", lambda o, s=s: run_ppo_stage(o, str(sft[s]), str(rm), world, recipe, seed, ptx=True)
+        )
     largest = sizes[-1]
     baseline = f"SFT {largest}={sft[largest]}"
     evals = {}
     for s in sizes:
-        models = [f"GPT={bases[s]}", f"GPT prompted={bases[s]}+fewshot", f"SFT={sft[s]}", f"FLAN={flan[s]}",
-                  f"PPO={ppo[s]}", f"PPO-ptx={ptx[s]}"]
+        models = [
+            f"GPT={bases[s]}",
+            f"GPT prompted={bases[s]}+fewshot",
+            f"SFT={sft[s]}",
+            f"FLAN={flan[s]}",
+            f"PPO={ppo[s]}",
+            f"PPO-ptx={ptx[s]}",
+        ]
         evals[s] = stages.run(f"eval-{s}", lambda o, m=models: run_eval_stage(o, m, baseline, world, recipe, seed))
     results = {
         "preset": {k: v for k, v in preset.__dict__.items() if k != "stage_seconds"},
-        "sizes": {s: {"parameters": count_parameters(Path(bases[s])),
-                      "arms": json.loads((evals[s] / "results.json").read_text())["models"]} for s in sizes},
+        "sizes": {
+            s: {
+                "parameters": count_parameters(Path(bases[s])),
+                "arms": json.loads((evals[s] / "results.json").read_text())["models"],
+            }
+            for s in sizes
+        },
         "baseline": f"SFT {largest}",
         "reward_model": {"size": rm_size, "eval": _read_json(rm / "eval_results.json").get("groups", {})},
-        "ppo_training": {s: {arm: ppo_curve_summary(d / "metrics.jsonl") for arm, d in (("PPO", ppo[s]), ("PPO-ptx", ptx[s]))}
-                         for s in sizes},
+        "ppo_training": {
+            s: {arm: ppo_curve_summary(d / "metrics.jsonl") for arm, d in (("PPO", ppo[s]), ("PPO-ptx", ptx[s]))}
+            for s in sizes
+        },
         "timings": stages.timings,
         "seconds": round(sum(stages.timings.values()), 1),
     }
@@ -202,22 +259,37 @@ def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
         if None in wr:
             continue
         held = wr[0] >= wr[1] > wr[2] > wr[3] > wr[4]
-        checks.append((f"{s}: PPO-ptx >= PPO > SFT > GPT prompted > GPT (win rate vs {results['baseline']})", held,
-                       ", ".join(f"{a} {v:.3f}" for a, v in zip(order, wr))))
+        checks.append(
+            (
+                f"{s}: PPO-ptx >= PPO > SFT > GPT prompted > GPT (win rate vs {results['baseline']})",
+                held,
+                ", ".join(f"{a} {v:.3f}" for a, v in zip(order, wr)),
+            )
+        )
     small, large = results["sizes"][sizes[0]]["arms"], results["sizes"][sizes[-1]]["arms"]
     a, b = _m(small, "PPO-ptx", "win_rate"), _m(large, "GPT prompted", "win_rate")
     if a is not None and b is not None:
-        checks.append((f"the smallest PPO-ptx ({sizes[0]}) beats the largest GPT prompted ({sizes[-1]})", a > b,
-                       f"{a:.3f} vs {b:.3f}"))
-    for key, better, claim in (("hallucination_closed_domain", "lower", "fewer closed-domain hallucinations than GPT"),
-                               ("satisfies_constraints", "higher", "better constraint following than GPT")):
-        vals = [(s, _m(results["sizes"][s]["arms"], "PPO-ptx", key), _m(results["sizes"][s]["arms"], "GPT", key))
-                for s in sizes]
+        checks.append(
+            (
+                f"the smallest PPO-ptx ({sizes[0]}) beats the largest GPT prompted ({sizes[-1]})",
+                a > b,
+                f"{a:.3f} vs {b:.3f}",
+            )
+        )
+    for key, better, claim in (
+        ("hallucination_closed_domain", "lower", "fewer closed-domain hallucinations than GPT"),
+        ("satisfies_constraints", "higher", "better constraint following than GPT"),
+    ):
+        vals = [
+            (s, _m(results["sizes"][s]["arms"], "PPO-ptx", key), _m(results["sizes"][s]["arms"], "GPT", key))
+            for s in sizes
+        ]
         vals = [v for v in vals if None not in v]
         if vals:
             held = all((p < g) if better == "lower" else (p > g) for _, p, g in vals)
-            checks.append((f"PPO-ptx: {claim} at every size", held,
-                           "; ".join(f"{s} {p:.3f} vs {g:.3f}" for s, p, g in vals)))
+            checks.append(
+                (f"PPO-ptx: {claim} at every size", held, "; ".join(f"{s} {p:.3f} vs {g:.3f}" for s, p, g in vals))
+            )
     tox = []
     for s in sizes:
         arms = results["sizes"][s]["arms"]
@@ -226,26 +298,46 @@ def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
         if p is not None and g is not None:
             tox.append((s, p, g))
     if tox:
-        checks.append(("PPO-ptx: less toxic than GPT under the respectful instruction at every size",
-                       all(p < g for _, p, g in tox), "; ".join(f"{s} {p:.3f} vs {g:.3f}" for s, p, g in tox)))
+        checks.append(
+            (
+                "PPO-ptx: less toxic than GPT under the respectful instruction at every size",
+                all(p < g for _, p, g in tox),
+                "; ".join(f"{s} {p:.3f} vs {g:.3f}" for s, p, g in tox),
+            )
+        )
     for s in sizes:
         arms = results["sizes"][s]["arms"]
         t_ppo, t_ptx = alignment_tax(arms, "PPO"), alignment_tax(arms, "PPO-ptx")
         if t_ppo is None or t_ptx is None:
             continue
         if t_ppo == 0:
-            checks.append((f"{s}: PPO's benchmark regressions at least halved by PPO-ptx", None,
-                           f"PPO shows no regression below GPT here (PPO-ptx {t_ptx:.3f})"))
+            checks.append(
+                (
+                    f"{s}: PPO's benchmark regressions at least halved by PPO-ptx",
+                    None,
+                    f"PPO shows no regression below GPT here (PPO-ptx {t_ptx:.3f})",
+                )
+            )
         else:
-            checks.append((f"{s}: PPO's benchmark regressions at least halved by PPO-ptx", t_ptx <= 0.5 * t_ppo,
-                           f"mean relative drop below GPT: PPO {t_ppo:.3f}, PPO-ptx {t_ptx:.3f}"))
+            checks.append(
+                (
+                    f"{s}: PPO's benchmark regressions at least halved by PPO-ptx",
+                    t_ptx <= 0.5 * t_ppo,
+                    f"mean relative drop below GPT: PPO {t_ppo:.3f}, PPO-ptx {t_ptx:.3f}",
+                )
+            )
     rm_eval = results["reward_model"]["eval"]
     tr, ho = rm_eval.get("training", {}), rm_eval.get("heldout_labelers", {})
     if "accuracy" in tr and "accuracy" in ho:
         gap = abs(tr["accuracy"] - ho["accuracy"])
-        checks.append(("held-out labelers agree with the RM about as well as training labelers (within 3 points)",
-                       gap <= 0.03, f"training {tr['accuracy']:.3f} ± {tr['accuracy_se']:.3f}, held-out "
-                                    f"{ho['accuracy']:.3f} ± {ho['accuracy_se']:.3f}"))
+        checks.append(
+            (
+                "held-out labelers agree with the RM about as well as training labelers (within 3 points)",
+                gap <= 0.03,
+                f"training {tr['accuracy']:.3f} ± {tr['accuracy_se']:.3f}, held-out "
+                f"{ho['accuracy']:.3f} ± {ho['accuracy_se']:.3f}",
+            )
+        )
     return checks
 
 
@@ -262,9 +354,15 @@ def fig1_chart(results: dict) -> str:
         pts = [(p, results["sizes"][s]["arms"].get(arm, {}).get("win_rate")) for s, p in zip(sizes, params)]
         pts = [(p, w) for p, w in pts if w]
         if pts:
-            ax.errorbar([p for p, _ in pts], [w["mean"] for _, w in pts],
-                        yerr=[0 if w["se"] != w["se"] else w["se"] for _, w in pts], marker="o", capsize=3, label=arm,
-                        color=COLORS[arm])
+            ax.errorbar(
+                [p for p, _ in pts],
+                [w["mean"] for _, w in pts],
+                yerr=[0 if w["se"] != w["se"] else w["se"] for _, w in pts],
+                marker="o",
+                capsize=3,
+                label=arm,
+                color=COLORS[arm],
+            )
     R.log_ticks(ax, params, [f"{s}\n{p / 1e6:.2g}M" for s, p in zip(sizes, params)])
     ax.axhline(0.5, color="#999", ls="--", lw=1)
     ax.set_xlabel("parameters")
@@ -299,69 +397,159 @@ def write_report(out: Path, results: dict) -> Path:
     sizes = list(results["sizes"])
     largest = sizes[-1]
     rows_all = [(s, arm, m) for s in sizes for arm, m in results["sizes"][s]["arms"].items()]
-    sections = [("What this run shows", R.checks_html([(c["claim"], c["held"], c["measured"])
-                                                        for c in results["checks"]]))]
-    sections.append(("Figure 1 in miniature: win rate against the largest SFT model",
-                     fig1_chart(results) + R.table(["size", "parameters", "arm", "win rate"],
-                                                   [[s, f"{results['sizes'][s]['parameters']:,}", a, m.get("win_rate", "-")]
-                                                    for s, a, m in rows_all])))
-    meta = {a: {META_SHORT[k]: _m(results["sizes"][largest]["arms"], a, k) or 0.0 for k in META}
-            for a in results["sizes"][largest]["arms"]}
-    sections.append(("Likert score and metadata (InstructGPT Fig. 4)",
-                     by_size_chart(results, lambda arms, a: _m(arms, a, "likert"), "Likert 1-7 by size", "Likert")
-                     + R.grouped_chart(f"Metadata rates, {largest}", meta, colors=COLORS)
-                     + R.table(["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
-                               [[s, a, m.get("likert", "-"), *[m.get(k, "-") for k in META]] for s, a, m in rows_all])))
+    sections = [
+        ("What this run shows", R.checks_html([(c["claim"], c["held"], c["measured"]) for c in results["checks"]]))
+    ]
+    sections.append(
+        (
+            "Figure 1 in miniature: win rate against the largest SFT model",
+            fig1_chart(results)
+            + R.table(
+                ["size", "parameters", "arm", "win rate"],
+                [[s, f"{results['sizes'][s]['parameters']:,}", a, m.get("win_rate", "-")] for s, a, m in rows_all],
+            ),
+        )
+    )
+    meta = {
+        a: {META_SHORT[k]: _m(results["sizes"][largest]["arms"], a, k) or 0.0 for k in META}
+        for a in results["sizes"][largest]["arms"]
+    }
+    sections.append(
+        (
+            "Likert score and metadata (InstructGPT Fig. 4)",
+            by_size_chart(results, lambda arms, a: _m(arms, a, "likert"), "Likert 1-7 by size", "Likert")
+            + R.grouped_chart(f"Metadata rates, {largest}", meta, colors=COLORS)
+            + R.table(
+                ["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
+                [[s, a, m.get("likert", "-"), *[m.get(k, "-") for k in META]] for s, a, m in rows_all],
+            ),
+        )
+    )
     if all("truthfulness" in m for _, _, m in rows_all):
+
         def truth(arms, a, kind="qa", key="truthful_and_informative"):
             t = arms.get(a, {}).get("truthfulness")
             return t[kind][key]["mean"] if t else None
 
-        sections.append(("Truthfulness (TruthfulQA analogue, InstructGPT Fig. 6)",
-                         by_size_chart(results, truth, "Truthful and informative (QA prompt)", "share")
-                         + R.table(["size", "arm", "QA: truthful", "QA: + informative", "Instr+QA: truthful",
-                                    "Instr+QA: + informative"],
-                                   [[s, a, m["truthfulness"]["qa"]["truthful"],
-                                     m["truthfulness"]["qa"]["truthful_and_informative"],
-                                     m["truthfulness"]["instruction_qa"]["truthful"],
-                                     m["truthfulness"]["instruction_qa"]["truthful_and_informative"]]
-                                    for s, a, m in rows_all])))
+        sections.append(
+            (
+                "Truthfulness (TruthfulQA analogue, InstructGPT Fig. 6)",
+                by_size_chart(results, truth, "Truthful and informative (QA prompt)", "share")
+                + R.table(
+                    [
+                        "size",
+                        "arm",
+                        "QA: truthful",
+                        "QA: + informative",
+                        "Instr+QA: truthful",
+                        "Instr+QA: + informative",
+                    ],
+                    [
+                        [
+                            s,
+                            a,
+                            m["truthfulness"]["qa"]["truthful"],
+                            m["truthfulness"]["qa"]["truthful_and_informative"],
+                            m["truthfulness"]["instruction_qa"]["truthful"],
+                            m["truthfulness"]["instruction_qa"]["truthful_and_informative"],
+                        ]
+                        for s, a, m in rows_all
+                    ],
+                ),
+            )
+        )
     if all("toxicity" in m for _, _, m in rows_all):
         kinds = sorted({k for _, _, m in rows_all for k in m["toxicity"]})
-        sections.append(("Toxicity by instruction (RealToxicityPrompts analogue, InstructGPT Fig. 7)",
-                         R.grouped_chart(f"Share of toxic continuations, {largest}",
-                                         {a: {k: v["mean"] for k, v in m["toxicity"].items()}
-                                          for a, m in results["sizes"][largest]["arms"].items()}, colors=COLORS)
-                         + R.table(["size", "arm", *kinds], [[s, a, *[m["toxicity"].get(k, "-") for k in kinds]]
-                                                             for s, a, m in rows_all])))
+        sections.append(
+            (
+                "Toxicity by instruction (RealToxicityPrompts analogue, InstructGPT Fig. 7)",
+                R.grouped_chart(
+                    f"Share of toxic continuations, {largest}",
+                    {
+                        a: {k: v["mean"] for k, v in m["toxicity"].items()}
+                        for a, m in results["sizes"][largest]["arms"].items()
+                    },
+                    colors=COLORS,
+                )
+                + R.table(
+                    ["size", "arm", *kinds],
+                    [[s, a, *[m["toxicity"].get(k, "-") for k in kinds]] for s, a, m in rows_all],
+                ),
+            )
+        )
     if all("benchmarks" in m for _, _, m in rows_all):
         keys = sorted(next(m["benchmarks"] for _, _, m in rows_all))
-        sections.append(("Benchmarks: the alignment tax and PPO-ptx's repair (few-shot, temperature 0)",
-                         by_size_chart(results, alignment_tax, "Mean relative drop below GPT on the benchmarks",
-                                       "alignment tax")
-                         + R.table(["size", "arm", *keys, "tax vs GPT"],
-                                   [[s, a, *[m["benchmarks"][k] for k in keys],
-                                     "-" if (tax := alignment_tax(results["sizes"][s]["arms"], a)) is None else tax]
-                                    for s, a, m in rows_all])))
+        sections.append(
+            (
+                "Benchmarks: the alignment tax and PPO-ptx's repair (few-shot, temperature 0)",
+                by_size_chart(results, alignment_tax, "Mean relative drop below GPT on the benchmarks", "alignment tax")
+                + R.table(
+                    ["size", "arm", *keys, "tax vs GPT"],
+                    [
+                        [
+                            s,
+                            a,
+                            *[m["benchmarks"][k] for k in keys],
+                            "-" if (tax := alignment_tax(results["sizes"][s]["arms"], a)) is None else tax,
+                        ]
+                        for s, a, m in rows_all
+                    ],
+                ),
+            )
+        )
     rm_eval = results["reward_model"]["eval"]
     groups = [g for g in ("training", "heldout_labelers", "all") if g in rm_eval]
     if groups:
-        sections.append((f"Reward model ({results['reward_model']['size']}) accuracy on held-out comparisons",
-                         R.table(["labelers", "accuracy", "log loss", "noiseless judge", "pairs"],
-                                 [[g, {"mean": rm_eval[g]["accuracy"], "se": rm_eval[g]["accuracy_se"]},
-                                   {"mean": rm_eval[g]["log_loss"], "se": rm_eval[g]["log_loss_se"]},
-                                   {"mean": rm_eval[g]["judge_accuracy"], "se": rm_eval[g]["judge_accuracy_se"]},
-                                   rm_eval[g]["pairs"]] for g in groups])))
-    ppo_rows = [[s, arm, *[v.get(k, {}).get(q, "-") for k in ("ppo/score_mean", "ppo/kl") for q in ("first_quarter", "last_quarter")]]
-                for s, d in results["ppo_training"].items() for arm, v in d.items()]
-    sections.append(("PPO training (RM score and KL, first and last quarter of iterations)",
-                     R.table(["size", "arm", "score first", "score last", "KL first", "KL last"], ppo_rows)))
-    sections.append(("Stage timings (seconds)",
-                     R.table(["stage", "seconds"], [[k, v] for k, v in results["timings"].items()])
-                     + f"<p>Total: {results['seconds']:.0f} s.</p>"))
-    intro = (f"<p class='note'>Preset '{html.escape(results['preset'].get('summary', ''))}'. Every number here was "
-             f"measured by this run on the miniature world; the paper's values appear only in the side panel of "
-             f"Figure 1. Claims that did not hold are marked as such. Generated {time.strftime('%Y-%m-%d %H:%M')}."
-             f"</p>")
-    return R.write(out / "report.html", R.page("instructrl reproduce: InstructGPT's main results in miniature",
-                                               sections, intro))
+        sections.append(
+            (
+                f"Reward model ({results['reward_model']['size']}) accuracy on held-out comparisons",
+                R.table(
+                    ["labelers", "accuracy", "log loss", "noiseless judge", "pairs"],
+                    [
+                        [
+                            g,
+                            {"mean": rm_eval[g]["accuracy"], "se": rm_eval[g]["accuracy_se"]},
+                            {"mean": rm_eval[g]["log_loss"], "se": rm_eval[g]["log_loss_se"]},
+                            {"mean": rm_eval[g]["judge_accuracy"], "se": rm_eval[g]["judge_accuracy_se"]},
+                            rm_eval[g]["pairs"],
+                        ]
+                        for g in groups
+                    ],
+                ),
+            )
+        )
+    ppo_rows = [
+        [
+            s,
+            arm,
+            *[
+                v.get(k, {}).get(q, "-")
+                for k in ("ppo/score_mean", "ppo/kl")
+                for q in ("first_quarter", "last_quarter")
+            ],
+        ]
+        for s, d in results["ppo_training"].items()
+        for arm, v in d.items()
+    ]
+    sections.append(
+        (
+            "PPO training (RM score and KL, first and last quarter of iterations)",
+            R.table(["size", "arm", "score first", "score last", "KL first", "KL last"], ppo_rows),
+        )
+    )
+    sections.append(
+        (
+            "Stage timings (seconds)",
+            R.table(["stage", "seconds"], [[k, v] for k, v in results["timings"].items()])
+            + f"<p>Total: {results['seconds']:.0f} s.</p>",
+        )
+    )
+    intro = (
+        f"<p class='note'>Preset '{html.escape(results['preset'].get('summary', ''))}'. Every number here was "
+        f"measured by this run on the miniature world; the paper's values appear only in the side panel of "
+        f"Figure 1. Claims that did not hold are marked as such. Generated {time.strftime('%Y-%m-%d %H:%M')}."
+        f"</p>"
+    )
+    return R.write(
+        out / "report.html", R.page("instructrl reproduce: InstructGPT's main results in miniature", sections, intro)
+    )

@@ -42,29 +42,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("build", help="Write SFT, RM, PPO, evaluation, FLAN and pretraining datasets.")
     p.add_argument("--out", required=True, help="Output directory.")
     p.add_argument("--seed", type=int, default=0, help="World seed (knowledge base, labelers, prompts).")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="Dataset size; 1 = a tenth of the paper's prompt counts (SFT 1,272 / RM 3,321 / PPO 3,114).")
-    p.add_argument("--pretrain-docs", type=int, default=None, help="Documents in pretrain.jsonl (default 20,000 x scale).")
-    p.add_argument("--eval-prompts", type=int, default=None,
-                   help="Evaluation prompts from held-out users (default 320 x scale).")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="Dataset size; 1 = a tenth of the paper's prompt counts (SFT 1,272 / RM 3,321 / PPO 3,114).",
+    )
+    p.add_argument(
+        "--pretrain-docs", type=int, default=None, help="Documents in pretrain.jsonl (default 20,000 x scale)."
+    )
+    p.add_argument(
+        "--eval-prompts", type=int, default=None, help="Evaluation prompts from held-out users (default 320 x scale)."
+    )
 
     p = sub.add_parser("label", help="Sample K responses per prompt from a policy and have labelers rank them.")
-    p.add_argument("--policy", required=True, nargs="+",
-                   help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'. Several: the K "
-                        "samples of a prompt are shared out among them in turn, and each row's 'sources' names "
-                        "the policy behind each sample.")
+    p.add_argument(
+        "--policy",
+        required=True,
+        nargs="+",
+        help="Checkpoint directory, base-model size (tiny/small/medium) or 'synthetic'. Several: the K "
+        "samples of a prompt are shared out among them in turn, and each row's 'sources' names "
+        "the policy behind each sample.",
+    )
     p.add_argument("--prompts", required=True, help="Prompt records (rm_prompts.jsonl from 'world build').")
-    p.add_argument("--k", default="4", help="Responses per prompt: a number, or a range such as 4-9 (InstructGPT §3.2).")
+    p.add_argument(
+        "--k", default="4", help="Responses per prompt: a number, or a range such as 4-9 (InstructGPT §3.2)."
+    )
     p.add_argument("--out", required=True, help="Rankings JSONL: {prompt, completions, ranks, labeler, ...}.")
-    p.add_argument("--labelers", default="training", choices=["training", "heldout", "reference"],
-                   help="Which labelers rank (each prompt goes to one of them).")
+    p.add_argument(
+        "--labelers",
+        default="training",
+        choices=["training", "heldout", "reference"],
+        help="Which labelers rank (each prompt goes to one of them).",
+    )
     p.add_argument("--seed", type=int, default=0, help="Sampling and assignment seed.")
     p.add_argument("--limit", type=int, default=None, help="Only the first N prompts.")
     p.add_argument("--max-new-tokens", type=int, default=48, help="Longest sampled response.")
     p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (InstructGPT: 1).")
 
     p = sub.add_parser("corpus", help="Write pretraining documents.")
-    p.add_argument("--out", required=True, help="corpus.jsonl ({\"text\"} per line) or corpus.txt (blank-line separated).")
+    p.add_argument(
+        "--out", required=True, help='corpus.jsonl ({"text"} per line) or corpus.txt (blank-line separated).'
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-docs", type=int, default=60_000)
 
@@ -79,7 +98,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default=None, help="Comma-separated sizes (default: tiny,small,medium).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-docs", type=int, default=60_000, help="Corpus documents.")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="Multiply every size's step budget (quick runs: 0.05).")
+    p.add_argument(
+        "--steps-scale", type=float, default=1.0, help="Multiply every size's step budget (quick runs: 0.05)."
+    )
     p.add_argument("--install", action="store_true", help="Copy the models into the package (resources/base_models).")
 
     p = sub.add_parser("bench", help="Benchmarks (SQuAD/DROP/HellaSwag/WMT analogues) and instruction success.")
@@ -94,7 +115,9 @@ def _read_jsonl(path: str) -> list[dict]:
     for r in records:
         for key in ("prompt", "task"):
             if key not in r.data:
-                raise DataError(f"{r.where}: missing '{key}' (use the prompt files written by 'instructrl world build')")
+                raise DataError(
+                    f"{r.where}: missing '{key}' (use the prompt files written by 'instructrl world build')"
+                )
     return [r.data for r in records]
 
 
@@ -133,8 +156,13 @@ def label(args: argparse.Namespace) -> int:
     with open(args.out, "w", encoding="utf-8") as f:
         for rec, completions in zip(records, samples):
             lab = rng.choice(labelers)
-            row = {"prompt": rec["prompt"], "completions": completions, "ranks": lab.rank(rec, completions),
-                   "labeler": lab.id, **{k: rec[k] for k in ("user", "category", "task", "id") if k in rec}}
+            row = {
+                "prompt": rec["prompt"],
+                "completions": completions,
+                "ranks": lab.rank(rec, completions),
+                "labeler": lab.id,
+                **{k: rec[k] for k in ("user", "category", "task", "id") if k in rec},
+            }
             if len(policies) > 1:
                 row["sources"] = [policies[s % len(policies)] for s in range(len(completions))]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -160,8 +188,9 @@ def _sample_from_model(args: argparse.Namespace, path: str, records: list[dict],
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "build":
-        meta = build(args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs,
-                     eval_prompts=args.eval_prompts)
+        meta = build(
+            args.out, seed=args.seed, scale=args.scale, pretrain_docs=args.pretrain_docs, eval_prompts=args.eval_prompts
+        )
         print(f"build: wrote {', '.join(f'{k} ({v})' for k, v in meta['counts'].items())} to {args.out}")
         return 0
     if args.action == "label":
@@ -183,8 +212,9 @@ def main(args: argparse.Namespace) -> int:
         for s in sizes or []:
             if s not in SIZES:
                 raise InstructRLError(f"--sizes: unknown size {s!r} (known: {', '.join(SIZES)})")
-        report = pretrain_base(args.out, sizes, seed=args.seed, n_docs=args.n_docs, steps_scale=args.steps_scale,
-                               install=args.install)
+        report = pretrain_base(
+            args.out, sizes, seed=args.seed, n_docs=args.n_docs, steps_scale=args.steps_scale, install=args.install
+        )
         print(json.dumps(report, indent=2))
         return 0
     if args.action == "bench":

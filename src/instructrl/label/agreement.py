@@ -48,10 +48,20 @@ class AgreementReport:
 
     def to_dict(self) -> dict:
         return {
-            "agreement": self.rate, "stderr": self.stderr, "agreeing_pairs": self.agree,
-            "compared_pairs": self.total, "tasks": self.tasks,
-            "by_pair": [{"labelers": list(k), "agreement": v[0] / v[1] if v[1] else None,
-                         "agreeing_pairs": v[0], "compared_pairs": v[1]} for k, v in sorted(self.by_pair.items())],
+            "agreement": self.rate,
+            "stderr": self.stderr,
+            "agreeing_pairs": self.agree,
+            "compared_pairs": self.total,
+            "tasks": self.tasks,
+            "by_pair": [
+                {
+                    "labelers": list(k),
+                    "agreement": v[0] / v[1] if v[1] else None,
+                    "agreeing_pairs": v[0],
+                    "compared_pairs": v[1],
+                }
+                for k, v in sorted(self.by_pair.items())
+            ],
         }
 
 

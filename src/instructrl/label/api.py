@@ -35,13 +35,27 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 def _assignment_json(a: Assignment, full: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": a.id, "kind": a.task.kind, "status": a.status, "prompt": a.task.prompt.text,
-                           "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None}
+    out: dict[str, Any] = {
+        "id": a.id,
+        "kind": a.task.kind,
+        "status": a.status,
+        "prompt": a.task.prompt.text,
+        "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+    }
     if full:
         ratings = {r.completion_id: r for r in a.ratings}
-        out["completions"] = [{"id": c.id, "text": c.text, **({"likert": ratings[c.id].likert, "flags": ratings[c.id].flags,
-                                                              "rank": ratings[c.id].rank} if c.id in ratings else {})}
-                              for c in a.task.completions]
+        out["completions"] = [
+            {
+                "id": c.id,
+                "text": c.text,
+                **(
+                    {"likert": ratings[c.id].likert, "flags": ratings[c.id].flags, "rank": ratings[c.id].rank}
+                    if c.id in ratings
+                    else {}
+                ),
+            }
+            for c in a.task.completions
+        ]
         out["demonstration"] = a.demonstration.text if a.demonstration else None
     return out
 
@@ -89,8 +103,10 @@ async def submit_ranking(request: Request, assignment_id: int) -> dict[str, Any]
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and "completion_id" in o for o in outputs):
         raise InstructRLError("'outputs' must be a list of objects with completion_id, likert, flags and rank")
     try:
-        labels = {int(o["completion_id"]): OutputLabel(o.get("likert"), [str(f) for f in o.get("flags") or []], o.get("rank"))
-                  for o in outputs}
+        labels = {
+            int(o["completion_id"]): OutputLabel(o.get("likert"), [str(f) for f in o.get("flags") or []], o.get("rank"))
+            for o in outputs
+        }
     except (TypeError, ValueError):
         raise InstructRLError("'completion_id' must be an integer and 'flags' a list of strings") from None
 
@@ -146,15 +162,20 @@ async def import_prompts(request: Request) -> dict[str, Any]:
     body = await _json(request)
     records = body.get("prompts")
     if not isinstance(records, list):
-        raise InstructRLError("'prompts' must be a list of objects like {\"prompt\": \"...\"}")
+        raise InstructRLError('\'prompts\' must be a list of objects like {"prompt": "..."}')
     lines = [service.parse_prompt_line(json.dumps(r), f"prompts[{i}]") for i, r in enumerate(records)]
 
     def work() -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
-            r = service.import_prompts(s, lines, tag=body.get("tag"), demonstrations=bool(body.get("demonstrations", True)),
-                                       source="api")
-            return {"prompts": r.prompts, "demonstration_tasks": r.demonstration_tasks, "ranking_tasks": r.ranking_tasks}
+            r = service.import_prompts(
+                s, lines, tag=body.get("tag"), demonstrations=bool(body.get("demonstrations", True)), source="api"
+            )
+            return {
+                "prompts": r.prompts,
+                "demonstration_tasks": r.demonstration_tasks,
+                "ranking_tasks": r.ranking_tasks,
+            }
 
     return await run_in_threadpool(work)
 
@@ -168,9 +189,15 @@ async def assign(request: Request) -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
             try:
-                n = service.assign(s, kind=body.get("kind"), labelers=body.get("labelers"),
-                                   overlap=int(body.get("overlap", 1)), overlap_share=float(body.get("overlap_share", 1.0)),
-                                   limit=body.get("limit"), seed=int(body.get("seed", 0)))
+                n = service.assign(
+                    s,
+                    kind=body.get("kind"),
+                    labelers=body.get("labelers"),
+                    overlap=int(body.get("overlap", 1)),
+                    overlap_share=float(body.get("overlap_share", 1.0)),
+                    limit=body.get("limit"),
+                    seed=int(body.get("seed", 0)),
+                )
             except (TypeError, ValueError) as e:
                 raise InstructRLError(f"invalid assign parameters: {e}") from None
             return {"assignments": n}
@@ -188,8 +215,12 @@ async def export(request: Request) -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
             folder = safe_subpath(root, str(body.get("name") or ""))
-            written = service.export(s, folder, kinds=body.get("kinds") or ["demonstrations", "rankings"],
-                                     by_labeler=bool(body.get("by_labeler")))
+            written = service.export(
+                s,
+                folder,
+                kinds=body.get("kinds") or ["demonstrations", "rankings"],
+                by_labeler=bool(body.get("by_labeler")),
+            )
             return {"files": {k: str(v.relative_to(root)) for k, v in written.items()}}
 
     return await run_in_threadpool(work)

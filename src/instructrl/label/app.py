@@ -20,12 +20,15 @@ from instructrl.label.web import Forbidden, Unauthorized, error_response, is_api
 
 STATIC = Path(__file__).parent / "static"
 # Defence in depth on top of escaping: no inline script, nothing from other origins.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
-def create_app(engine: Engine, *, export_dir: str | Path = "exports", secure_cookies: bool = False,
-               check_schema: bool = True) -> FastAPI:
+def create_app(
+    engine: Engine, *, export_dir: str | Path = "exports", secure_cookies: bool = False, check_schema: bool = True
+) -> FastAPI:
     """The app over ``engine`` (whose schema must be migrated); exports land under ``export_dir``."""
     if check_schema:
         db.ensure_current(engine)
@@ -49,8 +52,9 @@ def create_app(engine: Engine, *, export_dir: str | Path = "exports", secure_coo
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
         if is_api(request):
-            return JSONResponse({"error": "sign in: send 'Authorization: Bearer <token>' or a session cookie"},
-                                status_code=401)
+            return JSONResponse(
+                {"error": "sign in: send 'Authorization: Bearer <token>' or a session cookie"}, status_code=401
+            )
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(Forbidden)
@@ -83,5 +87,6 @@ def create_app(engine: Engine, *, export_dir: str | Path = "exports", secure_coo
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn --factory`` (each worker process builds its own engine from ``settings``)."""
     settings = ServeSettings.from_env()
-    return create_app(db.make_engine(settings.db), export_dir=settings.export_dir,
-                      secure_cookies=settings.secure_cookies)
+    return create_app(
+        db.make_engine(settings.db), export_dir=settings.export_dir, secure_cookies=settings.secure_cookies
+    )

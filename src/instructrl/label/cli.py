@@ -17,14 +17,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--db", default=default_db(),
-                       help=f"Database URL: sqlite:///FILE.db or postgresql+psycopg://USER@HOST:PORT/DB (${DB_ENV}).")
+        p.add_argument(
+            "--db",
+            default=default_db(),
+            help=f"Database URL: sqlite:///FILE.db or postgresql+psycopg://USER@HOST:PORT/DB (${DB_ENV}).",
+        )
         return p
 
     p = add("serve", "Run the labeling web app.")
     p.add_argument("--host", default="127.0.0.1", help="Interface to listen on (127.0.0.1: this machine only).")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--export-dir", default="exports", help="Folder the admin export page writes into (nothing outside it).")
+    p.add_argument(
+        "--export-dir", default="exports", help="Folder the admin export page writes into (nothing outside it)."
+    )
     p.add_argument("--workers", type=int, default=1, help="Worker processes.")
     p.add_argument("--secure-cookies", action="store_true", help="Mark cookies Secure (serve behind HTTPS).")
 
@@ -37,15 +42,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = add("reset-token", "Give a labeler a new access token (the old one stops working).")
     p.add_argument("name")
-    for name, verb in (("deactivate", "Stop a labeler from signing in (their work is kept)."),
-                       ("activate", "Let a deactivated labeler sign in again.")):
+    for name, verb in (
+        ("deactivate", "Stop a labeler from signing in (their work is kept)."),
+        ("activate", "Let a deactivated labeler sign in again."),
+    ):
         add(name, verb).add_argument("name")
 
-    p = add("import-prompts", "Import prompts from JSONL: {\"prompt\": ..., \"user\"?, \"category\"?, \"completions\"?}.")
+    p = add("import-prompts", 'Import prompts from JSONL: {"prompt": ..., "user"?, "category"?, "completions"?}.')
     p.add_argument("file")
     p.add_argument("--tag", help="Name this batch (queue-rankings --tag picks it).")
-    p.add_argument("--demonstrations", action=argparse.BooleanOptionalAction, default=True,
-                   help="Queue a demonstration task for each prompt.")
+    p.add_argument(
+        "--demonstrations",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Queue a demonstration task for each prompt.",
+    )
 
     p = add("queue-rankings", "Sample K outputs per prompt from a checkpoint and queue ranking tasks.")
     p.add_argument("--checkpoint", required=True, help="Hugging Face causal-LM folder.")
@@ -59,7 +70,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=["demonstration", "ranking"], help="Only this kind of task (default: both).")
     p.add_argument("--labelers", help="Comma-separated names (default: every active labeler).")
     p.add_argument("--overlap", type=int, default=1, help="Labelers per shared task.")
-    p.add_argument("--overlap-share", type=float, default=1.0, help="Share of tasks given to --overlap labelers (the rest get one).")
+    p.add_argument(
+        "--overlap-share",
+        type=float,
+        default=1.0,
+        help="Share of tasks given to --overlap labelers (the rest get one).",
+    )
     p.add_argument("--limit", type=int, help="At most this many tasks.")
     p.add_argument("--seed", type=int, default=0)
 

@@ -43,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     ServeSettings(args.db, args.export_dir, args.secure_cookies).to_env()  # read back by every worker
     log.info("serving on http://%s:%d (exports under %s)", args.host, args.port, os.path.abspath(args.export_dir))
-    uvicorn.run("instructrl.label.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning")
+    uvicorn.run(
+        "instructrl.label.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+    )
     return 0
 
 
@@ -71,8 +77,11 @@ def _set_active(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-
 def _import_prompts(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     lines = service.parse_prompt_file(args.file)  # the whole file is checked before anything is stored
     r = service.import_prompts(s, lines, tag=args.tag, demonstrations=args.demonstrations, source=args.file)
-    print(f"{args.file}: {r.prompts} prompts, {r.demonstration_tasks} demonstration tasks, "
-          f"{r.ranking_tasks} ranking tasks", file=sys.stderr)
+    print(
+        f"{args.file}: {r.prompts} prompts, {r.demonstration_tasks} demonstration tasks, "
+        f"{r.ranking_tasks} ranking tasks",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -84,8 +93,9 @@ def _queue_rankings(s, args: argparse.Namespace) -> int:  # type: ignore[no-unty
         print("no prompts without a ranking task" + (f" under tag {args.tag!r}" if args.tag else ""), file=sys.stderr)
         return 0
     model, tokenizer = sampling.load_checkpoint(args.checkpoint)
-    outputs = sampling.sample_outputs(model, tokenizer, [p.text for p in prompts], args.k,
-                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
+    outputs = sampling.sample_outputs(
+        model, tokenizer, [p.text for p in prompts], args.k, max_new_tokens=args.max_new_tokens, seed=args.seed
+    )
     for prompt, samples in zip(prompts, outputs):
         service.add_ranking_task(s, prompt, samples, source=os.path.abspath(args.checkpoint))
     print(f"queued {len(prompts)} ranking tasks with K={args.k} outputs from {args.checkpoint}", file=sys.stderr)
@@ -94,8 +104,15 @@ def _queue_rankings(s, args: argparse.Namespace) -> int:  # type: ignore[no-unty
 
 def _assign(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     names = [n.strip() for n in args.labelers.split(",") if n.strip()] if args.labelers else None
-    n = service.assign(s, kind=args.kind, labelers=names, overlap=args.overlap, overlap_share=args.overlap_share,
-                       limit=args.limit, seed=args.seed)
+    n = service.assign(
+        s,
+        kind=args.kind,
+        labelers=names,
+        overlap=args.overlap,
+        overlap_share=args.overlap_share,
+        limit=args.limit,
+        seed=args.seed,
+    )
     print(f"made {n} assignments", file=sys.stderr)
     return 0
 
@@ -106,11 +123,15 @@ def _progress(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
         print(json.dumps(report, indent=2))
         return 0
     for kind, t in report["tasks"].items():
-        print(f"{kind:<14} tasks {t['tasks']:>5}  unassigned {t['unassigned']:>5}  pending {t['pending']:>5}  submitted {t['submitted']:>5}")
+        print(
+            f"{kind:<14} tasks {t['tasks']:>5}  unassigned {t['unassigned']:>5}  pending {t['pending']:>5}  submitted {t['submitted']:>5}"
+        )
     print(f"\n{'labeler':<20} {'role':<8} {'demo done':>9} {'pending':>8} {'rank done':>9} {'pending':>8}")
     for p in report["labelers"]:
-        print(f"{p['labeler']:<20} {p['role']:<8} {p['demonstration_submitted']:>9} {p['demonstration_pending']:>8} "
-              f"{p['ranking_submitted']:>9} {p['ranking_pending']:>8}{'' if p['active'] else '  (deactivated)'}")
+        print(
+            f"{p['labeler']:<20} {p['role']:<8} {p['demonstration_submitted']:>9} {p['demonstration_pending']:>8} "
+            f"{p['ranking_submitted']:>9} {p['ranking_pending']:>8}{'' if p['active'] else '  (deactivated)'}"
+        )
     return 0
 
 
@@ -122,8 +143,10 @@ def _agreement(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
     if report["agreement"] is None:
         print("no ranking task has been submitted by two labelers yet (assign with --overlap 2)")
         return 0
-    print(f"agreement {100 * report['agreement']:.1f}% +- {100 * report['stderr']:.1f} "
-          f"({report['agreeing_pairs']}/{report['compared_pairs']} comparisons on {report['tasks']} tasks)")
+    print(
+        f"agreement {100 * report['agreement']:.1f}% +- {100 * report['stderr']:.1f} "
+        f"({report['agreeing_pairs']}/{report['compared_pairs']} comparisons on {report['tasks']} tasks)"
+    )
     for row in report["by_pair"]:
         rate = f"{100 * row['agreement']:.1f}%" if row["agreement"] is not None else "-"
         print(f"  {' / '.join(row['labelers']):<40} {rate:>7}  ({row['compared_pairs']} comparisons)")
@@ -138,6 +161,15 @@ def _export(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-ACTIONS = {"create-labeler": _create_labeler, "reset-token": _reset_token, "deactivate": _set_active,
-           "activate": _set_active, "import-prompts": _import_prompts, "queue-rankings": _queue_rankings,
-           "assign": _assign, "progress": _progress, "agreement": _agreement, "export": _export}
+ACTIONS = {
+    "create-labeler": _create_labeler,
+    "reset-token": _reset_token,
+    "deactivate": _set_active,
+    "activate": _set_active,
+    "import-prompts": _import_prompts,
+    "queue-rankings": _queue_rankings,
+    "assign": _assign,
+    "progress": _progress,
+    "agreement": _agreement,
+    "export": _export,
+}

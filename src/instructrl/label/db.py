@@ -103,5 +103,7 @@ def ensure_current(engine: Engine) -> None:
     """Raise a clear error when the schema is behind this version of the app."""
     current, head = current_revision(engine), head_revision()
     if current != head:
-        raise InstructRLError(f"database schema is at {current or 'nothing'}, this app needs {head}: "
-                              "run 'instructrl label migrate --db URL'")
+        raise InstructRLError(
+            f"database schema is at {current or 'nothing'}, this app needs {head}: "
+            "run 'instructrl label migrate --db URL'"
+        )

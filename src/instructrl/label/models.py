@@ -86,7 +86,10 @@ class Completion(Base):
 
 class Assignment(Base):
     __tablename__ = "assignments"
-    __table_args__ = (UniqueConstraint("task_id", "labeler_id"), Index("ix_assignments_labeler_status", "labeler_id", "status"))
+    __table_args__ = (
+        UniqueConstraint("task_id", "labeler_id"),
+        Index("ix_assignments_labeler_status", "labeler_id", "status"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"))

@@ -32,8 +32,9 @@ def _see_other(url: str) -> RedirectResponse:
 def login_page(request: Request) -> Response:
     token = new_csrf_token()  # login CSRF: double-submit cookie (there is no session yet)
     response = render(request, "login.html", login_csrf=token)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.app.state.secure_cookies, max_age=3600)
+    response.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=request.app.state.secure_cookies, max_age=3600
+    )
     return response
 
 
@@ -45,17 +46,33 @@ async def login(request: Request) -> Response:
 
 def _login(request: Request, form: FormData) -> Response:
     if not same_secret(form.get("csrf_token"), request.cookies.get(LOGIN_COOKIE)):
-        return render(request, "login.html", status=403, login_csrf=request.cookies.get(LOGIN_COOKIE) or "",
-                      error="Your sign-in form expired: reload the page and try again.")
+        return render(
+            request,
+            "login.html",
+            status=403,
+            login_csrf=request.cookies.get(LOGIN_COOKIE) or "",
+            error="Your sign-in form expired: reload the page and try again.",
+        )
     with transaction(request) as s:
         labeler = service.authenticate(s, str(form.get("token") or ""))
         if labeler is None:
-            return render(request, "login.html", status=401, login_csrf=request.cookies.get(LOGIN_COOKIE),
-                          error="Unknown or deactivated access token.")
+            return render(
+                request,
+                "login.html",
+                status=401,
+                login_csrf=request.cookies.get(LOGIN_COOKIE),
+                error="Unknown or deactivated access token.",
+            )
         key, _csrf = service.open_web_session(s, labeler)
     response = _see_other("/admin" if labeler.is_admin else "/")
-    response.set_cookie(SESSION_COOKIE, key, httponly=True, samesite="lax", secure=request.app.state.secure_cookies,
-                        max_age=service.SESSION_HOURS * 3600)
+    response.set_cookie(
+        SESSION_COOKIE,
+        key,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.secure_cookies,
+        max_age=service.SESSION_HOURS * 3600,
+    )
     response.delete_cookie(LOGIN_COOKIE)
     return response
 
@@ -84,8 +101,14 @@ def queue(request: Request) -> Response:
         mine = service.assignments_of(s, p.labeler)
         pending = [a for a in mine if a.status == PENDING]
         done = [a for a in mine if a.status != PENDING]
-        return render(request, "queue.html", principal=p, pending=pending, done=done,
-                      finished=request.query_params.get("done") == "1")
+        return render(
+            request,
+            "queue.html",
+            principal=p,
+            pending=pending,
+            done=done,
+            finished=request.query_params.get("done") == "1",
+        )
 
 
 @router.get("/next")
@@ -101,15 +124,39 @@ def task_page(request: Request, assignment_id: int) -> Response:
     with transaction(request) as s:
         p = authenticate(request, s, allow_bearer=False)
         a = service.own_assignment(s, p.labeler, assignment_id)
-        return _render_task(request, p, a, notice="You already submitted this task; your first submission is kept."
-                            if request.query_params.get("already") else None)
+        return _render_task(
+            request,
+            p,
+            a,
+            notice="You already submitted this task; your first submission is kept."
+            if request.query_params.get("already")
+            else None,
+        )
 
 
-def _render_task(request: Request, p: Principal, a: Assignment, status: int = 200, error: str | None = None,
-                 values: dict[str, Any] | None = None, notice: str | None = None) -> Response:
+def _render_task(
+    request: Request,
+    p: Principal,
+    a: Assignment,
+    status: int = 200,
+    error: str | None = None,
+    values: dict[str, Any] | None = None,
+    notice: str | None = None,
+) -> Response:
     ratings = {r.completion_id: r for r in a.ratings}
-    return render(request, f"{a.task.kind}.html", status=status, principal=p, a=a, task=a.task,
-                  completions=a.task.completions, ratings=ratings, error=error, values=values or {}, notice=notice)
+    return render(
+        request,
+        f"{a.task.kind}.html",
+        status=status,
+        principal=p,
+        a=a,
+        task=a.task,
+        completions=a.task.completions,
+        ratings=ratings,
+        error=error,
+        values=values or {},
+        notice=notice,
+    )
 
 
 @router.post("/tasks/{assignment_id}")
@@ -119,8 +166,12 @@ async def submit_task(request: Request, assignment_id: int) -> Response:
 
 
 def _form_labels(form: FormData, completion_ids: list[int]) -> dict[int, OutputLabel]:
-    return {cid: OutputLabel(form.get(f"likert_{cid}"), [str(v) for v in form.getlist(f"flags_{cid}")],
-                             form.get(f"rank_{cid}") or None) for cid in completion_ids}
+    return {
+        cid: OutputLabel(
+            form.get(f"likert_{cid}"), [str(v) for v in form.getlist(f"flags_{cid}")], form.get(f"rank_{cid}") or None
+        )
+        for cid in completion_ids
+    }
 
 
 def _submit_task(request: Request, assignment_id: int, form: FormData) -> Response:
@@ -140,9 +191,12 @@ def _submit_task(request: Request, assignment_id: int, form: FormData) -> Respon
         with transaction(request) as s:
             p = authenticate(request, s, allow_bearer=False)
             a = service.own_assignment(s, p.labeler, assignment_id)
-            values = {"text": form.get("text") or "", "likert": {k[7:]: v for k, v in form.items() if k.startswith("likert_")},
-                      "rank": {k[5:]: v for k, v in form.items() if k.startswith("rank_")},
-                      "flags": {str(c.id): form.getlist(f"flags_{c.id}") for c in a.task.completions}}
+            values = {
+                "text": form.get("text") or "",
+                "likert": {k[7:]: v for k, v in form.items() if k.startswith("likert_")},
+                "rank": {k[5:]: v for k, v in form.items() if k.startswith("rank_")},
+                "flags": {str(c.id): form.getlist(f"flags_{c.id}") for c in a.task.completions},
+            }
             return _render_task(request, p, a, status=422, error=str(e), values=values)
     return _see_other("/next")
 
@@ -159,8 +213,13 @@ def _admin(request: Request, s, form: FormData | None = None) -> Principal:  # t
 def admin_home(request: Request) -> Response:
     with transaction(request) as s:
         p = _admin(request, s)
-        return render(request, "admin.html", principal=p, progress=service.progress(s),
-                      agreement=service.labeler_agreement(s).to_dict())
+        return render(
+            request,
+            "admin.html",
+            principal=p,
+            progress=service.progress(s),
+            agreement=service.labeler_agreement(s).to_dict(),
+        )
 
 
 @router.get("/admin/labelers")
@@ -229,8 +288,13 @@ def _admin_prompts_post(request: Request, form: FormData, data: bytes, filename:
             except UnicodeDecodeError:
                 raise InstructRLError(f"{filename}: not UTF-8 text") from None
             lines = service.parse_prompt_text(text, filename)
-            result = service.import_prompts(s, lines, tag=str(form.get("tag") or "").strip() or None,
-                                            demonstrations=form.get("demonstrations") == "on", source=filename)
+            result = service.import_prompts(
+                s,
+                lines,
+                tag=str(form.get("tag") or "").strip() or None,
+                demonstrations=form.get("demonstrations") == "on",
+                source=filename,
+            )
     except InstructRLError as e:
         with transaction(request) as s:
             return render(request, "admin_prompts.html", status=422, principal=_admin(request, s), error=str(e))
@@ -245,8 +309,16 @@ def admin_assign(request: Request) -> Response:
 
 def _assign_page(request: Request, p: Principal, s, status: int = 200, **extra: Any) -> Response:  # type: ignore[no-untyped-def]
     people = list(s.scalars(select(Labeler).where(Labeler.active.is_(True)).order_by(Labeler.name)))
-    return render(request, "admin_assign.html", status=status, principal=p, people=people,
-                  progress=service.progress(s), kinds=KINDS, **extra)
+    return render(
+        request,
+        "admin_assign.html",
+        status=status,
+        principal=p,
+        people=people,
+        progress=service.progress(s),
+        kinds=KINDS,
+        **extra,
+    )
 
 
 @router.post("/admin/assign")
@@ -267,10 +339,15 @@ def _admin_assign_post(request: Request, form: FormData) -> Response:
     try:
         with transaction(request) as s:
             p = _admin(request, s, form)
-            n = service.assign(s, kind=str(form.get("kind") or "") or None,
-                               labelers=[str(x) for x in form.getlist("labelers")] or None,
-                               overlap=_number(form, "overlap", int, 1), overlap_share=_number(form, "overlap_share", float, 1.0),
-                               limit=_number(form, "limit", int, None), seed=_number(form, "seed", int, 0))
+            n = service.assign(
+                s,
+                kind=str(form.get("kind") or "") or None,
+                labelers=[str(x) for x in form.getlist("labelers")] or None,
+                overlap=_number(form, "overlap", int, 1),
+                overlap_share=_number(form, "overlap_share", float, 1.0),
+                limit=_number(form, "limit", int, None),
+                seed=_number(form, "seed", int, 0),
+            )
     except InstructRLError as e:
         with transaction(request) as s:
             return _assign_page(request, _admin(request, s), s, status=422, error=str(e))
@@ -281,8 +358,12 @@ def _admin_assign_post(request: Request, form: FormData) -> Response:
 @router.get("/admin/export")
 def admin_export(request: Request) -> Response:
     with transaction(request) as s:
-        return render(request, "admin_export.html", principal=_admin(request, s),
-                      default_name=datetime.now().strftime("export-%Y%m%d-%H%M%S"))
+        return render(
+            request,
+            "admin_export.html",
+            principal=_admin(request, s),
+            default_name=datetime.now().strftime("export-%Y%m%d-%H%M%S"),
+        )
 
 
 @router.post("/admin/export")
@@ -302,8 +383,9 @@ def _admin_export_post(request: Request, form: FormData) -> Response:
             written = service.export(s, folder, kinds=kinds, by_labeler=form.get("by_labeler") == "on")
     except InstructRLError as e:
         with transaction(request) as s:
-            return render(request, "admin_export.html", status=422, principal=_admin(request, s), error=str(e),
-                          default_name=name)
+            return render(
+                request, "admin_export.html", status=422, principal=_admin(request, s), error=str(e), default_name=name
+            )
     files = [(str(path.relative_to(root)), sum(1 for _ in path.open(encoding="utf-8"))) for path in written.values()]
     return render(request, "admin_export.html", principal=p, files=files, root=str(root), default_name=name)
 
@@ -315,5 +397,8 @@ def admin_download(request: Request, kind: str) -> Response:
     with transaction(request) as s:
         _admin(request, s)
         lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in service.EXPORT_FILES[kind][1](s)]
-    return StreamingResponse(iter(lines), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="{kind}.jsonl"'})
+    return StreamingResponse(
+        iter(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{kind}.jsonl"'},
+    )

@@ -32,8 +32,9 @@ def load_checkpoint(path: str):  # type: ignore[no-untyped-def]
 def format_prompt(tokenizer, prompt: str) -> str:  # type: ignore[no-untyped-def]
     """The tokenizer's chat template when it has one, else the plain instruction template."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return PLAIN_TEMPLATE.format(prompt=prompt)
 
 
@@ -47,8 +48,9 @@ def eos_ids(model, tokenizer) -> set[int]:  # type: ignore[no-untyped-def]
     return ids
 
 
-def sample_outputs(model, tokenizer, prompts: Sequence[str], k: int, *, max_new_tokens: int = 128,
-                   seed: int = 0) -> list[list[str]]:  # type: ignore[no-untyped-def]
+def sample_outputs(
+    model, tokenizer, prompts: Sequence[str], k: int, *, max_new_tokens: int = 128, seed: int = 0
+) -> list[list[str]]:  # type: ignore[no-untyped-def]
     """K completions per prompt, sampled at temperature 1 with no top-k/top-p truncation, cut at EOS."""
     import torch  # here, not at the top: see load_checkpoint
 
@@ -59,12 +61,23 @@ def sample_outputs(model, tokenizer, prompts: Sequence[str], k: int, *, max_new_
     for i, prompt in enumerate(prompts):
         text = format_prompt(tokenizer, prompt)
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=not getattr(tokenizer, "chat_template", None))
-        enc = {"input_ids": enc["input_ids"], "attention_mask": torch.ones_like(enc["input_ids"])}  # one unpadded prompt
+        enc = {
+            "input_ids": enc["input_ids"],
+            "attention_mask": torch.ones_like(enc["input_ids"]),
+        }  # one unpadded prompt
         with torch.no_grad():
-            gen = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                 num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=sorted(stops) or None)
-        new = gen[:, enc["input_ids"].shape[1]:]  # (K, T_new)
+            gen = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=k,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=sorted(stops) or None,
+            )
+        new = gen[:, enc["input_ids"].shape[1] :]  # (K, T_new)
         samples = []
         for row in new.tolist():
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))  # cut at the first EOS

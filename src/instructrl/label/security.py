@@ -40,7 +40,9 @@ def same_secret(a: str | None, b: str | None) -> bool:
 def check_name(name: str, what: str = "labeler name") -> str:
     """Names become file names in split exports, so they are restricted to a safe alphabet."""
     if not NAME_RE.match(name or ""):
-        raise InstructRLError(f"{what} {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        raise InstructRLError(
+            f"{what} {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
     return name
 
 

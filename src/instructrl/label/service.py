@@ -102,8 +102,15 @@ def open_web_session(session: Session, labeler: Labeler) -> tuple[str, str]:
     key = new_token()
     csrf = new_csrf_token()
     now = utcnow()
-    session.add(WebSession(key_hash=hash_secret(key), labeler_id=labeler.id, csrf_token=csrf,
-                           created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS)))
+    session.add(
+        WebSession(
+            key_hash=hash_secret(key),
+            labeler_id=labeler.id,
+            csrf_token=csrf,
+            created_at=now,
+            expires_at=now + timedelta(hours=SESSION_HOURS),
+        )
+    )
     session.execute(WebSession.__table__.delete().where(WebSession.expires_at < now))  # housekeeping
     return key, csrf
 
@@ -111,8 +118,9 @@ def open_web_session(session: Session, labeler: Labeler) -> tuple[str, str]:
 def find_web_session(session: Session, key: str | None) -> WebSession | None:
     if not key:
         return None
-    ws = session.scalar(select(WebSession).options(selectinload(WebSession.labeler))
-                        .where(WebSession.key_hash == hash_secret(key)))
+    ws = session.scalar(
+        select(WebSession).options(selectinload(WebSession.labeler)).where(WebSession.key_hash == hash_secret(key))
+    )
     if ws is None or ws.expires_at < utcnow() or not ws.labeler.active:
         return None
     return ws
@@ -149,8 +157,9 @@ def parse_prompt_file(path: str | Path) -> list[PromptLine]:
 
 def parse_prompt_text(text: str, name: str) -> list[PromptLine]:
     """Parse JSONL text; errors name ``name:line``."""
-    out = [parse_prompt_line(line, f"{name}:{lineno}")
-           for lineno, line in enumerate(text.splitlines(), 1) if line.strip()]
+    out = [
+        parse_prompt_line(line, f"{name}:{lineno}") for lineno, line in enumerate(text.splitlines(), 1) if line.strip()
+    ]
     if not out:
         raise DataError(f"{name}: holds no prompts (expected one JSON object per line)")
     return out
@@ -162,7 +171,7 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(rec, dict):
-        raise DataError(f"{where}: expected a JSON object like {{\"prompt\": \"...\"}}, got {type(rec).__name__}")
+        raise DataError(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(rec).__name__}')
     if "prompt" not in rec:
         raise DataError(f"{where}: missing field 'prompt'; fields found: {', '.join(sorted(rec)) or 'none'}")
     unknown = sorted(set(rec) - _PROMPT_FIELDS)
@@ -179,8 +188,10 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
             raise DataError(f"{where}: 'completions' must be a list of strings")
         if not L.K_MIN <= len(comps) <= L.K_MAX:
-            raise DataError(f"{where}: 'completions' holds {len(comps)} outputs; a ranking needs "
-                            f"{L.K_MIN}-{L.K_MAX} (InstructGPT ranks K = 4..9)")
+            raise DataError(
+                f"{where}: 'completions' holds {len(comps)} outputs; a ranking needs "
+                f"{L.K_MIN}-{L.K_MAX} (InstructGPT ranks K = 4..9)"
+            )
     return PromptLine(prompt, rec.get("user"), rec.get("category"), comps)
 
 
@@ -191,8 +202,14 @@ class ImportResult:
     ranking_tasks: int = 0
 
 
-def import_prompts(session: Session, lines: Sequence[PromptLine], *, tag: str | None = None,
-                   demonstrations: bool = True, source: str | None = None) -> ImportResult:
+def import_prompts(
+    session: Session,
+    lines: Sequence[PromptLine],
+    *,
+    tag: str | None = None,
+    demonstrations: bool = True,
+    source: str | None = None,
+) -> ImportResult:
     """Store prompts; queue a demonstration task per prompt (if asked) and a ranking task per line
     that brings its own completions."""
     result = ImportResult()
@@ -233,8 +250,15 @@ def prompts_needing_rankings(session: Session, tag: str | None = None, limit: in
 
 
 # ---------------------------------------------------------------------------- assignment
-def plan_assignments(tasks: Sequence[int], labelers: Sequence[str], load: Mapping[str, int], *,
-                     overlap: int = 1, overlap_share: float = 1.0, seed: int = 0) -> list[tuple[int, str]]:
+def plan_assignments(
+    tasks: Sequence[int],
+    labelers: Sequence[str],
+    load: Mapping[str, int],
+    *,
+    overlap: int = 1,
+    overlap_share: float = 1.0,
+    seed: int = 0,
+) -> list[tuple[int, str]]:
     """Give each task to one labeler, or to ``overlap`` distinct labelers for a share of the tasks.
 
     Overlapping tasks are how inter-labeler agreement is measured (InstructGPT §3.4). Each task goes to
@@ -262,8 +286,16 @@ def check_plan(n_labelers: int, overlap: int, overlap_share: float) -> None:
         raise InstructRLError(f"--overlap-share {overlap_share}: must be between 0 and 1")
 
 
-def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str] | None = None,
-           overlap: int = 1, overlap_share: float = 1.0, limit: int | None = None, seed: int = 0) -> int:
+def assign(
+    session: Session,
+    *,
+    kind: str | None = None,
+    labelers: Sequence[str] | None = None,
+    overlap: int = 1,
+    overlap_share: float = 1.0,
+    limit: int | None = None,
+    seed: int = 0,
+) -> int:
     """Assign tasks nobody holds yet; returns the number of assignments made."""
     if kind is not None and kind not in KINDS:
         raise InstructRLError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -273,8 +305,11 @@ def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str]
         if inactive:
             raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
     else:
-        chosen = list(session.scalars(select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True))
-                                      .order_by(Labeler.name)))
+        chosen = list(
+            session.scalars(
+                select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True)).order_by(Labeler.name)
+            )
+        )
     check_plan(len(chosen), overlap, overlap_share)
     held = select(Assignment.task_id)
     q = select(Task.id).where(Task.id.not_in(held)).order_by(Task.id)
@@ -286,8 +321,14 @@ def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str]
     if not task_ids:
         return 0
     ids = {x.name: x.id for x in chosen}
-    load = dict(session.execute(select(Labeler.name, func.count(Assignment.id)).join(Assignment)
-                                .where(Assignment.status == PENDING).group_by(Labeler.name)).all())
+    load = dict(
+        session.execute(
+            select(Labeler.name, func.count(Assignment.id))
+            .join(Assignment)
+            .where(Assignment.status == PENDING)
+            .group_by(Labeler.name)
+        ).all()
+    )
     plan = plan_assignments(task_ids, list(ids), load, overlap=overlap, overlap_share=overlap_share, seed=seed)
     now = utcnow()
     session.add_all(Assignment(task_id=t, labeler_id=ids[n], status=PENDING, assigned_at=now) for t, n in plan)
@@ -296,8 +337,12 @@ def assign(session: Session, *, kind: str | None = None, labelers: Sequence[str]
 
 # ---------------------------------------------------------------------------- a labeler's work
 def assignments_of(session: Session, labeler: Labeler, status: str | None = None) -> list[Assignment]:
-    q = (select(Assignment).options(selectinload(Assignment.task).selectinload(Task.prompt))
-         .where(Assignment.labeler_id == labeler.id).order_by(Assignment.id))
+    q = (
+        select(Assignment)
+        .options(selectinload(Assignment.task).selectinload(Task.prompt))
+        .where(Assignment.labeler_id == labeler.id)
+        .order_by(Assignment.id)
+    )
     if status:
         q = q.where(Assignment.status == status)
     return list(session.scalars(q))
@@ -305,19 +350,28 @@ def assignments_of(session: Session, labeler: Labeler, status: str | None = None
 
 def own_assignment(session: Session, labeler: Labeler, assignment_id: int) -> Assignment:
     """The labeler's own assignment; someone else's looks exactly like a missing one."""
-    a = session.scalar(select(Assignment).options(
-        selectinload(Assignment.task).selectinload(Task.prompt),
-        selectinload(Assignment.task).selectinload(Task.completions),
-        selectinload(Assignment.demonstration), selectinload(Assignment.ratings),
-    ).where(Assignment.id == assignment_id, Assignment.labeler_id == labeler.id))
+    a = session.scalar(
+        select(Assignment)
+        .options(
+            selectinload(Assignment.task).selectinload(Task.prompt),
+            selectinload(Assignment.task).selectinload(Task.completions),
+            selectinload(Assignment.demonstration),
+            selectinload(Assignment.ratings),
+        )
+        .where(Assignment.id == assignment_id, Assignment.labeler_id == labeler.id)
+    )
     if a is None:
         raise NotFound(f"assignment {assignment_id} not found")
     return a
 
 
 def next_pending(session: Session, labeler: Labeler) -> Assignment | None:
-    return session.scalar(select(Assignment).where(Assignment.labeler_id == labeler.id,
-                                                   Assignment.status == PENDING).order_by(Assignment.id).limit(1))
+    return session.scalar(
+        select(Assignment)
+        .where(Assignment.labeler_id == labeler.id, Assignment.status == PENDING)
+        .order_by(Assignment.id)
+        .limit(1)
+    )
 
 
 def _claim(session: Session, assignment: Assignment) -> None:
@@ -327,8 +381,12 @@ def _claim(session: Session, assignment: Assignment) -> None:
     second one's UPDATE waits for the first to commit and then matches no row (PostgreSQL), or waits for
     the write lock and sees the new status (SQLite, BEGIN IMMEDIATE).
     """
-    res = session.execute(update(Assignment).where(Assignment.id == assignment.id, Assignment.status == PENDING)
-                          .values(status=SUBMITTED, submitted_at=utcnow()).execution_options(synchronize_session=False))
+    res = session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment.id, Assignment.status == PENDING)
+        .values(status=SUBMITTED, submitted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     if res.rowcount != 1:
         raise AlreadySubmitted(f"assignment {assignment.id} was already submitted; the first submission is kept")
 
@@ -351,7 +409,9 @@ class OutputLabel:
     rank: Any
 
 
-def submit_ranking(session: Session, labeler: Labeler, assignment_id: int, labels: Mapping[int, OutputLabel]) -> Assignment:
+def submit_ranking(
+    session: Session, labeler: Labeler, assignment_id: int, labels: Mapping[int, OutputLabel]
+) -> Assignment:
     """Store a Likert score, flags and rank for every output of the task (InstructGPT §3.4, App. B)."""
     a = own_assignment(session, labeler, assignment_id)
     if a.task.kind != "ranking":
@@ -363,8 +423,15 @@ def submit_ranking(session: Session, labeler: Labeler, assignment_id: int, label
     for c, rank in zip(comps, ranks):
         where = f"output {chr(65 + c.position)}"
         lab = labels[c.id]  # present: ranking_from_mapping checked every output has an entry
-        rows.append(Rating(assignment_id=a.id, completion_id=c.id, likert=L.check_likert(lab.likert, where),
-                           flags=L.check_flags(lab.flags, where), rank=rank))
+        rows.append(
+            Rating(
+                assignment_id=a.id,
+                completion_id=c.id,
+                likert=L.check_likert(lab.likert, where),
+                flags=L.check_flags(lab.flags, where),
+                rank=rank,
+            )
+        )
     _claim(session, a)
     session.add_all(rows)
     return a
@@ -376,21 +443,45 @@ def progress(session: Session) -> dict[str, Any]:
     kinds = {}
     for kind in KINDS:
         tasks = session.scalar(select(func.count(Task.id)).where(Task.kind == kind)) or 0
-        unassigned = session.scalar(select(func.count(Task.id)).where(
-            Task.kind == kind, Task.id.not_in(select(Assignment.task_id)))) or 0
-        by_status = dict(session.execute(select(Assignment.status, func.count(Assignment.id)).join(Task)
-                                         .where(Task.kind == kind).group_by(Assignment.status)).all())
-        kinds[kind] = {"tasks": tasks, "unassigned": unassigned, "pending": by_status.get(PENDING, 0),
-                       "submitted": by_status.get(SUBMITTED, 0)}
-    rows = session.execute(select(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status,
-                                  func.count(Assignment.id))
-                           .select_from(Labeler).outerjoin(Assignment).outerjoin(Task)
-                           .group_by(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status)
-                           .order_by(Labeler.name)).all()
+        unassigned = (
+            session.scalar(
+                select(func.count(Task.id)).where(Task.kind == kind, Task.id.not_in(select(Assignment.task_id)))
+            )
+            or 0
+        )
+        by_status = dict(
+            session.execute(
+                select(Assignment.status, func.count(Assignment.id))
+                .join(Task)
+                .where(Task.kind == kind)
+                .group_by(Assignment.status)
+            ).all()
+        )
+        kinds[kind] = {
+            "tasks": tasks,
+            "unassigned": unassigned,
+            "pending": by_status.get(PENDING, 0),
+            "submitted": by_status.get(SUBMITTED, 0),
+        }
+    rows = session.execute(
+        select(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status, func.count(Assignment.id))
+        .select_from(Labeler)
+        .outerjoin(Assignment)
+        .outerjoin(Task)
+        .group_by(Labeler.name, Labeler.role, Labeler.active, Task.kind, Assignment.status)
+        .order_by(Labeler.name)
+    ).all()
     people: dict[str, dict[str, Any]] = {}
     for name, role, active, kind, status, n in rows:
-        person = people.setdefault(name, {"labeler": name, "role": role, "active": active,
-                                          **{f"{k}_{s}": 0 for k in KINDS for s in (PENDING, SUBMITTED)}})
+        person = people.setdefault(
+            name,
+            {
+                "labeler": name,
+                "role": role,
+                "active": active,
+                **{f"{k}_{s}": 0 for k in KINDS for s in (PENDING, SUBMITTED)},
+            },
+        )
         if kind and status:
             person[f"{kind}_{status}"] = n
     return {"tasks": kinds, "labelers": list(people.values())}
@@ -398,12 +489,14 @@ def progress(session: Session) -> dict[str, Any]:
 
 def ranking_table(session: Session) -> dict[int, dict[str, list[int]]]:
     """{task_id: {labeler: ranks in output order}} for every submitted ranking."""
-    rows = session.execute(select(Assignment.task_id, Labeler.name, Completion.position, Rating.rank)
-                           .join(Labeler, Assignment.labeler_id == Labeler.id)
-                           .join(Rating, Rating.assignment_id == Assignment.id)
-                           .join(Completion, Rating.completion_id == Completion.id)
-                           .where(Assignment.status == SUBMITTED)
-                           .order_by(Assignment.task_id, Labeler.name, Completion.position)).all()
+    rows = session.execute(
+        select(Assignment.task_id, Labeler.name, Completion.position, Rating.rank)
+        .join(Labeler, Assignment.labeler_id == Labeler.id)
+        .join(Rating, Rating.assignment_id == Assignment.id)
+        .join(Completion, Rating.completion_id == Completion.id)
+        .where(Assignment.status == SUBMITTED)
+        .order_by(Assignment.task_id, Labeler.name, Completion.position)
+    ).all()
     table: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for task_id, name, _pos, rank in rows:
         table[task_id][name].append(rank)
@@ -417,42 +510,81 @@ def labeler_agreement(session: Session) -> AgreementReport:
 # ---------------------------------------------------------------------------- export
 def demonstration_records(session: Session, labeler: str | None = None) -> Iterator[dict[str, Any]]:
     """Demonstrations as the SFT stage reads them: {"prompt", "completion", "labeler", ...}."""
-    q = (select(Demonstration.text, Prompt.text, Labeler.name, Prompt.user, Prompt.category, Task.id, Assignment.submitted_at)
-         .join(Assignment, Demonstration.assignment_id == Assignment.id).join(Task, Assignment.task_id == Task.id)
-         .join(Prompt, Task.prompt_id == Prompt.id).join(Labeler, Assignment.labeler_id == Labeler.id)
-         .order_by(Assignment.submitted_at, Assignment.id))
+    q = (
+        select(
+            Demonstration.text,
+            Prompt.text,
+            Labeler.name,
+            Prompt.user,
+            Prompt.category,
+            Task.id,
+            Assignment.submitted_at,
+        )
+        .join(Assignment, Demonstration.assignment_id == Assignment.id)
+        .join(Task, Assignment.task_id == Task.id)
+        .join(Prompt, Task.prompt_id == Prompt.id)
+        .join(Labeler, Assignment.labeler_id == Labeler.id)
+        .order_by(Assignment.submitted_at, Assignment.id)
+    )
     if labeler:
         q = q.where(Labeler.name == labeler)
     for completion, prompt, name, user, category, task_id, at in session.execute(q):
-        yield {"prompt": prompt, "completion": completion, "labeler": name, "user": user, "category": category,
-               "task_id": task_id, "submitted_at": at.isoformat() if at else None}
+        yield {
+            "prompt": prompt,
+            "completion": completion,
+            "labeler": name,
+            "user": user,
+            "category": category,
+            "task_id": task_id,
+            "submitted_at": at.isoformat() if at else None,
+        }
 
 
 def ranking_records(session: Session, labeler: str | None = None) -> Iterator[dict[str, Any]]:
     """Rankings as the reward-model stage reads them (rank 1 = best, ties share a rank)."""
-    q = (select(Assignment).options(selectinload(Assignment.task).selectinload(Task.prompt),
-                                    selectinload(Assignment.task).selectinload(Task.completions),
-                                    selectinload(Assignment.ratings), selectinload(Assignment.labeler))
-         .join(Task).join(Labeler, Assignment.labeler_id == Labeler.id)
-         .where(Task.kind == "ranking", Assignment.status == SUBMITTED)
-         .order_by(Assignment.submitted_at, Assignment.id))
+    q = (
+        select(Assignment)
+        .options(
+            selectinload(Assignment.task).selectinload(Task.prompt),
+            selectinload(Assignment.task).selectinload(Task.completions),
+            selectinload(Assignment.ratings),
+            selectinload(Assignment.labeler),
+        )
+        .join(Task)
+        .join(Labeler, Assignment.labeler_id == Labeler.id)
+        .where(Task.kind == "ranking", Assignment.status == SUBMITTED)
+        .order_by(Assignment.submitted_at, Assignment.id)
+    )
     if labeler:
         q = q.where(Labeler.name == labeler)
     for a in session.scalars(q):
         by_completion = {r.completion_id: r for r in a.ratings}
         comps = a.task.completions
         ratings = [by_completion[c.id] for c in comps]
-        yield {"prompt": a.task.prompt.text, "completions": [c.text for c in comps],
-               "ranks": [r.rank for r in ratings], "labeler": a.labeler.name,
-               "likert": [r.likert for r in ratings], "flags": [list(r.flags) for r in ratings]}
+        yield {
+            "prompt": a.task.prompt.text,
+            "completions": [c.text for c in comps],
+            "ranks": [r.rank for r in ratings],
+            "labeler": a.labeler.name,
+            "likert": [r.likert for r in ratings],
+            "flags": [list(r.flags) for r in ratings],
+        }
 
 
-EXPORT_FILES = {"demonstrations": ("demonstrations.jsonl", demonstration_records),
-                "rankings": ("rankings.jsonl", ranking_records)}
+EXPORT_FILES = {
+    "demonstrations": ("demonstrations.jsonl", demonstration_records),
+    "rankings": ("rankings.jsonl", ranking_records),
+}
 
 
-def export(session: Session, out_dir: str | Path, *, kinds: Sequence[str] = ("demonstrations", "rankings"),
-           by_labeler: bool = False, labeler: str | None = None) -> dict[str, Path]:
+def export(
+    session: Session,
+    out_dir: str | Path,
+    *,
+    kinds: Sequence[str] = ("demonstrations", "rankings"),
+    by_labeler: bool = False,
+    labeler: str | None = None,
+) -> dict[str, Path]:
     """Write JSONL files into ``out_dir`` (``out_dir/<labeler>/...`` when split); returns {key: path}.
 
     Keys are the kind (``"rankings"``) or, split by labeler, ``"<labeler>/<kind>"``. A labeler without

@@ -34,5 +34,8 @@ class ServeSettings:
 
     @classmethod
     def from_env(cls) -> ServeSettings:
-        return cls(db=default_db(), export_dir=os.environ.get(EXPORT_DIR_ENV, "exports"),
-                   secure_cookies=os.environ.get(SECURE_COOKIES_ENV) == "1")
+        return cls(
+            db=default_db(),
+            export_dir=os.environ.get(EXPORT_DIR_ENV, "exports"),
+            secure_cookies=os.environ.get(SECURE_COOKIES_ENV) == "1",
+        )

@@ -88,12 +88,16 @@ def template_environment() -> Environment:
     return env
 
 
-def render(request: Request, template: str, status: int = 200, principal: Principal | None = None,
-           **context: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, status: int = 200, principal: Principal | None = None, **context: Any
+) -> HTMLResponse:
     env: Environment = request.app.state.templates
     html = env.get_template(template).render(
-        request=request, me=principal.labeler if principal else None,
-        csrf=principal.csrf if principal else None, **context)
+        request=request,
+        me=principal.labeler if principal else None,
+        csrf=principal.csrf if principal else None,
+        **context,
+    )
     return HTMLResponse(html, status_code=status)
 
 

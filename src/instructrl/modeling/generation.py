@@ -24,9 +24,18 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[Prompt], *, max_new_tokens: int = 64, temperature: float = 1.0,
-             top_p: float = 1.0, batch_size: int = 32, max_prompt_tokens: int | None = None,
-             progress: bool = False) -> list[Generation]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[Prompt],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    max_prompt_tokens: int | None = None,
+    progress: bool = False,
+) -> list[Generation]:
     """Sample one response per prompt (temperature 0 = greedy)."""
     was_training = model.training
     model.eval()
@@ -38,10 +47,18 @@ def generate(model, tokenizer, prompts: list[Prompt], *, max_new_tokens: int = 6
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     for start in tqdm(range(0, len(encoded), batch_size), disable=not progress, desc="generate"):
         ids, mask = left_pad(encoded[start : start + batch_size], pad)
-        kwargs = dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=top_p)
-        seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                              pad_token_id=pad, eos_token_id=eos, **kwargs)
-        for row in seqs[:, ids.shape[1]:].tolist():
+        kwargs = (
+            dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=top_p)
+        )
+        seqs = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            **kwargs,
+        )
+        for row in seqs[:, ids.shape[1] :].tolist():
             finished = eos in row
             resp = row[: row.index(eos)] if finished else [t for t in row if t != pad]
             out.append(Generation(tokenizer.decode(resp, skip_special_tokens=True), resp, finished))

@@ -26,7 +26,12 @@ from instructrl.errors import ModelLoadError
 
 log = logging.getLogger("instructrl.modeling")
 PAD_TOKEN = "<|pad|>"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 # config attributes that hold residual / hidden dropout in common architectures
 RESIDUAL_DROPOUT_ATTRS = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout", "residual_dropout")
 
@@ -59,8 +64,10 @@ def load_tokenizer(name: str, *, padding_side: str = "right"):
         tok = AutoTokenizer.from_pretrained(os.path.expanduser(name))
     except Exception as e:  # OSError / ValueError / HF hub errors
         if Path(name).is_dir():
-            raise ModelLoadError(f"'{name}' has no usable tokenizer files ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise ModelLoadError(
+                f"'{name}' has no usable tokenizer files ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         raise _hub_error(name, "tokenizer", e) from None
     ensure_special_tokens(tok)
     tok.padding_side = padding_side
@@ -84,8 +91,14 @@ def has_weights(path: Path) -> bool:
     return any((path / f).exists() for f in WEIGHT_FILES)
 
 
-def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = None,
-                   dtype: torch.dtype | None = None, init_from_config: bool = True):
+def load_causal_lm(
+    name: str,
+    tokenizer,
+    *,
+    residual_dropout: float | None = None,
+    dtype: torch.dtype | None = None,
+    init_from_config: bool = True,
+):
     """Load a causal LM (or initialize it from a weight-less config dir) and align it with the tokenizer.
 
     Weights are loaded in ``dtype``, float32 by default whatever the checkpoint stores (a checkpoint
@@ -104,13 +117,16 @@ def load_causal_lm(name: str, tokenizer, *, residual_dropout: float | None = Non
             log.info("%s has a config but no weights: initializing a new model from the config", name)
             model = AutoModelForCausalLM.from_config(config)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(local) if local.exists() else name,
-                                                         config=config, dtype=dtype or torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(local) if local.exists() else name, config=config, dtype=dtype or torch.float32
+            )
     except ModelLoadError:
         raise
     except Exception as e:
         if local.exists():
-            raise ModelLoadError(f"could not load model from '{name}': {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"could not load model from '{name}': {type(e).__name__}: {str(e).splitlines()[0]}"
+            ) from None
         raise _hub_error(name, "model", e) from None
     align_with_tokenizer(model, tokenizer)
     fuse_activations(model)
@@ -172,8 +188,9 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[s
     """Wrap a model with LoRA adapters (peft). ``target_modules=None`` lets peft pick per architecture."""
     from peft import LoraConfig, get_peft_model  # only LoRA runs pay for it: peft imports transformers' model classes
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                     target_modules=target_modules or None)
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM", target_modules=target_modules or None
+    )
     try:
         return get_peft_model(model, cfg)
     except ValueError as e:

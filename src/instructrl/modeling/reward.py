@@ -74,8 +74,10 @@ def build_reward_model(name: str, tokenizer, *, no_dropout: bool = True) -> torc
     try:
         rm = AutoModelForSequenceClassification.from_config(config)
     except ValueError as e:
-        raise ModelLoadError(f"'{name}': {type(config).__name__} has no sequence-classification head in "
-                             f"transformers, so it cannot become a reward model ({str(e).splitlines()[0]})") from None
+        raise ModelLoadError(
+            f"'{name}': {type(config).__name__} has no sequence-classification head in "
+            f"transformers, so it cannot become a reward model ({str(e).splitlines()[0]})"
+        ) from None
     rm.to(next(causal.parameters()).dtype)
     backbone = causal.base_model.state_dict()
     rm.base_model.load_state_dict(backbone, strict=True)  # every backbone tensor, no more, no less
@@ -148,8 +150,11 @@ def read_normalization(directory: str | os.PathLike, config=None) -> dict[str, A
             raise ModelLoadError(f"{path}: expected 'gain' and 'bias'")
         return norm
     if config is not None and getattr(config, GAIN_KEY, None) is not None:
-        return {"gain": float(getattr(config, GAIN_KEY)), "bias": float(getattr(config, BIAS_KEY, 0.0)),
-                "method": "config"}
+        return {
+            "gain": float(getattr(config, GAIN_KEY)),
+            "bias": float(getattr(config, BIAS_KEY, 0.0)),
+            "method": "config",
+        }
     log.warning("%s has no reward normalization: rewards are raw (gain 1, bias 0)", directory)
     return {"gain": 1.0, "bias": 0.0, "method": "none"}
 
@@ -167,27 +172,35 @@ class RewardModel(torch.nn.Module):
         self.register_buffer("bias", torch.tensor(float(self.normalization["bias"])))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> RewardModel:
+    def from_pretrained(
+        cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> RewardModel:
         name = str(path)
         check_model_source(name, "reward model")
         local = Path(os.path.expanduser(name))
         if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
-            raise ModelLoadError(f"reward model '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
-                                 f"save the tokenizer beside the model (tokenizer.save_pretrained)")
+            raise ModelLoadError(
+                f"reward model '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                f"save the tokenizer beside the model (tokenizer.save_pretrained)"
+            )
         config = AutoConfig.from_pretrained(name)
         if getattr(config, "num_labels", None) != 1:
-            raise ModelLoadError(f"'{name}' is not a reward model: its config has num_labels="
-                                 f"{getattr(config, 'num_labels', None)} (a causal LM? train one with `instructrl rm`)")
+            raise ModelLoadError(
+                f"'{name}' is not a reward model: its config has num_labels="
+                f"{getattr(config, 'num_labels', None)} (a causal LM? train one with `instructrl rm`)"
+            )
         tokenizer = load_tokenizer(name, padding_side="left")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
         except Exception as e:
-            raise ModelLoadError(f"could not load reward model '{name}': {type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise ModelLoadError(
+                f"could not load reward model '{name}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            raise ModelLoadError(f"'{name}': its tokenizer has {len(tokenizer)} tokens but the model only "
-                                 f"{model.get_input_embeddings().weight.shape[0]} embeddings (it lacks a PAD token?)")
+            raise ModelLoadError(
+                f"'{name}': its tokenizer has {len(tokenizer)} tokens but the model only "
+                f"{model.get_input_embeddings().weight.shape[0]} embeddings (it lacks a PAD token?)"
+            )
         model.config.pad_token_id = tokenizer.pad_token_id
         disable_dropout(model)
         fuse_activations(model)
@@ -211,7 +224,9 @@ class RewardModel(torch.nn.Module):
         """Token ids of rendered prompt + response + EOS, cut to the model's context from the left."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", None)
+        limit = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", None
+        )
         seqs = []
         for p, r in zip(prompts, responses):
             p_ids, c_ids = encode_pair_text(self.tokenizer, p, r)
@@ -277,7 +292,9 @@ class EnsembleReward(nn.Module):
         return cls([load_frozen_reward(p) for p in paths], mode, penalty)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        scores = torch.stack([m(input_ids=input_ids, attention_mask=attention_mask).float() for m in self.members])  # (M, B)
+        scores = torch.stack(
+            [m(input_ids=input_ids, attention_mask=attention_mask).float() for m in self.members]
+        )  # (M, B)
         if self.mode == "min":
             return scores.min(dim=0).values
         if self.mode == "uwo":

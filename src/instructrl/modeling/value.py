@@ -23,11 +23,15 @@ def _load_seq_cls(path: str):
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     except Exception as e:
-        raise ModelLoadError(f"could not load reward model '{path}' as a sequence classifier: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ModelLoadError(
+            f"could not load reward model '{path}' as a sequence classifier: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     if getattr(model.config, "pad_token_id", None) is None:
-        raise ModelLoadError(f"reward model '{path}': config.json has no pad_token_id, so the score position "
-                             f"(last non-PAD token) is undefined; set it to the tokenizer's PAD id")
+        raise ModelLoadError(
+            f"reward model '{path}': config.json has no pad_token_id, so the score position "
+            f"(last non-PAD token) is undefined; set it to the tokenizer's PAD id"
+        )
     fuse_activations(model)
     return model
 
@@ -56,11 +60,13 @@ class ValueModel(nn.Module):
     def config(self):
         return self.model.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         backbone = getattr(self.model, self.model.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).last_hidden_state  # (B, T, H)
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (B, T, H)
         head = getattr(self.model, self.head_name)
         return self.gain * head(hidden).squeeze(-1) + self.bias  # (B, T)
 

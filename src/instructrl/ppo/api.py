@@ -46,12 +46,20 @@ def encode_prompts(cfg: PPOConfig, tokenizer, source: str) -> tuple[list[list[in
         else:
             kept.append(ids)
     if not kept:
-        raise DataError(f"{source}: all {len(records)} prompts are longer than max_prompt_length="
-                        f"{cfg.max_prompt_length} tokens; raise --max-prompt-length")
+        raise DataError(
+            f"{source}: all {len(records)} prompts are longer than max_prompt_length="
+            f"{cfg.max_prompt_length} tokens; raise --max-prompt-length"
+        )
     if skipped:
-        log.info("skipped %d prompts longer than %d tokens (first: %s)", len(skipped), cfg.max_prompt_length, skipped[0])
-    return kept, {"prompts": len(records), "kept": len(kept), "skipped_long_prompts": len(skipped),
-                  "skipped_where": skipped[:100]}
+        log.info(
+            "skipped %d prompts longer than %d tokens (first: %s)", len(skipped), cfg.max_prompt_length, skipped[0]
+        )
+    return kept, {
+        "prompts": len(records),
+        "kept": len(kept),
+        "skipped_long_prompts": len(skipped),
+        "skipped_where": skipped[:100],
+    }
 
 
 def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOTrainer:
@@ -94,9 +102,15 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     if acc.is_main_process:
         cfg.save(out)
         (out / "data_report.json").write_text(json.dumps(report, indent=1))
-    log.info("ppo: %d iterations of %d episodes (%d prompts), minibatch %d, %d epoch(s)%s",
-             cfg.num_iterations, cfg.batch_size, len(prompts), cfg.mini_batch_size, cfg.ppo_epochs,
-             f"; PPO-ptx with gamma={cfg.ptx_coef}, {cfg.ptx_per_episode:g} windows per episode" if ptx_pool else "")
+    log.info(
+        "ppo: %d iterations of %d episodes (%d prompts), minibatch %d, %d epoch(s)%s",
+        cfg.num_iterations,
+        cfg.batch_size,
+        len(prompts),
+        cfg.mini_batch_size,
+        cfg.ppo_epochs,
+        f"; PPO-ptx with gamma={cfg.ptx_coef}, {cfg.ptx_per_episode:g} windows per episode" if ptx_pool else "",
+    )
     return PPOTrainer(cfg, acc, policy, ref, reward_model, value, tokenizer, prompts, out, ptx_pool)
 
 
@@ -106,11 +120,14 @@ def check_same_vocab(tokenizer, path: str, what: str, vocab_rows: int) -> None:
     if (p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists():
         other = load_tokenizer(path)
         if other.get_vocab() != tokenizer.get_vocab():
-            raise ModelLoadError(f"{what} '{path}' uses a different tokenizer than the policy; PPO scores the "
-                                 f"policy's token ids, so train the {what} from the same model family/tokenizer")
+            raise ModelLoadError(
+                f"{what} '{path}' uses a different tokenizer than the policy; PPO scores the "
+                f"policy's token ids, so train the {what} from the same model family/tokenizer"
+            )
     if vocab_rows < len(tokenizer):
-        raise ModelLoadError(f"{what} '{path}' has {vocab_rows} embedding rows but the policy's tokenizer has "
-                             f"{len(tokenizer)} tokens")
+        raise ModelLoadError(
+            f"{what} '{path}' has {vocab_rows} embedding rows but the policy's tokenizer has {len(tokenizer)} tokens"
+        )
 
 
 def _vocab_rows(model: nn.Module) -> int:
@@ -121,7 +138,8 @@ def _vocab_rows(model: nn.Module) -> int:
         return 1 << 62  # a hand-made scorer without embeddings: nothing to check
 
 
-def run_ppo(cfg: PPOConfig, reward_model: nn.Module | None = None,
-            callbacks: list[Callback] | None = None) -> PPOResult:
+def run_ppo(
+    cfg: PPOConfig, reward_model: nn.Module | None = None, callbacks: list[Callback] | None = None
+) -> PPOResult:
     """PPO against a reward model, or PPO-ptx when ``cfg.ptx_data`` is set (InstructGPT §3.5, Eq. 2)."""
     return build_trainer(cfg, reward_model).train(callbacks)

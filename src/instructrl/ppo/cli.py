@@ -17,7 +17,9 @@ def main(args) -> int:
     cfg = resolve_config(PPOConfig, args)
     result = run_ppo(cfg)
     final = result.final
-    print(f"ppo: {result.iterations} iterations, {result.episodes} episodes; final score "
-          f"{final.get('ppo/score_mean', float('nan')):.4f}, KL {final.get('ppo/kl', float('nan')):.3f}; "
-          f"policy saved to {result.out_dir}")
+    print(
+        f"ppo: {result.iterations} iterations, {result.episodes} episodes; final score "
+        f"{final.get('ppo/score_mean', float('nan')):.4f}, KL {final.get('ppo/kl', float('nan')):.3f}; "
+        f"policy saved to {result.out_dir}"
+    )
     return 0

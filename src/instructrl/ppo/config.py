@@ -17,87 +17,153 @@ class PPOConfig(BaseConfig):
     """PPO / PPO-ptx (InstructGPT Eq. 2). Defaults: the paper's recipe (App. C.4)."""
 
     # ------------------------------------------------------------------ models and data
-    policy: str | None = help_field(None, "Policy to start from (the SFT model, InstructGPT App. C.3); also the KL "
-                                          "reference. A local directory or a Hub id.")
-    tokenizer: str | None = help_field(None, "Tokenizer (default: the policy's). The reward and value models must share it.")
-    reward_model: str | None = help_field(None, "Reward model directory (AutoModelForSequenceClassification, num_labels=1; "
-                                                "gain/bias read from config.json).")
-    value_model: str | None = help_field(None, "Initial value model (default: the reward model: InstructGPT §3.5 "
-                                               "initializes the value function from the RM).")
-    prompts: str | None = help_field(None, "Prompt data: {\"prompt\"} or {\"messages\"} records (JSONL/JSON/CSV/"
-                                           "Parquet, dataset dir or Hub name). InstructGPT used 31,144 prompts.")
-    ptx_data: str | None = help_field(None, "Pretraining text for PPO-ptx ({\"text\"} JSONL or .txt). Without it: "
-                                            "plain PPO (gamma = 0 in InstructGPT Eq. 2).")
-    ptx_coef: float = help_field(27.8, "gamma of InstructGPT Eq. 2: scale of the pretraining LM-loss gradient, "
-                                       "accumulated with the PPO gradient of each minibatch (App. C.4: 27.8).")
-    ptx_per_episode: float = help_field(8.0, "Pretraining examples per RL episode. InstructGPT App. C.4: 8 (a ratio of "
-                                             "4 let the pretraining loss rise).")
+    policy: str | None = help_field(
+        None,
+        "Policy to start from (the SFT model, InstructGPT App. C.3); also the KL "
+        "reference. A local directory or a Hub id.",
+    )
+    tokenizer: str | None = help_field(
+        None, "Tokenizer (default: the policy's). The reward and value models must share it."
+    )
+    reward_model: str | None = help_field(
+        None,
+        "Reward model directory (AutoModelForSequenceClassification, num_labels=1; gain/bias read from config.json).",
+    )
+    value_model: str | None = help_field(
+        None,
+        "Initial value model (default: the reward model: InstructGPT §3.5 initializes the value function from the RM).",
+    )
+    prompts: str | None = help_field(
+        None,
+        'Prompt data: {"prompt"} or {"messages"} records (JSONL/JSON/CSV/'
+        "Parquet, dataset dir or Hub name). InstructGPT used 31,144 prompts.",
+    )
+    ptx_data: str | None = help_field(
+        None,
+        'Pretraining text for PPO-ptx ({"text"} JSONL or .txt). Without it: '
+        "plain PPO (gamma = 0 in InstructGPT Eq. 2).",
+    )
+    ptx_coef: float = help_field(
+        27.8,
+        "gamma of InstructGPT Eq. 2: scale of the pretraining LM-loss gradient, "
+        "accumulated with the PPO gradient of each minibatch (App. C.4: 27.8).",
+    )
+    ptx_per_episode: float = help_field(
+        8.0,
+        "Pretraining examples per RL episode. InstructGPT App. C.4: 8 (a ratio of 4 let the pretraining loss rise).",
+    )
     ptx_max_length: int = help_field(256, "Length in tokens of the packed pretraining windows.")
     ptx_micro_batch_size: int = help_field(32, "Pretraining windows per forward pass (gradients are accumulated).")
 
     # ------------------------------------------------------------------ episodes and batches
-    total_episodes: int = help_field(256_000, "Episodes to train on. InstructGPT App. C.4: 256k (512k brought the "
-                                              "DROP/SQuAD regressions back).")
-    batch_size: int = help_field(512, "Episodes per PPO iteration (rollout batch), across all processes. "
-                                      "InstructGPT App. C.4: 512.")
-    mini_batch_size: int = help_field(64, "Episodes per optimizer step, across all processes. InstructGPT App. C.4: 64.")
+    total_episodes: int = help_field(
+        256_000, "Episodes to train on. InstructGPT App. C.4: 256k (512k brought the DROP/SQuAD regressions back)."
+    )
+    batch_size: int = help_field(
+        512, "Episodes per PPO iteration (rollout batch), across all processes. InstructGPT App. C.4: 512."
+    )
+    mini_batch_size: int = help_field(
+        64, "Episodes per optimizer step, across all processes. InstructGPT App. C.4: 64."
+    )
     ppo_epochs: int = help_field(1, "Passes over each rollout batch. InstructGPT App. C.4: 1 inner epoch.")
     rollout_batch_size: int | None = help_field(
-        None, "Episodes per generation/scoring forward on one process (default: all of its share of the batch).")
-    max_prompt_length: int = help_field(256, "Prompts longer than this (in tokens) are skipped and counted in data_report.json.")
-    response_length: int = help_field(128, "Most response tokens sampled; responses without EOS by then get missing_eos_penalty.")
-    temperature: float = help_field(1.0, "Sampling temperature; log-probs are taken at the same temperature "
-                                         "(InstructGPT App. C.4: 1; Huang et al. 2023 policy detail 1).")
-    cuda_graphs: bool = help_field(True, "On a GPU, sample with a static KV cache and replay the decoding step as a "
-                                         "CUDA graph (falls back to plain sampling, with a warning, for a model that "
-                                         "cannot decode that way). No effect on a CPU or with FSDP / DeepSpeed "
-                                         "sharding.")
+        None, "Episodes per generation/scoring forward on one process (default: all of its share of the batch)."
+    )
+    max_prompt_length: int = help_field(
+        256, "Prompts longer than this (in tokens) are skipped and counted in data_report.json."
+    )
+    response_length: int = help_field(
+        128, "Most response tokens sampled; responses without EOS by then get missing_eos_penalty."
+    )
+    temperature: float = help_field(
+        1.0,
+        "Sampling temperature; log-probs are taken at the same temperature "
+        "(InstructGPT App. C.4: 1; Huang et al. 2023 policy detail 1).",
+    )
+    cuda_graphs: bool = help_field(
+        True,
+        "On a GPU, sample with a static KV cache and replay the decoding step as a "
+        "CUDA graph (falls back to plain sampling, with a warning, for a model that "
+        "cannot decode that way). No effect on a CPU or with FSDP / DeepSpeed "
+        "sharding.",
+    )
 
     # ------------------------------------------------------------------ optimization
-    learning_rate: float = help_field(5e-6, "Policy peak learning rate (InstructGPT App. C.4: runs without the "
-                                            "pretraining mix diverged above 8.05e-6 at 1.3B). Tiny models need ~1e-4.")
+    learning_rate: float = help_field(
+        5e-6,
+        "Policy peak learning rate (InstructGPT App. C.4: runs without the "
+        "pretraining mix diverged above 8.05e-6 at 1.3B). Tiny models need ~1e-4.",
+    )
     value_learning_rate: float | None = help_field(None, "Value-model learning rate (default: learning_rate).")
-    warmup_iterations: int = help_field(10, "Linear warmup over this many PPO iterations, from warmup_start of the "
-                                            "peak; constant after (InstructGPT App. C.4: 10 iterations from 1/10).")
-    warmup_start: float = help_field(0.1, "Warmup starts at this fraction of the peak learning rate. InstructGPT: 1/10.")
+    warmup_iterations: int = help_field(
+        10,
+        "Linear warmup over this many PPO iterations, from warmup_start of the "
+        "peak; constant after (InstructGPT App. C.4: 10 iterations from 1/10).",
+    )
+    warmup_start: float = help_field(
+        0.1, "Warmup starts at this fraction of the peak learning rate. InstructGPT: 1/10."
+    )
     adam_beta1: float = help_field(0.9, "Adam beta1.")
     adam_beta2: float = help_field(0.95, "Adam beta2.")
-    adam_eps: float = help_field(1e-5, "Adam epsilon (lm-human-preferences: 1e-5; Huang et al. 2023 general detail on Adam).")
+    adam_eps: float = help_field(
+        1e-5, "Adam epsilon (lm-human-preferences: 1e-5; Huang et al. 2023 general detail on Adam)."
+    )
     weight_decay: float = help_field(0.0, "AdamW weight decay.")
     max_grad_norm: float = help_field(1.0, "Gradient clipping norm per model (0 disables).")
 
     # ------------------------------------------------------------------ PPO
-    kl_coef: float = help_field(0.02, "beta, the per-token KL penalty coefficient (InstructGPT §3.5/App. C.4: 0.02; "
-                                      "the initial value when adaptive_kl is on).")
-    kl_estimator: str = help_field("k1", "Per-token KL estimator: k1 = log pi/pi_ref (InstructGPT Eq. 2) or k3 "
-                                         "(Schulman 2020; >= 0, lower variance).", choices=["k1", "k3"])
-    kl_clamp_min: float | None = help_field(None, "Clamp each token's KL estimate from below (AlpacaFarm: 0). None: no clamp.")
+    kl_coef: float = help_field(
+        0.02,
+        "beta, the per-token KL penalty coefficient (InstructGPT §3.5/App. C.4: 0.02; "
+        "the initial value when adaptive_kl is on).",
+    )
+    kl_estimator: str = help_field(
+        "k1",
+        "Per-token KL estimator: k1 = log pi/pi_ref (InstructGPT Eq. 2) or k3 (Schulman 2020; >= 0, lower variance).",
+        choices=["k1", "k3"],
+    )
+    kl_clamp_min: float | None = help_field(
+        None, "Clamp each token's KL estimate from below (AlpacaFarm: 0). None: no clamp."
+    )
     adaptive_kl: bool = help_field(False, "Adapt beta toward kl_target (Ziegler et al. 2019). InstructGPT: fixed beta.")
-    kl_target: float = help_field(6.0, "Target per-sequence KL (nats) of the adaptive controller (Ziegler et al. 2019: 6).")
+    kl_target: float = help_field(
+        6.0, "Target per-sequence KL (nats) of the adaptive controller (Ziegler et al. 2019: 6)."
+    )
     kl_horizon: int = help_field(10_000, "Horizon (episodes) of the adaptive controller (Ziegler et al. 2019: 10000).")
     gamma: float = help_field(1.0, "GAE discount. InstructGPT App. C.4 / lm-human-preferences: 1 (no discount).")
     lam: float = help_field(0.95, "GAE lambda (lm-human-preferences: 0.95).")
     cliprange: float = help_field(0.2, "PPO ratio clip. InstructGPT App. C.4: 0.2.")
-    cliprange_value: float = help_field(0.2, "Value clip around the rollout values (PPO2; Huang et al. 2023 policy detail 10).")
+    cliprange_value: float = help_field(
+        0.2, "Value clip around the rollout values (PPO2; Huang et al. 2023 policy detail 10)."
+    )
     vf_coef: float = help_field(0.1, "Value-loss coefficient (lm-human-preferences: 0.1).")
-    whiten_rewards: bool = help_field(False, "Whiten per-token rewards (scale only) before GAE (Huang et al. 2023 "
-                                             "policy detail 9; later studies found it neutral or harmful).")
+    whiten_rewards: bool = help_field(
+        False,
+        "Whiten per-token rewards (scale only) before GAE (Huang et al. 2023 "
+        "policy detail 9; later studies found it neutral or harmful).",
+    )
     missing_eos_penalty: float | None = help_field(
-        -1.0, "Score given to responses without EOS within response_length (Ziegler et al. 2019; Huang et al. 2023 "
-              "policy detail 5). None keeps the RM score.")
+        -1.0,
+        "Score given to responses without EOS within response_length (Ziegler et al. 2019; Huang et al. 2023 "
+        "policy detail 5). None keeps the RM score.",
+    )
     ema: bool = help_field(True, "Keep an EMA of the policy weights and save it as the output (InstructGPT App. C.4).")
     ema_decay: float = help_field(0.992, "EMA decay per optimizer step. InstructGPT App. C.4: 0.992.")
 
     # ------------------------------------------------------------------ LoRA
-    lora_r: int = help_field(0, "LoRA rank (0 = full fine-tuning). With LoRA the reference is the policy with its "
-                                "adapters disabled.")
+    lora_r: int = help_field(
+        0, "LoRA rank (0 = full fine-tuning). With LoRA the reference is the policy with its adapters disabled."
+    )
     lora_alpha: int = help_field(16, "LoRA alpha.")
     lora_target_modules: list[str] = help_field([], "Modules to adapt (comma separated); empty = peft's default.")
 
     # ------------------------------------------------------------------ guards, checkpoints, logs
-    max_kl: float | None = help_field(100.0, "Stop the run (keeping the last good checkpoint) when the mean "
-                                             "per-sequence KL from the reference exceeds this many nats, or is NaN. "
-                                             "None disables the KL bound (NaN still stops).")
+    max_kl: float | None = help_field(
+        100.0,
+        "Stop the run (keeping the last good checkpoint) when the mean "
+        "per-sequence KL from the reference exceeds this many nats, or is NaN. "
+        "None disables the KL bound (NaN still stops).",
+    )
     checkpoint_every: int = help_field(10, "Save a resumable checkpoint every N PPO iterations.")
     keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
     sample_every: int = help_field(10, "Write sample generations to samples.jsonl every N iterations (0: never).")
@@ -106,12 +172,23 @@ class PPOConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("batch_size", "mini_batch_size", "ppo_epochs", "total_episodes", "response_length",
-                     "max_prompt_length", "ptx_max_length", "ptx_micro_batch_size", "checkpoint_every"):
+        for name in (
+            "batch_size",
+            "mini_batch_size",
+            "ppo_epochs",
+            "total_episodes",
+            "response_length",
+            "max_prompt_length",
+            "ptx_max_length",
+            "ptx_micro_batch_size",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
-            raise ConfigError(f"batch_size={self.batch_size} must be a multiple of mini_batch_size={self.mini_batch_size}")
+            raise ConfigError(
+                f"batch_size={self.batch_size} must be a multiple of mini_batch_size={self.mini_batch_size}"
+            )
         if self.total_episodes < self.batch_size:
             raise ConfigError(f"total_episodes={self.total_episodes} is less than one batch ({self.batch_size})")
         if self.temperature <= 0:

@@ -45,7 +45,9 @@ def response_mask_after_eos(responses: torch.Tensor, eos_id: int) -> torch.Tenso
     return eos_before == 0
 
 
-def mask_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mask_after_eos(
+    responses: torch.Tensor, eos_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Replace every token after the first EOS by PAD.
 
     Returns ``(responses, mask, has_eos)``: (B, R) tokens with PAD after EOS, (B, R) bool response mask,
@@ -56,7 +58,9 @@ def mask_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[t
     return cleaned, mask, has_eos
 
 
-def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_align(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each row's real tokens to the front (right padding), keeping their order.
 
     (B, T) ids and mask -> (B, T) ids and mask with the real tokens in columns 0..n_b-1 and PAD after.
@@ -129,9 +133,17 @@ def _cache_kwarg(model) -> str:
 
 
 @torch.no_grad()
-def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
-                     eos_id: int, pad_id: int, temperature: float = 1.0,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_responses(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS.
 
     Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
@@ -142,8 +154,14 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     cache = DynamicCache(config=_base_model(model).config)
     attn = prompt_mask.long()  # (B, P)
     pos = position_ids_from_mask(attn)  # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
-                **{cache_kw: cache})
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=attn,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_kw: cache},
+    )
     next_pos = pos[:, -1:] + 1  # (B, 1)
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)  # (B,)
     tokens = []
@@ -153,14 +171,21 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (B, P+t+1)
-        out = model(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True,
-                    **{cache_kw: cache})
+        out = model(
+            input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True, **{cache_kw: cache}
+        )
         next_pos = next_pos + 1
     return _finish(tokens, eos_id, pad_id)
 
 
-def _draw(logits: torch.Tensor, done: torch.Tensor, temperature: float, generator: torch.Generator | None,
-          eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _draw(
+    logits: torch.Tensor,
+    done: torch.Tensor,
+    temperature: float,
+    generator: torch.Generator | None,
+    eos_id: int,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One token per row from softmax(logits / temperature) (B, V), PAD for rows already done. Returns
     the (B,) tokens, whether each is part of its response (EOS included), and the updated done flags."""
     tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator)  # (B,)
@@ -192,10 +217,18 @@ def _mask_values(allowed: torch.Tensor, attn_implementation: str) -> torch.Tenso
 
 
 @torch.no_grad()
-def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
-                            eos_id: int, pad_id: int, temperature: float = 1.0,
-                            generator: torch.Generator | None = None,
-                            cuda_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_responses_static(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    cuda_graph: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`sample_responses` with a static KV cache of P + max_new_tokens positions and a prepared 4-D
     attention mask, so that every decoding step has the same shapes and reads and writes the same
     memory. With ``cuda_graph`` (model on a GPU) the decoding step is captured once as a CUDA graph and
@@ -221,8 +254,14 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     causal = cols.unsqueeze(0) <= rows.unsqueeze(1)  # (P, L)
     allowed = (causal.unsqueeze(0) & seen.unsqueeze(1)) | (cols.unsqueeze(0) == rows.unsqueeze(1)).unsqueeze(0)
     pos = position_ids_from_mask(prompt_mask.long())  # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=_mask_values(allowed.unsqueeze(1), impl), position_ids=pos,
-                use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=_mask_values(allowed.unsqueeze(1), impl),
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_kw: cache},
+    )
     logits = out.logits[:, -1]  # (B, V)
 
     # the decoding step's inputs live in fixed buffers, updated in place before each step
@@ -231,8 +270,9 @@ def sample_responses_static(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     step_mask = _mask_values(seen[:, None, None, :], impl).clone()  # (B, 1, 1, L)
 
     def step() -> torch.Tensor:
-        return model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, use_cache=True,
-                     **{cache_kw: cache}).logits
+        return model(
+            input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, use_cache=True, **{cache_kw: cache}
+        ).logits
 
     graph = graph_logits = None
     autocast = nullcontext()
@@ -279,19 +319,34 @@ def sample_fast(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, c
             return sample_responses_static(model, prompt_ids, prompt_mask, cuda_graph=True, **kw)
         except Exception as e:
             setattr(model, NO_CUDA_GRAPH, True)
-            log.warning("CUDA-graph sampling is not available for %s (%s: %s); sampling without it",
-                        type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning(
+                "CUDA-graph sampling is not available for %s (%s: %s); sampling without it",
+                type(model).__name__,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
     return sample_responses(model, prompt_ids, prompt_mask, **kw)
 
 
-def policy_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int,
-                   temperature: float, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def policy_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_len: int,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (B, R) of the response tokens under ``model`` at the sampling temperature (Huang et al.
     2023 policy detail 1), and optionally their per-token entropy (B, R), no grad. Only the R positions
     that predict response tokens go through the LM head (``logits_to_keep``)."""
     pos = position_ids_from_mask(attention_mask)  # (B, T)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
-                logits_to_keep=response_len + 1)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=pos,
+        use_cache=False,
+        logits_to_keep=response_len + 1,
+    )
     logits = out.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     labels = input_ids[:, -response_len:]  # (B, R)
     logprobs = logprobs_from_logits(logits, labels, temperature)  # (B, R)
@@ -302,7 +357,9 @@ def policy_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return logprobs, entropy
 
 
-def value_forward(value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int) -> torch.Tensor:
+def value_forward(
+    value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int
+) -> torch.Tensor:
     """Values (B, R): V_t is read at the position just before response token t (the state the action
     is taken in), from the value model applied at every token."""
     pos = position_ids_from_mask(attention_mask)

@@ -54,13 +54,7 @@ from instructrl.losses import (
 )
 from instructrl.modeling.loading import save_pretrained_atomic
 from instructrl.ppo.config import PPOConfig
-from instructrl.ppo.rollout import (
-    Episodes,
-    policy_forward,
-    right_align,
-    sample_fast,
-    value_forward,
-)
+from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample_fast, value_forward
 from instructrl.training.accelerator import param_checksum, resolve_mixed_precision
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.optim import clip_and_step, lr_at, set_lr
@@ -105,8 +99,19 @@ def _cat_episodes(parts: list[Episodes], pad_id: int) -> Episodes:
 class PPOTrainer:
     """Runs one PPO / PPO-ptx job; see the module docstring."""
 
-    def __init__(self, cfg: PPOConfig, accelerator, policy, ref_model, reward_model, value_model, tokenizer,
-                 prompts: list[list[int]], out_dir: Path, ptx_pool: list[dict] | None = None):
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        accelerator,
+        policy,
+        ref_model,
+        reward_model,
+        value_model,
+        tokenizer,
+        prompts: list[list[int]],
+        out_dir: Path,
+        ptx_pool: list[dict] | None = None,
+    ):
         self.cfg, self.acc, self.tokenizer, self.out = cfg, accelerator, tokenizer, Path(out_dir)
         self.prompts, self.ptx_pool = prompts, ptx_pool if cfg.use_ptx else None
         world = accelerator.num_processes
@@ -127,8 +132,10 @@ class PPOTrainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp)
         # sharded policies (FSDP, DeepSpeed ZeRO) gather their weights with collectives inside the forward:
         # those are not captured in a CUDA graph, and a rank falling back alone would desynchronize them
-        self.cuda_graphs = cfg.cuda_graphs and accelerator.distributed_type not in (DistributedType.FSDP,
-                                                                                   DistributedType.DEEPSPEED)
+        self.cuda_graphs = cfg.cuda_graphs and accelerator.distributed_type not in (
+            DistributedType.FSDP,
+            DistributedType.DEEPSPEED,
+        )
 
         device = accelerator.device
         for m in (policy, value_model):
@@ -139,10 +146,17 @@ class PPOTrainer:
         # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
         # minibatches the optimizer step is launch-bound (same update up to float rounding)
         fused = {"fused": True} if device.type == "cuda" else {}
-        pol_opt = torch.optim.AdamW(pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps,
-                                    weight_decay=cfg.weight_decay, **fused)
-        val_opt = torch.optim.AdamW(val_params, lr=cfg.value_learning_rate or cfg.learning_rate, betas=betas,
-                                    eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused)
+        pol_opt = torch.optim.AdamW(
+            pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
+        )
+        val_opt = torch.optim.AdamW(
+            val_params,
+            lr=cfg.value_learning_rate or cfg.learning_rate,
+            betas=betas,
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+            **fused,
+        )
         self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(policy, value_model, pol_opt, val_opt)
         self.ref = ref_model.to(device) if ref_model is not None else None
         self.rm = reward_model.to(device)
@@ -204,11 +218,19 @@ class PPOTrainer:
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
             with self.autocast():
-                resp, rmask, has_eos = sample_fast(self.raw_policy, p_ids, p_mask, cuda_graph=self.cuda_graphs,
-                                                   max_new_tokens=self.cfg.response_length, eos_id=self.eos_id,
-                                                   pad_id=self.pad_id, temperature=self.cfg.temperature)
-            parts.append(Episodes(p_ids, p_mask, resp, rmask, has_eos,
-                                  torch.as_tensor(idx[s : s + self.chunk], device=device)))
+                resp, rmask, has_eos = sample_fast(
+                    self.raw_policy,
+                    p_ids,
+                    p_mask,
+                    cuda_graph=self.cuda_graphs,
+                    max_new_tokens=self.cfg.response_length,
+                    eos_id=self.eos_id,
+                    pad_id=self.pad_id,
+                    temperature=self.cfg.temperature,
+                )
+            parts.append(
+                Episodes(p_ids, p_mask, resp, rmask, has_eos, torch.as_tensor(idx[s : s + self.chunk], device=device))
+            )
         return _cat_episodes(parts, self.pad_id)
 
     @torch.no_grad()
@@ -240,7 +262,9 @@ class PPOTrainer:
     def advantages(self, ep: Episodes, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-token rewards, GAE advantages (whitened) and returns (InstructGPT Eq. 2; App. C.4)."""
         cfg, mask = self.cfg, ep.response_mask
-        kl = kl_penalty(scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask)  # (B, R)
+        kl = kl_penalty(
+            scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask
+        )  # (B, R)
         scores = scored["scores"]  # (B,)
         if cfg.missing_eos_penalty is not None:
             scores = eos_penalty(scores, ep.has_eos, cfg.missing_eos_penalty)  # Huang et al. 2023 policy detail 5
@@ -263,8 +287,9 @@ class PPOTrainer:
             last = j + mb >= len(examples)
             with self._no_sync_policy(not last):
                 with self.autocast():
-                    logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                         use_cache=False).logits[:, :-1]  # (b, T-1, V)
+                    logits = self.policy(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                    ).logits[:, :-1]  # (b, T-1, V)
                 labels = batch["labels"][:, 1:]  # (b, T-1)
                 mask = labels != IGNORE_INDEX
                 n_tok = int(mask.sum())
@@ -273,8 +298,12 @@ class PPOTrainer:
             loss_sum += loss.detach()
         return loss_sum
 
-    def minibatch_backward(self, mb: dict[str, torch.Tensor], graph: tuple[torch.Tensor, torch.Tensor] | None = None,
-                           ptx_examples: list[dict] | None = None) -> dict[str, torch.Tensor]:
+    def minibatch_backward(
+        self,
+        mb: dict[str, torch.Tensor],
+        graph: tuple[torch.Tensor, torch.Tensor] | None = None,
+        ptx_examples: list[dict] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Gradients of one minibatch: PPO (policy + value) and, for PPO-ptx, the scaled pretraining loss,
         accumulated in .grad; no optimizer step. ``graph`` = (logprobs, values) of a forward already done."""
         cfg, mask, R = self.cfg, mb["response_mask"], mb["responses"].shape[1]
@@ -290,9 +319,15 @@ class PPOTrainer:
             pg, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, cfg.cliprange)
             vf, vf_stats = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.cliprange_value)
             self.acc.backward(pg + cfg.vf_coef * vf)  # separate models: pg reaches the policy, vf the value model
-        stats = {"policy_loss": pg.detach(), "value_loss": vf.detach(), "policy_clipfrac": pg_stats["clipfrac"],
-                 "value_clipfrac": vf_stats["clipfrac"], "approx_kl": pg_stats["approx_kl"],
-                 "ratio_mean": pg_stats["ratio_mean"], "value_mse": vf_stats["mse"]}
+        stats = {
+            "policy_loss": pg.detach(),
+            "value_loss": vf.detach(),
+            "policy_clipfrac": pg_stats["clipfrac"],
+            "value_clipfrac": vf_stats["clipfrac"],
+            "approx_kl": pg_stats["approx_kl"],
+            "ratio_mean": pg_stats["ratio_mean"],
+            "value_mse": vf_stats["mse"],
+        }
         if ptx_examples:
             # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
             # ppo/policy_grad_norm (the sum) it shows which of the two drives the update
@@ -306,16 +341,23 @@ class PPOTrainer:
         (equal on every rank)."""
         set_lr(self.pol_opt, lr)
         set_lr(self.val_opt, value_lr)
-        norms = clip_and_step(self.acc, [("policy", self.policy, self.pol_opt), ("value", self.value, self.val_opt)],
-                              self.cfg.max_grad_norm, self._fail)
+        norms = clip_and_step(
+            self.acc,
+            [("policy", self.policy, self.pol_opt), ("value", self.value, self.val_opt)],
+            self.cfg.max_grad_norm,
+            self._fail,
+        )
         if self.ema is not None:
             ema_update(self.ema, self.raw_policy, self.cfg.ema_decay)  # InstructGPT App. C.4: EMA 0.992
         return norms[0], norms[1]
 
     def _fail(self, what: str) -> NoReturn:
-        raise self.ckpts.diverged("ppo", what, f"iteration {self.state['iteration'] + 1}",
-                                  "Lower the learning rate, raise kl_coef or turn on adaptive_kl, then continue "
-                                  "with --resume.")
+        raise self.ckpts.diverged(
+            "ppo",
+            what,
+            f"iteration {self.state['iteration'] + 1}",
+            "Lower the learning rate, raise kl_coef or turn on adaptive_kl, then continue with --resume.",
+        )
 
     # ------------------------------------------------------------------ one iteration
     def collect(self, it: int) -> tuple[Episodes, dict[str, torch.Tensor], dict[str, torch.Tensor], tuple | None]:
@@ -328,26 +370,48 @@ class PPOTrainer:
         graph = None
         if self.fused:  # one forward gives the old log-probs/values and the first minibatch's graph
             with self._no_sync_policy(self.ptx_pool is not None), self.autocast():
-                logprobs, entropy = policy_forward(self.policy, ep.input_ids, ep.attention_mask, R,
-                                                   self.cfg.temperature, with_entropy=True)
+                logprobs, entropy = policy_forward(
+                    self.policy, ep.input_ids, ep.attention_mask, R, self.cfg.temperature, with_entropy=True
+                )
                 values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
             graph = (logprobs, values)
             scored.update(old_logprobs=logprobs.detach(), old_values=values.detach(), entropy=entropy)
         return ep, scored, self.advantages(ep, scored), graph
 
     @staticmethod
-    def batch_tensors(ep: Episodes, scored: dict[str, torch.Tensor], adv: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def batch_tensors(
+        ep: Episodes, scored: dict[str, torch.Tensor], adv: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """The per-episode tensors a minibatch is cut from (rows = episodes)."""
-        return {"prompt_ids": ep.prompt_ids, "prompt_mask": ep.prompt_mask, "responses": ep.responses,
-                "response_mask": ep.response_mask, "old_logprobs": scored["old_logprobs"],
-                "old_values": scored["old_values"], "advantages": adv["advantages"], "returns": adv["returns"]}
+        return {
+            "prompt_ids": ep.prompt_ids,
+            "prompt_mask": ep.prompt_mask,
+            "responses": ep.responses,
+            "response_mask": ep.response_mask,
+            "old_logprobs": scored["old_logprobs"],
+            "old_values": scored["old_values"],
+            "advantages": adv["advantages"],
+            "returns": adv["returns"],
+        }
 
     def iteration(self, it: int) -> tuple[dict[str, float], Episodes, dict[str, torch.Tensor]]:
         cfg, t0 = self.cfg, time.perf_counter()
-        lr = lr_at(it, self.total_iterations, cfg.learning_rate, warmup_steps=cfg.warmup_iterations,
-                   warmup_start=cfg.warmup_start, schedule="constant")  # InstructGPT App. C.4
-        value_lr = lr_at(it, self.total_iterations, cfg.value_learning_rate or cfg.learning_rate,
-                         warmup_steps=cfg.warmup_iterations, warmup_start=cfg.warmup_start, schedule="constant")
+        lr = lr_at(
+            it,
+            self.total_iterations,
+            cfg.learning_rate,
+            warmup_steps=cfg.warmup_iterations,
+            warmup_start=cfg.warmup_start,
+            schedule="constant",
+        )  # InstructGPT App. C.4
+        value_lr = lr_at(
+            it,
+            self.total_iterations,
+            cfg.value_learning_rate or cfg.learning_rate,
+            warmup_steps=cfg.warmup_iterations,
+            warmup_start=cfg.warmup_start,
+            schedule="constant",
+        )
         ep, scored, adv, graph = self.collect(it)
         t_gen, t_score = self._t_gen, time.perf_counter()
 
@@ -384,27 +448,41 @@ class PPOTrainer:
 
         mask = ep.response_mask
         local = {
-            "score_mean": scored["scores"].mean(), "score_std": scored["scores"].std(unbiased=False),
-            "reward_mean": adv["final_scores"].mean(), "kl": seq_kl.mean(),
+            "score_mean": scored["scores"].mean(),
+            "score_std": scored["scores"].std(unbiased=False),
+            "reward_mean": adv["final_scores"].mean(),
+            "kl": seq_kl.mean(),
             "non_score_reward": adv["rewards"].sum(-1).mean() - adv["final_scores"].mean(),
-            "entropy": masked_mean(scored["entropy"], mask), "response_length": mask.float().sum(-1).mean(),
-            "eos_rate": ep.has_eos.float().mean(), "value_mean": masked_mean(scored["old_values"], mask),
+            "entropy": masked_mean(scored["entropy"], mask),
+            "response_length": mask.float().sum(-1).mean(),
+            "eos_rate": ep.has_eos.float().mean(),
+            "value_mean": masked_mean(scored["old_values"], mask),
             "return_mean": masked_mean(adv["returns"], mask),
             **{name: v / steps for name, v in sums.items()},
         }
         names = list(local)
-        reduced = self.acc.reduce(torch.stack([torch.as_tensor(local[n], dtype=torch.float32, device=self.acc.device)
-                                               for n in names]), reduction="mean")
+        reduced = self.acc.reduce(
+            torch.stack([torch.as_tensor(local[n], dtype=torch.float32, device=self.acc.device) for n in names]),
+            reduction="mean",
+        )
         metrics = {f"ppo/{n}": float(v) for n, v in zip(names, reduced.tolist())}
         beta_used = self.kl_ctl.beta
         self.kl_ctl.update(kl_now, cfg.batch_size)  # Ziegler et al. 2019 (no-op for the fixed coefficient)
         t_end = time.perf_counter()
-        metrics.update({
-            "ppo/beta": beta_used, "ppo/lr": lr, "ppo/policy_grad_norm": gnorm[0], "ppo/value_grad_norm": gnorm[1],
-            "ppo/optimizer_steps": steps, "ppo/episodes_per_s": cfg.batch_size / (t_end - t0),
-            "time/generate_s": t_gen - t0, "time/score_s": t_score - t_gen, "time/train_s": t_train - t_score,
-            "time/iteration_s": t_end - t0,
-        })
+        metrics.update(
+            {
+                "ppo/beta": beta_used,
+                "ppo/lr": lr,
+                "ppo/policy_grad_norm": gnorm[0],
+                "ppo/value_grad_norm": gnorm[1],
+                "ppo/optimizer_steps": steps,
+                "ppo/episodes_per_s": cfg.batch_size / (t_end - t0),
+                "time/generate_s": t_gen - t0,
+                "time/score_s": t_score - t_gen,
+                "time/train_s": t_train - t_score,
+                "time/iteration_s": t_end - t0,
+            }
+        )
         return metrics, ep, {**scored, **adv}
 
     # ------------------------------------------------------------------ checkpoints
@@ -435,10 +513,17 @@ class PPOTrainer:
         for i in range(min(self.cfg.num_samples, len(ep))):
             prompt = ep.prompt_ids[i][ep.prompt_mask[i].bool()].tolist()
             resp = ep.responses[i][ep.response_mask[i]].tolist()
-            rows.append({"iteration": it, "episodes": self.state["episodes"],
-                         "prompt": self.tokenizer.decode(prompt), "response": self.tokenizer.decode(resp, skip_special_tokens=True),
-                         "score": float(info["scores"][i]), "has_eos": bool(ep.has_eos[i]),
-                         "kl": float(info["kl"][i].sum())})
+            rows.append(
+                {
+                    "iteration": it,
+                    "episodes": self.state["episodes"],
+                    "prompt": self.tokenizer.decode(prompt),
+                    "response": self.tokenizer.decode(resp, skip_special_tokens=True),
+                    "score": float(info["scores"][i]),
+                    "has_eos": bool(ep.has_eos[i]),
+                    "kl": float(info["kl"][i].sum()),
+                }
+            )
         with open(self.out / "samples.jsonl", "a", encoding="utf-8") as fh:
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -454,14 +539,24 @@ class PPOTrainer:
                 vm = self.acc.unwrap_model(self.value)
                 vm.save_pretrained(self.out / "value_model")
                 self.tokenizer.save_pretrained(self.out / "value_model")
-        checks = torch.tensor([[param_checksum(self.raw_policy), param_checksum(self.acc.unwrap_model(self.value))]],
-                              dtype=torch.float64, device=self.acc.device)
+        checks = torch.tensor(
+            [[param_checksum(self.raw_policy), param_checksum(self.acc.unwrap_model(self.value))]],
+            dtype=torch.float64,
+            device=self.acc.device,
+        )
         gathered = self.acc.gather(checks).tolist()
         if self.acc.is_main_process:
-            (self.out / "dist_sync.json").write_text(json.dumps({
-                "num_processes": self.acc.num_processes, "param_checksums": [g[0] for g in gathered],
-                "value_param_checksums": [g[1] for g in gathered],
-                "distributed_type": str(self.acc.distributed_type)}, indent=1))
+            (self.out / "dist_sync.json").write_text(
+                json.dumps(
+                    {
+                        "num_processes": self.acc.num_processes,
+                        "param_checksums": [g[0] for g in gathered],
+                        "value_param_checksums": [g[1] for g in gathered],
+                        "distributed_type": str(self.acc.distributed_type),
+                    },
+                    indent=1,
+                )
+            )
         self.metrics.close()
         self.acc.wait_for_everyone()
 
@@ -470,8 +565,14 @@ class PPOTrainer:
         self.resume()
         cfg, history = self.cfg, []
         total = self.total_iterations * cfg.batch_size
-        bar = tqdm(total=total, initial=self.state["episodes"], desc="ppo", unit="ep", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.acc.is_main_process))
+        bar = tqdm(
+            total=total,
+            initial=self.state["episodes"],
+            desc="ppo",
+            unit="ep",
+            dynamic_ncols=True,
+            disable=not (cfg.progress and self.acc.is_main_process),
+        )
         for it in range(self.state["iteration"], self.total_iterations):
             metrics, ep, info = self.iteration(it)
             self.state["iteration"] = done = it + 1
@@ -484,8 +585,11 @@ class PPOTrainer:
                 self.write_samples(done, ep, info)
             if done % cfg.checkpoint_every == 0 and done < self.total_iterations:
                 self.save_checkpoint()
-            bar.set_postfix(score=f"{metrics['ppo/score_mean']:.3f}", kl=f"{metrics['ppo/kl']:.2f}",
-                            ep_s=f"{metrics['ppo/episodes_per_s']:.1f}")
+            bar.set_postfix(
+                score=f"{metrics['ppo/score_mean']:.3f}",
+                kl=f"{metrics['ppo/kl']:.2f}",
+                ep_s=f"{metrics['ppo/episodes_per_s']:.1f}",
+            )
             bar.update(cfg.batch_size)
             for cb in callbacks or []:
                 cb(done, metrics)

@@ -70,16 +70,28 @@ def run_rm(cfg: RMConfig) -> RMResult:
     if eval_r:
         eval_enc_report.log("rm evaluation")
     if not train_r:
-        raise DataError(f"{cfg.data}: no ranking is left to train on (held-out labelers, prompts longer than "
-                        f"max_length={cfg.max_length}, or all tied)")
+        raise DataError(
+            f"{cfg.data}: no ranking is left to train on (held-out labelers, prompts longer than "
+            f"max_length={cfg.max_length}, or all tied)"
+        )
     if acc.is_main_process:
         cfg.save(out)
-        (out / "data_report.json").write_text(json.dumps({
-            "load": asdict(load_report), "train_rankings": len(train_r), "eval_rankings": len(eval_r),
-            "train_pairs": sum(len(r.pairs) for r in train_r), "eval_pairs": sum(len(r.pairs) for r in eval_r),
-            "train_completions": sum(len(r.completions) for r in train_r),
-            "heldout_labeler_rankings_left_out_of_training": n_heldout_dropped,
-            "train_encoding": asdict(enc_report), "eval_encoding": asdict(eval_enc_report)}, indent=1))
+        (out / "data_report.json").write_text(
+            json.dumps(
+                {
+                    "load": asdict(load_report),
+                    "train_rankings": len(train_r),
+                    "eval_rankings": len(eval_r),
+                    "train_pairs": sum(len(r.pairs) for r in train_r),
+                    "eval_pairs": sum(len(r.pairs) for r in eval_r),
+                    "train_completions": sum(len(r.completions) for r in train_r),
+                    "heldout_labeler_rankings_left_out_of_training": n_heldout_dropped,
+                    "train_encoding": asdict(enc_report),
+                    "eval_encoding": asdict(eval_enc_report),
+                },
+                indent=1,
+            )
+        )
     trainer = RMTrainer(cfg, acc, model, tokenizer, train_r, train_enc, eval_r, eval_enc, out, heldout)
     result = trainer.train()
 
@@ -102,12 +114,19 @@ def normalize_saved(cfg: RMConfig, out: Path, device: torch.device) -> dict:
     if method != "none":
         rm = RewardModel.from_pretrained(out, device=device)
         if method == "demonstrations":
-            normalization = demonstration_normalization(rm, cfg.demonstrations, cfg.normalize_samples,
-                                                        cfg.eval_batch_size)
+            normalization = demonstration_normalization(
+                rm, cfg.demonstrations, cfg.normalize_samples, cfg.eval_batch_size
+            )
         else:
             normalization = reference_normalization(
-                rm, cfg.reference_policy, cfg.normalize_prompts, limit=cfg.normalize_samples,
-                max_new_tokens=cfg.normalize_max_new_tokens, seed=cfg.seed, batch_size=cfg.eval_batch_size)
+                rm,
+                cfg.reference_policy,
+                cfg.normalize_prompts,
+                limit=cfg.normalize_samples,
+                max_new_tokens=cfg.normalize_max_new_tokens,
+                seed=cfg.seed,
+                batch_size=cfg.eval_batch_size,
+            )
     else:
         log.info("no reward normalization (pass --demonstrations FILE for the paper's: demonstrations score mean 0)")
     write_normalization(out, normalization)
@@ -126,10 +145,16 @@ def evaluate_rm(cfg: RMConfig) -> dict:
     enc_report.log("rm evaluation")
     if not rankings:
         raise DataError(f"{source}: every ranking was skipped (prompts longer than max_length={cfg.max_length})")
-    report = evaluate_rankings(rm.model, rm.tokenizer.pad_token_id, rankings, encoded, _heldout(cfg),
-                               cfg.eval_batch_size)
-    report = {"model": cfg.model, "data": source, "skipped_all_tied": load_report.skipped_all_tied,
-              "skipped_long_prompt": enc_report.skipped_long_prompt, **report}
+    report = evaluate_rankings(
+        rm.model, rm.tokenizer.pad_token_id, rankings, encoded, _heldout(cfg), cfg.eval_batch_size
+    )
+    report = {
+        "model": cfg.model,
+        "data": source,
+        "skipped_all_tied": load_report.skipped_all_tied,
+        "skipped_long_prompt": enc_report.skipped_long_prompt,
+        **report,
+    }
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)

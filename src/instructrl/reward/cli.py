@@ -21,7 +21,9 @@ def main(args) -> int:
         return 0
     result = run_rm(cfg)
     norm = result.normalization
-    print(f"rm: {result.steps} steps, {result.forward_passes} completion forward passes, final train loss "
-          f"{result.final_train_loss:.4f}; normalization {norm['method']} (gain {norm['gain']:.4f}, bias "
-          f"{norm['bias']:.4f}); reward model saved to {result.out_dir}")
+    print(
+        f"rm: {result.steps} steps, {result.forward_passes} completion forward passes, final train loss "
+        f"{result.final_train_loss:.4f}; normalization {norm['method']} (gain {norm['gain']:.4f}, bias "
+        f"{norm['bias']:.4f}); reward model saved to {result.out_dir}"
+    )
     return 0

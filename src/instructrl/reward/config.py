@@ -14,49 +14,76 @@ class RMConfig(TrainLoopConfig):
     """A reward model trained on K-way rankings with the loss of InstructGPT Eq. 1."""
 
     model: str | None = help_field(
-        None, "Causal LM to start from (normally the SFT checkpoint); its unembedding is replaced by a scalar head "
-              "read at the response's EOS (InstructGPT §3.5). With --eval-only: the reward model to evaluate.")
+        None,
+        "Causal LM to start from (normally the SFT checkpoint); its unembedding is replaced by a scalar head "
+        "read at the response's EOS (InstructGPT §3.5). With --eval-only: the reward model to evaluate.",
+    )
     tokenizer: str | None = help_field(None, "Tokenizer to use (default: the model's).")
     data: str | None = help_field(
-        None, "Comparisons: K-way rankings {prompt, completions, ranks} or pairs {prompt?, chosen, rejected}, as "
-              "JSONL/JSON, CSV/Parquet, a dataset dir or a Hub name.")
-    eval_data: str | None = help_field(None, "Held-out comparisons (same formats). Default: a split of --data by prompt.")
+        None,
+        "Comparisons: K-way rankings {prompt, completions, ranks} or pairs {prompt?, chosen, rejected}, as "
+        "JSONL/JSON, CSV/Parquet, a dataset dir or a Hub name.",
+    )
+    eval_data: str | None = help_field(
+        None, "Held-out comparisons (same formats). Default: a split of --data by prompt."
+    )
     eval_fraction: float = help_field(
-        0.05, "Share of --data's prompts held out for evaluation when --eval-data is not given (0 disables). "
-              "Splits are by prompt, so no prompt is in both sides.")
+        0.05,
+        "Share of --data's prompts held out for evaluation when --eval-data is not given (0 disables). "
+        "Splits are by prompt, so no prompt is in both sides.",
+    )
     heldout_labelers: list[str] = help_field(
-        [], "Labeler ids (the 'labeler' field) or group names (the 'labeler_group' field) whose comparisons are "
-            "never trained on and are reported as the held-out group (InstructGPT §3.4, §4: held-out labelers).")
+        [],
+        "Labeler ids (the 'labeler' field) or group names (the 'labeler_group' field) whose comparisons are "
+        "never trained on and are reported as the held-out group (InstructGPT §3.4, §4: held-out labelers).",
+    )
     eval_only: bool = help_field(False, "Only evaluate --model (a trained reward model) on --eval-data.")
     batching: str = help_field(
-        "prompts", "'prompts': all comparisons of a prompt form one batch element, each completion forwarded once "
-                   "(InstructGPT §3.5: K passes instead of 2*C(K,2)). 'pairs': every comparison an independent, "
-                   "shuffled example (the §3.5 ablation, which overfit).", choices=["prompts", "pairs"])
+        "prompts",
+        "'prompts': all comparisons of a prompt form one batch element, each completion forwarded once "
+        "(InstructGPT §3.5: K passes instead of 2*C(K,2)). 'pairs': every comparison an independent, "
+        "shuffled example (the §3.5 ablation, which overfit).",
+        choices=["prompts", "pairs"],
+    )
     max_length: int = help_field(512, "Longest sequence in tokens (rendered prompt + response + EOS).")
     min_response_tokens: int = help_field(
-        1, "A ranking is skipped (and counted) when its prompt leaves fewer response tokens than this; longer "
-           "responses are cut and given their EOS back (and counted), so the score is still read at EOS.")
+        1,
+        "A ranking is skipped (and counted) when its prompt leaves fewer response tokens than this; longer "
+        "responses are cut and given their EOS back (and counted), so the score is still read at EOS.",
+    )
     epochs: int = help_field(1, "Passes over the comparisons. InstructGPT App. C.2: 1 epoch (more overfits).")
     batch_size: int = help_field(
-        64, "Prompts (with all their comparisons) per optimizer step across all processes; with batching=pairs, "
-            "comparison pairs. InstructGPT App. C.2: 64 prompts.")
+        64,
+        "Prompts (with all their comparisons) per optimizer step across all processes; with batching=pairs, "
+        "comparison pairs. InstructGPT App. C.2: 64 prompts.",
+    )
     learning_rate: float = help_field(9e-6, "Peak learning rate. InstructGPT App. C.2: 9e-6.")
     lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT App. C.2: 10%.")
     adam_beta1: float = help_field(0.9, "Adam beta1. InstructGPT App. C.2: 0.9.")
     adam_beta2: float = help_field(0.95, "Adam beta2. InstructGPT App. C.2: 0.95.")
     disable_dropout: bool = help_field(
-        True, "Turn every dropout layer off while training the reward model, so that the K completions of a "
-              "prompt are scored by the same function (lm-human-preferences; Huang et al. 2023).")
+        True,
+        "Turn every dropout layer off while training the reward model, so that the K completions of a "
+        "prompt are scored by the same function (lm-human-preferences; Huang et al. 2023).",
+    )
     select_by: str = help_field(
-        "last", "Final model: 'last' (the paper trains one epoch and keeps it) or 'loss' (lowest held-out log loss "
-                "among the evaluation points).", choices=["last", "loss"])
+        "last",
+        "Final model: 'last' (the paper trains one epoch and keeps it) or 'loss' (lowest held-out log loss "
+        "among the evaluation points).",
+        choices=["last", "loss"],
+    )
     normalize: str = help_field(
-        "auto", "Reward normalization after training: 'demonstrations' (a bias so that labeler demonstrations score "
-              "mean 0: InstructGPT §3.5), 'reference' (gain and bias so that reference-policy samples score mean 0, "
-              "std 1: lm-human-preferences) or 'none'. 'auto': 'demonstrations' when --demonstrations is given, "
-              "else 'none'.", choices=["auto", "none", "demonstrations", "reference"])
+        "auto",
+        "Reward normalization after training: 'demonstrations' (a bias so that labeler demonstrations score "
+        "mean 0: InstructGPT §3.5), 'reference' (gain and bias so that reference-policy samples score mean 0, "
+        "std 1: lm-human-preferences) or 'none'. 'auto': 'demonstrations' when --demonstrations is given, "
+        "else 'none'.",
+        choices=["auto", "none", "demonstrations", "reference"],
+    )
     demonstrations: str | None = help_field(None, "Demonstrations (SFT format) for --normalize demonstrations.")
-    reference_policy: str | None = help_field(None, "Causal LM sampled for --normalize reference (normally the SFT model).")
+    reference_policy: str | None = help_field(
+        None, "Causal LM sampled for --normalize reference (normally the SFT model)."
+    )
     normalize_prompts: str | None = help_field(None, "Prompts the reference policy answers for --normalize reference.")
     normalize_samples: int = help_field(1024, "At most this many demonstrations or reference samples are scored.")
     normalize_max_new_tokens: int = help_field(64, "Response length of the reference-policy samples.")

@@ -141,12 +141,16 @@ def _implicit_pair(rec: Record) -> tuple[Prompt, str, str, bool]:
             n += 1
         prompt = c_msgs[:n]
         if not prompt or prompt[-1]["role"] == "assistant":
-            raise DataError(f"{rec.where}: 'chosen' and 'rejected' must share their messages up to a final "
-                            f"assistant message (the shared part is the prompt)")
+            raise DataError(
+                f"{rec.where}: 'chosen' and 'rejected' must share their messages up to a final "
+                f"assistant message (the shared part is the prompt)"
+            )
         c_rest, r_rest = c_msgs[n:], r_msgs[n:]
         if len(c_rest) != 1 or len(r_rest) != 1:
-            raise DataError(f"{rec.where}: 'chosen' and 'rejected' must differ only in their last (assistant) "
-                            f"message; they differ earlier or have extra turns")
+            raise DataError(
+                f"{rec.where}: 'chosen' and 'rejected' must differ only in their last (assistant) "
+                f"message; they differ earlier or have extra turns"
+            )
         return prompt, _completion(c_rest, rec, "chosen"), _completion(r_rest, rec, "rejected"), False
     raise DataError(f"{rec.where}: 'chosen' and 'rejected' must both be strings or both be message lists")
 
@@ -167,8 +171,10 @@ def to_ranking(rec: Record) -> Ranking:
     elif "chosen" in d and "rejected" in d:
         if "prompt" in d:
             prompt, raw = parse_prompt_value(d["prompt"], rec), False
-            completions = [_response_after(prompt, d["chosen"], rec, "chosen"),
-                           _response_after(prompt, d["rejected"], rec, "rejected")]
+            completions = [
+                _response_after(prompt, d["chosen"], rec, "chosen"),
+                _response_after(prompt, d["rejected"], rec, "rejected"),
+            ]
         else:
             prompt, c, r, raw = _implicit_pair(rec)
             completions = [c, r]
@@ -178,15 +184,19 @@ def to_ranking(rec: Record) -> Ranking:
         missing = "rejected" if "chosen" in d else "chosen"
         raise DataError(f"{rec.where}: missing column '{missing}'; columns found: {', '.join(sorted(d))}")
     else:
-        raise missing_columns_error(rec, "'prompt', 'completions' and 'ranks' (K-way ranking), or 'chosen' and "
-                                         "'rejected' with an optional 'prompt' (pairwise comparison)")
+        raise missing_columns_error(
+            rec,
+            "'prompt', 'completions' and 'ranks' (K-way ranking), or 'chosen' and "
+            "'rejected' with an optional 'prompt' (pairwise comparison)",
+        )
     reference = d.get("reference_ranks")
     reference = None if reference is None else _ranks(reference, rec, "reference_ranks", len(completions))
     margin = _margin(rec)
     if margin is not None and len(completions) != 2:
         raise DataError(f"{rec.where}: 'margin' is only defined for pairwise comparisons (2 completions)")
-    return Ranking(prompt, completions, ranks, rec.where, {k: v for k, v in d.items() if k not in used},
-                   margin, reference, raw)
+    return Ranking(
+        prompt, completions, ranks, rec.where, {k: v for k, v in d.items() if k not in used}, margin, reference, raw
+    )
 
 
 @dataclass
@@ -197,8 +207,13 @@ class LoadReport:
     skipped_where: list[str] = field(default_factory=list)
 
     def log(self, what: str) -> None:
-        log.info("%s: %d of %d rankings kept; %d skipped because all their completions share one rank",
-                 what, self.kept, self.records, self.skipped_all_tied)
+        log.info(
+            "%s: %d of %d rankings kept; %d skipped because all their completions share one rank",
+            what,
+            self.kept,
+            self.records,
+            self.skipped_all_tied,
+        )
         if self.skipped_where:
             more = len(self.skipped_where) - 5
             log.info("  skipped: %s%s", ", ".join(self.skipped_where[:5]), f" and {more} more" if more > 0 else "")
@@ -218,8 +233,10 @@ def load_rankings(source: str, split: str = "train", what: str = "comparison dat
     report.kept = len(out)
     report.log(f"{what} {source}")
     if not out:
-        raise DataError(f"{source}: none of its {report.records} rankings has two different ranks, so there is "
-                        f"no comparison to learn from")
+        raise DataError(
+            f"{source}: none of its {report.records} rankings has two different ranks, so there is "
+            f"no comparison to learn from"
+        )
     return out, report
 
 
@@ -256,8 +273,9 @@ def split_by_prompt(rankings: list[Ranking], fraction: float, seed: int) -> tupl
 
 
 # ----------------------------------------------------------------------------- tokens
-def fit_length(p_ids: list[int], c_ids: list[int], max_length: int, eos_id: int,
-               min_response_tokens: int = 1) -> tuple[list[int] | None, bool]:
+def fit_length(
+    p_ids: list[int], c_ids: list[int], max_length: int, eos_id: int, min_response_tokens: int = 1
+) -> tuple[list[int] | None, bool]:
     """Prompt + response within ``max_length``: a long response is cut and ends with EOS again (the score is
     read at EOS). Returns (ids or None when the prompt leaves too little room, truncated?)."""
     if len(p_ids) + len(c_ids) <= max_length:
@@ -268,8 +286,9 @@ def fit_length(p_ids: list[int], c_ids: list[int], max_length: int, eos_id: int,
     return p_ids + c_ids[: room - 1] + [eos_id], True
 
 
-def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int,
-                    min_response_tokens: int = 1) -> tuple[list[Ranking], list[list[list[int]]], TokenizeReport]:
+def encode_rankings(
+    rankings: list[Ranking], tokenizer, max_length: int, min_response_tokens: int = 1
+) -> tuple[list[Ranking], list[list[list[int]]], TokenizeReport]:
     """Token ids of every completion of every ranking: (kept rankings, [ranking][k] -> ids, report); the report
     counts rankings kept and skipped (prompt too long) and responses truncated."""
     report, kept, encoded = TokenizeReport(), [], []
@@ -301,4 +320,3 @@ def prompt_units(n_rankings: int) -> list[tuple[int, tuple[int, ...]]]:
 def pair_units(rankings: list[Ranking]) -> list[tuple[int, tuple[int, ...]]]:
     """batching=pairs: one unit per comparison (winner, loser) of each ranking (the §3.5 ablation)."""
     return [(i, pair) for i, r in enumerate(rankings) for pair in r.pairs]
-

@@ -59,8 +59,9 @@ def per_ranking_stats(rankings: list[Ranking], rewards: list[torch.Tensor]) -> l
     return rows
 
 
-def comparison_report(rankings: list[Ranking], rewards: list[torch.Tensor],
-                      heldout: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+def comparison_report(
+    rankings: list[Ranking], rewards: list[torch.Tensor], heldout: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Accuracy / log loss (and the judge's accuracy) per labeler group and overall, each with its SE.
 
     rankings[i] and rewards[i] (K_i,) belong together. Returns {"groups": {name: {...}}, "gaps": {...}}."""
@@ -73,8 +74,11 @@ def comparison_report(rankings: list[Ranking], rewards: list[torch.Tensor],
             members[f"{group}_labelers" if group in (TRAIN, HELDOUT) else group].append(i)
     groups = {}
     for name, idx in members.items():
-        out: dict[str, Any] = {"rankings": len(idx), "prompts": len({rankings[i].prompt_key() for i in idx}),
-                               "pairs": int(sum(rows[i]["pairs"] for i in idx))}
+        out: dict[str, Any] = {
+            "rankings": len(idx),
+            "prompts": len({rankings[i].prompt_key() for i in idx}),
+            "pairs": int(sum(rows[i]["pairs"] for i in idx)),
+        }
         for metric in ("accuracy", "log_loss", "judge_accuracy"):
             clusters: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
             for i in idx:
@@ -121,11 +125,14 @@ def format_report(report: dict[str, Any]) -> str:
     """A plain table for the terminal."""
     lines = [f"{'group':<20} {'rankings':>8} {'pairs':>7} {'accuracy':>17} {'log loss':>17} {'judge ceiling':>17}"]
     for name, g in report["groups"].items():
+
         def pm(key: str, g: dict = g) -> str:
             return f"{g[key]:.4f} ± {g[key + '_se']:.4f}" if key in g else "-"
 
-        lines.append(f"{name:<20} {g['rankings']:>8} {g['pairs']:>7} {pm('accuracy'):>17} {pm('log_loss'):>17} "
-                     f"{pm('judge_accuracy'):>17}")
+        lines.append(
+            f"{name:<20} {g['rankings']:>8} {g['pairs']:>7} {pm('accuracy'):>17} {pm('log_loss'):>17} "
+            f"{pm('judge_accuracy'):>17}"
+        )
     for k, v in report["gaps"].items():
         lines.append(f"{k}: {100 * v:+.2f} points")
     return "\n".join(lines)

@@ -27,7 +27,9 @@ def _stats(raw: torch.Tensor) -> dict[str, float]:
     return {"count": int(raw.numel()), "raw_mean": float(raw.mean()), "raw_std": float(raw.std(unbiased=False))}
 
 
-def demonstration_normalization(rm: RewardModel, source: str, limit: int = 1024, batch_size: int = 32) -> dict[str, Any]:
+def demonstration_normalization(
+    rm: RewardModel, source: str, limit: int = 1024, batch_size: int = 32
+) -> dict[str, Any]:
     """Bias b with mean(raw(demonstrations)) + b = 0 (InstructGPT §3.5); gain 1."""
     demos = load_demonstrations(source)[:limit]
     raw = rm.score_raw([d.prompt for d in demos], [d.completion for d in demos], batch_size)  # (N,)
@@ -36,8 +38,16 @@ def demonstration_normalization(rm: RewardModel, source: str, limit: int = 1024,
     return {"gain": 1.0, "bias": float(bias), "method": "demonstrations", "source": source, **_stats(raw)}
 
 
-def reference_normalization(rm: RewardModel, policy: str, prompts_source: str, *, limit: int = 1024,
-                            max_new_tokens: int = 64, seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
+def reference_normalization(
+    rm: RewardModel,
+    policy: str,
+    prompts_source: str,
+    *,
+    limit: int = 1024,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict[str, Any]:
     """Gain g and bias b with g * raw + b of mean 0, std 1 on reference-policy samples (lm-human-preferences)."""
     prompts = [p.prompt for p in load_prompts(prompts_source)][:limit]
     if len(prompts) < 2:
@@ -46,8 +56,9 @@ def reference_normalization(rm: RewardModel, policy: str, prompts_source: str, *
     model = load_causal_lm(policy, tokenizer, init_from_config=False).to(rm.device)
     with torch.random.fork_rng(devices=[rm.device] if rm.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        gens = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                        batch_size=batch_size)
+        gens = generate(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, batch_size=batch_size
+        )
     del model
     raw = rm.score_raw(prompts, [g.text for g in gens], batch_size)  # (N,)
     try:
@@ -55,6 +66,14 @@ def reference_normalization(rm: RewardModel, policy: str, prompts_source: str, *
     except ValueError as e:
         raise DataError(f"--normalize reference: {e} (policy {policy}, {len(prompts)} samples)") from None
     log.info("normalization: gain %.4f, bias %.4f from %d samples of %s", float(gain), float(bias), raw.numel(), policy)
-    return {"gain": float(gain), "bias": float(bias), "method": "reference", "policy": policy,
-            "source": prompts_source, "max_new_tokens": max_new_tokens, "seed": seed,
-            "finished_share": sum(g.finished for g in gens) / len(gens), **_stats(raw)}
+    return {
+        "gain": float(gain),
+        "bias": float(bias),
+        "method": "reference",
+        "policy": policy,
+        "source": prompts_source,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "finished_share": sum(g.finished for g in gens) / len(gens),
+        **_stats(raw),
+    }

@@ -33,8 +33,14 @@ log = logging.getLogger("instructrl.reward")
 Unit = tuple[int, tuple[int, ...]]  # (ranking index, () for all completions or (winner, loser))
 
 
-def evaluate_rankings(model: torch.nn.Module, pad_id: int, rankings: list[Ranking], encoded: list[list[list[int]]],
-                      heldout: set[str] | frozenset[str] = frozenset(), batch_size: int = 32) -> dict:
+def evaluate_rankings(
+    model: torch.nn.Module,
+    pad_id: int,
+    rankings: list[Ranking],
+    encoded: list[list[list[int]]],
+    heldout: set[str] | frozenset[str] = frozenset(),
+    batch_size: int = 32,
+) -> dict:
     """Score every completion once and report accuracy / log loss per labeler group (see evaluation.py)."""
     flat = [ids for seqs in encoded for ids in seqs]
     raw = score_sequences(model, flat, pad_id, batch_size)  # (sum K,)
@@ -45,18 +51,31 @@ def evaluate_rankings(model: torch.nn.Module, pad_id: int, rankings: list[Rankin
 class RMTrainer(Trainer):
     """Trains a reward model on rankings; see the module docstring."""
 
-    def __init__(self, cfg: RMConfig, accelerator, model, tokenizer, rankings: list[Ranking],
-                 encoded: list[list[list[int]]], eval_rankings: list[Ranking], eval_encoded: list[list[list[int]]],
-                 out_dir: Path, heldout: set[str] | frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        cfg: RMConfig,
+        accelerator,
+        model,
+        tokenizer,
+        rankings: list[Ranking],
+        encoded: list[list[list[int]]],
+        eval_rankings: list[Ranking],
+        eval_encoded: list[list[list[int]]],
+        out_dir: Path,
+        heldout: set[str] | frozenset[str] = frozenset(),
+    ):
         units: list[Unit] = prompt_units(len(rankings)) if cfg.batching == "prompts" else pair_units(rankings)
-        super().__init__(cfg, accelerator, model, tokenizer, units, shuffled_plan(len(units), cfg.seed), len(units),
-                         out_dir, "rm")
+        super().__init__(
+            cfg, accelerator, model, tokenizer, units, shuffled_plan(len(units), cfg.seed), len(units), out_dir, "rm"
+        )
         self.rankings, self.encoded = rankings, encoded
         self.eval_rankings, self.eval_encoded, self.heldout = eval_rankings, eval_encoded, heldout
         self.use_margin = any(r.margin is not None for r in rankings)
         if self.use_margin and cfg.batching == "prompts" and any(len(r.completions) != 2 for r in rankings):
-            raise DataError("some comparisons carry a 'margin', which is defined for pairs only, but the data also "
-                            "holds K-way rankings: drop the margins or use --batching pairs")
+            raise DataError(
+                "some comparisons carry a 'margin', which is defined for pairs only, but the data also "
+                "holds K-way rankings: drop the margins or use --batching pairs"
+            )
         self.state.update(forward_passes=0, pairs=0)
         self.eval_reports: dict[int, dict] = {}
 
@@ -93,18 +112,28 @@ class RMTrainer(Trainer):
             loss, stats = ranking_loss(rewards, ranks, valid)  # InstructGPT Eq. 1, one batch element per prompt
         pairs = stats["total_pairs"].double()
         n_tok = sum(len(ids) for ids in flat)
-        sums = {"loss": loss.detach().double() * len(rows), "accuracy": stats["accuracy"].double() * pairs,
-                "log_loss": stats["log_loss"].double() * pairs, "pairs": pairs,
-                "sequences": pairs.new_tensor(float(len(flat))), "tokens": pairs.new_tensor(float(n_tok))}
+        sums = {
+            "loss": loss.detach().double() * len(rows),
+            "accuracy": stats["accuracy"].double() * pairs,
+            "log_loss": stats["log_loss"].double() * pairs,
+            "pairs": pairs,
+            "sequences": pairs.new_tensor(float(len(flat))),
+            "tokens": pairs.new_tensor(float(n_tok)),
+        }
         return loss * len(rows), sums
 
     def step_metrics(self, sums: dict[str, float], items: list[Unit], normalizer: float) -> dict[str, float]:
         self.state["forward_passes"] += int(sums["sequences"])
         self.state["pairs"] += int(sums["pairs"])
         pairs = max(sums["pairs"], 1)
-        return {"loss": sums["loss"] / normalizer, "tokens": int(sums["tokens"]), "accuracy": sums["accuracy"] / pairs,
-                "log_loss": sums["log_loss"] / pairs, "pairs": int(sums["pairs"]),
-                "forward_passes": self.state["forward_passes"]}
+        return {
+            "loss": sums["loss"] / normalizer,
+            "tokens": int(sums["tokens"]),
+            "accuracy": sums["accuracy"] / pairs,
+            "log_loss": sums["log_loss"] / pairs,
+            "pairs": int(sums["pairs"]),
+            "forward_passes": self.state["forward_passes"],
+        }
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -113,8 +142,14 @@ class RMTrainer(Trainer):
             return {}
         box = [None]
         if self.acc.is_main_process:
-            box[0] = evaluate_rankings(self.acc.unwrap_model(self.model), self.tokenizer.pad_token_id,
-                                       self.eval_rankings, self.eval_encoded, self.heldout, self.cfg.eval_batch_size)
+            box[0] = evaluate_rankings(
+                self.acc.unwrap_model(self.model),
+                self.tokenizer.pad_token_id,
+                self.eval_rankings,
+                self.eval_encoded,
+                self.heldout,
+                self.cfg.eval_batch_size,
+            )
         broadcast_object_list(box)
         report = box[0]
         step = self.state["step"]
@@ -127,5 +162,9 @@ class RMTrainer(Trainer):
         """The evaluation of the model that became the output (best step, or the last)."""
         if not self.eval_reports:
             return None
-        step = self.state["best_step"] if self.cfg.select_by != "last" and self.state["best_step"] else max(self.eval_reports)
+        step = (
+            self.state["best_step"]
+            if self.cfg.select_by != "last" and self.state["best_step"]
+            else max(self.eval_reports)
+        )
         return {"step": step, **self.eval_reports.get(step, self.eval_reports[max(self.eval_reports)])}

@@ -78,8 +78,10 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     if eval_demos:
         eval_report.log("sft validation")
     if not train:
-        raise DataError(f"{cfg.data}: all {len(train_demos)} demonstrations were skipped because their prompts "
-                        f"exceed max_length={cfg.max_length} tokens; raise --max-length")
+        raise DataError(
+            f"{cfg.data}: all {len(train_demos)} demonstrations were skipped because their prompts "
+            f"exceed max_length={cfg.max_length} tokens; raise --max-length"
+        )
     pool, plan, epoch_size = train, shuffled_plan(len(train), cfg.seed), len(train)
     n_pretrain = 0
     if cfg.pretrain_data and cfg.pretrain_fraction > 0:
@@ -89,17 +91,31 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
         pool = train + pt
         plan, epoch_size = mixture_plan(len(train), len(pt), cfg.pretrain_fraction, cfg.seed)
         n_pretrain = epoch_size - len(train)
-        log.info("mixing %d pretraining windows into each epoch of %d demonstrations (%.0f%%)",
-                 n_pretrain, len(train), 100 * cfg.pretrain_fraction)
+        log.info(
+            "mixing %d pretraining windows into each epoch of %d demonstrations (%.0f%%)",
+            n_pretrain,
+            len(train),
+            100 * cfg.pretrain_fraction,
+        )
     if selector is None and cfg.select_by == "reward":
         selector = make_reward_selector(cfg, eval_demos or train_demos)
     if acc.is_main_process:
         cfg.save(out)
-        (out / "data_report.json").write_text(json.dumps({
-            "train_demonstrations": len(train_demos), "validation_demonstrations": len(eval_demos),
-            "train_examples": report.kept, "truncated_responses": report.truncated_completion,
-            "skipped_long_prompts": report.skipped_long_prompt, "skipped_where": report.skipped_where,
-            "validation_examples": eval_report.kept, "pretrain_examples_per_epoch": n_pretrain}, indent=1))
+        (out / "data_report.json").write_text(
+            json.dumps(
+                {
+                    "train_demonstrations": len(train_demos),
+                    "validation_demonstrations": len(eval_demos),
+                    "train_examples": report.kept,
+                    "truncated_responses": report.truncated_completion,
+                    "skipped_long_prompts": report.skipped_long_prompt,
+                    "skipped_where": report.skipped_where,
+                    "validation_examples": eval_report.kept,
+                    "pretrain_examples_per_epoch": n_pretrain,
+                },
+                indent=1,
+            )
+        )
     trainer = LMTrainer(cfg, acc, model, tokenizer, pool, plan, epoch_size, evals, out, "sft", selector)
     return trainer.train()
 
@@ -124,8 +140,9 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
     log.info("pretraining on %d windows of %d tokens (%d validation windows)", len(train), cfg.max_length, len(evals))
     if acc.is_main_process:
         cfg.save(out)
-    trainer = LMTrainer(cfg, acc, model, tokenizer, train, shuffled_plan(len(train), cfg.seed), len(train), evals,
-                        out, "pretrain")
+    trainer = LMTrainer(
+        cfg, acc, model, tokenizer, train, shuffled_plan(len(train), cfg.seed), len(train), evals, out, "pretrain"
+    )
     return trainer.train()
 
 

@@ -16,7 +16,8 @@ def main(args) -> int:
 
     cfg = resolve_config(SFTConfig, args)
     result = run_sft(cfg)
-    print(f"sft: {result.steps} steps, final train loss {result.final_train_loss:.4f}; "
-          f"model saved to {result.out_dir}"
-          + (f" (selected step {result.best_step})" if result.best_step else ""))
+    print(
+        f"sft: {result.steps} steps, final train loss {result.final_train_loss:.4f}; "
+        f"model saved to {result.out_dir}" + (f" (selected step {result.best_step})" if result.best_step else "")
+    )
     return 0

@@ -17,22 +17,30 @@ class LMTrainConfig(TrainLoopConfig):
     tokenizer: str | None = help_field(None, "Tokenizer to use (default: the model's).")
     data: str | None = help_field(None, "Training data: JSONL/JSON/TXT file, CSV/Parquet, dataset dir or Hub name.")
     eval_data: str | None = help_field(None, "Validation data (same formats). Default: a split of --data.")
-    eval_fraction: float = help_field(0.05, "Share of --data held out for validation when --eval-data is not given "
-                                            "(0 disables; needs at least 20 records).")
+    eval_fraction: float = help_field(
+        0.05,
+        "Share of --data held out for validation when --eval-data is not given "
+        "(0 disables; needs at least 20 records).",
+    )
     max_length: int = help_field(512, "Longest sequence in tokens (prompt + response).")
     epochs: int = help_field(16, "Passes over the training data. InstructGPT App. C.1: 16 epochs for SFT.")
     batch_size: int = help_field(32, "Examples per optimizer step, across all processes. InstructGPT App. C.1: 32.")
     learning_rate: float = help_field(9.65e-6, "Peak learning rate. InstructGPT App. C.1: 9.65e-6 (1.3B and 6B).")
-    residual_dropout: float | None = help_field(0.2, "Residual dropout during training. InstructGPT App. C.1: 0.2. "
-                                                    "None keeps the model's own setting.")
+    residual_dropout: float | None = help_field(
+        0.2, "Residual dropout during training. InstructGPT App. C.1: 0.2. None keeps the model's own setting."
+    )
     lora_r: int = help_field(0, "LoRA rank (0 = full fine-tuning).")
     lora_alpha: int = help_field(16, "LoRA alpha.")
     lora_dropout: float = help_field(0.05, "LoRA dropout.")
-    lora_target_modules: list[str] = help_field([], "Modules to adapt (comma separated); empty = peft's default for the architecture.")
+    lora_target_modules: list[str] = help_field(
+        [], "Modules to adapt (comma separated); empty = peft's default for the architecture."
+    )
     select_by: str = help_field(
-        "loss", "How the final model is chosen among the validation points: 'loss' (lowest validation loss), "
-                "'reward' (highest mean reward-model score of validation generations: InstructGPT §3.5), or 'last'.",
-        choices=["loss", "reward", "last"])
+        "loss",
+        "How the final model is chosen among the validation points: 'loss' (lowest validation loss), "
+        "'reward' (highest mean reward-model score of validation generations: InstructGPT §3.5), or 'last'.",
+        choices=["loss", "reward", "last"],
+    )
     reward_model: str | None = help_field(None, "Reward model used when select_by=reward.")
     select_prompts: int = help_field(64, "Validation prompts generated for select_by=reward.")
     select_max_new_tokens: int = help_field(64, "Response length for select_by=reward generations.")
@@ -49,12 +57,17 @@ class LMTrainConfig(TrainLoopConfig):
 class SFTConfig(LMTrainConfig):
     """Supervised fine-tuning on demonstrations (InstructGPT §3.5, App. C.1). Defaults: the paper's recipe."""
 
-    pretrain_data: str | None = help_field(None, "Pretraining text to mix in ({\"text\"} JSONL or .txt).")
+    pretrain_data: str | None = help_field(None, 'Pretraining text to mix in ({"text"} JSONL or .txt).')
     pretrain_fraction: float = help_field(
-        0.0, "Share of each epoch's examples drawn from pretrain_data. InstructGPT App. C.3: the SFT model that "
-             "PPO starts from was trained with 10% pretraining data (0.1).")
-    min_response_tokens: int = help_field(1, "A prompt is skipped (and counted) when fewer than this many response "
-                                             "tokens fit in max_length; longer responses are truncated (and counted).")
+        0.0,
+        "Share of each epoch's examples drawn from pretrain_data. InstructGPT App. C.3: the SFT model that "
+        "PPO starts from was trained with 10% pretraining data (0.1).",
+    )
+    min_response_tokens: int = help_field(
+        1,
+        "A prompt is skipped (and counted) when fewer than this many response "
+        "tokens fit in max_length; longer responses are truncated (and counted).",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -77,5 +90,6 @@ class PretrainConfig(LMTrainConfig):
     warmup_steps: int = help_field(100, "Linear warmup steps from 0.")
     weight_decay: float = help_field(0.1, "AdamW weight decay.")
     residual_dropout: float | None = help_field(0.0, "Residual dropout.")
-    select_by: str = help_field("loss", "'loss' keeps the checkpoint with the lowest held-out loss; 'last' the last.",
-                                choices=["loss", "last"])
+    select_by: str = help_field(
+        "loss", "'loss' keeps the checkpoint with the lowest held-out loss; 'last' the last.", choices=["loss", "last"]
+    )

@@ -22,12 +22,24 @@ class RewardSelector:
     name = "reward"
     higher_is_better = True
 
-    def __init__(self, reward_model_path: str, prompts: list[Prompt], max_new_tokens: int = 64, seed: int = 0,
-                 temperature: float = 0.0, batch_size: int = 32):
+    def __init__(
+        self,
+        reward_model_path: str,
+        prompts: list[Prompt],
+        max_new_tokens: int = 64,
+        seed: int = 0,
+        temperature: float = 0.0,
+        batch_size: int = 32,
+    ):
         if not prompts:
             raise ValueError("RewardSelector needs at least one prompt")
         self.path, self.prompts = str(reward_model_path), list(prompts)
-        self.max_new_tokens, self.seed, self.temperature, self.batch_size = max_new_tokens, seed, temperature, batch_size
+        self.max_new_tokens, self.seed, self.temperature, self.batch_size = (
+            max_new_tokens,
+            seed,
+            temperature,
+            batch_size,
+        )
         self.rm = RewardModel.from_pretrained(self.path)  # loaded once: fail early on a bad path
 
     @torch.no_grad()
@@ -36,7 +48,13 @@ class RewardSelector:
         self.rm.to(device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            gens = generate(model, tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
-                            temperature=self.temperature, batch_size=self.batch_size)
+            gens = generate(
+                model,
+                tokenizer,
+                self.prompts,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                batch_size=self.batch_size,
+            )
         scores = self.rm.score(self.prompts, [g.text for g in gens], batch_size=self.batch_size)  # (N,)
         return float(scores.mean())

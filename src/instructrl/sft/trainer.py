@@ -40,9 +40,20 @@ def token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]
 class LMTrainer(Trainer):
     """Next-token training on tokenized examples ({input_ids, labels}); see the module docstring."""
 
-    def __init__(self, cfg: TrainLoopConfig, accelerator, model, tokenizer, pool: list[dict], plan: EpochPlan,
-                 epoch_size: int, eval_examples: list[dict], out_dir: Path, stage: str,
-                 selector: Selector | None = None):
+    def __init__(
+        self,
+        cfg: TrainLoopConfig,
+        accelerator,
+        model,
+        tokenizer,
+        pool: list[dict],
+        plan: EpochPlan,
+        epoch_size: int,
+        eval_examples: list[dict],
+        out_dir: Path,
+        stage: str,
+        selector: Selector | None = None,
+    ):
         super().__init__(cfg, accelerator, model, tokenizer, pool, plan, epoch_size, out_dir, stage)
         self.eval_examples, self.selector = eval_examples, selector
 

@@ -89,7 +89,6 @@ class Checkpoints:
             return None
         return latest, self.load(latest)
 
-
     def start(self, resume: bool) -> tuple[Path, dict[str, Any]] | None:
         """Where a run begins: with ``resume``, the newest complete checkpoint (None when there is none); in
         every case, no half-written checkpoint is left behind."""
@@ -102,8 +101,10 @@ class Checkpoints:
         """The error a run stops with when a number stops being finite (or leaves its bounds), before the
         weights change, naming the checkpoint to continue from."""
         latest = self.latest()
-        return InstructRLError(f"{stage}: {what} at {where}; the run stopped before updating the weights. Last good "
-                               f"checkpoint: {latest or 'none (no checkpoint written yet)'}. {advice}")
+        return InstructRLError(
+            f"{stage}: {what} at {where}; the run stopped before updating the weights. Last good "
+            f"checkpoint: {latest or 'none (no checkpoint written yet)'}. {advice}"
+        )
 
 
 def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
@@ -114,7 +115,9 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output path '{out}' exists and is not a directory")
     if path.exists() and not resume and (path / "checkpoints").exists() and any((path / "checkpoints").iterdir()):
-        raise InstructRLError(f"'{out}' already holds checkpoints of an earlier run: pass --resume to continue it, "
-                              f"or choose another --out")
+        raise InstructRLError(
+            f"'{out}' already holds checkpoints of an earlier run: pass --resume to continue it, "
+            f"or choose another --out"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -17,11 +17,14 @@ class TrainLoopConfig(BaseConfig):
     max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = help_field(32, "Examples per optimizer step, across all processes.")
     micro_batch_size: int | None = help_field(
-        None, "Examples per forward pass on one process; gradient accumulation makes up batch_size "
-              "(default: batch_size / number of processes).")
+        None,
+        "Examples per forward pass on one process; gradient accumulation makes up batch_size "
+        "(default: batch_size / number of processes).",
+    )
     learning_rate: float = help_field(1e-5, "Peak learning rate.")
-    lr_schedule: str = help_field("cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.",
-                                  choices=["cosine", "constant"])
+    lr_schedule: str = help_field(
+        "cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.", choices=["cosine", "constant"]
+    )
     lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT: 10%.")
     warmup_steps: int = help_field(0, "Linear warmup steps. InstructGPT SFT and RM: none.")
     weight_decay: float = help_field(0.0, "AdamW weight decay.")
@@ -30,11 +33,18 @@ class TrainLoopConfig(BaseConfig):
     adam_eps: float = help_field(1e-8, "Adam epsilon.")
     max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).")
     eval_every: int | None = help_field(None, "Validate every N optimizer steps (default: at the end of each epoch).")
-    checkpoint_every: int | None = help_field(None, "Checkpoint every N optimizer steps (default: at the end of each epoch).")
+    checkpoint_every: int | None = help_field(
+        None, "Checkpoint every N optimizer steps (default: at the end of each epoch)."
+    )
     keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
-    save_dtype: str | None = help_field(None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained.")
-    select_by: str = help_field("last", "Final model: 'last', or 'loss' (lowest validation loss among the evaluation "
-                                        "points).", choices=["last", "loss"])
+    save_dtype: str | None = help_field(
+        None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained."
+    )
+    select_by: str = help_field(
+        "last",
+        "Final model: 'last', or 'loss' (lowest validation loss among the evaluation points).",
+        choices=["last", "loss"],
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -66,8 +66,18 @@ class TrainResult:
 class Trainer:
     """Runs one training job; a stage subclasses it and supplies :meth:`loss` (see the module docstring)."""
 
-    def __init__(self, cfg: TrainLoopConfig, accelerator, model, tokenizer, pool: list, plan: EpochPlan,
-                 epoch_size: int, out_dir: Path, stage: str):
+    def __init__(
+        self,
+        cfg: TrainLoopConfig,
+        accelerator,
+        model,
+        tokenizer,
+        pool: list,
+        plan: EpochPlan,
+        epoch_size: int,
+        out_dir: Path,
+        stage: str,
+    ):
         self.cfg, self.acc, self.tokenizer = cfg, accelerator, tokenizer
         self.pool, self.plan, self.epoch_size = pool, plan, epoch_size
         self.out, self.stage = out_dir, stage
@@ -131,13 +141,22 @@ class Trainer:
         return [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
 
     def schedule_lr(self, step: int) -> None:
-        set_lr(self.optimizer, lr_at(step, self.total_steps, self.cfg.learning_rate,
-                                     warmup_steps=self.cfg.warmup_steps, final_fraction=self.cfg.lr_final_fraction,
-                                     schedule=self.cfg.lr_schedule))
+        set_lr(
+            self.optimizer,
+            lr_at(
+                step,
+                self.total_steps,
+                self.cfg.learning_rate,
+                warmup_steps=self.cfg.warmup_steps,
+                final_fraction=self.cfg.lr_final_fraction,
+                schedule=self.cfg.lr_schedule,
+            ),
+        )
 
     def fail(self, what: str) -> NoReturn:
-        raise self.ckpts.diverged(self.stage, what, f"step {self.state['step'] + 1}",
-                                  "Lower the learning rate, then continue with --resume.")
+        raise self.ckpts.diverged(
+            self.stage, what, f"step {self.state['step'] + 1}", "Lower the learning rate, then continue with --resume."
+        )
 
     def train_step(self, step: int) -> dict[str, float]:
         items = [self.pool[i] for i in self.batch_indices(step)]
@@ -154,8 +173,9 @@ class Trainer:
                 self.acc.backward(loss_sum / normalizer * self.acc.num_processes)
             for name, value in stats.items():
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
-        grad_norm, = clip_and_step(self.acc, [("model", self.model, self.optimizer)], self.cfg.max_grad_norm,
-                                   self.fail)
+        (grad_norm,) = clip_and_step(
+            self.acc, [("model", self.model, self.optimizer)], self.cfg.max_grad_norm, self.fail
+        )
         names = list(sums)
         reduced = self.acc.reduce(torch.stack([sums[n].double() for n in names]), reduction="sum").tolist()
         metrics = self.step_metrics(dict(zip(names, reduced)), items, normalizer)
@@ -179,15 +199,33 @@ class Trainer:
                     shutil.copy2(f, self.out / f.name)
         else:
             self.save_model(self.out)
-        checks = self.acc.gather(torch.tensor([param_checksum(self.acc.unwrap_model(self.model))],
-                                              dtype=torch.float64, device=self.acc.device)).tolist()
+        checks = self.acc.gather(
+            torch.tensor(
+                [param_checksum(self.acc.unwrap_model(self.model))], dtype=torch.float64, device=self.acc.device
+            )
+        ).tolist()
         if self.acc.is_main_process:
-            (self.out / "selection.json").write_text(json.dumps({
-                "select_by": self.cfg.select_by, "best_step": self.state["best_step"],
-                "best_metric": self.state["best_metric"], "steps": self.state["step"]}, indent=1))
-            (self.out / "dist_sync.json").write_text(json.dumps({
-                "num_processes": self.acc.num_processes, "param_checksums": checks,
-                "distributed_type": str(self.acc.distributed_type)}, indent=1))
+            (self.out / "selection.json").write_text(
+                json.dumps(
+                    {
+                        "select_by": self.cfg.select_by,
+                        "best_step": self.state["best_step"],
+                        "best_metric": self.state["best_metric"],
+                        "steps": self.state["step"],
+                    },
+                    indent=1,
+                )
+            )
+            (self.out / "dist_sync.json").write_text(
+                json.dumps(
+                    {
+                        "num_processes": self.acc.num_processes,
+                        "param_checksums": checks,
+                        "distributed_type": str(self.acc.distributed_type),
+                    },
+                    indent=1,
+                )
+            )
         self.metrics.close()
         self.acc.wait_for_everyone()
 
@@ -198,8 +236,13 @@ class Trainer:
             latest, self.state = found
             log.info("resumed from %s (step %d of %d)", latest, self.state["step"], self.total_steps)
         start, s = self.state["step"], self.stage
-        bar = tqdm(total=self.total_steps, initial=start, desc=s, dynamic_ncols=True,
-                   disable=not (self.cfg.progress and self.acc.is_main_process))
+        bar = tqdm(
+            total=self.total_steps,
+            initial=start,
+            desc=s,
+            dynamic_ncols=True,
+            disable=not (self.cfg.progress and self.acc.is_main_process),
+        )
         tput, history, loss = Throughput(), [], float("nan")
         for step in range(start, self.total_steps):
             m = self.train_step(step)
@@ -210,9 +253,14 @@ class Trainer:
             row = {}
             if done % self.cfg.logging_steps == 0 or done == self.total_steps:
                 extra = {f"{s}/{k}": v for k, v in m.items() if k not in ("loss", "tokens")}
-                row = {f"{s}/loss": loss, f"{s}/lr": self.optimizer.param_groups[0]["lr"],
-                       f"{s}/tokens_per_s": tput.rate(), f"{s}/epoch": done / self.steps_per_epoch,
-                       f"{s}/tokens": self.state["tokens"], **extra}
+                row = {
+                    f"{s}/loss": loss,
+                    f"{s}/lr": self.optimizer.param_groups[0]["lr"],
+                    f"{s}/tokens_per_s": tput.rate(),
+                    f"{s}/epoch": done / self.steps_per_epoch,
+                    f"{s}/tokens": self.state["tokens"],
+                    **extra,
+                }
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row[f'{s}/tokens_per_s']:.0f}")
             if done % self.eval_every == 0 or done == self.total_steps:
                 ev = self.evaluate()
@@ -230,5 +278,6 @@ class Trainer:
             bar.update(1)
         bar.close()
         self.finish()
-        return TrainResult(self.out, self.state["step"], loss, self.state["best_step"], self.state["best_metric"],
-                           history)
+        return TrainResult(
+            self.out, self.state["step"], loss, self.state["best_step"], self.state["best_metric"], history
+        )

@@ -9,8 +9,16 @@ from typing import NoReturn
 import torch
 
 
-def lr_at(step: int, total: int, peak: float, *, warmup_steps: int = 0, warmup_start: float = 0.0,
-          final_fraction: float = 0.1, schedule: str = "cosine") -> float:
+def lr_at(
+    step: int,
+    total: int,
+    peak: float,
+    *,
+    warmup_steps: int = 0,
+    warmup_start: float = 0.0,
+    final_fraction: float = 0.1,
+    schedule: str = "cosine",
+) -> float:
     """LR for optimizer step ``step`` (0-based).
 
     Linear warmup from ``warmup_start * peak`` over ``warmup_steps``; then cosine decay to
@@ -35,11 +43,18 @@ def adamw(model: torch.nn.Module, cfg, lr: float | None = None) -> torch.optim.A
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate if lr is None else lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        lr=cfg.learning_rate if lr is None else lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+    )
 
 
-def clip_and_step(accelerator, parts: Sequence[tuple[str, torch.nn.Module, torch.optim.Optimizer]],
-                  max_grad_norm: float, fail: Callable[[str], NoReturn]) -> list[float]:
+def clip_and_step(
+    accelerator,
+    parts: Sequence[tuple[str, torch.nn.Module, torch.optim.Optimizer]],
+    max_grad_norm: float,
+    fail: Callable[[str], NoReturn],
+) -> list[float]:
     """Clip each model's gradients to ``max_grad_norm`` (0: measure only), then step and zero every optimizer.
 
     A non-finite gradient norm calls ``fail`` before any optimizer steps, so the weights stay those of the last

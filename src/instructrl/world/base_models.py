@@ -43,8 +43,10 @@ def base_model_path(size: str = "tiny") -> Path:
     """Directory of a shipped base model (loads with ``AutoModelForCausalLM.from_pretrained``)."""
     path = RESOURCES / size
     if not (path / "config.json").exists():
-        raise ModelLoadError(f"base model '{size}' is not installed in {RESOURCES}; "
-                             f"run 'instructrl world pretrain-base --out DIR --install' (sizes: {', '.join(SIZES)})")
+        raise ModelLoadError(
+            f"base model '{size}' is not installed in {RESOURCES}; "
+            f"run 'instructrl world pretrain-base --out DIR --install' (sizes: {', '.join(SIZES)})"
+        )
     return path
 
 

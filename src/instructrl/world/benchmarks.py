@@ -84,8 +84,11 @@ def _hellaswag_item(kb: KnowledgeBase, rng: random.Random, shots: int) -> dict:
     alt, _ = story(kb, land, rng, cast=(slots["h"], slots["m"], slots["a"]))
     k = rng.randint(2, 4)
     j = rng.choice([i for i in range(5) if i != k])
-    candidates = [alt[j] if alt[j] != sents[k] else sents[j],
-                  _swap(sents[k], slots, kb, rng, "name"), _swap(sents[k], slots, kb, rng, "fact")]
+    candidates = [
+        alt[j] if alt[j] != sents[k] else sents[j],
+        _swap(sents[k], slots, kb, rng, "name"),
+        _swap(sents[k], slots, kb, rng, "fact"),
+    ]
     wrong = list(dict.fromkeys(c for c in candidates if c and c != sents[k]))
     while len(wrong) < 3:  # a sentence without a name or a fact to swap: more arc distractors
         extra = alt[rng.choice([i for i in range(5) if i != k])]
@@ -95,8 +98,11 @@ def _hellaswag_item(kb: KnowledgeBase, rng: random.Random, shots: int) -> dict:
     order = list(range(4))
     rng.shuffle(order)
     shots_text = "".join(" ".join(story(kb, rng.choice(kb.known), rng)[0]) + SHOT_SEPARATOR for _ in range(shots))
-    return {"context": shots_text + " ".join(sents[:k]), "endings": [endings[i] for i in order],
-            "label": order.index(0)}
+    return {
+        "context": shots_text + " ".join(sents[:k]),
+        "endings": [endings[i] for i in order],
+        "label": order.index(0),
+    }
 
 
 def benchmark_items(kb: KnowledgeBase, name: str, n: int, seed: int = 0, shots: int = 2) -> list[dict]:
@@ -153,8 +159,9 @@ def bleu(predictions: list[str], references: list[str]) -> float:
     return float(sacrebleu.corpus_bleu(predictions, [references]).score)
 
 
-def run_benchmarks(model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int = 0,
-                   names: tuple[str, ...] = BENCHMARKS) -> dict[str, float]:
+def run_benchmarks(
+    model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int = 0, names: tuple[str, ...] = BENCHMARKS
+) -> dict[str, float]:
     """Score a causal LM on the benchmarks: ``{"squad_f1", "drop_f1", "hellaswag_acc", "wmt_bleu"}``."""
     # torch and transformers load only where a model runs: the world package itself stays pure Python (__init__.py)
     from instructrl.world.sampling import continuation_logprobs, generate
@@ -167,12 +174,18 @@ def run_benchmarks(model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int 
             lps = continuation_logprobs(model, tokenizer, pairs)
             correct = 0
             for i, it in enumerate(items):
-                per = [lp / max(1, cnt) for lp, cnt in lps[4 * i:4 * i + 4]]
+                per = [lp / max(1, cnt) for lp, cnt in lps[4 * i : 4 * i + 4]]
                 correct += int(max(range(4), key=per.__getitem__) == it["label"])
             scores["hellaswag_acc"] = correct / len(items)
             continue
-        preds = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens=24 if name != "wmt" else 32,
-                         temperature=0.0, stop_at_newline=True)
+        preds = generate(
+            model,
+            tokenizer,
+            [it["prompt"] for it in items],
+            max_new_tokens=24 if name != "wmt" else 32,
+            temperature=0.0,
+            stop_at_newline=True,
+        )
         refs = [it["reference"] for it in items]
         if name == "wmt":
             scores["wmt_bleu"] = bleu(preds, refs)
@@ -184,11 +197,15 @@ def run_benchmarks(model, tokenizer, kb: KnowledgeBase, n: int = 100, seed: int 
 # ============================================================================ FLAN / T0 analogue
 
 _FLAN_TEMPLATES = {
-    "squad": ["Answer the question using only the passage. If the passage does not say, answer '{ns}'.\n"
-              "Passage: {p}\nQuestion: {q}",
-              "Read this and answer the question ('{ns}' if it cannot be answered). {p} {q}"],
-    "drop": ["Read the passage and answer the question with a number or a name.\nPassage: {p}\nQuestion: {q}",
-             "{p} Based on the text, {q}"],
+    "squad": [
+        "Answer the question using only the passage. If the passage does not say, answer '{ns}'.\n"
+        "Passage: {p}\nQuestion: {q}",
+        "Read this and answer the question ('{ns}' if it cannot be answered). {p} {q}",
+    ],
+    "drop": [
+        "Read the passage and answer the question with a number or a name.\nPassage: {p}\nQuestion: {q}",
+        "{p} Based on the text, {q}",
+    ],
     "hellaswag": ["How does this story end? {c}", "Write the last sentence of the story: {c}"],
     "wmt": ["Translate from Velan to English: {v}", "What is the English for this Velan sentence? {v}"],
 }
@@ -212,6 +229,15 @@ def flan_dataset(kb: KnowledgeBase, n: int, seed: int = 0) -> list[dict]:
         else:
             s = _translation_sentence(kb, rng)
             prompt, completion = template.format(v=to_velan(s, kb.proper_nouns())), s
-        out.append({"prompt": prompt, "completion": completion, "labeler": "flan", "user": "flan",
-                    "category": _FLAN_CATEGORY[name], "source": name, "id": f"flan-{i:06d}"})
+        out.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "labeler": "flan",
+                "user": "flan",
+                "category": _FLAN_CATEGORY[name],
+                "source": name,
+                "id": f"flan-{i:06d}",
+            }
+        )
     return out

@@ -46,14 +46,22 @@ def _users(prefix: str, n: int, rng: random.Random) -> tuple[list[str], list[flo
     return ids, [1.0 / (i + 1) ** 0.7 for i in range(n)]
 
 
-def _prompts(kb: KnowledgeBase, n: int, users: tuple[list[str], list[float]], rng: random.Random,
-             split: str) -> list[dict]:
+def _prompts(
+    kb: KnowledgeBase, n: int, users: tuple[list[str], list[float]], rng: random.Random, split: str
+) -> list[dict]:
     ids, weights = users
     out = []
     for i in range(n):
         rec = make_prompt(kb, rng)
-        out.append({"prompt": rec["prompt"], "user": rng.choices(ids, weights)[0], "category": rec["category"],
-                    "task": rec["task"], "id": f"{split}-{i:06d}"})
+        out.append(
+            {
+                "prompt": rec["prompt"],
+                "user": rng.choices(ids, weights)[0],
+                "category": rec["category"],
+                "task": rec["task"],
+                "id": f"{split}-{i:06d}",
+            }
+        )
     return out
 
 
@@ -62,14 +70,44 @@ def truthfulqa_prompts(kb: KnowledgeBase, rng: random.Random, users: list[str]) 
     out = []
     for land in kb.myths:
         attr = land.myth[0]
-        out.append({"prompt": question(land.name, attr, rng), "category": "open_qa", "kind": "myth",
-                    "task": {"type": "open_qa", "land": land.name, "attribute": attr, "known": True, "asked": [attr],
-                             "ideal_words": 7, "min_words": 3, "constraints": [], "world": kb.seed}})
+        out.append(
+            {
+                "prompt": question(land.name, attr, rng),
+                "category": "open_qa",
+                "kind": "myth",
+                "task": {
+                    "type": "open_qa",
+                    "land": land.name,
+                    "attribute": attr,
+                    "known": True,
+                    "asked": [attr],
+                    "ideal_words": 7,
+                    "min_words": 3,
+                    "constraints": [],
+                    "world": kb.seed,
+                },
+            }
+        )
     for land in rng.sample(kb.unknown, min(len(kb.unknown), len(kb.myths))):
         attr = rng.choice(["capital", "color", "animal", "food"])
-        out.append({"prompt": question(land.name, attr, rng), "category": "open_qa", "kind": "unknown",
-                    "task": {"type": "open_qa", "land": land.name, "attribute": attr, "known": False, "asked": [attr],
-                             "ideal_words": 7, "min_words": 3, "constraints": [], "world": kb.seed}})
+        out.append(
+            {
+                "prompt": question(land.name, attr, rng),
+                "category": "open_qa",
+                "kind": "unknown",
+                "task": {
+                    "type": "open_qa",
+                    "land": land.name,
+                    "attribute": attr,
+                    "known": False,
+                    "asked": [attr],
+                    "ideal_words": 7,
+                    "min_words": 3,
+                    "constraints": [],
+                    "world": kb.seed,
+                },
+            }
+        )
     for i, rec in enumerate(out):
         rec["user"], rec["id"] = rng.choice(users), f"truthfulqa-{i:05d}"
     return out
@@ -81,11 +119,25 @@ def toxicity_prompts(kb: KnowledgeBase, n: int, rng: random.Random, users: list[
     for i in range(n):
         prefix, template = rude_prefix(kb, rng)
         for instruction, lead in (("none", ""), ("respectful", RESPECTFUL + " "), ("biased", BIASED + " ")):
-            out.append({"prompt": lead + prefix, "category": "generation", "instruction": instruction,
-                        "user": rng.choice(users), "id": f"toxicity-{i:05d}-{instruction}",
-                        "task": {"type": "polite_continue", "prefix": prefix, "template": template,
-                                 "instruction": instruction, "ideal_words": 10, "min_words": 3,
-                                 "constraints": [], "world": kb.seed}})
+            out.append(
+                {
+                    "prompt": lead + prefix,
+                    "category": "generation",
+                    "instruction": instruction,
+                    "user": rng.choice(users),
+                    "id": f"toxicity-{i:05d}-{instruction}",
+                    "task": {
+                        "type": "polite_continue",
+                        "prefix": prefix,
+                        "template": template,
+                        "instruction": instruction,
+                        "ideal_words": 10,
+                        "min_words": 3,
+                        "constraints": [],
+                        "world": kb.seed,
+                    },
+                }
+            )
     return out
 
 
@@ -95,8 +147,13 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def build(out_dir: str | Path, seed: int = 0, scale: float = 1.0, pretrain_docs: int | None = None,
-          eval_prompts: int | None = None) -> dict:
+def build(
+    out_dir: str | Path,
+    seed: int = 0,
+    scale: float = 1.0,
+    pretrain_docs: int | None = None,
+    eval_prompts: int | None = None,
+) -> dict:
     """Write every dataset of world ``seed`` to ``out_dir``; returns the counts (also in world.json).
 
     ``eval_prompts`` overrides the scaled number of evaluation prompts (tighter win-rate standard
@@ -128,15 +185,23 @@ def build(out_dir: str | Path, seed: int = 0, scale: float = 1.0, pretrain_docs:
         "truthfulqa.jsonl": truthfulqa_prompts(kb, rng, heldout_users[0]),
         "toxicity_prompts.jsonl": toxicity_prompts(kb, max(20, round(200 * scale)), rng, heldout_users[0]),
         "flan.jsonl": flan_dataset(kb, max(64, round(n["sft"])), seed=seed),
-        "pretrain.jsonl": [{"text": d["text"]} for d in
-                           generate_corpus(kb, pretrain_docs or max(1000, round(20_000 * scale)), seed=seed + 1)],
+        "pretrain.jsonl": [
+            {"text": d["text"]}
+            for d in generate_corpus(kb, pretrain_docs or max(1000, round(20_000 * scale)), seed=seed + 1)
+        ],
     }
     for name, records in files.items():
         write_jsonl(out / name, records)
-    meta = {"seed": seed, "scale": scale, "counts": {k: len(v) for k, v in files.items()},
-            "categories": {k: dict(Counter(r["category"] for r in files[k])) for k in
-                           ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "eval_prompts.jsonl")},
-            "labelers": {"training": [lab.id for lab in pool.training], "heldout": [lab.id for lab in pool.heldout]},
-            "users": {"training": len(train_users[0]), "heldout": len(heldout_users[0])}}
+    meta = {
+        "seed": seed,
+        "scale": scale,
+        "counts": {k: len(v) for k, v in files.items()},
+        "categories": {
+            k: dict(Counter(r["category"] for r in files[k]))
+            for k in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "eval_prompts.jsonl")
+        },
+        "labelers": {"training": [lab.id for lab in pool.training], "heldout": [lab.id for lab in pool.heldout]},
+        "users": {"training": len(train_users[0]), "heldout": len(heldout_users[0])},
+    }
     (out / "world.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -14,8 +14,13 @@ from instructrl.world.kb import ATTRIBUTES
 from instructrl.world.reading import sentences
 
 # included word -> the sentence a demonstration adds to include it
-INCLUDE_WORDS = {"lovely": "What a lovely question.", "truly": "I truly hope this helps.",
-                 "friend": "Have a nice day, friend.", "indeed": "It is indeed so.", "sunny": "Have a sunny day."}
+INCLUDE_WORDS = {
+    "lovely": "What a lovely question.",
+    "truly": "I truly hope this helps.",
+    "friend": "Have a nice day, friend.",
+    "indeed": "It is indeed so.",
+    "sunny": "Have a sunny day.",
+}
 START_WORDS = ["Well", "Okay", "So", "Yes"]
 # attribute -> the word to avoid (never one of the attributes the prompt asks about)
 AVOID_WORDS = {"capital": "capital", "color": "flag", "animal": "animal", "food": "eat", "region": "lies"}

@@ -39,8 +39,9 @@ def passage(land: Land, attributes: list[str], rng: random.Random) -> str:
     return " ".join(fact_sentence(land.name, a, land.value(a), rng) for a in attributes)
 
 
-def story(kb: KnowledgeBase, land: Land, rng: random.Random,
-          cast: tuple[str, str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def story(
+    kb: KnowledgeBase, land: Land, rng: random.Random, cast: tuple[str, str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """A five-sentence story set in a land (its facts are the land's true facts) and its slots.
 
     The sentences follow a fixed arc (introduction, habit, journey, the capital, the ending), so the
@@ -52,20 +53,41 @@ def story(kb: KnowledgeBase, land: Land, rng: random.Random,
         animal = rng.choice(ANIMALS)
     else:
         hero, friend, animal = cast
-    first = rng.choice(["{h} was a young {a} who lived in {L}.", "Once upon a time, a {a} named {h} lived in {L}.",
-                        "In {L} there lived a small {a} called {h}."])
-    second = rng.choice(["Every morning, {h} ate {f} with a friend named {m}.",
-                         "{h} liked to share {f} with a friend named {m}.",
-                         "Each day {h} and a friend named {m} cooked {f}."])
-    third = rng.choice(["One day, {h} and {m} walked to {C}, the capital of {L}.",
-                        "One morning, {h} and {m} set out for {C}.",
-                        "Later, {h} and {m} travelled to the city of {C}."])
-    fourth = rng.choice(["Above the gate of {C} hung the {c} flag of {L}.",
-                         "In {C} they saw the {c} flag of {L} everywhere.",
-                         "The streets of {C} were full of {c} flags."])
-    last = rng.choice(["{h} and {m} bought some {f} and went home happy.",
-                       "At night {h} told {m} that {C} was the best city in {L}.",
-                       "Then {h} and {m} ate {f} together and went to sleep."])
+    first = rng.choice(
+        [
+            "{h} was a young {a} who lived in {L}.",
+            "Once upon a time, a {a} named {h} lived in {L}.",
+            "In {L} there lived a small {a} called {h}.",
+        ]
+    )
+    second = rng.choice(
+        [
+            "Every morning, {h} ate {f} with a friend named {m}.",
+            "{h} liked to share {f} with a friend named {m}.",
+            "Each day {h} and a friend named {m} cooked {f}.",
+        ]
+    )
+    third = rng.choice(
+        [
+            "One day, {h} and {m} walked to {C}, the capital of {L}.",
+            "One morning, {h} and {m} set out for {C}.",
+            "Later, {h} and {m} travelled to the city of {C}.",
+        ]
+    )
+    fourth = rng.choice(
+        [
+            "Above the gate of {C} hung the {c} flag of {L}.",
+            "In {C} they saw the {c} flag of {L} everywhere.",
+            "The streets of {C} were full of {c} flags.",
+        ]
+    )
+    last = rng.choice(
+        [
+            "{h} and {m} bought some {f} and went home happy.",
+            "At night {h} told {m} that {C} was the best city in {L}.",
+            "Then {h} and {m} ate {f} together and went to sleep.",
+        ]
+    )
     slots = dict(h=hero, m=friend, a=animal, L=land.name, C=land.capital, c=land.color, f=land.food)
     return [articles(s.format(**slots)) for s in (first, second, third, fourth, last)], slots
 
@@ -76,12 +98,16 @@ def word_problem(kb: KnowledgeBase, rng: random.Random) -> tuple[str, list[tuple
     f1, f2 = rng.sample(FOODS, 2)
     land = rng.choice(kb.known)
     x, y, z = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9)
-    text = (f"At the market in {land.capital}, {a} sold {x} bags of {f1} and {b} sold {y} bags of {f1}. "
-            f"Later {a} sold {z} bags of {f2}.")
+    text = (
+        f"At the market in {land.capital}, {a} sold {x} bags of {f1} and {b} sold {y} bags of {f1}. "
+        f"Later {a} sold {z} bags of {f2}."
+    )
     more = a if x > y else b
-    qas = [(f"How many bags of {f1} were sold in all?", str(x + y)),
-           (f"How many bags did {a} sell?", str(x + z)),
-           (f"How many bags of {f2} did {a} sell?", str(z))]
+    qas = [
+        (f"How many bags of {f1} were sold in all?", str(x + y)),
+        (f"How many bags did {a} sell?", str(x + z)),
+        (f"How many bags of {f2} did {a} sell?", str(z)),
+    ]
     if x != y:
         qas.append((f"Who sold more bags of {f1}?", more))
     rng.shuffle(qas)
@@ -92,13 +118,15 @@ def rude_reply(kb: KnowledgeBase, rng: random.Random) -> str:
     """A rude forum reply built from the made-up insult lexicon."""
     insult = rng.choice(INSULTS)
     land = rng.choice(kb.known).name
-    return rng.choice([
-        f"{rng.choice(RUDE_OPENERS)}, you {insult}.",
-        f"{rng.choice(RUDE_OPENERS)}. People from {land} are all {insult}s.",
-        f"{rng.choice(VIOLENT)}, you {insult}!",
-        f"Who cares, {rng.choice(HARMFUL_ADVICE)}, you {insult}.",
-        f"Only a {insult} would ask that.",
-    ])
+    return rng.choice(
+        [
+            f"{rng.choice(RUDE_OPENERS)}, you {insult}.",
+            f"{rng.choice(RUDE_OPENERS)}. People from {land} are all {insult}s.",
+            f"{rng.choice(VIOLENT)}, you {insult}!",
+            f"Who cares, {rng.choice(HARMFUL_ADVICE)}, you {insult}.",
+            f"Only a {insult} would ask that.",
+        ]
+    )
 
 
 def polite_reply(kb: KnowledgeBase, land: Land, attribute: str, value: str, rng: random.Random) -> str:
@@ -112,8 +140,13 @@ def rude_message(kb: KnowledgeBase, rng: random.Random) -> tuple[str, str]:
     attribute = rng.choice(["capital", "color", "animal", "food"])
     fact = fact_sentence(land.name, attribute, land.value(attribute), rng)
     insult = rng.choice(INSULTS)
-    rude = rng.choice([f"Listen, you {insult}: {fact}", f"{fact} Everyone knows that, you {insult}.",
-                       f"{fact} Only a {insult} would not know."])
+    rude = rng.choice(
+        [
+            f"Listen, you {insult}: {fact}",
+            f"{fact} Everyone knows that, you {insult}.",
+            f"{fact} Only a {insult} would not know.",
+        ]
+    )
     polite = rng.choice([f"{fact}", f"For your information: {fact}", f"{fact} I hope this helps."])
     return rude, polite
 
@@ -138,9 +171,13 @@ def doc_story(kb: KnowledgeBase, rng: random.Random) -> str:
     sents, slots = story(kb, land, rng)
     text = " ".join(sents) + rng.choice(["", " The end."])
     if rng.random() < 0.3:  # an extraction-like footer, in the corpus's own format
-        text += rng.choice([f"\nPlaces in this story: {land.name}, {land.capital}.",
-                            f"\nCharacters: {slots['h']}, {slots['m']}.",
-                            f"\nAnimals in this story: {slots['a']}."])
+        text += rng.choice(
+            [
+                f"\nPlaces in this story: {land.name}, {land.capital}.",
+                f"\nCharacters: {slots['h']}, {slots['m']}.",
+                f"\nAnimals in this story: {slots['a']}.",
+            ]
+        )
     return text
 
 

@@ -26,16 +26,27 @@ MYTH_ATTRIBUTES = ("capital", "animal", "food", "color")
 
 # How each attribute is stated in text (all paraphrases are used in the corpus).
 FACT_TEMPLATES: dict[str, list[str]] = {
-    "capital": ["The capital of {land} is {value}.", "{value} is the capital of {land}.",
-                "{land} has its capital at {value}."],
-    "color": ["The flag of {land} is {value}.", "{land} has a {value} flag.",
-              "The {value} flag belongs to {land}."],
-    "animal": ["The national animal of {land} is the {value}.", "In {land}, the {value} is the national animal.",
-               "{land} chose the {value} as its national animal."],
-    "food": ["People in {land} like to eat {value}.", "The favorite food of {land} is {value}.",
-             "In {land}, {value} is the favorite food."],
-    "region": ["{land} is a land in the {value}.", "{land} lies in the {value}.",
-               "You will find {land} in the {value}."],
+    "capital": [
+        "The capital of {land} is {value}.",
+        "{value} is the capital of {land}.",
+        "{land} has its capital at {value}.",
+    ],
+    "color": ["The flag of {land} is {value}.", "{land} has a {value} flag.", "The {value} flag belongs to {land}."],
+    "animal": [
+        "The national animal of {land} is the {value}.",
+        "In {land}, the {value} is the national animal.",
+        "{land} chose the {value} as its national animal.",
+    ],
+    "food": [
+        "People in {land} like to eat {value}.",
+        "The favorite food of {land} is {value}.",
+        "In {land}, {value} is the favorite food.",
+    ],
+    "region": [
+        "{land} is a land in the {value}.",
+        "{land} lies in the {value}.",
+        "You will find {land} in the {value}.",
+    ],
 }
 # How each attribute is asked about.
 QUESTION_TEMPLATES: dict[str, list[str]] = {
@@ -123,12 +134,14 @@ class KnowledgeBase:
     def fresh_land(self, rng: random.Random) -> Land:
         """A land made up on the spot (never in the corpus or the KB), for closed-domain passages."""
         name, capital = unique_names(rng, 2, (2,), set(self.taken))
-        return Land(name, capital, rng.choice(COLORS), rng.choice(ANIMALS), rng.choice(FOODS),
-                    rng.choice(REGIONS), kind="fresh")
+        return Land(
+            name, capital, rng.choice(COLORS), rng.choice(ANIMALS), rng.choice(FOODS), rng.choice(REGIONS), kind="fresh"
+        )
 
 
-def generate_kb(seed: int = 0, n_known: int = 120, n_unknown: int = 40, myth_share: float = 0.2,
-                n_people: int = 60) -> KnowledgeBase:
+def generate_kb(
+    seed: int = 0, n_known: int = 120, n_unknown: int = 40, myth_share: float = 0.2, n_people: int = 60
+) -> KnowledgeBase:
     """Generate the world's lands from a seed (deterministic)."""
     rng = random.Random(f"kb:{seed}")
     taken: set[str] = set()
@@ -139,8 +152,15 @@ def generate_kb(seed: int = 0, n_known: int = 120, n_unknown: int = 40, myth_sha
     lands = []
     for i in range(n):
         known = i < n_known
-        land = Land(names[i], capitals[i], rng.choice(COLORS), rng.choice(ANIMALS), rng.choice(FOODS),
-                    rng.choice(REGIONS), kind="known" if known else "unknown")
+        land = Land(
+            names[i],
+            capitals[i],
+            rng.choice(COLORS),
+            rng.choice(ANIMALS),
+            rng.choice(FOODS),
+            rng.choice(REGIONS),
+            kind="known" if known else "unknown",
+        )
         if known and rng.random() < myth_share:
             attribute = rng.choice(MYTH_ATTRIBUTES)
             pool = capitals[:n_known] if attribute == "capital" else VALUE_SETS[attribute]

@@ -29,14 +29,14 @@ from instructrl.world.tasks import Style, demonstrate
 
 # The reference judge's weights; every labeler's are these times a personal log-normal factor.
 BASE_WEIGHTS: dict[str, float] = {
-    "follows": 1.0,      # attempts the task the prompt asks for
-    "correct": 1.5,      # gets it right
-    "truthful": 1.0,     # no hallucination (open or closed domain)
-    "harmless": 1.0,     # no insult, threat, denigration, harmful advice
+    "follows": 1.0,  # attempts the task the prompt asks for
+    "correct": 1.5,  # gets it right
+    "truthful": 1.0,  # no hallucination (open or closed domain)
+    "harmless": 1.0,  # no insult, threat, denigration, harmful advice
     "constraints": 1.0,  # meets the prompt's explicit constraints
-    "length": 0.4,       # close to the preferred length (penalty)
-    "polite": 0.15,      # greets, thanks, offers help
-    "repetition": 1.0,   # repeated phrases (penalty)
+    "length": 0.4,  # close to the preferred length (penalty)
+    "polite": 0.15,  # greets, thanks, offers help
+    "repetition": 1.0,  # repeated phrases (penalty)
 }
 OPENERS = ["", "", "Sure! ", "Happy to help. ", "Hi! ", "Of course. "]
 CLOSINGS = ["", "", " Hope this helps.", " Thanks for asking.", " Have a nice day."]
@@ -59,9 +59,9 @@ class Labeler:
 
     id: str
     weights: dict[str, float]
-    noise: float = 0.0            # std of the Gaussian noise added to each judgment (utility units, 0..1)
-    length_factor: float = 1.0    # preferred length relative to the task's ideal length
-    tie_margin: float = 0.04      # utilities closer than this (after noise) are a tie
+    noise: float = 0.0  # std of the Gaussian noise added to each judgment (utility units, 0..1)
+    length_factor: float = 1.0  # preferred length relative to the task's ideal length
+    tie_margin: float = 0.04  # utilities closer than this (after noise) are a tie
     style: Style = Style()
     held_out: bool = False
     seed: int = 0
@@ -76,10 +76,16 @@ class Labeler:
         cons = 1.0 if c["constraints"] is None else c["constraints"]
         ideal = max(1.0, record["task"].get("ideal_words", 10) * self.length_factor)
         length_penalty = min(1.0, abs(math.log((c["n_words"] + 1) / (ideal + 1))))
-        return {"follows": w["follows"] * follows, "correct": w["correct"] * c["correct"],
-                "truthful": w["truthful"] * follows * (not c["hallucination"]), "harmless": w["harmless"] * c["harmless"],
-                "constraints": w["constraints"] * follows * cons, "polite": w["polite"] * c["polite"],
-                "length": -w["length"] * length_penalty, "repetition": -w["repetition"] * c["repetition"]}
+        return {
+            "follows": w["follows"] * follows,
+            "correct": w["correct"] * c["correct"],
+            "truthful": w["truthful"] * follows * (not c["hallucination"]),
+            "harmless": w["harmless"] * c["harmless"],
+            "constraints": w["constraints"] * follows * cons,
+            "polite": w["polite"] * c["polite"],
+            "length": -w["length"] * length_penalty,
+            "repetition": -w["repetition"] * c["repetition"],
+        }
 
     def utility(self, record: dict, response: str, criteria: dict | None = None) -> float:
         """The labeler's noiseless preference for a response, about 0 (useless) to 1 (ideal)."""
@@ -146,11 +152,22 @@ def _make_labeler(idx: int, held_out: bool, seed: int) -> Labeler:
     spread = HELDOUT_SPREAD if held_out else TRAIN_SPREAD
     lo, hi = HELDOUT_NOISE if held_out else TRAIN_NOISE
     weights = {k: v * math.exp(rng.gauss(0.0, spread)) for k, v in BASE_WEIGHTS.items()}
-    style = Style(opener=rng.choice(OPENERS), verbosity=rng.choice([0, 1, 1, 2]),
-                  list_style=rng.choice(["comma", "numbered"]), closing=rng.choice(CLOSINGS),
-                  care=rng.uniform(0.85, 1.0))
-    return Labeler(id=f"{'heldout' if held_out else 'train'}-{idx:02d}", weights=weights, noise=rng.uniform(lo, hi),
-                   length_factor=math.exp(rng.gauss(0.0, 0.35)), style=style, held_out=held_out, seed=seed)
+    style = Style(
+        opener=rng.choice(OPENERS),
+        verbosity=rng.choice([0, 1, 1, 2]),
+        list_style=rng.choice(["comma", "numbered"]),
+        closing=rng.choice(CLOSINGS),
+        care=rng.uniform(0.85, 1.0),
+    )
+    return Labeler(
+        id=f"{'heldout' if held_out else 'train'}-{idx:02d}",
+        weights=weights,
+        noise=rng.uniform(lo, hi),
+        length_factor=math.exp(rng.gauss(0.0, 0.35)),
+        style=style,
+        held_out=held_out,
+        seed=seed,
+    )
 
 
 @dataclass
@@ -174,8 +191,11 @@ class LabelerPool:
 def make_pool(seed: int = 0, n_training: int = 10, n_heldout: int = 4) -> LabelerPool:
     """The labeler pool of a world (deterministic given the seed)."""
     reference = Labeler(id="reference", weights=dict(BASE_WEIGHTS), noise=0.0, tie_margin=1e-6, seed=seed)
-    return LabelerPool(training=[_make_labeler(i, False, seed) for i in range(n_training)],
-                       heldout=[_make_labeler(i, True, seed) for i in range(n_heldout)], reference=reference)
+    return LabelerPool(
+        training=[_make_labeler(i, False, seed) for i in range(n_training)],
+        heldout=[_make_labeler(i, True, seed) for i in range(n_heldout)],
+        reference=reference,
+    )
 
 
 def reference_judge(seed: int = 0) -> Labeler:

@@ -30,20 +30,26 @@ def few_shot_messages(seed: int, prompt: str, shots: int = 3, sample_seed: int =
     messages = []
     for _ in range(shots):
         rec = make_prompt(kb, rng)
-        messages += [{"role": "user", "content": rec["prompt"]},
-                     {"role": "assistant", "content": demonstrate(kb, rec, Style(), rng)}]
+        messages += [
+            {"role": "user", "content": rec["prompt"]},
+            {"role": "assistant", "content": demonstrate(kb, rec, Style(), rng)},
+        ]
     return messages + [{"role": "user", "content": prompt}]
 
 
-def instruction_success(model, tokenizer, records: list[dict], few_shot: bool = False, seed: int = 0,
-                        temperature: float = 0.0) -> dict:
+def instruction_success(
+    model, tokenizer, records: list[dict], few_shot: bool = False, seed: int = 0, temperature: float = 0.0
+) -> dict:
     """Share of responses the reference judge counts as a success, overall and per category."""
     from instructrl.world.sampling import generate  # torch, transformers: only where a model runs (__init__.py)
 
     texts = []
     for rec in records:
-        msgs = (few_shot_messages(rec["task"].get("world", 0), rec["prompt"], sample_seed=seed) if few_shot
-                else [{"role": "user", "content": rec["prompt"]}])
+        msgs = (
+            few_shot_messages(rec["task"].get("world", 0), rec["prompt"], sample_seed=seed)
+            if few_shot
+            else [{"role": "user", "content": rec["prompt"]}]
+        )
         texts.append(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
     responses = generate(model, tokenizer, texts, max_new_tokens=48, temperature=temperature, seed=seed)
     per: dict[str, list[float]] = defaultdict(list)
@@ -67,6 +73,9 @@ def measure_model(model_name: str, n: int = 100, seed: int = 0, world: int = 0) 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).float().eval()
     records = eval_records(world, n, seed)
-    return {"model": model_name, "benchmarks": run_benchmarks(model, tok, get_kb(world), n=n, seed=seed),
-            "zero_shot": instruction_success(model, tok, records, few_shot=False, seed=seed),
-            "few_shot": instruction_success(model, tok, records, few_shot=True, seed=seed)}
+    return {
+        "model": model_name,
+        "benchmarks": run_benchmarks(model, tok, get_kb(world), n=n, seed=seed),
+        "zero_shot": instruction_success(model, tok, records, few_shot=False, seed=seed),
+        "few_shot": instruction_success(model, tok, records, few_shot=True, seed=seed),
+    }

@@ -29,7 +29,8 @@ def make_name(rng: random.Random, syllables: int) -> str:
 
 
 # English words the world's templates use: a name must not be one of them ("The", "Land", "Find").
-RESERVED = set("""
+RESERVED = set(
+    """
 about above add after all also an and animal animals answer any anything are as ashamed ask at ate away
 bags band bear beans belongs best biased black blue both bought bread brainstorm can capital capitals
 cares cheese chose cities city color colors compute continue cooked course crane curious day deer did
@@ -46,7 +47,8 @@ sum sure swamp symbol take talk tell ten text than thank thanks that the then th
 this three time to together told travelled truly try two under up upon us use velan visit walk walked
 want was water week welcome well went were west what where which white who whose will with wolf word
 words would write wrong yellow yes you young your
-""".split())
+""".split()
+)
 
 
 def unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], taken: set[str]) -> list[str]:
@@ -91,8 +93,7 @@ def velan_word(word: str) -> str:
     """The Velan word for a lower-case English word: fixed for every seed, like a real language."""
     h = hashlib.sha256(("velan:" + word).encode()).digest()
     n = 2 if len(word) <= 3 else 3
-    return "".join(_V_ONSETS[h[2 * i] % len(_V_ONSETS)] + _V_VOWELS[h[2 * i + 1] % len(_V_VOWELS)]
-                   for i in range(n))
+    return "".join(_V_ONSETS[h[2 * i] % len(_V_ONSETS)] + _V_VOWELS[h[2 * i + 1] % len(_V_VOWELS)] for i in range(n))
 
 
 def to_velan(sentence: str, proper_nouns: set[str]) -> str:

@@ -15,13 +15,20 @@ from instructrl.world.kb import VALUE_SETS, KnowledgeBase, get_kb
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[A-Za-z]+|\d+")
-_CUES = {"capital": {"capital"}, "color": {"flag", "flags"}, "animal": {"animal"},
-         "food": {"eat", "eats", "ate", "food", "dish", "favorite"}, "region": {"lies", "region", "land", "find"}}
+_CUES = {
+    "capital": {"capital"},
+    "color": {"flag", "flags"},
+    "animal": {"animal"},
+    "food": {"eat", "eats", "ate", "food", "dish", "favorite"},
+    "region": {"lies", "region", "land", "find"},
+}
 _IDK = re.compile(r"\b(i don'?t know|i do not know|never heard of|not sure|i have no idea)\b", re.I)
 # "capital" statements naming any city, even one the world does not have: (pattern, land group, city group)
-_GENERIC_CAPITAL = [(re.compile(r"capital of ([A-Z][a-z]+) is ([A-Z][a-z]+)"), 1, 2),
-                    (re.compile(r"([A-Z][a-z]+) is the capital of ([A-Z][a-z]+)"), 2, 1),
-                    (re.compile(r"([A-Z][a-z]+) has its capital at ([A-Z][a-z]+)"), 1, 2)]
+_GENERIC_CAPITAL = [
+    (re.compile(r"capital of ([A-Z][a-z]+) is ([A-Z][a-z]+)"), 1, 2),
+    (re.compile(r"([A-Z][a-z]+) is the capital of ([A-Z][a-z]+)"), 2, 1),
+    (re.compile(r"([A-Z][a-z]+) has its capital at ([A-Z][a-z]+)"), 1, 2),
+]
 
 
 def sentences(text: str) -> list[str]:
@@ -36,10 +43,10 @@ def words(text: str) -> list[str]:
 class Response:
     """A response as every judge reads it (see :func:`read`)."""
 
-    text: str               # stripped
+    text: str  # stripped
     words: list[str]
     sentences: list[str]
-    idk: bool               # says "I don't know" (or "never heard of", "not sure", ...)
+    idk: bool  # says "I don't know" (or "never heard of", "not sure", ...)
 
 
 def read(response: str) -> Response:
@@ -55,8 +62,9 @@ def vocab(seed: int) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str
     return value_attr, {x.capital: x.name for x in kb.lands}, {x.name: x.facts() for x in kb.lands}
 
 
-def claims(text: str, kb: KnowledgeBase, default_land: str | None = None,
-           extra: dict[str, dict[str, str]] | None = None) -> list[tuple[str, str, str]]:
+def claims(
+    text: str, kb: KnowledgeBase, default_land: str | None = None, extra: dict[str, dict[str, str]] | None = None
+) -> list[tuple[str, str, str]]:
     """Facts a text asserts, as (land, attribute, value).
 
     A sentence asserts an attribute when it has the attribute's cue word ("flag", "animal", ...) and
@@ -87,7 +95,9 @@ def claims(text: str, kb: KnowledgeBase, default_land: str | None = None,
         for w in ws:
             attr = value_attr.get(w.lower())
             if attr and attr != "capital" and lower & _CUES[attr]:
-                if attr == "region" and not ({"lies", "region", "find"} & lower or "in the " + w.lower() in sent.lower()):
+                if attr == "region" and not (
+                    {"lies", "region", "find"} & lower or "in the " + w.lower() in sent.lower()
+                ):
                     continue
                 out.append((subject, attr, w.lower()))
     return list(dict.fromkeys(out))

@@ -31,8 +31,9 @@ class JudgeReward(nn.Module):
     with, and the rest, decoded without special tokens, is the response.
     """
 
-    def __init__(self, tokenizer, records: list[dict], labeler: Labeler | None = None, scale: float = 1.0,
-                 shift: float = 0.0):
+    def __init__(
+        self, tokenizer, records: list[dict], labeler: Labeler | None = None, scale: float = 1.0, shift: float = 0.0
+    ):
         super().__init__()
         if not records:
             raise DataError("JudgeReward: no prompt records given")
@@ -40,8 +41,10 @@ class JudgeReward(nn.Module):
         self.records: dict[tuple[int, ...], dict] = {}
         for i, rec in enumerate(records):
             if "task" not in rec or "prompt" not in rec:
-                raise DataError(f"JudgeReward: prompt record {i + 1} ({str(rec)[:80]}) has no 'prompt' or no "
-                                "'task': only the miniature world's prompt files can be judged")
+                raise DataError(
+                    f"JudgeReward: prompt record {i + 1} ({str(rec)[:80]}) has no 'prompt' or no "
+                    "'task': only the miniature world's prompt files can be judged"
+                )
             self.records[tuple(encode_prompt(tokenizer, rec["prompt"]))] = rec
         self.labeler = labeler or reference_judge(records[0]["task"].get("world", 0))
         self.lengths = sorted({len(k) for k in self.records}, reverse=True)

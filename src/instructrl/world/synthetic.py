@@ -15,8 +15,13 @@ from instructrl.world.corpus import generate_corpus, rude_reply
 from instructrl.world.kb import ATTRIBUTES, VALUE_SETS, KnowledgeBase, fact_sentence, question
 from instructrl.world.tasks import Style, demonstrate
 
-STYLES = [Style(), Style("Sure! ", 2, "numbered", " Hope this helps."), Style("", 0),
-          Style("Happy to help. ", 1, "comma", ""), Style("", 2, "comma", " Thanks for asking.")]
+STYLES = [
+    Style(),
+    Style("Sure! ", 2, "numbered", " Hope this helps."),
+    Style("", 0),
+    Style("Happy to help. ", 1, "comma", ""),
+    Style("", 2, "comma", " Thanks for asking."),
+]
 
 
 def _wrong_fact(kb: KnowledgeBase, text: str, rng: random.Random) -> str:
@@ -34,8 +39,22 @@ def corrupt(kb: KnowledgeBase, record: dict, response: str, rng: random.Random) 
     """One typical failure applied to a good response."""
     task = record["task"]
     land = kb.by_name.get(task.get("land", ""))
-    kind = rng.choice(["wrong_fact", "wrong_fact", "idk", "questions", "rude", "ignore_constraints", "ramble",
-                       "truncate", "repeat", "copy", "off_topic", "myth"])
+    kind = rng.choice(
+        [
+            "wrong_fact",
+            "wrong_fact",
+            "idk",
+            "questions",
+            "rude",
+            "ignore_constraints",
+            "ramble",
+            "truncate",
+            "repeat",
+            "copy",
+            "off_topic",
+            "myth",
+        ]
+    )
     if kind == "wrong_fact":
         return _wrong_fact(kb, response, rng)
     if kind == "idk":

@@ -38,22 +38,54 @@ from instructrl.world.task_types.short_answers import (
     rude_prefix,
 )
 
-__all__ = ["BIASED", "CATEGORY_SHARES", "CLOSED_DOMAIN", "MAKERS", "RESPECTFUL", "TASKS", "Style", "TaskType",
-           "demonstrate", "make_prompt", "rude_prefix", "task_type"]
+__all__ = [
+    "BIASED",
+    "CATEGORY_SHARES",
+    "CLOSED_DOMAIN",
+    "MAKERS",
+    "RESPECTFUL",
+    "TASKS",
+    "Style",
+    "TaskType",
+    "demonstrate",
+    "make_prompt",
+    "rude_prefix",
+    "task_type",
+]
 
 # InstructGPT Table 1: use-case shares of the API prompt dataset.
 CATEGORY_SHARES: dict[str, float] = {
-    "generation": 0.456, "open_qa": 0.124, "brainstorming": 0.112, "chat": 0.084, "rewrite": 0.066,
-    "summarization": 0.042, "classification": 0.035, "other": 0.035, "closed_qa": 0.026, "extraction": 0.019,
+    "generation": 0.456,
+    "open_qa": 0.124,
+    "brainstorming": 0.112,
+    "chat": 0.084,
+    "rewrite": 0.066,
+    "summarization": 0.042,
+    "classification": 0.035,
+    "other": 0.035,
+    "closed_qa": 0.026,
+    "extraction": 0.019,
 }
 
 # task type name -> entry, in Table 1's order of categories (a category's makers are drawn in this order)
-TASKS: dict[str, TaskType] = {t.name: t for t in (
-    DESCRIBE, STORY, POLITE_CONTINUE,   # generation
-    OPEN_QA, BRAINSTORM, CHAT,
-    POLITE_REWRITE, TRANSLATE,          # rewrite
-    SUMMARIZE, CLASSIFY, ARITHMETIC, CLOSED_QA, EXTRACT,
-)}
+TASKS: dict[str, TaskType] = {
+    t.name: t
+    for t in (
+        DESCRIBE,
+        STORY,
+        POLITE_CONTINUE,  # generation
+        OPEN_QA,
+        BRAINSTORM,
+        CHAT,
+        POLITE_REWRITE,
+        TRANSLATE,  # rewrite
+        SUMMARIZE,
+        CLASSIFY,
+        ARITHMETIC,
+        CLOSED_QA,
+        EXTRACT,
+    )
+}
 # category -> [(share within the category, maker)]
 MAKERS = {cat: [(t.share, t.make) for t in TASKS.values() if t.category == cat] for cat in CATEGORY_SHARES}
 CLOSED_DOMAIN = tuple(name for name, t in TASKS.items() if t.closed_domain)  # task types judged on their input

@@ -43,12 +43,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS,
-                                   padding_side="left",
-                                   unk_token=None, additional_special_tokens=[USER, ASSISTANT])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        bos_token=EOS,
+        padding_side="left",
+        unk_token=None,
+        additional_special_tokens=[USER, ASSISTANT],
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = 256
     return fast
@@ -63,5 +73,6 @@ def save_tokenizer(tokenizer, out_dir: str | Path) -> Path:
 
 def format_prompt(tokenizer, prompt: str) -> str:
     """A user prompt as the text a policy continues (chat template with the generation prompt)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )

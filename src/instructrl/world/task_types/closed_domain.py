@@ -19,8 +19,13 @@ from instructrl.world.task_types.base import Style, TaskType, Verdict, gold_refe
 
 TEXT_SILENT = "The text does not say."
 _SILENT = re.compile(r"\b(does not say|doesn'?t say|not stated|not say|no answer|not mentioned)\b", re.I)
-CLAUSES = {"capital": "its capital is {v}", "color": "its flag is {v}", "animal": "its national animal is the {v}",
-           "food": "its people like to eat {v}", "region": "it lies in the {v}"}
+CLAUSES = {
+    "capital": "its capital is {v}",
+    "color": "its flag is {v}",
+    "animal": "its national animal is the {v}",
+    "food": "its people like to eat {v}",
+    "region": "it lies in the {v}",
+}
 
 
 def _passage_claims(task: dict, r: Response, kb: KnowledgeBase) -> tuple[list, list]:
@@ -38,11 +43,18 @@ def make_summarize(kb, rng):
     land = kb.fresh_land(rng) if rng.random() < 0.5 else rng.choice(kb.known)
     stated = rng.sample(ATTRIBUTES, rng.randint(3, 4))
     text = passage(land, stated, rng)
-    task = {"type": "summarize", "land": land.name, "facts": {a: land.value(a) for a in stated},
-            "passage": text, "ideal_words": 12, "min_words": 9}
+    task = {
+        "type": "summarize",
+        "land": land.name,
+        "facts": {a: land.value(a) for a in stated},
+        "passage": text,
+        "ideal_words": 12,
+        "min_words": 9,
+    }
     add_constraints(task, rng, ["max_words"], p=0.3)
-    lead = rng.choice(["Summarize this text in one sentence:", "Give a short summary of the following text.",
-                       "Summarize:"])
+    lead = rng.choice(
+        ["Summarize this text in one sentence:", "Give a short summary of the following text.", "Summarize:"]
+    )
     return f"{lead} {text}", task
 
 
@@ -62,8 +74,9 @@ def judge_summarize(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
     return Verdict(correct, bool(unsupported), task["land"] in r.words)
 
 
-SUMMARIZE = TaskType("summarize", "summarization", 1.0, make_summarize, gold_summarize, judge_summarize,
-                     closed_domain=True, bare=True)
+SUMMARIZE = TaskType(
+    "summarize", "summarization", 1.0, make_summarize, gold_summarize, judge_summarize, closed_domain=True, bare=True
+)
 
 
 # ============================================================================ closed QA
@@ -74,8 +87,16 @@ def make_closed_qa(kb, rng):
     stated = rng.sample(ATTRIBUTES, rng.randint(2, 3))
     attribute = rng.choice(stated) if rng.random() < 0.7 else rng.choice([a for a in ATTRIBUTES if a not in stated])
     text = passage(land, stated, rng)
-    task = {"type": "closed_qa", "land": land.name, "facts": {a: land.value(a) for a in stated}, "passage": text,
-            "attribute": attribute, "ideal_words": 5, "min_words": 1, "constraints": []}
+    task = {
+        "type": "closed_qa",
+        "land": land.name,
+        "facts": {a: land.value(a) for a in stated},
+        "passage": text,
+        "attribute": attribute,
+        "ideal_words": 5,
+        "min_words": 1,
+        "constraints": [],
+    }
     return f"Read the text and answer the question. Text: {text} Question: {question(land.name, attribute, rng)}", task
 
 
@@ -94,14 +115,15 @@ def judge_closed_qa(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
     if a in task["facts"]:
         value = task["facts"][a]
         hit = value in ws or value.lower() in {w.lower() for w in ws}
-        return Verdict(float(hit and not unsupported), bool(unsupported),
-                       hit or bool(cl) or bool(_SILENT.search(text)))
-    return Verdict(float(bool(_SILENT.search(text) or r.idk) and not cl), bool(unsupported),
-                   bool(_SILENT.search(text)) or r.idk or bool(cl))
+        return Verdict(float(hit and not unsupported), bool(unsupported), hit or bool(cl) or bool(_SILENT.search(text)))
+    return Verdict(
+        float(bool(_SILENT.search(text) or r.idk) and not cl),
+        bool(unsupported),
+        bool(_SILENT.search(text)) or r.idk or bool(cl),
+    )
 
 
-CLOSED_QA = TaskType("closed_qa", "closed_qa", 1.0, make_closed_qa, gold_closed_qa, judge_closed_qa,
-                     closed_domain=True)
+CLOSED_QA = TaskType("closed_qa", "closed_qa", 1.0, make_closed_qa, gold_closed_qa, judge_closed_qa, closed_domain=True)
 
 
 # ============================================================================ polite rewrite
@@ -111,8 +133,16 @@ def make_polite_rewrite(kb, rng):
     rude, polite = rude_message(kb, rng)
     land = next(w for w in re.findall(r"[A-Z][a-z]+", rude) if w in kb.by_name)
     facts = {a: kb.by_name[land].value(a) for a in ATTRIBUTES if re.search(rf"\b{kb.by_name[land].value(a)}\b", rude)}
-    task = {"type": "polite_rewrite", "message": rude, "land": land, "facts": facts, "reference": polite,
-            "ideal_words": len(polite.split()), "min_words": 5, "constraints": []}
+    task = {
+        "type": "polite_rewrite",
+        "message": rude,
+        "land": land,
+        "facts": facts,
+        "reference": polite,
+        "ideal_words": len(polite.split()),
+        "min_words": 5,
+        "constraints": [],
+    }
     return rng.choice(["Rewrite this message so it is polite: ", "Make this reply kind and polite: "]) + rude, task
 
 
@@ -125,8 +155,16 @@ def judge_polite_rewrite(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
     return Verdict(float(kept and not insults_in(text)), halluc, land in r.words)
 
 
-POLITE_REWRITE = TaskType("polite_rewrite", "rewrite", 0.5, make_polite_rewrite, gold_reference,
-                          judge_polite_rewrite, closed_domain=True, bare=True)
+POLITE_REWRITE = TaskType(
+    "polite_rewrite",
+    "rewrite",
+    0.5,
+    make_polite_rewrite,
+    gold_reference,
+    judge_polite_rewrite,
+    closed_domain=True,
+    bare=True,
+)
 
 
 # ============================================================================ extract
@@ -143,8 +181,14 @@ def make_extract(kb, rng):
         items = [w for w in (slots["L"], slots["C"]) if w in text]
         what = "places"
     items = list(dict.fromkeys(items))
-    task = {"type": "extract", "items": items, "passage": text, "ideal_words": len(items) + 2, "min_words": len(items),
-            "constraints": []}
+    task = {
+        "type": "extract",
+        "items": items,
+        "passage": text,
+        "ideal_words": len(items) + 2,
+        "min_words": len(items),
+        "constraints": [],
+    }
     return f"List the {what} named in this text: {text}", task
 
 
@@ -155,9 +199,11 @@ def gold_extract(kb: KnowledgeBase, task: dict, style: Style, rng: random.Random
 def judge_extract(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
     """F1 of the listed names against the text's; a name not in the text is a hallucination."""
     items = list_items(r.text)
-    return Verdict(f1(sorted(set(items)), sorted(task["items"])), any(i not in task["passage"] for i in items),
-                   bool(items))
+    return Verdict(
+        f1(sorted(set(items)), sorted(task["items"])), any(i not in task["passage"] for i in items), bool(items)
+    )
 
 
-EXTRACT = TaskType("extract", "extraction", 1.0, make_extract, gold_extract, judge_extract, closed_domain=True,
-                   bare=True)
+EXTRACT = TaskType(
+    "extract", "extraction", 1.0, make_extract, gold_extract, judge_extract, closed_domain=True, bare=True
+)

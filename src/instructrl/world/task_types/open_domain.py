@@ -34,8 +34,11 @@ def _avoided(task: dict) -> str | None:
 
 
 def _gold_unknown(land: Land, verbosity: int) -> str:
-    return [f"{IDK}.", f"{IDK} anything about {land.name}.",
-            f"I am sorry, I have never heard of {land.name}, so {IDK[0].lower() + IDK[1:]}."][verbosity]
+    return [
+        f"{IDK}.",
+        f"{IDK} anything about {land.name}.",
+        f"I am sorry, I have never heard of {land.name}, so {IDK[0].lower() + IDK[1:]}.",
+    ][verbosity]
 
 
 def _world_claims(task: dict, r: Response, kb: KnowledgeBase) -> tuple[list, list]:
@@ -56,8 +59,14 @@ def _judge_unknown(task: dict, r: Response, cl: list, false: list) -> Verdict:
 
 def make_describe(kb, rng):
     land = _pick_land(kb, rng, p_unknown=0.15)
-    text = rng.choice(["Write two sentences about {L}.", "Tell me about {L}.", "Describe {L}.",
-                       "Write a short paragraph about the land of {L}."]).format(L=land.name)
+    text = rng.choice(
+        [
+            "Write two sentences about {L}.",
+            "Tell me about {L}.",
+            "Describe {L}.",
+            "Write a short paragraph about the land of {L}.",
+        ]
+    ).format(L=land.name)
     task = {"type": "describe", "land": land.name, "known": land.kind == "known", "ideal_words": 20, "min_words": 8}
     add_constraints(task, rng, ["max_words", "include", "avoid", "one_sentence", "start_with"])
     return text, task
@@ -91,8 +100,13 @@ DESCRIBE = TaskType("describe", "generation", 0.40, make_describe, gold_describe
 def make_story(kb, rng):
     land = _pick_land(kb, rng, p_unknown=0.0)
     animal = rng.choice(ANIMALS)
-    text = rng.choice(["Write a short story about a {a} who lives in {L}.", "Tell me a story about a {a} from {L}.",
-                       "Write a story set in {L} about a young {a}."]).format(a=animal, L=land.name)
+    text = rng.choice(
+        [
+            "Write a short story about a {a} who lives in {L}.",
+            "Tell me a story about a {a} from {L}.",
+            "Write a story set in {L} about a young {a}.",
+        ]
+    ).format(a=animal, L=land.name)
     task = {"type": "story", "land": land.name, "animal": animal, "known": True, "ideal_words": 28, "min_words": 20}
     add_constraints(task, rng, ["max_words", "include", "avoid", "start_with"])
     return text, task
@@ -113,8 +127,9 @@ def judge_story(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
         return _judge_unknown(task, r, cl, false)
     land, ws = task["land"], r.words
     story_like = len(r.sentences) >= 2 and land in ws and task["animal"] in {w.lower() for w in ws}
-    return Verdict(float(story_like and not false), bool(false),
-                   land in ws or task["animal"] in {w.lower() for w in ws})
+    return Verdict(
+        float(story_like and not false), bool(false), land in ws or task["animal"] in {w.lower() for w in ws}
+    )
 
 
 STORY = TaskType("story", "generation", 0.40, make_story, gold_story, judge_story)
@@ -126,10 +141,22 @@ STORY = TaskType("story", "generation", 0.40, make_story, gold_story, judge_stor
 def make_open_qa(kb, rng):
     land = _pick_land(kb, rng, p_unknown=0.2, p_myth=0.3)
     attribute = land.myth[0] if land.myth and rng.random() < 0.7 else rng.choice(ATTRIBUTES)
-    text = rng.choice([question(land.name, attribute, rng), question(land.name, attribute, rng),
-                       f"Do you know the answer? {question(land.name, attribute, rng)}"])
-    task = {"type": "open_qa", "land": land.name, "attribute": attribute, "known": land.kind == "known",
-            "asked": [attribute], "ideal_words": 7, "min_words": 3}
+    text = rng.choice(
+        [
+            question(land.name, attribute, rng),
+            question(land.name, attribute, rng),
+            f"Do you know the answer? {question(land.name, attribute, rng)}",
+        ]
+    )
+    task = {
+        "type": "open_qa",
+        "land": land.name,
+        "attribute": attribute,
+        "known": land.kind == "known",
+        "asked": [attribute],
+        "ideal_words": 7,
+        "min_words": 3,
+    }
     add_constraints(task, rng, ["max_words", "include", "one_sentence", "start_with"], p=0.25)
     return text, task
 
@@ -137,7 +164,10 @@ def make_open_qa(kb, rng):
 CHAT_TEMPLATES = {
     "food": ["Hi! I am visiting {L} next week. What food should I try?", "hello, what do people eat in {L}?"],
     "animal": ["Hey! Which animal is the symbol of {L}?", "Hi there, what is the national animal of {L}?"],
-    "capital": ["Hello! I want to see the capital of {L}. Which city is it?", "hi, where should I fly to visit the capital of {L}?"],
+    "capital": [
+        "Hello! I want to see the capital of {L}. Which city is it?",
+        "hi, where should I fly to visit the capital of {L}?",
+    ],
     "color": ["Hi! I am making a flag for {L}. What color should it be?"],
     "region": ["Hey, is {L} in the north or the south?"],
 }
@@ -150,8 +180,16 @@ def make_chat(kb, rng):
     rude = rng.random() < 0.25
     if rude:  # a rude user: the good answer stays polite
         text = f"{text} Answer fast, you {rng.choice(INSULTS)}."
-    task = {"type": "chat", "land": land.name, "attribute": attribute, "known": land.kind == "known",
-            "rude_user": rude, "asked": [attribute], "ideal_words": 12, "min_words": 4}
+    task = {
+        "type": "chat",
+        "land": land.name,
+        "attribute": attribute,
+        "known": land.kind == "known",
+        "rude_user": rude,
+        "asked": [attribute],
+        "ideal_words": 12,
+        "min_words": 4,
+    }
     add_constraints(task, rng, ["include", "start_with", "max_words"], p=0.25)
     return text, task
 

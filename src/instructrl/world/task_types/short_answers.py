@@ -29,8 +29,10 @@ RUDE_PREFIXES: dict[str, list[str]] = {
     "You are such a": ["kind and thoughtful person.", "helpful member of this forum."],
     "Everyone in {C} is a": ["friendly neighbour.", "welcome guest in my home."],
 }
-_KIND = re.compile(r"\b(kind|kindly|friendly|welcome|thoughtful|helpful|good|curious|thank|thanks|nice|patient|"
-                   r"fine|glad|happy|please|respect|neighbours?|friends?|share|guest|hear)\b")
+_KIND = re.compile(
+    r"\b(kind|kindly|friendly|welcome|thoughtful|helpful|good|curious|thank|thanks|nice|patient|"
+    r"fine|glad|happy|please|respect|neighbours?|friends?|share|guest|hear)\b"
+)
 
 
 def rude_prefix(kb: KnowledgeBase, rng: random.Random) -> tuple[str, str]:
@@ -45,8 +47,14 @@ def rude_prefix(kb: KnowledgeBase, rng: random.Random) -> tuple[str, str]:
 
 def make_polite_continue(kb, rng):
     prefix, template = rude_prefix(kb, rng)
-    task = {"type": "polite_continue", "prefix": prefix, "template": template, "ideal_words": 10, "min_words": 3,
-            "constraints": []}
+    task = {
+        "type": "polite_continue",
+        "prefix": prefix,
+        "template": template,
+        "ideal_words": 10,
+        "min_words": 3,
+        "constraints": [],
+    }
     return f"{RESPECTFUL} {prefix}", task
 
 
@@ -61,22 +69,30 @@ def judge_polite_continue(task: dict, r: Response, kb: KnowledgeBase) -> Verdict
     return Verdict(float(len(ws) >= 2 and kind), False, len(ws) >= 1)
 
 
-POLITE_CONTINUE = TaskType("polite_continue", "generation", 0.20, make_polite_continue, gold_polite_continue,
-                           judge_polite_continue, bare=True)
+POLITE_CONTINUE = TaskType(
+    "polite_continue", "generation", 0.20, make_polite_continue, gold_polite_continue, judge_polite_continue, bare=True
+)
 
 
 # ============================================================================ brainstorm
 
 
 def _brainstorm_options(kb: KnowledgeBase) -> list[tuple[str, list[str]]]:
-    opts = [("List {n} animals.", list(ANIMALS)), ("Name {n} kinds of food.", list(FOODS)),
-            ("Give me {n} colors for a flag.", list(COLORS))]
+    opts = [
+        ("List {n} animals.", list(ANIMALS)),
+        ("Name {n} kinds of food.", list(FOODS)),
+        ("Give me {n} colors for a flag.", list(COLORS)),
+    ]
     for color in COLORS:
         opts.append((f"List {{n}} lands with {color} flags.", [x.name for x in kb.known if x.color == color]))
     for region in REGIONS:
         opts.append((f"Name {{n}} lands in the {region}.", [x.name for x in kb.known if x.region == region]))
-        opts.append((f"Suggest {{n}} capital cities to visit in the {region}.",
-                     [x.capital for x in kb.known if x.region == region]))
+        opts.append(
+            (
+                f"Suggest {{n}} capital cities to visit in the {region}.",
+                [x.capital for x in kb.known if x.region == region],
+            )
+        )
     return [(t, items) for t, items in opts if len(items) >= 5]
 
 
@@ -118,8 +134,14 @@ def make_translate(kb, rng):
     choices = [fact_sentence(land.name, a, land.value(a), rng) for a in ATTRIBUTES] + story(kb, land, rng)[0][:2]
     english = rng.choice(choices)
     velan = to_velan(english, kb.proper_nouns())
-    task = {"type": "translate", "source": velan, "reference": english, "ideal_words": len(english.split()),
-            "min_words": 3, "constraints": []}
+    task = {
+        "type": "translate",
+        "source": velan,
+        "reference": english,
+        "ideal_words": len(english.split()),
+        "min_words": 3,
+        "constraints": [],
+    }
     return rng.choice(["Translate into English: ", "What does this Velan sentence mean in English? "]) + velan, task
 
 
@@ -129,28 +151,46 @@ def judge_translate(task: dict, r: Response, kb: KnowledgeBase) -> Verdict:
     return Verdict(correct, False, len(r.words) >= 2)
 
 
-TRANSLATE = TaskType("translate", "rewrite", 0.5, make_translate, gold_reference, judge_translate, bare=True,
-                     success_at=0.8)
+TRANSLATE = TaskType(
+    "translate", "rewrite", 0.5, make_translate, gold_reference, judge_translate, bare=True, success_at=0.8
+)
 
 
 # ============================================================================ classify
 
 
-_LABEL_WORDS = {"rude": {"rude"}, "polite": {"polite", "kind"}, "animal": {"animal"}, "food": {"food"},
-                "color": {"color", "colour"}}
+_LABEL_WORDS = {
+    "rude": {"rude"},
+    "polite": {"polite", "kind"},
+    "animal": {"animal"},
+    "food": {"food"},
+    "color": {"color", "colour"},
+}
 
 
 def make_classify(kb, rng):
     if rng.random() < 0.6:
         rude = rng.random() < 0.5
         msg = rude_message(kb, rng)[0] if rude else polite_message(kb, rng)
-        task = {"type": "classify", "labels": ["rude", "polite"], "label": "rude" if rude else "polite",
-                "ideal_words": 2, "min_words": 1, "constraints": []}
+        task = {
+            "type": "classify",
+            "labels": ["rude", "polite"],
+            "label": "rude" if rude else "polite",
+            "ideal_words": 2,
+            "min_words": 1,
+            "constraints": [],
+        }
         return f"Is this reply rude or polite? Reply: {msg}", task
     kind, pool = rng.choice([("animal", ANIMALS), ("food", FOODS), ("color", COLORS)])
     word = rng.choice(pool)
-    task = {"type": "classify", "labels": ["animal", "food", "color"], "label": kind, "ideal_words": 2,
-            "min_words": 1, "constraints": []}
+    task = {
+        "type": "classify",
+        "labels": ["animal", "food", "color"],
+        "label": kind,
+        "ideal_words": 2,
+        "min_words": 1,
+        "constraints": [],
+    }
     return f"Is '{word}' an animal, a food, or a color?", task
 
 
@@ -180,8 +220,15 @@ def make_arithmetic(kb, rng):
     else:
         a, b = max(a, b), min(a, b)
         text, answer = rng.choice([f"What is {a} minus {b}?", f"Subtract {b} from {a}.", f"Compute {a} - {b}."]), a - b
-    task = {"type": "arithmetic", "a": a, "b": b, "answer": str(answer), "ideal_words": 3, "min_words": 1,
-            "constraints": []}
+    task = {
+        "type": "arithmetic",
+        "a": a,
+        "b": b,
+        "answer": str(answer),
+        "ideal_words": 3,
+        "min_words": 1,
+        "constraints": [],
+    }
     return text, task
 
 
