@@ -7,6 +7,7 @@ Each subcommand lives in its stage's package as a module exposing ``configure(pa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("instructrl.sft.cli", "Stage 1: supervised fine-tuning on demonstrations (InstructGPT §3.5)."),
     "rm": ("instructrl.reward.cli", "Stage 2: reward model trained on K-way rankings (Eq. 1)."),
     "ppo": ("instructrl.ppo.cli", "Stage 3: PPO / PPO-ptx against the reward model (Eq. 2)."),
+    "dpo": ("instructrl.dpo.cli", "DPO: the policy trained directly on comparisons (Rafailov et al. 2023)."),
     "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
@@ -68,6 +70,24 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def environment_error(e: OSError) -> str:
+    """One line for an error of the environment rather than of the code: what, where, and what to do."""
+    where = f" '{e.filename}'" if e.filename else ""
+    what = e.strerror or str(e)
+    advice = {
+        errno.EACCES: "check its permissions, or choose another path",
+        errno.EPERM: "check its permissions, or choose another path",
+        errno.EROFS: "the file system is read-only: choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+        errno.EISDIR: "it is a folder: give a file",
+        errno.EEXIST: "it is in the way: remove it or choose another path",
+        errno.ENOENT: "check the path",
+        errno.ENOSPC: "free some space or choose another disk",
+        errno.EADDRINUSE: "the port is taken: choose another one",
+    }.get(e.errno, "check the path and the machine")
+    return f"{what}{where}: {advice}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
@@ -92,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(args) or 0)
     except InstructRLError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment: permissions, a path that is a file, a full disk, a missing file
+        print(f"error: {environment_error(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if type(e).__name__ != "OperationalError":  # SQLite (sqlite3, SQLAlchemy) cannot open or write its file
+            raise
+        print(
+            f"error: database: {str(e).splitlines()[0]}; check that its file and folder exist and are writable",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import os
 import types
 import typing
@@ -26,8 +28,18 @@ T = TypeVar("T", bound="BaseConfig")
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
+# the range keys a numeric field declares next to its help text (checked by BaseConfig.validate)
+RANGE_KEYS = ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "unbounded")
+# fields that cannot change what a resumed run computes: a resume may differ in them freely
+RUN_NEUTRAL_FIELDS = ("resume", "progress", "logging_steps", "report_to", "output_dir", "allow_config_change")
+
+
 def help_field(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (and a mutable default made safe)."""
+    """A dataclass field with a help text (and a mutable default made safe).
+
+    A numeric field declares its allowed range beside the help: ``minimum=0`` / ``maximum=1`` (inclusive),
+    ``exclusive_minimum=True`` / ``exclusive_maximum=True`` to exclude the bound, or ``unbounded=True`` for
+    any finite number. Every numeric value must be finite; :meth:`BaseConfig.validate` checks the range."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kwargs})
     return field(default=default, metadata={"help": help, **kwargs})
@@ -37,7 +49,7 @@ def help_field(default: Any, help: str, **kwargs: Any) -> Any:
 class BaseConfig:
     """Fields every stage shares: reproducibility, hardware, outputs and logging."""
 
-    seed: int = help_field(0, "Random seed for data order, initialization and sampling.")
+    seed: int = help_field(0, "Random seed for data order, initialization and sampling.", minimum=0)
     output_dir: str | None = help_field(None, "Where checkpoints, metrics.jsonl and config.yaml go (also --out).")
     mixed_precision: str = help_field(
         "auto",
@@ -49,8 +61,13 @@ class BaseConfig:
     report_to: str = help_field(
         "none", "Experiment tracker: 'none', 'tensorboard' or 'wandb' (through accelerate's trackers)."
     )
-    logging_steps: int = help_field(1, "Write metrics every N optimizer steps.")
+    logging_steps: int = help_field(1, "Write metrics every N optimizer steps.", minimum=1)
     resume: bool = help_field(False, "Resume from the newest complete checkpoint in output_dir.")
+    allow_config_change: bool = help_field(
+        False,
+        "With --resume: accept settings that differ from the run's saved config.yaml (the changes are recorded "
+        "in config_changes.jsonl); without it a changed setting that would alter the run is refused.",
+    )
     progress: bool = help_field(True, "Show a progress bar (step, loss, tokens/s, ETA).")
 
     # ------------------------------------------------------------------ helpers
@@ -62,12 +79,37 @@ class BaseConfig:
         return dataclasses.asdict(self)
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.yaml``; on a resume, first compare it with the run's saved one (:meth:`check_resume`)."""
         path = Path(directory) / "config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.check_resume(Path(directory))
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump({"stage": type(self).__name__, **self.to_dict()}, sort_keys=False))
         os.replace(tmp, path)
         return path
+
+    def check_resume(self, directory: Path) -> None:
+        """A resumed run must continue the run it resumes: settings that would alter it (anything but
+        :data:`RUN_NEUTRAL_FIELDS`) must equal the saved ``config.yaml``, unless ``allow_config_change``,
+        which records the changes in ``config_changes.jsonl``."""
+        saved_path = directory / "config.yaml"
+        if not (self.resume and saved_path.exists() and any((directory / "checkpoints").glob("step-*"))):
+            return
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        new = yaml.safe_load(yaml.safe_dump(self.to_dict()))  # the types the saved file holds
+        changes = {
+            k: (saved[k], v) for k, v in new.items() if k in saved and k not in RUN_NEUTRAL_FIELDS and saved[k] != v
+        }
+        if not changes:
+            return
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        if not self.allow_config_change:
+            raise ConfigError(
+                f"{saved_path}: --resume with settings that differ from the saved run ({listed}); resume with the "
+                f"saved settings, or pass --allow-config-change to continue with the new ones"
+            )
+        with open(directory / "config_changes.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({k: {"saved": a, "now": b} for k, (a, b) in changes.items()}, default=str) + "\n")
 
     @classmethod
     def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
@@ -92,12 +134,49 @@ class BaseConfig:
         return new
 
     def validate(self) -> None:
-        """Check values; subclasses extend. Raises ConfigError naming the field."""
+        """Check values; subclasses extend. Raises ConfigError naming the field.
+
+        Here, for every stage: choices, and every numeric field finite and within the range its
+        :func:`help_field` declares (see :func:`field_range`)."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {choices}")
+            check_range(type(self), f, value)
+
+
+def field_range(cls: type, name: str) -> dict[str, Any]:
+    """The range a numeric field declares; a subclass that overrides the field's default and help without
+    restating the range inherits it from the class that declared it."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and any(k in f.metadata for k in RANGE_KEYS):
+            return {k: f.metadata[k] for k in RANGE_KEYS if k in f.metadata}
+    return {}
+
+
+def is_numeric(f: dataclasses.Field) -> bool:
+    return _base_type(_field_type(f)) in (int, float)
+
+
+def check_range(cls: type, f: dataclasses.Field, value: Any) -> None:
+    """A numeric field's value: the right type, finite, and within its declared range."""
+    if value is None or not is_numeric(f):
+        return
+    base = _base_type(_field_type(f))
+    flag = f"--{f.name.replace('_', '-')}"
+    ok_type = isinstance(value, int) if base is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{f.name} ({flag}) expects {base.__name__}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{f.name}={value} ({flag}) must be a finite number")
+    r = field_range(cls, f.name)
+    low, high = r.get("minimum"), r.get("maximum")
+    if low is not None and (value <= low if r.get("exclusive_minimum") else value < low):
+        raise ConfigError(f"{f.name}={value} ({flag}) must be {'>' if r.get('exclusive_minimum') else '>='} {low}")
+    if high is not None and (value >= high if r.get("exclusive_maximum") else value > high):
+        raise ConfigError(f"{f.name}={value} ({flag}) must be {'<' if r.get('exclusive_maximum') else '<='} {high}")
 
 
 def _base_type(tp: Any) -> Any:
@@ -109,6 +188,11 @@ def _base_type(tp: Any) -> Any:
     if origin is not None:
         return origin
     return tp
+
+
+def _allows_none(tp: Any) -> bool:
+    """`float | None` -> True: 'none' on the command line or in a preset sets such a field to None."""
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 def _field_type(f: dataclasses.Field) -> Any:
@@ -124,9 +208,13 @@ def coerce(value: Any, f: dataclasses.Field, source: str = "config") -> Any:
     base = _base_type(tp)
     if value is None:
         return None
-    if isinstance(value, str) and value.lower() in ("none", "null") and f.default is None:
+    if isinstance(value, str) and value.lower() in ("none", "null") and (f.default is None or _allows_none(tp)):
         return None
     try:
+        if base in (str, list, int, float, bool) and isinstance(value, dict):
+            raise TypeError(value)
+        if base in (str, int, float, bool) and isinstance(value, (list, tuple)):
+            raise TypeError(value)
         if base is bool:
             if isinstance(value, bool):
                 return value

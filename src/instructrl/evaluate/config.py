@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from instructrl.config import BaseConfig, help_field
 from instructrl.errors import ConfigError
@@ -39,18 +40,27 @@ class EvalConfig(BaseConfig):
         "prompts, else the reward model given by --judge).",
     )
     suites: list[str] = help_field(list(SUITES), "Which evaluations to run (world-only ones are skipped elsewhere).")
-    num_prompts: int | None = help_field(None, "Use only the first N prompts of each file.")
-    max_new_tokens: int = help_field(48, "Response length.")
-    temperature: float = help_field(0.7, "Sampling temperature for responses (0 = greedy). Benchmarks always use 0.")
-    batch_size: int = help_field(64, "Prompts per generation batch.")
-    benchmark_n: int = help_field(100, "Items per benchmark task (alignment tax).")
+    num_prompts: int | None = help_field(None, "Use only the first N prompts of each file.", minimum=1)
+    max_new_tokens: int = help_field(48, "Response length.", minimum=1)
+    temperature: float = help_field(
+        0.7, "Sampling temperature for responses (0 = greedy). Benchmarks always use 0.", minimum=0
+    )
+    batch_size: int = help_field(64, "Prompts per generation batch.", minimum=1)
+    benchmark_n: int = help_field(100, "Items per benchmark task (alignment tax).", minimum=1)
     few_shot_data: str | None = help_field(
         None, "Demonstrations for '+fewshot' models (default: the world's sft.jsonl)."
     )
-    few_shot_k: int = help_field(3, "Demonstrations in a few-shot prompt.")
+    few_shot_k: int = help_field(3, "Demonstrations in a few-shot prompt.", minimum=0)
 
     def validate(self) -> None:
         super().validate()
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ConfigError(f"unknown suites {unknown}; choose from {list(SUITES)}")
+        for flag, spec in [("--models", m) for m in self.models] + [("--baseline", self.baseline)]:
+            # a bare word is neither a folder nor a Hub id (owner/name): refuse it now, not after a Hub lookup
+            path = (spec or "").removesuffix("+fewshot")
+            if spec and "=" not in spec and "/" not in path and not Path(path).expanduser().exists():
+                raise ConfigError(
+                    f"{flag} '{spec}': no folder of that name; give PATH, NAME=PATH, or a Hub id as owner/name"
+                )

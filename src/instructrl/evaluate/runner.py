@@ -25,6 +25,7 @@ from instructrl.evaluate.judges import Judge, load_judge
 from instructrl.evaluate.metrics import win_rate
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+from instructrl.training.validation import check_finished
 
 log = logging.getLogger("instructrl.eval")
 
@@ -45,6 +46,7 @@ def parse_model_spec(spec: str) -> ModelSpec:
     path = path.removesuffix("+fewshot")
     if not name:
         name = (Path(path.rstrip("/")).name or path) + ("-fewshot" if few else "")
+    check_finished(path, f"model '{name}'")
     return ModelSpec(name, path, few)
 
 

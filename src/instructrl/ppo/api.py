@@ -31,6 +31,7 @@ from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
 from instructrl.training.accelerator import make_accelerator
 from instructrl.training.checkpoints import prepare_output_dir
+from instructrl.training.validation import check_context, check_finished
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -78,6 +79,8 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     if not value_source:
         raise InstructRLError("ppo: a value model is required when the reward is a Python module (--value-model DIR)")
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "ppo")
+    for path, what in ((cfg.policy, "policy"), (cfg.reward_model, "reward model"), (cfg.value_model, "value model")):
+        check_finished(path, what)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy)
     prompts, report = encode_prompts(cfg, tokenizer, cfg.prompts)  # data errors before any model loads
     ptx_pool = None
@@ -99,6 +102,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
     value = ValueModel.from_reward_model(value_source)
     check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
+    check_context(cfg, policy, reward_model, value)
     if acc.is_main_process:
         cfg.save(out)
         (out / "data_report.json").write_text(json.dumps(report, indent=1))

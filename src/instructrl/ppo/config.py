@@ -47,38 +47,56 @@ class PPOConfig(BaseConfig):
         27.8,
         "gamma of InstructGPT Eq. 2: scale of the pretraining LM-loss gradient, "
         "accumulated with the PPO gradient of each minibatch (App. C.4: 27.8).",
+        minimum=0,
     )
     ptx_per_episode: float = help_field(
         8.0,
         "Pretraining examples per RL episode. InstructGPT App. C.4: 8 (a ratio of 4 let the pretraining loss rise).",
+        minimum=0,
     )
-    ptx_max_length: int = help_field(256, "Length in tokens of the packed pretraining windows.")
-    ptx_micro_batch_size: int = help_field(32, "Pretraining windows per forward pass (gradients are accumulated).")
+    ptx_max_length: int = help_field(256, "Length in tokens of the packed pretraining windows.", minimum=1)
+    ptx_micro_batch_size: int = help_field(
+        32, "Pretraining windows per forward pass (gradients are accumulated).", minimum=1
+    )
 
     # ------------------------------------------------------------------ episodes and batches
     total_episodes: int = help_field(
-        256_000, "Episodes to train on. InstructGPT App. C.4: 256k (512k brought the DROP/SQuAD regressions back)."
+        256_000,
+        "Episodes to train on. InstructGPT App. C.4: 256k (512k brought the DROP/SQuAD regressions back).",
+        minimum=1,
     )
     batch_size: int = help_field(
-        512, "Episodes per PPO iteration (rollout batch), across all processes. InstructGPT App. C.4: 512."
+        512,
+        "Episodes per PPO iteration (rollout batch), across all processes. InstructGPT App. C.4: 512.",
+        minimum=1,
     )
     mini_batch_size: int = help_field(
-        64, "Episodes per optimizer step, across all processes. InstructGPT App. C.4: 64."
+        64,
+        "Episodes per optimizer step, across all processes. InstructGPT App. C.4: 64.",
+        minimum=1,
     )
-    ppo_epochs: int = help_field(1, "Passes over each rollout batch. InstructGPT App. C.4: 1 inner epoch.")
+    ppo_epochs: int = help_field(1, "Passes over each rollout batch. InstructGPT App. C.4: 1 inner epoch.", minimum=1)
     rollout_batch_size: int | None = help_field(
-        None, "Episodes per generation/scoring forward on one process (default: all of its share of the batch)."
+        None,
+        "Episodes per generation/scoring forward on one process (default: all of its share of the batch).",
+        minimum=1,
     )
     max_prompt_length: int = help_field(
-        256, "Prompts longer than this (in tokens) are skipped and counted in data_report.json."
+        256,
+        "Prompts longer than this (in tokens) are skipped and counted in data_report.json.",
+        minimum=1,
     )
     response_length: int = help_field(
-        128, "Most response tokens sampled; responses without EOS by then get missing_eos_penalty."
+        128,
+        "Most response tokens sampled; responses without EOS by then get missing_eos_penalty.",
+        minimum=1,
     )
     temperature: float = help_field(
         1.0,
         "Sampling temperature; log-probs are taken at the same temperature "
         "(InstructGPT App. C.4: 1; Huang et al. 2023 policy detail 1).",
+        minimum=0,
+        exclusive_minimum=True,
     )
     cuda_graphs: bool = help_field(
         True,
@@ -93,29 +111,41 @@ class PPOConfig(BaseConfig):
         5e-6,
         "Policy peak learning rate (InstructGPT App. C.4: runs without the "
         "pretraining mix diverged above 8.05e-6 at 1.3B). Tiny models need ~1e-4.",
+        minimum=0,
+        exclusive_minimum=True,
     )
-    value_learning_rate: float | None = help_field(None, "Value-model learning rate (default: learning_rate).")
+    value_learning_rate: float | None = help_field(
+        None, "Value-model learning rate (default: learning_rate).", minimum=0, exclusive_minimum=True
+    )
     warmup_iterations: int = help_field(
         10,
         "Linear warmup over this many PPO iterations, from warmup_start of the "
         "peak; constant after (InstructGPT App. C.4: 10 iterations from 1/10).",
+        minimum=0,
     )
     warmup_start: float = help_field(
-        0.1, "Warmup starts at this fraction of the peak learning rate. InstructGPT: 1/10."
+        0.1,
+        "Warmup starts at this fraction of the peak learning rate. InstructGPT: 1/10.",
+        minimum=0,
+        maximum=1,
     )
-    adam_beta1: float = help_field(0.9, "Adam beta1.")
-    adam_beta2: float = help_field(0.95, "Adam beta2.")
+    adam_beta1: float = help_field(0.9, "Adam beta1.", minimum=0, maximum=1, exclusive_maximum=True)
+    adam_beta2: float = help_field(0.95, "Adam beta2.", minimum=0, maximum=1, exclusive_maximum=True)
     adam_eps: float = help_field(
-        1e-5, "Adam epsilon (lm-human-preferences: 1e-5; Huang et al. 2023 general detail on Adam)."
+        1e-5,
+        "Adam epsilon (lm-human-preferences: 1e-5; Huang et al. 2023 general detail on Adam).",
+        minimum=0,
+        exclusive_minimum=True,
     )
-    weight_decay: float = help_field(0.0, "AdamW weight decay.")
-    max_grad_norm: float = help_field(1.0, "Gradient clipping norm per model (0 disables).")
+    weight_decay: float = help_field(0.0, "AdamW weight decay.", minimum=0)
+    max_grad_norm: float = help_field(1.0, "Gradient clipping norm per model (0 disables).", minimum=0)
 
     # ------------------------------------------------------------------ PPO
     kl_coef: float = help_field(
         0.02,
         "beta, the per-token KL penalty coefficient (InstructGPT §3.5/App. C.4: 0.02; "
         "the initial value when adaptive_kl is on).",
+        minimum=0,
     )
     kl_estimator: str = help_field(
         "k1",
@@ -123,20 +153,32 @@ class PPOConfig(BaseConfig):
         choices=["k1", "k3"],
     )
     kl_clamp_min: float | None = help_field(
-        None, "Clamp each token's KL estimate from below (AlpacaFarm: 0). None: no clamp."
+        None,
+        "Clamp each token's KL estimate from below (AlpacaFarm: 0). None: no clamp.",
+        unbounded=True,
     )
     adaptive_kl: bool = help_field(False, "Adapt beta toward kl_target (Ziegler et al. 2019). InstructGPT: fixed beta.")
     kl_target: float = help_field(
-        6.0, "Target per-sequence KL (nats) of the adaptive controller (Ziegler et al. 2019: 6)."
+        6.0,
+        "Target per-sequence KL (nats) of the adaptive controller (Ziegler et al. 2019: 6).",
+        minimum=0,
+        exclusive_minimum=True,
     )
-    kl_horizon: int = help_field(10_000, "Horizon (episodes) of the adaptive controller (Ziegler et al. 2019: 10000).")
-    gamma: float = help_field(1.0, "GAE discount. InstructGPT App. C.4 / lm-human-preferences: 1 (no discount).")
-    lam: float = help_field(0.95, "GAE lambda (lm-human-preferences: 0.95).")
-    cliprange: float = help_field(0.2, "PPO ratio clip. InstructGPT App. C.4: 0.2.")
+    kl_horizon: int = help_field(
+        10_000, "Horizon (episodes) of the adaptive controller (Ziegler et al. 2019: 10000).", minimum=1
+    )
+    gamma: float = help_field(
+        1.0, "GAE discount. InstructGPT App. C.4 / lm-human-preferences: 1 (no discount).", minimum=0, maximum=1
+    )
+    lam: float = help_field(0.95, "GAE lambda (lm-human-preferences: 0.95).", minimum=0, maximum=1)
+    cliprange: float = help_field(0.2, "PPO ratio clip. InstructGPT App. C.4: 0.2.", minimum=0, exclusive_minimum=True)
     cliprange_value: float = help_field(
-        0.2, "Value clip around the rollout values (PPO2; Huang et al. 2023 policy detail 10)."
+        0.2,
+        "Value clip around the rollout values (PPO2; Huang et al. 2023 policy detail 10).",
+        minimum=0,
+        exclusive_minimum=True,
     )
-    vf_coef: float = help_field(0.1, "Value-loss coefficient (lm-human-preferences: 0.1).")
+    vf_coef: float = help_field(0.1, "Value-loss coefficient (lm-human-preferences: 0.1).", minimum=0)
     whiten_rewards: bool = help_field(
         False,
         "Whiten per-token rewards (scale only) before GAE (Huang et al. 2023 "
@@ -146,15 +188,33 @@ class PPOConfig(BaseConfig):
         -1.0,
         "Score given to responses without EOS within response_length (Ziegler et al. 2019; Huang et al. 2023 "
         "policy detail 5). None keeps the RM score.",
+        unbounded=True,
+    )
+    score_clip: float | None = help_field(
+        None,
+        "Clip each reward-model score to [-score_clip, score_clip] before the KL penalty is added (and before "
+        "missing_eos_penalty replaces it), so that a few outlying scores cannot dominate an update. None: no "
+        "clipping (InstructGPT clips nothing).",
+        minimum=0,
+        exclusive_minimum=True,
     )
     ema: bool = help_field(True, "Keep an EMA of the policy weights and save it as the output (InstructGPT App. C.4).")
-    ema_decay: float = help_field(0.992, "EMA decay per optimizer step. InstructGPT App. C.4: 0.992.")
+    ema_decay: float = help_field(
+        0.992,
+        "EMA decay per optimizer step. InstructGPT App. C.4: 0.992.",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+        exclusive_maximum=True,
+    )
 
     # ------------------------------------------------------------------ LoRA
     lora_r: int = help_field(
-        0, "LoRA rank (0 = full fine-tuning). With LoRA the reference is the policy with its adapters disabled."
+        0,
+        "LoRA rank (0 = full fine-tuning). With LoRA the reference is the policy with its adapters disabled.",
+        minimum=0,
     )
-    lora_alpha: int = help_field(16, "LoRA alpha.")
+    lora_alpha: int = help_field(16, "LoRA alpha.", minimum=1)
     lora_target_modules: list[str] = help_field([], "Modules to adapt (comma separated); empty = peft's default.")
 
     # ------------------------------------------------------------------ guards, checkpoints, logs
@@ -163,11 +223,15 @@ class PPOConfig(BaseConfig):
         "Stop the run (keeping the last good checkpoint) when the mean "
         "per-sequence KL from the reference exceeds this many nats, or is NaN. "
         "None disables the KL bound (NaN still stops).",
+        minimum=0,
+        exclusive_minimum=True,
     )
-    checkpoint_every: int = help_field(10, "Save a resumable checkpoint every N PPO iterations.")
-    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
-    sample_every: int = help_field(10, "Write sample generations to samples.jsonl every N iterations (0: never).")
-    num_samples: int = help_field(4, "Episodes written to samples.jsonl each time.")
+    checkpoint_every: int = help_field(10, "Save a resumable checkpoint every N PPO iterations.", minimum=1)
+    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.", minimum=0)
+    sample_every: int = help_field(
+        10, "Write sample generations to samples.jsonl every N iterations (0: never).", minimum=0
+    )
+    num_samples: int = help_field(4, "Episodes written to samples.jsonl each time.", minimum=0)
     save_value_model: bool = help_field(True, "Also save the trained value model in OUT/value_model.")
 
     def validate(self) -> None:
@@ -203,6 +267,8 @@ class PPOConfig(BaseConfig):
             raise ConfigError("adaptive_kl needs kl_target > 0 and kl_horizon > 0")
         if not 0 <= self.warmup_start <= 1:
             raise ConfigError(f"warmup_start must be in [0, 1], got {self.warmup_start}")
+        if self.score_clip is not None and self.score_clip <= 0:
+            raise ConfigError(f"score_clip must be > 0 (or None: no clipping), got {self.score_clip}")
 
     @property
     def num_iterations(self) -> int:

@@ -58,7 +58,8 @@ from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample
 from instructrl.training.accelerator import param_checksum, resolve_mixed_precision
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.optim import clip_and_step, lr_at, set_lr
-from instructrl.training.tracking import MetricsLogger
+from instructrl.training.tracking import MetricsLogger, truncate_jsonl
+from instructrl.training.validation import mark_complete
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -266,6 +267,8 @@ class PPOTrainer:
             scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask
         )  # (B, R)
         scores = scored["scores"]  # (B,)
+        if cfg.score_clip is not None:  # the RM score only: the EOS penalty below is the user's own number
+            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
         if cfg.missing_eos_penalty is not None:
             scores = eos_penalty(scores, ep.has_eos, cfg.missing_eos_penalty)  # Huang et al. 2023 policy detail 5
         rewards = per_token_rewards(scores, kl, self.kl_ctl.beta, mask)  # (B, R) -beta*KL_t, + score at the last token
@@ -496,6 +499,10 @@ class PPOTrainer:
 
     def resume(self) -> None:
         found = self.ckpts.start(self.cfg.resume)
+        done = found[1]["iteration"] if found is not None else 0
+        if self.acc.is_main_process:  # rows written after the checkpoint are written again from here
+            truncate_jsonl(self.metrics.path, done)
+            truncate_jsonl(self.out / "samples.jsonl", done, key="iteration")
         if found is None:
             return
         latest, state = found
@@ -558,6 +565,9 @@ class PPOTrainer:
                 )
             )
         self.metrics.close()
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            mark_complete(self.out, stage="ppo", iterations=self.state["iteration"])  # last: the run is finished
         self.acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ loop

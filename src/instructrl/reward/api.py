@@ -24,6 +24,7 @@ from instructrl.reward.normalize import demonstration_normalization, reference_n
 from instructrl.reward.trainer import RMTrainer, evaluate_rankings
 from instructrl.training.accelerator import make_accelerator
 from instructrl.training.checkpoints import prepare_output_dir
+from instructrl.training.validation import check_context, check_finished, mark_complete
 
 log = logging.getLogger("instructrl.reward")
 
@@ -62,8 +63,10 @@ def run_rm(cfg: RMConfig) -> RMResult:
         log.info("%d rankings by held-out labelers on training prompts are left out of training", n_heldout_dropped)
 
     acc = make_accelerator(cfg, out)
+    check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = build_reward_model(cfg.model, tokenizer, no_dropout=cfg.disable_dropout)
+    check_context(cfg, model)
     train_r, train_enc, enc_report = encode_rankings(train_r, tokenizer, cfg.max_length, cfg.min_response_tokens)
     enc_report.log("rm train")
     eval_r, eval_enc, eval_enc_report = encode_rankings(eval_r, tokenizer, cfg.max_length, cfg.min_response_tokens)
@@ -93,6 +96,7 @@ def run_rm(cfg: RMConfig) -> RMResult:
             )
         )
     trainer = RMTrainer(cfg, acc, model, tokenizer, train_r, train_enc, eval_r, eval_enc, out, heldout)
+    trainer.completes_run = False  # complete once normalized and evaluated (mark_complete below)
     result = trainer.train()
 
     normalization = {"gain": 1.0, "bias": 0.0, "method": "none"}
@@ -104,6 +108,8 @@ def run_rm(cfg: RMConfig) -> RMResult:
         (out / "eval_results.json").write_text(json.dumps(report, indent=1))
         print(format_report(report))
     acc.wait_for_everyone()
+    if acc.is_main_process:
+        mark_complete(out, stage="rm", steps=result.steps)
     return RMResult(out, result.steps, result.final_train_loss, trainer.state["forward_passes"], normalization, report)
 
 

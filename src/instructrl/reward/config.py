@@ -31,6 +31,9 @@ class RMConfig(TrainLoopConfig):
         0.05,
         "Share of --data's prompts held out for evaluation when --eval-data is not given (0 disables). "
         "Splits are by prompt, so no prompt is in both sides.",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
     )
     heldout_labelers: list[str] = help_field(
         [],
@@ -45,11 +48,12 @@ class RMConfig(TrainLoopConfig):
         "shuffled example (the §3.5 ablation, which overfit).",
         choices=["prompts", "pairs"],
     )
-    max_length: int = help_field(512, "Longest sequence in tokens (rendered prompt + response + EOS).")
+    max_length: int = help_field(512, "Longest sequence in tokens (rendered prompt + response + EOS).", minimum=8)
     min_response_tokens: int = help_field(
         1,
         "A ranking is skipped (and counted) when its prompt leaves fewer response tokens than this; longer "
         "responses are cut and given their EOS back (and counted), so the score is still read at EOS.",
+        minimum=1,
     )
     epochs: int = help_field(1, "Passes over the comparisons. InstructGPT App. C.2: 1 epoch (more overfits).")
     batch_size: int = help_field(
@@ -85,9 +89,13 @@ class RMConfig(TrainLoopConfig):
         None, "Causal LM sampled for --normalize reference (normally the SFT model)."
     )
     normalize_prompts: str | None = help_field(None, "Prompts the reference policy answers for --normalize reference.")
-    normalize_samples: int = help_field(1024, "At most this many demonstrations or reference samples are scored.")
-    normalize_max_new_tokens: int = help_field(64, "Response length of the reference-policy samples.")
-    eval_batch_size: int = help_field(32, "Sequences per forward pass when scoring for evaluation and normalization.")
+    normalize_samples: int = help_field(
+        1024, "At most this many demonstrations or reference samples are scored.", minimum=1
+    )
+    normalize_max_new_tokens: int = help_field(64, "Response length of the reference-policy samples.", minimum=1)
+    eval_batch_size: int = help_field(
+        32, "Sequences per forward pass when scoring for evaluation and normalization.", minimum=1
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -21,17 +21,32 @@ class LMTrainConfig(TrainLoopConfig):
         0.05,
         "Share of --data held out for validation when --eval-data is not given "
         "(0 disables; needs at least 20 records).",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
     )
-    max_length: int = help_field(512, "Longest sequence in tokens (prompt + response).")
+    max_length: int = help_field(512, "Longest sequence in tokens (prompt + response).", minimum=8)
+    packing: bool = help_field(
+        False,
+        "Pack each micro-batch into rows of up to max_length tokens instead of padding every example to the "
+        "longest: position ids restart at each example, so attention stays inside it (and, for pretraining "
+        "text, inside each document). Same examples per step and the same loss as without packing, less "
+        "padding. Checked on the model before training; a model that cannot keep packed examples apart "
+        "trains unpacked, with a warning and a note in data_report.json.",
+    )
     epochs: int = help_field(16, "Passes over the training data. InstructGPT App. C.1: 16 epochs for SFT.")
     batch_size: int = help_field(32, "Examples per optimizer step, across all processes. InstructGPT App. C.1: 32.")
     learning_rate: float = help_field(9.65e-6, "Peak learning rate. InstructGPT App. C.1: 9.65e-6 (1.3B and 6B).")
     residual_dropout: float | None = help_field(
-        0.2, "Residual dropout during training. InstructGPT App. C.1: 0.2. None keeps the model's own setting."
+        0.2,
+        "Residual dropout during training. InstructGPT App. C.1: 0.2. None keeps the model's own setting.",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
     )
-    lora_r: int = help_field(0, "LoRA rank (0 = full fine-tuning).")
-    lora_alpha: int = help_field(16, "LoRA alpha.")
-    lora_dropout: float = help_field(0.05, "LoRA dropout.")
+    lora_r: int = help_field(0, "LoRA rank (0 = full fine-tuning).", minimum=0)
+    lora_alpha: int = help_field(16, "LoRA alpha.", minimum=1)
+    lora_dropout: float = help_field(0.05, "LoRA dropout.", minimum=0, maximum=1, exclusive_maximum=True)
     lora_target_modules: list[str] = help_field(
         [], "Modules to adapt (comma separated); empty = peft's default for the architecture."
     )
@@ -42,8 +57,8 @@ class LMTrainConfig(TrainLoopConfig):
         choices=["loss", "reward", "last"],
     )
     reward_model: str | None = help_field(None, "Reward model used when select_by=reward.")
-    select_prompts: int = help_field(64, "Validation prompts generated for select_by=reward.")
-    select_max_new_tokens: int = help_field(64, "Response length for select_by=reward generations.")
+    select_prompts: int = help_field(64, "Validation prompts generated for select_by=reward.", minimum=1)
+    select_max_new_tokens: int = help_field(64, "Response length for select_by=reward generations.", minimum=1)
 
     def validate(self) -> None:
         super().validate()
@@ -62,11 +77,22 @@ class SFTConfig(LMTrainConfig):
         0.0,
         "Share of each epoch's examples drawn from pretrain_data. InstructGPT App. C.3: the SFT model that "
         "PPO starts from was trained with 10% pretraining data (0.1).",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
     )
     min_response_tokens: int = help_field(
         1,
         "A prompt is skipped (and counted) when fewer than this many response "
         "tokens fit in max_length; longer responses are truncated (and counted).",
+        minimum=1,
+    )
+    assistant_turns: str = help_field(
+        "all",
+        "Which assistant turns of a multi-turn {\"messages\"} conversation carry the loss: 'all' (each one, "
+        "with its EOS; system and user turns masked) or 'last' (the final turn only). Single-turn data is "
+        "the same either way.",
+        choices=["all", "last"],
     )
 
     def validate(self) -> None:

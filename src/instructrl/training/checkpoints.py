@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from instructrl.errors import ConfigError, InstructRLError
+from instructrl.training.validation import COMPLETE
 
 log = logging.getLogger("instructrl")
 
@@ -113,11 +114,22 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
         raise ConfigError(f"{stage}: an output directory is required (--out DIR)")
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"output path '{out}' exists and is not a directory")
+        raise ConfigError(f"output path '{out}' exists and is not a directory: choose a directory for --out")
     if path.exists() and not resume and (path / "checkpoints").exists() and any((path / "checkpoints").iterdir()):
         raise InstructRLError(
             f"'{out}' already holds checkpoints of an earlier run: pass --resume to continue it, "
             f"or choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"output path '{out}': a part of it is a file, not a directory; choose another --out"
+        ) from None
+    except PermissionError:
+        raise ConfigError(f"output path '{out}' cannot be created (permission denied); choose another --out") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory '{out}' is not writable; choose another --out or fix its permissions")
+    # a run in progress is not finished: its completion marker returns only after its final save
+    (path / COMPLETE).unlink(missing_ok=True)
     return path

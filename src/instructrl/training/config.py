@@ -13,30 +13,43 @@ class TrainLoopConfig(BaseConfig):
     """Fields of the shared training loop (:class:`instructrl.training.loop.Trainer`): batching, optimizer,
     schedule, evaluation points and checkpoints. Stages override defaults and help texts with their recipe."""
 
-    epochs: int = help_field(1, "Passes over the training data.")
-    max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = help_field(32, "Examples per optimizer step, across all processes.")
+    epochs: int = help_field(1, "Passes over the training data.", minimum=1)
+    max_steps: int | None = help_field(None, "Stop after this many optimizer steps (overrides epochs).", minimum=1)
+    batch_size: int = help_field(32, "Examples per optimizer step, across all processes.", minimum=1)
     micro_batch_size: int | None = help_field(
         None,
         "Examples per forward pass on one process; gradient accumulation makes up batch_size "
         "(default: batch_size / number of processes).",
+        minimum=1,
     )
-    learning_rate: float = help_field(1e-5, "Peak learning rate.")
+    learning_rate: float = help_field(1e-5, "Peak learning rate.", minimum=0, exclusive_minimum=True)
     lr_schedule: str = help_field(
         "cosine", "'cosine' (decay to lr_final_fraction) or 'constant'.", choices=["cosine", "constant"]
     )
-    lr_final_fraction: float = help_field(0.1, "Cosine decays to this fraction of the peak. InstructGPT: 10%.")
-    warmup_steps: int = help_field(0, "Linear warmup steps. InstructGPT SFT and RM: none.")
-    weight_decay: float = help_field(0.0, "AdamW weight decay.")
-    adam_beta1: float = help_field(0.9, "Adam beta1.")
-    adam_beta2: float = help_field(0.95, "Adam beta2 (InstructGPT used 0.95 for its RMs; GPT-3 training style).")
-    adam_eps: float = help_field(1e-8, "Adam epsilon.")
-    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).")
-    eval_every: int | None = help_field(None, "Validate every N optimizer steps (default: at the end of each epoch).")
-    checkpoint_every: int | None = help_field(
-        None, "Checkpoint every N optimizer steps (default: at the end of each epoch)."
+    lr_final_fraction: float = help_field(
+        0.1, "Cosine decays to this fraction of the peak. InstructGPT: 10%.", minimum=0, maximum=1
     )
-    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.")
+    warmup_steps: int = help_field(0, "Linear warmup steps. InstructGPT SFT and RM: none.", minimum=0)
+    weight_decay: float = help_field(0.0, "AdamW weight decay.", minimum=0)
+    adam_beta1: float = help_field(0.9, "Adam beta1.", minimum=0, maximum=1, exclusive_maximum=True)
+    adam_beta2: float = help_field(
+        0.95,
+        "Adam beta2 (InstructGPT used 0.95 for its RMs; GPT-3 training style).",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
+    )
+    adam_eps: float = help_field(1e-8, "Adam epsilon.", minimum=0, exclusive_minimum=True)
+    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 disables).", minimum=0)
+    eval_every: int | None = help_field(
+        None, "Validate every N optimizer steps (default: at the end of each epoch).", minimum=1
+    )
+    checkpoint_every: int | None = help_field(
+        None,
+        "Checkpoint every N optimizer steps (default: at the end of each epoch).",
+        minimum=1,
+    )
+    keep_checkpoints: int = help_field(2, "How many resumable checkpoints to keep.", minimum=0)
     save_dtype: str | None = help_field(
         None, "Save final weights in this dtype ('bfloat16', 'float16'); default: as trained."
     )

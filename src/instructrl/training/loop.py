@@ -38,7 +38,8 @@ from instructrl.training.accelerator import param_checksum
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.config import TrainLoopConfig
 from instructrl.training.optim import adamw, clip_and_step, lr_at, set_lr
-from instructrl.training.tracking import MetricsLogger, Throughput
+from instructrl.training.tracking import MetricsLogger, Throughput, truncate_jsonl
+from instructrl.training.validation import mark_complete
 
 log = logging.getLogger("instructrl.train")
 
@@ -65,6 +66,10 @@ class TrainResult:
 
 class Trainer:
     """Runs one training job; a stage subclasses it and supplies :meth:`loss` (see the module docstring)."""
+
+    # write the completion marker after the final save; a stage that adds files to the output dir after
+    # training sets it False and calls training.validation.mark_complete itself once they are written
+    completes_run: bool = True
 
     def __init__(
         self,
@@ -228,6 +233,9 @@ class Trainer:
             )
         self.metrics.close()
         self.acc.wait_for_everyone()
+        if self.completes_run and self.acc.is_main_process:
+            mark_complete(self.out, stage=self.stage, steps=self.state["step"])  # last: the run is finished
+        self.acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
@@ -235,6 +243,8 @@ class Trainer:
         if found is not None:
             latest, self.state = found
             log.info("resumed from %s (step %d of %d)", latest, self.state["step"], self.total_steps)
+        if self.acc.is_main_process:  # rows written after the checkpoint are written again from here
+            truncate_jsonl(self.metrics.path, self.state["step"])
         start, s = self.state["step"], self.stage
         bar = tqdm(
             total=self.total_steps,

@@ -47,6 +47,29 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def truncate_jsonl(path: str | os.PathLike, last: int, key: str = "step") -> None:
+    """Drop the rows of ``path`` written after ``last`` (their ``key`` above it): a resumed run writes them again.
+    Written to a temporary file and renamed, so a kill leaves the old file or the new one."""
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not line.strip() or _row_key(line, key) <= last]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _row_key(line: str, key: str) -> float:
+    try:
+        value = json.loads(line).get(key, 0)
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf  # a line cut by the kill: dropped
+    return value if isinstance(value, (int, float)) else 0
+
+
 def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(out_dir) / "metrics.jsonl"
     if not path.exists():

@@ -1,0 +1,271 @@
+"""User errors a new user meets first: every config field against bad values, lengths past the model's
+context, environment errors, resume and the completion marker."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib
+import json
+import math
+import sqlite3
+
+import pytest
+from testkit import run_cli
+
+from instructrl import cli
+from instructrl.config import BaseConfig, _base_type, _field_type, field_range, is_numeric
+from instructrl.errors import ConfigError, InstructRLError, ModelLoadError
+from instructrl.sft.api import run_sft
+from instructrl.sft.config import SFTConfig
+from instructrl.training.checkpoints import prepare_output_dir
+from instructrl.training.tracking import read_metrics, truncate_jsonl
+from instructrl.training.validation import COMPLETE, check_finished
+
+STAGE_CONFIG_MODULES = [
+    "instructrl.training.config",
+    "instructrl.sft.config",
+    "instructrl.reward.config",
+    "instructrl.ppo.config",
+    "instructrl.evaluate.config",
+]
+
+
+def config_classes() -> list[type[BaseConfig]]:
+    """BaseConfig and every subclass the stages define (found, not listed)."""
+    for module in STAGE_CONFIG_MODULES:
+        importlib.import_module(module)
+    found, todo = [], [BaseConfig]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(set(found), key=lambda c: c.__name__)
+
+
+def bad_values(cls: type[BaseConfig], f: dataclasses.Field) -> list:
+    """Values the field must refuse, derived from its type, choices and declared range."""
+    base = _base_type(_field_type(f))
+    if is_numeric(f):
+        values = ["abc", [1, 2], {"a": 1}, math.nan, math.inf, -math.inf]
+        if base is int:
+            values.append(1.5)
+        r = field_range(cls, f.name)
+        step = 1 if base is int else 0.5
+        if r.get("minimum") is not None:
+            values.append(r["minimum"] if r.get("exclusive_minimum") else r["minimum"] - step)
+        if r.get("maximum") is not None:
+            values.append(r["maximum"] if r.get("exclusive_maximum") else r["maximum"] + step)
+        return values
+    if base is bool:
+        return ["maybe", [True]]
+    if "choices" in f.metadata:
+        return ["no-such-choice", {"a": 1}]
+    return [{"a": 1}] if base is list else [{"a": 1}, [1, 2]]
+
+
+def test_every_numeric_field_declares_its_range():
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in config_classes()
+        for f in dataclasses.fields(cls)
+        if is_numeric(f) and not field_range(cls, f.name)
+    ]
+    assert not missing, f"numeric fields without minimum/maximum/unbounded in their help_field: {missing}"
+
+
+def test_every_config_class_validates_its_defaults():
+    for cls in config_classes():
+        cls.from_dict({})
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)
+def test_every_field_refuses_bad_values_in_one_line(cls):
+    """Each field with each bad value its type, choices and range imply: a ConfigError of one line naming it."""
+    accepted = []
+    for f in dataclasses.fields(cls):
+        for value in bad_values(cls, f):
+            try:
+                cls.from_dict({f.name: value})
+            except ConfigError as e:
+                assert f.name in str(e) and "\n" not in str(e), str(e)
+            else:
+                accepted.append(f"{f.name}={value!r}")
+    assert not accepted, f"{cls.__name__} accepted {accepted}"
+
+
+def test_none_is_settable_for_every_optional_field():
+    for cls in config_classes():
+        for f in dataclasses.fields(cls):
+            if "None" in str(f.type) and "choices" not in f.metadata:
+                assert getattr(cls.from_dict({f.name: "none"}), f.name) is None, f"{cls.__name__}.{f.name}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sft", "--learning-rate", "nan", "--max-length", "64"],
+        ["sft", "--max-steps", "0"],
+        ["rm", "--max-steps", "-3"],
+        ["ppo", "--batch-size", "-1"],
+        ["ppo", "--kl-coef", "inf"],
+        ["eval", "--temperature", "-0.5"],
+        ["eval", "--models", "sft"],
+        ["generate", "--model", "x", "--max-new-tokens", "-5"],
+        ["generate", "--model", "x", "--top-p", "nan"],
+    ],
+)
+def test_cli_bad_numbers_are_one_line_and_exit_2(args):
+    r = run_cli(args)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_missing_eos_penalty_none_from_the_command_line(tmp_path):
+    import argparse
+
+    from instructrl.ppo.cli import configure
+    from instructrl.ppo.config import PPOConfig
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(["--missing-eos-penalty", "none", "--max-kl", "None"])
+    from instructrl.config import resolve_config
+
+    cfg = resolve_config(PPOConfig, args)
+    assert cfg.missing_eos_penalty is None and cfg.max_kl is None
+
+
+# ---------------------------------------------------------------------------- lengths against the context
+def quick(model, data, out, **kw) -> SFTConfig:
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        epochs=1,
+        max_steps=4,
+        batch_size=8,
+        learning_rate=3e-3,
+        max_length=64,
+        residual_dropout=0.0,
+        progress=False,
+        checkpoint_every=2,
+        keep_checkpoints=5,
+        eval_fraction=0.0,
+        select_by="last",
+    )
+    base.update(kw)
+    return SFTConfig.from_dict(base)
+
+
+def test_sft_max_length_beyond_the_context_is_refused_before_training(tiny_model, demos_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"--max-length = 1024 tokens exceeds the model's context of 256"):
+        run_sft(quick(tiny_model, demos_file, tmp_path / "out", max_length=1024))
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_rm_max_length_beyond_the_context_is_refused(tiny_model, tmp_path):
+    from reward.rm_helpers import write_rankings
+
+    from instructrl.reward.api import run_rm
+    from instructrl.reward.config import RMConfig
+
+    data = write_rankings(tmp_path / "r.jsonl", 20)
+    cfg = RMConfig.from_dict(
+        dict(model=str(tiny_model), data=str(data), output_dir=str(tmp_path / "rm"), max_length=4096, progress=False)
+    )
+    with pytest.raises(ConfigError, match="--max-length = 4096"):
+        run_rm(cfg)
+
+
+def test_generate_refuses_lengths_past_the_context_and_reward_models(tiny_model, tmp_path):
+    r = run_cli(["generate", "--model", str(tiny_model), "--prompt", "hi", "--max-new-tokens", "5000"])
+    assert r.returncode == 2 and "context of 256" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text(json.dumps({"architectures": ["GPT2ForSequenceClassification"]}))
+    r = run_cli(["generate", "--model", str(rm), "--prompt", "hi"])
+    assert r.returncode == 2 and "is a reward model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
+# ---------------------------------------------------------------------------- environment errors
+def test_out_below_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"is a file|not a directory"):
+        prepare_output_dir(str(tmp_path / "file" / "run"), False, "sft")
+    with pytest.raises(ConfigError, match="not a directory"):
+        prepare_output_dir(str(tmp_path / "file"), False, "sft")
+
+
+def test_unwritable_out_is_refused_up_front(tmp_path, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("locked") else real(p, mode))
+    with pytest.raises(ConfigError, match=r"'.*locked' is not writable"):
+        prepare_output_dir(str(tmp_path / "locked"), False, "sft")
+
+
+def _main_raising(monkeypatch, exc: BaseException) -> int:
+    class Module:
+        @staticmethod
+        def main(args):
+            raise exc
+
+    monkeypatch.setattr(cli, "build_parser", lambda name: (__import__("argparse").ArgumentParser(), Module))
+    return cli.main(["sft"])
+
+
+def test_environment_errors_are_one_line_naming_the_path(monkeypatch, capsys):
+    err = PermissionError(errno.EACCES, "Permission denied", "/data/run/metrics.jsonl")
+    assert _main_raising(monkeypatch, err) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "/data/run/metrics.jsonl" in line and "permissions" in line
+
+
+def test_sqlite_in_an_unwritable_folder_is_one_line(monkeypatch, capsys, tmp_path):
+    try:
+        sqlite3.connect(tmp_path / "missing" / "labels.db")
+    except sqlite3.OperationalError as e:
+        err = e
+    assert _main_raising(monkeypatch, err) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "database" in line
+
+
+# ---------------------------------------------------------------------------- resume and completion
+def test_resume_truncates_metrics_refuses_changes_and_marks_completion(tiny_model, demos_file, tmp_path):
+    out = tmp_path / "run"
+    run_sft(quick(tiny_model, demos_file, out))
+    assert (out / COMPLETE).exists()
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    # resumed from step 2: steps 3 and 4 are written once, not twice
+    run_sft(quick(tiny_model, demos_file, out, resume=True))
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    # a changed setting that alters the run is refused, unless allowed (and then recorded)
+    with pytest.raises(ConfigError, match=r"batch_size: 8 -> 4.*--allow-config-change"):
+        run_sft(quick(tiny_model, demos_file, out, resume=True, batch_size=4))
+    run_sft(quick(tiny_model, demos_file, out, resume=True, learning_rate=1e-3, allow_config_change=True))
+    change = json.loads((out / "config_changes.jsonl").read_text().splitlines()[-1])
+    assert change["learning_rate"] == {"saved": 0.003, "now": 0.001}
+    # a run folder without its marker (killed during the final save) is refused by the next stage
+    (out / COMPLETE).unlink()
+    with pytest.raises(ModelLoadError, match="unfinished SFTConfig run"):
+        run_sft(quick(out, demos_file, tmp_path / "next"))
+    r = run_cli(["generate", "--model", str(out), "--prompt", "hi"])
+    assert r.returncode == 2 and "unfinished" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    check_finished(str(tiny_model))  # a folder instructrl did not write loads as before
+    check_finished("openai-community/gpt2")  # and so does a Hub id
+
+
+def test_truncate_jsonl_drops_rows_after_the_checkpoint_and_a_cut_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (1, 2, 3, 3)) + '{"iterat')
+    truncate_jsonl(path, 2, key="iteration")
+    assert [json.loads(x)["iteration"] for x in path.read_text().splitlines()] == [1, 2]
+
+
+def test_instructrl_errors_stay_one_line(monkeypatch, capsys):
+    assert _main_raising(monkeypatch, InstructRLError("bad thing in x.jsonl")) == 2
+    assert capsys.readouterr().err.strip() == "error: bad thing in x.jsonl"
