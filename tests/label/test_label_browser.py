@@ -324,6 +324,8 @@ def test_labeler_and_admin_in_a_real_browser(db_url, tiny_model, browser, live_s
                 "0",
                 "--learning-rate",
                 "1e-3",
+                "--max-length",
+                "128",  # the tiny model's context
                 "--no-progress",
             ]
         )

@@ -8,6 +8,7 @@ Authenticate with ``Authorization: Bearer <access token>``, or with the session 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,21 +18,58 @@ from starlette.concurrency import run_in_threadpool
 from instructrl.errors import InstructRLError
 from instructrl.label import service
 from instructrl.label.models import Assignment
-from instructrl.label.security import safe_subpath
+from instructrl.label.security import check_id, check_name, safe_subpath
 from instructrl.label.service import OutputLabel
 from instructrl.label.web import Principal, authenticate, check_csrf, transaction
 
 router = APIRouter(prefix="/api")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def _json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object of UTF-8 text (no NaN/Infinity, no lone surrogates, bounded nesting)."""
+    raw = await request.body()  # bounded by the app's request-size limit
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InstructRLError("request body must be a JSON object") from None
+        body = json.loads(raw, parse_constant=_no_constant)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\ud800) is not text
+    except (ValueError, UnicodeError, RecursionError):
+        raise InstructRLError("request body must be a JSON object of UTF-8 text") from None
     if not isinstance(body, dict):
         raise InstructRLError("request body must be a JSON object")
     return body
+
+
+def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], expected: str) -> Any:
+    """``body[key]`` when it is of ``kind`` (or missing: None); bools never count as numbers."""
+    value = body.get(key)
+    if value is not None and ((isinstance(value, bool) and kind is not bool) or not isinstance(value, kind)):
+        raise InstructRLError(f"'{key}' must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, kind: type[int] | type[float], default: Any) -> Any:
+    """``body[key]`` as a finite ``kind`` (a number or a numeric string, as forms send), or ``default`` if missing."""
+    value = body.get(key)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 32:
+            raise ValueError
+        if kind is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+        else:
+            if isinstance(value, float) and not value.is_integer():  # inf and nan are not integers either
+                raise ValueError
+            number = int(value)
+    except (ValueError, OverflowError):
+        what = "a whole number" if kind is int else "a number"
+        raise InstructRLError(f"'{key}' must be {what}, got {str(value)[:40]!r}") from None
+    return number
 
 
 def _assignment_json(a: Assignment, full: bool = False) -> dict[str, Any]:
@@ -102,13 +140,14 @@ async def submit_ranking(request: Request, assignment_id: int) -> dict[str, Any]
     outputs = body.get("outputs")
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and "completion_id" in o for o in outputs):
         raise InstructRLError("'outputs' must be a list of objects with completion_id, likert, flags and rank")
-    try:
-        labels = {
-            int(o["completion_id"]): OutputLabel(o.get("likert"), [str(f) for f in o.get("flags") or []], o.get("rank"))
-            for o in outputs
-        }
-    except (TypeError, ValueError):
-        raise InstructRLError("'completion_id' must be an integer and 'flags' a list of strings") from None
+    if not all(isinstance(o.get("flags"), list | None) for o in outputs):
+        raise InstructRLError("'flags' must be a list of strings")
+    labels = {
+        check_id(o["completion_id"], "completion_id"): OutputLabel(
+            o.get("likert"), [str(f) for f in o.get("flags") or []], o.get("rank")
+        )
+        for o in outputs
+    }
 
     def work() -> dict[str, Any]:
         with transaction(request) as s:
@@ -150,7 +189,9 @@ async def create_labeler(request: Request) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
-            labeler, token = service.create_labeler(s, str(body.get("name") or ""), str(body.get("role") or "labeler"))
+            labeler, token = service.create_labeler(
+                s, body.get("name"), _optional(body, "role", str, "a string") or "labeler"
+            )
             return {"name": labeler.name, "role": labeler.role, "token": token}
 
     return await run_in_threadpool(work)
@@ -188,18 +229,16 @@ async def assign(request: Request) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
-            try:
-                n = service.assign(
-                    s,
-                    kind=body.get("kind"),
-                    labelers=body.get("labelers"),
-                    overlap=int(body.get("overlap", 1)),
-                    overlap_share=float(body.get("overlap_share", 1.0)),
-                    limit=body.get("limit"),
-                    seed=int(body.get("seed", 0)),
-                )
-            except (TypeError, ValueError) as e:
-                raise InstructRLError(f"invalid assign parameters: {e}") from None
+            labelers = _optional(body, "labelers", list, "a list of labeler names")
+            n = service.assign(
+                s,
+                kind=_optional(body, "kind", str, "a string"),
+                labelers=[check_name(x) for x in labelers] if labelers is not None else None,
+                overlap=_number(body, "overlap", int, 1),
+                overlap_share=_number(body, "overlap_share", float, 1.0),
+                limit=_number(body, "limit", int, None),
+                seed=_number(body, "seed", int, 0),
+            )
             return {"assignments": n}
 
     return await run_in_threadpool(work)
@@ -214,11 +253,11 @@ async def export(request: Request) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with transaction(request) as s:
             _admin(request, s, write=True)
-            folder = safe_subpath(root, str(body.get("name") or ""))
+            folder = safe_subpath(root, _optional(body, "name", str, "a string") or "")
             written = service.export(
                 s,
                 folder,
-                kinds=body.get("kinds") or ["demonstrations", "rankings"],
+                kinds=_optional(body, "kinds", list, "a list of export kinds") or ["demonstrations", "rankings"],
                 by_labeler=bool(body.get("by_labeler")),
             )
             return {"files": {k: str(v.relative_to(root)) for k, v in written.items()}}

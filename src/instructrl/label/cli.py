@@ -8,8 +8,18 @@ the commands themselves are in ``commands``.
 from __future__ import annotations
 
 import argparse
+import logging
 
-from instructrl.label.settings import DB_ENV, default_db
+from instructrl.label.settings import (
+    DB_ENV,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SIGN_IN_LIMIT,
+    DEFAULT_TOKEN_FAILURE_LIMIT,
+    MAX_BODY_ENV,
+    SIGN_IN_LIMIT_ENV,
+    TOKEN_FAILURE_LIMIT_ENV,
+    default_db,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +42,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="Worker processes.")
     p.add_argument("--secure-cookies", action="store_true", help="Mark cookies Secure (serve behind HTTPS).")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"Largest request body accepted; larger ones get 413 (workers read it from ${MAX_BODY_ENV}).",
+    )
+    p.add_argument(
+        "--sign-in-limit",
+        type=int,
+        default=DEFAULT_SIGN_IN_LIMIT,
+        help=f"Sign-ins per minute per client address and per account, then 429; 0: no limit (${SIGN_IN_LIMIT_ENV} in workers).",
+    )
+    p.add_argument(
+        "--token-failure-limit",
+        type=int,
+        default=DEFAULT_TOKEN_FAILURE_LIMIT,
+        help=f"Failed bearer tokens per minute per client address, then 429; 0: no limit (${TOKEN_FAILURE_LIMIT_ENV} in workers).",
+    )
 
     p = add("migrate", "Create or upgrade the database schema.")
     p.add_argument("--revision", default="head")
@@ -92,6 +120,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Alembic logs each plugin it sets up at import, at INFO: not news for the person running a command.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # Imported here on purpose: the database and web stack (the optional 'label' extra) loads only once a
     # command runs, so `instructrl label --help` stays instant and works without the extra installed.
     from instructrl.label import commands

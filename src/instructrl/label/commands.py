@@ -17,7 +17,7 @@ import uvicorn
 
 from instructrl.errors import InstructRLError
 from instructrl.label import db, labels, sampling, service
-from instructrl.label.settings import ServeSettings
+from instructrl.label.settings import Limits, ServeSettings
 
 log = logging.getLogger("instructrl.label")
 
@@ -25,6 +25,7 @@ log = logging.getLogger("instructrl.label")
 def run(args: argparse.Namespace) -> int:
     """Bring the schema up to date, then run ``args.action`` (one transaction for the admin commands)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = _serve_settings(args) if args.action == "serve" else None  # bad flags fail before the database
     engine = db.make_engine(args.db)
     before = db.current_revision(engine)
     after = db.migrate(engine)
@@ -33,15 +34,24 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         print(f"schema at revision {db.current_revision(engine)}", file=sys.stderr)
         return 0
-    if args.action == "serve":
-        return _serve(args)
+    if settings is not None:
+        return _serve(args, settings)
     factory = db.session_factory(engine)
     with db.transaction(factory) as s:
         return ACTIONS[args.action](s, args)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    ServeSettings(args.db, args.export_dir, args.secure_cookies).to_env()  # read back by every worker
+def _serve_settings(args: argparse.Namespace) -> ServeSettings:
+    if not 1 <= args.port <= 65535:
+        raise InstructRLError(f"--port {args.port}: must be between 1 and 65535 (e.g. --port 8000)")
+    if args.workers < 1:
+        raise InstructRLError(f"--workers {args.workers}: must be at least 1")
+    limits = Limits(args.max_body_bytes, args.sign_in_limit, args.token_failure_limit)
+    return ServeSettings(args.db, args.export_dir, args.secure_cookies, limits)
+
+
+def _serve(args: argparse.Namespace, settings: ServeSettings) -> int:
+    settings.to_env()  # read back by every worker
     log.info("serving on http://%s:%d (exports under %s)", args.host, args.port, os.path.abspath(args.export_dir))
     uvicorn.run(
         "instructrl.label.app:app_from_env",
@@ -50,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="warning",
+        server_header=False,  # do not name the server software in every response
     )
     return 0
 

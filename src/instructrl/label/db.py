@@ -79,20 +79,37 @@ def _alembic_config() -> Config:
 def migrate(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade the schema to ``revision``; returns the revision now applied."""
     cfg = _alembic_config()
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    except OperationalError as e:
-        raise InstructRLError(f"cannot reach the database {engine.url.render_as_string()}: {e.orig}") from None
+    with reachable(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
     return current_revision(engine)
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with reachable(engine), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def reachable(engine: Engine) -> Iterator[None]:
+    """Turn "cannot open / cannot connect" into one line naming the database and what to do."""
+    try:
+        yield
+    except OperationalError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e).splitlines()[0]
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            where = Path(url.database or "").resolve()
+            raise InstructRLError(
+                f"cannot open the SQLite database {where} ({reason}): check that its folder exists and is "
+                "writable by this user, or choose another --db"
+            ) from None
+        raise InstructRLError(
+            f"cannot reach the database {url.render_as_string(hide_password=True)} ({reason}): check that the "
+            "server is running and the host, port, user and database name are right, or choose another --db"
+        ) from None
 
 
 def head_revision() -> str | None:

@@ -18,7 +18,18 @@ from instructrl.label.labels import LabelError
 from instructrl.label.models import KINDS, PENDING, Assignment, Labeler
 from instructrl.label.security import new_csrf_token, safe_subpath, same_secret
 from instructrl.label.service import OutputLabel
-from instructrl.label.web import LOGIN_COOKIE, SESSION_COOKIE, Principal, authenticate, check_csrf, render, transaction
+from instructrl.label.web import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Principal,
+    RateLimits,
+    authenticate,
+    check_csrf,
+    check_rate,
+    client_address,
+    render,
+    transaction,
+)
 
 router = APIRouter()
 
@@ -45,6 +56,10 @@ async def login(request: Request) -> Response:
 
 
 def _login(request: Request, form: FormData) -> Response:
+    limits: RateLimits = request.app.state.rate_limits
+    address = client_address(request)
+    check_rate(request, limits.sign_in_by_address, address, "too many sign-in attempts from this address")
+    limits.sign_in_by_address.hit(address)
     if not same_secret(form.get("csrf_token"), request.cookies.get(LOGIN_COOKIE)):
         return render(
             request,
@@ -63,6 +78,9 @@ def _login(request: Request, form: FormData) -> Response:
                 login_csrf=request.cookies.get(LOGIN_COOKIE),
                 error="Unknown or deactivated access token.",
             )
+        account = f"labeler {labeler.id}"
+        check_rate(request, limits.sign_in_by_account, account, "too many sign-ins to this account")
+        limits.sign_in_by_account.hit(account)
         key, _csrf = service.open_web_session(s, labeler)
     response = _see_other("/admin" if labeler.is_admin else "/")
     response.set_cookie(

@@ -7,6 +7,7 @@ queries go through the ORM (bound parameters only).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections import defaultdict
@@ -37,9 +38,18 @@ from instructrl.label.models import (
     WebSession,
     utcnow,
 )
-from instructrl.label.security import check_name, hash_secret, new_csrf_token, new_token, safe_subpath
+from instructrl.label.security import (
+    ID_MAX,
+    check_name,
+    check_text,
+    hash_secret,
+    new_csrf_token,
+    new_token,
+    safe_subpath,
+)
 
 SESSION_HOURS = 12
+SQL_BIGINT_MAX = 2**63 - 1  # the most a LIMIT takes
 
 
 class NotFound(InstructRLError):
@@ -83,7 +93,7 @@ def set_active(session: Session, name: str, active: bool) -> Labeler:
 
 
 def labeler_by_name(session: Session, name: str) -> Labeler:
-    labeler = session.scalar(select(Labeler).where(Labeler.name == name))
+    labeler = session.scalar(select(Labeler).where(Labeler.name == check_name(name)))
     if labeler is None:
         raise InstructRLError(f"no labeler named {name!r}")
     return labeler
@@ -133,6 +143,15 @@ def close_web_session(session: Session, key: str | None) -> None:
 
 # ---------------------------------------------------------------------------- prompts and tasks
 _PROMPT_FIELDS = {"prompt", "user", "category", "completions"}
+_SHORT_FIELDS = {"user": 128, "category": 64}  # their column widths
+SOURCE_MAX = 512  # Task.source's column width
+
+
+def _check_field(value: str, what: str, max_chars: int | None = None) -> None:
+    try:
+        check_text(value, what, max_chars)
+    except InstructRLError as e:
+        raise DataError(str(e)) from None
 
 
 @dataclass
@@ -170,6 +189,8 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
         rec = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply") from None
     if not isinstance(rec, dict):
         raise DataError(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(rec).__name__}')
     if "prompt" not in rec:
@@ -180,13 +201,18 @@ def parse_prompt_line(line: str, where: str) -> PromptLine:
     prompt = rec["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise DataError(f"{where}: 'prompt' must be a non-empty string")
-    for key in ("user", "category"):
-        if rec.get(key) is not None and not isinstance(rec[key], str):
-            raise DataError(f"{where}: '{key}' must be a string, got {type(rec[key]).__name__}")
+    _check_field(prompt, f"{where}: 'prompt'")
+    for key, max_chars in _SHORT_FIELDS.items():
+        if rec.get(key) is not None:
+            if not isinstance(rec[key], str):
+                raise DataError(f"{where}: '{key}' must be a string, got {type(rec[key]).__name__}")
+            _check_field(rec[key], f"{where}: '{key}'", max_chars)
     comps = rec.get("completions")
     if comps is not None:
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
             raise DataError(f"{where}: 'completions' must be a list of strings")
+        for i, c in enumerate(comps):
+            _check_field(c, f"{where}: 'completions'[{i}]")
         if not L.K_MIN <= len(comps) <= L.K_MAX:
             raise DataError(
                 f"{where}: 'completions' holds {len(comps)} outputs; a ranking needs "
@@ -212,6 +238,8 @@ def import_prompts(
 ) -> ImportResult:
     """Store prompts; queue a demonstration task per prompt (if asked) and a ranking task per line
     that brings its own completions."""
+    if tag is not None:
+        check_name(tag, "tag")
     result = ImportResult()
     for line in lines:
         prompt = Prompt(text=line.prompt, user=line.user, category=line.category, tag=tag, created_at=utcnow())
@@ -230,6 +258,8 @@ def import_prompts(
 def add_ranking_task(session: Session, prompt: Prompt, completions: Sequence[str], source: str | None) -> Task:
     if not L.K_MIN <= len(completions) <= L.K_MAX:
         raise InstructRLError(f"a ranking task needs {L.K_MIN}-{L.K_MAX} outputs, got {len(completions)}")
+    if source is not None:
+        check_text(source, "source (file or checkpoint name)", SOURCE_MAX)
     task = Task(kind="ranking", prompt_id=prompt.id, source=source, created_at=utcnow())
     session.add(task)
     session.flush()
@@ -240,6 +270,10 @@ def add_ranking_task(session: Session, prompt: Prompt, completions: Sequence[str
 
 def prompts_needing_rankings(session: Session, tag: str | None = None, limit: int | None = None) -> list[Prompt]:
     """Prompts (optionally of one import tag) that have no ranking task yet, oldest first."""
+    if tag is not None:
+        check_name(tag, "tag")
+    if limit is not None:
+        _check_whole(limit, "--limit", 0, SQL_BIGINT_MAX)
     ranked = select(Task.prompt_id).where(Task.kind == "ranking")
     q = select(Prompt).where(Prompt.id.not_in(ranked)).order_by(Prompt.id)
     if tag is not None:
@@ -277,6 +311,13 @@ def plan_assignments(
     return plan
 
 
+def _check_whole(value: object, what: str, least: int | None = None, most: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InstructRLError(f"{what} {value!r}: must be a whole number")
+    if least is not None and most is not None and not least <= value <= most:
+        raise InstructRLError(f"{what} {value}: must be between {least} and {most}")
+
+
 def check_plan(n_labelers: int, overlap: int, overlap_share: float) -> None:
     if not n_labelers:
         raise InstructRLError("no labelers to assign to (create some with 'instructrl label create-labeler')")
@@ -299,6 +340,16 @@ def assign(
     """Assign tasks nobody holds yet; returns the number of assignments made."""
     if kind is not None and kind not in KINDS:
         raise InstructRLError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    _check_whole(overlap, "--overlap")
+    _check_whole(seed, "--seed")
+    if limit is not None:
+        _check_whole(limit, "--limit", 0, SQL_BIGINT_MAX)
+    if (
+        isinstance(overlap_share, bool)
+        or not isinstance(overlap_share, int | float)
+        or not math.isfinite(overlap_share)
+    ):
+        raise InstructRLError(f"--overlap-share {overlap_share!r}: must be a number between 0 and 1")
     if labelers:
         chosen = [labeler_by_name(session, n) for n in labelers]
         inactive = [x.name for x in chosen if not x.active]
@@ -350,6 +401,8 @@ def assignments_of(session: Session, labeler: Labeler, status: str | None = None
 
 def own_assignment(session: Session, labeler: Labeler, assignment_id: int) -> Assignment:
     """The labeler's own assignment; someone else's looks exactly like a missing one."""
+    if isinstance(assignment_id, bool) or not isinstance(assignment_id, int) or not 1 <= assignment_id <= ID_MAX:
+        raise NotFound(f"assignment {str(assignment_id)[:40]} not found (ids are whole numbers 1..{ID_MAX})")
     a = session.scalar(
         select(Assignment)
         .options(
@@ -397,6 +450,10 @@ def submit_demonstration(session: Session, labeler: Labeler, assignment_id: int,
         raise L.LabelError(f"assignment {assignment_id} is a {a.task.kind} task, not a demonstration")
     if not isinstance(text, str) or not text.strip():
         raise L.LabelError("demonstration: write a response before submitting")
+    try:
+        check_text(text, "demonstration")
+    except InstructRLError as e:
+        raise L.LabelError(str(e)) from None
     _claim(session, a)
     session.add(Demonstration(assignment_id=a.id, text=text.replace("\r\n", "\n"), created_at=utcnow()))
     return a
@@ -591,10 +648,12 @@ def export(
     work of a kind gets no file. Files are written to a temporary name and renamed, so a reader never
     sees half a file.
     """
-    unknown = [k for k in kinds if k not in EXPORT_FILES]
+    unknown = [k for k in kinds if not isinstance(k, str) or k not in EXPORT_FILES]
     if unknown:
         raise InstructRLError(f"export kind {unknown[0]!r}: expected one of {', '.join(EXPORT_FILES)}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InstructRLError(f"export folder {out} is a file: choose a folder (new or existing) with --out")
     if labeler:
         labeler_by_name(session, labeler)
     if by_labeler:
@@ -606,12 +665,17 @@ def export(
     for prefix, name, folder in targets:
         for kind in kinds:
             filename, records = EXPORT_FILES[kind]
-            folder.mkdir(parents=True, exist_ok=True)
             path = folder / filename
-            if _write_jsonl(path, records(session, name)) or not by_labeler:
-                written[prefix + kind] = path
-            else:
-                path.unlink()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                if _write_jsonl(path, records(session, name)) or not by_labeler:
+                    written[prefix + kind] = path
+                else:
+                    path.unlink()
+            except OSError as e:
+                raise InstructRLError(
+                    f"cannot write the export {path}: {e.strerror or e}; choose a writable folder with --out"
+                ) from None
     return written
 
 

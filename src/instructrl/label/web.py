@@ -4,10 +4,13 @@ transaction, and rendering a page or an error.
 Browsers sign in with their access token once and then carry a session cookie (HttpOnly,
 SameSite=Lax); every state-changing form or cookie-authenticated API call must also carry the
 session's CSRF token. Scripts call the JSON API with ``Authorization: Bearer <token>`` instead.
+Sign-in attempts and failed bearer tokens are rate limited per client address (and sign-ins per
+account too); over the limit a client gets 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +24,13 @@ from sqlalchemy.orm import Session
 from instructrl.label import db, service
 from instructrl.label.labels import FLAGS, LIKERT_MAX, LIKERT_MIN
 from instructrl.label.models import Labeler
-from instructrl.label.security import same_secret
+from instructrl.label.security import RateLimiter, same_secret
+from instructrl.label.settings import RATE_WINDOW_SECONDS, Limits
 
 TEMPLATES = Path(__file__).parent / "templates"
 SESSION_COOKIE = "irl_session"
 LOGIN_COOKIE = "irl_login_csrf"
+log = logging.getLogger("instructrl.label")
 
 
 class Unauthorized(Exception):
@@ -34,6 +39,44 @@ class Unauthorized(Exception):
 
 class Forbidden(Exception):
     """Signed in, but not allowed (wrong role or bad CSRF token)."""
+
+
+class TooManyRequests(Exception):
+    """Over a rate limit; ``retry_after`` seconds until the client may try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class RateLimits:
+    """The app's rate limiters (in this process; each worker keeps its own)."""
+
+    sign_in_by_address: RateLimiter
+    sign_in_by_account: RateLimiter
+    token_failures_by_address: RateLimiter
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> RateLimits:
+        return cls(
+            RateLimiter(limits.sign_in_per_minute, RATE_WINDOW_SECONDS),
+            RateLimiter(limits.sign_in_per_minute, RATE_WINDOW_SECONDS),
+            RateLimiter(limits.token_failures_per_minute, RATE_WINDOW_SECONDS),
+        )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a reverse proxy: the proxy's, unless uvicorn is told to trust it)."""
+    return request.client.host if request.client else "unknown"
+
+
+def check_rate(request: Request, limiter: RateLimiter, key: str, what: str) -> None:
+    """Raise TooManyRequests when ``key`` is over ``limiter``'s limit; logged with the address, never a secret."""
+    wait = limiter.retry_after(key)
+    if wait:
+        log.warning("rate limit: %s (%s, from %s); retry after %d s", what, key, client_address(request), wait)
+        raise TooManyRequests(f"{what}: try again in {wait} s", wait)
 
 
 @dataclass
@@ -55,8 +98,12 @@ def authenticate(request: Request, session: Session, *, admin: bool = False, all
     """Who is calling; raises Unauthorized / Forbidden. Bearer tokens only on the JSON API."""
     header = request.headers.get("authorization", "")
     if allow_bearer and header.lower().startswith("bearer "):
+        failures: RateLimiter = request.app.state.rate_limits.token_failures_by_address
+        address = client_address(request)
+        check_rate(request, failures, address, "too many failed access tokens from this address")
         labeler = service.authenticate(session, header[7:])
         if labeler is None:
+            failures.hit(address)
             raise Unauthorized()
         principal = Principal(labeler, None)
     else:
