@@ -102,7 +102,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
     value = ValueModel.from_reward_model(value_source)
     check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
-    check_context(cfg, policy, reward_model, value)
+    check_context(cfg, policy, reward_model, value, longest_prompt=max(map(len, prompts)))
     if acc.is_main_process:
         cfg.save(out)
         (out / "data_report.json").write_text(json.dumps(report, indent=1))

@@ -59,7 +59,7 @@ from instructrl.training.accelerator import param_checksum, resolve_mixed_precis
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.optim import clip_and_step, lr_at, set_lr
 from instructrl.training.tracking import MetricsLogger, truncate_jsonl
-from instructrl.training.validation import mark_complete
+from instructrl.training.validation import mark_complete, mark_unfinished
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -501,6 +501,7 @@ class PPOTrainer:
         found = self.ckpts.start(self.cfg.resume)
         done = found[1]["iteration"] if found is not None else 0
         if self.acc.is_main_process:  # rows written after the checkpoint are written again from here
+            mark_unfinished(self.out)
             truncate_jsonl(self.metrics.path, done)
             truncate_jsonl(self.out / "samples.jsonl", done, key="iteration")
         if found is None:

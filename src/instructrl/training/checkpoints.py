@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from instructrl.errors import ConfigError, InstructRLError
-from instructrl.training.validation import COMPLETE
 
 log = logging.getLogger("instructrl")
 
@@ -130,6 +129,4 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
         raise ConfigError(f"output path '{out}' cannot be created (permission denied); choose another --out") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory '{out}' is not writable; choose another --out or fix its permissions")
-    # a run in progress is not finished: its completion marker returns only after its final save
-    (path / COMPLETE).unlink(missing_ok=True)
     return path

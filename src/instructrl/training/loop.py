@@ -39,7 +39,7 @@ from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.config import TrainLoopConfig
 from instructrl.training.optim import adamw, clip_and_step, lr_at, set_lr
 from instructrl.training.tracking import MetricsLogger, Throughput, truncate_jsonl
-from instructrl.training.validation import mark_complete
+from instructrl.training.validation import mark_complete, mark_unfinished
 
 log = logging.getLogger("instructrl.train")
 
@@ -244,6 +244,7 @@ class Trainer:
             latest, self.state = found
             log.info("resumed from %s (step %d of %d)", latest, self.state["step"], self.total_steps)
         if self.acc.is_main_process:  # rows written after the checkpoint are written again from here
+            mark_unfinished(self.out)
             truncate_jsonl(self.metrics.path, self.state["step"])
         start, s = self.state["step"], self.stage
         bar = tqdm(

@@ -28,13 +28,21 @@ def context_length(model: Any) -> int | None:
     return None
 
 
-def required_lengths(cfg: Any) -> list[tuple[str, int]]:
-    """(the setting, in its flags' words; tokens it needs in one sequence) for each length ``cfg`` sets."""
+def required_lengths(cfg: Any, longest_prompt: int | None = None) -> list[tuple[str, int]]:
+    """(the setting, in its flags' words; tokens it needs in one sequence) for each length ``cfg`` sets.
+    ``longest_prompt``: the longest prompt kept (PPO), when shorter than ``max_prompt_length`` allows."""
     need = []
     if getattr(cfg, "max_length", None):
         need.append(("--max-length", cfg.max_length))
     if getattr(cfg, "max_prompt_length", None) and getattr(cfg, "response_length", None):
-        need.append(("--max-prompt-length + --response-length", cfg.max_prompt_length + cfg.response_length))
+        prompt = min(cfg.max_prompt_length, longest_prompt or cfg.max_prompt_length)
+        need.append(
+            (
+                f"the longest prompt kept by --max-prompt-length ({prompt}) + --response-length "
+                f"({cfg.response_length})",
+                prompt + cfg.response_length,
+            )
+        )
     if getattr(cfg, "ptx_data", None) and getattr(cfg, "ptx_max_length", None):
         need.append(("--ptx-max-length", cfg.ptx_max_length))
     if getattr(cfg, "max_new_tokens", None):
@@ -42,18 +50,19 @@ def required_lengths(cfg: Any) -> list[tuple[str, int]]:
     return need
 
 
-def check_context(cfg: Any, *models: Any) -> None:
+def check_context(cfg: Any, *models: Any, longest_prompt: int | None = None) -> None:
     """Refuse lengths longer than any of ``models`` accepts, in one line naming the flag and the bound, before
-    any example is encoded (a longer sequence would index past the position embeddings)."""
+    any training (a longer sequence would index past the position embeddings)."""
     for model in models:
         context = context_length(model)
         if context is None:
             continue
-        for what, tokens in required_lengths(cfg):
+        for what, tokens in required_lengths(cfg, longest_prompt):
             if tokens > context:
                 raise ConfigError(
                     f"{what} = {tokens} tokens exceeds the model's context of {context} tokens; "
-                    f"lower it to at most {context}"
+                    f"lower {'them' if '+' in what else 'it'} to at most {context} in all (longer prompts are "
+                    f"skipped and counted)"
                 )
 
 
@@ -64,6 +73,11 @@ def mark_complete(out: str | os.PathLike, **info: Any) -> Path:
     tmp.write_text(json.dumps({"complete": True, **info}, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def mark_unfinished(out: str | os.PathLike) -> None:
+    """A run that starts writing into ``out`` is not finished: its marker returns only after its final save."""
+    (Path(out) / COMPLETE).unlink(missing_ok=True)
 
 
 def run_stage(path: str | os.PathLike) -> str | None:
