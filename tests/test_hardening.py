@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 import errno
 import importlib
+import importlib.util
 import json
 import math
+import pkgutil
 import sqlite3
 
 import pytest
 from testkit import run_cli
 
+import instructrl
 from instructrl import cli
 from instructrl.config import BaseConfig, _base_type, _field_type, field_range, is_numeric
 from instructrl.errors import ConfigError, InstructRLError, ModelLoadError
@@ -22,18 +25,16 @@ from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.tracking import read_metrics, truncate_jsonl
 from instructrl.training.validation import COMPLETE, check_finished
 
-STAGE_CONFIG_MODULES = [
-    "instructrl.training.config",
-    "instructrl.sft.config",
-    "instructrl.reward.config",
-    "instructrl.ppo.config",
-    "instructrl.evaluate.config",
-]
+
+def config_modules() -> list[str]:
+    """Every stage's config module: ``instructrl.<package>.config`` wherever one exists."""
+    names = [m.name for m in pkgutil.iter_modules(instructrl.__path__) if m.ispkg]
+    return [f"instructrl.{n}.config" for n in names if importlib.util.find_spec(f"instructrl.{n}.config")]
 
 
 def config_classes() -> list[type[BaseConfig]]:
     """BaseConfig and every subclass the stages define (found, not listed)."""
-    for module in STAGE_CONFIG_MODULES:
+    for module in config_modules():
         importlib.import_module(module)
     found, todo = [], [BaseConfig]
     while todo:
