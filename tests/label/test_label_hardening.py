@@ -192,6 +192,10 @@ def test_the_api_refuses_bad_names_ids_and_types_with_4xx(client, world):
     for aid in (2**63, 2**64 + 1, 10**30, -1, 0):
         assert client.get(f"/api/assignments/{aid}", headers=ana).status_code == 404, aid
         assert client.post(f"/api/assignments/{aid}/demonstration", json={"text": "x"}, headers=ana).status_code == 404
+    for status in ("x\x00y", "s" * 5000, "pending\n"):
+        r = client.get("/api/assignments", params={"status": status}, headers=ana)
+        assert r.status_code == 422 and "expected pending or submitted" in r.json()["error"]
+    assert len(client.get("/api/assignments", params={"status": "pending"}, headers=ana).json()) == 4
     r = client.get("/api/assignments/abc", headers=ana)
     assert r.status_code == 422 and "assignment_id" in r.json()["error"]
     aid = _demo_id(world, client)

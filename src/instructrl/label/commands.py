@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if settings is not None:
         return _serve(args, settings)
     factory = db.session_factory(engine)
-    with db.transaction(factory) as s:
+    with db.reachable(engine), db.transaction(factory) as s:  # e.g. a read-only SQLite file: one line
         return ACTIONS[args.action](s, args)
 
 

@@ -395,6 +395,8 @@ def assignments_of(session: Session, labeler: Labeler, status: str | None = None
         .order_by(Assignment.id)
     )
     if status:
+        if status not in (PENDING, SUBMITTED):
+            raise InstructRLError(f"status {status[:40]!r}: expected {PENDING} or {SUBMITTED}")
         q = q.where(Assignment.status == status)
     return list(session.scalars(q))
 
