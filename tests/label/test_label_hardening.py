@@ -30,6 +30,7 @@ from instructrl.label.settings import (
     Limits,
     ServeSettings,
 )
+from instructrl.label.web import parse_number
 
 BEARER = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
 
@@ -178,6 +179,15 @@ def test_names_are_checked_whole():
     for bad in (0, -1, ID_MAX + 1, 2**64, True, "1", 1.0, None):
         with pytest.raises(InstructRLError):
             check_id(bad)
+
+
+def test_numbers_from_forms_and_json():
+    assert parse_number("3", "limit", int, None) == 3 and parse_number(4.0, "seed", int, 0) == 4
+    assert parse_number(None, "limit", int, None) is None and parse_number("", "seed", int, 0) == 0
+    assert parse_number("0.25", "overlap_share", float, 1.0) == 0.25
+    for value, kind in ((True, int), ([1], int), ("1e999", float), (float("nan"), float), (1.5, int), ("9" * 40, int)):
+        with pytest.raises(InstructRLError, match="expected"):
+            parse_number(value, "x", kind, None)
 
 
 def test_the_api_refuses_bad_names_ids_and_types_with_4xx(client, world):

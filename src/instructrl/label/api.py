@@ -8,7 +8,6 @@ Authenticate with ``Authorization: Bearer <access token>``, or with the session 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +19,7 @@ from instructrl.label import service
 from instructrl.label.models import Assignment
 from instructrl.label.security import check_id, check_name, safe_subpath
 from instructrl.label.service import OutputLabel
-from instructrl.label.web import Principal, authenticate, check_csrf, transaction
+from instructrl.label.web import Principal, authenticate, check_csrf, parse_number, transaction
 
 router = APIRouter(prefix="/api")
 
@@ -48,28 +47,6 @@ def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], exp
     if value is not None and ((isinstance(value, bool) and kind is not bool) or not isinstance(value, kind)):
         raise InstructRLError(f"'{key}' must be {expected}, got {type(value).__name__}")
     return value
-
-
-def _number(body: dict[str, Any], key: str, kind: type[int] | type[float], default: Any) -> Any:
-    """``body[key]`` as a finite ``kind`` (a number or a numeric string, as forms send), or ``default`` if missing."""
-    value = body.get(key)
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 32:
-            raise ValueError
-        if kind is float:
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-        else:
-            if isinstance(value, float) and not value.is_integer():  # inf and nan are not integers either
-                raise ValueError
-            number = int(value)
-    except (ValueError, OverflowError):
-        what = "a whole number" if kind is int else "a number"
-        raise InstructRLError(f"'{key}' must be {what}, got {str(value)[:40]!r}") from None
-    return number
 
 
 def _assignment_json(a: Assignment, full: bool = False) -> dict[str, Any]:
@@ -234,10 +211,10 @@ async def assign(request: Request) -> dict[str, Any]:
                 s,
                 kind=_optional(body, "kind", str, "a string"),
                 labelers=[check_name(x) for x in labelers] if labelers is not None else None,
-                overlap=_number(body, "overlap", int, 1),
-                overlap_share=_number(body, "overlap_share", float, 1.0),
-                limit=_number(body, "limit", int, None),
-                seed=_number(body, "seed", int, 0),
+                overlap=parse_number(body.get("overlap"), "overlap", int, 1),
+                overlap_share=parse_number(body.get("overlap_share"), "overlap_share", float, 1.0),
+                limit=parse_number(body.get("limit"), "limit", int, None),
+                seed=parse_number(body.get("seed"), "seed", int, 0),
             )
             return {"assignments": n}
 

@@ -27,6 +27,7 @@ from instructrl.label.web import (
     check_csrf,
     check_rate,
     client_address,
+    parse_number,
     render,
     transaction,
 )
@@ -345,14 +346,6 @@ async def admin_assign_post(request: Request) -> Response:
     return await run_in_threadpool(_admin_assign_post, request, form)
 
 
-def _number(form: FormData, key: str, kind: type, default: Any) -> Any:
-    raw = str(form.get(key) or "").strip()
-    try:
-        return kind(raw) if raw else default
-    except ValueError:
-        raise InstructRLError(f"{key}: expected a number, got {raw!r}") from None
-
-
 def _admin_assign_post(request: Request, form: FormData) -> Response:
     try:
         with transaction(request) as s:
@@ -361,10 +354,10 @@ def _admin_assign_post(request: Request, form: FormData) -> Response:
                 s,
                 kind=str(form.get("kind") or "") or None,
                 labelers=[str(x) for x in form.getlist("labelers")] or None,
-                overlap=_number(form, "overlap", int, 1),
-                overlap_share=_number(form, "overlap_share", float, 1.0),
-                limit=_number(form, "limit", int, None),
-                seed=_number(form, "seed", int, 0),
+                overlap=parse_number(str(form.get("overlap") or "").strip(), "overlap", int, 1),
+                overlap_share=parse_number(str(form.get("overlap_share") or "").strip(), "overlap_share", float, 1.0),
+                limit=parse_number(str(form.get("limit") or "").strip(), "limit", int, None),
+                seed=parse_number(str(form.get("seed") or "").strip(), "seed", int, 0),
             )
     except InstructRLError as e:
         with transaction(request) as s:

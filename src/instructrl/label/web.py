@@ -11,6 +11,7 @@ account too); over the limit a client gets 429 with ``Retry-After``.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
+from instructrl.errors import InstructRLError
 from instructrl.label import db, service
 from instructrl.label.labels import FLAGS, LIKERT_MAX, LIKERT_MIN
 from instructrl.label.models import Labeler
@@ -122,6 +124,30 @@ def check_csrf(request: Request, principal: Principal, form: Any = None) -> None
     sent = request.headers.get("x-csrf-token") or (form.get("csrf_token") if form is not None else None)
     if not same_secret(sent, principal.csrf):
         raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+
+def parse_number(value: Any, key: str, kind: type[int] | type[float], default: Any) -> Any:
+    """A form or JSON value as a finite ``kind``, or ``default`` when missing; anything else is a clear 422.
+
+    Numbers and numeric strings (forms send strings) are accepted; bools, lists, NaN, infinities and
+    fractions where a whole number is expected are not.
+    """
+    if value is None or value == "":
+        return default
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 32:
+            raise ValueError
+        if kind is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if isinstance(value, float) and not value.is_integer():  # inf and nan are not integers either
+            raise ValueError
+        return int(value)
+    except (ValueError, OverflowError):
+        what = "a whole number" if kind is int else "a number"
+        raise InstructRLError(f"{key}: expected {what}, got {str(value)[:40]!r}") from None
 
 
 def is_api(request: Request) -> bool:
