@@ -17,10 +17,11 @@ of one layer (separated by ``|``) do not import each other:
     agreement | db | labels | models | security | settings
 
 ``cli`` (the ``instructrl label`` parser), ``commands`` (what each subcommand does; ``serve`` names
-``app:app_from_env`` for uvicorn), ``app`` (the FastAPI app: headers, error mapping, routers), ``api``
-(the JSON API), ``pages`` (server-rendered pages), ``web`` (what both share: who is calling, CSRF, the
-request's transaction, rendering), ``service`` (every operation, one transaction each), ``sampling`` (K
-outputs from a checkpoint), ``agreement``, ``db`` (engines, sessions, migrations), ``labels`` (the
-Likert scale, the flags, rank normalization), ``models`` (tables), ``security`` (tokens, sessions, CSRF,
-safe paths) and ``settings`` (the defaults, and the flags ``serve`` hands to its workers).
+``app:app_from_env`` for uvicorn), ``app`` (the FastAPI app: the request-size limit, headers, error
+mapping, routers), ``api`` (the JSON API), ``pages`` (server-rendered pages), ``web`` (what both share:
+who is calling, rate limits, CSRF, the request's transaction, rendering), ``service`` (every operation,
+one transaction each), ``sampling`` (K outputs from a checkpoint), ``agreement``, ``db`` (engines,
+sessions, migrations), ``labels`` (the Likert scale, the flags, rank normalization), ``models`` (tables),
+``security`` (tokens, sessions, CSRF, names, ids, the rate limiter, safe paths) and ``settings`` (the
+defaults and limits, and the flags ``serve`` hands to its workers).
 """
