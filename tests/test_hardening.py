@@ -270,3 +270,22 @@ def test_truncate_jsonl_drops_rows_after_the_checkpoint_and_a_cut_line(tmp_path)
 def test_instructrl_errors_stay_one_line(monkeypatch, capsys):
     assert _main_raising(monkeypatch, InstructRLError("bad thing in x.jsonl")) == 2
     assert capsys.readouterr().err.strip() == "error: bad thing in x.jsonl"
+
+
+def test_every_stage_refuses_an_unfinished_run_as_input(tmp_path):
+    from instructrl.evaluate.runner import parse_model_spec
+    from instructrl.ppo.api import run_ppo
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.reward.api import evaluate_rm
+    from instructrl.reward.config import RMConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("stage: RMConfig\nseed: 0\n")
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"reward model '.*' is an unfinished RMConfig run"):
+        evaluate_rm(RMConfig(model=str(run), eval_data="x.jsonl"))
+    with pytest.raises(ModelLoadError, match=r"reward model '.*' is an unfinished RMConfig run"):
+        run_ppo(PPOConfig(policy="p", reward_model=str(run), prompts="x.jsonl", output_dir=str(tmp_path / "o")))
+    with pytest.raises(ModelLoadError, match=r"model 'a' .* is an unfinished RMConfig run"):
+        parse_model_spec(f"a={run}")

@@ -144,6 +144,7 @@ def evaluate_rm(cfg: RMConfig) -> dict:
     source = cfg.eval_data or cfg.data
     if not cfg.model or not source:
         raise InstructRLError("rm --eval-only needs --model REWARD_MODEL_DIR and --eval-data FILE")
+    check_finished(cfg.model, "reward model")
     device = "cpu" if cfg.cpu or not torch.cuda.is_available() else "cuda"
     rm = RewardModel.from_pretrained(cfg.model, device=device)
     rankings, load_report = load_rankings(source, what="evaluation data")
