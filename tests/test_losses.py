@@ -464,3 +464,115 @@ def test_runs_on_device(device):
     ema = [torch.zeros(2, device=d)]
     L.ema_update(ema, [torch.ones(2)])
     close(ema[0].cpu(), [0.008, 0.008])
+
+
+# ---------------------------------------------------------------------------------------------- DPO
+
+
+def test_dpo_cdpo_and_ipo_losses_at_known_logratios():
+    # h_w = ln 3, h_l = -ln 3, beta = 1/2: z = beta * (h_w - h_l) = ln 3, sigmoid(z) = 3/4, sigmoid(-z) = 1/4
+    h_w = torch.tensor([LN3, 0.0], requires_grad=True)
+    h_l = torch.tensor([-LN3, 0.0])
+    loss = L.dpo_loss(h_w, h_l, beta=0.5)
+    close(loss, [math.log(4 / 3), LN2])  # -log 3/4; equal log-ratios: -log 1/2
+    loss.sum().backward()
+    close(h_w.grad, [-0.5 * 0.25, -0.5 * 0.5])  # d/dh_w -log sigmoid(beta (h_w - h_l)) = -beta sigmoid(-z)
+    # cDPO with eps = 1/4: 3/4 * (-log 3/4) + 1/4 * (-log 1/4)
+    close(L.dpo_loss(h_w, h_l, beta=0.5, label_smoothing=0.25), [0.75 * math.log(4 / 3) + 0.25 * LN4, LN2])
+    # IPO with tau = beta = 1/2: target margin 1 / (2 beta) = 1; (2 ln 3 - 1)^2 and (0 - 1)^2
+    close(L.ipo_loss(h_w, h_l, beta=0.5), [(2 * LN3 - 1) ** 2, 1.0])
+    # cDPO's optimum is at a finite margin: sigmoid(z) = 1 - eps, i.e. z = ln 3 for eps = 1/4 (gradient 0)
+    z = torch.tensor(LN3, requires_grad=True)
+    L.dpo_loss(z, torch.tensor(0.0), beta=1.0, label_smoothing=0.25).backward()
+    close(z.grad, 0.0)
+
+
+def test_dpo_ranking_loss_over_all_pairs_of_a_prompt_with_ties_and_padding():
+    # prompt 0: K = 3, ranks [1, 2, 3], h = [ln 3, 0, -ln 3], beta = 1: pairs (0,1) (0,2) (1,2) with margins
+    #   ln 3, 2 ln 3, ln 3 -> losses ln(4/3), ln(1 + 1/9) = ln(10/9), ln(4/3); mean over its 3 pairs
+    # prompt 1: ranks [1, 1, 2] (a tie), h = [ln 3, 0, 0]: pairs (0,2) margin ln 3, (1,2) margin 0 -> ln(4/3), ln 2
+    # prompt 2: K = 2 padded to 3, ranks [2, 1, pad], h = [0, ln 3, 99]: one pair (1, 0), margin ln 3 -> ln(4/3)
+    h = torch.tensor([[LN3, 0.0, -LN3], [LN3, 0.0, 0.0], [0.0, LN3, 99.0]], requires_grad=True)
+    ranks = torch.tensor([[1, 2, 3], [1, 1, 2], [2, 1, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    loss, stats = L.dpo_ranking_loss(h, ranks, mask, beta=1.0)
+    p0 = (2 * math.log(4 / 3) + math.log(10 / 9)) / 3
+    p1 = (math.log(4 / 3) + LN2) / 2
+    p2 = math.log(4 / 3)
+    close(stats["per_prompt_loss"], [p0, p1, p2])
+    close(loss, (p0 + p1 + p2) / 3)
+    assert stats["num_pairs"].tolist() == [3, 2, 1] and int(stats["total_pairs"]) == 6
+    close(stats["accuracy"], 5.5 / 6)  # the margin-0 pair of prompt 1 counts 1/2
+    close(stats["margin"], (4 * LN3 + LN3 + 0 + LN3) / 6)  # ln 3 + 2 ln 3 + ln 3, ln 3, 0, ln 3
+    close(stats["chosen_reward"], (LN3 + LN3 + 0 + LN3 + 0 + LN3) / 6)  # winners of the six pairs
+    close(stats["rejected_reward"], (0 - LN3 - LN3 + 0 + 0 + 0) / 6)  # losers of the six pairs
+    loss.backward()
+    assert h.grad[2, 2] == 0  # padding has no gradient
+    # beta scales the implicit rewards in the stats and the margin inside the sigmoid
+    _, half = L.dpo_ranking_loss(h, ranks, mask, beta=0.5)
+    close(half["margin"], 0.5 * stats["margin"])
+    # IPO over the pairs of prompt 0 (beta = 1/2, target 1): (ln 3 - 1)^2, (2 ln 3 - 1)^2, (ln 3 - 1)^2
+    ipo, _ = L.dpo_ranking_loss(h[:1], ranks[:1], beta=0.5, loss_type="ipo")
+    close(ipo, (2 * (LN3 - 1) ** 2 + (2 * LN3 - 1) ** 2) / 3)
+    with pytest.raises(ValueError, match="unknown DPO loss"):
+        L.dpo_ranking_loss(h, ranks, mask, loss_type="hinge")
+
+
+def test_plackett_luce_dpo_loss_by_hand():
+    # beta = 1, r = [ln 3, 0, -ln 3], exp r = [3, 1, 1/3], ranks [1, 2, 3]:
+    #   -log 3 / (3 + 1 + 1/3) - log 1 / (1 + 1/3) - log 1 = ln(13/9) + ln(4/3)
+    r = torch.tensor([[LN3, 0.0, -LN3]])
+    loss, stats = L.plackett_luce_dpo_loss(r, torch.tensor([[1, 2, 3]]), beta=1.0)
+    close(loss, math.log(13 / 9) + math.log(4 / 3))
+    assert int(stats["total_pairs"]) == 3
+    # the ranking's order, not the completions' positions: the same ranking listed backwards
+    back, _ = L.plackett_luce_dpo_loss(r.flip(1), torch.tensor([[3, 2, 1]]), beta=1.0)
+    close(back, loss)
+    # a tie [1, 1, 2]: each of the tied pair chooses among itself and the last: ln(10/9) + ln(4/3)
+    tied, _ = L.plackett_luce_dpo_loss(r, torch.tensor([[1, 1, 2]]), beta=1.0)
+    close(tied, math.log(10 / 9) + math.log(4 / 3))
+    # beta = 1/2 halves the rewards: exp r = [sqrt 3, 1, 1/sqrt 3]
+    s3 = math.sqrt(3)
+    half, _ = L.plackett_luce_dpo_loss(r, torch.tensor([[1, 2, 3]]), beta=0.5)
+    close(half, math.log((s3 + 1 + 1 / s3) / s3) + math.log(1 + 1 / s3))
+    # all tied: no pair, no loss; a padded completion neither competes nor gets a gradient
+    h = torch.tensor([[LN3, 0.0, 7.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    loss, stats = L.plackett_luce_dpo_loss(
+        h, torch.tensor([[1, 2, 0], [1, 1, 1]]), torch.tensor([[1, 1, 0], [1, 1, 1]]), beta=1.0
+    )
+    close(stats["per_prompt_loss"], [math.log(4 / 3), 0.0])
+    close(loss, math.log(4 / 3))  # the mean over the one prompt that has a pair
+    loss.backward()
+    assert torch.isfinite(h.grad).all() and h.grad[0, 2] == 0 and h.grad[1].abs().sum() == 0
+
+
+def test_plackett_luce_equals_pairwise_dpo_at_k2():
+    g = torch.Generator().manual_seed(3)
+    h = (3 * torch.randn(16, 2, generator=g)).requires_grad_(True)
+    ranks = torch.tensor([[1, 2], [2, 1]]).repeat(8, 1)
+    pl, pl_stats = L.plackett_luce_dpo_loss(h, ranks, beta=0.3)
+    (pl_grad,) = torch.autograd.grad(pl, h)
+    pairs, pair_stats = L.dpo_ranking_loss(h, ranks, beta=0.3)
+    (pairs_grad,) = torch.autograd.grad(pairs, h)
+    chosen = torch.where(ranks[:, 0] == 1, h[:, 0], h[:, 1])
+    rejected = torch.where(ranks[:, 0] == 1, h[:, 1], h[:, 0])
+    close(pl, L.dpo_loss(chosen, rejected, beta=0.3).mean(), atol=1e-5)
+    close(pl, pairs, atol=1e-5)
+    close(pl_grad, pairs_grad, atol=1e-6)
+    for k in ("accuracy", "margin", "chosen_reward", "rejected_reward", "per_prompt_loss"):
+        close(pl_stats[k], pair_stats[k], atol=1e-5)
+
+
+def test_dpo_losses_write_nothing_into_their_inputs():
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(3, 4, generator=g)
+    ranks = torch.tensor([[1, 2, 2, 3], [2, 1, 0, 0], [4, 3, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]]).bool()
+    before = [t.clone() for t in (h, ranks, mask)]
+    L.dpo_ranking_loss(h, ranks, mask, beta=0.1, label_smoothing=0.1)
+    L.dpo_ranking_loss(h, ranks, mask, beta=0.1, loss_type="ipo")
+    L.plackett_luce_dpo_loss(h, ranks, mask, beta=0.1)
+    L.dpo_loss(h[0], h[1], 0.1, 0.2)
+    L.ipo_loss(h[0], h[1], 0.1)
+    for t, b in zip((h, ranks, mask), before):
+        assert torch.equal(t, b)

@@ -613,3 +613,139 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
         logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, reduction="sum"
     )
     return nll, int((targets != ignore_index).sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# Direct preference optimization: DPO, cDPO, IPO, Plackett-Luce DPO
+# --------------------------------------------------------------------------------------------------
+# The policy is its own reward model: r(x, y) = beta * log pi(y|x) / pi_ref(y|x) (Rafailov et al. 2023 §5,
+# the implicit reward). These functions take the per-sequence log-ratios h = log pi(y|x) - log pi_ref(y|x),
+# each the sum over the completion's tokens only (the prompt is given, not generated), and beta.
+
+
+def dpo_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """DPO loss of each pair (Rafailov et al. 2023, Eq. 7), not reduced: -log sigmoid(beta * (h_w - h_l)).
+
+    chosen_logratios, rejected_logratios: the same shape, e.g. (N,) or (P, K, K); returns that shape.
+    ``label_smoothing`` eps > 0 gives conservative DPO (cDPO; Mitchell 2023, "A note on DPO with noisy
+    preferences", Eq. 3): each label is taken to be flipped with probability eps,
+        -(1 - eps) log sigmoid(z) - eps log sigmoid(-z),   z = beta * (h_w - h_l),
+    whose minimum is at a finite margin (sigmoid(z) = 1 - eps), so the implicit rewards stop drifting apart.
+    """
+    z = beta * (chosen_logratios - rejected_logratios)  # (...) implicit-reward margin r_w - r_l
+    loss = -F.logsigmoid(z)  # Rafailov et al. 2023 Eq. 7
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-z)  # cDPO: Mitchell 2023 Eq. 3
+    return loss
+
+
+def ipo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float) -> torch.Tensor:
+    """IPO loss of each pair (Azar et al. 2023, arXiv 2310.12036v2, Eq. 17, with tau = beta), not reduced:
+    (h_w - h_l - 1 / (2 beta))^2.
+
+    It regresses the log-ratio margin to 1/(2 beta) instead of pushing it without bound, as the DPO loss does
+    when a preference is deterministic. Shapes as :func:`dpo_loss`. The paper's h are sums over the sequence;
+    TRL averages them over tokens instead."""
+    h = chosen_logratios - rejected_logratios  # (...) h_pi(y_w, y_l, x)
+    return (h - 1.0 / (2.0 * beta)).square()  # Azar et al. 2023 Eq. 17
+
+
+def _ranked_pairs(
+    ranks: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(valid (P, K) bool, pair (P, K, K) bool with pair[p, w, l]: w ranked strictly above l, both real)."""
+    if like.dim() != 2 or ranks.shape != like.shape:
+        raise ValueError(f"logratios and ranks must both be (P, K); got {tuple(like.shape)} and {tuple(ranks.shape)}")
+    valid = torch.ones_like(like, dtype=torch.bool) if mask is None else mask.to(like.device).bool()  # (P, K)
+    ranks = ranks.to(like.device)
+    pair = (ranks.unsqueeze(2) < ranks.unsqueeze(1)) & valid.unsqueeze(2) & valid.unsqueeze(1)  # (P, K, K) no ties
+    return valid, pair
+
+
+def _preference_stats(rewards: torch.Tensor, pair: torch.Tensor, per_prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pair-weighted statistics of implicit rewards (P, K): accuracy (r_w > r_l, a tie counts 1/2), log_loss (mean
+    -log sigmoid(r_w - r_l), comparable across losses), margin, chosen_reward (mean r_w), rejected_reward (mean r_l)."""
+    with torch.no_grad():
+        r = rewards.detach()
+        pair_w = pair.to(r.dtype)  # (P, K, K)
+        winner, loser = r.unsqueeze(2).expand_as(pair_w), r.unsqueeze(1).expand_as(pair_w)  # (P, K, K) r_w, r_l
+        diff = winner - loser  # (P, K, K)
+        num_pairs = pair.sum(dim=(1, 2))  # (P,)
+        return {
+            "num_pairs": num_pairs,
+            "total_pairs": num_pairs.sum(),
+            "num_prompts": (num_pairs > 0).sum(),
+            "per_prompt_loss": per_prompt.detach(),
+            **_comparison_stats(diff, -F.logsigmoid(diff), pair_w),
+            "chosen_reward": masked_mean(winner, pair_w),
+            "rejected_reward": masked_mean(loser, pair_w),
+        }
+
+
+def dpo_ranking_loss(
+    logratios: torch.Tensor,
+    ranks: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO (or cDPO, IPO) on K-way rankings: all C(K, 2) pairs of a prompt in one batch element, each completion
+    forwarded once (the batching of InstructGPT §3.5 with the implicit reward in place of the RM's).
+
+    logratios: (P, K) per-sequence log pi(y_k|x) - log pi_ref(y_k|x). ranks: (P, K), 1 = best; equal ranks are
+    ties and form no pair. mask: (P, K) marks real completions when prompts have different K.
+    loss_type: 'sigmoid' (:func:`dpo_loss`, with ``label_smoothing`` for cDPO) or 'ipo' (:func:`ipo_loss`).
+
+    Each prompt's loss is the mean over its n_p valid pairs (as :func:`ranking_loss`); the loss is the mean over
+    the prompts that have a pair. With K = 2 it is the plain pairwise loss. Returns ``(loss, stats)``: stats as
+    :func:`ranking_loss` (``num_pairs``, ``total_pairs``, ``num_prompts``, ``per_prompt_loss``, ``accuracy``,
+    ``log_loss``, ``margin``) on the implicit rewards beta * logratios, plus ``chosen_reward`` and
+    ``rejected_reward`` (mean implicit reward of the winners and of the losers over all pairs).
+    """
+    valid, pair = _ranked_pairs(ranks, mask, logratios)
+    h = logratios.masked_fill(~valid, 0.0)  # (P, K) padded values may be garbage; keep them out of grads
+    h_w, h_l = h.unsqueeze(2).expand(*pair.shape), h.unsqueeze(1).expand(*pair.shape)  # (P, K, K)
+    if loss_type == "sigmoid":
+        losses = dpo_loss(h_w, h_l, beta, label_smoothing)  # (P, K, K)
+    elif loss_type == "ipo":
+        losses = ipo_loss(h_w, h_l, beta)  # (P, K, K)
+    else:
+        raise ValueError(f"unknown DPO loss {loss_type!r}; choose 'sigmoid' or 'ipo'")
+    pair_w = pair.to(h.dtype)  # (P, K, K)
+    num_pairs = pair.sum(dim=(1, 2))  # (P,)
+    per_prompt = masked_sum(losses, pair_w, dim=(1, 2)) / num_pairs.clamp_min(1).to(h.dtype)  # (P,)
+    loss = per_prompt.sum() / (num_pairs > 0).sum().clamp_min(1).to(h.dtype)  # mean over prompts with a pair
+    return loss, _preference_stats(beta * h, pair, per_prompt)
+
+
+def plackett_luce_dpo_loss(
+    logratios: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor | None = None, beta: float = 0.1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO under the Plackett-Luce model (Rafailov et al. 2023, App. A.3): the negative log-likelihood of each
+    whole ranking under the implicit rewards r = beta * logratios,
+        loss_p = -sum_k log( exp r_tau(k) / sum_{j >= k} exp r_tau(j) ),   tau = the ranking, best first.
+
+    Shapes as :func:`dpo_ranking_loss`. With K = 2 it equals the pairwise DPO loss. Ties (which the paper's
+    model has no notion of): a completion competes with itself and the completions ranked strictly below it, so
+    tied completions are not ordered against each other, as they form no pair; without ties this is exactly
+    the Plackett-Luce likelihood. Each prompt's loss is the sum over its positions (the likelihood of the
+    ranking), not a mean; the loss is the mean over prompts that have a pair. Returns ``(loss, stats)`` with
+    the stats of :func:`dpo_ranking_loss`.
+    """
+    valid, pair = _ranked_pairs(ranks, mask, logratios)
+    r = beta * logratios.masked_fill(~valid, 0.0)  # (P, K) implicit rewards; padding kept out of grads
+    eye = torch.eye(r.shape[1], dtype=torch.bool, device=r.device)  # (K, K)
+    competes = pair | eye  # (P, K, K) [p, k, j]: j is in the choice set of k (k itself always, so no row is empty)
+    logits = r.unsqueeze(1).expand(*pair.shape).masked_fill(~competes, float("-inf"))  # (P, K, K) r_j
+    # Rafailov et al. 2023 App. A.3: -log softmax of r_tau(k) over tau(k..K); a padded k chooses from {k}: 0
+    per_position = torch.logsumexp(logits, dim=2) - r  # (P, K); 0 where k has nothing below it
+    per_prompt = torch.where(valid, per_position, torch.zeros_like(per_position)).sum(dim=1)  # (P,)
+    has_pair = pair.any(dim=2).any(dim=1)  # (P,)
+    loss = per_prompt.sum() / has_pair.sum().clamp_min(1).to(r.dtype)  # mean over prompts with a pair
+    return loss, _preference_stats(r, pair, per_prompt)
+
+
+__all__ += ["dpo_loss", "dpo_ranking_loss", "ipo_loss", "plackett_luce_dpo_loss"]
