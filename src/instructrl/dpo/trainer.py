@@ -67,7 +67,7 @@ class DPOTrainer(Trainer):
         out_dir: Path,
         ptx_windows: list[dict] | None = None,
     ):
-        self.ptx = ptx_windows if cfg.use_ptx else None
+        self.ptx = ptx_windows or None  # the pretraining windows of DPO-ptx
         units = EpochUnits(len(encoded), len(self.ptx or ()), cfg.ptx_per_unit if self.ptx else 0, cfg.seed)
         super().__init__(cfg, accelerator, model, tokenizer, units, units.plan, len(encoded), out_dir, "dpo")
         # the reference: a frozen copy of the initial policy, or None for the policy with its LoRA adapters disabled
