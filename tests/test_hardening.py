@@ -289,3 +289,30 @@ def test_every_stage_refuses_an_unfinished_run_as_input(tmp_path):
         run_ppo(PPOConfig(policy="p", reward_model=str(run), prompts="x.jsonl", output_dir=str(tmp_path / "o")))
     with pytest.raises(ModelLoadError, match=r"model 'a' .* is an unfinished RMConfig run"):
         parse_model_spec(f"a={run}")
+
+
+@pytest.mark.parametrize(
+    ("ranks", "ok"),
+    [
+        ([1, 2, 3, 4], True),
+        ([2, 1, 1, 3], True),
+        ([1, 2, 2, 4], True),
+        ([1, 2, 3, 9], False),
+        ([1, 1, 3, 4], True),
+        ([1, 3, 3, 4], False),
+        ([2, 3, 4, 5], False),
+        ([1, 2, 4, 4], False),
+    ],
+)
+def test_ranks_above_k_or_with_gaps_are_refused(tmp_path, ranks, ok):
+    from instructrl.errors import DataError
+    from instructrl.reward.data import load_rankings
+
+    row = {"prompt": "p", "completions": ["a", "b", "c", "d"], "ranks": ranks}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    if ok:
+        load_rankings(str(path))
+    else:
+        with pytest.raises(DataError, match=r"r\.jsonl:1: .*without gaps"):
+            load_rankings(str(path))

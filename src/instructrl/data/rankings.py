@@ -85,6 +85,15 @@ def _ranks(value: Any, rec: Record, column: str, k: int) -> list[int]:
             raise DataError(f"{rec.where}: {column}[{i}] = {v!r} is not an integer rank (1 = best)")
         if v < 1:
             raise DataError(f"{rec.where}: {column}[{i}] = {v} is not a rank (ranks start at 1 = best)")
+    # ranks run 1, 2, 3... without gaps; tied completions share a rank, and the next rank either follows it
+    # (1, 2, 2, 3) or skips the tied places (1, 2, 2, 4); one rank shared by all is a tie (skipped and counted)
+    levels = sorted(set(value))
+    dense = levels == list(range(1, len(levels) + 1))
+    if len(levels) > 1 and not dense and any(r != 1 + sum(x < r for x in value) for r in levels):
+        raise DataError(
+            f"{rec.where}: '{column}' = {value} are not the ranks of {k} completions: they must run from 1 (best) "
+            f"up without gaps, tied completions sharing a rank"
+        )
     return list(value)
 
 
