@@ -316,3 +316,13 @@ def test_ranks_above_k_or_with_gaps_are_refused(tmp_path, ranks, ok):
     else:
         with pytest.raises(DataError, match=r"r\.jsonl:1: .*without gaps"):
             load_rankings(str(path))
+
+
+def test_eval_models_name_without_a_path_is_refused_before_any_hub_lookup(tmp_path):
+    from instructrl.evaluate.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="--models 'sft': no folder of that name; give PATH, NAME=PATH"):
+        EvalConfig.from_dict({"models": ["sft"]})
+    with pytest.raises(ConfigError, match="--baseline 'base'"):
+        EvalConfig.from_dict({"baseline": "base"})
+    EvalConfig.from_dict({"models": [f"sft={tmp_path}", str(tmp_path), "openai-community/gpt2+fewshot"]})
