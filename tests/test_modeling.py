@@ -72,3 +72,83 @@ def test_gelu_new_runs_as_the_fused_kernel_with_the_same_outputs_and_config(tiny
         torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
     fused.save_pretrained(tmp_path / "saved")  # the checkpoint still names the original activation
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").config.activation_function == "gelu_new"
+
+
+@pytest.mark.parametrize(
+    ("family", "how"),
+    [
+        ("gpt2", "config: resid_pdrop=0.2"),
+        ("gpt_neox", "config: hidden_dropout=0.2"),
+        ("llama", "added: Dropout(0.2) on the attention and MLP outputs of 2 layers"),
+        ("qwen2", "added: Dropout(0.2) on the attention and MLP outputs of 2 layers"),
+    ],
+)
+def test_residual_dropout_on_every_family(family, how, tiny_model, tmp_path):
+    """The SFT preset's 0.2 reaches the residual stream of each family, and the model says how."""
+    import torch
+    from tiny_archs import load_family
+
+    from instructrl.modeling.loading import disable_dropout, residual_dropout_report
+
+    model, tok = load_family(tiny_model, tmp_path / family, family, residual_dropout=0.2)
+    report = residual_dropout_report(model)
+    assert report["requested"] == 0.2 and report["applied"] and report["how"].startswith(how)
+    if family == "gpt2":
+        assert model.config.resid_pdrop == 0.2 and model.config.attn_pdrop == 0.1  # only the residual one
+    if family == "gpt_neox":
+        assert model.config.hidden_dropout == 0.2 and model.gpt_neox.layers[0].post_mlp_dropout.p == 0.2
+    if family in ("llama", "qwen2"):
+        layer = model.model.layers[0]
+        assert layer.self_attn.instructrl_residual_dropout.p == layer.mlp.instructrl_residual_dropout.p == 0.2
+        assert model.config.attention_dropout == 0.0  # attention weights: left as the checkpoint has it
+    ids = torch.randint(3, len(tok), (2, 12))
+    with torch.no_grad():
+        model.train()
+        a, b = model(input_ids=ids).logits, model(input_ids=ids).logits
+        model.eval()
+        c, d = model(input_ids=ids).logits, model(input_ids=ids).logits
+    assert not torch.allclose(a, b)  # dropout in training
+    torch.testing.assert_close(c, d)  # none in evaluation
+    plain, _ = load_family(tiny_model, tmp_path / f"{family}-plain", family, residual_dropout=None)
+    assert residual_dropout_report(plain)["how"] == "the model's own setting"
+    assert set(plain.state_dict()) == set(model.state_dict())  # nothing added to the weights or checkpoint
+    disable_dropout(model)  # PPO: every dropout off, the added ones included
+    model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, c)
+
+
+def test_zero_residual_dropout_adds_nothing(tiny_model, tmp_path):
+    from tiny_archs import load_family
+
+    from instructrl.modeling.loading import residual_dropout_report
+
+    model, _ = load_family(tiny_model, tmp_path / "llama", "llama", residual_dropout=0.0)
+    assert residual_dropout_report(model)["how"] == "nothing to set: LlamaConfig has no residual dropout"
+    assert not any(n.endswith("instructrl_residual_dropout") for n, _ in model.named_modules())
+
+
+def test_the_sft_output_states_the_residual_dropout(tiny_model, demos_file, tmp_path):
+    import json
+
+    from tiny_archs import make_family_dir
+
+    from instructrl.sft.api import run_sft
+    from instructrl.sft.config import SFTConfig
+
+    model_dir = make_family_dir(tiny_model, tmp_path / "qwen2", "qwen2")
+    cfg = SFTConfig(
+        model=str(model_dir),
+        data=str(demos_file),
+        output_dir=str(tmp_path / "out"),
+        max_steps=1,
+        batch_size=8,
+        max_length=64,
+        eval_fraction=0.0,
+        select_by="last",
+        progress=False,
+    )
+    run_sft(cfg)  # the preset's residual_dropout=0.2
+    stated = json.loads((tmp_path / "out" / "data_report.json").read_text())["residual_dropout"]
+    assert stated["requested"] == 0.2 and stated["applied"]
+    assert "Dropout(0.2) on the attention and MLP outputs" in stated["how"]

@@ -136,3 +136,26 @@ def test_tensorboard_on_request(tiny_model, demos_file, tmp_path):
     run_sft(quick_cfg(tiny_model, demos_file, out, epochs=1, eval_fraction=0.0, report_to="tensorboard"))
     events = list(out.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def conversations(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        turns = [{"role": "system", "content": "Answer in one sentence."}]
+        for d in fact_demos(3, seed=i):
+            turns += [{"role": "user", "content": d["prompt"]}, {"role": "assistant", "content": d["completion"]}]
+        rows.append({"messages": turns})
+    return rows
+
+
+@pytest.mark.parametrize(("turns", "trained"), [("all", 3 * 24), ("last", 24)])
+def test_sft_on_conversations_trains_the_chosen_assistant_turns(tiny_model, tmp_path, turns, trained):
+    data = write_jsonl(tmp_path / "chat.jsonl", conversations(24))
+    out = tmp_path / turns
+    result = run_sft(
+        quick_cfg(tiny_model, data, out, epochs=1, max_length=256, eval_fraction=0.0, assistant_turns=turns)
+    )
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["assistant_turns"] == turns and report["multi_turn_conversations"] == 24
+    assert report["assistant_turns_trained"] == trained and report["truncated_responses"] == 0
+    assert result.steps == 3 and result.final_train_loss > 0

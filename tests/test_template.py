@@ -18,8 +18,9 @@ def test_plain_template(tiny_model):
         {"role": "assistant", "content": "B"},
         {"role": "user", "content": "C"},
     ]
+    # an earlier assistant turn ends with EOS, as SFT trains every assistant turn to end
     assert render_prompt(tok, conv) == (
-        "S\n\n### Instruction:\nA\n\n### Response:\nB\n\n### Instruction:\nC\n\n### Response:\n"
+        "S\n\n### Instruction:\nA\n\n### Response:\nB<|endoftext|>\n\n### Instruction:\nC\n\n### Response:\n"
     )
 
 

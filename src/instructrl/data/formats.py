@@ -4,7 +4,8 @@ Demonstrations (SFT):
   * prompt/completion: ``{"prompt": str, "completion": str}``; the prompt may also be a list of chat
     messages and the completion a one-message assistant list (the conversational prompt/completion form)
   * conversational: ``{"messages": [{"role": ..., "content": ...}, ...]}``; the last message must be the
-    assistant's and is the completion, everything before it is the prompt
+    assistant's and is the completion, everything before it is the prompt. The whole conversation is kept
+    too (``messages``): SFT trains every assistant turn of it (or the last only, ``--assistant-turns last``)
   * instruction form: ``{"instruction": str, "input": str (optional), "output": str}``
 Prompts (PPO, evaluation): ``{"prompt": str | messages}`` or ``{"messages": [...]}`` ending on a user turn.
 Pretraining text: ``{"text": str}`` (JSONL) or a ``.txt`` file.
@@ -31,6 +32,8 @@ class Demonstration:
     completion: str
     where: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # the whole conversation of a ``messages`` row (prompt + [completion]); None for the other forms
+    messages: Messages | None = None
 
 
 @dataclass
@@ -101,7 +104,7 @@ def to_demonstration(rec: Record) -> Demonstration:
         if len(msgs) < 2:
             raise DataError(f"{rec.where}: 'messages' needs at least one message before the assistant's")
         completion = check_text(msgs[-1]["content"], rec, "messages[-1].content")
-        return Demonstration(msgs[:-1], completion, rec.where, _meta(rec, {"messages"}))
+        return Demonstration(msgs[:-1], completion, rec.where, _meta(rec, {"messages"}), messages=msgs)
     if "prompt" in d and "completion" in d:
         prompt = parse_prompt_value(d["prompt"], rec)
         comp = d["completion"]

@@ -5,6 +5,11 @@
   dedicated ``<|pad|>`` token and the model's embeddings are resized.
 * A directory holding a ``config.json`` but no weights is initialized randomly from that config
   (how ``instructrl pretrain`` starts a base model).
+* Residual dropout (InstructGPT App. C.1: 0.2 in SFT) is set through the config key the architecture uses
+  (GPT-2 ``resid_pdrop``, GPT-NeoX ``hidden_dropout``, ...); an architecture whose residual stream has no
+  dropout of its own (Llama, Qwen2, Mistral: only ``attention_dropout``, a dropout of attention weights)
+  gets a dropout module on the output of each layer's attention and MLP, where GPT-2 has its own. What was
+  done is returned by :func:`residual_dropout_report` and stated in the run's outputs.
 * Outputs are saved with ``save_pretrained`` (LoRA adapters merged), so plain transformers loads them.
 * The reference model of RL (the KL anchor of InstructGPT Eq. 2) is a frozen copy of the initial policy,
   or, for a LoRA policy, the policy itself with its adapters disabled (no second copy in memory).
@@ -110,8 +115,7 @@ def load_causal_lm(
         config = AutoConfig.from_pretrained(str(local) if local.exists() else name)
     except Exception as e:
         raise _hub_error(name, "model", e) from None
-    if residual_dropout is not None:
-        set_residual_dropout(config, residual_dropout)
+    changed = set_residual_dropout(config, residual_dropout) if residual_dropout is not None else []
     try:
         if local.is_dir() and not has_weights(local) and init_from_config:
             log.info("%s has a config but no weights: initializing a new model from the config", name)
@@ -130,17 +134,90 @@ def load_causal_lm(
         raise _hub_error(name, "model", e) from None
     align_with_tokenizer(model, tokenizer)
     fuse_activations(model)
+    if residual_dropout is not None:
+        apply_residual_dropout(model, residual_dropout, changed)
     return model
 
 
 def set_residual_dropout(config, p: float) -> list[str]:
-    """Set residual dropout on whatever attribute the architecture uses (GPT-2: resid_pdrop)."""
+    """Set residual dropout on whatever config attribute the architecture uses (GPT-2: resid_pdrop; GPT-NeoX:
+    hidden_dropout); returns the attributes set (none for Llama-style configs: see :func:`add_residual_dropout`)."""
     changed = [a for a in RESIDUAL_DROPOUT_ATTRS if isinstance(getattr(config, a, None), (int, float))]
     for attr in changed:
         setattr(config, attr, p)
-    if not changed:
-        log.warning("could not find a residual-dropout setting in %s; dropout left as is", type(config).__name__)
     return changed
+
+
+RESIDUAL_DROPOUT_MODULE = "instructrl_residual_dropout"
+
+
+def _drop_branch_output(module: torch.nn.Module, args, output):
+    drop = getattr(module, RESIDUAL_DROPOUT_MODULE)
+    if isinstance(output, tuple):  # attention: (hidden states, attention weights, ...)
+        return (drop(output[0]), *output[1:])
+    return drop(output)
+
+
+def add_residual_dropout(model: torch.nn.Module, p: float) -> int:
+    """Residual dropout for architectures without a setting for it: a ``Dropout(p)`` on the output of the
+    ``self_attn`` and the ``mlp`` of every decoder layer (Llama, Qwen2, Mistral, Gemma, ...), just before
+    each is added to the residual stream, where GPT-2 applies ``resid_pdrop``. The dropout is a child of the
+    branch (it follows ``train()`` / ``eval()``, and :func:`disable_dropout` finds it); the weights and the
+    saved checkpoint are unchanged. Returns the number of layers given one."""
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "self_attn", None), torch.nn.Module)
+        and isinstance(getattr(m, "mlp", None), torch.nn.Module)
+    ]
+    for layer in layers:
+        for branch in (layer.self_attn, layer.mlp):
+            if hasattr(branch, RESIDUAL_DROPOUT_MODULE):
+                getattr(branch, RESIDUAL_DROPOUT_MODULE).p = p
+                continue
+            branch.add_module(RESIDUAL_DROPOUT_MODULE, torch.nn.Dropout(p))
+            branch.register_forward_hook(_drop_branch_output)
+    return len(layers)
+
+
+def apply_residual_dropout(model: torch.nn.Module, p: float, config_keys: list[str]) -> dict:
+    """Complete the residual dropout of a loaded model whose config got ``config_keys`` (see
+    :func:`set_residual_dropout`), and record what was done (:func:`residual_dropout_report`)."""
+    arch = type(model.config).__name__
+    if config_keys:
+        report = {"requested": p, "applied": True, "how": f"config: {', '.join(f'{k}={p}' for k in config_keys)}"}
+    elif p == 0:
+        report = {"requested": p, "applied": True, "how": f"nothing to set: {arch} has no residual dropout"}
+    else:
+        n = add_residual_dropout(model, p)
+        if n:
+            report = {
+                "requested": p,
+                "applied": True,
+                "how": f"added: Dropout({p}) on the attention and MLP outputs of {n} layers ({arch} has no "
+                "residual-dropout setting; its attention_dropout, if any, is left as is)",
+            }
+        else:
+            report = {
+                "requested": p,
+                "applied": False,
+                "how": f"NOT applied: {arch} has no residual-dropout setting and no self_attn/mlp layers to add one "
+                "to; the model trains with its own dropout",
+            }
+            log.warning("residual dropout %s %s", p, report["how"])
+    model.instructrl_residual_dropout = report
+    return report
+
+
+def residual_dropout_report(model: torch.nn.Module) -> dict:
+    """What :func:`load_causal_lm` did with ``residual_dropout`` (requested, applied, how); the model's
+    own setting when none was requested."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    return getattr(base, "instructrl_residual_dropout", None) or {
+        "requested": None,
+        "applied": False,
+        "how": "the model's own setting",
+    }
 
 
 def align_with_tokenizer(model, tokenizer) -> None:

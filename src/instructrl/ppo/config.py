@@ -190,6 +190,14 @@ class PPOConfig(BaseConfig):
         "policy detail 5). None keeps the RM score.",
         unbounded=True,
     )
+    score_clip: float | None = help_field(
+        None,
+        "Clip each reward-model score to [-score_clip, score_clip] before the KL penalty is added (and before "
+        "missing_eos_penalty replaces it), so that a few outlying scores cannot dominate an update. None: no "
+        "clipping (InstructGPT clips nothing).",
+        minimum=0,
+        exclusive_minimum=True,
+    )
     ema: bool = help_field(True, "Keep an EMA of the policy weights and save it as the output (InstructGPT App. C.4).")
     ema_decay: float = help_field(
         0.992,
@@ -259,6 +267,8 @@ class PPOConfig(BaseConfig):
             raise ConfigError("adaptive_kl needs kl_target > 0 and kl_horizon > 0")
         if not 0 <= self.warmup_start <= 1:
             raise ConfigError(f"warmup_start must be in [0, 1], got {self.warmup_start}")
+        if self.score_clip is not None and self.score_clip <= 0:
+            raise ConfigError(f"score_clip must be > 0 (or None: no clipping), got {self.score_clip}")
 
     @property
     def num_iterations(self) -> int:

@@ -267,6 +267,8 @@ class PPOTrainer:
             scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask
         )  # (B, R)
         scores = scored["scores"]  # (B,)
+        if cfg.score_clip is not None:  # the RM score only: the EOS penalty below is the user's own number
+            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
         if cfg.missing_eos_penalty is not None:
             scores = eos_penalty(scores, ep.has_eos, cfg.missing_eos_penalty)  # Huang et al. 2023 policy detail 5
         rewards = per_token_rewards(scores, kl, self.kl_ctl.beta, mask)  # (B, R) -beta*KL_t, + score at the last token

@@ -11,10 +11,16 @@ import numpy as np
 from instructrl.data.formats import load_demonstrations, load_texts
 from instructrl.data.tokenize import pack_texts, tokenize_demonstrations
 from instructrl.errors import DataError, InstructRLError
-from instructrl.modeling.loading import apply_lora, check_model_source, load_causal_lm, load_tokenizer
+from instructrl.modeling.loading import (
+    apply_lora,
+    check_model_source,
+    load_causal_lm,
+    load_tokenizer,
+    residual_dropout_report,
+)
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
-from instructrl.sft.trainer import LMTrainer, Selector
+from instructrl.sft.trainer import LMTrainer, Selector, packing_problem
 from instructrl.training.accelerator import make_accelerator
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
@@ -48,9 +54,28 @@ def _load_model(cfg: LMTrainConfig):
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout)
+    dropout = residual_dropout_report(model)
+    if dropout["requested"] is not None:
+        log.info("residual dropout %s: %s", dropout["requested"], dropout["how"])
     if cfg.lora_r > 0:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None)
     return model, tokenizer
+
+
+def decide_packing(cfg: LMTrainConfig, model) -> dict:
+    """Whether this run packs its batches (``--packing``, and the model keeps packed examples apart: see
+    :func:`~instructrl.sft.trainer.packing_problem`), as recorded in data_report.json."""
+    if not cfg.packing:
+        return {"requested": False, "applied": False}
+    problem = packing_problem(model)
+    if problem is None:
+        log.info(
+            "packing: each micro-batch packed into rows of up to %d tokens, attention kept inside each example",
+            cfg.max_length,
+        )
+        return {"requested": True, "applied": True, "row_tokens": cfg.max_length}
+    log.warning("--packing: %s; training on padded batches instead", problem)
+    return {"requested": True, "applied": False, "reason": problem}
 
 
 def mixture_plan(n_main: int, n_extra: int, fraction: float, seed: int) -> tuple[EpochPlan, int]:
@@ -75,9 +100,14 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     acc = make_accelerator(cfg, out)
     model, tokenizer = _load_model(cfg)
     check_context(cfg, model)
-    train, report = tokenize_demonstrations(train_demos, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    packing = decide_packing(cfg, model)
+    train, report = tokenize_demonstrations(
+        train_demos, tokenizer, cfg.max_length, cfg.min_response_tokens, cfg.assistant_turns
+    )
     report.log("sft train")
-    evals, eval_report = tokenize_demonstrations(eval_demos, tokenizer, cfg.max_length, cfg.min_response_tokens)
+    evals, eval_report = tokenize_demonstrations(
+        eval_demos, tokenizer, cfg.max_length, cfg.min_response_tokens, cfg.assistant_turns
+    )
     if eval_demos:
         eval_report.log("sft validation")
     if not train:
@@ -88,7 +118,7 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     pool, plan, epoch_size = train, shuffled_plan(len(train), cfg.seed), len(train)
     n_pretrain = 0
     if cfg.pretrain_data and cfg.pretrain_fraction > 0:
-        pt = pack_texts(load_texts(cfg.pretrain_data), tokenizer, cfg.max_length)
+        pt = pack_texts(load_texts(cfg.pretrain_data), tokenizer, cfg.max_length, documents=packing["applied"])
         if not pt:
             raise DataError(f"{cfg.pretrain_data}: too little text for one window of {cfg.max_length // 2}+ tokens")
         pool = train + pt
@@ -115,11 +145,19 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
                     "skipped_where": report.skipped_where,
                     "validation_examples": eval_report.kept,
                     "pretrain_examples_per_epoch": n_pretrain,
+                    "assistant_turns": cfg.assistant_turns,
+                    "multi_turn_conversations": report.conversations,
+                    "assistant_turns_trained": report.assistant_turns_trained,
+                    "conversations_trained_on_last_turn_only_by_template": report.last_turn_only_template,
+                    "residual_dropout": residual_dropout_report(model),
+                    "packing": packing,
                 },
                 indent=1,
             )
         )
-    trainer = LMTrainer(cfg, acc, model, tokenizer, pool, plan, epoch_size, evals, out, "sft", selector)
+    trainer = LMTrainer(
+        cfg, acc, model, tokenizer, pool, plan, epoch_size, evals, out, "sft", selector, packing=packing["applied"]
+    )
     return trainer.train()
 
 
@@ -137,15 +175,33 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
     acc = make_accelerator(cfg, out)
     model, tokenizer = _load_model(cfg)
     check_context(cfg, model)
-    train = pack_texts(train_texts, tokenizer, cfg.max_length)
-    evals = pack_texts(eval_texts, tokenizer, cfg.max_length)
+    packing = decide_packing(cfg, model)
+    train = pack_texts(train_texts, tokenizer, cfg.max_length, documents=packing["applied"])
+    evals = pack_texts(eval_texts, tokenizer, cfg.max_length, documents=packing["applied"])
     if not train:
         raise DataError(f"{cfg.data}: too little text for one window of {cfg.max_length // 2}+ tokens")
     log.info("pretraining on %d windows of %d tokens (%d validation windows)", len(train), cfg.max_length, len(evals))
     if acc.is_main_process:
         cfg.save(out)
+        report = {
+            "train_windows": len(train),
+            "validation_windows": len(evals),
+            "residual_dropout": residual_dropout_report(model),
+            "packing": packing,
+        }
+        (out / "data_report.json").write_text(json.dumps(report, indent=1))
     trainer = LMTrainer(
-        cfg, acc, model, tokenizer, train, shuffled_plan(len(train), cfg.seed), len(train), evals, out, "pretrain"
+        cfg,
+        acc,
+        model,
+        tokenizer,
+        train,
+        shuffled_plan(len(train), cfg.seed),
+        len(train),
+        evals,
+        out,
+        "pretrain",
+        packing=packing["applied"],
     )
     return trainer.train()
 

@@ -26,6 +26,14 @@ class LMTrainConfig(TrainLoopConfig):
         exclusive_maximum=True,
     )
     max_length: int = help_field(512, "Longest sequence in tokens (prompt + response).", minimum=8)
+    packing: bool = help_field(
+        False,
+        "Pack each micro-batch into rows of up to max_length tokens instead of padding every example to the "
+        "longest: position ids restart at each example, so attention stays inside it (and, for pretraining "
+        "text, inside each document). Same examples per step and the same loss as without packing, less "
+        "padding. Checked on the model before training; a model that cannot keep packed examples apart "
+        "trains unpacked, with a warning and a note in data_report.json.",
+    )
     epochs: int = help_field(16, "Passes over the training data. InstructGPT App. C.1: 16 epochs for SFT.")
     batch_size: int = help_field(32, "Examples per optimizer step, across all processes. InstructGPT App. C.1: 32.")
     learning_rate: float = help_field(9.65e-6, "Peak learning rate. InstructGPT App. C.1: 9.65e-6 (1.3B and 6B).")
@@ -78,6 +86,13 @@ class SFTConfig(LMTrainConfig):
         "A prompt is skipped (and counted) when fewer than this many response "
         "tokens fit in max_length; longer responses are truncated (and counted).",
         minimum=1,
+    )
+    assistant_turns: str = help_field(
+        "all",
+        "Which assistant turns of a multi-turn {\"messages\"} conversation carry the loss: 'all' (each one, "
+        "with its EOS; system and user turns masked) or 'last' (the final turn only). Single-turn data is "
+        "the same either way.",
+        choices=["all", "last"],
     )
 
     def validate(self) -> None:

@@ -15,6 +15,7 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 
 from instructrl.config import BaseConfig
+from instructrl.errors import ConfigError
 
 
 def resolve_mixed_precision(cfg: BaseConfig) -> str:
@@ -31,6 +32,13 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
         kwargs["log_with"] = cfg.report_to
     cpu = cfg.cpu or not torch.cuda.is_available()
     precision = resolve_mixed_precision(cfg)
+    if precision == "fp16" and cpu:
+        # accelerate has no fp16 autocast on a CPU: it would train in fp32 and still report fp16
+        raise ConfigError(
+            "--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU"
+            + (" (--cpu)" if cfg.cpu else "")
+            + ": use --mixed-precision bf16 (CPU autocast; faster on CPUs with AMX) or --mixed-precision no"
+        )
     # accelerate keeps one state per process: a second run in the same process (a notebook; a script
     # running SFT in fp32, then PPO in bf16, or one stage with --cpu on a GPU machine) with another
     # precision or device would be refused or, for the device, silently keep the first one. Start a
