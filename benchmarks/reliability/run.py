@@ -152,9 +152,18 @@ def max_abs_diff(a: Path, b: Path) -> float | None:
     return max((x[k].float() - y[k].float()).abs().max().item() for k in x) if x else 0.0
 
 
-def kill_trial(cmd: list[str], out: Path, mode: str, delay: float, deadline: float) -> dict:
-    """Start the run, SIGKILL it (after `delay` seconds, or while a checkpoint is being written),
-    then resume with --resume until it completes (a resume that is itself killed is not part of this)."""
+def last_step(out: Path) -> int:
+    """The last optimizer step (PPO: iteration) the run logged to metrics.jsonl; 0 before the first."""
+    try:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return max((json.loads(x).get("step", 0) for x in lines if x.strip().endswith("}")), default=0)
+    except (OSError, ValueError):
+        return 0
+
+
+def kill_once(cmd: list[str], out: Path, mode: str, delay: float, deadline: float) -> dict:
+    """Start the command and SIGKILL it after `delay` seconds, or (mode "tmp") while a checkpoint is being
+    written (a `.tmp-step-*` folder exists)."""
     proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     caught = False
@@ -162,15 +171,38 @@ def kill_trial(cmd: list[str], out: Path, mode: str, delay: float, deadline: flo
     while proc.poll() is None and time.monotonic() < deadline:
         if mode == "time" and time.monotonic() - t0 >= delay:
             break
+        if mode == "step" and last_step(out) >= delay:
+            break
         if mode == "tmp" and ckpts.is_dir() and any(p.name.startswith(".tmp-step-") for p in ckpts.iterdir()):
             caught = True
             break
-        time.sleep(0.002 if mode == "tmp" else 0.02)
-    finished_first = proc.poll() is not None
-    if not finished_first:
+        time.sleep(0.002 if mode == "tmp" else 0.01)
+    finished = proc.poll() is not None
+    after_complete = (out / ".complete").exists()  # the run had already finished its work: not a kill
+    if not finished:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = time.monotonic() - t0
+    present = sorted(p.name for p in ckpts.iterdir()) if ckpts.is_dir() else []
+    return {
+        "mode": mode,
+        "target": round(delay, 2),  # seconds (mode "time") or the step logged (mode "step")
+        "step_logged_at_kill": last_step(out),
+        "at_s": round(time.monotonic() - t0, 2),
+        "killed": not finished and not after_complete,
+        "after_complete": not finished and after_complete,
+        "during_checkpoint_write": caught,
+        "checkpoints_left": present,
+    }
+
+
+def kill_trial(cmd: list[str], out: Path, kills: list[tuple[str, float]], deadline: float) -> dict:
+    """Kill the run at each point in turn (the first in the fresh run, later ones in its resumes), then
+    resume with --resume until the completion marker is written."""
+    done = []
+    for i, (mode, delay) in enumerate(kills):
+        done.append(kill_once(cmd + (["--resume"] if i else []), out, mode, delay, deadline))
+        if (out / ".complete").exists():
+            break
     resumes, rc, err = 0, None, ""
     while resumes < 3 and not (out / ".complete").exists():
         r = subprocess.run(cmd + ["--resume"], env=cli_env(), capture_output=True, text=True, timeout=600)
@@ -179,19 +211,17 @@ def kill_trial(cmd: list[str], out: Path, mode: str, delay: float, deadline: flo
         if rc != 0:
             break
     return {
-        "mode": mode,
-        "delay_s": round(delay, 2),
-        "killed_at_s": round(killed_at, 2),
-        "killed": not finished_first,
-        "during_checkpoint_write": caught,
-        "resumes": resumes,
+        "kills": done,
+        "n_killed": sum(k["killed"] for k in done),
+        "during_checkpoint_write": sum(k["during_checkpoint_write"] for k in done),
+        "final_resumes": resumes,
         "resume_rc": rc,
         "complete": (out / ".complete").exists(),
         "error": err if rc not in (0, None) else "",
     }
 
 
-def resume_matrix(tmp: Path, kills: int, seed: int, budget_s: float) -> dict:
+def resume_matrix(tmp: Path, kills: int, chain: int, seed: int, budget_s: float) -> dict:
     w = build_world(tmp / "world")
     rng = random.Random(seed)
     stop_at = time.monotonic() + budget_s
@@ -200,29 +230,47 @@ def resume_matrix(tmp: Path, kills: int, seed: int, budget_s: float) -> dict:
         base = [PY, "-m", "instructrl", *stage_args(stage, w)]
         ref = tmp / f"{stage}-ref"
         t0 = time.monotonic()
-        r = subprocess.run(base + ["--out", str(ref)], env=cli_env(), capture_output=True, text=True, timeout=600)
+        proc = subprocess.Popen(
+            base + ["--out", str(ref)], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        first_ckpt = None  # seconds to the first checkpoint folder: the interpreter start and loading before it
+        while proc.poll() is None:
+            if first_ckpt is None and (ref / "checkpoints").is_dir() and any((ref / "checkpoints").iterdir()):
+                first_ckpt = time.monotonic() - t0
+            time.sleep(0.01)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr.read())
         ref_s = time.monotonic() - t0
+        total_steps = last_step(ref)
+        first_ckpt = first_ckpt or 0.5 * ref_s
         if r.returncode != 0:
-            result[stage] = {"reference_error": r.stderr[-1000:], "tried": 0, "survived": 0, "trials": []}
+            result[stage] = {"reference_error": r.stderr[-1000:], "kills": 0, "kills_survived": 0, "trials": []}
             continue
         trials = []
-        modes = ["tmp"] + ["time"] * max(kills - 1, 0)
-        for i, mode in enumerate(modes):
+        # trial 0: one kill while a checkpoint is written; then trials of `chain` kills each, at seeded random
+        # steps (the fresh run killed once the first step is logged, its resume at the next, later step)
+        plans = [[("tmp", 0.0)]] + [
+            [("step", n) for n in sorted(rng.sample(range(1, total_steps), min(chain, total_steps - 1)))]
+            for _ in range(max(kills - 1, 0))
+        ]
+        for i, plan in enumerate(plans):
             if time.monotonic() > stop_at:
                 break
             out = tmp / f"{stage}-kill{i}"
-            delay = rng.uniform(0.35, 0.95) * ref_s  # past the interpreter start, before the end
-            t = kill_trial(base + ["--out", str(out)], out, mode, delay, time.monotonic() + 2 * ref_s + 60)
+            t = kill_trial(base + ["--out", str(out)], out, plan, time.monotonic() + 4 * ref_s + 120)
             diff = max_abs_diff(ref, out) if t["complete"] else None
             t["max_abs_diff"] = diff
             t["bit_identical"] = diff == 0.0
-            t["survived"] = bool(t["killed"] and t["complete"] and diff is not None and diff <= 1e-5)
+            t["survived"] = bool(t["n_killed"] and t["complete"] and diff is not None and diff <= 1e-5)
             trials.append(t)
             print(f"[resume] {stage} trial {i}: {t}", flush=True)
         result[stage] = {
             "reference_s": round(ref_s, 1),
-            "tried": sum(t["killed"] for t in trials),
-            "survived": sum(t["survived"] for t in trials),
+            "reference_steps": total_steps,
+            "reference_first_checkpoint_s": round(first_ckpt, 1),
+            "trials_tried": sum(bool(t["n_killed"]) for t in trials),
+            "trials_survived": sum(t["survived"] for t in trials),
+            "kills": sum(t["n_killed"] for t in trials),
+            "kills_survived": sum(t["n_killed"] for t in trials if t["survived"]),
             "trials": trials,
         }
     return result
@@ -383,12 +431,21 @@ def markdown(res: dict) -> str:
     if rz:
         for stage, r in rz.items():
             diffs = [t["max_abs_diff"] for t in r["trials"] if t.get("max_abs_diff") is not None]
-            tmp = sum(t["during_checkpoint_write"] for t in r["trials"])
-            rows.append(
-                f"| {stage.upper()} SIGKILL then `--resume` (survived / killed; {tmp} during a checkpoint write; "
-                f"max abs diff {max(diffs) if diffs else 'n/a'}) | {r['tried']} | {r['survived']} |"
+            tmp = sum(  # waited for, or hit by chance (a `.tmp-step-*` folder left by the kill)
+                1 for t in r["trials"] for k in t["kills"] if any(c.startswith(".tmp-") for c in k["checkpoints_left"])
             )
-            notes += [f"- {stage}: {t}" for t in r["trials"] if not t["survived"]]
+            early = sum(
+                1
+                for t in r["trials"]
+                for k in t["kills"]
+                if not any(c.startswith("step-") for c in k["checkpoints_left"])
+            )
+            rows.append(
+                f"| {stage.upper()}: SIGKILLs survived (in {len(r['trials'])} trials, each resumed with `--resume` to the "
+                f"end; {tmp} kills during a checkpoint write, {early} before the first checkpoint; max abs diff of "
+                f"the final weights {max(diffs) if diffs else 'n/a'}) | {r['kills']} | {r['kills_survived']} |"
+            )
+            notes += [f"- {stage}: {t}" for t in r["trials"] if t["n_killed"] and not t["survived"]]
             if "reference_error" in r:
                 notes.append(f"- {stage} reference run failed: {r['reference_error'][-300:]}")
     lb = res.get("label")
@@ -399,11 +456,12 @@ def markdown(res: dict) -> str:
                 continue
             rows.append(
                 f"| labelers on {db}: {r['requests']} submissions ({r['assignments']} assignments x 2 at once), "
-                f"acknowledged vs stored; p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms | {r['acknowledged']} | {r['stored']} |"
+                f"(server on 127.0.0.1, 2 workers, 12 labelers, 24 client threads), acknowledged vs stored, "
+                f"{r['double_acknowledged']} acknowledged twice; p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms | {r['acknowledged']} | {r['stored']} |"
             )
     problems = (
         (w and (w["config_not_handled"] or w["cli_not_handled"]))
-        or (rz and any(r["survived"] < r["tried"] or "reference_error" in r for r in rz.values()))
+        or (rz and any(r["kills_survived"] < r["kills"] or "reference_error" in r for r in rz.values()))
         or (lb and any(not isinstance(r, str) and r["acknowledged"] != r["stored"] for r in lb.values()))
     )
     concl = "No failure found" if not problems else "Failures found (listed below the table)"
@@ -424,7 +482,8 @@ def markdown(res: dict) -> str:
         "traceback (CLI). Survived: killed with SIGKILL, resumed with `--resume` to its completion marker, final "
         "`model.safetensors` within 1e-5 of the uninterrupted run (bit-identical where the diff is 0).",
         "",
-        f"Command: `.venv/bin/python benchmarks/reliability/run.py --kills {res['args']['kills']}` "
+        f"Command: `.venv/bin/python benchmarks/reliability/run.py --kills {res['args']['kills']} "
+        f"--chain {res['args']['chain']}` "
         f"(seed {res['args']['seed']}; PostgreSQL when `INSTRUCTRL_PG_URL` is set, after "
         '`eval "$(bash scripts/services.sh start)"`). Full record: [results.json](results.json).',
         "",
@@ -438,6 +497,7 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=3, help="kills per stage (the first while a checkpoint is written)")
+    ap.add_argument("--chain", type=int, default=2, help="kills per random-step trial (the run, then its resumes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="walk,resume,label")
     ap.add_argument("--resume-budget", type=float, default=420.0, help="seconds for the kill-and-resume part")
@@ -451,7 +511,7 @@ def main() -> None:
             res["walk"] = walk()
             print("[walk]", {k: v for k, v in res["walk"].items() if k != "config_classes"}, flush=True)
         if "resume" in parts:
-            res["resume"] = resume_matrix(tmp, a.kills, a.seed, a.resume_budget)
+            res["resume"] = resume_matrix(tmp, a.kills, a.chain, a.seed, a.resume_budget)
         if "label" in parts:
             (tmp / "label").mkdir()
             res["label"] = labels(tmp / "label")
