@@ -414,7 +414,7 @@ def machine() -> dict:
         "nproc": os.cpu_count(),
         "cpu_flags": flags,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "shared": "the machine was shared with another engineer's jobs during the run",
+        "shared": "the machine was shared with other jobs during the run",
     }
 
 
