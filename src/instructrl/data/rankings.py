@@ -251,6 +251,17 @@ def load_rankings(source: str, split: str = "train", what: str = "comparison dat
 
 
 # ----------------------------------------------------------------------------- splits
+def comparison_counts(train: list[Ranking], held_out: list[Ranking]) -> dict[str, int]:
+    """What a stage trained on comparisons (the reward model, DPO) reports of its data in data_report.json."""
+    return {
+        "train_rankings": len(train),
+        "eval_rankings": len(held_out),
+        "train_pairs": sum(len(r.pairs) for r in train),
+        "eval_pairs": sum(len(r.pairs) for r in held_out),
+        "train_completions": sum(len(r.completions) for r in train),
+    }
+
+
 def split_by_prompt(rankings: list[Ranking], fraction: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
     """Hold out ``fraction`` of the distinct prompts (all their rankings together), deterministically."""
     keys = sorted({r.prompt_key() for r in rankings})

@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict
 
 from instructrl.data.formats import load_texts
-from instructrl.data.rankings import load_rankings, split_by_prompt
+from instructrl.data.rankings import comparison_counts, load_rankings, split_by_prompt
 from instructrl.data.tokenize import pack_texts
 from instructrl.dpo.config import DPOConfig
 from instructrl.dpo.data import encode_for_dpo
@@ -77,11 +77,7 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
             json.dumps(
                 {
                     "load": asdict(load_report),
-                    "train_rankings": len(train_r),
-                    "eval_rankings": len(eval_r),
-                    "train_pairs": sum(len(r.pairs) for r in train_r),
-                    "eval_pairs": sum(len(r.pairs) for r in eval_r),
-                    "train_completions": sum(len(r.completions) for r in train_r),
+                    **comparison_counts(train_r, eval_r),
                     "train_encoding": asdict(enc_report),
                     "eval_encoding": asdict(eval_enc_report),
                     "ptx_windows": len(ptx_windows or []),

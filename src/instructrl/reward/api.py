@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from instructrl.data.rankings import comparison_counts
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import load_tokenizer
 from instructrl.modeling.reward import RewardModel, build_reward_model, write_normalization
@@ -83,11 +84,7 @@ def run_rm(cfg: RMConfig) -> RMResult:
             json.dumps(
                 {
                     "load": asdict(load_report),
-                    "train_rankings": len(train_r),
-                    "eval_rankings": len(eval_r),
-                    "train_pairs": sum(len(r.pairs) for r in train_r),
-                    "eval_pairs": sum(len(r.pairs) for r in eval_r),
-                    "train_completions": sum(len(r.completions) for r in train_r),
+                    **comparison_counts(train_r, eval_r),
                     "heldout_labeler_rankings_left_out_of_training": n_heldout_dropped,
                     "train_encoding": asdict(enc_report),
                     "eval_encoding": asdict(eval_enc_report),
