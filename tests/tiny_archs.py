@@ -16,18 +16,9 @@ def family_config(family: str, vocab_size: int, pad_id: int, eos_id: int):
     common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
     if family == "gpt2":
         return GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, resid_pdrop=0.0, **common)
-    if family == "llama":
-        return LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "qwen2":
-        return Qwen2Config(
+    if family in ("llama", "qwen2"):  # the same shape: grouped-query attention, gated MLP
+        config_cls = LlamaConfig if family == "llama" else Qwen2Config
+        return config_cls(
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,
