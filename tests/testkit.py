@@ -47,3 +47,36 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300):
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def length_reward_model(tokenizer):
+    """A :class:`~instructrl.modeling.reward.RewardModel` whose raw score is the number of real tokens of the
+    row (rendered prompt + response + EOS): it prefers the longest response, so its choices are known."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from instructrl.modeling.reward import RewardModel
+
+    class Length(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device for the scoring loop
+            self.config = SimpleNamespace()  # no context limit
+
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            return SimpleNamespace(logits=attention_mask.float().sum(-1, keepdim=True))  # (B, 1)
+
+    return RewardModel(Length(), tokenizer, {"gain": 1.0, "bias": 0.0, "method": "none"})
+
+
+def save_tiny_reward_model(policy_dir: Path, out: Path, seed: int = 0) -> Path:
+    """An RM-format folder: the tiny policy's backbone under a fresh (random) scalar head, with its tokenizer."""
+    import torch
+
+    from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
+    from instructrl.modeling.reward import build_reward_model
+
+    tok = load_tokenizer(str(policy_dir))
+    torch.manual_seed(seed)
+    return save_pretrained_atomic(build_reward_model(str(policy_dir), tok), tok, out)
