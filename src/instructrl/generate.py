@@ -1,5 +1,9 @@
 """`instructrl generate --model M [--prompt P ...]`: responses from a checkpoint, or an interactive chat.
 
+With ``--best-of N --reward-model RM``: N samples per prompt, and the one the reward model scores highest is
+printed (best-of-n sampling, :mod:`instructrl.modeling.best_of_n`). ``--reward-model`` without
+``--best-of`` > 1 is refused (one sample leaves nothing to choose).
+
 Generation itself is :func:`instructrl.modeling.generation.generate`.
 """
 
@@ -23,6 +27,20 @@ def configure(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy.")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Sample N responses per prompt and print the one --reward-model scores highest (best-of-n: "
+        "Stiennon et al. 2020 §4.3; its KL from the model is at most log N - (N-1)/N nats). Default 1.",
+    )
+    parser.add_argument(
+        "--reward-model",
+        default=None,
+        metavar="RM",
+        help="Reward model folder (an `instructrl rm` output) that picks the best of --best-of N > 1 samples.",
+    )
 
 
 def check_args(args) -> None:
@@ -37,6 +55,12 @@ def check_args(args) -> None:
         bad = not math.isfinite(value) or value < low or (name == "top_p" and not 0 < value <= 1)
         if bad:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: expected {expected}")
+    if args.best_of < 1:
+        raise ConfigError(f"--best-of {args.best_of}: expected a whole number >= 1 (samples per prompt)")
+    if args.best_of > 1 and not args.reward_model:
+        raise ConfigError(f"--best-of {args.best_of} needs --reward-model RM to choose the best of the samples")
+    if args.reward_model and args.best_of == 1:
+        raise ConfigError("--reward-model is used only with --best-of N > 1 (one sample leaves nothing to choose)")
 
 
 def check_policy_folder(path: str) -> None:
@@ -63,10 +87,14 @@ def main(args) -> int:
     from transformers import set_seed
 
     from instructrl.data.template import encode_prompt
-    from instructrl.modeling.generation import generate
     from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+    from instructrl.modeling.reward import load_frozen_reward
 
     set_seed(args.seed)
+    reward_model = None
+    if args.reward_model:  # before the policy loads: a wrong folder fails at once
+        check_finished(args.reward_model, "--reward-model")
+        reward_model = load_frozen_reward(args.reward_model)  # refuses a causal LM (num_labels != 1)
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model, tokenizer, init_from_config=False)
     check_context(args, model)
@@ -78,16 +106,13 @@ def main(args) -> int:
                 f"--prompt #{i + 1} is {n} tokens; with --max-new-tokens {args.max_new_tokens} it exceeds the "
                 f"model's context of {context} tokens: shorten the prompt or lower --max-new-tokens"
             )
+
+    def respond(prompts: list) -> list[str]:
+        return answer(model, tokenizer, prompts, args, reward_model)
+
     if args.prompt:
-        for g in generate(
-            model,
-            tokenizer,
-            args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-        ):
-            print(g.text)
+        for text in respond(args.prompt):
+            print(text)
         return 0
     history: list[dict[str, str]] = []
     print("chat with the model; an empty line ends", file=sys.stderr)
@@ -95,14 +120,31 @@ def main(args) -> int:
         if not line.strip():
             break
         history.append({"role": "user", "content": line.strip()})
-        reply = generate(
-            model,
-            tokenizer,
-            [history],
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-        )[0].text
+        reply = respond([history])[0]
         history.append({"role": "assistant", "content": reply})
         print(reply, flush=True)
     return 0
+
+
+def answer(model, tokenizer, prompts: list, args, reward_model=None) -> list[str]:
+    """One response per prompt: a sample, or with a reward model the best of ``args.best_of`` samples."""
+    from instructrl.modeling.best_of_n import pick_best, sample_n, score
+
+    n = args.best_of if reward_model is not None else 1
+    gens = sample_n(
+        model,
+        tokenizer,
+        prompts,
+        n,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+    )
+    if reward_model is None:
+        return [row[0].text for row in gens]
+    texts = [g.text for row in gens for g in row]
+    scores = score(reward_model, None, [p for p in prompts for _ in range(n)], texts).view(len(prompts), n)  # (P, n)
+    best = pick_best(scores).tolist()
+    for i, b in enumerate(best):
+        print(f"best of {n}: sample {b + 1}, reward {scores[i, b]:.3f} (mean {scores[i].mean():.3f})", file=sys.stderr)
+    return [gens[i][b].text for i, b in enumerate(best)]
