@@ -128,23 +128,13 @@ def main(args) -> int:
 
 def answer(model, tokenizer, prompts: list, args, reward_model=None) -> list[str]:
     """One response per prompt: a sample, or with a reward model the best of ``args.best_of`` samples."""
-    from instructrl.modeling.best_of_n import pick_best, sample_n, score
+    from instructrl.modeling.best_of_n import best_of_n, sample_n
 
-    n = args.best_of if reward_model is not None else 1
-    gens = sample_n(
-        model,
-        tokenizer,
-        prompts,
-        n,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-    )
+    kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     if reward_model is None:
-        return [row[0].text for row in gens]
-    texts = [g.text for row in gens for g in row]
-    scores = score(reward_model, None, [p for p in prompts for _ in range(n)], texts).view(len(prompts), n)  # (P, n)
-    best = pick_best(scores).tolist()
-    for i, b in enumerate(best):
-        print(f"best of {n}: sample {b + 1}, reward {scores[i, b]:.3f} (mean {scores[i].mean():.3f})", file=sys.stderr)
-    return [gens[i][b].text for i, b in enumerate(best)]
+        return [row[0].text for row in sample_n(model, tokenizer, prompts, 1, **kwargs)]
+    result = best_of_n(model, tokenizer, reward_model, prompts, args.best_of, **kwargs)
+    for i, b in enumerate(result.best.tolist()):
+        row = result.scores[i]
+        print(f"best of {args.best_of}: sample {b + 1}, reward {row[b]:.3f} (mean {row.mean():.3f})", file=sys.stderr)
+    return result.texts

@@ -4,6 +4,11 @@ For each policy: the win rate against the baseline (ties 0.5, with a standard er
 miniature world the Likert score and metadata rates, truthfulness, toxicity under three instructions,
 and the benchmark scores (the alignment tax). Results go to ``OUT/results.json``, a readable
 ``OUT/summary.md`` and the responses to ``OUT/responses.jsonl``.
+
+A model spec is ``PATH`` or ``NAME=PATH``, optionally followed by ``+fewshot`` (a base model prompted with
+demonstrations) and then by ``+best-of-N@RM_PATH``: every prompt is answered by the best of N samples as
+scored by the reward model at RM_PATH (best-of-n sampling, :mod:`instructrl.modeling.best_of_n`), e.g.
+``--models "BoN4=runs/sft+best-of-4@runs/rm"``. The benchmarks (alignment tax) score the model itself.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from instructrl.evaluate import world_eval
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import Judge, load_judge
 from instructrl.evaluate.metrics import win_rate
+from instructrl.modeling.best_of_n import best_of_n
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+from instructrl.modeling.reward import load_frozen_reward
 from instructrl.training.validation import check_finished
 
 log = logging.getLogger("instructrl.eval")
@@ -35,19 +42,39 @@ class ModelSpec:
     name: str
     path: str
     few_shot: bool = False
+    best_of: int = 1  # > 1: each answer is the best of this many samples by reward_model
+    reward_model: str | None = None
+
+
+BEST_OF = "+best-of-"
 
 
 def parse_model_spec(spec: str) -> ModelSpec:
-    """``PATH``, ``NAME=PATH``, either with ``+fewshot`` appended."""
+    """``PATH``, ``NAME=PATH``, either with ``+fewshot`` and then ``+best-of-N@RM_PATH`` appended."""
     name, sep, path = spec.partition("=")
     if not sep:
         name, path = "", spec
+    best_of, reward_model = 1, None
+    if BEST_OF in path:
+        path, _, tail = path.rpartition(BEST_OF)
+        n, at, reward_model = tail.partition("@")
+        if not n.isdigit() or int(n) < 1 or not at or not reward_model:
+            raise ConfigError(
+                f"model spec '{spec}': expected PATH{BEST_OF}N@RM_PATH with N a whole number >= 1 and "
+                f"RM_PATH a reward model folder, e.g. 'BoN4=runs/sft{BEST_OF}4@runs/rm'"
+            )
+        best_of = int(n)
+        check_finished(reward_model, f"reward model of '{spec}'")
     few = path.endswith("+fewshot")
     path = path.removesuffix("+fewshot")
     if not name:
-        name = (Path(path.rstrip("/")).name or path) + ("-fewshot" if few else "")
+        name = (
+            (Path(path.rstrip("/")).name or path)
+            + ("-fewshot" if few else "")
+            + (f"-bo{best_of}" if reward_model else "")
+        )
     check_finished(path, f"model '{name}'")
-    return ModelSpec(name, path, few)
+    return ModelSpec(name, path, few, best_of, reward_model)
 
 
 def read_prompt_records(path: str, limit: int | None) -> list[dict]:
@@ -75,10 +102,13 @@ class Policy:
         self.tokenizer = load_tokenizer(spec.path)
         self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
         self.model.eval()
+        self.reward_model = load_frozen_reward(spec.reward_model) if spec.reward_model else None
 
     def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
         if self.spec.few_shot:
             prompts = [few_shot_prompt(p, self.shots) for p in prompts]
+        if self.reward_model is not None:
+            return self.best_of_n(prompts, temperature)
         gens = generate(
             self.model,
             self.tokenizer,
@@ -89,6 +119,21 @@ class Policy:
             progress=self.cfg.progress,
         )
         return [g.text for g in gens]
+
+    def best_of_n(self, prompts: list[Prompt], temperature: float | None) -> list[str]:
+        """The best of ``spec.best_of`` samples per prompt by the spec's reward model (it reads the prompt as the
+        policy did, any few-shot prefix included)."""
+        return best_of_n(
+            self.model,
+            self.tokenizer,
+            self.reward_model,
+            prompts,
+            self.spec.best_of,
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            batch_size=self.cfg.batch_size,
+            progress=self.cfg.progress,
+        ).texts
 
 
 def resolve_inputs(cfg: EvalConfig) -> EvalConfig:
@@ -160,6 +205,8 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         log.info("evaluating %s (%s)", spec.name, spec.path)
         policy = Policy(spec, cfg, shots)
         res: dict = {"path": spec.path, "few_shot": spec.few_shot}
+        if spec.reward_model:
+            res.update(best_of=spec.best_of, reward_model=spec.reward_model)
         resp = policy.answer(texts)
         responses_rows += [{"model": spec.name, "prompt": p, "response": r} for p, r in zip(texts, resp)]
         if baseline_responses is not None:

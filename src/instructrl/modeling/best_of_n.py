@@ -7,6 +7,9 @@ over-optimization curve of best-of-n against the KL bound below). Also the data 
 
     from instructrl.modeling.best_of_n import sample_n, score, pick_best, best_of_n_kl
 
+    result = best_of_n(policy, tokenizer, rm, prompts, 4, max_new_tokens=48)     # the three steps below in one
+    result.texts, result.scores, result.best                                      # P best texts, (P, 4), (P,)
+
     gens = sample_n(policy, tokenizer, prompts, 16, max_new_tokens=48)            # P lists of 16 Generations
     scores = score(rm, None, [p for p in prompts for _ in range(16)],
                    [g.text for row in gens for g in row]).view(len(prompts), 16)  # (P, 16)
@@ -18,6 +21,7 @@ over-optimization curve of best-of-n against the KL bound below). Also the data 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -105,3 +109,49 @@ def best_of_n_kl(n: int) -> float:
     if n < 1:
         raise ValueError(f"best_of_n_kl: n must be >= 1, got {n}")
     return math.log(n) - (n - 1) / n
+
+
+@dataclass
+class BestOfN:
+    """Every sample of a best-of-n draw with its score, and the chosen one per prompt."""
+
+    samples: list[list[Generation]]  # P lists of n
+    scores: torch.Tensor  # (P, n) normalized RM scores
+    best: torch.Tensor  # (P,) index of the chosen sample
+
+    @property
+    def texts(self) -> list[str]:
+        """The chosen response of each prompt."""
+        return [row[b].text for row, b in zip(self.samples, self.best.tolist())]
+
+
+def best_of_n(
+    model,
+    tokenizer,
+    reward_model,
+    prompts: list[Prompt],
+    n: int,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> BestOfN:
+    """:func:`sample_n`, :func:`score` (the reward model reads each prompt as the policy saw it) and
+    :func:`pick_best` over all ``n`` samples."""
+    samples = sample_n(
+        model,
+        tokenizer,
+        prompts,
+        n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    flat_prompts = [p for p in prompts for _ in range(n)]
+    texts = [g.text for row in samples for g in row]
+    scores = score(reward_model, None, flat_prompts, texts, batch_size).view(len(prompts), n)  # (P, n)
+    return BestOfN(samples, scores, pick_best(scores))
