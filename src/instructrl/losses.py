@@ -40,6 +40,7 @@ __all__ = [
     "entropy_from_logits",
     "eos_penalty",
     "gae",
+    "group_advantages",
     "kl_penalty",
     "logprobs_from_logits",
     "masked_mean",
@@ -54,6 +55,7 @@ __all__ = [
     "policy_loss",
     "ptx_loss",
     "ranking_loss",
+    "sequence_advantages",
     "value_loss",
 ]
 
@@ -436,6 +438,41 @@ def gae(
         advantages = torch.stack(advs[::-1], dim=1)  # (B, T)
         returns = torch.where(w, advantages + v, torch.zeros_like(v))  # (B, T)
     return advantages, returns
+
+
+def group_advantages(rewards: torch.Tensor, kind: str, eps: float = 1e-6) -> torch.Tensor:
+    """Critic-free advantages of n responses sampled for each of G prompts, from their sequence rewards.
+
+    rewards: (G, n), row g holding the n responses to prompt g. Returns (G, n), no gradient.
+      ``grpo``: (r_i - mean_g) / (std_g + eps), the group-relative advantage of GRPO (Shao et al. 2024,
+              DeepSeekMath §4.1.2, outcome supervision); std is the population std of the group;
+      ``rloo``: r_i - mean of the other n - 1 rewards of the group, the leave-one-out baseline of RLOO
+              (Kool et al. 2019; Ahmadian et al. 2024 Eq. 4), unbiased because the baseline of a sample
+              does not depend on the sample itself.
+    A group whose rewards are all equal gets advantage 0 everywhere: it carries no learning signal.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"group advantages need (groups, samples) rewards, got shape {tuple(rewards.shape)}")
+    n = rewards.shape[1]
+    if n < 2:
+        raise ValueError("a group baseline needs at least 2 samples per prompt")
+    with torch.no_grad():
+        r = rewards.float()  # (G, n)
+        mean = r.mean(dim=1, keepdim=True)  # (G, 1)
+        if kind == "grpo":
+            std = r.std(dim=1, unbiased=False, keepdim=True)  # (G, 1)
+            return (r - mean) / (std + eps)  # Shao et al. 2024 §4.1.2: normalized by the group's mean and std
+        if kind == "rloo":
+            return (r - mean) * (n / (n - 1))  # = r_i - (sum_j r_j - r_i) / (n - 1), Ahmadian et al. 2024 Eq. 4
+    raise ValueError(f"unknown group advantage {kind!r}; choose 'grpo' or 'rloo'")
+
+
+def sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sequence advantages -> (B, T): the same advantage on every response token of a row (every action
+    of the bandit episode shares the outcome's credit, as in GRPO / RLOO), 0 at padding."""
+    w = _as_weights(mask, advantages.unsqueeze(1).expand(-1, mask.shape[1]))  # (B, T)
+    adv = advantages.unsqueeze(1).expand_as(w)  # (B, T)
+    return torch.where(w != 0, adv, torch.zeros_like(adv))
 
 
 def policy_loss(

@@ -8,6 +8,7 @@ The four models of stage 3 come from :mod:`instructrl.modeling`:
 * **Reward model**: the stage-2 RM, frozen (:func:`~instructrl.modeling.reward.load_frozen_reward`), scoring
   prompt + response + EOS at the last non-PAD token with its normalization ``gain * raw + bias``.
 * **Value model**: initialized from the RM (InstructGPT §3.5; :class:`~instructrl.modeling.value.ValueModel`).
+  Only ``advantage=gae`` has one: the critic-free estimators (grpo, rloo, reinforce) load none.
 
 The RM and the value model read the policy's token ids, so they must share its tokenizer (:func:`check_same_vocab`).
 """
@@ -75,9 +76,12 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         raise InstructRLError("ppo: a reward model is required (--reward-model DIR)")
     if not cfg.prompts:
         raise InstructRLError("ppo: prompt data is required (--prompts FILE)")
-    value_source = cfg.value_model or cfg.reward_model
-    if not value_source:
-        raise InstructRLError("ppo: a value model is required when the reward is a Python module (--value-model DIR)")
+    value_source = (cfg.value_model or cfg.reward_model) if cfg.uses_value_model else None
+    if cfg.uses_value_model and not value_source:
+        raise InstructRLError(
+            "ppo: a value model is required when the reward is a Python module (--value-model DIR), "
+            "or choose a critic-free estimator (--advantage grpo|rloo|reinforce)"
+        )
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "ppo")
     for path, what in ((cfg.policy, "policy"), (cfg.reward_model, "reward model"), (cfg.value_model, "value model")):
         check_finished(path, what)
@@ -100,17 +104,22 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     if reward_model is None:
         reward_model = load_frozen_reward(cfg.reward_model)
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
-    value = ValueModel.from_reward_model(value_source)
-    check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
-    check_context(cfg, policy, reward_model, value, longest_prompt=max(map(len, prompts)))
+    value = None
+    if value_source:
+        value = ValueModel.from_reward_model(value_source)
+        check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
+    scorers = [m for m in (reward_model, value) if m is not None]
+    check_context(cfg, policy, *scorers, longest_prompt=max(map(len, prompts)))
     if acc.is_main_process:
         cfg.save(out)
         (out / "data_report.json").write_text(json.dumps(report, indent=1))
     log.info(
-        "ppo: %d iterations of %d episodes (%d prompts), minibatch %d, %d epoch(s)%s",
+        "ppo: %d iterations of %d episodes (%d prompts, %d response(s) each), advantage %s, minibatch %d, %d epoch(s)%s",
         cfg.num_iterations,
         cfg.batch_size,
         len(prompts),
+        cfg.samples_per_prompt,
+        cfg.advantage,
         cfg.mini_batch_size,
         cfg.ppo_epochs,
         f"; PPO-ptx with gamma={cfg.ptx_coef}, {cfg.ptx_per_episode:g} windows per episode" if ptx_pool else "",

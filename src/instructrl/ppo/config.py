@@ -148,9 +148,31 @@ class PPOConfig(BaseConfig):
         minimum=0,
     )
     kl_estimator: str = help_field(
-        "k1",
-        "Per-token KL estimator: k1 = log pi/pi_ref (InstructGPT Eq. 2) or k3 (Schulman 2020; >= 0, lower variance).",
-        choices=["k1", "k3"],
+        "auto",
+        "Per-token KL estimator: k1 = log pi/pi_ref (InstructGPT Eq. 2) or k3 (Schulman 2020; >= 0, lower "
+        "variance). auto: k1 in the reward, k3 in the loss (kl_in=loss; the gradient of a k1 loss term is 0 in "
+        "expectation).",
+        choices=["auto", "k1", "k3"],
+    )
+    kl_in: str = help_field(
+        "reward",
+        "Where the KL to the reference acts: 'reward' = -beta * KL_t in each token's reward (InstructGPT Eq. 2), "
+        "'loss' = beta * KL added to the policy loss, the reward being the score alone (GRPO, Shao et al. 2024).",
+        choices=["reward", "loss"],
+    )
+    advantage: str = help_field(
+        "gae",
+        "Advantage estimator. gae: a learned value model and GAE (PPO, InstructGPT). Critic-free, no value model "
+        "loaded or trained: grpo = group-normalized score (Shao et al. 2024), rloo = leave-one-out baseline "
+        "(Ahmadian et al. 2024), both with samples_per_prompt >= 2; reinforce = the reward-to-go whitened over the "
+        "batch (REINFORCE++, Hu 2025), any samples_per_prompt.",
+        choices=["gae", "grpo", "rloo", "reinforce"],
+    )
+    samples_per_prompt: int = help_field(
+        1,
+        "Responses sampled per prompt in each rollout (the group of grpo / rloo); batch_size counts responses, so "
+        "an iteration uses batch_size / samples_per_prompt prompts.",
+        minimum=1,
     )
     kl_clamp_min: float | None = help_field(
         None,
@@ -267,12 +289,44 @@ class PPOConfig(BaseConfig):
             raise ConfigError("adaptive_kl needs kl_target > 0 and kl_horizon > 0")
         if not 0 <= self.warmup_start <= 1:
             raise ConfigError(f"warmup_start must be in [0, 1], got {self.warmup_start}")
+        if self.advantage in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ConfigError(
+                f"advantage={self.advantage} needs samples_per_prompt >= 2, got {self.samples_per_prompt}: its "
+                f"baseline is the other responses to the same prompt, so one response alone gets advantage 0"
+            )
+        if self.batch_size % self.samples_per_prompt:
+            raise ConfigError(
+                f"batch_size={self.batch_size} must be a multiple of samples_per_prompt={self.samples_per_prompt} "
+                f"(every prompt's group of responses sits in one batch)"
+            )
+        if self.kl_in == "loss" and self.kl_estimator == "k1":
+            raise ConfigError(
+                "kl_in=loss with kl_estimator=k1: the gradient of a k1 loss term is 0 in expectation, so the KL would "
+                "not be held back; use kl_estimator=k3 (or auto)"
+            )
+        if self.value_model and not self.uses_value_model:
+            raise ConfigError(
+                f"value_model is set but advantage={self.advantage} trains no value model: drop --value-model or "
+                f"use --advantage gae"
+            )
         if self.score_clip is not None and self.score_clip <= 0:
             raise ConfigError(f"score_clip must be > 0 (or None: no clipping), got {self.score_clip}")
 
     @property
     def num_iterations(self) -> int:
         return self.total_episodes // self.batch_size
+
+    @property
+    def uses_value_model(self) -> bool:
+        """Only GAE needs a value model; the critic-free estimators load and train none."""
+        return self.advantage == "gae"
+
+    @property
+    def kl_kind(self) -> str:
+        """The KL estimator in use: ``auto`` is k1 in the reward (InstructGPT Eq. 2) and k3 in the loss."""
+        if self.kl_estimator != "auto":
+            return self.kl_estimator
+        return "k3" if self.kl_in == "loss" else "k1"
 
     @property
     def use_ptx(self) -> bool:

@@ -9,9 +9,12 @@ One PPO iteration, on every process for its share of the batch:
    training forward *is* the rollout forward: the old log-probs and values are its detached outputs
    (the policy has not changed since sampling), which saves one policy and one value pass.
 3. **Rewards and advantages**: per-token -beta*KL_t plus the score at the last token; GAE (gamma = 1);
-   advantages whitened over the process's batch.
+   advantages whitened over the process's batch. Critic-free estimators (``advantage`` = grpo, rloo,
+   reinforce) replace GAE and the value model: ``samples_per_prompt`` responses per prompt, each group on
+   one process, and a group baseline (grpo, rloo) or the whitened reward-to-go (reinforce). With
+   ``kl_in=loss`` the KL leaves the reward and enters the policy loss as beta * KL_t (GRPO).
 4. **Optimization**: ``ppo_epochs`` passes over shuffled minibatches; each minibatch's clipped
-   surrogate + value loss gradient, plus (PPO-ptx) ``ptx_coef`` times the gradient of the LM loss on
+   surrogate + value loss gradient (no value loss without a value model), plus (PPO-ptx) ``ptx_coef`` times the gradient of the LM loss on
    ``ptx_per_episode`` pretraining windows per episode, accumulated into ONE optimizer step
    (InstructGPT App. C.4/E). Gradients are averaged over processes by DDP.
 
@@ -44,12 +47,14 @@ from instructrl.losses import (
     ema_update,
     eos_penalty,
     gae,
+    group_advantages,
     kl_penalty,
     masked_mean,
     masked_whiten,
     per_token_rewards,
     policy_loss,
     ptx_loss,
+    sequence_advantages,
     value_loss,
 )
 from instructrl.modeling.loading import save_pretrained_atomic
@@ -119,6 +124,16 @@ class PPOTrainer:
         for name in ("batch_size", "mini_batch_size"):
             if getattr(cfg, name) % world:
                 raise ConfigError(f"{name}={getattr(cfg, name)} must be divisible by the number of processes ({world})")
+        self.group = cfg.samples_per_prompt
+        if (cfg.batch_size // self.group) % world:
+            raise ConfigError(
+                f"batch_size / samples_per_prompt = {cfg.batch_size // self.group} prompts per iteration must be "
+                f"divisible by the number of processes ({world}): each prompt's group of responses stays on one process"
+            )
+        if (value_model is None) == cfg.uses_value_model:
+            raise ConfigError(
+                f"advantage={cfg.advantage} {'needs' if cfg.uses_value_model else 'takes no'} value model"
+            )
         self.local_batch = cfg.batch_size // world
         self.local_mini = cfg.mini_batch_size // world
         self.n_minibatches = self.local_batch // self.local_mini
@@ -140,9 +155,9 @@ class PPOTrainer:
 
         device = accelerator.device
         for m in (policy, value_model):
-            m.eval()  # dropout off in every model during RL (Huang et al. 2023); no layer needs train mode
+            if m is not None:
+                m.eval()  # dropout off in every model during RL (Huang et al. 2023); no layer needs train mode
         pol_params = [p for p in policy.parameters() if p.requires_grad]
-        val_params = [p for p in value_model.parameters() if p.requires_grad]
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
         # minibatches the optimizer step is launch-bound (same update up to float rounding)
@@ -150,15 +165,21 @@ class PPOTrainer:
         pol_opt = torch.optim.AdamW(
             pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
         )
-        val_opt = torch.optim.AdamW(
-            val_params,
-            lr=cfg.value_learning_rate or cfg.learning_rate,
-            betas=betas,
-            eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
-            **fused,
-        )
-        self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(policy, value_model, pol_opt, val_opt)
+        if value_model is None:  # critic-free: one trained model, one optimizer
+            self.value = self.val_opt = None
+            self.policy, self.pol_opt = accelerator.prepare(policy, pol_opt)
+        else:
+            val_opt = torch.optim.AdamW(
+                [p for p in value_model.parameters() if p.requires_grad],
+                lr=cfg.value_learning_rate or cfg.learning_rate,
+                betas=betas,
+                eps=cfg.adam_eps,
+                weight_decay=cfg.weight_decay,
+                **fused,
+            )
+            self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(
+                policy, value_model, pol_opt, val_opt
+            )
         self.ref = ref_model.to(device) if ref_model is not None else None
         self.rm = reward_model.to(device)
         self.ema = None
@@ -198,9 +219,11 @@ class PPOTrainer:
         return np.concatenate(out)
 
     def prompt_indices(self, iteration: int) -> np.ndarray:
-        """This process's prompts for ``iteration`` (its share of the global batch)."""
-        idx = self._permuted(len(self.prompts), iteration * self.cfg.batch_size, self.cfg.batch_size, salt=0)
-        return idx[self.acc.process_index :: self.acc.num_processes]
+        """This process's prompts for ``iteration`` (its share of the global batch), each repeated
+        ``samples_per_prompt`` times in a row: the rows of one group are adjacent and on one process."""
+        per_iteration = self.cfg.batch_size // self.group
+        idx = self._permuted(len(self.prompts), iteration * per_iteration, per_iteration, salt=0)
+        return np.repeat(idx[self.acc.process_index :: self.acc.num_processes], self.group)
 
     def ptx_examples(self) -> list[dict]:
         """This process's pretraining windows for one minibatch (ptx_per_episode per episode)."""
@@ -257,26 +280,40 @@ class PPOTrainer:
                     lp, ent = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature, with_entropy=True)
                     out["old_logprobs"].append(lp)
                     out["entropy"].append(ent)
-                    out["old_values"].append(value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
-        return {k: torch.cat(v) for k, v in out.items()}
+                    if self.value is not None:
+                        out["old_values"].append(value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
+        return {k: torch.cat(v) for k, v in out.items() if v}
 
     def advantages(self, ep: Episodes, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-token rewards, GAE advantages (whitened) and returns (InstructGPT Eq. 2; App. C.4)."""
+        """Per-token rewards and advantages: GAE over the value model's estimates, whitened, with its returns
+        (InstructGPT Eq. 2; App. C.4), or a critic-free estimator (``cfg.advantage``)."""
         cfg, mask = self.cfg, ep.response_mask
-        kl = kl_penalty(
-            scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_estimator, cfg.kl_clamp_min, mask
-        )  # (B, R)
+        kl = kl_penalty(scored["old_logprobs"], scored["ref_logprobs"], cfg.kl_kind, cfg.kl_clamp_min, mask)  # (B, R)
         scores = scored["scores"]  # (B,)
         if cfg.score_clip is not None:  # the RM score only: the EOS penalty below is the user's own number
             scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
         if cfg.missing_eos_penalty is not None:
             scores = eos_penalty(scores, ep.has_eos, cfg.missing_eos_penalty)  # Huang et al. 2023 policy detail 5
-        rewards = per_token_rewards(scores, kl, self.kl_ctl.beta, mask)  # (B, R) -beta*KL_t, + score at the last token
+        beta = self.kl_ctl.beta if cfg.kl_in == "reward" else 0.0  # kl_in=loss: the KL is a loss term instead
+        rewards = per_token_rewards(scores, kl, beta, mask)  # (B, R) -beta*KL_t, + score at the last token
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
-        adv, returns = gae(rewards, scored["old_values"], mask, gamma=cfg.gamma, lam=cfg.lam)  # (B, R)
-        adv = masked_whiten(adv, mask)  # Huang et al. 2023 policy detail 9
-        return {"kl": kl, "final_scores": scores, "rewards": rewards, "advantages": adv, "returns": returns}
+        out = {"kl": kl, "final_scores": scores, "rewards": rewards}
+        if cfg.advantage == "gae":
+            adv, returns = gae(rewards, scored["old_values"], mask, gamma=cfg.gamma, lam=cfg.lam)  # (B, R)
+            out["returns"] = returns
+            adv = masked_whiten(adv, mask)  # Huang et al. 2023 policy detail 9
+        elif cfg.advantage == "reinforce":
+            # REINFORCE++ (Hu 2025): the reward-to-go of each token (GAE with V = 0 and lambda = 1), whitened
+            # over the batch in place of a learned baseline
+            togo, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma=cfg.gamma, lam=1.0)  # (B, R)
+            adv = masked_whiten(togo, mask)
+        else:  # grpo / rloo: the sequence's total reward against the other responses to its prompt
+            seq = rewards.sum(dim=-1).view(-1, self.group)  # (G, n) score - beta * sum_t KL_t
+            adv = sequence_advantages(group_advantages(seq, cfg.advantage).view(-1), mask)  # (B, R)
+            out["group_std"] = seq.std(dim=1, unbiased=False)  # (G,)
+        out["advantages"] = adv
+        return out
 
     # ------------------------------------------------------------------ optimization
     def ptx_backward(self, examples: list[dict]) -> torch.Tensor:
@@ -316,21 +353,27 @@ class PPOTrainer:
                 attn = torch.cat([mb["prompt_mask"].long(), mask.long()], dim=1)
                 with self.autocast():
                     logprobs, _ = policy_forward(self.policy, ids, attn, R, cfg.temperature)
-                    values = value_forward(self.value, ids, attn, R)
+                    values = value_forward(self.value, ids, attn, R) if self.value is not None else None
             else:
                 logprobs, values = graph
             pg, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, cfg.cliprange)
-            vf, vf_stats = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.cliprange_value)
-            self.acc.backward(pg + cfg.vf_coef * vf)  # separate models: pg reaches the policy, vf the value model
-        stats = {
-            "policy_loss": pg.detach(),
-            "value_loss": vf.detach(),
-            "policy_clipfrac": pg_stats["clipfrac"],
-            "value_clipfrac": vf_stats["clipfrac"],
-            "approx_kl": pg_stats["approx_kl"],
-            "ratio_mean": pg_stats["ratio_mean"],
-            "value_mse": vf_stats["mse"],
-        }
+            loss = pg
+            stats = {
+                "policy_loss": pg.detach(),
+                "policy_clipfrac": pg_stats["clipfrac"],
+                "approx_kl": pg_stats["approx_kl"],
+                "ratio_mean": pg_stats["ratio_mean"],
+            }
+            if cfg.kl_in == "loss":  # GRPO (Shao et al. 2024 Eq. 3): + beta * KL(pi || pi_ref) per token, k3
+                kl_t = kl_penalty(logprobs, mb["ref_logprobs"], cfg.kl_kind, cfg.kl_clamp_min, mask)  # (B, R)
+                kl_term = masked_mean(kl_t, mask)
+                loss = loss + self.kl_ctl.beta * kl_term
+                stats["kl_loss"] = kl_term.detach()
+            if values is not None:
+                vf, vf_stats = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.cliprange_value)
+                loss = loss + cfg.vf_coef * vf  # separate models: pg reaches the policy, vf the value model
+                stats.update(value_loss=vf.detach(), value_clipfrac=vf_stats["clipfrac"], value_mse=vf_stats["mse"])
+            self.acc.backward(loss)
         if ptx_examples:
             # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
             # ppo/policy_grad_norm (the sum) it shows which of the two drives the update
@@ -343,16 +386,15 @@ class PPOTrainer:
         """Clip, step both optimizers (the shared guarded step), update the EMA. Returns the gradient norms
         (equal on every rank)."""
         set_lr(self.pol_opt, lr)
-        set_lr(self.val_opt, value_lr)
-        norms = clip_and_step(
-            self.acc,
-            [("policy", self.policy, self.pol_opt), ("value", self.value, self.val_opt)],
-            self.cfg.max_grad_norm,
-            self._fail,
-        )
+        if self.val_opt is not None:
+            set_lr(self.val_opt, value_lr)
+        models = [("policy", self.policy, self.pol_opt)]
+        if self.value is not None:
+            models.append(("value", self.value, self.val_opt))
+        norms = clip_and_step(self.acc, models, self.cfg.max_grad_norm, self._fail)
         if self.ema is not None:
             ema_update(self.ema, self.raw_policy, self.cfg.ema_decay)  # InstructGPT App. C.4: EMA 0.992
-        return norms[0], norms[1]
+        return norms[0], norms[1] if len(norms) > 1 else 0.0
 
     def _fail(self, what: str) -> NoReturn:
         raise self.ckpts.diverged(
@@ -376,9 +418,12 @@ class PPOTrainer:
                 logprobs, entropy = policy_forward(
                     self.policy, ep.input_ids, ep.attention_mask, R, self.cfg.temperature, with_entropy=True
                 )
-                values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
+                values = None
+                if self.value is not None:
+                    values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
+                    scored["old_values"] = values.detach()
             graph = (logprobs, values)
-            scored.update(old_logprobs=logprobs.detach(), old_values=values.detach(), entropy=entropy)
+            scored.update(old_logprobs=logprobs.detach(), entropy=entropy)
         return ep, scored, self.advantages(ep, scored), graph
 
     @staticmethod
@@ -386,16 +431,18 @@ class PPOTrainer:
         ep: Episodes, scored: dict[str, torch.Tensor], adv: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """The per-episode tensors a minibatch is cut from (rows = episodes)."""
-        return {
+        tensors = {
             "prompt_ids": ep.prompt_ids,
             "prompt_mask": ep.prompt_mask,
             "responses": ep.responses,
             "response_mask": ep.response_mask,
             "old_logprobs": scored["old_logprobs"],
-            "old_values": scored["old_values"],
+            "ref_logprobs": scored["ref_logprobs"],
             "advantages": adv["advantages"],
-            "returns": adv["returns"],
         }
+        if "old_values" in scored:
+            tensors.update(old_values=scored["old_values"], returns=adv["returns"])
+        return tensors
 
     def iteration(self, it: int) -> tuple[dict[str, float], Episodes, dict[str, torch.Tensor]]:
         cfg, t0 = self.cfg, time.perf_counter()
@@ -459,10 +506,14 @@ class PPOTrainer:
             "entropy": masked_mean(scored["entropy"], mask),
             "response_length": mask.float().sum(-1).mean(),
             "eos_rate": ep.has_eos.float().mean(),
-            "value_mean": masked_mean(scored["old_values"], mask),
-            "return_mean": masked_mean(adv["returns"], mask),
             **{name: v / steps for name, v in sums.items()},
         }
+        if "old_values" in scored:
+            local.update(
+                value_mean=masked_mean(scored["old_values"], mask), return_mean=masked_mean(adv["returns"], mask)
+            )
+        if "group_std" in adv:  # how much the responses to one prompt differ; a group with none teaches nothing
+            local.update(group_score_std=adv["group_std"].mean(), flat_groups=(adv["group_std"] < 1e-6).float().mean())
         names = list(local)
         reduced = self.acc.reduce(
             torch.stack([torch.as_tensor(local[n], dtype=torch.float32, device=self.acc.device) for n in names]),
@@ -477,7 +528,7 @@ class PPOTrainer:
                 "ppo/beta": beta_used,
                 "ppo/lr": lr,
                 "ppo/policy_grad_norm": gnorm[0],
-                "ppo/value_grad_norm": gnorm[1],
+                **({"ppo/value_grad_norm": gnorm[1]} if self.value is not None else {}),
                 "ppo/optimizer_steps": steps,
                 "ppo/episodes_per_s": cfg.batch_size / (t_end - t0),
                 "time/generate_s": t_gen - t0,
@@ -543,12 +594,13 @@ class PPOTrainer:
             save_pretrained_atomic(final, self.tokenizer, self.out)
             if self.ema is not None:
                 save_pretrained_atomic(self.raw_policy, self.tokenizer, self.out / "last_policy")
-            if self.cfg.save_value_model:
+            if self.cfg.save_value_model and self.value is not None:
                 vm = self.acc.unwrap_model(self.value)
                 vm.save_pretrained(self.out / "value_model")
                 self.tokenizer.save_pretrained(self.out / "value_model")
+        value_check = param_checksum(self.acc.unwrap_model(self.value)) if self.value is not None else 0.0
         checks = torch.tensor(
-            [[param_checksum(self.raw_policy), param_checksum(self.acc.unwrap_model(self.value))]],
+            [[param_checksum(self.raw_policy), value_check]],
             dtype=torch.float64,
             device=self.acc.device,
         )
