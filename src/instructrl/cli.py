@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("instructrl.dpo.cli", "DPO: the policy trained directly on comparisons (Rafailov et al. 2023)."),
     "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
+    "plan": ("instructrl.plan.cli", "Per-GPU memory of a stage by part; the cheapest setting that fits."),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
     "world": (
         "instructrl.experiments.world_cli",

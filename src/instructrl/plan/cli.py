@@ -1,0 +1,141 @@
+"""`instructrl plan --model M --stage ppo --gpus 8 --gpu-memory 80`: per-GPU memory by part, whether it fits,
+and the cheapest setting that does."""
+
+from __future__ import annotations
+
+import json
+
+from instructrl.config import add_config_arguments, resolve_config
+from instructrl.plan.arch import Arch, load_arch
+from instructrl.plan.config import PlanConfig
+from instructrl.plan.estimate import GIB, PART_NAMES, PARTS, Estimate, estimate, ppo_episodes_per_second
+from instructrl.plan.search import Suggestion, cheapest_fit, flags
+
+# the accelerate launch flags of each engine (accelerate launch --help)
+LAUNCH_FLAGS = {
+    "ddp": "--multi_gpu",
+    "zero2": "--use_deepspeed --zero_stage 2",
+    "fsdp2": "--use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP",
+    "zero3": "--use_deepspeed --zero_stage 3",
+    "zero3-offload": "--use_deepspeed --zero_stage 3 --offload_optimizer_device cpu",
+}
+
+
+def configure(parser) -> None:
+    add_config_arguments(parser, PlanConfig)
+    parser.epilog = (
+        "Reads config.json only (no weights). Example: instructrl plan --model meta-llama/Llama-2-7b-hf "
+        "--stage ppo --gpus 8 --gpu-memory 80"
+    )
+
+
+def main(args) -> int:
+    cfg = resolve_config(PlanConfig, args)
+    policy = load_arch(cfg.model)
+    reward = load_arch(cfg.reward_config) if cfg.reward_config else policy
+    value = load_arch(cfg.value_config) if cfg.value_config else reward
+    plan = make_plan(cfg, policy, reward, value)
+    print(json.dumps(plan, indent=2) if cfg.json else render(plan))
+    return 0
+
+
+def launch_command(cfg: PlanConfig) -> str:
+    """An ``accelerate launch`` line for node 0 of the setting (each node runs it with its own rank)."""
+    machines = f" --num_machines {cfg.nodes} --machine_rank 0 --main_process_ip NODE0 --main_process_port 29500"
+    mp = "no" if cfg.mixed_precision == "no" else cfg.mixed_precision
+    return (
+        f"accelerate launch {LAUNCH_FLAGS[cfg.engine]} --num_processes {cfg.world}"
+        + (machines if cfg.nodes > 1 else "")
+        + f" --mixed_precision {mp} -m instructrl {cfg.stage} ..."
+    )
+
+
+def _summary(cfg: PlanConfig, est: Estimate) -> dict:
+    total = est.total
+    limit = cfg.gpu_memory * GIB
+    out = {
+        "setting": {k: v for k, v in vars(cfg).items() if k not in ("json", "search")},
+        "parts_gib": {k: round(est.parts[k] / GIB, 3) for k in PARTS},
+        "notes": est.notes,
+        "total_gib": round(total / GIB, 3),
+        "gpu_memory_gib": cfg.gpu_memory,
+        "fits": total <= limit,
+        "headroom_gib": round((limit - total) / GIB, 3),
+        "cpu_gib_per_node": round(est.cpu_bytes * cfg.gpus / GIB, 3),
+        "detail_gib": {k: round(v / GIB, 3) for k, v in est.detail.items()},
+        "launch": launch_command(cfg),
+    }
+    if cfg.stage == "ppo":
+        out["episodes_per_second"] = round(ppo_episodes_per_second(cfg, est), 4)
+    return out
+
+
+def make_plan(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> dict:
+    est = estimate(cfg, policy, reward, value)
+    plan = {
+        "model": {
+            "source": cfg.model,
+            "model_type": policy.model_type,
+            "params": policy.lm_params,
+            "layers": policy.num_layers,
+            "hidden": policy.hidden_size,
+            "heads": policy.num_heads,
+            "kv_heads": policy.num_kv_heads,
+            "vocab": policy.vocab_size,
+        },
+        "params_by_role": est.sizes,
+        **_summary(cfg, est),
+    }
+    if cfg.search:
+        found, smallest = cheapest_fit(cfg, policy, reward, value)
+        plan["suggestion"] = _suggestion(found) if found else None
+        if not found:
+            plan["smallest"] = _suggestion(smallest)
+    return plan
+
+
+def _suggestion(s: Suggestion) -> dict:
+    return {"step": s.steps[0], "command": flags(s.cfg), **_summary(s.cfg, s.estimate)}
+
+
+def render(plan: dict) -> str:
+    """The plan as a table for a terminal."""
+    m, s = plan["model"], plan["setting"]
+    lines = [
+        f"{s['stage']} of {m['model_type']} ({m['params'] / 1e9:.2f}B parameters, {m['layers']} layers) on "
+        f"{s['nodes']} x {s['gpus']} GPUs of {s['gpu_memory']:g} GiB, engine {s['engine']}",
+        "",
+        f"{'part':<28}{'GiB/GPU':>9}  note",
+    ]
+    for k in PARTS:
+        lines.append(f"{PART_NAMES[k]:<28}{plan['parts_gib'][k]:>9.2f}  {plan['notes'].get(k, '')}".rstrip())
+    lines.append(f"{'total (peak)':<28}{plan['total_gib']:>9.2f}  activations and rollout are never held at once")
+    lines.append("")
+    lines.append(_verdict(plan))
+    if plan.get("cpu_gib_per_node"):
+        lines.append(f"CPU memory per node: {plan['cpu_gib_per_node']:.1f} GiB")
+    if "episodes_per_second" in plan:
+        lines.append(f"expected: {plan['episodes_per_second']:.2f} episodes/s (assumptions: --mfu, --decode-mfu)")
+    if "suggestion" in plan:
+        lines.append("")
+        sug = plan["suggestion"]
+        if sug:
+            lines.append(f"cheapest setting that fits ({sug['step']}): {_verdict(sug)}")
+            lines.append(f"  {sug['command']}")
+            lines.append(f"  launch: {sug['launch']}")
+            if "episodes_per_second" in sug:
+                lines.append(f"  expected: {sug['episodes_per_second']:.2f} episodes/s")
+        else:
+            small = plan["smallest"]
+            lines.append(
+                f"no setting fits on {s['gpu_memory']:g} GiB GPUs: the smallest found needs {small['total_gib']:.1f} "
+                f"GiB per GPU ({small['step']}); add GPUs or nodes, or plan a smaller model"
+            )
+            lines.append(f"  {small['command']}")
+    return "\n".join(lines)
+
+
+def _verdict(p: dict) -> str:
+    if p["fits"]:
+        return f"fits: {p['total_gib']:.1f} of {p['gpu_memory_gib']:g} GiB, headroom {p['headroom_gib']:.1f} GiB"
+    return f"does not fit: needs {p['total_gib']:.1f} GiB per GPU, {-p['headroom_gib']:.1f} GiB over {p['gpu_memory_gib']:g}"

@@ -1,0 +1,131 @@
+"""What a plan is asked about: the model, the stage, the machines and the levers that trade memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from instructrl.config import BaseConfig, help_field
+from instructrl.errors import ConfigError
+
+STAGES = ["sft", "rm", "ppo", "dpo"]
+# in the order the search tries them (cheapest first); zero3 keeps what fsdp2 keeps, per GPU
+ENGINES = ["ddp", "zero2", "fsdp2", "zero3", "zero3-offload"]
+DTYPES = ["fp32", "bf16", "fp16"]
+
+
+@dataclass
+class PlanConfig:
+    """A memory plan. Defaults: InstructGPT's PPO-ptx recipe (App. C.4) on one node of 8 x 80 GB GPUs,
+    weights trained as instructrl loads them (fp32 master weights, bf16 autocast)."""
+
+    model: str | None = help_field(
+        None, "The policy: a checkpoint folder, its config.json, or a Hub id (only config.json is fetched)."
+    )
+    stage: str = help_field("ppo", "Stage to plan: sft, rm, ppo (PPO-ptx) or dpo.", choices=STAGES)
+    reward_config: str | None = help_field(
+        None,
+        "Config of the reward model (rm stage: the model trained; ppo: the frozen RM and, by default, the value "
+        "model it initializes). Default: the policy's config (InstructGPT used a 6B RM for every policy size).",
+    )
+    value_config: str | None = help_field(None, "Config of the value model (default: the reward model's).")
+    engine: str = help_field(
+        "ddp",
+        "ddp (all replicated), zero2 (gradients + optimizer sharded), fsdp2 / zero3 (weights too), "
+        "zero3-offload (zero3 with the optimizer states in CPU memory).",
+        choices=ENGINES,
+    )
+    gpus: int = help_field(8, "GPUs per node.", minimum=1)
+    nodes: int = help_field(1, "Nodes; sharding spans all nodes' GPUs.", minimum=1)
+    gpu_memory: float = help_field(80.0, "Memory of one GPU, GiB.", minimum=0, exclusive_minimum=True)
+    overhead: float = help_field(
+        2.0,
+        "Fixed GiB per GPU outside the tensors: CUDA context and kernels (~1), NCCL buffers and the "
+        "cuBLAS workspace (~0.5), allocator slack (~0.5).",
+        minimum=0,
+    )
+    weight_dtype: str = help_field(
+        "fp32",
+        "Storage dtype of trained weights (instructrl loads them in fp32 and autocasts). bf16/fp16 weights "
+        "add an fp32 master copy to the optimizer states.",
+        choices=DTYPES,
+    )
+    mixed_precision: str = help_field(
+        "bf16",
+        "Compute dtype (autocast): bf16/fp16 halve activations and the KV cache; 'no' keeps fp32.",
+        choices=["no", "bf16", "fp16"],
+    )
+    gradient_checkpointing: bool = help_field(
+        False, "Keep only each layer's input and recompute the rest in the backward (about 1/3 more compute)."
+    )
+    lora_r: int = help_field(0, "LoRA rank for every trained model (0 = full fine-tuning).", minimum=0)
+    lora_targets: list[str] = help_field(
+        [], "Linear modules LoRA adapts (comma separated): empty = peft's default, or all-linear."
+    )
+    value_shares_base: bool = help_field(
+        False,
+        "PPO with LoRA: the value model is the policy's frozen base with its own adapter and a scalar head "
+        "(no base of its own).",
+    )
+    quantize_base: str = help_field(
+        "none", "With LoRA: the frozen base's layer weights in 8 or 4 bits (QLoRA).", choices=["none", "8bit", "4bit"]
+    )
+    frozen_dtype: str = help_field(
+        "weights",
+        "Dtype of the frozen reference and reward models; 'weights': weight_dtype.",
+        choices=["weights", *DTYPES],
+    )
+    frozen_placement: str = help_field(
+        "auto",
+        "Frozen models replicated on every GPU, sharded like the trained ones, or in CPU memory (moved in "
+        "layer by layer); auto: sharded under fsdp2/zero3, replicated otherwise.",
+        choices=["auto", "replicated", "sharded", "cpu"],
+    )
+    micro_batch_size: int | None = help_field(
+        None,
+        "Sequences per forward/backward on one GPU (DPO: a pair counts 2). Default: 8; PPO: its minibatch "
+        "share, mini_batch_size / GPUs (one forward per minibatch).",
+        minimum=1,
+    )
+    prompt_length: int = help_field(256, "Prompt tokens (PPO max_prompt_length).", minimum=1)
+    response_length: int = help_field(128, "Response tokens; sequences are prompt + response long.", minimum=1)
+    batch_size: int = help_field(512, "PPO episodes per iteration, all GPUs (InstructGPT App. C.4: 512).", minimum=1)
+    mini_batch_size: int = help_field(64, "PPO episodes per optimizer step, all GPUs (App. C.4: 64).", minimum=1)
+    rollout_batch_size: int | None = help_field(
+        None,
+        "PPO episodes generated and scored at once on one GPU: sets the KV cache (default: the GPU's whole "
+        "share of batch_size, as instructrl ppo does).",
+        minimum=1,
+    )
+    ptx_micro_batch_size: int = help_field(32, "PPO-ptx pretraining windows per forward (0: plain PPO).", minimum=0)
+    ptx_length: int = help_field(256, "Tokens of a pretraining window.", minimum=1)
+    ptx_per_episode: float = help_field(8.0, "Pretraining windows per episode (App. C.4: 8); sets the time.", minimum=0)
+    gpu_tflops: float = help_field(
+        989.0, "Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989), for the episodes/s estimate.", minimum=0
+    )
+    mfu: float = help_field(
+        0.35, "Assumed model FLOPs utilization of training forward/backward passes.", minimum=0, maximum=1
+    )
+    decode_mfu: float = help_field(
+        0.05, "Assumed FLOPs utilization while sampling (token by token: memory-bound).", minimum=0, maximum=1
+    )
+    search: bool = help_field(True, "Also search the cheapest setting that fits.")
+    json: bool = help_field(False, "Print the plan as JSON.")
+
+    # the shared config machinery (flags, --set, --config, range checks) without the training-run fields
+    field_names = classmethod(BaseConfig.field_names.__func__)
+    from_dict = classmethod(BaseConfig.from_dict.__func__)
+
+    @property
+    def world(self) -> int:
+        return self.gpus * self.nodes
+
+    def validate(self) -> None:
+        BaseConfig.validate(self)  # choices and ranges; gpus < 1, memory <= 0 are refused here
+        if not self.model:
+            raise ConfigError("--model is required: a checkpoint folder, a config.json or a Hub id")
+        if self.quantize_base != "none" and self.lora_r == 0:
+            raise ConfigError(
+                f"quantize_base={self.quantize_base} needs LoRA (--lora-r > 0): a quantized base trains no weights"
+            )
+        if self.value_shares_base and (self.stage != "ppo" or self.lora_r == 0):
+            raise ConfigError("value_shares_base is for PPO with LoRA (--stage ppo --lora-r > 0)")

@@ -1,0 +1,341 @@
+"""Bytes per GPU, part by part, of one stage on one engine with one set of levers.
+
+The parts and how each is counted (B: micro-batch, T: tokens, h: hidden, I: MLP width, L: layers, V: vocab):
+
+* weights: trained models in ``weight_dtype``; a LoRA model's frozen base in 16 bits (or 8 / 4 bits) plus
+  fp32 adapters. FSDP / ZeRO-3 divide by the GPUs and gather two units (a layer or the embedding) at a time.
+* gradients: one per trained parameter, in the weights' dtype (fp32 adapters); ZeRO-2 and up divide by the
+  GPUs; DDP keeps a second copy in its all-reduce buckets.
+* optimizer: AdamW's two fp32 moments, plus an fp32 master copy when weights are 16-bit (Rajbhandari et al.
+  2020 §3.1: 16 bytes per parameter in all with mixed precision); ZeRO-2 and up divide; offload moves it to CPU.
+* activations: kept for the backward (:func:`layer_activation_bytes`), plus the LM head's logits.
+* rollout (PPO): the KV cache of a rollout chunk, or the scoring pass's logits, whichever is larger.
+* frozen models: PPO's reference and reward model, DPO's reference; none for a LoRA reference (adapters off).
+* overhead: a fixed allowance (``--overhead``).
+
+Activations and the rollout are never held at once (sampling, then training): the total counts the larger.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from instructrl.plan.arch import Arch
+from instructrl.plan.config import PlanConfig
+
+GIB = 2**30
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# bytes per quantized weight: LLM.int8 one byte (Dettmers et al. 2022); NF4 half a byte plus the
+# double-quantized block constants, 0.127 bits per parameter (Dettmers et al. 2023, QLoRA §3)
+QUANT_BYTES = {"8bit": 1.0, "4bit": 0.5 + 0.127 / 8}
+SHARDS_WEIGHTS = ("fsdp2", "zero3", "zero3-offload")
+SHARDS_STATES = ("zero2", *SHARDS_WEIGHTS)  # gradients and optimizer states
+PARTS = ("weights", "gradients", "optimizer", "activations", "rollout", "frozen", "overhead")
+PART_NAMES = {
+    "weights": "weights (trained models)",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "activations": "activations",
+    "rollout": "rollout KV cache / scoring",
+    "frozen": "frozen models",
+    "overhead": "CUDA / framework overhead",
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model of a stage: its shapes, and whether it keeps the LM head (policy, reference) or a
+    scalar head (reward, value: ``AutoModelForSequenceClassification``)."""
+
+    role: str
+    arch: Arch
+    lm: bool
+
+    @property
+    def params(self) -> int:
+        a = self.arch
+        return a.lm_params if self.lm else a.backbone_params + a.scalar_head_params
+
+    @property
+    def head_params(self) -> int:
+        """Parameters trained in full even with LoRA: the scalar head of a reward / value model."""
+        return 0 if self.lm else self.arch.scalar_head_params
+
+
+@dataclass
+class Estimate:
+    """Bytes per GPU by part, the models behind them, and the CPU memory an offload needs per GPU."""
+
+    parts: dict[str, float]
+    notes: dict[str, str]
+    params: dict[str, int]  # role -> parameters the optimizer updates (frozen roles: the model's parameters)
+    sizes: dict[str, int]  # role -> parameters a forward goes through (a LoRA reference: the policy's)
+    cpu_bytes: float = 0.0
+    detail: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        """Peak bytes per GPU: activations and the rollout are not held at once."""
+        p = self.parts
+        return sum(v for k, v in p.items() if k not in ("activations", "rollout")) + max(p["activations"], p["rollout"])
+
+
+# ---------------------------------------------------------------------------- activations
+def layer_activation_bytes(
+    arch: Arch, b: int, s: int, act_bytes: float, stream_bytes: float, *, dropout: bool, flash: bool = True
+) -> float:
+    """Bytes one decoder layer keeps for its backward, for ``b`` sequences of ``s`` tokens.
+
+    Korthikanti et al. 2022 ("Reducing activation recomputation", §4.1) count 34·sbh + 5·a·s²·b bytes for a
+    GPT layer in 16 bits; written out per tensor here so that it holds for grouped-query attention, a gated
+    MLP and fp32 residual streams (autocast over fp32 weights), and reduces to theirs for a GPT layer.
+    """
+    h, kv, hd, nh, inter = arch.hidden_size, arch.num_kv_heads, arch.head_dim, arch.num_heads, arch.intermediate_size
+    tokens = b * s
+    total = 2 * tokens * h * stream_bytes  # the two norms' inputs (the residual stream)
+    total += tokens * h * act_bytes  # the q/k/v projections' input
+    total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
+    total += tokens * nh * hd * act_bytes  # attention output = the output projection's input
+    if flash:  # SDPA / FlashAttention keep one fp32 log-sum-exp per row instead of the s x s scores
+        total += tokens * nh * 4
+    else:  # Korthikanti §4.1: softmax output (2 bytes) + dropout mask (1) + dropout output (2) = 5·a·s²·b
+        total += 5 * b * nh * s * s * act_bytes / 2
+    total += tokens * h * act_bytes  # the MLP's input
+    # gated (SwiGLU): gate and up outputs, act(gate), act(gate)*up = the down projection's input; else fc
+    # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h)
+    total += (4 if arch.gated_mlp else 2) * tokens * inter * act_bytes
+    if dropout:  # one-byte masks of the attention and MLP residual dropouts (Korthikanti: sbh each)
+        total += 2 * tokens * h
+    return total
+
+
+def logits_bytes(arch: Arch, b: int, positions: int, act_bytes: float) -> float:
+    """The LM head's (b, positions, V) output in the compute dtype, the fp32 log-softmax the loss keeps, and
+    its fp32 gradient in the backward."""
+    return b * positions * arch.vocab_size * (act_bytes + 4 + 4)
+
+
+def activation_bytes(
+    model: Model,
+    b: int,
+    s: int,
+    act_bytes: float,
+    stream_bytes: float,
+    *,
+    checkpointing: bool,
+    dropout: bool,
+    logit_positions: int | None = None,
+) -> float:
+    """A model's activations for one forward/backward of ``b`` sequences of ``s`` tokens. Without
+    checkpointing every layer keeps its tensors; with it (Korthikanti §5: 2·sbh·L in 16 bits) each layer
+    keeps its input and one layer at a time is recomputed in full. A LoRA model is counted like a full
+    one (frozen linears keep less: an upper bound)."""
+    arch = model.arch
+    layer = layer_activation_bytes(arch, b, s, act_bytes, stream_bytes, dropout=dropout)
+    if checkpointing:
+        stored = arch.num_layers * b * s * arch.hidden_size * stream_bytes + layer
+    else:
+        stored = arch.num_layers * layer
+    stored += b * s * arch.hidden_size * (stream_bytes + act_bytes)  # final norm input, head input
+    if model.lm:
+        stored += logits_bytes(arch, b, s if logit_positions is None else logit_positions, act_bytes)
+    return stored
+
+
+def kv_cache_bytes(arch: Arch, b: int, tokens: int, act_bytes: float) -> float:
+    """K and V of every layer for ``b`` sequences of ``tokens``: 2 · L · kv_heads · head_dim · tokens · b."""
+    return 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * tokens * b * act_bytes
+
+
+# ---------------------------------------------------------------------------- the stage's models
+def stage_models(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> tuple[list[Model], list[Model]]:
+    """(trained, frozen) models of the stage. With LoRA the reference is the policy with its adapters
+    disabled (no copy); a value model sharing the policy's base is the policy's shapes plus a head."""
+    lora = cfg.lora_r > 0
+    if cfg.stage == "sft":
+        return [Model("policy", policy, True)], []
+    if cfg.stage == "rm":
+        return [Model("reward", reward, False)], []
+    reference = [] if lora else [Model("reference", policy, True)]
+    if cfg.stage == "dpo":
+        return [Model("policy", policy, True)], reference
+    value_model = Model("value", policy if cfg.value_shares_base else value, False)
+    return [Model("policy", policy, True), value_model], [*reference, Model("reward", reward, False)]
+
+
+def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None) -> Estimate:
+    reward = reward or policy
+    value = value or reward
+    world = cfg.world
+    wb = DTYPE_BYTES[cfg.weight_dtype]
+    fb = DTYPE_BYTES[cfg.weight_dtype if cfg.frozen_dtype == "weights" else cfg.frozen_dtype]
+    act_bytes = 2 if cfg.mixed_precision != "no" or wb == 2 else 4
+    stream_bytes = wb if cfg.lora_r == 0 or cfg.quantize_base == "none" else 2
+    shard_w = world if cfg.engine in SHARDS_WEIGHTS else 1
+    shard_s = world if cfg.engine in SHARDS_STATES else 1
+    trained, frozen = stage_models(cfg, policy, reward, value)
+
+    weights = grads = optim = 0.0
+    notes: dict[str, list[str]] = {k: [] for k in PARTS}
+    params: dict[str, int] = {}
+    largest_unit = 0
+    for m in trained:
+        if cfg.lora_r:
+            shared = m.role == "value" and cfg.value_shares_base
+            updated = m.arch.lora_params(cfg.lora_r, cfg.lora_targets) + m.head_params
+            base = 0 if shared else m.params - m.head_params
+            if cfg.quantize_base == "none":
+                base_bytes = base * wb
+            else:
+                q = m.arch.quantizable_params if base else 0
+                base_bytes = q * QUANT_BYTES[cfg.quantize_base] + (base - q) * 2
+            weights += base_bytes + updated * 4  # adapters and heads in fp32 (peft keeps adapters in fp32)
+            grads += updated * 4
+            optim += updated * 8
+            base_note = "shares the policy's base" if shared else f"{base / 1e9:.2f}B base"
+            notes["weights"].append(f"{m.role} {base_note} + {updated / 1e6:.1f}M LoRA/head")
+        else:
+            updated = m.params
+            weights += updated * wb
+            grads += updated * wb
+            optim += updated * (8 + (4 if wb < 4 else 0))  # 2 fp32 moments (+ fp32 master copy)
+            notes["weights"].append(f"{m.role} {updated / 1e9:.2f}B {cfg.weight_dtype}")
+        params[m.role] = updated
+        a = m.arch
+        largest_unit = max(largest_unit, a.layer_params, a.embedding_params, a.lm_head_params)
+    weights /= shard_w
+    if shard_w > 1:  # FSDP / ZeRO-3 gather a unit while prefetching the next (16-bit under autocast)
+        weights += 2 * largest_unit * (2 if act_bytes == 2 else wb)
+        notes["weights"].append(f"sharded over {world} GPUs + 2 gathered units")
+    grads /= shard_s
+    optim /= shard_s
+    if cfg.engine == "ddp" and world > 1:
+        grads *= 2  # DDP's all-reduce buckets hold a second copy (gradient_as_bucket_view=False, its default)
+        notes["gradients"].append("x2: DDP's all-reduce buckets")
+    elif shard_s > 1:
+        notes["gradients"].append(f"sharded over {world} GPUs")
+    cpu = 0.0
+    if cfg.engine == "zero3-offload":
+        cpu, optim = optim, 0.0
+        notes["optimizer"].append(f"in CPU memory: {cpu * cfg.gpus / GIB:.1f} GiB per node")
+    elif shard_s > 1:
+        notes["optimizer"].append(f"sharded over {world} GPUs")
+    notes["optimizer"].insert(0, "AdamW: 2 fp32 moments" + (" + fp32 master" if wb < 4 and not cfg.lora_r else ""))
+
+    frozen_bytes = 0.0
+    placement = cfg.frozen_placement
+    if placement == "auto":
+        placement = "sharded" if shard_w > 1 else "replicated"
+    for m in frozen:
+        size = m.params * fb
+        if placement == "cpu":
+            cpu += size
+            size = 2 * max(m.arch.layer_params, m.arch.embedding_params) * fb  # the units moved in
+        elif placement == "sharded":
+            size /= world
+        frozen_bytes += size
+        params[m.role] = m.params
+        notes["frozen"].append(f"{m.role} {m.params / 1e9:.2f}B")
+    if frozen:
+        notes["frozen"].append(
+            f"{cfg.weight_dtype if cfg.frozen_dtype == 'weights' else cfg.frozen_dtype}, {placement}"
+        )
+
+    # activations of one micro-batch (PPO: one minibatch share, policy and value backwarded together)
+    T = cfg.prompt_length + cfg.response_length
+    ck = cfg.gradient_checkpointing
+    detail: dict[str, float] = {}
+    mb = micro_batch(cfg)
+    if cfg.stage == "ppo":
+        pol, val = trained
+        train = activation_bytes(
+            pol,
+            mb,
+            T,
+            act_bytes,
+            stream_bytes,
+            checkpointing=ck,
+            dropout=False,
+            logit_positions=cfg.response_length + 1,
+        ) + activation_bytes(val, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=False)
+        ptx = 0.0
+        if cfg.ptx_micro_batch_size:
+            ptx = activation_bytes(
+                pol, cfg.ptx_micro_batch_size, cfg.ptx_length, act_bytes, stream_bytes, checkpointing=ck, dropout=False
+            )
+        activations = max(train, ptx)
+        detail.update(ppo_activations=train, ptx_activations=ptx)
+        notes["activations"].append(
+            f"policy + value on {mb} x {T} tokens; ptx {cfg.ptx_micro_batch_size} x {cfg.ptx_length}: the larger"
+        )
+        chunk = rollout_batch(cfg)
+        kv = kv_cache_bytes(policy, chunk, T, act_bytes)
+        scoring = (
+            logits_bytes(policy, chunk, cfg.response_length + 1, act_bytes)
+            - chunk * (cfg.response_length + 1) * policy.vocab_size * 4
+        )  # no gradient in the scoring pass
+        rollout = max(kv, scoring)
+        detail.update(kv_cache=kv, scoring_logits=scoring)
+        notes["rollout"].append(f"{chunk} episodes x {T} tokens: KV {kv / GIB:.1f}, logits {scoring / GIB:.1f} GiB")
+    else:
+        model = trained[0]
+        activations = activation_bytes(
+            model, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=cfg.stage == "sft"
+        )  # instructrl sft: residual dropout 0.2 (InstructGPT App. C.1)
+        rollout = 0.0
+        notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))
+    if ck and cfg.stage == "ppo":
+        notes["activations"].append("checkpointed")
+
+    parts = {
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": optim,
+        "activations": activations,
+        "rollout": rollout,
+        "frozen": frozen_bytes,
+        "overhead": cfg.overhead * GIB,
+    }
+    return Estimate(
+        parts=parts,
+        notes={k: "; ".join(v) for k, v in notes.items() if v},
+        params=params,
+        sizes={m.role: m.params for m in (*trained, *frozen)}
+        | ({"reference": trained[0].params} if cfg.lora_r and cfg.stage in ("ppo", "dpo") else {}),
+        cpu_bytes=cpu,
+        detail=detail,
+    )
+
+
+def micro_batch(cfg: PlanConfig) -> int:
+    if cfg.micro_batch_size:
+        return cfg.micro_batch_size
+    return max(1, math.ceil(cfg.mini_batch_size / cfg.world)) if cfg.stage == "ppo" else 8
+
+
+def rollout_batch(cfg: PlanConfig) -> int:
+    return cfg.rollout_batch_size or max(1, math.ceil(cfg.batch_size / cfg.world))
+
+
+# ---------------------------------------------------------------------------- time
+def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate) -> float:
+    """PPO-ptx episodes per second from FLOPs and assumed utilizations.
+
+    Per episode of T = prompt + response tokens (Kaplan et al. 2020: a forward costs 2·N FLOPs per token, a
+    forward and backward 6·N): sampling the response token by token (2·N per token, at ``decode_mfu``) after
+    its prompt's prefill; scoring it with policy, reference, reward and value (2·N·T each); training policy
+    and value (6·N·T; 8·N·T with checkpointing's second forward; LoRA skips the weight gradients: 2·N·T less);
+    and ``ptx_per_episode`` pretraining windows through the policy, trained the same way.
+    """
+    n = est.sizes
+    T = cfg.prompt_length + cfg.response_length
+    per_token = 6 + (2 if cfg.gradient_checkpointing else 0) - (2 if cfg.lora_r else 0)
+    prefill = 2 * n["policy"] * cfg.prompt_length
+    decode = 2 * n["policy"] * cfg.response_length
+    score = 2 * T * (n["policy"] + n["reference"] + n["reward"] + n["value"])
+    train = per_token * T * (n["policy"] + n["value"])
+    ptx = per_token * cfg.ptx_length * n["policy"] * cfg.ptx_per_episode if cfg.ptx_micro_batch_size else 0.0
+    peak = cfg.world * cfg.gpu_tflops * 1e12
+    seconds = (prefill + score + train + ptx) / (peak * cfg.mfu) + decode / (peak * cfg.decode_mfu)
+    return 1.0 / seconds

@@ -1,0 +1,117 @@
+"""The cheapest setting that fits: levers tried in order of what they cost, the first that fits wins.
+
+Cost order, cheapest first (each step keeps the ones before it):
+
+1. the setting as asked, on the engines ddp < zero2 < fsdp2 (zero3 keeps what fsdp2 keeps per GPU:
+   only the communication differs);
+2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
+3. gradient checkpointing: about a third more compute per step; then micro-batch, rollout chunk and ptx
+   micro-batch halved together down to 1 (more, smaller passes: the same batch, slower);
+4. the optimizer states offloaded to CPU (zero3-offload: the optimizer step runs on the CPU), then the
+   frozen models in CPU memory too;
+5. LoRA (rank 16 unless asked, bf16 base; PPO: the value model on the policy's base): fewer trained
+   weights, a different model of the update;
+6. LoRA on a 4-bit base (QLoRA): the base itself quantized.
+
+Steps 5 and 6 walk checkpointing and the halvings again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from instructrl.plan.arch import Arch
+from instructrl.plan.config import PlanConfig
+from instructrl.plan.estimate import Estimate, estimate, micro_batch, rollout_batch
+
+ENGINE_ORDER = ("ddp", "zero2", "fsdp2")
+# flags that describe the question, not the setting: never part of a suggestion's changes
+NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "decode_mfu")
+
+
+@dataclass
+class Suggestion:
+    cfg: PlanConfig
+    estimate: Estimate
+    steps: list[str]  # what changed from the asked setting, in words
+
+
+def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
+    """``cfg``, then micro-batch, rollout chunk and ptx micro-batch halved together until all are 1."""
+    mb, rb, pmb = micro_batch(cfg), rollout_batch(cfg), cfg.ptx_micro_batch_size
+    yield cfg
+    while mb > 1 or rb > 1 or pmb > 1:
+        mb, rb, pmb = max(1, mb // 2), max(1, rb // 2), (max(1, pmb // 2) if pmb else 0)
+        yield dataclasses.replace(cfg, micro_batch_size=mb, rollout_batch_size=rb, ptx_micro_batch_size=pmb)
+
+
+def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
+    """(step, setting) in cost order (see the module docstring)."""
+    replace = dataclasses.replace
+    full = cfg.lora_r == 0
+    if full:
+        for engine in ENGINE_ORDER:
+            yield "as asked", replace(cfg, engine=engine)
+        bf16 = replace(cfg, frozen_dtype="bf16")
+        for engine in ENGINE_ORDER:
+            yield "frozen models in bf16", replace(bf16, engine=engine)
+        ckpt = replace(bf16, gradient_checkpointing=True)
+        for c in halvings(ckpt):
+            for engine in ENGINE_ORDER:
+                yield "gradient checkpointing", replace(c, engine=engine)
+        for placement in ("auto", "cpu"):
+            for c in halvings(replace(ckpt, engine="zero3-offload", frozen_placement=placement)):
+                yield "optimizer offloaded to CPU", c
+    lora = replace(
+        cfg,
+        lora_r=cfg.lora_r or 16,
+        weight_dtype="bf16",
+        frozen_dtype="bf16",
+        value_shares_base=cfg.stage == "ppo",
+        gradient_checkpointing=False,
+    )
+    for quant in ("none", "4bit") if cfg.quantize_base != "4bit" else ("4bit",):
+        step = "LoRA" if quant == "none" else "LoRA on a 4-bit base (QLoRA)"
+        q = replace(lora, quantize_base=quant)
+        for engine in ENGINE_ORDER:
+            yield step, replace(q, engine=engine)
+        for c in halvings(replace(q, gradient_checkpointing=True)):
+            for engine in ENGINE_ORDER:
+                yield step + " + gradient checkpointing", replace(c, engine=engine)
+
+
+def cheapest_fit(
+    cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None
+) -> tuple[Suggestion | None, Suggestion]:
+    """(the first setting in cost order that fits, or None; the smallest setting seen)."""
+    limit = cfg.gpu_memory * 2**30
+    smallest: Suggestion | None = None
+    for step, c in candidates(cfg):
+        est = estimate(c, policy, reward, value)
+        found = Suggestion(c, est, [f"{step}, engine {c.engine}"])
+        if est.total <= limit:
+            return found, found
+        if smallest is None or est.total < smallest.estimate.total:
+            smallest = found
+    assert smallest is not None
+    return None, smallest
+
+
+def flags(cfg: PlanConfig) -> str:
+    """The ``instructrl plan`` command line of ``cfg``: the model and every lever that is not a default."""
+    defaults = PlanConfig()
+    out = [f"--model {cfg.model}"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("model", *NOT_LEVERS) or value == getattr(defaults, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+        elif isinstance(value, list):
+            out.append(f"{flag} {','.join(value)}")
+        else:
+            out.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return "instructrl plan " + " ".join(out)
