@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ppo": ("instructrl.ppo.cli", "Stage 3: PPO / PPO-ptx against the reward model (Eq. 2)."),
     "dpo": ("instructrl.dpo.cli", "DPO: the policy trained directly on comparisons (Rafailov et al. 2023)."),
     "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
+    "expert-iteration": (
+        "instructrl.expert.cli",
+        "Expert iteration: fine-tune on the RM's best of n samples, round after round (Anthony et al. 2017).",
+    ),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
     "plan": ("instructrl.plan.cli", "Per-GPU memory of a stage by part; the cheapest setting that fits."),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),

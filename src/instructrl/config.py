@@ -88,12 +88,16 @@ class BaseConfig:
         os.replace(tmp, path)
         return path
 
+    def run_started(self, directory: Path) -> bool:
+        """Whether ``directory`` holds progress of a run (a checkpoint) that a resume continues."""
+        return any((directory / "checkpoints").glob("step-*"))
+
     def check_resume(self, directory: Path) -> None:
         """A resumed run must continue the run it resumes: settings that would alter it (anything but
         :data:`RUN_NEUTRAL_FIELDS`) must equal the saved ``config.yaml``, unless ``allow_config_change``,
         which records the changes in ``config_changes.jsonl``."""
         saved_path = directory / "config.yaml"
-        if not (self.resume and saved_path.exists() and any((directory / "checkpoints").glob("step-*"))):
+        if not (self.resume and saved_path.exists() and self.run_started(directory)):
             return
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
         new = yaml.safe_load(yaml.safe_dump(self.to_dict()))  # the types the saved file holds
