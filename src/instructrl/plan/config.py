@@ -113,7 +113,15 @@ class PlanConfig:
 
     # the shared config machinery (flags, --set, --config, range checks) without the training-run fields
     field_names = classmethod(BaseConfig.field_names.__func__)
-    from_dict = classmethod(BaseConfig.from_dict.__func__)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> PlanConfig:
+        # BaseConfig.from_dict skips a "stage" key (a saved config.yaml names its stage class there)
+        rest = {k: v for k, v in values.items() if k != "stage"}
+        plan = BaseConfig.from_dict.__func__(cls, rest, source)
+        plan.stage = str(values.get("stage", plan.stage))
+        plan.validate()
+        return plan
 
     @property
     def world(self) -> int:

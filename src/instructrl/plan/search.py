@@ -39,9 +39,15 @@ class Suggestion:
 
 
 def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
-    """``cfg``, then micro-batch, rollout chunk and ptx micro-batch halved together until all are 1."""
-    mb, rb, pmb = micro_batch(cfg), rollout_batch(cfg), cfg.ptx_micro_batch_size
+    """``cfg``, then its micro-batch halved until 1 (PPO: with the rollout chunk and the ptx micro-batch)."""
     yield cfg
+    if cfg.stage != "ppo":
+        mb = micro_batch(cfg)
+        while mb > 1:
+            mb //= 2
+            yield dataclasses.replace(cfg, micro_batch_size=mb)
+        return
+    mb, rb, pmb = micro_batch(cfg), rollout_batch(cfg), cfg.ptx_micro_batch_size
     while mb > 1 or rb > 1 or pmb > 1:
         mb, rb, pmb = max(1, mb // 2), max(1, rb // 2), (max(1, pmb // 2) if pmb else 0)
         yield dataclasses.replace(cfg, micro_batch_size=mb, rollout_batch_size=rb, ptx_micro_batch_size=pmb)

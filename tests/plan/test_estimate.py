@@ -1,0 +1,169 @@
+"""The planner's arithmetic against hand-computed cases, and its search."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from instructrl.plan.arch import arch_from_config
+from instructrl.plan.config import PlanConfig
+from instructrl.plan.estimate import GIB, Model, estimate, kv_cache_bytes, layer_activation_bytes
+from instructrl.plan.search import candidates, cheapest_fit, flags
+
+LLAMA_7B = arch_from_config(
+    {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 32000,
+    }
+)
+LLAMA_70B = arch_from_config(
+    {
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_attention_heads": 64,
+        "num_hidden_layers": 80,
+        "num_key_value_heads": 8,
+        "vocab_size": 32000,
+    }
+)
+
+
+def plan(**kw) -> PlanConfig:
+    cfg = PlanConfig(model="llama-7b", **kw)
+    cfg.validate()
+    return cfg
+
+
+def states(est) -> float:
+    return est.parts["weights"] + est.parts["gradients"] + est.parts["optimizer"]
+
+
+def test_llama_7b_has_its_published_size():
+    assert LLAMA_7B.lm_params == 6_738_415_616  # Llama 2 7B, counted by transformers
+    assert LLAMA_70B.lm_params == 68_976_648_192  # Llama 2 70B
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp32", "bf16"])
+def test_full_fine_tune_with_adamw_is_16_bytes_per_parameter(weight_dtype):
+    # fp32: 4 weights + 4 grads + 8 moments; bf16: 2 + 2 + 4 master + 8 moments (Rajbhandari et al. 2020 §3.1)
+    est = estimate(plan(stage="sft", gpus=1, weight_dtype=weight_dtype), LLAMA_7B)
+    n = LLAMA_7B.lm_params
+    assert states(est) == 16 * n
+    assert est.parts["frozen"] == 0 and est.parts["rollout"] == 0
+
+
+def test_ddp_on_several_gpus_keeps_a_second_gradient_copy():
+    n = LLAMA_7B.lm_params
+    est = estimate(plan(stage="sft", gpus=8), LLAMA_7B)
+    assert est.parts["gradients"] == 2 * 4 * n and states(est) == 20 * n
+
+
+def test_zero2_shards_gradients_and_optimizer_zero3_everything():
+    n, g = LLAMA_7B.lm_params, 8
+    z2 = estimate(plan(stage="sft", gpus=g, engine="zero2", weight_dtype="bf16"), LLAMA_7B)
+    assert states(z2) == pytest.approx(2 * n + 14 * n / g)  # ZeRO paper: 2 + 14/N bytes per parameter
+    z3 = estimate(plan(stage="sft", gpus=g, engine="zero3", weight_dtype="bf16"), LLAMA_7B)
+    gathered = 2 * max(LLAMA_7B.layer_params, LLAMA_7B.embedding_params) * 2  # two 16-bit units in flight
+    assert states(z3) == pytest.approx(16 * n / g + gathered)
+    fsdp = estimate(plan(stage="sft", gpus=4, nodes=2, engine="fsdp2", weight_dtype="bf16"), LLAMA_7B)
+    assert states(fsdp) == pytest.approx(states(z3))  # sharding spans the nodes: 4 x 2 = 8 GPUs
+
+
+def test_offload_moves_the_optimizer_states_to_cpu():
+    n = LLAMA_7B.lm_params
+    est = estimate(plan(stage="sft", gpus=8, engine="zero3-offload"), LLAMA_7B)
+    assert est.parts["optimizer"] == 0
+    assert est.cpu_bytes == pytest.approx(8 * n / 8)
+
+
+def test_a_gpt_layer_reduces_to_korthikanti_et_al():
+    # GPT layer, 16-bit activations and stream, eager attention with dropout: 34·sbh + 5·a·s²·b bytes
+    gpt = arch_from_config({"model_type": "gpt2", "n_embd": 256, "n_layer": 2, "n_head": 8, "vocab_size": 100})
+    b, s, h, a = 3, 64, 256, 8
+    got = layer_activation_bytes(gpt, b, s, 2, 2, dropout=True, flash=False)
+    assert got == 34 * s * b * h + 5 * a * s * s * b
+    # with SDPA the s x s term becomes a 4-byte log-sum-exp per head and row
+    assert layer_activation_bytes(gpt, b, s, 2, 2, dropout=True) == 34 * s * b * h + 4 * a * s * b
+
+
+def test_checkpointing_keeps_each_layers_input_and_one_layer():
+    cfg = plan(stage="sft", gpus=1, micro_batch_size=2)
+    full = estimate(cfg, LLAMA_7B).parts["activations"]
+    ck = estimate(dataclasses.replace(cfg, gradient_checkpointing=True), LLAMA_7B).parts["activations"]
+    b, T, h, L = 2, 384, 4096, 32
+    layer = layer_activation_bytes(LLAMA_7B, b, T, 2, 4, dropout=True)
+    assert full - ck == pytest.approx((L - 1) * layer - L * b * T * h * 4)
+
+
+def test_kv_cache_by_hand():
+    # Llama 2 70B: 80 layers, 8 KV heads of 128; 4 sequences of 1000 tokens in bf16
+    assert kv_cache_bytes(LLAMA_70B, 4, 1000, 2) == 2 * 80 * 8 * 128 * 1000 * 4 * 2
+
+
+def test_ppo_holds_two_trained_and_two_frozen_models():
+    n = LLAMA_7B.lm_params
+    head = LLAMA_7B.hidden_size
+    v = LLAMA_7B.backbone_params + head
+    est = estimate(plan(gpus=1, frozen_dtype="bf16"), LLAMA_7B)
+    assert states(est) == 16 * (n + v)
+    assert est.parts["frozen"] == 2 * (n + v)  # reference (an LM) + reward model (backbone + scalar head)
+    assert est.sizes == {"policy": n, "value": v, "reference": n, "reward": v}
+
+
+def test_ppo_lora_reference_is_free_and_a_shared_value_adds_adapter_and_head():
+    n, h = LLAMA_7B.lm_params, LLAMA_7B.hidden_size
+    r = 8
+    adapters = 32 * r * (4096 + 4096) * 2  # q_proj and v_proj (peft's default for Llama) in 32 layers
+    assert LLAMA_7B.lora_params(r, []) == adapters
+    cfg = plan(gpus=1, lora_r=r, weight_dtype="bf16", frozen_dtype="bf16", value_shares_base=True)
+    est = estimate(cfg, LLAMA_7B)
+    # the policy's base once (bf16), the policy's and the value's adapters + the value head in fp32
+    assert est.parts["weights"] == 2 * n + 4 * (adapters + adapters + h)
+    assert est.parts["gradients"] == 4 * (2 * adapters + h)
+    assert est.parts["optimizer"] == 8 * (2 * adapters + h)
+    assert est.parts["frozen"] == 2 * (LLAMA_7B.backbone_params + h)  # the reward model only
+    qlora = estimate(dataclasses.replace(cfg, quantize_base="4bit"), LLAMA_7B)
+    assert qlora.parts["weights"] < est.parts["weights"] / 3
+
+
+def test_search_returns_the_first_candidate_that_fits():
+    cfg = plan(gpus=8, gpu_memory=80)
+    found, _ = cheapest_fit(cfg, LLAMA_7B)
+    assert found is not None and found.estimate.total <= 80 * GIB
+    for step, c in candidates(cfg):  # every cheaper candidate does not fit
+        if c == found.cfg:
+            break
+        assert estimate(c, LLAMA_7B).total > 80 * GIB, step
+    assert found.cfg.engine != "ddp"  # 7B PPO-ptx in full needs sharding on 80 GB GPUs
+    assert "--engine" in flags(found.cfg)
+
+
+def test_search_keeps_the_setting_as_asked_when_it_fits():
+    cfg = plan(stage="sft", gpus=1, gpu_memory=1000)
+    found, _ = cheapest_fit(cfg, LLAMA_7B)
+    assert found.cfg == dataclasses.replace(cfg, engine="ddp")
+
+
+def test_search_says_none_when_nothing_fits():
+    cfg = plan(gpus=1, gpu_memory=8)
+    found, smallest = cheapest_fit(cfg, LLAMA_70B)
+    assert found is None
+    assert smallest.estimate.total > 8 * GIB
+    assert smallest.cfg.quantize_base == "4bit"  # the last resort was tried
+
+
+def test_70b_fits_on_four_nodes_of_eight_80gb_gpus():
+    found, _ = cheapest_fit(plan(gpus=8, nodes=4, gpu_memory=80), LLAMA_70B)
+    assert found is not None and found.cfg.engine in ("fsdp2", "zero3", "zero3-offload")
+
+
+def test_models_are_counted_like_their_heads():
+    assert Model("reward", LLAMA_7B, False).params == LLAMA_7B.backbone_params + 4096
+    assert Model("policy", LLAMA_7B, True).params == LLAMA_7B.lm_params
