@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("instructrl.reward.cli", "Stage 2: reward model trained on K-way rankings (Eq. 1)."),
     "ppo": ("instructrl.ppo.cli", "Stage 3: PPO / PPO-ptx against the reward model (Eq. 2)."),
     "dpo": ("instructrl.dpo.cli", "DPO: the policy trained directly on comparisons (Rafailov et al. 2023)."),
-    "eval": ("instructrl.evaluate.cli", "Win rates, Likert/metadata, truthfulness, toxicity, alignment tax."),
+    "eval": (
+        "instructrl.experiments.eval_cli",
+        "Win rates (judged by a reward model, the world's labelers or people), Likert/metadata, alignment tax.",
+    ),
     "expert-iteration": (
         "instructrl.expert.cli",
         "Expert iteration: fine-tune on the RM's best of n samples, round after round (Anthony et al. 2017).",

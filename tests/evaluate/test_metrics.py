@@ -2,7 +2,18 @@ import math
 
 import pytest
 
-from instructrl.evaluate.metrics import bleu, exact_match, first_line, max_f1, mean_se, outcome, token_f1, win_rate
+from instructrl.evaluate.metrics import (
+    bleu,
+    choice_agreement,
+    clustered_mean_se,
+    exact_match,
+    first_line,
+    max_f1,
+    mean_se,
+    outcome,
+    token_f1,
+    win_rate,
+)
 
 
 def test_win_rate_with_ties_and_standard_error():
@@ -57,3 +68,30 @@ def test_bleu_through_sacrebleu():
 
 def test_first_line():
     assert first_line(" Paris\nQ: next question") == "Paris"
+
+
+def test_clustered_standard_error_by_hand():
+    # two prompts judged twice each: (1, 1) and (0, 0) around 0.5; cluster sums 1 and -1
+    e = clustered_mean_se([1, 1, 0, 0], ["p", "p", "q", "q"])
+    assert (e.mean, e.n) == (0.5, 4) and e.se == pytest.approx(math.sqrt(2 / 1 * 2) / 4)
+    # one judgment per prompt: the plain standard error of the mean
+    xs = [1, 0, 0.5, 1, 0]
+    assert clustered_mean_se(xs, range(5)).se == pytest.approx(mean_se(xs).se)
+    assert math.isnan(clustered_mean_se([1, 0], ["p", "p"]).se)  # one cluster: no spread between prompts
+    with pytest.raises(ValueError):
+        clustered_mean_se([1], [])
+
+
+def test_choice_agreement():
+    report = choice_agreement(
+        {
+            1: {"ana": "left", "ben": "left"},
+            2: {"ana": "left", "ben": "right", "cy": "left"},  # pairs: ana-ben no, ana-cy yes, ben-cy no
+            3: {"ana": "tie", "ben": "tie"},  # same choice; no order to agree on
+            4: {"ana": "right"},  # one labeler: not shared
+        }
+    )
+    assert (report["items"], report["labeler_pairs"]) == (3, 5)
+    assert report["agreement"] == pytest.approx(3 / 5)
+    assert report["agreement_excluding_ties"] == pytest.approx(2 / 4)
+    assert choice_agreement({1: {"ana": "left"}})["agreement"] is None

@@ -8,7 +8,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from labelkit import LiveServer, _pg_schema_url, build_tiny_model, pg_base_url, seed, start_server, stop_server
+from labelkit import (
+    LiveServer,
+    _pg_schema_url,
+    build_eval_model,
+    build_tiny_model,
+    chromium_path,
+    pg_base_url,
+    seed,
+    start_server,
+    stop_server,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -53,6 +63,27 @@ def client(world, tmp_path):
 
 
 @pytest.fixture
+def client_for(tmp_path):
+    """A TestClient on the app for any seeded database."""
+    from fastapi.testclient import TestClient
+
+    from instructrl.label.app import create_app
+
+    clients = []
+
+    def make(w):  # type: ignore[no-untyped-def]
+        c = TestClient(
+            create_app(w.engine, export_dir=tmp_path / "exports"), base_url="http://127.0.0.1", follow_redirects=False
+        )
+        clients.append(c.__enter__())
+        return c
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
 def live_server_factory(tmp_path):
     started: list[subprocess.Popen] = []
 
@@ -70,3 +101,36 @@ def live_server_factory(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def eval_model(tmp_path_factory) -> Path:
+    """A tiny policy for `instructrl eval` (in a folder whose name a labeler must never see)."""
+    return build_eval_model(tmp_path_factory.mktemp("evalmodels") / "secret-policy-dir")
+
+
+# ---------------------------------------------------------------------------- a real browser
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium_path()
+    if not path:
+        pytest.skip(
+            "Chromium not found: install Debian's chromium (bash scripts/services.sh start) or set INSTRUCTRL_CHROMIUM"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()

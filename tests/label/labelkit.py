@@ -207,3 +207,52 @@ def build_tiny_model(folder: Path, chat_template: str | None = None) -> Path:
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------- evaluations judged by people
+def build_eval_model(folder: Path) -> Path:
+    """The eval command's tiny policy (a 2-layer GPT-2 with a BPE tokenizer and a chat template)."""
+    from instructrl.modeling.tiny import make_tiny_model
+
+    texts = [f"What color is the flag of Zor{i}? The flag of Zor{i} is red." for i in range(60)]
+    return make_tiny_model(
+        folder, texts + ["### Instruction:\n", "### Response:\n"], vocab_size=200, n_layer=1, n_embd=32
+    )
+
+
+def comparison_sides(world: World) -> dict[int, tuple[str | None, int, str | None]]:
+    """{assignment id: (model or None for a check, model's side 0/1, a check's answer)}: what the labeler
+    cannot see, for a test to decide its choices."""
+    from sqlalchemy import select
+
+    from instructrl.label.models import Assignment, ComparisonItem
+
+    with world.tx() as s:
+        rows = s.execute(
+            select(
+                Assignment.id, ComparisonItem.model, ComparisonItem.model_position, ComparisonItem.check_answer
+            ).join(ComparisonItem, ComparisonItem.task_id == Assignment.task_id)
+        ).all()
+    return {aid: (model, pos, answer) for aid, model, pos, answer in rows}
+
+
+class Shots:
+    """Screenshots into $INSTRUCTRL_SCREENSHOTS (relative to the repository), when set."""
+
+    def __init__(self, enabled: bool):
+        folder = os.environ.get("INSTRUCTRL_SCREENSHOTS") if enabled else None
+        self.folder = (ROOT / folder) if folder else None
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, page, name: str, full_page: bool = True) -> None:
+        if self.folder:
+            path = self.folder / f"{name}.png"
+            page.screenshot(path=str(path), full_page=full_page)
+            try:  # keep the committed images small: a 128-colour palette is plenty for these pages
+                from PIL import Image
+            except ImportError:
+                return
+            with Image.open(path) as img:
+                small = img.convert("RGB").quantize(colors=128)
+            small.save(path, optimize=True)

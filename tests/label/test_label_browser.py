@@ -9,11 +9,10 @@ screenshot of each page is written there.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from labelkit import ROOT, chromium_path, seed
+from labelkit import Shots, seed
 
 from instructrl.cli import main as cli
 
@@ -31,54 +30,6 @@ XSS_TASK = {
     ],
 }
 SAMPLED_PROMPT = "write a poem about the sea ."
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = chromium_path()
-    if not path:
-        pytest.skip(
-            "Chromium not found: install Debian's chromium (bash scripts/services.sh start) or set INSTRUCTRL_CHROMIUM"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=path,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
-
-
-class Shots:
-    """Screenshots into $INSTRUCTRL_SCREENSHOTS (relative to the repository), when set."""
-
-    def __init__(self, enabled: bool):
-        folder = os.environ.get("INSTRUCTRL_SCREENSHOTS") if enabled else None
-        self.folder = (ROOT / folder) if folder else None
-        if self.folder:
-            self.folder.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, page, name: str, full_page: bool = True) -> None:
-        if self.folder:
-            path = self.folder / f"{name}.png"
-            page.screenshot(path=str(path), full_page=full_page)
-            try:  # keep the committed images small: a 128-colour palette is plenty for these pages
-                from PIL import Image
-            except ImportError:
-                return
-            with Image.open(path) as img:
-                small = img.convert("RGB").quantize(colors=128)
-            small.save(path, optimize=True)
 
 
 def export_paths(export_dir: Path, name: str) -> dict[str, Path]:
@@ -232,7 +183,7 @@ def run_flow(browser, server, world, shots: Shots) -> dict[str, Path]:  # type: 
         r.locator("td").first.inner_text(): [c.inner_text() for c in r.locator("td").all()]
         for r in page.locator("#progress-table tbody tr").all()
     }
-    assert rows["ana"][2:] == ["1", "0", "2", "0"]
+    assert rows["ana"][2:] == ["1", "0", "2", "0", "0", "0"]
     shots(page, "admin-progress")
     page.click("text=Labelers")
     page.fill("input[name=name]", "cy")

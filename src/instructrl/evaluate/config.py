@@ -36,8 +36,29 @@ class EvalConfig(BaseConfig):
     judge: str = help_field(
         "auto",
         "Who compares responses: 'labelers' (the world's held-out labelers), 'rm:PATH' "
-        "(a reward model), 'python:module:attr' (your own), or 'auto' (labelers for world "
-        "prompts, else the reward model given by --judge).",
+        "(a reward model), 'python:module:attr' (your own), 'humans:DB_URL' (people in the labeling app: "
+        "the comparisons are queued there, blind, and --collect reads them back; InstructGPT §4.1), or "
+        "'auto' (labelers for world prompts, else the reward model given by --judge).",
+    )
+    collect: bool = help_field(
+        False,
+        "With --judge humans: compute the results from whatever has been labeled so far (the queued run's "
+        "OUT/human_eval.json names the database and batch). Running the queuing command again does the same.",
+    )
+    labelers_per_item: int = help_field(
+        1,
+        "With --judge humans: distinct labelers who judge each comparison; 2 or more measures inter-labeler "
+        "agreement (InstructGPT §3.4 measured it on overlapping tasks).",
+        minimum=1,
+    )
+    assign_to: list[str] = help_field(
+        [], "With --judge humans: labelers (names) to give the comparisons to (default: every active labeler)."
+    )
+    attention_checks: str | None = help_field(
+        None,
+        'With --judge humans: comparisons with a known answer, {"prompt", "better", "worse"} per line (or '
+        '"tie": true for two equally good responses), mixed blind into every labeler\'s queue; results report '
+        "the pass rate per labeler.",
     )
     suites: list[str] = help_field(list(SUITES), "Which evaluations to run (world-only ones are skipped elsewhere).")
     num_prompts: int | None = help_field(None, "Use only the first N prompts of each file.", minimum=1)

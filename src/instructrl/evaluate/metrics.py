@@ -1,6 +1,8 @@
 """Evaluation metrics as pure functions: win rates, means with standard errors, F1, BLEU.
 
-Win rates count ties as 0.5 (as AlpacaFarm does) and come with the standard error of the mean.
+Win rates count ties as 0.5 (as AlpacaFarm does) and come with the standard error of the mean, or,
+when one prompt is judged several times (several models, several labelers), with a standard error
+clustered by prompt.
 F1 follows the SQuAD convention (lower-case, drop punctuation and articles, token overlap); an
 unanswerable question (empty reference) scores 1 only for an empty or declining answer.
 """
@@ -11,8 +13,9 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 DECLINE_PATTERNS = ("unanswerable", "i don't know", "i do not know", "no answer", "i have no comment")
 
@@ -43,6 +46,56 @@ def mean_se(values: Iterable[float]) -> Estimate:
         return Estimate(m, float("nan"), 1)
     var = sum((x - m) ** 2 for x in xs) / (n - 1)
     return Estimate(m, math.sqrt(var / n), n)
+
+
+def clustered_mean_se(values: Iterable[float], clusters: Iterable[Hashable]) -> Estimate:
+    """Mean with a cluster-robust standard error: judgments of one prompt are not independent.
+
+    SE = sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2) / n over G clusters (the CR1 sandwich
+    estimator of a mean); with one judgment per cluster it equals :func:`mean_se`'s SE. NaN below two
+    clusters.
+    """
+    xs, gs = [float(v) for v in values], list(clusters)
+    if len(xs) != len(gs):
+        raise ValueError(f"{len(xs)} values vs {len(gs)} cluster labels")
+    n = len(xs)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), 0)
+    m = sum(xs) / n
+    sums: dict[Hashable, float] = {}
+    for x, g in zip(xs, gs):
+        sums[g] = sums.get(g, 0.0) + (x - m)
+    G = len(sums)
+    if G < 2:
+        return Estimate(m, float("nan"), n)
+    return Estimate(m, math.sqrt(G / (G - 1) * sum(s * s for s in sums.values())) / n, n)
+
+
+def choice_agreement(choices: Mapping[Hashable, Mapping[str, str]]) -> dict:
+    """Inter-labeler agreement on pairwise choices, ``{item: {labeler: "left" | "right" | "tie"}}``.
+
+    ``agreement``: share of labeler pairs on a shared item who made the same choice (a tie matches only a
+    tie); ``agreement_excluding_ties``: the same over pairs where neither tied (as the paper's ranking
+    agreement, InstructGPT §3.4). Rates are None when no item has two labelers.
+    """
+    same = pairs = same_strict = pairs_strict = items = 0
+    for by_labeler in choices.values():
+        if len(by_labeler) < 2:
+            continue
+        items += 1
+        for a, b in combinations(sorted(by_labeler), 2):
+            ca, cb = by_labeler[a], by_labeler[b]
+            pairs += 1
+            same += ca == cb
+            if "tie" not in (ca, cb):
+                pairs_strict += 1
+                same_strict += ca == cb
+    return {
+        "agreement": same / pairs if pairs else None,
+        "agreement_excluding_ties": same_strict / pairs_strict if pairs_strict else None,
+        "labeler_pairs": pairs,
+        "items": items,
+    }
 
 
 def outcome(score_a: float, score_b: float, tie_margin: float = 0.0) -> float:

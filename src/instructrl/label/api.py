@@ -136,6 +136,33 @@ async def submit_ranking(request: Request, assignment_id: int) -> dict[str, Any]
     return await run_in_threadpool(work)
 
 
+@router.post("/assignments/{assignment_id}/comparison")
+async def submit_comparison(request: Request, assignment_id: int) -> dict[str, Any]:
+    """Body: ``{"choice": "left" | "right" | "tie", "outputs": [{"completion_id": int, "likert": 1-7, "flags": [str]}, ...]}``."""
+    body = await _json(request)
+    outputs = body.get("outputs")
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and "completion_id" in o for o in outputs):
+        raise InstructRLError("'outputs' must be a list of objects with completion_id, likert and flags")
+    if not all(isinstance(o.get("flags"), list | None) for o in outputs):
+        raise InstructRLError("'flags' must be a list of strings")
+    choice = _optional(body, "choice", str, "a string")
+    labels = {
+        check_id(o["completion_id"], "completion_id"): OutputLabel(
+            o.get("likert"), [str(f) for f in o.get("flags") or []], None
+        )
+        for o in outputs
+    }
+
+    def work() -> dict[str, Any]:
+        with transaction(request) as s:
+            p = authenticate(request, s)
+            check_csrf(request, p)
+            a = service.submit_comparison(s, p.labeler, assignment_id, choice, labels)
+            return {"id": a.id, "status": "submitted"}
+
+    return await run_in_threadpool(work)
+
+
 # ---------------------------------------------------------------------------- admin
 def _admin(request: Request, s, write: bool = False) -> Principal:  # type: ignore[no-untyped-def]
     p = authenticate(request, s, admin=True)

@@ -1,9 +1,11 @@
 """The database tables (SQLAlchemy 2 ORM). The schema itself is created by the Alembic migrations.
 
-A *task* is one unit of labeling work on one prompt: a demonstration to write, or K outputs to rate
-and rank. An *assignment* gives a task to one labeler; a task given to several labelers is how
+A *task* is one unit of labeling work on one prompt: a demonstration to write, K outputs to rate
+and rank, or two responses to compare blind (an evaluation; ``ComparisonItem`` records which model
+wrote which side, never shown to labelers). An *assignment* gives a task to one labeler; a task given to several labelers is how
 inter-labeler agreement is measured (InstructGPT §3.4). A labeler's submitted work hangs off the
-assignment: one ``Demonstration`` row, or one ``Rating`` row per output.
+assignment: one ``Demonstration`` row, or one ``Rating`` row per output (a comparison is a ranking of
+two outputs: the preferred side has rank 1, a tie gives both rank 1).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("labeler", "admin")
-KINDS = ("demonstration", "ranking")
+KINDS = ("demonstration", "ranking", "comparison")
+SIDES = ("left", "right")  # a comparison's two positions; an attention check's answer may also be "tie"
 PENDING, SUBMITTED = "pending", "submitted"
 
 
@@ -121,3 +124,23 @@ class Rating(Base):
     likert: Mapped[int] = mapped_column(Integer)
     flags: Mapped[list] = mapped_column(JSON, default=list)
     rank: Mapped[int] = mapped_column(Integer)
+
+
+class ComparisonItem(Base):
+    """What a comparison task compares, for the evaluation that queued it (hidden from labelers).
+
+    ``model_position`` is the side (0 = left, 1 = right) holding the evaluated model's response; the
+    other side holds the baseline's. An attention check has no model: ``check_answer`` is the side
+    (or ``"tie"``) a careful labeler chooses.
+    """
+
+    __tablename__ = "comparison_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
+    batch: Mapped[str] = mapped_column(String(64), index=True)  # the evaluation it belongs to
+    prompt_index: Mapped[int] = mapped_column(Integer)  # the prompt's line in the evaluation's prompt file
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    baseline: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model_position: Mapped[int] = mapped_column(Integer)
+    check_answer: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    task: Mapped[Task] = relationship()

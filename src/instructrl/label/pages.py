@@ -201,6 +201,9 @@ def _submit_task(request: Request, assignment_id: int, form: FormData) -> Respon
             a = service.own_assignment(s, p.labeler, assignment_id)
             if a.task.kind == "demonstration":
                 service.submit_demonstration(s, p.labeler, assignment_id, str(form.get("text") or ""))
+            elif a.task.kind == "comparison":
+                ids = [c.id for c in a.task.completions]
+                service.submit_comparison(s, p.labeler, assignment_id, form.get("choice"), _form_labels(form, ids))
             else:
                 ids = [c.id for c in a.task.completions]
                 service.submit_ranking(s, p.labeler, assignment_id, _form_labels(form, ids))
@@ -212,6 +215,7 @@ def _submit_task(request: Request, assignment_id: int, form: FormData) -> Respon
             a = service.own_assignment(s, p.labeler, assignment_id)
             values = {
                 "text": form.get("text") or "",
+                "choice": form.get("choice") or "",
                 "likert": {k[7:]: v for k, v in form.items() if k.startswith("likert_")},
                 "rank": {k[5:]: v for k, v in form.items() if k.startswith("rank_")},
                 "flags": {str(c.id): form.getlist(f"flags_{c.id}") for c in a.task.completions},

@@ -27,8 +27,10 @@ from instructrl.label.models import (
     KINDS,
     PENDING,
     ROLES,
+    SIDES,
     SUBMITTED,
     Assignment,
+    ComparisonItem,
     Completion,
     Demonstration,
     Labeler,
@@ -496,6 +498,213 @@ def submit_ranking(
     return a
 
 
+# ---------------------------------------------------------------------------- blind comparisons (evaluation)
+CHOICES = (*SIDES, "tie")
+
+
+@dataclass
+class PairToCompare:
+    """One comparison an evaluation asks for; which side each response is shown on is drawn at random.
+
+    For a model comparison ``first`` is the evaluated model's response and ``second`` the baseline's. For
+    an attention check (``model`` None) ``first`` is the response a careful labeler prefers, or, with
+    ``tie``, one of two equally good responses.
+    """
+
+    prompt_index: int
+    prompt: str
+    first: str
+    second: str
+    model: str | None = None
+    baseline: str | None = None
+    tie: bool = False
+
+
+@dataclass
+class QueueResult:
+    comparisons: int = 0
+    attention_checks: int = 0
+    assignments: int = 0
+    labelers: list[str] | None = None
+
+
+def queue_comparisons(
+    session: Session,
+    pairs: Sequence[PairToCompare],
+    *,
+    batch: str,
+    labelers: Sequence[str] | None = None,
+    per_item: int = 1,
+    seed: int = 0,
+) -> QueueResult:
+    """Queue blind comparison tasks for evaluation ``batch`` and assign them.
+
+    Sides are drawn per item (seeded), the model names stay in ``ComparisonItem`` where labelers never see
+    them, each model comparison goes to ``per_item`` distinct labelers (the least loaded) and each attention
+    check to every labeler. The items are queued in a shuffled order, so checks sit among the real work.
+    """
+    check_name(batch, "evaluation batch")
+    _check_whole(per_item, "labelers per item")
+    _check_whole(seed, "--seed")
+    if session.scalar(select(func.count(ComparisonItem.id)).where(ComparisonItem.batch == batch)):
+        raise InstructRLError(f"evaluation batch {batch!r} is already queued in this database")
+    chosen = active_labelers(session, labelers)
+    check_plan(len(chosen), per_item, 1.0)
+    rng = random.Random(seed)
+    order = list(pairs)
+    rng.shuffle(order)
+    prompts: dict[tuple[bool, int], Prompt] = {}
+    result = QueueResult(labelers=[x.name for x in chosen])
+    model_tasks, check_tasks = [], []
+    for pair in order:
+        for text in (pair.prompt, pair.first, pair.second):
+            check_text(text, "comparison text")
+        is_check = pair.model is None
+        key = (is_check, pair.prompt_index)
+        if key not in prompts:
+            prompts[key] = Prompt(text=pair.prompt, tag=batch, category=None, created_at=utcnow())
+            session.add(prompts[key])
+            session.flush()
+        task = Task(kind="comparison", prompt_id=prompts[key].id, source=f"eval:{batch}", created_at=utcnow())
+        session.add(task)
+        session.flush()
+        position = rng.randrange(2)  # the side the first response is shown on
+        texts = [pair.first, pair.second] if position == 0 else [pair.second, pair.first]
+        session.add_all(Completion(task_id=task.id, position=i, text=t) for i, t in enumerate(texts))
+        answer = ("tie" if pair.tie else SIDES[position]) if is_check else None
+        session.add(
+            ComparisonItem(
+                task_id=task.id,
+                batch=batch,
+                prompt_index=pair.prompt_index,
+                model=pair.model,
+                baseline=pair.baseline,
+                model_position=position,
+                check_answer=answer,
+            )
+        )
+        (check_tasks if is_check else model_tasks).append(task.id)
+    result.comparisons, result.attention_checks = len(model_tasks), len(check_tasks)
+    ids = {x.name: x.id for x in chosen}
+    load = _pending_load(session)
+    plan = plan_assignments(model_tasks, list(ids), load, overlap=per_item, seed=seed)
+    plan += [(t, name) for t in check_tasks for name in ids]
+    plan.sort(key=lambda p: p[0])  # task order (shuffled above), so checks are spread through each queue
+    now = utcnow()
+    session.add_all(Assignment(task_id=t, labeler_id=ids[n], status=PENDING, assigned_at=now) for t, n in plan)
+    result.assignments = len(plan)
+    return result
+
+
+def active_labelers(session: Session, names: Sequence[str] | None) -> list[Labeler]:
+    """The named labelers (each must exist and be active), or every active labeler."""
+    if names:
+        chosen = [labeler_by_name(session, n) for n in names]
+        inactive = [x.name for x in chosen if not x.active]
+        if inactive:
+            raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
+        return chosen
+    return list(
+        session.scalars(
+            select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True)).order_by(Labeler.name)
+        )
+    )
+
+
+def _pending_load(session: Session) -> dict[str, int]:
+    return dict(
+        session.execute(
+            select(Labeler.name, func.count(Assignment.id))
+            .join(Assignment)
+            .where(Assignment.status == PENDING)
+            .group_by(Labeler.name)
+        ).all()
+    )
+
+
+def submit_comparison(
+    session: Session, labeler: Labeler, assignment_id: int, choice: object, labels: Mapping[int, OutputLabel]
+) -> Assignment:
+    """Store which side is better (or a tie) with a Likert score and flags for each side.
+
+    Kept as a two-output ranking (the preferred side rank 1, a tie both rank 1), so every label of a
+    response lives in one table.
+    """
+    a = own_assignment(session, labeler, assignment_id)
+    if a.task.kind != "comparison":
+        raise L.LabelError(f"assignment {assignment_id} is a {a.task.kind} task, not a comparison")
+    if choice not in CHOICES:
+        raise L.LabelError("choose which response is better: left, right, or tie")
+    ranks = {"left": (1, 2), "right": (2, 1), "tie": (1, 1)}[choice]  # type: ignore[index]
+    rows = []
+    for c in a.task.completions:
+        where = f"{SIDES[c.position]} response"
+        lab = labels.get(c.id)
+        if lab is None:
+            raise L.LabelError(f"{where}: choose a Likert score ({L.LIKERT_MIN}-{L.LIKERT_MAX})")
+        rows.append(
+            Rating(
+                assignment_id=a.id,
+                completion_id=c.id,
+                likert=L.check_likert(lab.likert, where),
+                flags=L.check_flags(lab.flags, where),
+                rank=ranks[c.position],
+            )
+        )
+    _claim(session, a)
+    session.add_all(rows)
+    return a
+
+
+def comparison_choice(ranks: Sequence[int]) -> str:
+    """left / right / tie from the stored ranks (left first)."""
+    return "tie" if ranks[0] == ranks[1] else SIDES[0] if ranks[0] < ranks[1] else SIDES[1]
+
+
+def comparison_judgments(session: Session, batch: str) -> list[dict[str, Any]]:
+    """Every assignment of evaluation ``batch``: what it compared and, once submitted, the labeler's
+    choice, Likert scores and flags (each as [left, right]). Raises when nothing was queued under it."""
+    check_name(batch, "evaluation batch")
+    q = (
+        select(Assignment, ComparisonItem)
+        .join(ComparisonItem, ComparisonItem.task_id == Assignment.task_id)
+        .options(selectinload(Assignment.ratings), selectinload(Assignment.labeler))
+        .where(ComparisonItem.batch == batch)
+        .order_by(Assignment.task_id, Assignment.id)
+    )
+    out = []
+    positions = dict(
+        session.execute(
+            select(Completion.id, Completion.position)
+            .join(ComparisonItem, ComparisonItem.task_id == Completion.task_id)
+            .where(ComparisonItem.batch == batch)
+        ).all()
+    )
+    for a, item in session.execute(q):
+        row: dict[str, Any] = {
+            "task_id": a.task_id,
+            "prompt_index": item.prompt_index,
+            "model": item.model,
+            "baseline": item.baseline,
+            "model_position": item.model_position,
+            "check_answer": item.check_answer,
+            "labeler": a.labeler.name,
+            "status": a.status,
+            "choice": None,
+            "likert": None,
+            "flags": None,
+        }
+        if a.status == SUBMITTED and len(a.ratings) == 2:
+            by_side = sorted(a.ratings, key=lambda r: positions[r.completion_id])
+            row["choice"] = comparison_choice([r.rank for r in by_side])
+            row["likert"] = [r.likert for r in by_side]
+            row["flags"] = [list(r.flags) for r in by_side]
+        out.append(row)
+    if not out:
+        raise InstructRLError(f"no comparisons were queued under evaluation batch {batch!r} in this database")
+    return out
+
+
 # ---------------------------------------------------------------------------- progress, agreement
 def progress(session: Session) -> dict[str, Any]:
     """Counts per task kind and per labeler."""
@@ -553,7 +762,8 @@ def ranking_table(session: Session) -> dict[int, dict[str, list[int]]]:
         .join(Labeler, Assignment.labeler_id == Labeler.id)
         .join(Rating, Rating.assignment_id == Assignment.id)
         .join(Completion, Rating.completion_id == Completion.id)
-        .where(Assignment.status == SUBMITTED)
+        .join(Task, Assignment.task_id == Task.id)
+        .where(Assignment.status == SUBMITTED, Task.kind == "ranking")
         .order_by(Assignment.task_id, Labeler.name, Completion.position)
     ).all()
     table: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))

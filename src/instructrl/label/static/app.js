@@ -1,4 +1,4 @@
-// Ranking by drag-and-drop or keyboard (ties allowed), and one-shot form submission.
+// Ranking by drag-and-drop or keyboard (ties allowed), comparisons by keyboard, and one-shot form submission.
 // The rank inputs are the source of truth the server reads; the list order and the tie marks mirror them.
 "use strict";
 
@@ -66,7 +66,43 @@ function setupRanking(list) {
   orderFromRanks(); // a submitted ranking, or values kept after a validation error
 }
 
+// A blind comparison from the keyboard: digits score the highlighted side (left, then right), the arrows
+// choose, Enter submits. Typing in a field keeps its own keys.
+function setupComparison(form) {
+  const sides = Array.from(form.querySelectorAll(".side"));
+  let current = 0;
+  const highlight = () => sides.forEach((s, i) => s.classList.toggle("active", i === current));
+  const showChoice = () => {
+    const c = form.querySelector("input[name=choice]:checked");
+    sides.forEach((s) => s.classList.toggle("preferred", !!c && s.id === "side-" + c.value));
+  };
+  const choose = (value) => {
+    const input = form.querySelector("input[name=choice][value=" + value + "]");
+    if (input) { input.checked = true; showChoice(); }
+  };
+  sides.forEach((s, i) => s.addEventListener("focusin", () => { current = i; highlight(); }));
+  form.querySelectorAll("input[name=choice]").forEach((i) => i.addEventListener("change", showChoice));
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (["TEXTAREA", "BUTTON", "A", "SELECT"].includes(t.tagName) || (t.tagName === "INPUT" && !["radio", "checkbox"].includes(t.type))) return;
+    if (/^[1-7]$/.test(e.key)) {
+      const box = sides[current].querySelector("input[type=radio][value='" + e.key + "']");
+      if (box) { e.preventDefault(); box.checked = true; current = (current + 1) % sides.length; highlight(); }
+    } else if (e.key === "Enter") { e.preventDefault(); form.requestSubmit(); }
+    else if (t.tagName === "INPUT" && t.type === "radio") {
+      return; // arrows on a focused radio move within its own group
+    } else if (e.key === "ArrowLeft") { e.preventDefault(); choose("left"); }
+    else if (e.key === "ArrowRight") { e.preventDefault(); choose("right"); }
+    else if (e.key === "ArrowDown") { e.preventDefault(); choose("tie"); }
+  });
+  highlight();
+  showChoice();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const comparison = document.getElementById("comparison-form");
+  if (comparison && comparison.querySelector("#submit")) setupComparison(comparison);
   const list = document.getElementById("rank-list");
   if (list && !list.classList.contains("readonly")) setupRanking(list);
   else if (list) { // read-only: show it in rank order
