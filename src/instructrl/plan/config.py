@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from instructrl.config import BaseConfig, help_field
+from instructrl.config import check_range, coerce, help_field
 from instructrl.errors import ConfigError
 
 STAGES = ["sft", "rm", "ppo", "dpo"]
@@ -111,15 +113,21 @@ class PlanConfig:
     search: bool = help_field(True, "Also search the cheapest setting that fits.")
     json: bool = help_field(False, "Print the plan as JSON.")
 
-    # the shared config machinery (flags, --set, --config, range checks) without the training-run fields
-    field_names = classmethod(BaseConfig.field_names.__func__)
+    # the flag / --set / --config machinery of instructrl.config, without BaseConfig's training-run fields
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> PlanConfig:
-        # BaseConfig.from_dict skips a "stage" key (a saved config.yaml names its stage class there)
-        rest = {k: v for k, v in values.items() if k != "stage"}
-        plan = BaseConfig.from_dict.__func__(cls, rest, source)
-        plan.stage = str(values.get("stage", plan.stage))
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> PlanConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{source}: unknown field '{key}' for a plan (instructrl plan --help lists them)")
+            kwargs[name] = coerce(value, known[name], source)
+        plan = cls(**kwargs)
         plan.validate()
         return plan
 
@@ -128,7 +136,11 @@ class PlanConfig:
         return self.gpus * self.nodes
 
     def validate(self) -> None:
-        BaseConfig.validate(self)  # choices and ranges; gpus < 1, memory <= 0 are refused here
+        for f in dataclasses.fields(self):  # choices and ranges: gpus < 1, memory <= 0 are refused here
+            value = getattr(self, f.name)
+            if f.metadata.get("choices") and value not in f.metadata["choices"]:
+                raise ConfigError(f"{f.name}={value!r} is not one of {f.metadata['choices']}")
+            check_range(type(self), f, value)
         if not self.model:
             raise ConfigError("--model is required: a checkpoint folder, a config.json or a Hub id")
         if self.quantize_base != "none" and self.lora_r == 0:
