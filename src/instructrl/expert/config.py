@@ -61,6 +61,7 @@ class ExpertConfig(BaseConfig):
     min_score: float | None = help_field(
         None,
         "Keep a prompt only when its best response scores at least this (normalized reward); default: no threshold.",
+        unbounded=True,
     )
     keep_fraction: float = help_field(
         1.0,
