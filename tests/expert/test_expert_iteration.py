@@ -10,7 +10,7 @@ from testkit import fact_demos, run_cli, save_tiny_reward_model, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import instructrl.expert.api as expert_api
-from instructrl.errors import InstructRLError
+from instructrl.errors import ConfigError, InstructRLError
 from instructrl.expert.api import run_expert_iteration, select
 from instructrl.expert.config import ExpertConfig
 
@@ -100,6 +100,8 @@ def test_resume_after_round_one(world, tmp_path, monkeypatch):
     samples2 = (out / "round_2" / "samples.jsonl").read_text()
     with pytest.raises(InstructRLError, match="pass --resume"):
         run_expert_iteration(quick_cfg(world, out))
+    with pytest.raises(ConfigError, match="num_samples: 3 -> 4"):  # a resume continues the same run
+        run_expert_iteration(quick_cfg(world, out, resume=True, num_samples=4))
 
     sampled, trained = [], []
     monkeypatch.setattr(expert_api, "run_sft", lambda c: trained.append(c.output_dir) or real_sft(c))
