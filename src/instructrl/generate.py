@@ -33,7 +33,7 @@ def configure(parser) -> None:
         default=1,
         metavar="N",
         help="Sample N responses per prompt and print the one --reward-model scores highest (best-of-n: "
-        "Stiennon et al. 2020 §4.3; its KL from the model is at most log N - (N-1)/N nats). Default 1.",
+        "Stiennon et al. 2020; its KL from the model is at most log N - (N-1)/N nats). Default 1.",
     )
     parser.add_argument(
         "--reward-model",

@@ -1,8 +1,8 @@
 """Best-of-n sampling: n responses per prompt from a policy, scored by a frozen reward model, the best one kept.
 
-The cheapest way to spend a reward model at inference time (Stiennon et al. 2020 §4.3 and App. G.3; Nakano et
-al. 2021 WebGPT §5; Gao et al. 2022, "Scaling laws for reward model overoptimization", §2 and Fig. 1 for the
-over-optimization curve of best-of-n against the KL bound below). Also the data step of expert iteration
+The cheapest way to spend a reward model at inference time (Stiennon et al. 2020; Nakano et al. 2021, WebGPT;
+Gao et al. 2022, "Scaling laws for reward model overoptimization", for the over-optimization curve of best-of-n
+against the KL bound below). Also the data step of expert iteration
 (:mod:`instructrl.expert`).
 
     from instructrl.modeling.best_of_n import sample_n, score, pick_best, best_of_n_kl
@@ -103,9 +103,9 @@ def pick_best(scores: torch.Tensor, k: int | None = None) -> torch.Tensor:
 def best_of_n_kl(n: int) -> float:
     """KL(best-of-n || base policy) in nats, by the analytic formula log(n) - (n-1)/n.
 
-    Stiennon et al. 2020 App. G.3 (used by Gao et al. 2022 §2 and Hilton & Gao 2022, "Measuring Goodhart's
-    law"). It is exact only when no two samples tie in reward; in general it is an upper bound (Beirami et al.
-    2024, "Theoretical guarantees on the best-of-n alignment policy", Thm. 3.1). 0 for n = 1."""
+    Stiennon et al. 2020 (used by Gao et al. 2022 and Hilton & Gao 2022, "Measuring Goodhart's law", to put
+    best-of-n and RL on one KL axis). Close when no single response is likely; in general an upper bound
+    (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy", Thm. 3.1). 0 for n = 1."""
     if n < 1:
         raise ValueError(f"best_of_n_kl: n must be >= 1, got {n}")
     return math.log(n) - (n - 1) / n
