@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -32,6 +33,17 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 RANGE_KEYS = ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "unbounded")
 # fields that cannot change what a resumed run computes: a resume may differ in them freely
 RUN_NEUTRAL_FIELDS = ("resume", "progress", "logging_steps", "report_to", "output_dir", "allow_config_change")
+# --report-to NAME -> the package its tracker needs. accelerate leaves out a tracker whose package is missing
+# with a debug line only, so a run that asked for one is checked here and stops instead.
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet_ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+}
 
 
 def help_field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -148,6 +160,25 @@ class BaseConfig:
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {choices}")
             check_range(type(self), f, value)
+        check_tracker(self.report_to)
+
+
+def check_tracker(report_to: str | None) -> None:
+    """``--report-to`` names a known tracker whose package is installed, or 'none'."""
+    if report_to in ("none", "", None):
+        return
+    package = TRACKER_PACKAGES.get(str(report_to))
+    if package is None:
+        raise ConfigError(
+            f"report_to={report_to!r} (--report-to): expected none or one of {', '.join(TRACKER_PACKAGES)}"
+        )
+    if importlib.util.find_spec(package) is None:
+        how = (
+            f"pip install 'instructrl[{package}]'" if package in ("wandb", "tensorboard") else f"pip install {package}"
+        )
+        raise ConfigError(
+            f"--report-to {report_to}: the {package} package is not installed ({how}), or use --report-to none"
+        )
 
 
 def field_range(cls: type, name: str) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class EvalConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.report_to not in ("none", "wandb", "tensorboard"):
+            raise ConfigError(f"--report-to {self.report_to}: evaluation results go to wandb or tensorboard (or none)")
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ConfigError(f"unknown suites {unknown}; choose from {list(SUITES)}")

@@ -148,6 +148,29 @@ def page(title: str, sections: list[tuple[str, str]], intro: str = "") -> str:
     )
 
 
+def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
+    """The numbers of an evaluation's ``results.json`` as flat ``eval/<model>/<metric>`` keys (for a tracker):
+    an estimate gives its mean and ``..._se``; text and NaN are left out."""
+    out: dict[str, float] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict) and "mean" in value:
+            for k, suffix in (("mean", ""), ("se", "_se")):
+                walk(value.get(k), key + suffix)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            out[key] = float(value)
+
+    for name, res in results.get("models", {}).items():
+        walk(res, f"{prefix}/{name}")
+    for key in ("human", "prompts", "seconds"):
+        if key in results:
+            walk(results[key], f"{prefix}/{key}")
+    return out
+
+
 def write(path: str | Path, text: str) -> Path:
     path = Path(path)
     tmp = path.with_suffix(".tmp")

@@ -28,10 +28,12 @@ from instructrl.evaluate import world_eval
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import Judge, load_judge
 from instructrl.evaluate.metrics import win_rate
+from instructrl.evaluate.report import flat_metrics
 from instructrl.modeling.best_of_n import best_of_n
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 from instructrl.modeling.reward import load_frozen_reward
+from instructrl.training.tracking import log_summary
 from instructrl.training.validation import check_finished
 
 log = logging.getLogger("instructrl.eval")
@@ -229,6 +231,7 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_jsonl(out / "responses.jsonl", responses_rows)
     (out / "summary.md").write_text(summary_markdown(results))
+    log_summary(cfg.report_to, out, "eval", cfg.to_dict(), flat_metrics(results))
     return results
 
 

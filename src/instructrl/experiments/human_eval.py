@@ -24,10 +24,12 @@ from instructrl.data.io import read_records, write_jsonl
 from instructrl.errors import ConfigError, DataError
 from instructrl.evaluate import human
 from instructrl.evaluate.config import EvalConfig
+from instructrl.evaluate.report import flat_metrics
 from instructrl.evaluate.runner import Policy, parse_model_spec, read_prompt_records, resolve_inputs, summary_markdown
 from instructrl.label import db, service
 from instructrl.label.labels import FLAGS
 from instructrl.label.security import check_text
+from instructrl.training.tracking import log_summary
 
 log = logging.getLogger("instructrl.eval")
 PREFIX = "humans:"
@@ -229,4 +231,5 @@ def collect(cfg: EvalConfig, out: Path) -> str:
     text = summary_markdown(results) + "\n".join(human.summary_lines(results)) + "\n"
     _write_json(out / "results.json", results)
     (out / "summary.md").write_text(text, encoding="utf-8")
+    log_summary(cfg.report_to, out, "eval-humans", cfg.to_dict(), flat_metrics(results))
     return text

@@ -190,7 +190,7 @@ class PPOTrainer:
         else:
             self.kl_ctl = FixedKLController(cfg.kl_coef)
         self.ckpts = Checkpoints(self.out, accelerator, keep=cfg.keep_checkpoints)
-        self.metrics = MetricsLogger(self.out, accelerator, run_name="ppo")
+        self.metrics = MetricsLogger(self.out, accelerator, run_name="ppo", config=cfg.to_dict())
         self.state: dict[str, Any] = {"iteration": 0, "episodes": 0, "ptx_position": 0}
 
     # ------------------------------------------------------------------ small helpers

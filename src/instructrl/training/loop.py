@@ -104,7 +104,7 @@ class Trainer:
         self.ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
         self.model, self.optimizer = accelerator.prepare(model, adamw(model, cfg))
         self.ckpts = Checkpoints(out_dir, accelerator, keep=cfg.keep_checkpoints)
-        self.metrics = MetricsLogger(out_dir, accelerator, run_name=stage)
+        self.metrics = MetricsLogger(out_dir, accelerator, run_name=stage, config=cfg.to_dict())
         self.state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "tokens": 0}
 
     # ------------------------------------------------------------------ what a stage supplies

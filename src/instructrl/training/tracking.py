@@ -11,15 +11,25 @@ from typing import Any
 
 import torch
 
+from instructrl.errors import ConfigError
+
 
 class MetricsLogger:
     """Appends one JSON object per log event to ``metrics.jsonl`` (main process) and forwards to trackers."""
 
-    def __init__(self, out_dir: str | os.PathLike, accelerator, run_name: str):
+    def __init__(self, out_dir: str | os.PathLike, accelerator, run_name: str, config: dict[str, Any] | None = None):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.acc = accelerator
         if cfg_trackers(accelerator):
-            accelerator.init_trackers(run_name)
+            if "wandb" in {str(t) for t in accelerator.log_with}:
+                # one W&B project for every stage ($WANDB_PROJECT overrides), each run named after its stage and
+                # output folder, with the resolved config; its files beside the run's outputs
+                init = {"name": f"{run_name}:{Path(out_dir).resolve().name}", "job_type": run_name, "dir": str(out_dir)}
+                accelerator.init_trackers(
+                    os.environ.get("WANDB_PROJECT", "instructrl"), init_kwargs={"wandb": {**init, "config": config}}
+                )
+            else:
+                accelerator.init_trackers(run_name)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.acc.is_main_process:
@@ -33,6 +43,35 @@ class MetricsLogger:
     def close(self) -> None:
         if cfg_trackers(self.acc):
             self.acc.end_training()
+
+
+def log_summary(
+    report_to: str, out_dir: str | os.PathLike, run_name: str, config: dict[str, Any], metrics: dict[str, float]
+) -> None:
+    """One-off results (an evaluation) to the tracker ``--report-to`` names: a W&B run whose summary holds
+    ``metrics``, or TensorBoard scalars at step 0 under ``OUT/<run_name>``. 'none' does nothing."""
+    if report_to in ("none", "", None):
+        return
+    if report_to == "wandb":
+        import wandb  # an optional extra (instructrl[wandb]); BaseConfig.validate checked it is installed
+
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "instructrl"),
+            name=f"{run_name}:{Path(out_dir).resolve().name}",
+            job_type=run_name,
+            dir=str(out_dir),
+            config=config,
+        )
+        run.summary.update(metrics)
+        run.finish()
+    elif report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+
+        with SummaryWriter(str(Path(out_dir) / run_name)) as writer:
+            for key, value in metrics.items():
+                writer.add_scalar(key, value, 0)
+    else:
+        raise ConfigError(f"--report-to {report_to}: {run_name} results go to wandb or tensorboard only")
 
 
 def cfg_trackers(acc) -> bool:
