@@ -67,7 +67,18 @@ class EvalConfig(BaseConfig):
         0.7, "Sampling temperature for responses (0 = greedy). Benchmarks always use 0.", minimum=0
     )
     batch_size: int = help_field(64, "Prompts per generation batch.", minimum=1)
-    benchmark_n: int = help_field(100, "Items per benchmark task (alignment tax).", minimum=1)
+    benchmark_n: int = help_field(
+        100, "Items per benchmark task (alignment tax): the world's, and lm-eval's (its --limit).", minimum=1
+    )
+    benchmarks: str | None = help_field(
+        None,
+        "Real benchmarks for the alignment tax (InstructGPT Fig. 29) through lm-evaluation-harness: "
+        "'lm-eval:TASK[,TASK...]', run on every model and the baseline, e.g. lm-eval:squadv2,drop,hellaswag,"
+        "wmt14-fr-en (the paper's set; needs the optional extra instructrl[lm-eval] and the datasets).",
+    )
+    lm_eval_include: str | None = help_field(
+        None, "A folder of your own lm-eval task definitions (YAML) that --benchmarks can name."
+    )
     few_shot_data: str | None = help_field(
         None, "Demonstrations for '+fewshot' models (default: the world's sft.jsonl)."
     )

@@ -165,7 +165,7 @@ def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
 
     for name, res in results.get("models", {}).items():
         walk(res, f"{prefix}/{name}")
-    for key in ("human", "prompts", "seconds"):
+    for key in ("human", "baseline_scores", "prompts", "seconds"):
         if key in results:
             walk(results[key], f"{prefix}/{key}")
     return out

@@ -24,7 +24,7 @@ import torch
 from instructrl.data.formats import Prompt, parse_prompt_value
 from instructrl.data.io import read_records, write_jsonl
 from instructrl.errors import ConfigError, InstructRLError
-from instructrl.evaluate import world_eval
+from instructrl.evaluate import lm_harness, world_eval
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.judges import Judge, load_judge
 from instructrl.evaluate.metrics import win_rate
@@ -158,6 +158,9 @@ def resolve_inputs(cfg: EvalConfig) -> EvalConfig:
 
 def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     cfg = resolve_inputs(cfg)
+    # lm-eval and its task names are checked before anything is loaded or written
+    lm_tasks = lm_harness.parse_benchmarks(cfg.benchmarks) if cfg.benchmarks else []
+    lm_manager = lm_harness.task_manager(lm_tasks, cfg.lm_eval_include, cfg.benchmarks) if lm_tasks else None
     out = Path(cfg.output_dir or "eval")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -187,11 +190,29 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     results: dict = {"judge": getattr(judge, "name", None), "world": world, "prompts": len(prompts), "models": {}}
     texts = [r["prompt"] for r in prompts]
     baseline_responses = None
-    if cfg.baseline and "winrate" in cfg.suites:
+    world_bench = world and "benchmarks" in cfg.suites
+
+    def benchmark_scores(policy: Policy) -> dict:
+        """The world's benchmarks and the lm-eval tasks of one policy (the model itself, no best-of-n)."""
+        scores: dict = {}
+        if world_bench:
+            scores["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
+        if lm_tasks:
+            scores["lm_eval"] = lm_harness.run_tasks(
+                policy.model, policy.tokenizer, lm_tasks, lm_manager, limit=cfg.benchmark_n, batch_size=cfg.batch_size
+            )
+        return scores
+
+    if cfg.baseline and ("winrate" in cfg.suites or world_bench or lm_tasks):
         base = parse_model_spec(cfg.baseline)
         results["baseline"] = base.name
-        log.info("generating baseline responses (%s)", base.name)
-        baseline_responses = Policy(base, cfg, shots).answer(texts)
+        base_policy = Policy(base, cfg, shots)
+        if "winrate" in cfg.suites:
+            log.info("generating baseline responses (%s)", base.name)
+            baseline_responses = base_policy.answer(texts)
+        if world_bench or lm_tasks:  # the alignment tax is a drop against the baseline's own scores
+            results["baseline_scores"] = benchmark_scores(base_policy)
+        del base_policy
     truthful_records = (
         read_prompt_records(cfg.truthfulqa, cfg.num_prompts)
         if world and "truthfulness" in cfg.suites and cfg.truthfulqa
@@ -223,8 +244,14 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
             res["toxicity"] = world_eval.toxicity(
                 toxicity_records, policy.answer([r["prompt"] for r in toxicity_records])
             )
-        if world and "benchmarks" in cfg.suites:
-            res["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
+        res.update(benchmark_scores(policy))
+        if "baseline_scores" in results:
+            base_cols = benchmark_columns(results["baseline_scores"])
+            res["benchmark_drop"] = {
+                k: lm_harness.relative_drop(v, base_cols[k])
+                for k, v in benchmark_columns(res).items()
+                if k in base_cols
+            }
         results["models"][spec.name] = res
         del policy
     results["seconds"] = round(time.time() - t0, 1)
@@ -233,6 +260,44 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     (out / "summary.md").write_text(summary_markdown(results))
     log_summary(cfg.report_to, out, "eval", cfg.to_dict(), flat_metrics(results))
     return results
+
+
+def benchmark_columns(res: dict) -> dict[str, float]:
+    """One score per benchmark: the world's tasks, and each lm-eval task's headline metric ("hellaswag acc_norm")."""
+    cols = dict(res.get("benchmarks", {}))
+    for task, metrics in res.get("lm_eval", {}).items():
+        head = lm_harness.primary(metrics)
+        if head:
+            cols[f"{task} {head[0]}"] = head[1]
+    return cols
+
+
+def _benchmark_table(results: dict) -> list[str]:
+    """The alignment tax: every benchmark score, the baseline's first, each with its relative drop."""
+    rows = {name: benchmark_columns(r) for name, r in results["models"].items()}
+    base = benchmark_columns(results.get("baseline_scores", {}))
+    cols = list(dict.fromkeys([*base, *(c for r in rows.values() for c in r)]))
+    if not cols:
+        return []
+    lines = ["", "Benchmarks (the alignment tax: drop relative to the baseline's score)", ""]
+    lines += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    if base:
+        lines.append(
+            f"| {results.get('baseline')} (baseline) | "
+            + " | ".join(f"{base[c]:.3f}" if c in base else "-" for c in cols)
+            + " |"
+        )
+    for name, r in rows.items():
+        drops = results["models"][name].get("benchmark_drop", {})
+        cells = []
+        for c in cols:
+            if c not in r:
+                cells.append("-")
+                continue
+            d = drops.get(c)
+            cells.append(f"{r[c]:.3f}" + (f" ({100 * d:+.1f}%)" if d is not None else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(d: dict | None) -> str:
@@ -265,8 +330,7 @@ def summary_markdown(results: dict) -> str:
             )
         if "toxicity" in r:
             extra.append("toxic " + ", ".join(f"{k} {v['mean']:.2f}" for k, v in r["toxicity"].items()))
-        if "benchmarks" in r:
-            extra.append(", ".join(f"{k} {v:.3f}" for k, v in r["benchmarks"].items()))
         if extra:
             lines += ["", f"**{name}**: " + "; ".join(extra)]
+    lines += _benchmark_table(results)
     return "\n".join(lines) + "\n"

@@ -93,6 +93,10 @@ def queue(cfg: EvalConfig, out: Path) -> str:
     cfg = resolve_inputs(cfg)
     if not cfg.baseline:
         raise ConfigError("--judge humans: give the model the others are compared with (--baseline NAME=PATH)")
+    if cfg.benchmarks:
+        raise ConfigError(
+            "--benchmarks: run the benchmarks in an `instructrl eval` of their own (without --judge humans)"
+        )
     engine = db.make_engine(url)
     try:
         # everything a user can get wrong is checked before minutes of generation
