@@ -15,7 +15,8 @@ from instructrl.label import db, service
 from instructrl.label.models import Assignment, ComparisonItem, Completion, Labeler, Rating
 
 PROMPTS = ["What color is the flag of Zor1?", "What color is the flag of Zor2?", "What color is the flag of Zor3?"]
-CHECK = {"prompt": "Spell the word cat.", "better": "c-a-t", "worse": "The capital of France is Lyon."}
+# the worse answer is hostile markup: shown as text, never run
+CHECK = {"prompt": "Spell the word cat.", "better": "c-a-t", "worse": "<img src=x onerror=alert(1)>Lyon is a capital."}
 
 
 def eval_args(db_url, model, tmp_path, *extra):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from labelkit import Shots, comparison_sides, seed
+from labelkit import comparison_sides, seed
 from test_eval_humans import eval_args
 
 from instructrl.cli import main as cli
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.browser
 SECRETS = ("MODELX", "MODELZ", "BASELINEY", "secret-policy-dir")
 
 
-def judge_all(browser, server, token: str, plan, shots: Shots | None = None) -> list[int]:  # type: ignore[no-untyped-def]
+def judge_all(browser, server, token: str, plan) -> list[int]:  # type: ignore[no-untyped-def]
     """Sign in with ``token`` and judge every comparison in the queue from the keyboard; ``plan(assignment id)``
     gives (left Likert, right Likert, choice key). The first one also gets a flag on its right side, by mouse.
     Returns the assignment ids judged, in order."""
@@ -24,6 +24,8 @@ def judge_all(browser, server, token: str, plan, shots: Shots | None = None) -> 
     page = context.new_page()
     page.set_default_timeout(15_000)
     problems: list[str] = []
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.goto(server.url + "/login")
@@ -49,13 +51,12 @@ def judge_all(browser, server, token: str, plan, shots: Shots | None = None) -> 
         if not judged:  # flags stay a click away
             page.locator("#side-right input[value=harmful_advice]").check()
         page.keyboard.press(key)
-        if shots and not judged:
-            shots(page, "compare")
         with page.expect_navigation():
             page.keyboard.press("Enter")
         judged.append(aid)
     assert "Nothing left in your queue" in page.inner_text("main")
     assert problems == [], f"browser errors: {problems}"
+    assert dialogs == [], f"a script from a response ran: {dialogs}"
     context.close()
     return judged
 
@@ -82,9 +83,8 @@ def test_queue_compare_in_chromium_and_collect(db_url, eval_model, browser, live
         return plan
 
     server = live_server_factory(db_url)
-    shots = Shots(enabled=db_url.startswith("sqlite"))
     first = []
-    done = judge_all(browser, server, world.tokens["ana"], prefers("model"), shots)
+    done = judge_all(browser, server, world.tokens["ana"], prefers("model"))
     assert len(done) == 7
     first.append(done[0])
     capsys.readouterr()

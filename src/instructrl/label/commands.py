@@ -137,11 +137,15 @@ def _progress(s, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
         print(
             f"{kind:<14} tasks {t['tasks']:>5}  unassigned {t['unassigned']:>5}  pending {t['pending']:>5}  submitted {t['submitted']:>5}"
         )
-    print(f"\n{'labeler':<20} {'role':<8} {'demo done':>9} {'pending':>8} {'rank done':>9} {'pending':>8}")
+    print(
+        f"\n{'labeler':<20} {'role':<8} {'demo done':>9} {'pending':>8} {'rank done':>9} {'pending':>8} "
+        f"{'compare done':>12} {'pending':>8}"
+    )
     for p in report["labelers"]:
         print(
             f"{p['labeler']:<20} {p['role']:<8} {p['demonstration_submitted']:>9} {p['demonstration_pending']:>8} "
-            f"{p['ranking_submitted']:>9} {p['ranking_pending']:>8}{'' if p['active'] else '  (deactivated)'}"
+            f"{p['ranking_submitted']:>9} {p['ranking_pending']:>8} {p['comparison_submitted']:>12} "
+            f"{p['comparison_pending']:>8}{'' if p['active'] else '  (deactivated)'}"
         )
     return 0
 
