@@ -104,7 +104,9 @@ class Policy:
         self.tokenizer = load_tokenizer(spec.path)
         self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
         self.model.eval()
-        self.reward_model = load_frozen_reward(spec.reward_model) if spec.reward_model else None
+        self.reward_model = None
+        if spec.reward_model:  # the best-of-n arm's judge, on the policy's device
+            self.reward_model = load_frozen_reward(spec.reward_model).to(next(self.model.parameters()).device)
 
     def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
         if self.spec.few_shot:
