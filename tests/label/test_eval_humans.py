@@ -5,6 +5,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from labelkit import comparison_sides, seed, sign_in
@@ -196,7 +197,7 @@ def test_labelers_compare_blind_in_the_app(people, eval_model, tmp_path, client_
     form = {"csrf_token": csrf, f"likert_{left}": "6", f"likert_{right}": "2", f"flags_{right}": "harmful_advice"}
     r = client.post(f"/tasks/{first}", data=form)
     assert r.status_code == 422 and "choose which response is better" in r.text
-    assert f'name="likert_{left}" value="6" required\n        checked' in r.text
+    assert re.search(rf'name="likert_{left}" value="6" required\s+checked', r.text)
     r = client.post(f"/tasks/{first}", data={**form, "choice": "left"})
     assert r.status_code == 303
     again = client.get(f"/tasks/{first}").text

@@ -329,6 +329,33 @@ def check_plan(n_labelers: int, overlap: int, overlap_share: float) -> None:
         raise InstructRLError(f"--overlap-share {overlap_share}: must be between 0 and 1")
 
 
+def active_labelers(session: Session, names: Sequence[str] | None) -> list[Labeler]:
+    """The named labelers (each must exist and be active), or every active labeler."""
+    if names:
+        chosen = [labeler_by_name(session, n) for n in names]
+        inactive = [x.name for x in chosen if not x.active]
+        if inactive:
+            raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
+        return chosen
+    return list(
+        session.scalars(
+            select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True)).order_by(Labeler.name)
+        )
+    )
+
+
+def pending_load(session: Session) -> dict[str, int]:
+    """{labeler name: pending assignments}: how busy each labeler is."""
+    return dict(
+        session.execute(
+            select(Labeler.name, func.count(Assignment.id))
+            .join(Assignment)
+            .where(Assignment.status == PENDING)
+            .group_by(Labeler.name)
+        ).all()
+    )
+
+
 def assign(
     session: Session,
     *,
@@ -352,17 +379,7 @@ def assign(
         or not math.isfinite(overlap_share)
     ):
         raise InstructRLError(f"--overlap-share {overlap_share!r}: must be a number between 0 and 1")
-    if labelers:
-        chosen = [labeler_by_name(session, n) for n in labelers]
-        inactive = [x.name for x in chosen if not x.active]
-        if inactive:
-            raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
-    else:
-        chosen = list(
-            session.scalars(
-                select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True)).order_by(Labeler.name)
-            )
-        )
+    chosen = active_labelers(session, labelers)
     check_plan(len(chosen), overlap, overlap_share)
     held = select(Assignment.task_id)
     q = select(Task.id).where(Task.id.not_in(held)).order_by(Task.id)
@@ -374,14 +391,7 @@ def assign(
     if not task_ids:
         return 0
     ids = {x.name: x.id for x in chosen}
-    load = dict(
-        session.execute(
-            select(Labeler.name, func.count(Assignment.id))
-            .join(Assignment)
-            .where(Assignment.status == PENDING)
-            .group_by(Labeler.name)
-        ).all()
-    )
+    load = pending_load(session)
     plan = plan_assignments(task_ids, list(ids), load, overlap=overlap, overlap_share=overlap_share, seed=seed)
     now = utcnow()
     session.add_all(Assignment(task_id=t, labeler_id=ids[n], status=PENDING, assigned_at=now) for t, n in plan)
@@ -586,7 +596,7 @@ def queue_comparisons(
         (check_tasks if is_check else model_tasks).append(task.id)
     result.comparisons, result.attention_checks = len(model_tasks), len(check_tasks)
     ids = {x.name: x.id for x in chosen}
-    load = _pending_load(session)
+    load = pending_load(session)
     plan = plan_assignments(model_tasks, list(ids), load, overlap=per_item, seed=seed)
     plan += [(t, name) for t in check_tasks for name in ids]
     plan.sort(key=lambda p: p[0])  # task order (shuffled above), so checks are spread through each queue
@@ -594,32 +604,6 @@ def queue_comparisons(
     session.add_all(Assignment(task_id=t, labeler_id=ids[n], status=PENDING, assigned_at=now) for t, n in plan)
     result.assignments = len(plan)
     return result
-
-
-def active_labelers(session: Session, names: Sequence[str] | None) -> list[Labeler]:
-    """The named labelers (each must exist and be active), or every active labeler."""
-    if names:
-        chosen = [labeler_by_name(session, n) for n in names]
-        inactive = [x.name for x in chosen if not x.active]
-        if inactive:
-            raise InstructRLError(f"labeler(s) {', '.join(inactive)} are deactivated")
-        return chosen
-    return list(
-        session.scalars(
-            select(Labeler).where(Labeler.role == "labeler", Labeler.active.is_(True)).order_by(Labeler.name)
-        )
-    )
-
-
-def _pending_load(session: Session) -> dict[str, int]:
-    return dict(
-        session.execute(
-            select(Labeler.name, func.count(Assignment.id))
-            .join(Assignment)
-            .where(Assignment.status == PENDING)
-            .group_by(Labeler.name)
-        ).all()
-    )
 
 
 def submit_comparison(
