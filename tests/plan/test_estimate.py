@@ -8,7 +8,14 @@ import pytest
 
 from instructrl.plan.arch import arch_from_config
 from instructrl.plan.config import PlanConfig
-from instructrl.plan.estimate import GIB, Model, estimate, kv_cache_bytes, layer_activation_bytes
+from instructrl.plan.estimate import (
+    GIB,
+    Model,
+    estimate,
+    kv_cache_bytes,
+    layer_activation_bytes,
+    ppo_episodes_per_second,
+)
 from instructrl.plan.search import candidates, cheapest_fit, flags
 
 LLAMA_7B = arch_from_config(
@@ -167,3 +174,22 @@ def test_70b_fits_on_four_nodes_of_eight_80gb_gpus():
 def test_models_are_counted_like_their_heads():
     assert Model("reward", LLAMA_7B, False).params == LLAMA_7B.backbone_params + 4096
     assert Model("policy", LLAMA_7B, True).params == LLAMA_7B.lm_params
+
+
+def test_episodes_per_second_from_flops_when_bandwidth_is_no_limit():
+    # every pass at the assumed utilization: 2N per token forward, 6N forward + backward (Kaplan et al. 2020)
+    cfg = plan(gpus=8, ptx_micro_batch_size=0, hbm_bandwidth=1e12, link_bandwidth=1e12, frozen_dtype="bf16")
+    est = estimate(cfg, LLAMA_7B)
+    n, v = LLAMA_7B.lm_params, LLAMA_7B.backbone_params + 4096
+    P, R = 256, 128
+    flops = 2 * n * P + 2 * n * R + 2 * (P + R) * (n + n + v + v) + 6 * (P + R) * (n + v)
+    expected = 8 * 989e12 * 0.35 / flops
+    assert ppo_episodes_per_second(cfg, est, LLAMA_7B) == pytest.approx(expected, rel=1e-9)
+
+
+def test_sampling_a_policy_sharded_across_nodes_waits_on_the_network():
+    one = plan(gpus=8, engine="fsdp2")
+    four = dataclasses.replace(one, gpus=2, nodes=4)  # the same 8 GPUs, in four nodes
+    fast = ppo_episodes_per_second(one, estimate(one, LLAMA_7B), LLAMA_7B)
+    slow = ppo_episodes_per_second(four, estimate(four, LLAMA_7B), LLAMA_7B)
+    assert slow < 0.6 * fast

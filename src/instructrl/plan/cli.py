@@ -50,7 +50,7 @@ def launch_command(cfg: PlanConfig) -> str:
     )
 
 
-def _summary(cfg: PlanConfig, est: Estimate) -> dict:
+def _summary(cfg: PlanConfig, est: Estimate, policy: Arch) -> dict:
     total = est.total
     limit = cfg.gpu_memory * GIB
     out = {
@@ -66,7 +66,7 @@ def _summary(cfg: PlanConfig, est: Estimate) -> dict:
         "launch": launch_command(cfg),
     }
     if cfg.stage == "ppo":
-        out["episodes_per_second"] = round(ppo_episodes_per_second(cfg, est), 4)
+        out["episodes_per_second"] = round(ppo_episodes_per_second(cfg, est, policy), 4)
     return out
 
 
@@ -84,18 +84,18 @@ def make_plan(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> dict:
             "vocab": policy.vocab_size,
         },
         "params_by_role": est.sizes,
-        **_summary(cfg, est),
+        **_summary(cfg, est, policy),
     }
     if cfg.search:
         found, smallest = cheapest_fit(cfg, policy, reward, value)
-        plan["suggestion"] = _suggestion(found) if found else None
+        plan["suggestion"] = _suggestion(found, policy) if found else None
         if not found:
-            plan["smallest"] = _suggestion(smallest)
+            plan["smallest"] = _suggestion(smallest, policy)
     return plan
 
 
-def _suggestion(s: Suggestion) -> dict:
-    return {"step": s.steps[0], "command": flags(s.cfg), **_summary(s.cfg, s.estimate)}
+def _suggestion(s: Suggestion, policy: Arch) -> dict:
+    return {"step": s.steps[0], "command": flags(s.cfg), **_summary(s.cfg, s.estimate, policy)}
 
 
 def render(plan: dict) -> str:
@@ -115,7 +115,9 @@ def render(plan: dict) -> str:
     if plan.get("cpu_gib_per_node"):
         lines.append(f"CPU memory per node: {plan['cpu_gib_per_node']:.1f} GiB")
     if "episodes_per_second" in plan:
-        lines.append(f"expected: {plan['episodes_per_second']:.2f} episodes/s (assumptions: --mfu, --decode-mfu)")
+        lines.append(
+            f"expected: {plan['episodes_per_second']:.2f} episodes/s (assumed: --mfu, --gpu-tflops, bandwidths)"
+        )
     if "suggestion" in plan:
         lines.append("")
         sug = plan["suggestion"]

@@ -102,13 +102,36 @@ class PlanConfig:
     ptx_length: int = help_field(256, "Tokens of a pretraining window.", minimum=1)
     ptx_per_episode: float = help_field(8.0, "Pretraining windows per episode (App. C.4: 8); sets the time.", minimum=0)
     gpu_tflops: float = help_field(
-        989.0, "Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989), for the episodes/s estimate.", minimum=0
+        989.0,
+        "Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989), for the episodes/s estimate.",
+        minimum=0,
+        exclusive_minimum=True,
     )
     mfu: float = help_field(
-        0.35, "Assumed model FLOPs utilization of training forward/backward passes.", minimum=0, maximum=1
+        0.35,
+        "Assumed model FLOPs utilization of the forward/backward passes (episodes/s estimate).",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
     )
-    decode_mfu: float = help_field(
-        0.05, "Assumed FLOPs utilization while sampling (token by token: memory-bound).", minimum=0, maximum=1
+    hbm_bandwidth: float = help_field(
+        3350.0,
+        "GPU memory bandwidth, GB/s (H100 SXM: 3350): sampling reads the weights once per token.",
+        minimum=0,
+        exclusive_minimum=True,
+    )
+    link_bandwidth: float = help_field(
+        450.0,
+        "Bandwidth of one GPU's all-gather inside a node, GB/s (NVLink 4: ~450): a sharded policy gathers its "
+        "weights for every sampled token.",
+        minimum=0,
+        exclusive_minimum=True,
+    )
+    network_bandwidth: float = help_field(
+        50.0,
+        "Bandwidth of one GPU's all-gather across nodes, GB/s (one 400 Gb/s NIC per GPU: 50).",
+        minimum=0,
+        exclusive_minimum=True,
     )
     search: bool = help_field(True, "Also search the cheapest setting that fits.")
     json: bool = help_field(False, "Print the plan as JSON.")

@@ -319,23 +319,36 @@ def rollout_batch(cfg: PlanConfig) -> int:
 
 
 # ---------------------------------------------------------------------------- time
-def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate) -> float:
-    """PPO-ptx episodes per second from FLOPs and assumed utilizations.
+def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> float:
+    """PPO-ptx episodes per second of one iteration: the passes that process whole sequences at an assumed
+    FLOPs utilization, plus sampling token by token, which is bound by memory and links.
 
     Per episode of T = prompt + response tokens (Kaplan et al. 2020: a forward costs 2·N FLOPs per token, a
-    forward and backward 6·N): sampling the response token by token (2·N per token, at ``decode_mfu``) after
-    its prompt's prefill; scoring it with policy, reference, reward and value (2·N·T each); training policy
-    and value (6·N·T; 8·N·T with checkpointing's second forward; LoRA skips the weight gradients: 2·N·T less);
-    and ``ptx_per_episode`` pretraining windows through the policy, trained the same way.
+    forward and backward 6·N): the prompt's prefill (2·N·P); scoring with policy, reference, reward and value
+    (2·N·T each); training policy and value (6·N·T; 8·N·T with checkpointing's second forward; LoRA skips the
+    weight gradients: 2·N·T less); ``ptx_per_episode`` pretraining windows through the policy, trained alike.
+    Sampling takes ``response_length`` steps per rollout chunk; a step costs the larger of its FLOPs
+    (2·N per sequence) and reading the 16-bit weights and the KV cache from GPU memory, plus, for a sharded
+    policy, gathering its weights over NVLink, or the network across nodes (Pope et al. 2022: decoding
+    small batches is memory-bound).
     """
     n = est.sizes
     T = cfg.prompt_length + cfg.response_length
     per_token = 6 + (2 if cfg.gradient_checkpointing else 0) - (2 if cfg.lora_r else 0)
-    prefill = 2 * n["policy"] * cfg.prompt_length
-    decode = 2 * n["policy"] * cfg.response_length
-    score = 2 * T * (n["policy"] + n["reference"] + n["reward"] + n["value"])
-    train = per_token * T * (n["policy"] + n["value"])
-    ptx = per_token * cfg.ptx_length * n["policy"] * cfg.ptx_per_episode if cfg.ptx_micro_batch_size else 0.0
-    peak = cfg.world * cfg.gpu_tflops * 1e12
-    seconds = (prefill + score + train + ptx) / (peak * cfg.mfu) + decode / (peak * cfg.decode_mfu)
-    return 1.0 / seconds
+    passes = 2 * n["policy"] * cfg.prompt_length
+    passes += 2 * T * (n["policy"] + n["reference"] + n["reward"] + n["value"])
+    passes += per_token * T * (n["policy"] + n["value"])
+    if cfg.ptx_micro_batch_size:
+        passes += per_token * cfg.ptx_length * n["policy"] * cfg.ptx_per_episode
+    flops = cfg.gpu_tflops * 1e12 * cfg.mfu  # per GPU
+    passes_seconds = cfg.batch_size * passes / (cfg.world * flops)
+    chunk = rollout_batch(cfg)
+    local = math.ceil(cfg.batch_size / cfg.world)
+    weight_bytes = n["policy"] * 2
+    mean_kv = kv_cache_bytes(policy, chunk, cfg.prompt_length + cfg.response_length // 2, 2)  # the cache grows
+    step = max(2 * n["policy"] * chunk / flops, (weight_bytes + mean_kv) / (cfg.hbm_bandwidth * 1e9))
+    if cfg.engine in SHARDS_WEIGHTS and cfg.world > 1:
+        link = cfg.network_bandwidth if cfg.nodes > 1 else cfg.link_bandwidth
+        step += weight_bytes * (cfg.world - 1) / cfg.world / (link * 1e9)
+    sampling_seconds = math.ceil(local / chunk) * cfg.response_length * step
+    return cfg.batch_size / (passes_seconds + sampling_seconds)

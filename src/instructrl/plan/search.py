@@ -5,8 +5,8 @@ Cost order, cheapest first (each step keeps the ones before it):
 1. the setting as asked, on the engines ddp < zero2 < fsdp2 (zero3 keeps what fsdp2 keeps per GPU:
    only the communication differs);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
-3. gradient checkpointing: about a third more compute per step; then micro-batch, rollout chunk and ptx
-   micro-batch halved together down to 1 (more, smaller passes: the same batch, slower);
+3. gradient checkpointing: about a third more compute per step; then the micro-batches halved down to 1
+   (more, smaller passes: the same batch, slower), then the rollout chunk (a smaller KV cache);
 4. the optimizer states offloaded to CPU (zero3-offload: the optimizer step runs on the CPU), then the
    frozen models in CPU memory too;
 5. LoRA (rank 16 unless asked, bf16 base; PPO: the value model on the policy's base): fewer trained
@@ -28,7 +28,7 @@ from instructrl.plan.estimate import Estimate, estimate, micro_batch, rollout_ba
 
 ENGINE_ORDER = ("ddp", "zero2", "fsdp2")
 # flags that describe the question, not the setting: never part of a suggestion's changes
-NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "decode_mfu")
+NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "hbm_bandwidth", "link_bandwidth", "network_bandwidth")
 
 
 @dataclass
@@ -39,18 +39,18 @@ class Suggestion:
 
 
 def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
-    """``cfg``, then its micro-batch halved until 1 (PPO: with the rollout chunk and the ptx micro-batch)."""
+    """``cfg``, then its training micro-batches halved until 1 (PPO: the minibatch share and the ptx
+    micro-batch together), then (PPO) the rollout chunk halved until 1: the KV cache shrinks, sampling slows."""
     yield cfg
-    if cfg.stage != "ppo":
-        mb = micro_batch(cfg)
-        while mb > 1:
-            mb //= 2
-            yield dataclasses.replace(cfg, micro_batch_size=mb)
-        return
-    mb, rb, pmb = micro_batch(cfg), rollout_batch(cfg), cfg.ptx_micro_batch_size
-    while mb > 1 or rb > 1 or pmb > 1:
-        mb, rb, pmb = max(1, mb // 2), max(1, rb // 2), (max(1, pmb // 2) if pmb else 0)
-        yield dataclasses.replace(cfg, micro_batch_size=mb, rollout_batch_size=rb, ptx_micro_batch_size=pmb)
+    mb, pmb = micro_batch(cfg), cfg.ptx_micro_batch_size
+    while mb > 1 or pmb > 1:
+        mb, pmb = max(1, mb // 2), (max(1, pmb // 2) if pmb else 0)
+        cfg = dataclasses.replace(cfg, micro_batch_size=mb, ptx_micro_batch_size=pmb)
+        yield cfg
+    rb = rollout_batch(cfg)
+    while cfg.stage == "ppo" and rb > 1:
+        rb //= 2
+        yield dataclasses.replace(cfg, rollout_batch_size=rb)
 
 
 def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
