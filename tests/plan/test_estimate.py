@@ -193,3 +193,10 @@ def test_sampling_a_policy_sharded_across_nodes_waits_on_the_network():
     fast = ppo_episodes_per_second(one, estimate(one, LLAMA_7B), LLAMA_7B)
     slow = ppo_episodes_per_second(four, estimate(four, LLAMA_7B), LLAMA_7B)
     assert slow < 0.6 * fast
+
+
+def test_a_lora_setting_that_fits_is_suggested_as_asked():
+    cfg = plan(gpus=8, nodes=4, lora_r=16, weight_dtype="bf16", value_shares_base=True, gradient_checkpointing=True)
+    found, _ = cheapest_fit(cfg, LLAMA_70B)
+    assert found.steps == ["as asked, engine fsdp2"]
+    assert found.cfg == dataclasses.replace(cfg, engine="fsdp2")

@@ -56,10 +56,10 @@ def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
 def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
     """(step, setting) in cost order (see the module docstring)."""
     replace = dataclasses.replace
-    full = cfg.lora_r == 0
-    if full:
-        for engine in ENGINE_ORDER:
-            yield "as asked", replace(cfg, engine=engine)
+    asked_engines = ENGINE_ORDER if cfg.engine in ENGINE_ORDER else (*ENGINE_ORDER, cfg.engine)
+    for engine in asked_engines:
+        yield "as asked", replace(cfg, engine=engine)
+    if cfg.lora_r == 0:
         bf16 = replace(cfg, frozen_dtype="bf16")
         for engine in ENGINE_ORDER:
             yield "frozen models in bf16", replace(bf16, engine=engine)
