@@ -241,7 +241,7 @@ def test_labelers_compare_blind_in_the_app(people, eval_model, tmp_path, client_
     "judge, message",
     [
         ("humans:", "give the labeling app's database"),
-        ("humans:mysql://x/y", "expected sqlite:///FILE.db or postgresql+psycopg://USER@HOST/DB"),
+        ("humans:mysql://x/y", "--judge humans:'mysql://x/y': expected sqlite:///FILE.db or postgresql+psycopg"),
         ("humans:postgresql+psycopg://nobody@127.0.0.1:1/none", "cannot reach the database"),
         ("humans:sqlite:////no/such/folder/labels.db", "folder /no/such/folder does not exist"),
     ],

@@ -6,6 +6,8 @@ It lives above both packages because it joins them: ``evaluate`` and ``label`` d
 
 from __future__ import annotations
 
+import logging
+
 from instructrl.config import resolve_config
 from instructrl.evaluate import cli as evaluate_cli
 from instructrl.evaluate.config import EvalConfig
@@ -27,6 +29,7 @@ def main(args) -> int:
     cfg = resolve_config(EvalConfig, args)
     if not (cfg.collect or cfg.judge.startswith("humans:")):
         return evaluate_cli.main(args)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # it logs each plugin it sets up at import: not news
     # Imported only now: the database stack is the optional 'label' extra, and torch loads slowly (--help stays instant)
     from instructrl.experiments import human_eval
 

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from instructrl.data.io import read_records, write_jsonl
-from instructrl.errors import ConfigError, DataError
+from instructrl.errors import ConfigError, DataError, InstructRLError
 from instructrl.evaluate import human
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.report import flat_metrics
@@ -55,6 +55,14 @@ def _db_url(cfg: EvalConfig) -> str:
     if not url:
         raise ConfigError("--judge humans:DB_URL: give the labeling app's database, e.g. humans:sqlite:///labels.db")
     return url
+
+
+def _engine(url: str):  # type: ignore[no-untyped-def]
+    """The database engine; its errors name the flag this command took the URL from."""
+    try:
+        return db.make_engine(url)
+    except InstructRLError as e:
+        raise ConfigError(str(e).replace("--db ", "--judge humans:", 1)) from None
 
 
 def _shown(engine) -> str:  # type: ignore[no-untyped-def]
@@ -97,7 +105,7 @@ def queue(cfg: EvalConfig, out: Path) -> str:
         raise ConfigError(
             "--benchmarks: run the benchmarks in an `instructrl eval` of their own (without --judge humans)"
         )
-    engine = db.make_engine(url)
+    engine = _engine(url)
     try:
         # everything a user can get wrong is checked before minutes of generation
         db.migrate(engine)
@@ -205,7 +213,7 @@ def collect(cfg: EvalConfig, out: Path) -> str:
     url = _db_url(cfg) if cfg.judge.startswith(PREFIX) else manifest["db"]
     if "***" in url:
         raise ConfigError(f"{path}: the database URL is stored without its password: pass --judge humans:DB_URL")
-    engine = db.make_engine(url)
+    engine = _engine(url)
     try:
         db.migrate(engine)
         with db.reachable(engine), db.transaction(db.session_factory(engine)) as s:
