@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from labelkit import seed, sign_in
 from starlette.routing import Mount
 
+from instructrl.label import service
 from instructrl.label.app import create_app
 from instructrl.label.security import ID_MAX
 from instructrl.label.settings import Limits
@@ -23,14 +24,35 @@ from instructrl.label.web import SESSION_COOKIE
 
 SEED, ROUNDS = 20261128, 4  # ROUNDS requests per route, method and caller
 
-IDS: list[Any] = [0, -1, 1, 2, 3, 7, ID_MAX, ID_MAX + 1, 2**63 - 1, 2**63, 2**64, 10**40, "abc", "1.5", "1e3", " 1"]
+IDS: list[Any] = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    9,
+    10,
+    12,
+    ID_MAX,
+    ID_MAX + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**40,
+    "abc",
+    "1.5",
+    "1e3",
+    " 1",
+]
 IDS += ["%00", "\u0661", "-0", "", "9" * 400, "../1", "1;DROP TABLE labelers"]
 STRINGS: list[str] = ["", " ", "a", "ana\n", "x\x00y", "\x07\x1b[31m", "\r\n", "🌊" * 10, "\u202eevil", "<script>x"]
 STRINGS += ["' OR 1=1 --", "../../etc/passwd", "/abs", "a" * 65, "z" * 70_000, "demonstrations", "rankings", "on"]
 STRINGS += ["admin", "labeler", "create", "reset", "deactivate", "activate", "ranking", "demonstration", "5", "-3"]
+STRINGS += ["left", "right", "tie", "comparison"]
 NUMBERS: list[Any] = [0, -1, 1, 4, 7, 8, 2**31, 2**63, 2**70, -(2**70), 0.5, -0.0, 1e308, 1.5, True, False]
 FIELDS = ["text", "name", "role", "tag", "kind", "kinds", "labelers", "overlap", "overlap_share", "limit", "seed"]
-FIELDS += ["by_labeler", "demonstrations", "token", "action", "status", "outputs", "prompts"]
+FIELDS += ["by_labeler", "demonstrations", "token", "action", "status", "outputs", "prompts", "choice"]
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
@@ -149,6 +171,12 @@ def _fill(template: str, rng: random.Random) -> str:
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_no_route_answers_5xx_to_any_input(db_url, tmp_path):
     world = seed(db_url, ["ana", "ben"], overlap=2)
+    with world.tx() as s:  # comparison tasks too (an evaluation's), in both labelers' queues
+        pairs = [
+            service.PairToCompare(i, f"prompt {i}", "one", "<b>two</b>", model="m", baseline="b") for i in range(2)
+        ]
+        pairs.append(service.PairToCompare(0, "check", "good", "bad"))
+        service.queue_comparisons(s, pairs, batch="fuzz", labelers=["ana", "ben"], per_item=2)
     # High rate limits, so the fuzzed requests go on past sign-in instead of all meeting a 429.
     app = create_app(world.engine, export_dir=tmp_path / "exports", limits=Limits(1 << 20, 10_000, 10_000))
     targets = _targets(app.routes)
