@@ -164,6 +164,13 @@ def test_queue_label_collect(people, eval_model, tmp_path, capsys):
     assert "11 of 12 comparisons judged, **1 still open**" in summary and "| MODELZ | 5 | 1 |" in summary
     assert "by labeler: ana 1/1, ben 0/1" in summary
 
+    # ben failed his attention check: with --min-attention-pass 1 his judgments are left out
+    assert cli(["eval", "--collect", "--out", str(out), "--min-attention-pass", "1"]) == 0
+    strict = json.loads((out / "results.json").read_text())
+    assert strict["models"]["MODELX"]["win_rate"] == {"mean": 1.0, "se": 0.0, "n": 3}
+    assert strict["human"]["excluded_labelers"] == ["ben"] and strict["human"]["agreement"]["items"] == 0
+    assert "Left out of the results (attention checks passed below 1.00): ben." in capsys.readouterr().out
+
     # the queuing command run again collects (queues nothing new)
     with people.tx() as s:
         before = s.scalar(select(func.count(Assignment.id)))

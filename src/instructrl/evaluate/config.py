@@ -60,6 +60,13 @@ class EvalConfig(BaseConfig):
         '"tie": true for two equally good responses), mixed blind into every labeler\'s queue; results report '
         "the pass rate per labeler.",
     )
+    min_attention_pass: float | None = help_field(
+        None,
+        "With --judge humans --collect: leave out the judgments of labelers whose attention-check pass rate is "
+        "below this share (they are named in the summary).",
+        minimum=0,
+        maximum=1,
+    )
     suites: list[str] = help_field(list(SUITES), "Which evaluations to run (world-only ones are skipped elsewhere).")
     num_prompts: int | None = help_field(None, "Use only the first N prompts of each file.", minimum=1)
     max_new_tokens: int = help_field(48, "Response length.", minimum=1)

@@ -36,8 +36,43 @@ def _labels(rows: Sequence[dict], side_of, flags: Sequence[str]) -> dict:
     return out
 
 
-def human_results(rows: Sequence[dict], models: Sequence[str], baseline: str, flags: Sequence[str]) -> dict:
-    """``{"models": {name: {...}}, "human": {...}}`` from the stored judgments (see the module docstring)."""
+def attention_checks(rows: Sequence[dict]) -> dict:
+    """Pass rate of the attention checks among ``rows``, overall and per labeler."""
+    checks = [r for r in rows if r["model"] is None and r["check_answer"] is not None]
+    checked = [r for r in checks if r["choice"] is not None]
+    by_labeler: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in checked:
+        by_labeler[r["labeler"]][0] += r["choice"] == r["check_answer"]
+        by_labeler[r["labeler"]][1] += 1
+    passed = sum(v[0] for v in by_labeler.values())
+    return {
+        "pass_rate": passed / len(checked) if checked else None,
+        "passed": passed,
+        "submitted": len(checked),
+        "open": len(checks) - len(checked),
+        "by_labeler": {k: {"passed": v[0], "submitted": v[1]} for k, v in sorted(by_labeler.items())},
+    }
+
+
+def human_results(
+    rows: Sequence[dict],
+    models: Sequence[str],
+    baseline: str,
+    flags: Sequence[str],
+    min_attention_pass: float | None = None,
+) -> dict:
+    """``{"models": {name: {...}}, "human": {...}}`` from the stored judgments (see the module docstring).
+
+    With ``min_attention_pass``, the judgments of labelers whose attention-check pass rate is below it are
+    left out of everything but the attention checks themselves (they are listed in ``excluded_labelers``).
+    """
+    attention = attention_checks(rows)
+    excluded = sorted(
+        name
+        for name, c in attention["by_labeler"].items()
+        if min_attention_pass is not None and c["submitted"] and c["passed"] / c["submitted"] < min_attention_pass
+    )
+    rows = [r for r in rows if r["labeler"] not in excluded]
     done = [r for r in rows if r["choice"] is not None]
     per_model: dict[str, dict] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -58,20 +93,6 @@ def human_results(rows: Sequence[dict], models: Sequence[str], baseline: str, fl
     for r in model_rows:
         choices[r["task_id"]][r["labeler"]] = r["choice"]
 
-    checks = [r for r in rows if r["model"] is None and r["check_answer"] is not None]
-    checked = [r for r in checks if r["choice"] is not None]
-    by_labeler: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in checked:
-        by_labeler[r["labeler"]][0] += r["choice"] == r["check_answer"]
-        by_labeler[r["labeler"]][1] += 1
-    passed = sum(v[0] for v in by_labeler.values())
-    attention = {
-        "pass_rate": passed / len(checked) if checked else None,
-        "passed": passed,
-        "submitted": len(checked),
-        "open": len(checks) - len(checked),
-        "by_labeler": {k: {"passed": v[0], "submitted": v[1]} for k, v in sorted(by_labeler.items())},
-    }
     submitted = sum(c["submitted"] for c in counts.values())
     human = {
         "baseline": {"name": baseline, **base},
@@ -79,6 +100,8 @@ def human_results(rows: Sequence[dict], models: Sequence[str], baseline: str, fl
         "labelers": sorted({r["labeler"] for r in rows}),
         "agreement": choice_agreement(choices),
         "attention_checks": attention,
+        "min_attention_pass": min_attention_pass,
+        "excluded_labelers": excluded,
     }
     return {"models": per_model, "human": human}
 
@@ -138,5 +161,11 @@ def summary_lines(results: dict) -> list[str]:
             "",
             f"Attention checks: pass rate {rate} ({c['passed']}/{c['submitted']}; {c['open']} open)"
             + (f"; by labeler: {per}." if per else "."),
+        ]
+    if h.get("excluded_labelers"):
+        lines += [
+            "",
+            f"Left out of the results (attention checks passed below {h['min_attention_pass']:.2f}): "
+            f"{', '.join(h['excluded_labelers'])}.",
         ]
     return lines

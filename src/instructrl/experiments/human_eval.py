@@ -228,7 +228,7 @@ def collect(cfg: EvalConfig, out: Path) -> str:
             f"nothing labeled yet: 0 of {len(model_rows)} comparisons of batch {batch} in {shown} are judged "
             "(labelers work in `instructrl label serve`); collect again later"
         )
-    summary = human.human_results(rows, models, baseline, list(FLAGS))
+    summary = human.human_results(rows, models, baseline, list(FLAGS), cfg.min_attention_pass)
     for name, res in summary["models"].items():
         res.update(path=manifest["models"][name]["path"], few_shot=manifest["models"][name]["few_shot"])
     summary["human"].update(batch=batch, db=shown, labelers_per_item=manifest.get("labelers_per_item"))
