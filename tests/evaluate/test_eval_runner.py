@@ -61,6 +61,23 @@ def test_self_comparison_is_a_tie_and_results_are_written(tiny_model, tmp_path):
     assert len((tmp_path / "ev" / "responses.jsonl").read_text().splitlines()) == 6
 
 
+def test_every_policy_samples_with_the_baselines_random_stream(tiny_model, tmp_path):
+    """Sampled (temperature 1) answers: the baseline's own model ties it exactly wherever it stands in --models."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(8)])
+    cfg = EvalConfig(
+        models=[f"first={tiny_model}", f"second={tiny_model}"],
+        baseline=f"b={tiny_model}",
+        prompts=str(prompts),
+        output_dir=str(tmp_path / "ev"),
+        temperature=1.0,
+        max_new_tokens=8,
+        progress=False,
+    )
+    res = run_eval(cfg, judge=LongerWins())
+    for name in ("first", "second"):
+        assert res["models"][name]["win_rate"] == {"mean": 0.5, "se": 0.0, "n": 8}, name
+
+
 def test_non_world_prompts_need_an_explicit_judge(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
     r = run_cli(

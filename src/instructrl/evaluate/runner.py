@@ -211,6 +211,7 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         base_policy = Policy(base, cfg, shots)
         if "winrate" in cfg.suites:
             log.info("generating baseline responses (%s)", base.name)
+            torch.manual_seed(cfg.seed)
             baseline_responses = base_policy.answer(texts)
         if world_bench or lm_tasks:  # the alignment tax is a drop against the baseline's own scores
             results["baseline_scores"] = benchmark_scores(base_policy)
@@ -232,6 +233,9 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         res: dict = {"path": spec.path, "few_shot": spec.few_shot}
         if spec.reward_model:
             res.update(best_of=spec.best_of, reward_model=spec.reward_model)
+        # every policy draws from the same random stream as the baseline (common random numbers): a policy equal to
+        # the baseline ties it exactly, and the order of --models changes nothing
+        torch.manual_seed(cfg.seed)
         resp = policy.answer(texts)
         responses_rows += [{"model": spec.name, "prompt": p, "response": r} for p, r in zip(texts, resp)]
         if baseline_responses is not None:
