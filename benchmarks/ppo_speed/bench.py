@@ -128,7 +128,7 @@ def build_setting(work: Path) -> None:
         n_layer=s["n_layer"],
         n_embd=s["n_embd"],
         n_head=s["n_head"],
-        n_positions=64,
+        n_positions=128,  # 48 positions used; room for the placeholder prompts the trainer checks at load
         seed=s["seed"],
     )
     tok = AutoTokenizer.from_pretrained(work / "policy")

@@ -28,8 +28,8 @@ from instructrl.errors import ConfigError
 from instructrl.evaluate.config import SUITES, EvalConfig
 from instructrl.evaluate.runner import run_eval
 from instructrl.modeling.generation import generate
-from instructrl.modeling.loading import load_causal_lm, load_tokenizer
-from instructrl.ppo.api import run_ppo
+from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
+from instructrl.ppo.api import build_trainer
 from instructrl.ppo.config import PPOConfig
 from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
@@ -294,12 +294,27 @@ def run_rm_stage(out: Path, sft: str, rankings: Path, world: Path, recipe: Recip
 
 
 def run_ppo_stage(
-    out: Path, sft: str, rm: str, world: Path, recipe: Recipe, seed: int, ptx: bool, reward_fn=None
+    out: Path,
+    sft: str,
+    rm: str,
+    world: Path,
+    recipe: Recipe,
+    seed: int,
+    ptx: bool,
+    reward_fn=None,
+    overrides: Mapping[str, Any] | None = None,
+    snapshots: Sequence[int] = (),
 ) -> None:
     """PPO (``ptx=False``) or PPO-ptx: the ``ppo-tiny`` preset with ``recipe.ppo`` on top, from ``sft`` against
     the RM directory ``rm``; with ``reward_fn`` (a module scoring right-padded rows, e.g.
-    :class:`instructrl.world.reward.JudgeReward`) against that instead, the value model still starting from ``rm``."""
-    rm_keys = {"reward_model": rm} if reward_fn is None else {"reward_model": None, "value_model": rm}
+    :class:`instructrl.world.reward.JudgeReward`) against that instead, the value model still starting from ``rm``.
+
+    ``overrides`` (PPOConfig fields, e.g. a critic-free ``advantage``) apply last. ``snapshots``: iterations after
+    which the policy that would be the output (the EMA, or the policy itself) is saved to ``out/snapshots/it_N``,
+    the points of an over-optimization curve."""
+    ppo = recipe.ppo.merged(overrides or {}, "stage overrides").as_dict()
+    value_keys = {"value_model": rm} if reward_fn is not None and ppo.get("advantage", "gae") == "gae" else {}
+    rm_keys = {"reward_model": rm} if reward_fn is None else {"reward_model": None, **value_keys}
     ptx_keys = {"ptx_data": str(world / "pretrain.jsonl")} if ptx else {}
     values = {
         **load_yaml("ppo-tiny"),
@@ -311,9 +326,17 @@ def run_ppo_stage(
         "response_length": recipe.max_new_tokens,
         "resume": (out / "checkpoints").exists(),
         **ptx_keys,
-        **recipe.ppo.as_dict(),
+        **ppo,
     }
-    run_ppo(PPOConfig.from_dict(values), reward_model=reward_fn)
+    trainer = build_trainer(PPOConfig.from_dict(values), reward_model=reward_fn)
+    wanted = set(snapshots)
+
+    def save_snapshot(done: int, metrics: dict[str, float]) -> None:
+        if done in wanted and trainer.acc.is_main_process:
+            policy = trainer.ema if trainer.ema is not None else trainer.raw_policy
+            save_pretrained_atomic(policy, trainer.tokenizer, out / "snapshots" / f"it_{done}")
+
+    trainer.train(callbacks=[save_snapshot])
 
 
 def run_eval_stage(

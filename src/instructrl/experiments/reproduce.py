@@ -24,6 +24,7 @@ from pathlib import Path
 
 from instructrl.errors import ConfigError
 from instructrl.evaluate import report as R
+from instructrl.experiments.methods import run_methods
 from instructrl.experiments.pipeline import (
     MICRO,
     Recipe,
@@ -122,14 +123,22 @@ def configure(parser) -> None:
     parser.add_argument(
         "--preset",
         default="tiny",
-        choices=list(PRESETS),
-        help="; ".join(f"{k}: {p.summary}" for k, p in PRESETS.items()),
+        choices=[*PRESETS, "methods"],
+        help="; ".join(f"{k}: {p.summary}" for k, p in PRESETS.items())
+        + "; methods: PPO, PPO-ptx, GRPO, RLOO, DPO, best-of-n and expert iteration from one SFT model, judged "
+        "against it (instructrl.experiments.methods; about 25 minutes on a 2-core CPU)",
     )
     parser.add_argument("--seed", type=int, default=0, help="World and training seed.")
     parser.add_argument("--sizes", default=None, help="Comma-separated base sizes (default: the preset's).")
 
 
 def main(args) -> int:
+    if args.preset == "methods":
+        if args.sizes and "," in args.sizes:
+            raise ConfigError("--preset methods compares methods at one size: give one --sizes value")
+        results = run_methods(args.out, seed=args.seed, size=(args.sizes or "tiny").strip())
+        print(f"[reproduce] done in {results['seconds']:.0f}s of stages; report: {Path(args.out) / 'report.html'}")
+        return 0
     preset = PRESETS[args.preset]
     sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip()) if args.sizes else preset.sizes
     results = reproduce(args.out, preset, sizes=sizes, seed=args.seed)
