@@ -200,3 +200,13 @@ def test_a_lora_setting_that_fits_is_suggested_as_asked():
     found, _ = cheapest_fit(cfg, LLAMA_70B)
     assert found.steps == ["as asked, engine fsdp2"]
     assert found.cfg == dataclasses.replace(cfg, engine="fsdp2")
+
+
+def test_a_critic_free_estimator_trains_no_value_model():
+    gae = estimate(plan(gpus=1), LLAMA_7B)
+    grpo = estimate(plan(gpus=1, advantage="grpo"), LLAMA_7B)
+    v = LLAMA_7B.backbone_params + LLAMA_7B.hidden_size
+    assert states(gae) - states(grpo) == 16 * v
+    assert "value" not in grpo.sizes and grpo.parts["frozen"] == gae.parts["frozen"]
+    found, _ = cheapest_fit(plan(gpus=1, gpu_memory=40, advantage="rloo"), LLAMA_7B)
+    assert found is not None and not found.cfg.value_shares_base

@@ -30,6 +30,11 @@ class PlanConfig:
         "model it initializes). Default: the policy's config (InstructGPT used a 6B RM for every policy size).",
     )
     value_config: str | None = help_field(None, "Config of the value model (default: the reward model's).")
+    advantage: str = help_field(
+        "gae",
+        "PPO's advantage estimator: gae trains a value model (InstructGPT); grpo, rloo and reinforce train none.",
+        choices=["gae", "grpo", "rloo", "reinforce"],
+    )
     engine: str = help_field(
         "ddp",
         "ddp (all replicated), zero2 (gradients + optimizer sharded), fsdp2 / zero3 (weights too), "
@@ -170,5 +175,7 @@ class PlanConfig:
             raise ConfigError(
                 f"quantize_base={self.quantize_base} needs LoRA (--lora-r > 0): a quantized base trains no weights"
             )
-        if self.value_shares_base and (self.stage != "ppo" or self.lora_r == 0):
-            raise ConfigError("value_shares_base is for PPO with LoRA (--stage ppo --lora-r > 0)")
+        if self.value_shares_base and (self.stage != "ppo" or self.lora_r == 0 or self.advantage != "gae"):
+            raise ConfigError(
+                "value_shares_base is for PPO with LoRA and a value model (--stage ppo --lora-r > 0 --advantage gae)"
+            )

@@ -160,8 +160,10 @@ def stage_models(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> tu
     reference = [] if lora else [Model("reference", policy, True)]
     if cfg.stage == "dpo":
         return [Model("policy", policy, True)], reference
-    value_model = Model("value", policy if cfg.value_shares_base else value, False)
-    return [Model("policy", policy, True), value_model], [*reference, Model("reward", reward, False)]
+    frozen = [*reference, Model("reward", reward, False)]
+    if cfg.advantage != "gae":  # critic-free estimators (GRPO, RLOO, REINFORCE++) train no value model
+        return [Model("policy", policy, True)], frozen
+    return [Model("policy", policy, True), Model("value", policy if cfg.value_shares_base else value, False)], frozen
 
 
 def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None) -> Estimate:
@@ -248,17 +250,20 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     detail: dict[str, float] = {}
     mb = micro_batch(cfg)
     if cfg.stage == "ppo":
-        pol, val = trained
-        train = activation_bytes(
-            pol,
-            mb,
-            T,
-            act_bytes,
-            stream_bytes,
-            checkpointing=ck,
-            dropout=False,
-            logit_positions=cfg.response_length + 1,
-        ) + activation_bytes(val, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=False)
+        pol = trained[0]
+        train = sum(
+            activation_bytes(
+                m,
+                mb,
+                T,
+                act_bytes,
+                stream_bytes,
+                checkpointing=ck,
+                dropout=False,
+                logit_positions=cfg.response_length + 1,
+            )
+            for m in trained
+        )
         ptx = 0.0
         if cfg.ptx_micro_batch_size:
             ptx = activation_bytes(
@@ -267,7 +272,8 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         activations = max(train, ptx)
         detail.update(ppo_activations=train, ptx_activations=ptx)
         notes["activations"].append(
-            f"policy + value on {mb} x {T} tokens; ptx {cfg.ptx_micro_batch_size} x {cfg.ptx_length}: the larger"
+            f"{' + '.join(m.role for m in trained)} on {mb} x {T} tokens; ptx {cfg.ptx_micro_batch_size} x "
+            f"{cfg.ptx_length}: the larger"
         )
         chunk = rollout_batch(cfg)
         kv = kv_cache_bytes(policy, chunk, T, act_bytes)
@@ -336,8 +342,9 @@ def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> flo
     T = cfg.prompt_length + cfg.response_length
     per_token = 6 + (2 if cfg.gradient_checkpointing else 0) - (2 if cfg.lora_r else 0)
     passes = 2 * n["policy"] * cfg.prompt_length
-    passes += 2 * T * (n["policy"] + n["reference"] + n["reward"] + n["value"])
-    passes += per_token * T * (n["policy"] + n["value"])
+    value = n.get("value", 0)  # none with a critic-free estimator
+    passes += 2 * T * (n["policy"] + n["reference"] + n["reward"] + value)
+    passes += per_token * T * (n["policy"] + value)
     if cfg.ptx_micro_batch_size:
         passes += per_token * cfg.ptx_length * n["policy"] * cfg.ptx_per_episode
     flops = cfg.gpu_tflops * 1e12 * cfg.mfu  # per GPU

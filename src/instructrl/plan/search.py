@@ -75,7 +75,7 @@ def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
         lora_r=cfg.lora_r or 16,
         weight_dtype="bf16",
         frozen_dtype="bf16",
-        value_shares_base=cfg.stage == "ppo",
+        value_shares_base=cfg.stage == "ppo" and cfg.advantage == "gae",
         gradient_checkpointing=False,
     )
     for quant in ("none", "4bit") if cfg.quantize_base != "4bit" else ("4bit",):
