@@ -64,7 +64,7 @@ def saved_mb(model, ids) -> float:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
+        model(input_ids=ids, labels=ids, use_cache=False)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     return sum(n for ptr, n in storages.items() if ptr not in params) / MB
 
@@ -109,7 +109,7 @@ def run_arm(name: str) -> dict:
         ids = torch.randint(0, MODEL["vocab_size"], (arm["b"], arm["t"]))
         states = 0.0
         for _ in range(2):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
             opt.step()
             states = max(states, current_mb() - base)  # weights + gradients + both moments, all live here

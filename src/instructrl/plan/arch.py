@@ -63,6 +63,16 @@ class Arch:
     source: str = ""
 
     @property
+    def python_rms_norm(self) -> bool:
+        """Llama's family normalizes with an RMSNorm written in Python (it keeps more for its backward)."""
+        return self.model_type in LLAMA_LIKE
+
+    @property
+    def attention_input_linears(self) -> int:
+        """Linears reading the attention's input: q, k, v apart (Llama, OPT) or one fused (GPT-2, GPT-NeoX)."""
+        return sum(m.name in ("q_proj", "k_proj", "v_proj", "c_attn", "query_key_value") for m in self.linears)
+
+    @property
     def layer_params(self) -> int:
         return sum(m.params for m in self.linears) + self.layer_other_params
 

@@ -90,18 +90,24 @@ def layer_activation_bytes(
     Korthikanti et al. 2022 ("Reducing activation recomputation", §4.1) count 34·sbh + 5·a·s²·b bytes for a
     GPT layer in 16 bits; written out per tensor here so that it holds for grouped-query attention, a gated
     MLP and fp32 residual streams (autocast over fp32 weights), and reduces to theirs for a GPT layer.
+    Checked tensor by tensor with ``torch.autograd.graph.saved_tensors_hooks`` (benchmarks/scale).
     """
     h, kv, hd, nh, inter = arch.hidden_size, arch.num_kv_heads, arch.head_dim, arch.num_heads, arch.intermediate_size
     tokens = b * s
-    total = 2 * tokens * h * stream_bytes  # the two norms' inputs (the residual stream)
-    total += tokens * h * act_bytes  # the q/k/v projections' input
+    # the two norms' inputs (the residual stream); an RMSNorm written in Python (Llama's family) also keeps
+    # its normalized output, for the weight's gradient (a fused LayerNorm keeps only per-row statistics)
+    total = (4 if arch.python_rms_norm else 2) * tokens * h * stream_bytes
+    # autocast over fp32 weights casts the norm's output once per linear that reads it (q, k, v; gate, up);
+    # in one dtype the linears share it
+    casts = act_bytes != stream_bytes
+    total += (arch.attention_input_linears if casts else 1) * tokens * h * act_bytes  # the q/k/v input(s)
     total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
     total += tokens * nh * hd * act_bytes  # attention output = the output projection's input
     if flash:  # SDPA / FlashAttention keep one fp32 log-sum-exp per row instead of the s x s scores
         total += tokens * nh * 4
     else:  # Korthikanti §4.1: softmax output (2 bytes) + dropout mask (1) + dropout output (2) = 5·a·s²·b
         total += 5 * b * nh * s * s * act_bytes / 2
-    total += tokens * h * act_bytes  # the MLP's input
+    total += ((2 if arch.gated_mlp else 1) if casts else 1) * tokens * h * act_bytes  # the MLP's input(s)
     # gated (SwiGLU): gate and up outputs, act(gate), act(gate)*up = the down projection's input; else fc
     # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h)
     total += (4 if arch.gated_mlp else 2) * tokens * inter * act_bytes
@@ -126,20 +132,30 @@ def activation_bytes(
     checkpointing: bool,
     dropout: bool,
     logit_positions: int | None = None,
+    weight_casts: bool = False,
 ) -> float:
     """A model's activations for one forward/backward of ``b`` sequences of ``s`` tokens. Without
     checkpointing every layer keeps its tensors; with it (Korthikanti §5: 2·sbh·L in 16 bits) each layer
     keeps its input and one layer at a time is recomputed in full. A LoRA model is counted like a full
-    one (frozen linears keep less: an upper bound)."""
+    one (frozen linears keep less: an upper bound).
+
+    ``weight_casts``: autocast over unsharded fp32 weights keeps the 16-bit copy of every linear's weight
+    that its matmul used, for the backward (2 bytes per weight; per layer recomputed with checkpointing)."""
     arch = model.arch
     layer = layer_activation_bytes(arch, b, s, act_bytes, stream_bytes, dropout=dropout)
     if checkpointing:
         stored = arch.num_layers * b * s * arch.hidden_size * stream_bytes + layer
     else:
         stored = arch.num_layers * layer
-    stored += b * s * arch.hidden_size * (stream_bytes + act_bytes)  # final norm input, head input
+    # the final norm's input (and a Python RMSNorm's output), the head's input
+    final_norm = 2 if arch.python_rms_norm else 1
+    stored += b * s * arch.hidden_size * (final_norm * stream_bytes + act_bytes)
     if model.lm:
         stored += logits_bytes(arch, b, s if logit_positions is None else logit_positions, act_bytes)
+    if weight_casts:
+        layer_weights = sum(m.d_in * m.d_out for m in arch.linears)
+        head = arch.vocab_size if model.lm else 1
+        stored += 2 * ((1 if checkpointing else arch.num_layers) * layer_weights + head * arch.scalar_head_params)
     return stored
 
 
@@ -247,6 +263,8 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     # activations of one micro-batch (PPO: one minibatch share, policy and value backwarded together)
     T = cfg.prompt_length + cfg.response_length
     ck = cfg.gradient_checkpointing
+    # autocast over fp32 weights that are not sharded (a sharded unit is gathered in 16 bits already)
+    casts = act_bytes < stream_bytes and shard_w == 1
     detail: dict[str, float] = {}
     mb = micro_batch(cfg)
     if cfg.stage == "ppo":
@@ -261,13 +279,21 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
                 checkpointing=ck,
                 dropout=False,
                 logit_positions=cfg.response_length + 1,
+                weight_casts=casts,
             )
             for m in trained
         )
         ptx = 0.0
         if cfg.ptx_micro_batch_size:
             ptx = activation_bytes(
-                pol, cfg.ptx_micro_batch_size, cfg.ptx_length, act_bytes, stream_bytes, checkpointing=ck, dropout=False
+                pol,
+                cfg.ptx_micro_batch_size,
+                cfg.ptx_length,
+                act_bytes,
+                stream_bytes,
+                checkpointing=ck,
+                dropout=False,
+                weight_casts=casts,
             )
         activations = max(train, ptx)
         detail.update(ppo_activations=train, ptx_activations=ptx)
@@ -287,7 +313,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     else:
         model = trained[0]
         activations = activation_bytes(
-            model, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=cfg.stage == "sft"
+            model, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=cfg.stage == "sft", weight_casts=casts
         )  # instructrl sft: residual dropout 0.2 (InstructGPT App. C.1)
         rollout = 0.0
         notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))

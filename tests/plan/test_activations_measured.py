@@ -1,0 +1,68 @@
+"""The activation formula against what autograd really keeps: the storages a forward saves for its backward
+(``saved_tensors_hooks``), parameters aside, for tiny random models on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+from instructrl.modeling.loading import fuse_activations
+from instructrl.plan.arch import arch_from_config
+from instructrl.plan.estimate import Model, activation_bytes, layer_activation_bytes
+
+
+def saved_bytes(model, ids, autocast: bool) -> int:
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model(input_ids=ids, labels=ids, use_cache=False)  # as the trainers call it
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_llama_under_autocast_over_fp32_weights(tmp_path, checkpointing):
+    config = LlamaConfig(
+        hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=97,
+    )  # fmt: skip
+    config.save_pretrained(tmp_path)
+    arch = arch_from_config(config.to_dict())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    b, s = 2, 48
+    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=True)
+    planned = activation_bytes(
+        Model("policy", arch, True), b, s, 2, 4, checkpointing=checkpointing, dropout=False, weight_casts=True
+    )
+    # the plan also counts two transients at the loss (the bf16 logits and the fp32 gradient), never saved;
+    # with checkpointing it counts the one layer recomputed during the backward
+    planned -= b * s * arch.vocab_size * (2 + 4)
+    if checkpointing:
+        planned -= layer_activation_bytes(arch, b, s, 2, 4, dropout=False)
+        planned -= 2 * sum(m.d_in * m.d_out for m in arch.linears)
+    assert planned == pytest.approx(saved, rel=0.05)
+
+
+def test_gpt2_in_fp32_as_instructrl_loads_it():
+    config = GPT2Config(
+        n_embd=128, n_layer=3, n_head=4, n_positions=64, vocab_size=97, attn_pdrop=0.0, resid_pdrop=0.0,
+        embd_pdrop=0.0,
+    )  # fmt: skip
+    arch = arch_from_config(config.to_dict())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
+    fuse_activations(model)  # as load_causal_lm does: PyTorch's fused tanh GELU
+    b, s = 2, 48
+    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
+    planned = activation_bytes(Model("policy", arch, True), b, s, 4, 4, checkpointing=False, dropout=False)
+    planned -= b * s * arch.vocab_size * (4 + 4)
+    assert planned == pytest.approx(saved, rel=0.05)
