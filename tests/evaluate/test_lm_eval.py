@@ -74,6 +74,7 @@ def test_local_task_scores_and_drop_against_the_baseline(tiny_model, tmp_path, c
     other = make_tiny_model(tmp_path / "other", texts, seed=1, vocab_size=200, n_layer=1, n_embd=32)
 
     args = _args(tiny_model, other, tmp_path, "--benchmarks", "lm-eval:zor_flags", "--lm-eval-include", str(tasks))
+    args.insert(args.index("--baseline"), f"SAME={other}")  # the baseline's checkpoint as a model: no tax
     assert cli(args) == 0
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     score = res["models"]["A"]["lm_eval"]["zor_flags"]["acc"]
@@ -81,6 +82,8 @@ def test_local_task_scores_and_drop_against_the_baseline(tiny_model, tmp_path, c
     assert 0 <= score <= 1 and 0 <= base <= 1 and score * 6 == pytest.approx(round(score * 6))  # a share of 6 items
     drop = res["models"]["A"]["benchmark_drop"]["zor_flags acc"]
     assert drop == (pytest.approx((base - score) / base) if base else None)
+    assert res["models"]["SAME"]["lm_eval"] == res["baseline_scores"]["lm_eval"]
+    assert res["models"]["SAME"]["benchmark_drop"]["zor_flags acc"] in (0.0, None)
     summary = (tmp_path / "ev" / "summary.md").read_text()
     assert "| model | zor_flags acc |" in summary and f"| BASE (baseline) | {base:.3f} |" in summary
     assert f"| A | {score:.3f}" in summary

@@ -194,9 +194,13 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     baseline_responses = None
     world_bench = world and "benchmarks" in cfg.suites
 
+    scored: dict[str, dict] = {}  # checkpoint -> its scores: greedy, so a baseline listed as a model is scored once
+
     def benchmark_scores(policy: Policy) -> dict:
         """The world's benchmarks and the lm-eval tasks of one policy (the model itself, no best-of-n)."""
-        scores: dict = {}
+        if policy.spec.path in scored:
+            return scored[policy.spec.path]
+        scores: dict = scored.setdefault(policy.spec.path, {})
         if world_bench:
             scores["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
         if lm_tasks:
