@@ -63,8 +63,33 @@ def planned(shape: dict, arm: dict) -> dict:
         "params": arch.lm_params,
         "plan_states_gib": (p["weights"] + p["gradients"] + p["optimizer"]) / GIB,
         "plan_activations_gib": (p["activations"] - masks) / GIB,
-        "plan_total_gib": (est.total - masks) / GIB,
+        "plan_step_gib": est.step_bytes / GIB,
+        # the activations' masks come off the total only where they are its largest transient
+        "plan_total_gib": (est.total - max(0.0, min(masks, p["activations"] - est.step_bytes))) / GIB,
+        # what autograd saves: the plan's activations less the loss's transients (16-bit logits, fp32 gradient)
+        "plan_saved_gib": (p["activations"] - masks - arm["b"] * arm["t"] * arch.vocab_size * 6) / GIB,
     }
+
+
+def table(result: dict) -> str:
+    """The rows of a GPU run (``--out``), the plan's columns recomputed by the planner as it is now."""
+    lines = [
+        f"{result['device']}, torch {result['torch']}; GiB",
+        "",
+        "| arm | planned states | planned saved for backward | saved (measured) | planned step temporaries "
+        "| planned total | peak allocated (measured) | peak / plan |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        arm = {k: r[k] for k in ("b", "t", "ckpt")}
+        p = planned(MODEL, arm)
+        name = f"b{arm['b']} t{arm['t']}" + (" ckpt" if arm["ckpt"] else "")
+        lines.append(
+            f"| {name} | {p['plan_states_gib']:.2f} | {p['plan_saved_gib']:.2f} | {r['saved_gib']:.2f} | "
+            f"{p['plan_step_gib']:.2f} | {p['plan_total_gib']:.2f} | {r['peak_gib']:.2f} | "
+            f"{r['peak_gib'] / p['plan_total_gib']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def saved_gib(model, ids, device) -> float:
@@ -120,7 +145,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a small model, for checking the script")
     ap.add_argument("--out", help="also write the rows to this JSON file")
+    ap.add_argument("--table", metavar="ROWS.json", help="print the table of a saved run, run nothing")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = SMALL if args.small else MODEL
     arms = [dict(a, b=2, t=64) for a in ARMS[:2]] if args.small else ARMS

@@ -212,3 +212,16 @@ def test_a_critic_free_estimator_trains_no_value_model():
     assert "value" not in grpo.sizes and grpo.parts["frozen"] == gae.parts["frozen"]
     found, _ = cheapest_fit(plan(gpus=1, gpu_memory=40, advantage="rloo"), LLAMA_7B)
     assert found is not None and not found.cfg.value_shares_base
+
+
+def test_torch_adamw_step_holds_a_temporary_per_parameter_deepspeed_none():
+    n = LLAMA_7B.lm_params
+    ddp = estimate(plan(stage="sft", gpus=1, micro_batch_size=1, gradient_checkpointing=True), LLAMA_7B)
+    assert ddp.step_bytes == 4 * n
+    assert ddp.step_bytes > ddp.parts["activations"]  # here the step is the peak
+    assert ddp.total == pytest.approx(
+        sum(ddp.parts[k] for k in ("weights", "gradients", "optimizer", "frozen", "overhead")) + 4 * n
+    )
+    fsdp = estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B)
+    assert fsdp.step_bytes == 4 * n / 8
+    assert estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B).step_bytes == 0

@@ -109,7 +109,7 @@ def render(plan: dict) -> str:
     ]
     for k in PARTS:
         lines.append(f"{PART_NAMES[k]:<28}{plan['parts_gib'][k]:>9.2f}  {plan['notes'].get(k, '')}".rstrip())
-    lines.append(f"{'total (peak)':<28}{plan['total_gib']:>9.2f}  activations and rollout are never held at once")
+    lines.append(f"{'total (peak)':<28}{plan['total_gib']:>9.2f}  activations, rollout, optimizer step: the largest")
     lines.append("")
     lines.append(_verdict(plan))
     if plan.get("cpu_gib_per_node"):

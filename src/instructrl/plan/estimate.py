@@ -13,7 +13,10 @@ The parts and how each is counted (B: micro-batch, T: tokens, h: hidden, I: MLP 
 * frozen models: PPO's reference and reward model, DPO's reference; none for a LoRA reference (adapters off).
 * overhead: a fixed allowance (``--overhead``).
 
-Activations and the rollout are never held at once (sampling, then training): the total counts the larger.
+Activations, the rollout and the optimizer step's temporaries are never held at once (sampling, then the
+passes, then the step): the total counts the largest. Gradients are counted beside the activations: they are
+(gradient accumulation, PPO-ptx's pretraining pass after the PPO backward); a step of a single micro-batch
+peaks lower, by up to the gradients.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANT_BYTES = {"8bit": 1.0, "4bit": 0.5 + 0.127 / 8}
 SHARDS_WEIGHTS = ("fsdp2", "zero3", "zero3-offload")
 SHARDS_STATES = ("zero2", *SHARDS_WEIGHTS)  # gradients and optimizer states
+TRANSIENT = ("activations", "rollout")  # never held at once with each other or with the optimizer step
 PARTS = ("weights", "gradients", "optimizer", "activations", "rollout", "frozen", "overhead")
 PART_NAMES = {
     "weights": "weights (trained models)",
@@ -72,13 +76,15 @@ class Estimate:
     params: dict[str, int]  # role -> parameters the optimizer updates (frozen roles: the model's parameters)
     sizes: dict[str, int]  # role -> parameters a forward goes through (a LoRA reference: the policy's)
     cpu_bytes: float = 0.0
+    step_bytes: float = 0.0  # the optimizer step's temporaries
     detail: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
-        """Peak bytes per GPU: activations and the rollout are not held at once."""
+        """Peak bytes per GPU: activations, the rollout and the optimizer step's temporaries come one at a time."""
         p = self.parts
-        return sum(v for k, v in p.items() if k not in ("activations", "rollout")) + max(p["activations"], p["rollout"])
+        held = sum(v for k, v in p.items() if k not in TRANSIENT)
+        return held + max(p["activations"], p["rollout"], self.step_bytes)
 
 
 # ---------------------------------------------------------------------------- activations
@@ -233,12 +239,18 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         notes["gradients"].append("x2: DDP's all-reduce buckets")
     elif shard_s > 1:
         notes["gradients"].append(f"sharded over {world} GPUs")
+    # torch's AdamW (DDP, FSDP2) steps with foreach kernels holding one fp32 temporary per parameter of the
+    # shard (measured on an H200: +4 bytes per parameter during the step, benchmarks/scale/results.md);
+    # DeepSpeed's fused Adam holds none, and an offloaded optimizer steps on the CPU
+    step = 0.0 if cfg.engine.startswith("zero") else 4 * sum(params[m.role] for m in trained) / shard_s
     cpu = 0.0
     if cfg.engine == "zero3-offload":
         cpu, optim = optim, 0.0
         notes["optimizer"].append(f"in CPU memory: {cpu * cfg.gpus / GIB:.1f} GiB per node")
     elif shard_s > 1:
         notes["optimizer"].append(f"sharded over {world} GPUs")
+    if step:
+        notes["optimizer"].append(f"+{step / GIB:.1f} GiB of temporaries during the step")
     notes["optimizer"].insert(0, "AdamW: 2 fp32 moments" + (" + fp32 master" if wb < 4 and not cfg.lora_r else ""))
 
     frozen_bytes = 0.0
@@ -336,7 +348,8 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         sizes={m.role: m.params for m in (*trained, *frozen)}
         | ({"reference": trained[0].params} if cfg.lora_r and cfg.stage in ("ppo", "dpo") else {}),
         cpu_bytes=cpu,
-        detail=detail,
+        step_bytes=step,
+        detail=detail | {"optimizer_step": step},
     )
 
 
