@@ -125,6 +125,8 @@ def render(plan: dict) -> str:
             lines.append(f"cheapest setting that fits ({sug['step']}): {_verdict(sug)}")
             lines.append(f"  {sug['command']}")
             lines.append(f"  launch: {sug['launch']}")
+            if sug["cpu_gib_per_node"]:
+                lines.append(f"  CPU memory per node: {sug['cpu_gib_per_node']:.1f} GiB")
             if "episodes_per_second" in sug:
                 lines.append(f"  expected: {sug['episodes_per_second']:.2f} episodes/s")
         else:

@@ -192,8 +192,11 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     reward = reward or policy
     value = value or reward
     world = cfg.world
-    wb = DTYPE_BYTES[cfg.weight_dtype]
-    fb = DTYPE_BYTES[cfg.weight_dtype if cfg.frozen_dtype == "weights" else cfg.frozen_dtype]
+    weight_dtype = cfg.weight_dtype
+    if cfg.engine.startswith("zero") and cfg.mixed_precision != "no":
+        weight_dtype = cfg.mixed_precision  # DeepSpeed's bf16/fp16 modes: 16-bit weights over an fp32 master copy
+    frozen_dtype = weight_dtype if cfg.frozen_dtype == "weights" else cfg.frozen_dtype
+    wb, fb = DTYPE_BYTES[weight_dtype], DTYPE_BYTES[frozen_dtype]
     act_bytes = 2 if cfg.mixed_precision != "no" or wb == 2 else 4
     stream_bytes = wb if cfg.lora_r == 0 or cfg.quantize_base == "none" else 2
     shard_w = world if cfg.engine in SHARDS_WEIGHTS else 1
@@ -224,7 +227,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
             weights += updated * wb
             grads += updated * wb
             optim += updated * (8 + (4 if wb < 4 else 0))  # 2 fp32 moments (+ fp32 master copy)
-            notes["weights"].append(f"{m.role} {updated / 1e9:.2f}B {cfg.weight_dtype}")
+            notes["weights"].append(f"{m.role} {updated / 1e9:.2f}B {weight_dtype}")
         params[m.role] = updated
         a = m.arch
         largest_unit = max(largest_unit, a.layer_params, a.embedding_params, a.lm_head_params)
@@ -268,9 +271,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         params[m.role] = m.params
         notes["frozen"].append(f"{m.role} {m.params / 1e9:.2f}B")
     if frozen:
-        notes["frozen"].append(
-            f"{cfg.weight_dtype if cfg.frozen_dtype == 'weights' else cfg.frozen_dtype}, {placement}"
-        )
+        notes["frozen"].append(f"{frozen_dtype}, {placement}")
 
     # activations of one micro-batch (PPO: one minibatch share, policy and value backwarded together)
     T = cfg.prompt_length + cfg.response_length
