@@ -22,6 +22,7 @@ from instructrl.dpo.data import encode_for_dpo
 from instructrl.dpo.trainer import DPOTrainer
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
+from instructrl.modeling.memory import enable_gradient_checkpointing
 from instructrl.training.accelerator import make_accelerator
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import TrainResult
@@ -71,6 +72,8 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
     if cfg.lora_r > 0:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
         ref = None  # the reference is the policy with its adapters disabled: no second copy
+    if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
+        enable_gradient_checkpointing(policy, "policy")
     if acc.is_main_process:
         cfg.save(out)
         (out / "data_report.json").write_text(

@@ -26,6 +26,7 @@ from instructrl.data.template import encode_prompt
 from instructrl.data.tokenize import pack_texts
 from instructrl.errors import DataError, InstructRLError, ModelLoadError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
+from instructrl.modeling.memory import enable_gradient_checkpointing
 from instructrl.modeling.reward import load_frozen_reward
 from instructrl.modeling.value import ValueModel
 from instructrl.ppo.config import PPOConfig
@@ -108,6 +109,10 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     if value_source:
         value = ValueModel.from_reward_model(value_source)
         check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
+    if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
+        enable_gradient_checkpointing(policy, "policy")
+        if value is not None:
+            enable_gradient_checkpointing(value, "value model")
     scorers = [m for m in (reward_model, value) if m is not None]
     check_context(cfg, policy, *scorers, longest_prompt=max(map(len, prompts)))
     if acc.is_main_process:

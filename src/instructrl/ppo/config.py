@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instructrl.config import BaseConfig, help_field
+from instructrl.config import help_field
 from instructrl.errors import ConfigError
+from instructrl.training.config import MemoryConfig
 
 
 @dataclass
-class PPOConfig(BaseConfig):
+class PPOConfig(MemoryConfig):
     """PPO / PPO-ptx (InstructGPT Eq. 2). Defaults: the paper's recipe (App. C.4)."""
 
     # ------------------------------------------------------------------ models and data

@@ -58,6 +58,7 @@ from instructrl.losses import (
     value_loss,
 )
 from instructrl.modeling.loading import save_pretrained_atomic
+from instructrl.modeling.memory import checkpointing_enabled, evaluation_mode, train_mode_without_dropout
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample_fast, value_forward
 from instructrl.training.accelerator import param_checksum, resolve_mixed_precision
@@ -155,8 +156,15 @@ class PPOTrainer:
 
         device = accelerator.device
         for m in (policy, value_model):
-            if m is not None:
-                m.eval()  # dropout off in every model during RL (Huang et al. 2023); no layer needs train mode
+            if m is None:
+                continue
+            # dropout off in every model during RL (Huang et al. 2023): evaluation mode, or, for a model whose
+            # layers recompute their activations (transformers checkpoints only in training mode), training
+            # mode with every dropout at 0, which computes the same
+            if checkpointing_enabled(m):
+                train_mode_without_dropout(m)
+            else:
+                m.eval()
         pol_params = [p for p in policy.parameters() if p.requires_grad]
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
@@ -241,7 +249,7 @@ class PPOTrainer:
         parts = []
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
-            with self.autocast():
+            with self.autocast(), evaluation_mode(self.raw_policy):  # the KV cache is on in evaluation mode only
                 resp, rmask, has_eos = sample_fast(
                     self.raw_policy,
                     p_ids,

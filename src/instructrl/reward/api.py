@@ -17,6 +17,7 @@ import torch
 from instructrl.data.rankings import comparison_counts
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import load_tokenizer
+from instructrl.modeling.memory import enable_gradient_checkpointing
 from instructrl.modeling.reward import RewardModel, build_reward_model, write_normalization
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load_rankings, split_by_prompt
@@ -67,6 +68,8 @@ def run_rm(cfg: RMConfig) -> RMResult:
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = build_reward_model(cfg.model, tokenizer, no_dropout=cfg.disable_dropout)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model, "reward model")
     check_context(cfg, model)
     train_r, train_enc, enc_report = encode_rankings(train_r, tokenizer, cfg.max_length, cfg.min_response_tokens)
     enc_report.log("rm train")

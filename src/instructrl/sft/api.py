@@ -18,6 +18,7 @@ from instructrl.modeling.loading import (
     load_tokenizer,
     residual_dropout_report,
 )
+from instructrl.modeling.memory import enable_gradient_checkpointing
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import LMTrainer, Selector, packing_problem
@@ -59,6 +60,8 @@ def _load_model(cfg: LMTrainConfig):
         log.info("residual dropout %s: %s", dropout["requested"], dropout["how"])
     if cfg.lora_r > 0:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model, tokenizer
 
 

@@ -9,7 +9,20 @@ from instructrl.errors import ConfigError
 
 
 @dataclass
-class TrainLoopConfig(BaseConfig):
+class MemoryConfig(BaseConfig):
+    """Memory levers of every stage that trains a model (sft, rm, dpo, ppo); their measured effect is in
+    benchmarks/scale/levers.md."""
+
+    gradient_checkpointing: bool = help_field(
+        False,
+        "Activation checkpointing: keep only each layer's input in the forward and recompute the layer in the "
+        "backward (Chen et al. 2016). Same loss and gradients; activation memory of about one hidden state per "
+        "layer instead of all of the layer's intermediates, for about one more forward of compute.",
+    )
+
+
+@dataclass
+class TrainLoopConfig(MemoryConfig):
     """Fields of the shared training loop (:class:`instructrl.training.loop.Trainer`): batching, optimizer,
     schedule, evaluation points and checkpoints. Stages override defaults and help texts with their recipe."""
 
