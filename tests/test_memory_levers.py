@@ -149,3 +149,50 @@ def test_gradient_checkpointing_flag_exists_for_every_training_stage():
         out = run_cli([stage, "--help"], timeout=120)
         assert out.returncode == 0, out.stderr
         assert "--gradient-checkpointing" in out.stdout, stage
+
+
+# ---------------------------------------------------------------------------------------------- weight dtypes
+def test_low_precision_weights_of_a_fully_trained_model_are_refused():
+    from instructrl.errors import ConfigError
+    from instructrl.sft.config import SFTConfig
+
+    for dtype in ("bf16", "fp16"):
+        with pytest.raises(ConfigError, match="AdamW needs fp32 weights"):
+            SFTConfig(model="m", data="d", torch_dtype=dtype).validate()
+    SFTConfig(model="m", data="d", torch_dtype="bf16", lora_r=4).validate()  # a frozen LoRA base may be bf16
+
+
+def test_cli_refuses_bf16_weights_without_lora_in_one_line_and_writes_nothing(tiny_model, demos_file, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli(
+        ["sft", "--model", str(tiny_model), "--data", str(demos_file), "--out", str(out), "--torch-dtype", "bf16"]
+    )
+    assert r.returncode == 2
+    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "--torch-dtype bf16" in lines[0] and "--lora-r" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_lora_on_a_bf16_base_keeps_adapters_in_fp32_and_matches_the_fp32_base(tiny_model, demos_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.sft.api import _load_model, run_sft
+    from instructrl.sft.config import SFTConfig
+    from instructrl.training.accelerator import make_accelerator
+
+    def cfg(out, dtype):
+        return SFTConfig(
+            model=str(tiny_model), data=str(demos_file), output_dir=str(out), max_steps=2, batch_size=8,
+            learning_rate=1e-3, eval_fraction=0, select_by="last", progress=False, max_length=128, seed=1,
+            lora_r=4, lora_target_modules=["c_attn"], torch_dtype=dtype, residual_dropout=0.0,
+        )  # fmt: skip
+
+    model, _ = _load_model(cfg(tmp_path / "x", "bf16"), make_accelerator(cfg(tmp_path / "x", "bf16"), tmp_path))
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trained == {torch.float32}
+    fp32, bf16 = run_sft(cfg(tmp_path / "fp32", "fp32")), run_sft(cfg(tmp_path / "bf16", "bf16"))
+    # the same run within bf16 rounding of the base's weights and activations
+    assert bf16.final_train_loss == pytest.approx(fp32.final_train_loss, rel=2e-2)
+    saved = AutoModelForCausalLM.from_pretrained(bf16.out_dir)  # merged: plain transformers loads it
+    assert not any("lora" in n for n, _ in saved.named_parameters())

@@ -22,8 +22,8 @@ from instructrl.dpo.data import encode_for_dpo
 from instructrl.dpo.trainer import DPOTrainer
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
-from instructrl.modeling.memory import enable_gradient_checkpointing
-from instructrl.training.accelerator import make_accelerator
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
+from instructrl.training.accelerator import frozen_dtype, make_accelerator, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import TrainResult
 from instructrl.training.validation import check_context, check_finished
@@ -64,14 +64,19 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
             raise DataError(f"{cfg.ptx_data}: too little text for one window of {cfg.ptx_max_length // 2}+ tokens")
 
     acc = make_accelerator(cfg, out)
-    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False)
+    frozen = frozen_dtype(cfg, acc)
+    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False, dtype=dtype)
     check_context(cfg, policy)  # --max-length and --ptx-max-length against the model's positions
     if cfg.disable_dropout:
         disable_dropout(policy)
     ref = make_reference(policy)  # frozen copy of the initial policy, dropout off, eval mode (before any LoRA)
     if cfg.lora_r > 0:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
+        trained_weights_in_fp32(policy)
         ref = None  # the reference is the policy with its adapters disabled: no second copy
+    elif frozen is not None and frozen != dtype:
+        ref.to(frozen)
     if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
         enable_gradient_checkpointing(policy, "policy")
     if acc.is_main_process:

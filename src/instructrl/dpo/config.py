@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from instructrl.config import help_field
 from instructrl.errors import ConfigError
-from instructrl.training.config import TrainLoopConfig
+from instructrl.training.config import TrainLoopConfig, frozen_dtype_field
 
 
 @dataclass
@@ -116,6 +116,8 @@ class DPOConfig(TrainLoopConfig):
         "Final model: 'last', or 'loss' (lowest held-out DPO loss among the evaluation points).",
         choices=["last", "loss"],
     )
+
+    frozen_dtype: str = frozen_dtype_field()
 
     # ------------------------------------------------------------------ LoRA
     lora_r: int = help_field(

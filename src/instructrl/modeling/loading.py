@@ -120,6 +120,8 @@ def load_causal_lm(
         if local.is_dir() and not has_weights(local) and init_from_config:
             log.info("%s has a config but no weights: initializing a new model from the config", name)
             model = AutoModelForCausalLM.from_config(config)
+            if dtype is not None:
+                model.to(dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 str(local) if local.exists() else name, config=config, dtype=dtype or torch.float32

@@ -77,6 +77,24 @@ def train_mode_without_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model.train()
 
 
+def _inputs_to_fp32(module: torch.nn.Module, args: tuple) -> tuple:
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def trained_weights_in_fp32(model: torch.nn.Module) -> int:
+    """Store every trained parameter in fp32 over a low-precision frozen base: a module with a trained bf16/fp16
+    parameter (a head peft copies from a bf16 base to train it) is cast to fp32 and its inputs with it. LoRA
+    adapters are fp32 already (peft's ``autocast_adapter_dtype``). Returns the number of modules cast."""
+    cast = 0
+    for m in model.modules():
+        own = [p for p in m.parameters(recurse=False) if p.requires_grad and p.is_floating_point()]
+        if any(p.dtype != torch.float32 for p in own):
+            m.float()
+            m.register_forward_pre_hook(_inputs_to_fp32)
+            cast += 1
+    return cast
+
+
 @contextmanager
 def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Evaluation mode for a while (sampling): a checkpointing model in training mode drops its KV cache

@@ -26,12 +26,12 @@ from instructrl.data.template import encode_prompt
 from instructrl.data.tokenize import pack_texts
 from instructrl.errors import DataError, InstructRLError, ModelLoadError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
-from instructrl.modeling.memory import enable_gradient_checkpointing
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.modeling.reward import load_frozen_reward
 from instructrl.modeling.value import ValueModel
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
-from instructrl.training.accelerator import make_accelerator
+from instructrl.training.accelerator import frozen_dtype, make_accelerator, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.validation import check_context, check_finished
 
@@ -96,14 +96,19 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         report["ptx_windows"] = len(ptx_pool)
     acc = make_accelerator(cfg, out)
 
-    policy = load_causal_lm(cfg.policy, tokenizer, init_from_config=False)
+    frozen = frozen_dtype(cfg, acc)
+    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    policy = load_causal_lm(cfg.policy, tokenizer, init_from_config=False, dtype=dtype)
     disable_dropout(policy)  # Huang et al. 2023: dropout off in policy, reference, value and reward models
     ref = make_reference(policy)  # frozen copy of the initial policy (taken before any LoRA wrapping)
     if cfg.lora_r > 0:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
+        trained_weights_in_fp32(policy)
         ref = None  # the reference is the policy with its adapters disabled: no second copy
+    elif frozen is not None and frozen != dtype:
+        ref.to(frozen)
     if reward_model is None:
-        reward_model = load_frozen_reward(cfg.reward_model)
+        reward_model = load_frozen_reward(cfg.reward_model, dtype=frozen)
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
     value = None
     if value_source:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from instructrl.config import help_field
 from instructrl.errors import ConfigError
-from instructrl.training.config import MemoryConfig
+from instructrl.training.config import MemoryConfig, frozen_dtype_field
 
 
 @dataclass
@@ -230,6 +230,8 @@ class PPOConfig(MemoryConfig):
         exclusive_minimum=True,
         exclusive_maximum=True,
     )
+
+    frozen_dtype: str = frozen_dtype_field()
 
     # ------------------------------------------------------------------ LoRA
     lora_r: int = help_field(

@@ -18,11 +18,11 @@ from instructrl.modeling.loading import (
     load_tokenizer,
     residual_dropout_report,
 )
-from instructrl.modeling.memory import enable_gradient_checkpointing
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import LMTrainer, Selector, packing_problem
-from instructrl.training.accelerator import make_accelerator
+from instructrl.training.accelerator import make_accelerator, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
 from instructrl.training.validation import check_context, check_finished
@@ -48,18 +48,20 @@ def load_train_eval(cfg: LMTrainConfig, load) -> tuple[list, list]:
     return split_eval(items, cfg.eval_fraction, cfg.seed)
 
 
-def _load_model(cfg: LMTrainConfig):
+def _load_model(cfg: LMTrainConfig, acc):
     if not cfg.model:
         raise InstructRLError("a model is required (--model PATH_OR_HUB_ID)")
     check_model_source(cfg.model)
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout)
+    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout, dtype=dtype)
     dropout = residual_dropout_report(model)
     if dropout["requested"] is not None:
         log.info("residual dropout %s: %s", dropout["requested"], dropout["how"])
     if cfg.lora_r > 0:
         model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None)
+        trained_weights_in_fp32(model)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model, tokenizer
@@ -101,7 +103,7 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "sft")
     train_demos, eval_demos = load_train_eval(cfg, load_demonstrations)
     acc = make_accelerator(cfg, out)
-    model, tokenizer = _load_model(cfg)
+    model, tokenizer = _load_model(cfg, acc)
     check_context(cfg, model)
     packing = decide_packing(cfg, model)
     train, report = tokenize_demonstrations(
@@ -176,7 +178,7 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "pretrain")
     train_texts, eval_texts = load_train_eval(cfg, load_texts)
     acc = make_accelerator(cfg, out)
-    model, tokenizer = _load_model(cfg)
+    model, tokenizer = _load_model(cfg, acc)
     check_context(cfg, model)
     packing = decide_packing(cfg, model)
     train = pack_texts(train_texts, tokenizer, cfg.max_length, documents=packing["applied"])

@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 
 from instructrl.config import BaseConfig
 from instructrl.errors import ConfigError
+from instructrl.modeling.memory import DTYPES, resolve_weight_dtype
 
 
 def resolve_mixed_precision(cfg: BaseConfig) -> str:
@@ -54,6 +55,25 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     if not acc.is_main_process:  # one copy of the log, from the main process
         logging.getLogger("instructrl").setLevel(logging.WARNING)
     return acc
+
+
+def weight_dtype(cfg, accelerator, frozen_base: bool) -> torch.dtype:
+    """The dtype a trained model's weights load in (``cfg.torch_dtype``; see modeling/memory.py):
+    ``frozen_base`` when only LoRA adapters and heads train."""
+    return resolve_weight_dtype(
+        cfg.torch_dtype,
+        frozen_base=frozen_base,
+        cuda=accelerator.device.type == "cuda",
+        mixed_precision=resolve_mixed_precision(cfg),
+    )
+
+
+def frozen_dtype(cfg, accelerator) -> torch.dtype | None:
+    """The dtype of the frozen models (reference, reward model): ``cfg.frozen_dtype``, None for 'auto' (each
+    as it loads); fp16 needs CUDA."""
+    if cfg.frozen_dtype == "fp16" and accelerator.device.type != "cuda":
+        raise ConfigError("--frozen-dtype fp16 needs a CUDA GPU and this run is on the CPU: use bf16 or fp32")
+    return DTYPES.get(cfg.frozen_dtype)
 
 
 def param_checksum(model: torch.nn.Module) -> float:

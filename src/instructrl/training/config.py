@@ -19,6 +19,37 @@ class MemoryConfig(BaseConfig):
         "backward (Chen et al. 2016). Same loss and gradients; activation memory of about one hidden state per "
         "layer instead of all of the layer's intermediates, for about one more forward of compute.",
     )
+    torch_dtype: str = help_field(
+        "auto",
+        "Dtype of the trained model's weights. Trained weights stay fp32 (AdamW's master copy: an update below a "
+        "bf16 weight's resolution would be lost; bf16 compute comes from --mixed-precision bf16), so bf16/fp16 "
+        "need LoRA (--lora-r): the frozen base is stored in that dtype, the adapters and heads in fp32. 'auto': "
+        "fp32, or bf16 for a LoRA base on a CUDA GPU that computes in bf16.",
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.torch_dtype in ("bf16", "fp16") and not getattr(self, "lora_r", 0):
+            raise ConfigError(
+                f"--torch-dtype {self.torch_dtype} with full fine-tuning: AdamW needs fp32 weights (an update below "
+                f"a {self.torch_dtype} weight's resolution is lost); keep --torch-dtype fp32 and add "
+                f"--mixed-precision bf16 for bf16 compute, or train LoRA adapters (--lora-r) on a "
+                f"{self.torch_dtype} base"
+            )
+
+
+def frozen_dtype_field() -> str:
+    """The ``frozen_dtype`` field of the stages that hold frozen models (ppo: reference and reward model; dpo:
+    reference)."""
+    return help_field(
+        "auto",
+        "Dtype of the frozen models (the reference and, in PPO, the reward model): bf16 halves their memory, "
+        "their log-probs and scores then carry bf16 rounding (about 3 significant digits). fp16 needs CUDA. "
+        "'auto': the reference in the policy's dtype, the reward model as saved. A LoRA policy's reference is "
+        "its own base with the adapters off, in --torch-dtype.",
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
 
 
 @dataclass
