@@ -42,47 +42,16 @@ def run_estimator(work: Path, advantage: str, iterations: int, warm: int) -> flo
     import shutil
 
     from instructrl.ppo.api import build_trainer
-    from instructrl.ppo.config import PPOConfig
 
-    s = bench.SETTING
     out = work / f"out_{advantage}"
     shutil.rmtree(out, ignore_errors=True)
-    B = s["batch_size"]
-    cfg = PPOConfig(
-        policy=str(work / "policy"),
-        reward_model=str(work / "rm"),
-        prompts=str(work / "prompts.jsonl"),
-        output_dir=str(out),
-        total_episodes=B * iterations,
-        batch_size=B,
-        mini_batch_size=B // s["num_mini_batches"],
-        ppo_epochs=s["ppo_epochs"],
-        response_length=s["response_length"],
-        learning_rate=s["learning_rate"],
-        warmup_iterations=0,
-        kl_coef=s["kl_coef"],
-        missing_eos_penalty=None,
-        ema=False,
-        adam_beta2=0.999,
-        adam_eps=1e-8,
-        max_grad_norm=0.0,
-        mixed_precision="no",
-        checkpoint_every=10**6,
-        sample_every=0,
-        progress=False,
-        save_value_model=False,
-        seed=s["seed"],
-        max_kl=None,
-        cpu=True,
-        advantage=advantage,
-        samples_per_prompt=ESTIMATORS[advantage],
-    )
+    cfg = bench.ppo_config(work, out, iterations, advantage=advantage, samples_per_prompt=ESTIMATORS[advantage])
     trainer = build_trainer(cfg)
     trainer.prompts = json.loads((work / "prompts.json").read_text())
     stamps: list[float] = []
     trainer.train(callbacks=[lambda it, m: stamps.append(time.perf_counter())])
     timed = stamps[warm - 1 :]
-    return B * (len(timed) - 1) / (timed[-1] - timed[0])
+    return cfg.batch_size * (len(timed) - 1) / (timed[-1] - timed[0])
 
 
 def write_comparisons(work: Path) -> None:

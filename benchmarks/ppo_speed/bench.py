@@ -161,20 +161,14 @@ def build_setting(work: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ our side
-def run_ours(
-    work: Path, result_path: Path, iterations: int, precision: str, device: str = "cpu", profile_path: str = ""
-) -> None:
+def ppo_config(work: Path, out: Path, iterations: int, precision: str = "fp32", device: str = "cpu", **extra):
+    """Our PPOConfig at the benchmark's setting (``extra``: more PPOConfig fields, e.g. an advantage estimator)."""
     sys.path.insert(0, str(ROOT / "src"))
-    import shutil
-
-    from instructrl.ppo.api import build_trainer
     from instructrl.ppo.config import PPOConfig
 
     s = SETTING
-    out = work / f"ours_out_{precision}"
-    shutil.rmtree(out, ignore_errors=True)
     B = s["batch_size"]
-    cfg = PPOConfig(
+    return PPOConfig(
         policy=str(work / "policy"),
         reward_model=str(work / "rm"),
         prompts=str(work / "prompts.jsonl"),
@@ -201,7 +195,21 @@ def run_ours(
         seed=s["seed"],
         max_kl=None,
         cpu=(device == "cpu"),
+        **extra,
     )
+
+
+def run_ours(
+    work: Path, result_path: Path, iterations: int, precision: str, device: str = "cpu", profile_path: str = ""
+) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    import shutil
+
+    from instructrl.ppo.api import build_trainer
+
+    out = work / f"ours_out_{precision}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = ppo_config(work, out, iterations, precision, device)
     trainer = build_trainer(cfg)
     trainer.prompts = json.loads((work / "prompts.json").read_text())  # the same 16-token prompts as TRL
     profiler = None

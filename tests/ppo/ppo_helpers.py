@@ -62,3 +62,29 @@ def quick_cfg(world: dict[str, Path], out: Path, **kw):
     )
     base.update(kw)
     return PPOConfig(**base)
+
+
+def cli_args(world: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """`instructrl ppo` arguments for a two-iteration run on ``world`` into ``out``, then ``extra``."""
+    return [
+        "ppo",
+        "--policy",
+        str(world["policy"]),
+        "--reward-model",
+        str(world["rm"]),
+        "--prompts",
+        str(world["prompts"]),
+        "--out",
+        str(out),
+        "--total-episodes",
+        "16",
+        "--batch-size",
+        "8",
+        "--mini-batch-size",
+        "4",
+        "--response-length",
+        "6",
+        "--no-ema",
+        "--no-progress",
+        *extra,
+    ]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from ppo_helpers import TokenRewardScorer, quick_cfg
+from ppo_helpers import TokenRewardScorer, cli_args, quick_cfg
 from testkit import ROOT, cli_env, run_cli
 
 from instructrl.losses import group_advantages, sequence_advantages
@@ -118,31 +118,6 @@ def test_ppo_ptx_with_a_critic_free_estimator(ppo_world, tmp_path):
     assert result.history[-1]["ppo/ptx_loss"] > 0
 
 
-def _cli(world, out, *extra):
-    return [
-        "ppo",
-        "--policy",
-        str(world["policy"]),
-        "--reward-model",
-        str(world["rm"]),
-        "--prompts",
-        str(world["prompts"]),
-        "--out",
-        str(out),
-        "--total-episodes",
-        "16",
-        "--batch-size",
-        "8",
-        "--mini-batch-size",
-        "4",
-        "--response-length",
-        "6",
-        "--no-ema",
-        "--no-progress",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -155,7 +130,7 @@ def _cli(world, out, *extra):
 )
 def test_bad_estimator_settings_get_one_line(ppo_world, tmp_path, extra, message):
     extra = [str(ppo_world["rm"]) if x == "VM" else x for x in extra]
-    r = run_cli(_cli(ppo_world, tmp_path / "o", *extra))
+    r = run_cli(cli_args(ppo_world, tmp_path / "o", *extra))
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o" / "config.yaml").exists()
@@ -174,7 +149,7 @@ def test_two_processes_keep_each_group_on_one_process(ppo_world, tmp_path):
         "29617",
         "-m",
         "instructrl",
-        *_cli(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"),
+        *cli_args(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"),
     ]
     r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -183,5 +158,5 @@ def test_two_processes_keep_each_group_on_one_process(ppo_world, tmp_path):
     a, b = sync["param_checksums"]
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)
     assert not (out / "value_model").exists()
-    r = run_cli(_cli(ppo_world, tmp_path / "odd", "--advantage", "grpo", "--samples-per-prompt", "8"))
+    r = run_cli(cli_args(ppo_world, tmp_path / "odd", "--advantage", "grpo", "--samples-per-prompt", "8"))
     assert r.returncode == 0, r.stderr  # one process: one group of 8 per iteration is fine

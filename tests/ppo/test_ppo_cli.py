@@ -5,34 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from ppo_helpers import cli_args
 from testkit import ROOT, cli_env, run_cli, write_jsonl
 
 from instructrl.ppo.config import PPOConfig
-
-
-def _args(world, out, *extra):
-    return [
-        "ppo",
-        "--policy",
-        str(world["policy"]),
-        "--reward-model",
-        str(world["rm"]),
-        "--prompts",
-        str(world["prompts"]),
-        "--out",
-        str(out),
-        "--total-episodes",
-        "16",
-        "--batch-size",
-        "8",
-        "--mini-batch-size",
-        "4",
-        "--response-length",
-        "6",
-        "--no-ema",
-        "--no-progress",
-        *extra,
-    ]
 
 
 def test_defaults_are_the_papers_recipe():
@@ -60,7 +36,7 @@ def test_defaults_are_the_papers_recipe():
 def test_cli_ppo_ptx_run_writes_model_metrics_and_samples(ppo_world, tmp_path):
     out = tmp_path / "out"
     r = run_cli(
-        _args(
+        cli_args(
             ppo_world,
             out,
             "--ptx-data",
@@ -98,16 +74,16 @@ def test_cli_ppo_ptx_run_writes_model_metrics_and_samples(ppo_world, tmp_path):
 def test_bad_prompt_files_give_clear_errors(ppo_world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": "broken\n')
-    r = run_cli(_args({**ppo_world, "prompts": bad}, tmp_path / "o1"))
+    r = run_cli(cli_args({**ppo_world, "prompts": bad}, tmp_path / "o1"))
     assert r.returncode == 2 and f"{bad}:2: malformed JSON" in r.stderr and "Traceback" not in r.stderr
     cols = write_jsonl(tmp_path / "cols.jsonl", [{"question": "hi"}])
-    r = run_cli(_args({**ppo_world, "prompts": cols}, tmp_path / "o2"))
+    r = run_cli(cli_args({**ppo_world, "prompts": cols}, tmp_path / "o2"))
     assert r.returncode == 2 and "expected a 'prompt' or 'messages' column; columns found: question" in r.stderr
-    r = run_cli(_args({**ppo_world, "prompts": tmp_path / "missing.jsonl"}, tmp_path / "o3"))
+    r = run_cli(cli_args({**ppo_world, "prompts": tmp_path / "missing.jsonl"}, tmp_path / "o3"))
     assert r.returncode == 2 and "does not exist" in r.stderr
-    r = run_cli(_args(ppo_world, tmp_path / "o4", "--max-prompt-length", "2"))
+    r = run_cli(cli_args(ppo_world, tmp_path / "o4", "--max-prompt-length", "2"))
     assert r.returncode == 2 and "longer than max_prompt_length=2" in r.stderr
-    r = run_cli(_args(ppo_world, tmp_path / "o5", "--mini-batch-size", "3"))
+    r = run_cli(cli_args(ppo_world, tmp_path / "o5", "--mini-batch-size", "3"))
     assert r.returncode == 2 and "multiple of mini_batch_size=3" in r.stderr
 
 
@@ -124,7 +100,7 @@ def test_two_process_run_keeps_ranks_in_sync(ppo_world, tmp_path):
         "29613",
         "-m",
         "instructrl",
-        *_args(
+        *cli_args(
             ppo_world,
             out,
             "--ptx-data",
