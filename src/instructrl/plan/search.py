@@ -2,8 +2,8 @@
 
 Cost order, cheapest first (each step keeps the ones before it):
 
-1. the setting as asked, on the engines ddp < zero2 < fsdp2 (zero3 keeps what fsdp2 keeps per GPU:
-   only the communication differs);
+1. the setting as asked, on the engines ddp < zero2 < fsdp2 < zero3 (FSDP2 is native to PyTorch and
+   accelerate; DeepSpeed's ZeRO-3 differs in what it keeps: 16-bit weights, a fused Adam);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
 3. gradient checkpointing: about a third more compute per step; then the micro-batches halved down to 1
    (more, smaller passes: the same batch, slower), then the rollout chunk (a smaller KV cache);
@@ -26,7 +26,7 @@ from instructrl.plan.arch import Arch
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import Estimate, estimate, micro_batch, rollout_batch
 
-ENGINE_ORDER = ("ddp", "zero2", "fsdp2")
+ENGINE_ORDER = ("ddp", "zero2", "fsdp2", "zero3")
 # flags that describe the question, not the setting: never part of a suggestion's changes
 NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "hbm_bandwidth", "link_bandwidth", "network_bandwidth")
 
