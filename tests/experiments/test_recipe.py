@@ -57,8 +57,18 @@ def captured(monkeypatch):
     seen = {}
     monkeypatch.setattr(pipeline, "run_sft", lambda cfg: seen.setdefault("sft", cfg))
     monkeypatch.setattr(pipeline, "run_rm", lambda cfg: seen.setdefault("rm", cfg))
-    monkeypatch.setattr(pipeline, "run_ppo", lambda cfg, reward_model=None: seen.setdefault("ppo", cfg))
+    monkeypatch.setattr(pipeline, "build_trainer", lambda cfg, reward_model=None: _Recorder(seen, cfg))
     return seen
+
+
+class _Recorder:
+    """Stands in for the PPO trainer: records the config it was built with when asked to train."""
+
+    def __init__(self, seen: dict, cfg):
+        self.seen, self.cfg = seen, cfg
+
+    def train(self, callbacks=None):
+        self.seen.setdefault("ppo", self.cfg)
 
 
 def test_stage_configs_are_preset_then_pipeline_then_recipe(tmp_path, captured):
@@ -79,3 +89,20 @@ def test_stage_configs_are_preset_then_pipeline_then_recipe(tmp_path, captured):
 def test_plain_ppo_arm_has_no_pretraining_data(tmp_path, captured):
     run_ppo_stage(tmp_path / "ppo", "SFT_DIR", "RM_DIR", tmp_path / "world", Recipe(), 0, ptx=False)
     assert captured["ppo"].ptx_data is None and not captured["ppo"].use_ptx
+
+
+def test_stage_overrides_apply_last_and_a_critic_free_arm_gets_no_value_model(tmp_path, captured):
+    judge = object()  # a programmatic reward: the value model would start from the RM directory under GAE
+    run_ppo_stage(
+        tmp_path / "ppo",
+        "SFT_DIR",
+        "RM_DIR",
+        tmp_path / "world",
+        Recipe(),
+        0,
+        ptx=False,
+        reward_fn=judge,
+        overrides={"advantage": "grpo", "samples_per_prompt": 4},
+    )
+    ppo = captured["ppo"]
+    assert (ppo.advantage, ppo.samples_per_prompt, ppo.value_model, ppo.reward_model) == ("grpo", 4, None, None)
