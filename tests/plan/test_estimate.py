@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from instructrl.cli import build_parser
+from instructrl.config import resolve_config
 from instructrl.plan.arch import arch_from_config
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import (
@@ -227,3 +229,11 @@ def test_torch_adamw_step_holds_a_temporary_per_parameter_deepspeed_none():
     fsdp = estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B)
     assert fsdp.step_bytes == 4 * n / 8
     assert estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B).step_bytes == 0
+
+
+def test_suggested_flags_parse_back_to_the_same_setting():
+    found, _ = cheapest_fit(plan(gpus=8, nodes=4, gpu_memory=80, reward_config="rm.json"), LLAMA_70B)
+    words = flags(found.cfg).split()[2:]  # after "instructrl plan"
+    parser, _ = build_parser("plan")
+    again = resolve_config(PlanConfig, parser.parse_args(words))
+    assert again == found.cfg
