@@ -166,7 +166,9 @@ def activation_bytes(
 
 
 def kv_cache_bytes(arch: Arch, b: int, tokens: int, act_bytes: float) -> float:
-    """K and V of every layer for ``b`` sequences of ``tokens``: 2 · L · kv_heads · head_dim · tokens · b."""
+    """K and V of every layer for ``b`` sequences of ``tokens``: 2 · L · kv_heads · head_dim · tokens · b
+    elements (Pope et al. 2022, "Efficiently scaling Transformer inference", §2; grouped-query attention
+    keeps kv_heads of them, Ainslie et al. 2023)."""
     return 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * tokens * b * act_bytes
 
 
