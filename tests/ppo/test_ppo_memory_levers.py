@@ -75,3 +75,125 @@ def test_frozen_models_in_bf16_give_the_fp32_reference_log_probs_and_scores_with
     torch.testing.assert_close(s16, s32, atol=0.05, rtol=0.02)
     result = half.train()
     assert abs(result.history[0]["ppo/kl"]) < 0.5  # the bf16 reference is close to the fp32 policy it copies
+
+
+# ---------------------------------------------------------------------------------------------- the value model
+def _values(vm, ep):
+    import torch
+
+    from instructrl.ppo.rollout import value_forward
+
+    with torch.no_grad():
+        return value_forward(vm, ep.input_ids, ep.attention_mask, ep.responses.shape[1])
+
+
+def test_lora_value_model_trains_adapters_and_its_head_and_saves_merged(ppo_world, tmp_path):
+    from instructrl.modeling.value import ValueModel
+
+    cfg = quick_cfg(
+        ppo_world, tmp_path / "out", total_episodes=16, value_lora_r=4, lora_target_modules=["c_attn"],
+        checkpoint_every=10, sample_every=0,
+    )  # fmt: skip
+    trainer = build_trainer(cfg)
+    value = trainer.acc.unwrap_model(trainer.value)
+    trained = [n for n, p in value.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n or "score" in n for n in trained)
+    assert any("score" in n for n in trained)  # the head trains whole
+    frozen_before = {n: p.detach().clone() for n, p in value.named_parameters() if not p.requires_grad}
+    trainer.train()
+    assert all(p.equal(frozen_before[n]) for n, p in value.named_parameters() if not p.requires_grad)
+    saved = ValueModel.from_reward_model(str(tmp_path / "out" / "value_model"))  # a plain RM-format directory
+    ep = trainer.rollout(0)
+    import torch
+
+    torch.testing.assert_close(_values(saved, ep), _values(value, ep), atol=1e-5, rtol=1e-5)
+
+
+def test_value_model_sharing_the_policy_base_holds_no_second_base_and_ppo_runs_with_it(ppo_world, tmp_path):
+    import torch
+
+    from instructrl.modeling.loading import save_pretrained_atomic
+    from instructrl.modeling.value import ValueModel
+
+    cfg = quick_cfg(
+        ppo_world, tmp_path / "out", total_episodes=16, lora_r=4, lora_target_modules=["c_attn"],
+        value_shares_policy_base=True, learning_rate=1e-2, checkpoint_every=10, sample_every=0,
+    )  # fmt: skip
+    trainer = build_trainer(cfg)
+    policy, value = trainer.raw_policy, trainer.acc.unwrap_model(trainer.value)
+    assert trainer.ref is None  # the reference is the policy with its adapters off
+    storages = {p.untyped_storage().data_ptr() for p in policy.parameters()}
+    own = [p for p in value.parameters() if p.untyped_storage().data_ptr() not in storages]
+    hidden = policy.get_base_model().config.n_embd
+    assert sum(p.numel() for p in own) == hidden + 1  # the head: no base weight of its own
+    assert all(p.requires_grad for p in value.parameters())  # only its adapter and head
+    pol_ids = {id(p) for g in trainer.pol_opt.param_groups for p in g["params"]}
+    val_ids = {id(p) for g in trainer.val_opt.param_groups for p in g["params"]}
+    assert pol_ids and val_ids and not pol_ids & val_ids  # each trains its own adapter
+    base_before = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    ep = trainer.rollout(0)
+    values_before = _values(value, ep)
+    result = trainer.train()
+    assert result.iterations == 2 and all(torch.isfinite(torch.tensor(h["ppo/value_loss"])) for h in result.history)
+    assert all(p.equal(base_before[n]) for n, p in policy.named_parameters() if not p.requires_grad)
+    assert not torch.allclose(_values(value, ep), values_before)  # the value function trained
+    # the saved policy is the policy adapter alone; the saved value model gives the shared module's values
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.ppo.rollout import policy_forward
+
+    out = tmp_path / "out"
+    saved_policy = AutoModelForCausalLM.from_pretrained(out).eval()
+    save_pretrained_atomic(policy, None, tmp_path / "expected")
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "expected").eval()
+    with torch.no_grad():
+        a = policy_forward(saved_policy, ep.input_ids, ep.attention_mask, ep.responses.shape[1], 1.0)[0]
+        b = policy_forward(policy, ep.input_ids, ep.attention_mask, ep.responses.shape[1], 1.0)[0]
+        c = policy_forward(expected, ep.input_ids, ep.attention_mask, ep.responses.shape[1], 1.0)[0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
+    saved_value = ValueModel.from_reward_model(str(out / "value_model"))
+    torch.testing.assert_close(_values(saved_value, ep), _values(value, ep), atol=1e-5, rtol=1e-5)
+
+
+def test_value_levers_refuse_what_they_cannot_do_in_one_line(ppo_world, tmp_path):
+    from testkit import run_cli
+
+    base = ["ppo", "--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]), "--prompts",
+            str(ppo_world["prompts"]), "--batch-size", "4", "--mini-batch-size", "4", "--total-episodes", "4"]  # fmt: skip
+    cases = [
+        (["--value-shares-policy-base"], "needs a LoRA policy"),
+        (["--value-shares-policy-base", "--lora-r", "4", "--gradient-checkpointing"], "drop one of them"),
+        (["--value-lora-r", "4", "--advantage", "reinforce"], "--advantage gae"),
+    ]
+    for i, (extra, message) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        r = run_cli([*base, "--out", str(out), *extra], timeout=120)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+        assert not out.exists()
+
+
+def test_shared_base_value_model_under_ddp_keeps_ranks_in_sync(ppo_world, tmp_path):
+    """torchrun, 2 CPU processes, PPO-ptx, 2 minibatches: the value adapter inside the policy's layers is left out
+    of the policy's DDP and all-reduced with the value model's; weights stay equal on both ranks."""
+    import subprocess
+    import sys
+
+    from testkit import ROOT, cli_env
+
+    out = tmp_path / "dist"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29671",
+        "-m", "instructrl", "ppo", "--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]),
+        "--prompts", str(ppo_world["prompts"]), "--out", str(out), "--batch-size", "8", "--mini-batch-size", "4",
+        "--total-episodes", "16", "--response-length", "8", "--learning-rate", "1e-3", "--warmup-iterations", "0",
+        "--no-ema", "--no-progress", "--lora-r", "4", "--lora-target-modules", "c_attn", "--value-shares-policy-base",
+        "--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sync = json.loads((out / "dist_sync.json").read_text())
+    assert sync["num_processes"] == 2
+    assert sync["param_checksums"][0] == pytest.approx(sync["param_checksums"][1], rel=1e-9, abs=1e-9)
+    assert sync["value_param_checksums"][0] == pytest.approx(sync["value_param_checksums"][1], rel=1e-9, abs=1e-9)

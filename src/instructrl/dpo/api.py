@@ -70,13 +70,14 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
     check_context(cfg, policy)  # --max-length and --ptx-max-length against the model's positions
     if cfg.disable_dropout:
         disable_dropout(policy)
-    ref = make_reference(policy)  # frozen copy of the initial policy, dropout off, eval mode (before any LoRA)
+    ref = None  # LoRA: the reference is the policy with its adapters disabled, no second copy
     if cfg.lora_r > 0:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
         trained_weights_in_fp32(policy)
-        ref = None  # the reference is the policy with its adapters disabled: no second copy
-    elif frozen is not None and frozen != dtype:
-        ref.to(frozen)
+    else:
+        ref = make_reference(policy)  # frozen copy of the initial policy, dropout off, eval mode
+        if frozen is not None and frozen != dtype:
+            ref.to(frozen)
     if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
         enable_gradient_checkpointing(policy, "policy")
     if acc.is_main_process:

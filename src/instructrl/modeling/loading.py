@@ -21,6 +21,8 @@ import copy
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -263,12 +265,29 @@ def make_reference(policy) -> torch.nn.Module | None:
     return ref.eval().requires_grad_(False)
 
 
-def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
-    """Wrap a model with LoRA adapters (peft). ``target_modules=None`` lets peft pick per architecture."""
+@contextmanager
+def adapters_disabled(peft_model) -> Iterator[None]:
+    """The base model alone (a LoRA policy's reference) for a while. peft re-enables the adapters by switching
+    the active one on again, which freezes any other adapter (a value model's on the same base): the parameters
+    trainable before are trainable again after."""
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    try:
+        with peft_model.disable_adapter():
+            yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def apply_lora(
+    model, r: int, alpha: int, dropout: float, target_modules: list[str] | None, task_type: str = "CAUSAL_LM"
+):
+    """Wrap a model with LoRA adapters (peft). ``target_modules=None`` lets peft pick per architecture.
+    ``task_type="SEQ_CLS"`` (a reward or value model): peft also trains the scalar head whole."""
     from peft import LoraConfig, get_peft_model  # only LoRA runs pay for it: peft imports transformers' model classes
 
     cfg = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM", target_modules=target_modules or None
+        r=r, lora_alpha=alpha, lora_dropout=dropout, task_type=task_type, target_modules=target_modules or None
     )
     try:
         return get_peft_model(model, cfg)

@@ -60,13 +60,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 
 # ----------------------------------------------------------------------------- building from a causal LM
-def build_reward_model(name: str, tokenizer, *, no_dropout: bool = True) -> torch.nn.Module:
+def build_reward_model(
+    name: str, tokenizer, *, no_dropout: bool = True, dtype: torch.dtype | None = None
+) -> torch.nn.Module:
     """A fresh reward model: the causal LM ``name``'s backbone weights under a new scalar head.
 
     The causal LM is loaded (and its embeddings aligned with ``tokenizer``), then its backbone state is copied,
     strictly, into ``AutoModelForSequenceClassification`` with ``num_labels=1``; the LM head is dropped
     (InstructGPT §3.5: unembedding replaced by a scalar projection)."""
-    causal = load_causal_lm(name, tokenizer, init_from_config=False)
+    causal = load_causal_lm(name, tokenizer, init_from_config=False, dtype=dtype)
     config = causal.config
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-PAD token

@@ -28,7 +28,7 @@ from instructrl.errors import DataError, InstructRLError, ModelLoadError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
 from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.modeling.reward import load_frozen_reward
-from instructrl.modeling.value import ValueModel
+from instructrl.modeling.value import SharedBaseValueModel, ValueModel
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
 from instructrl.training.accelerator import frozen_dtype, make_accelerator, weight_dtype
@@ -78,7 +78,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     if not cfg.prompts:
         raise InstructRLError("ppo: prompt data is required (--prompts FILE)")
     value_source = (cfg.value_model or cfg.reward_model) if cfg.uses_value_model else None
-    if cfg.uses_value_model and not value_source:
+    if cfg.uses_value_model and not value_source and not cfg.value_shares_policy_base:
         raise InstructRLError(
             "ppo: a value model is required when the reward is a Python module (--value-model DIR), "
             "or choose a critic-free estimator (--advantage grpo|rloo|reinforce)"
@@ -100,20 +100,27 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
     policy = load_causal_lm(cfg.policy, tokenizer, init_from_config=False, dtype=dtype)
     disable_dropout(policy)  # Huang et al. 2023: dropout off in policy, reference, value and reward models
-    ref = make_reference(policy)  # frozen copy of the initial policy (taken before any LoRA wrapping)
+    ref = None  # LoRA: the reference is the policy with its adapters disabled, no second copy
     if cfg.lora_r > 0:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules or None)
         trained_weights_in_fp32(policy)
-        ref = None  # the reference is the policy with its adapters disabled: no second copy
-    elif frozen is not None and frozen != dtype:
-        ref.to(frozen)
+    else:
+        ref = make_reference(policy)  # frozen copy of the initial policy
+        if frozen is not None and frozen != dtype:
+            ref.to(frozen)
     if reward_model is None:
         reward_model = load_frozen_reward(cfg.reward_model, dtype=frozen)
         check_same_vocab(tokenizer, cfg.reward_model, "reward model", _vocab_rows(reward_model))
     value = None
-    if value_source:
-        value = ValueModel.from_reward_model(value_source)
+    if cfg.value_shares_policy_base:  # a second adapter on the policy's own base, and a scalar head
+        value = SharedBaseValueModel(policy, cfg.value_lora_r or cfg.lora_r, cfg.lora_alpha)
+    elif value_source:
+        # a fully trained value model keeps fp32 weights (AdamW's master copy); a LoRA one's base may be 16-bit
+        value_dtype = weight_dtype(cfg, acc, frozen_base=True) if cfg.value_lora_r > 0 else None
+        value = ValueModel.from_reward_model(value_source, dtype=value_dtype)
         check_same_vocab(tokenizer, value_source, "value model", _vocab_rows(value))
+        if cfg.value_lora_r > 0:
+            value.add_lora(cfg.value_lora_r, cfg.lora_alpha, cfg.lora_target_modules or None)
     if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
         enable_gradient_checkpointing(policy, "policy")
         if value is not None:

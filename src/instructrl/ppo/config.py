@@ -241,6 +241,19 @@ class PPOConfig(MemoryConfig):
     )
     lora_alpha: int = help_field(16, "LoRA alpha.", minimum=1)
     lora_target_modules: list[str] = help_field([], "Modules to adapt (comma separated); empty = peft's default.")
+    value_lora_r: int = help_field(
+        0,
+        "LoRA rank of the value model (0 = full fine-tuning): its backbone frozen, adapters on the same modules as "
+        "the policy's (lora_alpha, lora_target_modules), the scalar head trained whole; OUT/value_model is saved "
+        "merged. With value_shares_policy_base: the rank of its adapter on the policy's base (default: lora_r).",
+        minimum=0,
+    )
+    value_shares_policy_base: bool = help_field(
+        False,
+        "With a LoRA policy: the value model is the policy's own frozen base with a second adapter and a scalar "
+        "head, so one base copy serves the policy, the reference (adapters off) and the value function. It then "
+        "starts from the policy's base, not from the reward model (InstructGPT §3.5 initializes it from the RM).",
+    )
 
     # ------------------------------------------------------------------ guards, checkpoints, logs
     max_kl: float | None = help_field(
@@ -312,6 +325,27 @@ class PPOConfig(MemoryConfig):
                 f"value_model is set but advantage={self.advantage} trains no value model: drop --value-model or "
                 f"use --advantage gae"
             )
+        if (self.value_lora_r or self.value_shares_policy_base) and not self.uses_value_model:
+            raise ConfigError(
+                f"value_lora_r / value_shares_policy_base shape the value model, which advantage={self.advantage} "
+                f"does not have: drop them or use --advantage gae"
+            )
+        if self.value_shares_policy_base:
+            if self.lora_r == 0:
+                raise ConfigError(
+                    "--value-shares-policy-base needs a LoRA policy (--lora-r > 0): the value model is a second "
+                    "adapter on the policy's frozen base"
+                )
+            if self.value_model:
+                raise ConfigError(
+                    "--value-shares-policy-base: the value model is built on the policy's base, so --value-model "
+                    "has nothing to start from; drop one of them"
+                )
+            if self.gradient_checkpointing:
+                raise ConfigError(
+                    "--value-shares-policy-base with --gradient-checkpointing: the backward would recompute the "
+                    "value model's layers with the policy's adapter switched on; drop one of them"
+                )
         if self.score_clip is not None and self.score_clip <= 0:
             raise ConfigError(f"score_clip must be > 0 (or None: no clipping), got {self.score_clip}")
 

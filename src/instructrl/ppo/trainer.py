@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 from accelerate.utils import DistributedType
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from instructrl.data.tokenize import IGNORE_INDEX, collate, left_pad
@@ -57,7 +58,7 @@ from instructrl.losses import (
     sequence_advantages,
     value_loss,
 )
-from instructrl.modeling.loading import save_pretrained_atomic
+from instructrl.modeling.loading import adapters_disabled, save_pretrained_atomic
 from instructrl.modeling.memory import checkpointing_enabled, evaluation_mode, train_mode_without_dropout
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample_fast, value_forward
@@ -165,7 +166,15 @@ class PPOTrainer:
                 train_mode_without_dropout(m)
             else:
                 m.eval()
-        pol_params = [p for p in policy.parameters() if p.requires_grad]
+        # a value model sharing the policy's base has its adapter inside the policy's layers: those parameters
+        # are the value model's (its optimizer, its gradient clipping, its DDP all-reduce), not the policy's
+        value_ids = {id(p) for p in value_model.parameters()} if value_model is not None else set()
+        pol_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in value_ids]
+        self.shares_base = any(id(p) in value_ids for p in policy.parameters())
+        if self.shares_base:
+            shared = [n for n, p in policy.named_parameters() if id(p) in value_ids]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(policy, shared)
+        self.pol_params = pol_params
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
         # minibatches the optimizer step is launch-bound (same update up to float rounding)
@@ -279,7 +288,7 @@ class PPOTrainer:
                 if self.ref is not None:
                     ref_lp, _ = policy_forward(self.ref, ids, attn, R, self.cfg.temperature)
                 else:  # LoRA: the reference is the policy with its adapters disabled
-                    with self.raw_policy.disable_adapter():
+                    with adapters_disabled(self.raw_policy):
                         ref_lp, _ = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature)
                 rm_ids, rm_mask = right_align(ids, attn, self.pad_id)  # RM reads prompt+response+EOS from column 0
                 out["scores"].append(self.rm(input_ids=rm_ids, attention_mask=rm_mask).float())
@@ -396,7 +405,8 @@ class PPOTrainer:
         set_lr(self.pol_opt, lr)
         if self.val_opt is not None:
             set_lr(self.val_opt, value_lr)
-        models = [("policy", self.policy, self.pol_opt)]
+        # the policy's own parameters only when the value model's adapter lives in its layers
+        models = [("policy", self.pol_params if self.shares_base else self.policy, self.pol_opt)]
         if self.value is not None:
             models.append(("value", self.value, self.val_opt))
         norms = clip_and_step(self.acc, models, self.cfg.max_grad_norm, self._fail)

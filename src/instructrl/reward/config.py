@@ -70,6 +70,17 @@ class RMConfig(TrainLoopConfig):
         "Turn every dropout layer off while training the reward model, so that the K completions of a "
         "prompt are scored by the same function (lm-human-preferences; Huang et al. 2023).",
     )
+    lora_r: int = help_field(
+        0,
+        "LoRA rank (0 = full fine-tuning). With LoRA the backbone is frozen and trains adapters, the scalar head "
+        "trains whole; the saved reward model has the adapters merged (a plain transformers checkpoint).",
+        minimum=0,
+    )
+    lora_alpha: int = help_field(16, "LoRA alpha.", minimum=1)
+    lora_dropout: float = help_field(0.0, "LoRA dropout.", minimum=0, maximum=1, exclusive_maximum=True)
+    lora_target_modules: list[str] = help_field(
+        [], "Modules to adapt (comma separated); empty = peft's default for the architecture."
+    )
     select_by: str = help_field(
         "last",
         "Final model: 'last' (the paper trains one epoch and keeps it) or 'loss' (lowest held-out log loss "

@@ -51,7 +51,7 @@ def adamw(model: torch.nn.Module, cfg, lr: float | None = None) -> torch.optim.A
 
 def clip_and_step(
     accelerator,
-    parts: Sequence[tuple[str, torch.nn.Module, torch.optim.Optimizer]],
+    parts: Sequence[tuple[str, torch.nn.Module | list[torch.nn.Parameter], torch.optim.Optimizer]],
     max_grad_norm: float,
     fail: Callable[[str], NoReturn],
 ) -> list[float]:
@@ -59,11 +59,13 @@ def clip_and_step(
 
     A non-finite gradient norm calls ``fail`` before any optimizer steps, so the weights stay those of the last
     good step. ``parts`` are (name, model, optimizer); the norms are returned (equal on every rank; NaN where
-    the engine clips by itself and reports none, as DeepSpeed does)."""
+    the engine clips by itself and reports none, as DeepSpeed does). In place of a model, a list of its parameters
+    (a model whose layers also hold another model's parameters: PPO's value model on the policy's base)."""
     max_norm = max_grad_norm or float("inf")  # inf: the norm is measured, the gradients scaled by exactly 1
     norms, diverged = [], False
     for _, model, _ in parts:
-        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        params = model.parameters() if isinstance(model, torch.nn.Module) else model
+        norm = accelerator.clip_grad_norm_(params, max_norm)
         norms.append(float("nan") if norm is None else float(norm))
         diverged |= norm is not None and not math.isfinite(norms[-1])
     if diverged:
