@@ -9,6 +9,11 @@ import sys
 import pytest
 from testkit import cli_env, run_cli
 
+from instructrl.cli import build_parser
+from instructrl.plan.arch import arch_from_config
+from instructrl.plan.cli import stage_flags
+from instructrl.plan.config import PlanConfig
+
 LLAMA = {
     "model_type": "llama",
     "hidden_size": 512,
@@ -108,3 +113,18 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, model_dir):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "dpo", "ppo"])
+def test_the_launch_line_carries_flags_the_stage_accepts(stage):
+    arch = arch_from_config(LLAMA)
+    cfg = PlanConfig(
+        model="m", stage=stage, gradient_checkpointing=True, lora_r=8, lora_targets=["all-linear"],
+        weight_dtype="bf16", frozen_dtype="bf16",
+    )  # fmt: skip
+    cfg.validate()
+    words, missing = stage_flags(cfg, arch)
+    assert "--gradient-checkpointing" in words and "--lora-target-modules" in " ".join(words)
+    parser, _ = build_parser(stage)
+    args = parser.parse_args(" ".join(words).split())  # an unknown flag would exit
+    assert args.gradient_checkpointing and int(args.lora_r) == 8 and missing == []  # flags parse as text

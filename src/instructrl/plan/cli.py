@@ -8,7 +8,16 @@ import json
 from instructrl.config import add_config_arguments, resolve_config
 from instructrl.plan.arch import Arch, load_arch
 from instructrl.plan.config import PlanConfig
-from instructrl.plan.estimate import GIB, PART_NAMES, PARTS, Estimate, estimate, ppo_episodes_per_second
+from instructrl.plan.estimate import (
+    GIB,
+    PART_NAMES,
+    PARTS,
+    Estimate,
+    estimate,
+    micro_batch,
+    ppo_episodes_per_second,
+    rollout_batch,
+)
 from instructrl.plan.search import Suggestion, cheapest_fit, flags
 
 # the accelerate launch flags of each engine (accelerate launch --help)
@@ -39,14 +48,52 @@ def main(args) -> int:
     return 0
 
 
-def launch_command(cfg: PlanConfig) -> str:
+def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
+    """The setting as flags of ``instructrl STAGE`` (models and data left to the user), and the levers the
+    stages do not have as flags yet."""
+    out = [f"--mixed-precision {cfg.mixed_precision}"]
+    if cfg.gradient_checkpointing:
+        out.append("--gradient-checkpointing")
+    if cfg.lora_r:
+        out.append(f"--lora-r {cfg.lora_r}")
+        if cfg.lora_targets:  # the module names themselves ("all-linear" spelled out)
+            names = dict.fromkeys(m.name for m in policy.lora_targets(cfg.lora_targets))
+            out.append(f"--lora-target-modules {','.join(names)}")
+        if cfg.weight_dtype != "fp32":
+            out.append(f"--torch-dtype {cfg.weight_dtype}")  # the stages store only a frozen LoRA base in 16 bits
+    if cfg.stage in ("ppo", "dpo") and cfg.frozen_dtype != "weights":
+        out.append(f"--frozen-dtype {cfg.frozen_dtype}")
+    mb = micro_batch(cfg)
+    if cfg.stage == "ppo":
+        out += [f"--batch-size {cfg.batch_size}", f"--mini-batch-size {mb * cfg.world}"]
+        out += [f"--rollout-batch-size {rollout_batch(cfg)}", f"--ptx-micro-batch-size {cfg.ptx_micro_batch_size}"]
+        out += [f"--max-prompt-length {cfg.prompt_length}", f"--response-length {cfg.response_length}"]
+        if cfg.advantage != "gae":
+            out.append(f"--advantage {cfg.advantage}")
+    else:  # DPO's micro-batch counts pairs
+        out += [f"--micro-batch-size {max(1, mb // 2) if cfg.stage == 'dpo' else mb}"]
+        out.append(f"--max-length {cfg.prompt_length + cfg.response_length}")
+    missing = [
+        name
+        for name, on in (
+            ("a 4/8-bit base (quantize_base)", cfg.quantize_base != "none"),
+            ("a value model on the policy's base (value_shares_base)", cfg.value_shares_base),
+            ("frozen models in CPU memory (frozen_placement=cpu)", cfg.frozen_placement == "cpu"),
+        )
+        if on
+    ]
+    return out, missing
+
+
+def launch_command(cfg: PlanConfig, policy: Arch) -> str:
     """An ``accelerate launch`` line for node 0 of the setting (each node runs it with its own rank)."""
     machines = f" --num_machines {cfg.nodes} --machine_rank 0 --main_process_ip NODE0 --main_process_port 29500"
     mp = "no" if cfg.mixed_precision == "no" else cfg.mixed_precision
     return (
         f"accelerate launch {LAUNCH_FLAGS[cfg.engine]} --num_processes {cfg.world}"
         + (machines if cfg.nodes > 1 else "")
-        + f" --mixed_precision {mp} -m instructrl {cfg.stage} ..."
+        + f" --mixed_precision {mp} -m instructrl {cfg.stage} ... "
+        + " ".join(stage_flags(cfg, policy)[0])
     )
 
 
@@ -63,7 +110,8 @@ def _summary(cfg: PlanConfig, est: Estimate, policy: Arch) -> dict:
         "headroom_gib": round((limit - total) / GIB, 3),
         "cpu_gib_per_node": round(est.cpu_bytes * cfg.gpus / GIB, 3),
         "detail_gib": {k: round(v / GIB, 3) for k, v in est.detail.items()},
-        "launch": launch_command(cfg),
+        "launch": launch_command(cfg, policy),
+        "not_stage_flags_yet": stage_flags(cfg, policy)[1],
     }
     if cfg.stage == "ppo":
         out["episodes_per_second"] = round(ppo_episodes_per_second(cfg, est, policy), 4)
@@ -125,6 +173,8 @@ def render(plan: dict) -> str:
             lines.append(f"cheapest setting that fits ({sug['step']}): {_verdict(sug)}")
             lines.append(f"  {sug['command']}")
             lines.append(f"  launch: {sug['launch']}")
+            if sug["not_stage_flags_yet"]:
+                lines.append(f"  not yet a flag of instructrl {s['stage']}: {'; '.join(sug['not_stage_flags_yet'])}")
             if sug["cpu_gib_per_node"]:
                 lines.append(f"  CPU memory per node: {sug['cpu_gib_per_node']:.1f} GiB")
             if "episodes_per_second" in sug:

@@ -5,8 +5,9 @@ Cost order, cheapest first (each step keeps the ones before it):
 1. the setting as asked, on the engines ddp < zero2 < fsdp2 < zero3 (FSDP2 is native to PyTorch and
    accelerate; DeepSpeed's ZeRO-3 differs in what it keeps: 16-bit weights, a fused Adam);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
-3. gradient checkpointing: about a third more compute per step; then the micro-batches halved down to 1
-   (more, smaller passes: the same batch, slower), then the rollout chunk (a smaller KV cache);
+3. gradient checkpointing: about a third more compute per step; then the micro-batch halved down to 1
+   (more, smaller passes: the same batch, slower; PPO: the pretraining micro-batch), then PPO's rollout
+   chunk (a smaller KV cache, slower sampling);
 4. the optimizer states offloaded to CPU (zero3-offload: the optimizer step runs on the CPU), then the
    frozen models in CPU memory too;
 5. LoRA (rank 16 unless asked, bf16 base; PPO: the value model on the policy's base): fewer trained
@@ -39,16 +40,23 @@ class Suggestion:
 
 
 def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
-    """``cfg``, then its training micro-batches halved until 1 (PPO: the minibatch share and the ptx
-    micro-batch together), then (PPO) the rollout chunk halved until 1: the KV cache shrinks, sampling slows."""
+    """``cfg``, then its micro-batch halved until 1 (the same batch in more, smaller passes); for PPO the
+    pretraining micro-batch and then the rollout chunk instead: its minibatch share is one forward, and
+    halving it would change the PPO update (more, smaller optimizer steps)."""
     yield cfg
-    mb, pmb = micro_batch(cfg), cfg.ptx_micro_batch_size
-    while mb > 1 or pmb > 1:
-        mb, pmb = max(1, mb // 2), (max(1, pmb // 2) if pmb else 0)
-        cfg = dataclasses.replace(cfg, micro_batch_size=mb, ptx_micro_batch_size=pmb)
+    if cfg.stage != "ppo":
+        mb = micro_batch(cfg)
+        while mb > 1:
+            mb //= 2
+            yield dataclasses.replace(cfg, micro_batch_size=mb)
+        return
+    pmb = cfg.ptx_micro_batch_size
+    while pmb > 1:
+        pmb //= 2
+        cfg = dataclasses.replace(cfg, ptx_micro_batch_size=pmb)
         yield cfg
     rb = rollout_batch(cfg)
-    while cfg.stage == "ppo" and rb > 1:
+    while rb > 1:
         rb //= 2
         yield dataclasses.replace(cfg, rollout_batch_size=rb)
 
