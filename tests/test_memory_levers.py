@@ -196,3 +196,64 @@ def test_lora_on_a_bf16_base_keeps_adapters_in_fp32_and_matches_the_fp32_base(ti
     assert bf16.final_train_loss == pytest.approx(fp32.final_train_loss, rel=2e-2)
     saved = AutoModelForCausalLM.from_pretrained(bf16.out_dir)  # merged: plain transformers loads it
     assert not any("lora" in n for n, _ in saved.named_parameters())
+
+
+# ---------------------------------------------------------------------------------------------- quantized bases
+def _one_error_line(r) -> str:
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_quantized_base_on_a_cpu_or_without_lora_is_one_line_and_writes_nothing(tiny_model, demos_file, tmp_path):
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_model), "--data", str(demos_file), "--out", str(out), "--cpu"]
+    line = _one_error_line(run_cli(["sft", *common, "--lora-r", "4", "--quantize-base", "4bit"]))
+    assert "--quantize-base 4bit needs a CUDA GPU" in line and "drop --quantize-base" in line
+    line = _one_error_line(run_cli(["rm", *common, "--lora-r", "4", "--quantize-base", "8bit"]))
+    assert "--quantize-base 8bit needs a CUDA GPU" in line
+    line = _one_error_line(run_cli(["sft", *common, "--quantize-base", "4bit"]))
+    assert "needs LoRA (--lora-r > 0)" in line
+    assert not out.exists()
+
+
+def test_quantized_base_without_bitsandbytes_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from instructrl.errors import ConfigError
+    from instructrl.modeling.memory import check_quantize_base
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'instructrl\[bnb\]'"):
+        check_quantize_base("4bit", cpu=False)
+    check_quantize_base("none", cpu=True)  # no lever, no requirement
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _has_bitsandbytes(), reason="needs CUDA and bitsandbytes")
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_qlora_sft_on_cuda_trains_adapters_on_a_quantized_base(tiny_model, demos_file, tmp_path, bits):
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.sft.api import _load_model, run_sft
+    from instructrl.sft.config import SFTConfig
+    from instructrl.training.accelerator import make_accelerator
+
+    cfg = SFTConfig(
+        model=str(tiny_model), data=str(demos_file), output_dir=str(tmp_path / "out"), max_steps=2, batch_size=8,
+        learning_rate=1e-3, eval_fraction=0, select_by="last", progress=False, max_length=128, lora_r=4,
+        lora_target_modules=["c_attn"], quantize_base=bits, gradient_checkpointing=True,
+    )  # fmt: skip
+    model, _ = _load_model(cfg, make_accelerator(cfg, tmp_path))
+    names = {type(m).__name__ for m in model.modules()}
+    assert {"Linear4bit", "Linear8bitLt"} & names
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    result = run_sft(cfg)
+    assert torch.isfinite(torch.tensor(result.final_train_loss))
+    saved = AutoModelForCausalLM.from_pretrained(result.out_dir)  # the adapter with its base (peft installed)
+    assert saved is not None

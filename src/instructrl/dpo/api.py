@@ -22,8 +22,14 @@ from instructrl.dpo.data import encode_for_dpo
 from instructrl.dpo.trainer import DPOTrainer
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
-from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
-from instructrl.training.accelerator import frozen_dtype, make_accelerator, weight_dtype
+from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
+from instructrl.training.accelerator import (
+    base_quantization,
+    check_levers,
+    frozen_dtype,
+    make_accelerator,
+    weight_dtype,
+)
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import TrainResult
 from instructrl.training.validation import check_context, check_finished
@@ -37,6 +43,7 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
         raise InstructRLError("dpo: a model to start from is required (--model PATH, normally the SFT checkpoint)")
     if not cfg.data:
         raise InstructRLError("dpo: comparison data is required (--data FILE)")
+    check_levers(cfg)  # before anything is written
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "dpo")
     rankings, load_report = load_rankings(cfg.data)  # data errors before any model loads
     if cfg.eval_data:
@@ -66,7 +73,10 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
     acc = make_accelerator(cfg, out)
     frozen = frozen_dtype(cfg, acc)
     dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False, dtype=dtype)
+    quantization = base_quantization(cfg)
+    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False, dtype=dtype, quantization_config=quantization)
+    if quantization is not None:
+        policy = prepare_quantized_base(policy)
     check_context(cfg, policy)  # --max-length and --ptx-max-length against the model's positions
     if cfg.disable_dropout:
         disable_dropout(policy)

@@ -30,6 +30,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import FastGELUActivation, NewGELUActivation
 
 from instructrl.errors import ModelLoadError
+from instructrl.modeling.memory import is_quantized
 
 log = logging.getLogger("instructrl.modeling")
 PAD_TOKEN = "<|pad|>"
@@ -105,12 +106,14 @@ def load_causal_lm(
     residual_dropout: float | None = None,
     dtype: torch.dtype | None = None,
     init_from_config: bool = True,
+    quantization_config=None,
 ):
     """Load a causal LM (or initialize it from a weight-less config dir) and align it with the tokenizer.
 
     Weights are loaded in ``dtype``, float32 by default whatever the checkpoint stores (a checkpoint
     saved in float16 would otherwise train in float16 and overflow); mixed precision comes from the
-    accelerator's autocast."""
+    accelerator's autocast. ``quantization_config`` (bitsandbytes, CUDA only; see modeling/memory.py) loads the
+    layers quantized, on the current CUDA device."""
     check_model_source(name)
     local = Path(os.path.expanduser(name))
     try:
@@ -125,8 +128,14 @@ def load_causal_lm(
             if dtype is not None:
                 model.to(dtype)
         else:
+            quantized = {}
+            if quantization_config is not None:
+                quantized = {
+                    "quantization_config": quantization_config,
+                    "device_map": {"": torch.cuda.current_device()},
+                }
             model = AutoModelForCausalLM.from_pretrained(
-                str(local) if local.exists() else name, config=config, dtype=dtype or torch.float32
+                str(local) if local.exists() else name, config=config, dtype=dtype or torch.float32, **quantized
             )
     except ModelLoadError:
         raise
@@ -304,6 +313,16 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, *, dtyp
     tmp = out / ".tmp-save"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
+    if hasattr(model, "merge_and_unload") and is_quantized(model):
+        # a quantized base cannot be merged exactly: the adapter is saved (peft format: adapter_config.json names
+        # the base), which transformers loads with peft installed
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        return out
     if hasattr(model, "merge_and_unload"):  # peft model
         to_save = copy.deepcopy(model).merge_and_unload()
     if dtype is not None:

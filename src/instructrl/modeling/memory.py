@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from transformers import BitsAndBytesConfig
 
 from instructrl.errors import ConfigError
 
@@ -105,6 +106,60 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def check_quantize_base(kind: str, cpu: bool) -> None:
+    """``--quantize-base 4bit|8bit`` needs a CUDA GPU and the bitsandbytes package: one line saying what to
+    change otherwise (the stages call this before they write anything)."""
+    if kind == "none":
+        return
+    if cpu:
+        raise ConfigError(
+            f"--quantize-base {kind} needs a CUDA GPU (bitsandbytes quantizes on CUDA) and this run is on the CPU: "
+            f"drop --quantize-base (--torch-dtype bf16 stores the LoRA base in 16 bits) or run on a GPU"
+        )
+    try:
+        import bitsandbytes  # noqa: F401  an optional extra: only quantized runs need it, so it is imported here
+    except ImportError as e:
+        raise ConfigError(
+            f"--quantize-base {kind} needs the bitsandbytes package ({e}): pip install 'instructrl[bnb]', or drop "
+            f"--quantize-base"
+        ) from None
+
+
+def prepare_quantized_base(model: torch.nn.Module) -> torch.nn.Module:
+    """A quantized base made ready for LoRA training (peft: the layers that stay unquantized, norms and
+    embeddings, in fp32; gradients into the first layer's input). Checkpointing is turned on separately."""
+    from peft import prepare_model_for_kbit_training  # only LoRA runs pay for it: peft imports model classes
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or the transformers model inside a peft wrapper) holds bitsandbytes-quantized layers."""
+    inner = _transformers_model(model)
+    return bool(getattr(inner, "is_loaded_in_4bit", False) or getattr(inner, "is_loaded_in_8bit", False)) or (
+        getattr(inner, "hf_quantizer", None) is not None
+    )
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """The transformers config that loads a frozen base in 8 bits (LLM.int8, Dettmers et al. 2022) or 4 bits
+    (QLoRA: NF4 with double quantization of the block constants, Dettmers et al. 2023 §3); None for 'none'.
+    The layers compute in ``compute_dtype``."""
+    if kind == "none":
+        return None
+    # a reward model's scalar head is a Linear like the others: it stays unquantized, to be trained
+    keep = ["score", "classifier", "lm_head"]
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        llm_int8_skip_modules=keep,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
 def resolve_weight_dtype(torch_dtype: str, *, frozen_base: bool, cuda: bool, mixed_precision: str) -> torch.dtype:

@@ -61,13 +61,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 # ----------------------------------------------------------------------------- building from a causal LM
 def build_reward_model(
-    name: str, tokenizer, *, no_dropout: bool = True, dtype: torch.dtype | None = None
+    name: str, tokenizer, *, no_dropout: bool = True, dtype: torch.dtype | None = None, quantization_config=None
 ) -> torch.nn.Module:
     """A fresh reward model: the causal LM ``name``'s backbone weights under a new scalar head.
 
     The causal LM is loaded (and its embeddings aligned with ``tokenizer``), then its backbone state is copied,
     strictly, into ``AutoModelForSequenceClassification`` with ``num_labels=1``; the LM head is dropped
-    (InstructGPT §3.5: unembedding replaced by a scalar projection)."""
+    (InstructGPT §3.5: unembedding replaced by a scalar projection). With ``quantization_config`` (bitsandbytes,
+    CUDA only) the sequence classifier is loaded quantized from ``name`` directly (its head unquantized)."""
+    if quantization_config is not None:
+        return _quantized_reward_model(name, tokenizer, dtype, quantization_config, no_dropout)
     causal = load_causal_lm(name, tokenizer, init_from_config=False, dtype=dtype)
     config = causal.config
     config.num_labels = 1
@@ -86,18 +89,46 @@ def build_reward_model(
     target = rm.base_model.state_dict()
     if not all(torch.equal(backbone[k], target[k]) for k in backbone):
         raise ModelLoadError(f"'{name}': backbone weights did not carry over into the reward model")
-    head = getattr(rm, "score", None)
-    if isinstance(head, torch.nn.Linear):
-        # Huang et al. 2023 RM detail 2 (lm-human-preferences): head weights ~ N(0, std = 1/sqrt(d_model + 1)).
-        torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(head.in_features + 1))
-        if head.bias is not None:
-            torch.nn.init.zeros_(head.bias)
+    _init_head(rm)
     setattr(rm.config, GAIN_KEY, 1.0)
     setattr(rm.config, BIAS_KEY, 0.0)
     if no_dropout:
         disable_dropout(rm)
     log.info("reward model from %s: %d backbone tensors carried over, new scalar head", name, len(backbone))
     del causal
+    return rm
+
+
+def _init_head(rm: torch.nn.Module) -> None:
+    head = getattr(rm, "score", None)
+    if isinstance(head, torch.nn.Linear):
+        # Huang et al. 2023 RM detail 2 (lm-human-preferences): head weights ~ N(0, std = 1/sqrt(d_model + 1)).
+        torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(head.in_features + 1))
+        if head.bias is not None:
+            torch.nn.init.zeros_(head.bias)
+
+
+def _quantized_reward_model(name: str, tokenizer, dtype, quantization_config, no_dropout: bool) -> torch.nn.Module:
+    """A reward model whose backbone layers load quantized (its embeddings must already hold the tokenizer's)."""
+    try:
+        rm = AutoModelForSequenceClassification.from_pretrained(
+            name,
+            num_labels=1,
+            dtype=dtype or torch.float32,
+            quantization_config=quantization_config,
+            device_map={"": torch.cuda.current_device()},
+        )
+    except Exception as e:
+        raise ModelLoadError(f"could not load '{name}' quantized as a reward model: {type(e).__name__}: {e}") from None
+    if len(tokenizer) > rm.get_input_embeddings().weight.shape[0]:
+        raise ModelLoadError(f"'{name}': the tokenizer has more tokens than the model's embeddings; save it resized")
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    rm.config.problem_type = "regression"
+    _init_head(rm)
+    setattr(rm.config, GAIN_KEY, 1.0)
+    setattr(rm.config, BIAS_KEY, 0.0)
+    if no_dropout:
+        disable_dropout(rm)
     return rm
 
 

@@ -17,14 +17,14 @@ import torch
 from instructrl.data.rankings import comparison_counts
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, load_tokenizer
-from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
+from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
 from instructrl.modeling.reward import RewardModel, build_reward_model, write_normalization
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load_rankings, split_by_prompt
 from instructrl.reward.evaluation import flat_metrics, format_report
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 from instructrl.reward.trainer import RMTrainer, evaluate_rankings
-from instructrl.training.accelerator import make_accelerator, weight_dtype
+from instructrl.training.accelerator import base_quantization, check_levers, make_accelerator, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.validation import check_context, check_finished, mark_complete
 
@@ -51,6 +51,7 @@ def run_rm(cfg: RMConfig) -> RMResult:
         raise InstructRLError("rm: a model to start from is required (--model PATH, normally the SFT checkpoint)")
     if not cfg.data:
         raise InstructRLError("rm: comparison data is required (--data FILE)")
+    check_levers(cfg)  # before anything is written
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "rm")
     heldout = _heldout(cfg)
     rankings, load_report = load_rankings(cfg.data)
@@ -68,7 +69,12 @@ def run_rm(cfg: RMConfig) -> RMResult:
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    model = build_reward_model(cfg.model, tokenizer, no_dropout=cfg.disable_dropout, dtype=dtype)
+    quantization = base_quantization(cfg)
+    model = build_reward_model(
+        cfg.model, tokenizer, no_dropout=cfg.disable_dropout, dtype=dtype, quantization_config=quantization
+    )
+    if quantization is not None:
+        model = prepare_quantized_base(model)
     if cfg.lora_r > 0:  # the head is trained whole (peft's sequence-classification task), in fp32
         model = apply_lora(
             model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None, task_type="SEQ_CLS"

@@ -18,11 +18,11 @@ from instructrl.modeling.loading import (
     load_tokenizer,
     residual_dropout_report,
 )
-from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
+from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import LMTrainer, Selector, packing_problem
-from instructrl.training.accelerator import make_accelerator, weight_dtype
+from instructrl.training.accelerator import base_quantization, check_levers, make_accelerator, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
 from instructrl.training.validation import check_context, check_finished
@@ -55,7 +55,12 @@ def _load_model(cfg: LMTrainConfig, acc):
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout, dtype=dtype)
+    quantization = base_quantization(cfg)
+    model = load_causal_lm(
+        cfg.model, tokenizer, residual_dropout=cfg.residual_dropout, dtype=dtype, quantization_config=quantization
+    )
+    if quantization is not None:
+        model = prepare_quantized_base(model)
     dropout = residual_dropout_report(model)
     if dropout["requested"] is not None:
         log.info("residual dropout %s: %s", dropout["requested"], dropout["how"])
@@ -100,6 +105,7 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     """Supervised fine-tuning on demonstrations (InstructGPT §3.5): loss on response tokens only."""
     if not cfg.data:
         raise InstructRLError("sft: demonstration data is required (--data FILE)")
+    check_levers(cfg)  # before anything is written
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "sft")
     train_demos, eval_demos = load_train_eval(cfg, load_demonstrations)
     acc = make_accelerator(cfg, out)
@@ -175,6 +181,7 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
     """Next-token training on plain text (documents packed into windows of max_length)."""
     if not cfg.data:
         raise InstructRLError("pretrain: text data is required (--data FILE)")
+    check_levers(cfg)  # before anything is written
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "pretrain")
     train_texts, eval_texts = load_train_eval(cfg, load_texts)
     acc = make_accelerator(cfg, out)

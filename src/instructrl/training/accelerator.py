@@ -16,7 +16,7 @@ from accelerate.utils import set_seed
 
 from instructrl.config import BaseConfig
 from instructrl.errors import ConfigError
-from instructrl.modeling.memory import DTYPES, resolve_weight_dtype
+from instructrl.modeling.memory import DTYPES, check_quantize_base, quantization_config, resolve_weight_dtype
 
 
 def resolve_mixed_precision(cfg: BaseConfig) -> str:
@@ -66,6 +66,18 @@ def weight_dtype(cfg, accelerator, frozen_base: bool) -> torch.dtype:
         cuda=accelerator.device.type == "cuda",
         mixed_precision=resolve_mixed_precision(cfg),
     )
+
+
+def check_levers(cfg) -> None:
+    """What the memory levers need from the machine, checked before a stage writes anything (one line each)."""
+    check_quantize_base(getattr(cfg, "quantize_base", "none"), cpu=cfg.cpu or not torch.cuda.is_available())
+
+
+def base_quantization(cfg):
+    """The bitsandbytes config of a LoRA run's frozen base (``--quantize-base``), computing in bf16 where the run
+    does, else fp16 (CUDA only); None when not quantized."""
+    compute = torch.bfloat16 if resolve_mixed_precision(cfg) == "bf16" or cfg.torch_dtype == "bf16" else torch.float16
+    return quantization_config(getattr(cfg, "quantize_base", "none"), compute)
 
 
 def frozen_dtype(cfg, accelerator) -> torch.dtype | None:

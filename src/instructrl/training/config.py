@@ -27,9 +27,21 @@ class MemoryConfig(BaseConfig):
         "fp32, or bf16 for a LoRA base on a CUDA GPU that computes in bf16.",
         choices=["auto", "fp32", "bf16", "fp16"],
     )
+    quantize_base: str = help_field(
+        "none",
+        "With LoRA (--lora-r): load the frozen base's layers in 8 bits (LLM.int8) or 4 bits (NF4, double "
+        "quantization: QLoRA, Dettmers et al. 2023) through bitsandbytes; adapters and heads train in fp32. "
+        "Needs a CUDA GPU and pip install 'instructrl[bnb]'.",
+        choices=["none", "8bit", "4bit"],
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.quantize_base != "none" and not getattr(self, "lora_r", 0):
+            raise ConfigError(
+                f"--quantize-base {self.quantize_base} needs LoRA (--lora-r > 0): a quantized base cannot be "
+                f"trained, only adapters on it"
+            )
         if self.torch_dtype in ("bf16", "fp16") and not getattr(self, "lora_r", 0):
             raise ConfigError(
                 f"--torch-dtype {self.torch_dtype} with full fine-tuning: AdamW needs fp32 weights (an update below "
