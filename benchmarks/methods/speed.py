@@ -37,7 +37,7 @@ import bench  # noqa: E402  (benchmarks/ppo_speed/bench.py: the setting and the 
 ESTIMATORS = {"gae": 1, "grpo": 4, "rloo": 4, "reinforce": 1}
 
 
-def run_estimator(work: Path, advantage: str, iterations: int, warm: int) -> float:
+def run_estimator(work: Path, advantage: str, iterations: int, warm: int, device: str = "cpu") -> float:
     """Episodes/s of ``iterations`` PPO iterations (the first ``warm`` left out) with one estimator."""
     import shutil
 
@@ -45,7 +45,9 @@ def run_estimator(work: Path, advantage: str, iterations: int, warm: int) -> flo
 
     out = work / f"out_{advantage}"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = bench.ppo_config(work, out, iterations, advantage=advantage, samples_per_prompt=ESTIMATORS[advantage])
+    cfg = bench.ppo_config(
+        work, out, iterations, device=device, advantage=advantage, samples_per_prompt=ESTIMATORS[advantage]
+    )
     trainer = build_trainer(cfg)
     trainer.prompts = json.loads((work / "prompts.json").read_text())
     stamps: list[float] = []
@@ -76,7 +78,7 @@ def write_comparisons(work: Path) -> None:
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run_step(work: Path, kind: str, steps: int, warm: int) -> float:
+def run_step(work: Path, kind: str, steps: int, warm: int, device: str = "cpu") -> float:
     """Seconds per optimizer step of ``steps`` steps (the first ``warm`` left out), one batch per step."""
     import shutil
 
@@ -98,14 +100,14 @@ def run_step(work: Path, kind: str, steps: int, warm: int) -> float:
         mixed_precision="no",
         progress=False,
         seed=0,
-        cpu=True,
+        cpu=(device == "cpu"),
     )
     if kind == "dpo":
         run_dpo(DPOConfig(data=str(work / "rankings.jsonl"), batch_size=16, eval_kl_prompts=0, epochs=100, **common))
     else:
         data, batch = ("sft_all", 64) if kind == "sft_all" else ("sft_best", 16)
         run_sft(SFTConfig(data=str(work / f"{data}.jsonl"), batch_size=batch, epochs=1000, packing=False, **common))
-    times = [r["time"] for r in read_metrics(out / "metrics.jsonl") if "time" in r]
+    times = [r["time"] for r in read_metrics(out) if "time" in r]
     timed = times[warm - 1 :]
     return (timed[-1] - timed[0]) / (len(timed) - 1)
 
@@ -120,9 +122,9 @@ def cpu_model() -> str:
 def child(args) -> None:
     work = Path(args.work)
     value = (
-        run_estimator(work, args.child, args.iterations, args.warmup)
+        run_estimator(work, args.child, args.iterations, args.warmup, args.device)
         if args.child in ESTIMATORS
-        else run_step(work, args.child, args.steps, args.warmup)
+        else run_step(work, args.child, args.steps, args.warmup, args.device)
     )
     print(json.dumps({"value": value}))
 
@@ -134,6 +136,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="iterations or steps left out of the timing")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each arm")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every arm runs")
+    ap.add_argument("--arms", default=None, help="comma-separated arms to run (default: all)")
     ap.add_argument("--work", default="/tmp/methods_speed_bench")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -149,36 +153,45 @@ def main() -> None:
         bench.build_setting(work)
     if not (work / "rankings.jsonl").exists():
         write_comparisons(work)
-    arms = [*ESTIMATORS, "dpo", "sft_all", "sft_best"]
-    runs: dict[str, list[float]] = {a: [] for a in arms}
+    arms = args.arms.split(",") if args.arms else [*ESTIMATORS, "dpo", "sft_all", "sft_best"]
+    runs: dict[str, list[float]] = {a: [] for a in [*ESTIMATORS, "dpo", "sft_all", "sft_best"]}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     for rep in range(args.repeats):
         for arm in arms:
             cmd = [sys.executable, __file__, "--child", arm, "--work", str(work), "--threads", str(args.threads)]
             cmd += ["--iterations", str(args.iterations), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            cmd += ["--device", args.device]
             r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if r.returncode != 0:
                 raise SystemExit(f"{arm} failed:\n{r.stderr[-3000:]}")
             runs[arm].append(json.loads(r.stdout.strip().splitlines()[-1])["value"])
             print(f"[speed] repeat {rep + 1} {arm}: {runs[arm][-1]:.4g}", flush=True)
-    med = {a: statistics.median(v) for a, v in runs.items()}
+            write_result(args, runs)  # after every run: a run cut off keeps what it measured
+
+
+def write_result(args, runs: dict[str, list[float]]) -> None:
+    med = {a: statistics.median(v) for a, v in runs.items() if v}
+
+    def ratio(a: str, b: str) -> float | None:
+        return med[a] / med[b] if a in med and b in med else None
+
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "cpu": cpu_model() + "; " + bench.device_name("cpu"),
+        "device": bench.device_name(args.device),
+        "cpu": cpu_model(),
         "cpu_flags": bench.cpu_flags(),
         "threads": args.threads,
         "setting": bench.SETTING,
-        "episodes_per_s": {a: med[a] for a in ESTIMATORS},
-        "seconds_per_step": {a: med[a] for a in ("dpo", "sft_all", "sft_best")},
+        "episodes_per_s": {a: med[a] for a in ESTIMATORS if a in med},
+        "seconds_per_step": {a: med[a] for a in ("dpo", "sft_all", "sft_best") if a in med},
         "runs": runs,
         "ratios": {
-            **{f"{a}_over_gae": med[a] / med["gae"] for a in ESTIMATORS if a != "gae"},
-            "dpo_over_sft_same_sequences": med["dpo"] / med["sft_all"],
-            "dpo_over_sft_best_only": med["dpo"] / med["sft_best"],
+            **{f"{a}_over_gae": ratio(a, "gae") for a in ESTIMATORS if a != "gae"},
+            "dpo_over_sft_same_sequences": ratio("dpo", "sft_all"),
+            "dpo_over_sft_best_only": ratio("dpo", "sft_best"),
         },
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["ratios"], indent=1))
 
 
 if __name__ == "__main__":
