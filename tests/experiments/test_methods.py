@@ -48,6 +48,7 @@ def test_methods_takes_one_size(tmp_path):
     assert r.returncode == 2 and "one --sizes value" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # about a minute and a half on 2 cores: every method trains and is evaluated
 def test_micro_run_of_every_method(tmp_path):
     out = tmp_path / "methods"
     res = run_methods(out, seed=0, recipe=Recipe.from_dict(MICRO), printer=lambda m: None)
