@@ -15,14 +15,6 @@ from instructrl.modeling.memory import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_gpt2(n_layer: int = 3, n_embd: int = 64, seed: int = 0, dropout: float = 0.0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     cfg = GPT2Config(

@@ -22,14 +22,8 @@ from instructrl.dpo.data import encode_for_dpo
 from instructrl.dpo.trainer import DPOTrainer
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
-from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
-from instructrl.training.accelerator import (
-    base_quantization,
-    check_levers,
-    frozen_dtype,
-    make_accelerator,
-    weight_dtype,
-)
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
+from instructrl.training.accelerator import check_levers, frozen_dtype, make_accelerator, trained_weights
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import TrainResult
 from instructrl.training.validation import check_context, check_finished
@@ -72,11 +66,8 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
 
     acc = make_accelerator(cfg, out)
     frozen = frozen_dtype(cfg, acc)
-    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    quantization = base_quantization(cfg)
-    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False, dtype=dtype, quantization_config=quantization)
-    if quantization is not None:
-        policy = prepare_quantized_base(policy)
+    weights = trained_weights(cfg, acc, lora=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    policy = load_causal_lm(cfg.model, tokenizer, init_from_config=False, **weights)
     check_context(cfg, policy)  # --max-length and --ptx-max-length against the model's positions
     if cfg.disable_dropout:
         disable_dropout(policy)
@@ -86,7 +77,7 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
         trained_weights_in_fp32(policy)
     else:
         ref = make_reference(policy)  # frozen copy of the initial policy, dropout off, eval mode
-        if frozen is not None and frozen != dtype:
+        if frozen is not None and frozen != weights["dtype"]:
             ref.to(frozen)
     if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
         enable_gradient_checkpointing(policy, "policy")

@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import FastGELUActivation, NewGELUActivation
 
 from instructrl.errors import ModelLoadError
-from instructrl.modeling.memory import is_quantized
+from instructrl.modeling.memory import is_quantized, prepare_quantized_base
 
 log = logging.getLogger("instructrl.modeling")
 PAD_TOKEN = "<|pad|>"
@@ -145,6 +145,8 @@ def load_causal_lm(
                 f"could not load model from '{name}': {type(e).__name__}: {str(e).splitlines()[0]}"
             ) from None
         raise _hub_error(name, "model", e) from None
+    if quantization_config is not None:
+        model = prepare_quantized_base(model)
     align_with_tokenizer(model, tokenizer)
     fuse_activations(model)
     if residual_dropout is not None:
@@ -307,25 +309,17 @@ def apply_lora(
 def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
     """Save a transformers-loadable checkpoint: written to a temp dir, then each file moved into place.
 
-    LoRA adapters are merged into a copy of the weights first, so the result needs no peft."""
+    LoRA adapters are merged into a copy of the weights first, so the result needs no peft. Over a quantized
+    base (``--quantize-base``), which cannot be merged exactly, the adapter is saved instead (peft's format:
+    ``adapter_config.json`` names the base), which transformers loads when peft is installed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".tmp-save"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
-    if hasattr(model, "merge_and_unload") and is_quantized(model):
-        # a quantized base cannot be merged exactly: the adapter is saved (peft format: adapter_config.json names
-        # the base), which transformers loads with peft installed
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-        return out
-    if hasattr(model, "merge_and_unload"):  # peft model
+    if hasattr(model, "merge_and_unload") and not is_quantized(model):  # peft model
         to_save = copy.deepcopy(model).merge_and_unload()
-    if dtype is not None:
+    if dtype is not None and not is_quantized(to_save):
         to_save = copy.deepcopy(to_save).to(dtype)
     to_save.save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None:

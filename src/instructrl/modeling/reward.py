@@ -52,6 +52,7 @@ from instructrl.modeling.loading import (
     load_tokenizer,
     save_pretrained_atomic,
 )
+from instructrl.modeling.memory import prepare_quantized_base
 
 log = logging.getLogger("instructrl.reward")
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -129,7 +130,7 @@ def _quantized_reward_model(name: str, tokenizer, dtype, quantization_config, no
     setattr(rm.config, BIAS_KEY, 0.0)
     if no_dropout:
         disable_dropout(rm)
-    return rm
+    return prepare_quantized_base(rm)
 
 
 # ----------------------------------------------------------------------------- scoring

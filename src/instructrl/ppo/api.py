@@ -26,18 +26,12 @@ from instructrl.data.template import encode_prompt
 from instructrl.data.tokenize import pack_texts
 from instructrl.errors import DataError, InstructRLError, ModelLoadError
 from instructrl.modeling.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, make_reference
-from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.modeling.reward import load_frozen_reward
 from instructrl.modeling.value import SharedBaseValueModel, ValueModel
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
-from instructrl.training.accelerator import (
-    base_quantization,
-    check_levers,
-    frozen_dtype,
-    make_accelerator,
-    weight_dtype,
-)
+from instructrl.training.accelerator import check_levers, frozen_dtype, make_accelerator, trained_weights, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.validation import check_context, check_finished
 
@@ -104,13 +98,8 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     acc = make_accelerator(cfg, out)
 
     frozen = frozen_dtype(cfg, acc)
-    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    quantization = base_quantization(cfg)
-    policy = load_causal_lm(
-        cfg.policy, tokenizer, init_from_config=False, dtype=dtype, quantization_config=quantization
-    )
-    if quantization is not None:
-        policy = prepare_quantized_base(policy)
+    weights = trained_weights(cfg, acc, lora=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    policy = load_causal_lm(cfg.policy, tokenizer, init_from_config=False, **weights)
     disable_dropout(policy)  # Huang et al. 2023: dropout off in policy, reference, value and reward models
     ref = None  # LoRA: the reference is the policy with its adapters disabled, no second copy
     if cfg.lora_r > 0:
@@ -118,7 +107,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
         trained_weights_in_fp32(policy)
     else:
         ref = make_reference(policy)  # frozen copy of the initial policy
-        if frozen is not None and frozen != dtype:
+        if frozen is not None and frozen != weights["dtype"]:
             ref.to(frozen)
     if reward_model is None:
         reward_model = load_frozen_reward(cfg.reward_model, dtype=frozen)

@@ -17,14 +17,14 @@ import torch
 from instructrl.data.rankings import comparison_counts
 from instructrl.errors import DataError, InstructRLError
 from instructrl.modeling.loading import apply_lora, load_tokenizer
-from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.modeling.reward import RewardModel, build_reward_model, write_normalization
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import HELDOUT, encode_rankings, labeler_group, load_rankings, split_by_prompt
 from instructrl.reward.evaluation import flat_metrics, format_report
 from instructrl.reward.normalize import demonstration_normalization, reference_normalization
 from instructrl.reward.trainer import RMTrainer, evaluate_rankings
-from instructrl.training.accelerator import base_quantization, check_levers, make_accelerator, weight_dtype
+from instructrl.training.accelerator import check_levers, make_accelerator, trained_weights
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.validation import check_context, check_finished, mark_complete
 
@@ -68,13 +68,8 @@ def run_rm(cfg: RMConfig) -> RMResult:
     acc = make_accelerator(cfg, out)
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    quantization = base_quantization(cfg)
-    model = build_reward_model(
-        cfg.model, tokenizer, no_dropout=cfg.disable_dropout, dtype=dtype, quantization_config=quantization
-    )
-    if quantization is not None:
-        model = prepare_quantized_base(model)
+    weights = trained_weights(cfg, acc, lora=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    model = build_reward_model(cfg.model, tokenizer, no_dropout=cfg.disable_dropout, **weights)
     if cfg.lora_r > 0:  # the head is trained whole (peft's sequence-classification task), in fp32
         model = apply_lora(
             model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules or None, task_type="SEQ_CLS"

@@ -18,11 +18,11 @@ from instructrl.modeling.loading import (
     load_tokenizer,
     residual_dropout_report,
 )
-from instructrl.modeling.memory import enable_gradient_checkpointing, prepare_quantized_base, trained_weights_in_fp32
+from instructrl.modeling.memory import enable_gradient_checkpointing, trained_weights_in_fp32
 from instructrl.sft.config import LMTrainConfig, PretrainConfig, SFTConfig
 from instructrl.sft.selection import RewardSelector
 from instructrl.sft.trainer import LMTrainer, Selector, packing_problem
-from instructrl.training.accelerator import base_quantization, check_levers, make_accelerator, weight_dtype
+from instructrl.training.accelerator import check_levers, make_accelerator, trained_weights
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.loop import EpochPlan, TrainResult, shuffled_plan
 from instructrl.training.validation import check_context, check_finished
@@ -54,13 +54,8 @@ def _load_model(cfg: LMTrainConfig, acc):
     check_model_source(cfg.model)
     check_finished(cfg.model, "model")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    dtype = weight_dtype(cfg, acc, frozen_base=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
-    quantization = base_quantization(cfg)
-    model = load_causal_lm(
-        cfg.model, tokenizer, residual_dropout=cfg.residual_dropout, dtype=dtype, quantization_config=quantization
-    )
-    if quantization is not None:
-        model = prepare_quantized_base(model)
+    weights = trained_weights(cfg, acc, lora=cfg.lora_r > 0)  # fp32 unless a LoRA base (modeling/memory.py)
+    model = load_causal_lm(cfg.model, tokenizer, residual_dropout=cfg.residual_dropout, **weights)
     dropout = residual_dropout_report(model)
     if dropout["requested"] is not None:
         log.info("residual dropout %s: %s", dropout["requested"], dropout["how"])

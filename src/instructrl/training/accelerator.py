@@ -73,6 +73,15 @@ def check_levers(cfg) -> None:
     check_quantize_base(getattr(cfg, "quantize_base", "none"), cpu=cfg.cpu or not torch.cuda.is_available())
 
 
+def trained_weights(cfg, accelerator, lora: bool) -> dict:
+    """How a trained model's weights load (``load_causal_lm`` / ``build_reward_model`` keywords): their dtype
+    (:func:`weight_dtype`) and, for a LoRA base, its quantization (:func:`base_quantization`)."""
+    return {
+        "dtype": weight_dtype(cfg, accelerator, frozen_base=lora),
+        "quantization_config": base_quantization(cfg) if lora else None,
+    }
+
+
 def base_quantization(cfg):
     """The bitsandbytes config of a LoRA run's frozen base (``--quantize-base``), computing in bf16 where the run
     does, else fp16 (CUDA only); None when not quantized."""
