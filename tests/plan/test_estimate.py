@@ -8,6 +8,7 @@ import pytest
 
 from instructrl.cli import build_parser
 from instructrl.config import resolve_config
+from instructrl.errors import ConfigError
 from instructrl.plan.arch import arch_from_config
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import (
@@ -202,10 +203,17 @@ def test_sampling_a_policy_sharded_across_nodes_waits_on_the_network():
 
 
 def test_a_lora_setting_that_fits_is_suggested_as_asked():
-    cfg = plan(gpus=8, nodes=4, lora_r=16, weight_dtype="bf16", value_shares_base=True, gradient_checkpointing=True)
+    cfg = plan(gpus=8, nodes=4, lora_r=16, weight_dtype="bf16", gradient_checkpointing=True)
     found, _ = cheapest_fit(cfg, LLAMA_70B)
     assert found.steps == ["as asked, engine fsdp2"]
     assert found.cfg == dataclasses.replace(cfg, engine="fsdp2")
+
+
+def test_a_shared_value_base_with_checkpointing_is_refused_as_the_stage_refuses_it():
+    with pytest.raises(ConfigError, match="value_shares_base with gradient_checkpointing"):
+        plan(gpus=1, lora_r=16, value_shares_base=True, gradient_checkpointing=True)
+    for _, c in candidates(plan(gpus=1, gpu_memory=1)):
+        assert not (c.value_shares_base and c.gradient_checkpointing)
 
 
 def test_a_critic_free_estimator_trains_no_value_model():

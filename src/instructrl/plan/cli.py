@@ -61,6 +61,10 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
             out.append(f"--lora-target-modules {','.join(names)}")
         if cfg.weight_dtype != "fp32":
             out.append(f"--torch-dtype {cfg.weight_dtype}")  # the stages store only a frozen LoRA base in 16 bits
+    if cfg.quantize_base != "none":
+        out.append(f"--quantize-base {cfg.quantize_base}")
+    if cfg.value_shares_base:
+        out.append("--value-shares-policy-base")
     if cfg.stage in ("ppo", "dpo") and cfg.frozen_dtype != "weights":
         out.append(f"--frozen-dtype {cfg.frozen_dtype}")
     mb = micro_batch(cfg)
@@ -75,11 +79,7 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
         out.append(f"--max-length {cfg.prompt_length + cfg.response_length}")
     missing = [
         name
-        for name, on in (
-            ("a 4/8-bit base (quantize_base)", cfg.quantize_base != "none"),
-            ("a value model on the policy's base (value_shares_base)", cfg.value_shares_base),
-            ("frozen models in CPU memory (frozen_placement=cpu)", cfg.frozen_placement == "cpu"),
-        )
+        for name, on in (("frozen models in CPU memory (frozen_placement=cpu)", cfg.frozen_placement == "cpu"),)
         if on
     ]
     return out, missing

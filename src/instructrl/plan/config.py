@@ -175,6 +175,11 @@ class PlanConfig:
             raise ConfigError(
                 f"quantize_base={self.quantize_base} needs LoRA (--lora-r > 0): a quantized base trains no weights"
             )
+        if self.value_shares_base and self.gradient_checkpointing:
+            raise ConfigError(
+                "value_shares_base with gradient_checkpointing: instructrl ppo refuses the pair (the backward would "
+                "recompute the value layers with the policy's adapter on); drop one of them"
+            )
         if self.value_shares_base and (self.stage != "ppo" or self.lora_r == 0 or self.advantage != "gae"):
             raise ConfigError(
                 "value_shares_base is for PPO with LoRA and a value model (--stage ppo --lora-r > 0 --advantage gae)"

@@ -91,7 +91,9 @@ def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
         q = replace(lora, quantize_base=quant)
         for engine in ENGINE_ORDER:
             yield step, replace(q, engine=engine)
-        for c in halvings(replace(q, gradient_checkpointing=True)):
+        # the stages refuse a shared-base value model with checkpointing (the backward would recompute the value
+        # layers with the policy's adapter on): checkpointed LoRA settings keep a value model of their own
+        for c in halvings(replace(q, gradient_checkpointing=True, value_shares_base=False)):
             for engine in ENGINE_ORDER:
                 yield step + " + gradient checkpointing", replace(c, engine=engine)
 
