@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+from testkit import ROOT, cli_env
 from torch import nn
 
 
@@ -88,3 +92,13 @@ def cli_args(world: dict[str, Path], out: Path, *extra: str) -> list[str]:
         "--no-progress",
         *extra,
     ]
+
+
+def run_two_processes(port: int, args: list[str], out: Path) -> dict:
+    """``instructrl ARGS`` under torchrun with 2 CPU processes (gloo); returns the run's dist_sync.json."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    r = subprocess.run(
+        [*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "dist_sync.json").read_text())

@@ -1,14 +1,10 @@
 """Critic-free estimators in the PPO trainer (``--advantage grpo|rloo|reinforce``): the math by hand, whole runs
 without a value model, the KL as a loss term, PPO-ptx with each, groups across two processes, and bad input."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
-from ppo_helpers import TokenRewardScorer, cli_args, quick_cfg
-from testkit import ROOT, cli_env, run_cli
+from ppo_helpers import TokenRewardScorer, cli_args, quick_cfg, run_two_processes
+from testkit import run_cli
 
 from instructrl.losses import group_advantages, sequence_advantages
 from instructrl.modeling import value as value_module
@@ -139,21 +135,7 @@ def test_bad_estimator_settings_get_one_line(ppo_world, tmp_path, extra, message
 def test_two_processes_keep_each_group_on_one_process(ppo_world, tmp_path):
     """torchrun, 2 CPU processes: 2 prompts x 4 responses per iteration, one group per process, weights in sync."""
     out = tmp_path / "dist"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29617",
-        "-m",
-        "instructrl",
-        *cli_args(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"),
-    ]
-    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    sync = json.loads((out / "dist_sync.json").read_text())
+    sync = run_two_processes(29617, cli_args(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"), out)
     assert sync["num_processes"] == 2
     a, b = sync["param_checksums"]
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)

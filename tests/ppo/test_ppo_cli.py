@@ -1,12 +1,10 @@
 """`instructrl ppo` through a subprocess: a whole run, bad inputs, the 2-process run."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-from ppo_helpers import cli_args
-from testkit import ROOT, cli_env, run_cli, write_jsonl
+from ppo_helpers import cli_args, run_two_processes
+from testkit import run_cli, write_jsonl
 
 from instructrl.ppo.config import PPOConfig
 
@@ -90,32 +88,8 @@ def test_bad_prompt_files_give_clear_errors(ppo_world, tmp_path):
 def test_two_process_run_keeps_ranks_in_sync(ppo_world, tmp_path):
     """torchrun, 2 CPU processes over gloo: each samples half the batch; DDP keeps the weights equal."""
     out = tmp_path / "dist"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29613",
-        "-m",
-        "instructrl",
-        *cli_args(
-            ppo_world,
-            out,
-            "--ptx-data",
-            str(ppo_world["ptx"]),
-            "--ptx-per-episode",
-            "1",
-            "--ptx-max-length",
-            "16",
-            "--total-episodes",
-            "24",
-        ),
-    ]
-    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    sync = json.loads((out / "dist_sync.json").read_text())
+    ptx = ["--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16"]
+    sync = run_two_processes(29613, cli_args(ppo_world, out, *ptx, "--total-episodes", "24"), out)
     assert sync["num_processes"] == 2 and "MULTI_CPU" in sync["distributed_type"]
     a, b = sync["param_checksums"]
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)
