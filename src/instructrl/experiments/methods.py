@@ -272,10 +272,11 @@ def needs(name: str) -> str:
     return "RM, reference, value model" + (", pretraining data" if name == "PPO-ptx" else "")
 
 
-def alignment_tax(models: dict, name: str) -> float | None:
-    """Mean relative drop below SFT, the common start, over the world's benchmark tasks, counting only drops
-    (InstructGPT §4.2's performance regressions). Best-of-n answers benchmarks with the SFT model: 0 by design."""
-    base, other = models.get("SFT", {}).get("benchmarks"), models.get(name, {}).get("benchmarks")
+def alignment_tax(models: dict, name: str, baseline: str = "SFT") -> float | None:
+    """Mean relative drop below ``baseline`` (here SFT, the common start; ``reproduce`` measures against the base
+    model) over the world's benchmark tasks, counting only drops (InstructGPT §4.2's performance regressions).
+    Best-of-n answers benchmarks with the SFT model: 0 by design."""
+    base, other = models.get(baseline, {}).get("benchmarks"), models.get(name, {}).get("benchmarks")
     if not base or not other:
         return None
     drops = [max(0.0, (base[k] - other[k]) / base[k]) if base[k] > 0 else 0.0 for k in base if k in other]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from instructrl.errors import ConfigError
 from instructrl.evaluate import report as R
+from instructrl.experiments import methods
 from instructrl.experiments.methods import run_methods
 from instructrl.experiments.pipeline import (
     MICRO,
@@ -250,11 +251,7 @@ def _m(arms: dict, arm: str, key: str) -> float | None:
 def alignment_tax(arms: dict, arm: str) -> float | None:
     """Mean relative drop below the base model (GPT) over the benchmark tasks, counting only drops
     (InstructGPT §4.2: performance regressions on public NLP datasets)."""
-    base, other = arms.get("GPT", {}).get("benchmarks"), arms.get(arm, {}).get("benchmarks")
-    if not base or not other:
-        return None
-    drops = [max(0.0, (base[k] - other[k]) / base[k]) if base[k] > 0 else 0.0 for k in base if k in other]
-    return sum(drops) / len(drops) if drops else None
+    return methods.alignment_tax(arms, arm, baseline="GPT")
 
 
 def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
