@@ -17,14 +17,16 @@ from accelerate.utils import set_seed
 from instructrl.config import BaseConfig
 from instructrl.errors import ConfigError
 from instructrl.modeling.memory import DTYPES, check_quantize_base, quantization_config, resolve_weight_dtype
+from instructrl.training.precision import resolve_auto
 
 
 def resolve_mixed_precision(cfg: BaseConfig) -> str:
+    """``cfg.mixed_precision`` as the run computes: 'auto' is bf16 on a CUDA GPU that supports it and, on the
+    CPU, bf16 only where it is clearly faster than fp32 (native bf16: AMX or AVX512-BF16; see
+    :mod:`instructrl.training.precision`), else 'no'. Decided and logged once per process."""
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
-    if torch.cuda.is_available() and not cfg.cpu and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
+    return resolve_auto("cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu")
 
 
 def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
