@@ -306,22 +306,35 @@ def apply_lora(
         raise ModelLoadError(f"LoRA: {e}; set --lora-target-modules for this architecture") from None
 
 
-def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+def save_pretrained_atomic(
+    model,
+    tokenizer,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Save a transformers-loadable checkpoint: written to a temp dir, then each file moved into place.
 
     LoRA adapters are merged into a copy of the weights first, so the result needs no peft. Over a quantized
     base (``--quantize-base``), which cannot be merged exactly, the adapter is saved instead (peft's format:
-    ``adapter_config.json`` names the base), which transformers loads when peft is installed."""
+    ``adapter_config.json`` names the base), which transformers loads when peft is installed. ``state_dict``: the
+    weights to write in place of the model's own (a sharded model's, gathered whole: training.engines)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".tmp-save"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
-    if hasattr(model, "merge_and_unload") and not is_quantized(model):  # peft model
-        to_save = copy.deepcopy(model).merge_and_unload()
-    if dtype is not None and not is_quantized(to_save):
-        to_save = copy.deepcopy(to_save).to(dtype)
-    to_save.save_pretrained(tmp, safe_serialization=True)
+    if state_dict is not None:
+        if dtype is not None:
+            state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+    else:
+        if hasattr(model, "merge_and_unload") and not is_quantized(model):  # peft model
+            to_save = copy.deepcopy(model).merge_and_unload()
+        if dtype is not None and not is_quantized(to_save):
+            to_save = copy.deepcopy(to_save).to(dtype)
+        to_save.save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     for f in tmp.iterdir():

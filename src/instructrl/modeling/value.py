@@ -94,11 +94,17 @@ class ValueModel(nn.Module):
         head = getattr(self.model, self.head_name)
         return self.gain * head(hidden).squeeze(-1) + self.bias  # (B, T)
 
-    def save_pretrained(self, out_dir, **kwargs) -> None:
+    def save_pretrained(self, out_dir, state_dict: dict[str, torch.Tensor] | None = None, **kwargs) -> None:
+        """An RM-format directory (gain/bias in config.json). ``state_dict``: this module's weights gathered whole
+        (a sharded value model: training.engines), written in place of the inner model's own."""
         model = self.model
-        if hasattr(model, "merge_and_unload"):  # LoRA: adapters merged into a copy, so plain transformers loads it
+        if state_dict is not None:
+            kwargs["state_dict"] = {
+                k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")
+            }
+        elif hasattr(model, "merge_and_unload"):  # LoRA: adapters merged into a copy, so plain transformers loads it
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(out_dir, **kwargs)  # an RM-format directory (gain/bias in config.json)
+        model.save_pretrained(out_dir, **kwargs)
 
 
 @contextmanager

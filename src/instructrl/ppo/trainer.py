@@ -62,7 +62,8 @@ from instructrl.modeling.loading import adapters_disabled, save_pretrained_atomi
 from instructrl.modeling.memory import checkpointing_enabled, evaluation_mode, train_mode_without_dropout
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample_fast, value_forward
-from instructrl.training.accelerator import param_checksum, resolve_mixed_precision
+from instructrl.training import engines
+from instructrl.training.accelerator import resolve_mixed_precision
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.optim import clip_and_step, lr_at, set_lr
 from instructrl.training.tracking import MetricsLogger, truncate_jsonl
@@ -182,9 +183,11 @@ class PPOTrainer:
         pol_opt = torch.optim.AdamW(
             pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
         )
+        if engines.is_sharded(accelerator):
+            self._check_sharded(cfg, policy)
+        self.policy, self.pol_opt = engines.prepare(accelerator, policy, pol_opt)
         if value_model is None:  # critic-free: one trained model, one optimizer
             self.value = self.val_opt = None
-            self.policy, self.pol_opt = accelerator.prepare(policy, pol_opt)
         else:
             val_opt = torch.optim.AdamW(
                 [p for p in value_model.parameters() if p.requires_grad],
@@ -194,9 +197,7 @@ class PPOTrainer:
                 weight_decay=cfg.weight_decay,
                 **fused,
             )
-            self.policy, self.value, self.pol_opt, self.val_opt = accelerator.prepare(
-                policy, value_model, pol_opt, val_opt
-            )
+            self.value, self.val_opt = engines.prepare(accelerator, value_model, val_opt)
         self.ref = ref_model.to(device) if ref_model is not None else None
         self.rm = reward_model.to(device)
         self.ema = None
@@ -209,6 +210,27 @@ class PPOTrainer:
         self.ckpts = Checkpoints(self.out, accelerator, keep=cfg.keep_checkpoints)
         self.metrics = MetricsLogger(self.out, accelerator, run_name="ppo", config=cfg.to_dict())
         self.state: dict[str, Any] = {"iteration": 0, "episodes": 0, "ptx_position": 0}
+
+    def _check_sharded(self, cfg: PPOConfig, policy) -> None:
+        """What PPO does not do yet with sharded weights, refused before the run starts."""
+        if cfg.ema:
+            raise ConfigError(
+                f"--ema with --engine {cfg.engine} ({engines.describe(self.acc)}): the EMA copy is kept whole on each "
+                "process; run without --ema under a sharding engine, or use --engine ddp"
+            )
+        if self.shares_base:
+            raise ConfigError("--value-shares-policy-base with a sharding engine: use --engine ddp")
+        world, ptx = self.acc.num_processes, round(cfg.ptx_per_episode * cfg.mini_batch_size)
+        if cfg.use_ptx and ptx % world:
+            raise ConfigError(
+                f"ptx_per_episode * mini_batch_size = {ptx} pretraining windows per minibatch must be divisible by the "
+                f"number of processes ({world}) under a sharding engine: every process runs the same forwards"
+            )
+        if hasattr(policy, "peft_config"):
+            raise ConfigError(
+                "LoRA (--lora-r) with a sharding engine: LoRA's trained weights are small and its base is frozen; "
+                "use --engine ddp with --frozen-dtype bf16 (or --quantize-base) to save memory"
+            )
 
     # ------------------------------------------------------------------ small helpers
     def autocast(self):
@@ -258,7 +280,8 @@ class PPOTrainer:
         parts = []
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
-            with self.autocast(), evaluation_mode(self.raw_policy):  # the KV cache is on in evaluation mode only
+            with self.autocast(), evaluation_mode(self.raw_policy), engines.gathered(self.acc, self.policy):
+                # the KV cache is on in evaluation mode only; sharded weights gathered once for all decoding steps
                 resp, rmask, has_eos = sample_fast(
                     self.raw_policy,
                     p_ids,
@@ -393,9 +416,11 @@ class PPOTrainer:
             self.acc.backward(loss)
         if ptx_examples:
             # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
-            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update
-            grads = [p.grad.detach().norm() for p in self.policy.parameters() if p.grad is not None]
-            stats["pg_grad_norm"] = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
+            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update. FSDP holds the gradient
+            # inside its own buffers until the minibatch's last backward: not measured there.
+            if not engines.is_fsdp(self.acc):
+                grads = [p.grad.detach().norm() for p in self.policy.parameters() if p.grad is not None]
+                stats["pg_grad_norm"] = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
             stats["ptx_loss"] = self.ptx_backward(ptx_examples)
         return stats
 
@@ -607,29 +632,30 @@ class PPOTrainer:
 
     def finish(self) -> None:
         """Output: the EMA policy (or the last policy) in OUT, plus OUT/value_model and a sync check."""
+        save_value = self.cfg.save_value_model and self.value is not None
+        # sharded weights gathered whole onto the main process (collectives: every process takes part)
+        policy_state = engines.full_state_dict(self.acc, self.policy)
+        value_state = engines.full_state_dict(self.acc, self.value) if save_value else None
         if self.acc.is_main_process:
             final = self.ema if self.ema is not None else self.raw_policy
-            save_pretrained_atomic(final, self.tokenizer, self.out)
+            save_pretrained_atomic(final, self.tokenizer, self.out, state_dict=policy_state)
             if self.ema is not None:
                 save_pretrained_atomic(self.raw_policy, self.tokenizer, self.out / "last_policy")
-            if self.cfg.save_value_model and self.value is not None:
+            if save_value:
                 vm = self.acc.unwrap_model(self.value)
-                vm.save_pretrained(self.out / "value_model")
+                vm.save_pretrained(self.out / "value_model", state_dict=value_state)
                 self.tokenizer.save_pretrained(self.out / "value_model")
-        value_check = param_checksum(self.acc.unwrap_model(self.value)) if self.value is not None else 0.0
-        checks = torch.tensor(
-            [[param_checksum(self.raw_policy), value_check]],
-            dtype=torch.float64,
-            device=self.acc.device,
-        )
-        gathered = self.acc.gather(checks).tolist()
+        value = self.acc.unwrap_model(self.value) if self.value is not None else None
+        checks, shares = engines.sync_record(self.acc, self.raw_policy, value)
         if self.acc.is_main_process:
             (self.out / "dist_sync.json").write_text(
                 json.dumps(
                     {
                         "num_processes": self.acc.num_processes,
-                        "param_checksums": [g[0] for g in gathered],
-                        "value_param_checksums": [g[1] for g in gathered],
+                        "param_checksums": [c[0] for c in checks],
+                        "value_param_checksums": [c[1] for c in checks],
+                        "parameters_held": [s[0] for s in shares],
+                        "value_parameters_held": [s[1] for s in shares],
                         "distributed_type": str(self.acc.distributed_type),
                     },
                     indent=1,

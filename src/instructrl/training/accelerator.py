@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 from instructrl.config import BaseConfig
 from instructrl.errors import ConfigError
 from instructrl.modeling.memory import DTYPES, check_quantize_base, quantization_config, resolve_weight_dtype
+from instructrl.training import engines
 from instructrl.training.precision import resolve_auto
 
 
@@ -52,10 +53,13 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
         AcceleratorState._reset_state(reset_partial_state=True)
     elif AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()
-    acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **kwargs)
+    engine = getattr(cfg, "engine", "auto")  # the training stages' --engine (training.engines)
+    plugins = engines.accelerator_kwargs(engine, cpu)
+    acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **plugins, **kwargs)
     set_seed(cfg.seed)
     if not acc.is_main_process:  # one copy of the log, from the main process
         logging.getLogger("instructrl").setLevel(logging.WARNING)
+    engines.finish_setup(acc, engine, plugins)
     return acc
 
 
@@ -97,11 +101,3 @@ def frozen_dtype(cfg, accelerator) -> torch.dtype | None:
     if cfg.frozen_dtype == "fp16" and accelerator.device.type != "cuda":
         raise ConfigError("--frozen-dtype fp16 needs a CUDA GPU and this run is on the CPU: use bf16 or fp32")
     return DTYPES.get(cfg.frozen_dtype)
-
-
-def param_checksum(model: torch.nn.Module) -> float:
-    """A cheap fingerprint of all parameters (to check that ranks stay in sync)."""
-    total = torch.zeros((), dtype=torch.float64)
-    for i, p in enumerate(model.parameters()):
-        total += (p.detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
-    return float(total)

@@ -34,6 +34,14 @@ class MemoryConfig(BaseConfig):
         "Needs a CUDA GPU and pip install 'instructrl[bnb]'.",
         choices=["none", "8bit", "4bit"],
     )
+    engine: str = help_field(
+        "auto",
+        "Distributed engine, through accelerate: 'auto' (what `accelerate launch --config_file` set, else DDP), "
+        "'ddp', 'fsdp2' (weights, gradients and optimizer states sharded per transformer layer; also on CPUs), "
+        "'zero2', 'zero3', 'zero3-offload' (DeepSpeed, CUDA; pip install 'instructrl[deepspeed]'). Shipped "
+        "launch configs: `instructrl engines`.",
+        choices=["auto", "ddp", "fsdp2", "zero2", "zero3", "zero3-offload"],
+    )
 
     def validate(self) -> None:
         super().validate()

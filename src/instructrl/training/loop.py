@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from instructrl.errors import ConfigError, InstructRLError
 from instructrl.modeling.loading import save_pretrained_atomic
-from instructrl.training.accelerator import param_checksum
+from instructrl.training import engines
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.config import TrainLoopConfig
 from instructrl.training.optim import adamw, clip_and_step, lr_at, set_lr
@@ -102,7 +102,7 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
-        self.model, self.optimizer = accelerator.prepare(model, adamw(model, cfg))
+        self.model, self.optimizer = engines.prepare(accelerator, model, adamw(model, cfg))
         self.ckpts = Checkpoints(out_dir, accelerator, keep=cfg.keep_checkpoints)
         self.metrics = MetricsLogger(out_dir, accelerator, run_name=stage, config=cfg.to_dict())
         self.state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "tokens": 0}
@@ -190,9 +190,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def save_model(self, directory: Path) -> None:
+        state = engines.full_state_dict(self.acc, self.model)  # sharded: gathered onto the main process
         if self.acc.is_main_process:
             dtype = getattr(torch, self.cfg.save_dtype) if self.cfg.save_dtype else None
-            save_pretrained_atomic(self.acc.unwrap_model(self.model), self.tokenizer, directory, dtype=dtype)
+            save_pretrained_atomic(
+                self.acc.unwrap_model(self.model), self.tokenizer, directory, dtype=dtype, state_dict=state
+            )
         self.acc.wait_for_everyone()
 
     def finish(self) -> None:
@@ -204,11 +207,7 @@ class Trainer:
                     shutil.copy2(f, self.out / f.name)
         else:
             self.save_model(self.out)
-        checks = self.acc.gather(
-            torch.tensor(
-                [param_checksum(self.acc.unwrap_model(self.model))], dtype=torch.float64, device=self.acc.device
-            )
-        ).tolist()
+        checks, shares = engines.sync_record(self.acc, self.acc.unwrap_model(self.model))
         if self.acc.is_main_process:
             (self.out / "selection.json").write_text(
                 json.dumps(
@@ -225,7 +224,8 @@ class Trainer:
                 json.dumps(
                     {
                         "num_processes": self.acc.num_processes,
-                        "param_checksums": checks,
+                        "param_checksums": [c[0] for c in checks],
+                        "parameters_held": [s[0] for s in shares],
                         "distributed_type": str(self.acc.distributed_type),
                     },
                     indent=1,
@@ -274,7 +274,8 @@ class Trainer:
                 }
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row[f'{s}/tokens_per_s']:.0f}")
             if done % self.eval_every == 0 or done == self.total_steps:
-                ev = self.evaluate()
+                with engines.gathered(self.acc, self.model):  # sharded: evaluations may run on one process
+                    ev = self.evaluate()
                 row.update(ev)
                 value = self.selection_value(ev)
                 history.append({"step": done, **ev})

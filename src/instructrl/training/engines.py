@@ -1,0 +1,254 @@
+"""The distributed engine a stage trains under, always through accelerate: DDP, FSDP2 or DeepSpeed ZeRO.
+
+How an engine is chosen (``--engine``, default ``auto``):
+
+* ``auto`` takes what the launcher set: ``accelerate launch --config_file`` with one of the shipped configs
+  (:func:`accelerate_config`; ``instructrl engines`` lists them) or your own selects FSDP or DeepSpeed through
+  the environment accelerate reads; without one, DDP on several processes, nothing on one.
+* ``fsdp2`` builds accelerate's FSDP plugin here (version 2: ``fully_shard`` per transformer layer, weights,
+  gradients and optimizer states sharded over the processes, checkpoints as sharded ``torch.distributed.checkpoint``
+  files, the final model gathered into one ``save_pretrained`` directory).
+* ``zero2`` / ``zero3`` / ``zero3-offload``: DeepSpeed through accelerate (CUDA and ``instructrl[deepspeed]``).
+
+accelerate selects FSDP only on accelerators: on a CPU with several processes it falls back to plain DDP without a
+word. FSDP2 itself runs on the CPU over gloo, so with ``--engine fsdp2`` on a CPU the accelerator is switched to
+FSDP after it starts (:func:`_fsdp_on_cpu`), and accelerate's own FSDP2 code does the rest; this is what the
+multi-process CPU tests exercise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+from instructrl.errors import ConfigError
+
+log = logging.getLogger("instructrl")
+
+ENGINES = ("auto", "ddp", "fsdp2", "zero2", "zero3", "zero3-offload")
+ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def accelerate_config(name: str) -> Path:
+    """The shipped ``accelerate launch --config_file`` of engine ``name`` (ddp, fsdp2, zero2, zero3, zero3-offload)."""
+    path = ACCELERATE_CONFIGS / f"{name}.yaml"
+    if name == "auto" or not path.exists():
+        known = ", ".join(e for e in ENGINES if e != "auto")
+        raise ConfigError(f"no shipped accelerate config named '{name}': choose one of {known}")
+    return path
+
+
+def launcher_engine() -> str:
+    """The engine ``accelerate launch`` asked for through the environment ('fsdp', 'deepspeed' or 'ddp')."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "deepspeed"
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "fsdp"
+    return "ddp"
+
+
+def check_engine(engine: str, cpu: bool) -> None:
+    """What an engine needs from the machine and the installed packages, checked before anything is written."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine}: unknown engine; choose one of {', '.join(ENGINES)}")
+    launched = launcher_engine()
+    asked = {"ddp": "ddp", "fsdp2": "fsdp", "auto": launched}.get(engine, "deepspeed")
+    if engine != "auto" and launched != "ddp" and asked != launched:
+        raise ConfigError(
+            f"--engine {engine} but the launcher's accelerate config selects {launched}: "
+            "drop --engine (or pass --engine auto) to use the launcher's, or launch with the matching config"
+        )
+    if asked == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(
+                f"engine {engine if engine != 'auto' else 'DeepSpeed'} needs the deepspeed package: "
+                "pip install 'instructrl[deepspeed]', or use --engine fsdp2"
+            )
+        if cpu:
+            raise ConfigError(
+                f"engine {engine if engine != 'auto' else 'DeepSpeed'} needs CUDA GPUs and this run is on the CPU: "
+                "use --engine fsdp2 (which also shards on CPUs) or ddp"
+            )
+
+
+def accelerator_kwargs(engine: str, cpu: bool) -> dict[str, Any]:
+    """The plugin keywords of ``Accelerator`` for an engine chosen with ``--engine`` (none for auto and ddp: the
+    launcher's environment decides)."""
+    check_engine(engine, cpu)
+    if engine == "fsdp2":
+        return {"fsdp_plugin": fsdp2_plugin()}
+    if engine.startswith("zero"):
+        from accelerate.utils import DeepSpeedPlugin
+
+        offload = "cpu" if engine.endswith("offload") else "none"
+        return {
+            "deepspeed_plugin": DeepSpeedPlugin(
+                zero_stage=2 if engine == "zero2" else 3,
+                offload_optimizer_device=offload,
+                offload_param_device=offload,
+                zero3_save_16bit_model=True,
+            )
+        }
+    return {}
+
+
+def fsdp2_plugin() -> FullyShardedDataParallelPlugin:
+    """FSDP2 with each transformer layer its own shard unit (the classes are set per model in :func:`prepare`)."""
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        reshard_after_forward=True,
+        state_dict_type="SHARDED_STATE_DICT",
+        cpu_ram_efficient_loading=False,
+    )
+
+
+def finish_setup(accelerator, engine: str, kwargs: dict[str, Any]) -> None:
+    """After the accelerator starts: FSDP on a multi-process CPU run (see the module docstring), and the choice
+    logged once."""
+    plugin = kwargs.get("fsdp_plugin")
+    if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        _fsdp_on_cpu(plugin, accelerator.mixed_precision)
+    if plugin is not None and accelerator.num_processes == 1:
+        log.info("--engine fsdp2 on one process: nothing to shard, the model trains as a whole")
+    log.info("engine: %s on %d process(es)", describe(accelerator), accelerator.num_processes)
+
+
+def _fsdp_on_cpu(plugin: FullyShardedDataParallelPlugin, mixed_precision: str) -> None:
+    # accelerate keeps the distributed type in two shared states; AcceleratorState copies PartialState's into
+    # itself each time one is built, so both say FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    state = AcceleratorState()
+    state.distributed_type = DistributedType.FSDP
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    state.fsdp_plugin = plugin
+
+
+def describe(accelerator) -> str:
+    t = accelerator.distributed_type
+    if t == DistributedType.FSDP:
+        return f"FSDP{accelerator.state.fsdp_plugin.fsdp_version}"
+    if t == DistributedType.DEEPSPEED:
+        return f"DeepSpeed ZeRO-{accelerator.state.deepspeed_plugin.zero_stage}"
+    return "DDP" if accelerator.num_processes > 1 else "single process"
+
+
+def is_sharded(accelerator) -> bool:
+    """Whether the trained models' parameters are split over the processes (FSDP, DeepSpeed ZeRO)."""
+    return accelerator.distributed_type in SHARDED and accelerator.num_processes > 1
+
+
+def is_fsdp(accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def layer_classes(model: torch.nn.Module) -> list[str]:
+    """The transformer layer classes FSDP shards one by one: the ``_no_split_modules`` of every transformers model
+    inside ``model`` (a reward or value model wraps one) that occur in it. None found is a user error."""
+    declared: list[str] = []
+    for m in model.modules():
+        for name in getattr(m, "_no_split_modules", None) or []:
+            if name not in declared:
+                declared.append(name)
+    present = {type(m).__name__ for m in model.modules()}
+    found = [n for n in declared if n in present]
+    if not found:
+        raise ConfigError(
+            f"FSDP auto-wrap found no transformer layer class in {type(model).__name__} (declared: "
+            f"{declared or 'none'}): use a transformers model whose class declares _no_split_modules, or --engine ddp"
+        )
+    return found
+
+
+def prepare(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """``accelerator.prepare(model, optimizer)``, one trained model at a time (FSDP2 and DeepSpeed prepare one model
+    per call). Under FSDP each of the model's transformer layers becomes a shard unit."""
+    if is_fsdp(accelerator):
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        plugin = accelerator.state.fsdp_plugin
+        plugin.transformer_cls_names_to_wrap = layer_classes(model)
+        plugin.auto_wrap_policy = transformer_auto_wrap_policy  # accelerate binds it to the classes per model
+    return accelerator.prepare(model, optimizer)
+
+
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict of a sharded ``model`` on the main process (a collective: every process calls it; the
+    others get None). None everywhere when the model is not sharded: it saves itself as it is."""
+    if not is_sharded(accelerator):
+        return None
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    # a tied weight (GPT-2's lm_head = wte) comes back under both names; the model saves it once, so do we
+    raw = accelerator.unwrap_model(model)
+    own = {n for n, _ in raw.named_parameters()} | {n for n, _ in raw.named_buffers()}
+    return {k: v for k, v in state.items() if k in own}
+
+
+def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters this process holds, parameters of the whole model): equal unless sharded."""
+    local = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+    return local, total
+
+
+@contextmanager
+def gathered(accelerator, model: torch.nn.Module) -> Iterator[None]:
+    """Hold an FSDP2 model's whole weights on every process for a stretch of forwards (sampling, evaluation):
+    gathered once, not at every forward, and sharded again afterwards. Inside, the forwards run no collectives, so
+    processes may run different numbers of them (a rollout that ends early, an evaluation on the main process
+    only). Entering and leaving are collectives. A no-op for other engines."""
+    if not (is_fsdp(accelerator) and accelerator.num_processes > 1):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for u in units:
+        u.unshard()
+    for u in units:  # the gathered weights stay put through the forwards until reshard()
+        u.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for u in units:
+            u.set_reshard_after_forward(True)
+            u.reshard()
+
+
+def param_checksum(model: torch.nn.Module) -> float:
+    """A cheap fingerprint of the parameters this process holds (to check that DDP ranks stay in sync; under
+    sharding each process fingerprints its own shards)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for i, p in enumerate(model.parameters()):
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += (local.detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
+    return float(total)
+
+
+def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list[float]], list[list[list[int]]]]:
+    """For each process (gathered, a collective): the checksum of each model's weights it holds (0 for a missing
+    model), and (parameters held, parameters in the model) of each."""
+    rows = []
+    for m in models:
+        held, total = local_parameter_count(m) if m is not None else (0, 0)
+        rows.append([param_checksum(m) if m is not None else 0.0, float(held), float(total)])
+    mine = torch.tensor(rows, dtype=torch.float64, device=accelerator.device).flatten()  # (3 * models,)
+    every = accelerator.gather(mine.unsqueeze(0)).view(-1, len(models), 3).tolist()  # (processes, models, 3)
+    checks = [[m[0] for m in proc] for proc in every]
+    shares = [[[int(m[1]), int(m[2])] for m in proc] for proc in every]
+    return checks, shares
