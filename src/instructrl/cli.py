@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "generate": ("instructrl.generate", "Generate a response from a checkpoint for a prompt (or chat)."),
     "plan": ("instructrl.plan.cli", "Per-GPU memory of a stage by part; the cheapest setting that fits."),
+    "engines": (
+        "instructrl.training.engines_cli",
+        "The shipped accelerate launch configs (DDP, FSDP2, FSDP2 offload).",
+    ),
     "pretrain": ("instructrl.sft.pretrain_cli", "Language-model pretraining on plain text (same trainer as SFT)."),
     "world": (
         "instructrl.experiments.world_cli",

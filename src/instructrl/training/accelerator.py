@@ -54,7 +54,7 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     elif AcceleratorState._shared_state.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()
     engine = getattr(cfg, "engine", "auto")  # the training stages' --engine (training.engines)
-    plugins = engines.accelerator_kwargs(engine, cpu)
+    plugins = engines.accelerator_kwargs(engine)
     acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **plugins, **kwargs)
     set_seed(cfg.seed)
     if not acc.is_main_process:  # one copy of the log, from the main process

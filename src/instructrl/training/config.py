@@ -36,11 +36,11 @@ class MemoryConfig(BaseConfig):
     )
     engine: str = help_field(
         "auto",
-        "Distributed engine, through accelerate: 'auto' (what `accelerate launch --config_file` set, else DDP), "
-        "'ddp', 'fsdp2' (weights, gradients and optimizer states sharded per transformer layer; also on CPUs), "
-        "'zero2', 'zero3', 'zero3-offload' (DeepSpeed, CUDA; pip install 'instructrl[deepspeed]'). Shipped "
-        "launch configs: `instructrl engines`.",
-        choices=["auto", "ddp", "fsdp2", "zero2", "zero3", "zero3-offload"],
+        "Distributed engine, through accelerate: 'auto' (what `accelerate launch --config_file` set, else DDP on "
+        "several processes), 'ddp', or 'fsdp2' (weights, gradients and optimizer states of each trained model "
+        "sharded per transformer layer, as ZeRO-3 does; also on CPUs under torchrun). Shipped launch configs: "
+        "`instructrl engines`.",
+        choices=["auto", "ddp", "fsdp2"],
     )
 
     def validate(self) -> None:

@@ -3,12 +3,14 @@
 How an engine is chosen (``--engine``, default ``auto``):
 
 * ``auto`` takes what the launcher set: ``accelerate launch --config_file`` with one of the shipped configs
-  (:func:`accelerate_config`; ``instructrl engines`` lists them) or your own selects FSDP or DeepSpeed through
-  the environment accelerate reads; without one, DDP on several processes, nothing on one.
+  (:func:`accelerate_config`; ``instructrl engines`` lists them) or your own selects FSDP through the environment
+  accelerate reads; without one, DDP on several processes, nothing on one.
 * ``fsdp2`` builds accelerate's FSDP plugin here (version 2: ``fully_shard`` per transformer layer, weights,
   gradients and optimizer states sharded over the processes, checkpoints as sharded ``torch.distributed.checkpoint``
   files, the final model gathered into one ``save_pretrained`` directory).
-* ``zero2`` / ``zero3`` / ``zero3-offload``: DeepSpeed through accelerate (CUDA and ``instructrl[deepspeed]``).
+* DeepSpeed ZeRO is refused in one line: the stages do not drive DeepSpeed's engine yet (it steps inside the
+  backward, owns clipping and gradient accumulation, and takes one model per accelerator); FSDP2 shards the same
+  three things as ZeRO-3, and ``fsdp2-offload`` keeps them in CPU memory as ZeRO-3-offload does.
 
 accelerate selects FSDP only on accelerators: on a CPU with several processes it falls back to plain DDP without a
 word. FSDP2 itself runs on the CPU over gloo, so with ``--engine fsdp2`` on a CPU the accelerator is switched to
@@ -18,7 +20,6 @@ multi-process CPU tests exercise.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -34,18 +35,22 @@ from instructrl.errors import ConfigError
 
 log = logging.getLogger("instructrl")
 
-ENGINES = ("auto", "ddp", "fsdp2", "zero2", "zero3", "zero3-offload")
+ENGINES = ("auto", "ddp", "fsdp2")
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The shipped ``accelerate launch --config_file`` files by name (ddp, fsdp2, fsdp2-offload)."""
+    return {p.stem: p for p in sorted(ACCELERATE_CONFIGS.glob("*.yaml"))}
+
+
 def accelerate_config(name: str) -> Path:
-    """The shipped ``accelerate launch --config_file`` of engine ``name`` (ddp, fsdp2, zero2, zero3, zero3-offload)."""
-    path = ACCELERATE_CONFIGS / f"{name}.yaml"
-    if name == "auto" or not path.exists():
-        known = ", ".join(e for e in ENGINES if e != "auto")
-        raise ConfigError(f"no shipped accelerate config named '{name}': choose one of {known}")
-    return path
+    """The shipped ``accelerate launch --config_file`` named ``name``."""
+    found = shipped_configs()
+    if name not in found:
+        raise ConfigError(f"no shipped accelerate config named '{name}': choose one of {', '.join(found)}")
+    return found[name]
 
 
 def launcher_engine() -> str:
@@ -57,48 +62,30 @@ def launcher_engine() -> str:
     return "ddp"
 
 
-def check_engine(engine: str, cpu: bool) -> None:
+def check_engine(engine: str) -> None:
     """What an engine needs from the machine and the installed packages, checked before anything is written."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine}: unknown engine; choose one of {', '.join(ENGINES)}")
     launched = launcher_engine()
-    asked = {"ddp": "ddp", "fsdp2": "fsdp", "auto": launched}.get(engine, "deepspeed")
-    if engine != "auto" and launched != "ddp" and asked != launched:
+    if launched == "deepspeed":
         raise ConfigError(
-            f"--engine {engine} but the launcher's accelerate config selects {launched}: "
-            "drop --engine (or pass --engine auto) to use the launcher's, or launch with the matching config"
+            "the launcher's accelerate config selects DeepSpeed, which instructrl's stages do not drive yet: launch "
+            "with `--config_file $(instructrl engines --path fsdp2)` (FSDP2 shards weights, gradients and optimizer "
+            "states as ZeRO-3 does; fsdp2-offload keeps them in CPU memory)"
         )
-    if asked == "deepspeed":
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError(
-                f"engine {engine if engine != 'auto' else 'DeepSpeed'} needs the deepspeed package: "
-                "pip install 'instructrl[deepspeed]', or use --engine fsdp2"
-            )
-        if cpu:
-            raise ConfigError(
-                f"engine {engine if engine != 'auto' else 'DeepSpeed'} needs CUDA GPUs and this run is on the CPU: "
-                "use --engine fsdp2 (which also shards on CPUs) or ddp"
-            )
+    if engine == "ddp" and launched == "fsdp":
+        raise ConfigError(
+            "--engine ddp but the launcher's accelerate config selects FSDP: drop --engine (or pass --engine auto) "
+            "to use the launcher's, or launch with `--config_file $(instructrl engines --path ddp)`"
+        )
 
 
-def accelerator_kwargs(engine: str, cpu: bool) -> dict[str, Any]:
+def accelerator_kwargs(engine: str) -> dict[str, Any]:
     """The plugin keywords of ``Accelerator`` for an engine chosen with ``--engine`` (none for auto and ddp: the
     launcher's environment decides)."""
-    check_engine(engine, cpu)
-    if engine == "fsdp2":
+    check_engine(engine)
+    if engine == "fsdp2" and launcher_engine() != "fsdp":  # under an FSDP launch config, accelerate builds its own
         return {"fsdp_plugin": fsdp2_plugin()}
-    if engine.startswith("zero"):
-        from accelerate.utils import DeepSpeedPlugin
-
-        offload = "cpu" if engine.endswith("offload") else "none"
-        return {
-            "deepspeed_plugin": DeepSpeedPlugin(
-                zero_stage=2 if engine == "zero2" else 3,
-                offload_optimizer_device=offload,
-                offload_param_device=offload,
-                zero3_save_16bit_model=True,
-            )
-        }
     return {}
 
 
@@ -117,6 +104,8 @@ def finish_setup(accelerator, engine: str, kwargs: dict[str, Any]) -> None:
     """After the accelerator starts: FSDP on a multi-process CPU run (see the module docstring), and the choice
     logged once."""
     plugin = kwargs.get("fsdp_plugin")
+    if plugin is None and launcher_engine() == "fsdp" and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        plugin = fsdp2_plugin()  # an FSDP launch config on a CPU machine (torchrun with accelerate's variables)
     if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
         _fsdp_on_cpu(plugin, accelerator.mixed_precision)
     if plugin is not None and accelerator.num_processes == 1:
@@ -178,8 +167,9 @@ def prepare(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimize
         from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
         plugin = accelerator.state.fsdp_plugin
-        plugin.transformer_cls_names_to_wrap = layer_classes(model)
-        plugin.auto_wrap_policy = transformer_auto_wrap_policy  # accelerate binds it to the classes per model
+        if not os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):  # the launch config's own classes stay
+            plugin.transformer_cls_names_to_wrap = layer_classes(model)
+            plugin.auto_wrap_policy = transformer_auto_wrap_policy  # accelerate binds it to the classes per model
     return accelerator.prepare(model, optimizer)
 
 

@@ -1,0 +1,228 @@
+"""Engines through accelerate on the CPU: FSDP2 with two processes against DDP (same losses, half of the weights on
+each process, one gathered checkpoint that transformers loads, resume from sharded checkpoints), a two-node launch
+simulated on this machine, and the engine choices a launch cannot honour."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from testkit import ROOT, cli_env, fact_demos, run_cli, write_jsonl
+
+from instructrl.errors import ConfigError
+from instructrl.training import engines
+
+SFT_ARGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "3e-3",
+    "--max-length",
+    "48",
+    "--checkpoint-every",
+    "3",
+    "--select-by",
+    "last",
+    "--no-progress",
+]
+STEPS = 10  # 40 demonstrations / 8 = 5 steps per epoch, 2 epochs
+
+
+def torchrun(args: list[str], port: int, nodes: int = 1, node_rank: int = 0) -> list[str]:
+    per_node = 2 // nodes
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", str(per_node)]
+    if nodes > 1:
+        launch += ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1"]
+    return [*launch, "--master_port", str(port), "-m", "instructrl", *args]
+
+
+def run(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def sft_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), *SFT_ARGS, *extra]
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["sft/loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sft_runs(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """SFT of the tiny model with two processes under DDP and under FSDP2."""
+    root = tmp_path_factory.mktemp("engines")
+    data = write_jsonl(root / "demos.jsonl", fact_demos(40))
+    outs = {"data": data, "ddp": root / "ddp", "fsdp2": root / "fsdp2"}
+    for engine in ("ddp", "fsdp2"):
+        run(torchrun(sft_args(tiny_model, data, outs[engine], "--engine", engine), port()))
+    return outs
+
+
+def test_fsdp2_sft_gives_ddp_losses_with_half_the_weights_per_process(sft_runs):
+    ddp, fsdp = sft_runs["ddp"], sft_runs["fsdp2"]
+    assert len(losses(fsdp)) == STEPS
+    assert losses(fsdp) == pytest.approx(losses(ddp), rel=1e-4, abs=1e-5)
+    sync = json.loads((fsdp / "dist_sync.json").read_text())
+    assert "FSDP" in sync["distributed_type"] and sync["num_processes"] == 2
+    (held0, total), (held1, _) = sync["parameters_held"]
+    assert held0 + held1 == total and abs(held0 - total / 2) <= 0.05 * total  # about half each
+    ddp_sync = json.loads((ddp / "dist_sync.json").read_text())
+    assert "MULTI_CPU" in ddp_sync["distributed_type"]
+    assert all(h == t for h, t in ddp_sync["parameters_held"])  # DDP: every process holds the whole model
+
+
+def test_fsdp2_saves_one_gathered_checkpoint_that_transformers_loads(sft_runs):
+    from transformers import AutoModelForCausalLM
+
+    ddp, fsdp = load_file(sft_runs["ddp"] / "model.safetensors"), load_file(sft_runs["fsdp2"] / "model.safetensors")
+    assert set(ddp) == set(fsdp)  # the same files and names as an unsharded run: no shards, tied weights once
+    assert all(torch.allclose(ddp[k], fsdp[k], atol=1e-5) for k in ddp)
+    model = AutoModelForCausalLM.from_pretrained(sft_runs["fsdp2"])
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == json.loads((sft_runs["fsdp2"] / "dist_sync.json").read_text())["parameters_held"][0][1]
+    )
+    # the training checkpoints stay sharded: one file of each process's shards
+    ckpt = sorted((sft_runs["fsdp2"] / "checkpoints").glob("step-*"))[-1]
+    assert len(list((ckpt / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
+
+
+def test_fsdp2_sft_resumes_from_a_sharded_checkpoint(tiny_model, sft_runs, tmp_path):
+    """A run cut after step 6 (its later checkpoint and outputs gone, as a kill leaves it) resumes from the sharded
+    step-6 checkpoint and ends where the uninterrupted run ended."""
+    out = tmp_path / "resumed"
+    shutil.copytree(sft_runs["fsdp2"], out)
+    for p in out.iterdir():
+        if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "data_report.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    shutil.rmtree(out / "checkpoints" / "step-9")
+    assert (out / "checkpoints" / "step-6").exists()
+    run(torchrun(sft_args(tiny_model, sft_runs["data"], out, "--engine", "fsdp2", "--resume"), port()))
+    a, b = load_file(sft_runs["fsdp2"] / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert losses(out) == pytest.approx(losses(sft_runs["fsdp2"]), rel=1e-6)
+
+
+def test_two_nodes_on_one_machine_match_one_node_with_two_processes(tiny_model, sft_runs, tmp_path):
+    """torchrun --nnodes 2 with a localhost rendezvous, one process per node, sharing one output folder."""
+    out, p = tmp_path / "two-nodes", port()
+    args = sft_args(tiny_model, sft_runs["data"], out, "--engine", "fsdp2")
+    procs = [
+        subprocess.Popen(
+            torchrun(args, p, nodes=2, node_rank=rank),
+            env=cli_env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert losses(out) == pytest.approx(losses(sft_runs["fsdp2"]), rel=1e-6)
+    a, b = load_file(sft_runs["fsdp2"] / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_fsdp2_reward_model_trains_sharded_and_saves_whole(tiny_model, tmp_path):
+    from instructrl.modeling.reward import RewardModel
+
+    rows = []
+    for d in fact_demos(24):
+        good = d["completion"]
+        rows.append({"prompt": d["prompt"], "completions": [good, "No idea.", good.upper()], "ranks": [1, 3, 2]})
+    data = write_jsonl(tmp_path / "rankings.jsonl", rows)
+    out = tmp_path / "rm"
+    args = [
+        "rm",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-length",
+        "64",
+    ]
+    run(torchrun([*args, "--epochs", "1", "--no-progress", "--engine", "fsdp2"], port()))
+    sync = json.loads((out / "dist_sync.json").read_text())
+    (held0, total), (held1, _) = sync["parameters_held"]
+    assert "FSDP" in sync["distributed_type"] and held0 + held1 == total and held0 < 0.6 * total
+    rm = RewardModel.from_pretrained(out)
+    assert sum(p.numel() for p in rm.model.parameters()) == total
+
+
+# ---------------------------------------------------------------------- choices a launch cannot honour
+def test_layer_classes_names_the_model_that_has_none():
+    with pytest.raises(ConfigError, match="FSDP auto-wrap found no transformer layer class in Sequential"):
+        engines.layer_classes(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_layer_classes_finds_the_blocks_inside_a_wrapper(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = AutoModelForCausalLM.from_pretrained(tiny_model)
+
+    assert engines.layer_classes(Wrapper()) == ["GPT2Block"]
+
+
+def test_engines_command_lists_and_locates_the_shipped_configs():
+    import yaml
+
+    r = run_cli(["engines"])
+    assert r.returncode == 0
+    for name, kind in (("ddp", "MULTI_GPU"), ("fsdp2", "FSDP"), ("fsdp2-offload", "FSDP")):
+        assert name in r.stdout
+        path = run_cli(["engines", "--path", name]).stdout.strip()
+        config = yaml.safe_load(Path(path).read_text())
+        assert config["distributed_type"] == kind
+        if kind == "FSDP":
+            assert config["fsdp_config"]["fsdp_version"] == 2
+            assert config["fsdp_config"]["fsdp_offload_params"] == name.endswith("offload")
+    r = run_cli(["engines", "--path", "zero3"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose one of" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "message"),
+    [
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], "selects DeepSpeed"),
+        ({"ACCELERATE_USE_FSDP": "true"}, ["--engine", "ddp"], "--engine ddp but the launcher's accelerate config"),
+    ],
+)
+def test_an_engine_the_launch_cannot_honour_is_one_line_and_writes_nothing(tiny_model, tmp_path, env, flags, message):
+    out = tmp_path / "out"
+    data = write_jsonl(tmp_path / "demos.jsonl", fact_demos(8))
+    r = subprocess.run(
+        [sys.executable, "-m", "instructrl", *sft_args(tiny_model, data, out, *flags)],
+        env={**cli_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (out / "checkpoints").exists() and not (out / "model.safetensors").exists()
