@@ -1,0 +1,114 @@
+"""PPO-ptx under FSDP2 with two CPU processes: the policy and the value model both sharded, the same run as DDP,
+whole models saved, resume from sharded checkpoints, and what sharding does not take yet refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from ppo_helpers import cli_args
+from safetensors.torch import load_file
+from testkit import ROOT, cli_env
+
+KEYS = ("ppo/score_mean", "ppo/policy_loss", "ppo/value_loss", "ppo/ptx_loss", "ppo/kl", "ppo/policy_grad_norm")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return subprocess.run(
+        [*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+
+
+def ptx_args(world, out, *extra):
+    return cli_args(
+        world,
+        out,
+        "--ptx-data",
+        str(world["ptx"]),
+        "--ptx-coef",
+        "0.5",
+        "--total-episodes",
+        "24",
+        "--checkpoint-every",
+        "1",
+        "--response-length",
+        "5",
+        *extra,
+    )
+
+
+def metrics(out) -> list[list[float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [[r[k] for k in KEYS] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def ppo_runs(ppo_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo_engines")
+    outs = {}
+    for engine in ("ddp", "fsdp2"):
+        outs[engine] = root / engine
+        r = torchrun(ptx_args(ppo_world, outs[engine], "--engine", engine))
+        assert r.returncode == 0, r.stderr[-3000:]
+    return outs
+
+
+def test_fsdp2_ppo_ptx_is_the_ddp_run_with_both_trained_models_sharded(ppo_runs):
+    ddp, fsdp = metrics(ppo_runs["ddp"]), metrics(ppo_runs["fsdp2"])
+    assert len(fsdp) == 3  # 24 episodes / 8 per iteration
+    for a, b in zip(ddp, fsdp):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-5)
+    sync = json.loads((ppo_runs["fsdp2"] / "dist_sync.json").read_text())
+    assert "FSDP" in sync["distributed_type"]
+    for key in ("parameters_held", "value_parameters_held"):
+        (held0, total), (held1, _) = sync[key]
+        assert held0 + held1 == total and abs(held0 - total / 2) <= 0.05 * total, (key, sync[key])
+
+
+def test_fsdp2_ppo_saves_whole_policy_and_value_model(ppo_runs):
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.modeling.reward import RewardModel
+
+    a, b = load_file(ppo_runs["ddp"] / "model.safetensors"), load_file(ppo_runs["fsdp2"] / "model.safetensors")
+    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    AutoModelForCausalLM.from_pretrained(ppo_runs["fsdp2"])
+    va = load_file(ppo_runs["ddp"] / "value_model" / "model.safetensors")
+    vb = load_file(ppo_runs["fsdp2"] / "value_model" / "model.safetensors")
+    assert set(va) == set(vb) and all(torch.allclose(va[k], vb[k], atol=1e-5) for k in va)
+    RewardModel.from_pretrained(ppo_runs["fsdp2"] / "value_model")  # the value model saves in the RM format
+
+
+def test_fsdp2_ppo_resumes_from_sharded_checkpoints(ppo_world, ppo_runs, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(ppo_runs["fsdp2"], out)
+    for p in out.iterdir():
+        if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "samples.jsonl", "data_report.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    shutil.rmtree(out / "checkpoints" / "step-2")  # as a kill after iteration 1's checkpoint leaves it
+    r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--resume"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr
+    flat = [v for row in metrics(out) for v in row]
+    assert flat == pytest.approx([v for row in metrics(ppo_runs["fsdp2"]) for v in row], rel=1e-5, abs=1e-7)
+    a, b = load_file(ppo_runs["fsdp2"] / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_what_sharding_does_not_take_yet_is_refused_in_one_line(ppo_world, tmp_path):
+    r = torchrun(ptx_args(ppo_world, tmp_path / "ema", "--engine", "fsdp2", "--ema"))
+    assert r.returncode != 0  # torchrun reports its workers' exit code 2 with a traceback of its own
+    assert "error: --ema with --engine fsdp2" in r.stderr and "ConfigError" not in r.stderr
+    assert not (tmp_path / "ema" / "checkpoints").exists()
