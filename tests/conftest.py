@@ -8,6 +8,9 @@ from pathlib import Path
 
 # The tests never download: Hub look-ups fail at once instead of retrying a network that is not there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `mixed_precision: auto` is fp32 on every test machine, whatever its CPU (on one with AMX or AVX512-BF16 it would
+# be bf16, and the tiny runs' numbers would change): tests/test_cpu_precision.py tests the real decision.
+os.environ.setdefault("INSTRUCTRL_CPU_BF16", "0")
 
 import pytest
 from testkit import fact_demos, write_jsonl

@@ -65,8 +65,9 @@ class BaseConfig:
     output_dir: str | None = help_field(None, "Where checkpoints, metrics.jsonl and config.yaml go (also --out).")
     mixed_precision: str = help_field(
         "auto",
-        "'no', 'bf16', 'fp16' or 'auto' (bf16 on GPUs that support it, fp32 on CPU; bf16 also works on "
-        "CPUs with AMX and can be faster for larger models).",
+        "'no', 'bf16', 'fp16' or 'auto': bf16 on GPUs that support it; on a CPU, bf16 only where it is clearly "
+        "faster (native bf16: AMX or AVX512-BF16, confirmed by a short probe cached per machine; "
+        "INSTRUCTRL_CPU_BF16=1/0 forces it), else fp32. config.yaml records the choice (resolved_mixed_precision).",
         choices=["auto", "no", "bf16", "fp16"],
     )
     cpu: bool = help_field(False, "Force CPU even when a GPU is present.")
@@ -90,13 +91,22 @@ class BaseConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.yaml``; on a resume, first compare it with the run's saved one (:meth:`check_resume`)."""
+    def save(self, directory: str | os.PathLike, **resolved: Any) -> Path:
+        """Write ``config.yaml``; on a resume, first compare it with the run's saved one (:meth:`check_resume`).
+
+        ``resolved``: what a setting resolved to on this machine, each written after its field as
+        ``resolved_<field>`` (``resolved_mixed_precision="bf16"`` for ``mixed_precision: auto``); a record
+        for readers, skipped by :meth:`from_dict`, compared on a resume like the fields."""
         path = Path(directory) / "config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.check_resume(Path(directory))
+        self.check_resume(Path(directory), resolved)
+        data: dict[str, Any] = {"stage": type(self).__name__}
+        for key, value in self.to_dict().items():
+            data[key] = value
+            if f"resolved_{key}" in resolved:
+                data[f"resolved_{key}"] = resolved[f"resolved_{key}"]
         tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump({"stage": type(self).__name__, **self.to_dict()}, sort_keys=False))
+        tmp.write_text(yaml.safe_dump({**data, **resolved}, sort_keys=False))
         os.replace(tmp, path)
         return path
 
@@ -104,7 +114,7 @@ class BaseConfig:
         """Whether ``directory`` holds progress of a run (a checkpoint) that a resume continues."""
         return any((directory / "checkpoints").glob("step-*"))
 
-    def check_resume(self, directory: Path) -> None:
+    def check_resume(self, directory: Path, resolved: dict[str, Any] | None = None) -> None:
         """A resumed run must continue the run it resumes: settings that would alter it (anything but
         :data:`RUN_NEUTRAL_FIELDS`) must equal the saved ``config.yaml``, unless ``allow_config_change``,
         which records the changes in ``config_changes.jsonl``."""
@@ -112,13 +122,15 @@ class BaseConfig:
         if not (self.resume and saved_path.exists() and self.run_started(directory)):
             return
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-        new = yaml.safe_load(yaml.safe_dump(self.to_dict()))  # the types the saved file holds
+        new = yaml.safe_load(yaml.safe_dump({**self.to_dict(), **(resolved or {})}))  # the types the saved file holds
         changes = {
             k: (saved[k], v) for k, v in new.items() if k in saved and k not in RUN_NEUTRAL_FIELDS and saved[k] != v
         }
         if not changes:
             return
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        if "resolved_mixed_precision" in changes and "mixed_precision" not in changes:
+            listed += "; auto resolves otherwise on this machine: INSTRUCTRL_CPU_BF16=1 or 0 keeps the saved one"
         if not self.allow_config_change:
             raise ConfigError(
                 f"{saved_path}: --resume with settings that differ from the saved run ({listed}); resume with the "
@@ -132,9 +144,9 @@ class BaseConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in values.items():
-            if key == "stage":
-                continue
             name = key.replace("-", "_")
+            if key == "stage" or (name.startswith("resolved_") and name[len("resolved_") :] in known):
+                continue  # a saved config.yaml's records: the stage, and what a setting resolved to (save)
             if name not in known:
                 close = [k for k in known if k.startswith(name[:4])]
                 hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""

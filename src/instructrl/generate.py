@@ -4,7 +4,10 @@ With ``--best-of N --reward-model RM``: N samples per prompt, and the one the re
 printed (best-of-n sampling, :mod:`instructrl.modeling.best_of_n`). ``--reward-model`` without
 ``--best-of`` > 1 is refused (one sample leaves nothing to choose).
 
-Generation itself is :func:`instructrl.modeling.generation.generate`.
+Generation itself is :func:`instructrl.modeling.generation.generate`, under autocast in the precision that
+``--mixed-precision`` resolves to on the model's device ('auto', the default: bf16 only where it is clearly
+faster, :mod:`instructrl.training.precision`; each step's logits are upcast to fp32 before sampling and the
+reward model scores in fp32).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ def configure(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy.")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16"],
+        default="auto",
+        help="Sampling precision: bf16 autocast, 'no' (fp32), or 'auto' (bf16 on a GPU that supports it, on a "
+        "CPU only where it is clearly faster than fp32: AMX or AVX512-BF16). Default auto.",
+    )
     parser.add_argument(
         "--best-of",
         type=int,
@@ -89,6 +99,7 @@ def main(args) -> int:
     from instructrl.data.template import encode_prompt
     from instructrl.modeling.loading import load_causal_lm, load_tokenizer
     from instructrl.modeling.reward import load_frozen_reward
+    from instructrl.training.precision import resolve
 
     set_seed(args.seed)
     reward_model = None
@@ -107,8 +118,10 @@ def main(args) -> int:
                 f"model's context of {context} tokens: shorten the prompt or lower --max-new-tokens"
             )
 
+    precision = resolve(getattr(args, "mixed_precision", "auto"), next(model.parameters()).device.type)
+
     def respond(prompts: list) -> list[str]:
-        return answer(model, tokenizer, prompts, args, reward_model)
+        return answer(model, tokenizer, prompts, args, reward_model, precision)
 
     if args.prompt:
         for text in respond(args.prompt):
@@ -126,11 +139,14 @@ def main(args) -> int:
     return 0
 
 
-def answer(model, tokenizer, prompts: list, args, reward_model=None) -> list[str]:
-    """One response per prompt: a sample, or with a reward model the best of ``args.best_of`` samples."""
+def answer(model, tokenizer, prompts: list, args, reward_model=None, precision: str = "no") -> list[str]:
+    """One response per prompt: a sample, or with a reward model the best of ``args.best_of`` samples; sampled
+    under autocast in ``precision`` (a resolved one: 'bf16' or 'no')."""
     from instructrl.modeling.best_of_n import best_of_n, sample_n
+    from instructrl.training.precision import autocast_dtype
 
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    kwargs["autocast_dtype"] = autocast_dtype(precision)
     if reward_model is None:
         return [row[0].text for row in sample_n(model, tokenizer, prompts, 1, **kwargs)]
     result = best_of_n(model, tokenizer, reward_model, prompts, args.best_of, **kwargs)

@@ -82,7 +82,7 @@ def run_dpo(cfg: DPOConfig) -> TrainResult:
     if cfg.gradient_checkpointing:  # after the reference was copied: it runs without gradients
         enable_gradient_checkpointing(policy, "policy")
     if acc.is_main_process:
-        cfg.save(out)
+        cfg.save(out, resolved_mixed_precision=acc.mixed_precision)
         (out / "data_report.json").write_text(
             json.dumps(
                 {

@@ -9,6 +9,14 @@ A model spec is ``PATH`` or ``NAME=PATH``, optionally followed by ``+fewshot`` (
 demonstrations) and then by ``+best-of-N@RM_PATH``: every prompt is answered by the best of N samples as
 scored by the reward model at RM_PATH (best-of-n sampling, :mod:`instructrl.modeling.best_of_n`), e.g.
 ``--models "BoN4=runs/sft+best-of-4@runs/rm"``. The benchmarks (alignment tax) score the model itself.
+
+Precision: every policy samples, and is scored on the world's benchmarks, in the precision that
+``--mixed-precision`` resolves to on the device the policies run on (the CPU; 'auto': bf16 only where it is
+clearly faster, :mod:`instructrl.training.precision`). It is resolved once per process, so every model of a
+comparison, the baseline included, runs in the same precision; ``results.json`` and ``config.yaml`` record
+it. Under bf16 only the matmuls are in bf16: sampling upcasts each step's logits to fp32, the benchmarks'
+log-likelihoods take log-softmax in fp32, and the best-of-n reward model scores in fp32. lm-eval's tasks
+always run in fp32 (the harness takes its own log-softmax, which autocast would leave in bf16).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from instructrl.modeling.best_of_n import best_of_n
 from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 from instructrl.modeling.reward import load_frozen_reward
+from instructrl.training.precision import autocast, autocast_dtype, resolve
 from instructrl.training.tracking import log_summary
 from instructrl.training.validation import check_finished
 
@@ -96,14 +105,27 @@ def few_shot_prompt(prompt: Prompt, shots: list[dict]) -> list[dict]:
     return msgs + ([{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt))
 
 
+def sampling_precision(cfg: EvalConfig, device_type: str = "cpu") -> str:
+    """The precision every policy of an evaluation samples in on ``device_type`` (policies load on the CPU):
+    ``cfg.mixed_precision`` resolved ('bf16' or 'no'), the same for every model of the process."""
+    if cfg.mixed_precision == "fp16" and device_type == "cpu":
+        raise ConfigError(
+            "--mixed-precision fp16: evaluation samples on the CPU, which has no fp16 autocast: use bf16 or no"
+        )
+    return resolve(cfg.mixed_precision, device_type)
+
+
 class Policy:
-    """A loaded policy that answers prompt lists, optionally with a few-shot prefix."""
+    """A loaded policy that answers prompt lists, optionally with a few-shot prefix, in the evaluation's
+    precision (:func:`sampling_precision`)."""
 
     def __init__(self, spec: ModelSpec, cfg: EvalConfig, shots: list[dict]):
         self.spec, self.cfg, self.shots = spec, cfg, shots
         self.tokenizer = load_tokenizer(spec.path)
         self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
         self.model.eval()
+        self.device_type = next(self.model.parameters()).device.type
+        self.precision = sampling_precision(cfg, self.device_type)
         self.reward_model = None
         if spec.reward_model:  # the best-of-n arm's judge, on the policy's device
             self.reward_model = load_frozen_reward(spec.reward_model).to(next(self.model.parameters()).device)
@@ -121,8 +143,13 @@ class Policy:
             temperature=self.cfg.temperature if temperature is None else temperature,
             batch_size=self.cfg.batch_size,
             progress=self.cfg.progress,
+            autocast_dtype=autocast_dtype(self.precision),
         )
         return [g.text for g in gens]
+
+    def autocast(self):
+        """The evaluation's autocast on this policy's device (nothing in fp32)."""
+        return autocast(self.precision, self.device_type)
 
     def best_of_n(self, prompts: list[Prompt], temperature: float | None) -> list[str]:
         """The best of ``spec.best_of`` samples per prompt by the spec's reward model (it reads the prompt as the
@@ -137,6 +164,7 @@ class Policy:
             temperature=self.cfg.temperature if temperature is None else temperature,
             batch_size=self.cfg.batch_size,
             progress=self.cfg.progress,
+            autocast_dtype=autocast_dtype(self.precision),
         ).texts
 
 
@@ -187,9 +215,11 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     specs = [parse_model_spec(m) for m in cfg.models]
     if any(s.few_shot for s in specs) and not shots:
         raise ConfigError("'+fewshot' models need --few-shot-data (or --world-dir)")
-    cfg.save(out)
+    precision = sampling_precision(cfg)
+    cfg.save(out, resolved_mixed_precision=precision)
     t0 = time.time()
     results: dict = {"judge": getattr(judge, "name", None), "world": world, "prompts": len(prompts), "models": {}}
+    results["mixed_precision"] = precision
     texts = [r["prompt"] for r in prompts]
     baseline_responses = None
     world_bench = world and "benchmarks" in cfg.suites
@@ -202,7 +232,8 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
             return scored[policy.spec.path]
         scores: dict = scored.setdefault(policy.spec.path, {})
         if world_bench:
-            scores["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
+            with policy.autocast():
+                scores["benchmarks"] = world_eval.benchmarks(policy.model, policy.tokenizer, seed, cfg.benchmark_n)
         if lm_tasks:
             scores["lm_eval"] = lm_harness.run_tasks(
                 policy.model, policy.tokenizer, lm_tasks, lm_manager, limit=cfg.benchmark_n, batch_size=cfg.batch_size

@@ -25,7 +25,14 @@ from instructrl.errors import ConfigError, DataError, InstructRLError
 from instructrl.evaluate import human
 from instructrl.evaluate.config import EvalConfig
 from instructrl.evaluate.report import flat_metrics
-from instructrl.evaluate.runner import Policy, parse_model_spec, read_prompt_records, resolve_inputs, summary_markdown
+from instructrl.evaluate.runner import (
+    Policy,
+    parse_model_spec,
+    read_prompt_records,
+    resolve_inputs,
+    sampling_precision,
+    summary_markdown,
+)
 from instructrl.label import db, service
 from instructrl.label.labels import FLAGS
 from instructrl.label.security import check_text
@@ -159,7 +166,7 @@ def queue(cfg: EvalConfig, out: Path) -> str:
         db_shown = _shown(engine)
     finally:
         engine.dispose()
-    cfg.save(out)
+    cfg.save(out, resolved_mixed_precision=sampling_precision(cfg))
     write_jsonl(out / "responses.jsonl", rows)
     manifest = {
         "db": db_shown,

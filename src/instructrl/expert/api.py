@@ -43,6 +43,8 @@ from instructrl.modeling.loading import check_model_source, load_causal_lm, load
 from instructrl.modeling.reward import load_frozen_reward
 from instructrl.sft.api import run_sft
 from instructrl.sft.config import SFTConfig
+from instructrl.training.accelerator import resolve_mixed_precision
+from instructrl.training.precision import autocast_dtype
 from instructrl.training.validation import COMPLETE, check_context, check_finished, mark_complete, mark_unfinished
 
 log = logging.getLogger("instructrl.expert")
@@ -111,6 +113,7 @@ def sample_round(cfg: ExpertConfig, k: int, policy_path: str, reward_model, prom
         top_p=cfg.top_p,
         batch_size=cfg.generation_batch_size,
         progress=cfg.progress,
+        autocast_dtype=autocast_dtype(resolve_mixed_precision(cfg)),  # sampling as the rounds' SFT computes
     )
     reward_model.to("cpu")  # out of the way of the fine-tuning
     del model
@@ -216,7 +219,8 @@ def run_expert_iteration(cfg: ExpertConfig) -> ExpertResult:
         )
     reward_model = load_frozen_reward(cfg.reward_model)  # refuses a causal LM with one line
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out)  # on --resume: refuses settings that differ from the saved run's
+    # on --resume: refuses settings that differ from the saved run's
+    cfg.save(out, resolved_mixed_precision=resolve_mixed_precision(cfg))
     mark_unfinished(out)
     current, rows = cfg.policy, []
     for k in range(1, cfg.rounds + 1):

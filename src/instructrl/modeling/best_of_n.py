@@ -41,6 +41,7 @@ def sample_n(
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[list[Generation]]:
     """``n`` independent samples per prompt: a list of ``len(prompts)`` lists of ``n`` :class:`Generation`.
 
@@ -61,6 +62,7 @@ def sample_n(
         batch_size=batch_size,
         max_prompt_tokens=max_prompt_tokens,
         progress=progress,
+        autocast_dtype=autocast_dtype,
     )
     return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -137,9 +139,11 @@ def best_of_n(
     top_p: float = 1.0,
     batch_size: int = 32,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> BestOfN:
     """:func:`sample_n`, :func:`score` (the reward model reads each prompt as the policy saw it) and
-    :func:`pick_best` over all ``n`` samples."""
+    :func:`pick_best` over all ``n`` samples. ``autocast_dtype`` applies to the sampling only: the scores
+    that choose the best sample are computed as the reward model is loaded (fp32), outside the sampling's autocast."""
     samples = sample_n(
         model,
         tokenizer,
@@ -150,6 +154,7 @@ def best_of_n(
         top_p=top_p,
         batch_size=batch_size,
         progress=progress,
+        autocast_dtype=autocast_dtype,
     )
     flat_prompts = [p for p in prompts for _ in range(n)]
     texts = [g.text for row in samples for g in row]

@@ -1,11 +1,15 @@
 """Batched generation from a causal LM: one sampled (or greedy) response per prompt.
 
 Prompts are rendered with the same template as training (chat template or the plain one), left-padded,
-and sampled with ``model.generate``; responses are cut at EOS.
+and sampled with ``model.generate``; responses are cut at EOS. With ``autocast_dtype`` (bf16 where the run's
+``mixed_precision`` resolves so: :mod:`instructrl.training.precision`) the forward passes run under autocast;
+the weights stay as loaded and transformers upcasts each step's logits to fp32 before temperature, top-p and
+the softmax, so only the matmuls are in bf16.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +39,9 @@ def generate(
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[Generation]:
-    """Sample one response per prompt (temperature 0 = greedy)."""
+    """Sample one response per prompt (temperature 0 = greedy); under autocast in ``autocast_dtype`` if given."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -50,14 +55,15 @@ def generate(
         kwargs = (
             dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=top_p)
         )
-        seqs = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=eos,
-            **kwargs,
-        )
+        with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
+            seqs = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=eos,
+                **kwargs,
+            )
         for row in seqs[:, ids.shape[1] :].tolist():
             finished = eos in row
             resp = row[: row.index(eos)] if finished else [t for t in row if t != pad]

@@ -129,7 +129,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
     scorers = [m for m in (reward_model, value) if m is not None]
     check_context(cfg, policy, *scorers, longest_prompt=max(map(len, prompts)))
     if acc.is_main_process:
-        cfg.save(out)
+        cfg.save(out, resolved_mixed_precision=acc.mixed_precision)
         (out / "data_report.json").write_text(json.dumps(report, indent=1))
     log.info(
         "ppo: %d iterations of %d episodes (%d prompts, %d response(s) each), advantage %s, minibatch %d, %d epoch(s)%s",

@@ -89,7 +89,7 @@ def run_rm(cfg: RMConfig) -> RMResult:
             f"max_length={cfg.max_length}, or all tied)"
         )
     if acc.is_main_process:
-        cfg.save(out)
+        cfg.save(out, resolved_mixed_precision=acc.mixed_precision)
         (out / "data_report.json").write_text(
             json.dumps(
                 {

@@ -139,7 +139,7 @@ def run_sft(cfg: SFTConfig, selector: Selector | None = None) -> TrainResult:
     if selector is None and cfg.select_by == "reward":
         selector = make_reward_selector(cfg, eval_demos or train_demos)
     if acc.is_main_process:
-        cfg.save(out)
+        cfg.save(out, resolved_mixed_precision=acc.mixed_precision)
         (out / "data_report.json").write_text(
             json.dumps(
                 {
@@ -189,7 +189,7 @@ def run_pretrain(cfg: PretrainConfig) -> TrainResult:
         raise DataError(f"{cfg.data}: too little text for one window of {cfg.max_length // 2}+ tokens")
     log.info("pretraining on %d windows of %d tokens (%d validation windows)", len(train), cfg.max_length, len(evals))
     if acc.is_main_process:
-        cfg.save(out)
+        cfg.save(out, resolved_mixed_precision=acc.mixed_precision)
         report = {
             "train_windows": len(train),
             "validation_windows": len(evals),
