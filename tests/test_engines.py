@@ -226,3 +226,22 @@ def test_an_engine_the_launch_cannot_honour_is_one_line_and_writes_nothing(tiny_
     )
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (out / "checkpoints").exists() and not (out / "model.safetensors").exists()
+
+
+def test_frozen_placement_follows_the_engine():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def acc(kind, world, device="cuda"):
+        return SimpleNamespace(distributed_type=kind, num_processes=world, device=torch.device(device))
+
+    fsdp, ddp = DistributedType.FSDP, DistributedType.MULTI_GPU
+    assert engines.frozen_placement(acc(fsdp, 2), "auto") == "sharded"
+    assert engines.frozen_placement(acc(ddp, 2), "auto") == "replicated"
+    assert engines.frozen_placement(acc(fsdp, 1), "cpu") == "cpu"  # one GPU: layers streamed from CPU memory
+    assert engines.frozen_placement(acc(fsdp, 2, "cpu"), "cpu") == "replicated"  # already in CPU memory
+    with pytest.raises(ConfigError, match="needs --engine fsdp2 on two or more processes"):
+        engines.frozen_placement(acc(ddp, 2), "sharded")
+    with pytest.raises(ConfigError, match="add --engine fsdp2"):
+        engines.frozen_placement(acc(ddp, 1), "cpu")

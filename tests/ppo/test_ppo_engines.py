@@ -72,7 +72,8 @@ def test_fsdp2_ppo_ptx_is_the_ddp_run_with_both_trained_models_sharded(ppo_runs)
         assert b == pytest.approx(a, rel=1e-3, abs=1e-5)
     sync = json.loads((ppo_runs["fsdp2"] / "dist_sync.json").read_text())
     assert "FSDP" in sync["distributed_type"]
-    for key in ("parameters_held", "value_parameters_held"):
+    assert sync["frozen_placement"] == "sharded"  # auto under FSDP2: the reference and RM sharded too
+    for key in ("parameters_held", "value_parameters_held", "reference_parameters_held", "reward_parameters_held"):
         (held0, total), (held1, _) = sync[key]
         assert held0 + held1 == total and abs(held0 - total / 2) <= 0.05 * total, (key, sync[key])
 

@@ -198,8 +198,9 @@ class PPOTrainer:
                 **fused,
             )
             self.value, self.val_opt = engines.prepare(accelerator, value_model, val_opt)
-        self.ref = ref_model.to(device) if ref_model is not None else None
-        self.rm = reward_model.to(device)
+        self.frozen_placement = engines.frozen_placement(accelerator, cfg.frozen_placement)
+        self.ref = engines.place_frozen(accelerator, ref_model, self.frozen_placement, cfg.frozen_placement)
+        self.rm = engines.place_frozen(accelerator, reward_model, self.frozen_placement, cfg.frozen_placement)
         self.ema = None
         if cfg.ema:
             self.ema = copy.deepcopy(self.acc.unwrap_model(self.policy)).requires_grad_(False)
@@ -305,6 +306,11 @@ class PPOTrainer:
         if need_old:
             out.update(old_logprobs=[], old_values=[], entropy=[])
         ids_all, attn_all = ep.input_ids, ep.attention_mask
+        with engines.frozen_resharded(self.acc, self.ref, self.rm):
+            self._score_chunks(ep, ids_all, attn_all, R, need_old, out)
+        return {k: torch.cat(v) for k, v in out.items() if v}
+
+    def _score_chunks(self, ep: Episodes, ids_all, attn_all, R: int, need_old: bool, out: dict) -> None:
         for s in range(0, len(ep), self.chunk):
             ids, attn = ids_all[s : s + self.chunk], attn_all[s : s + self.chunk]
             with self.autocast():
@@ -322,7 +328,6 @@ class PPOTrainer:
                     out["entropy"].append(ent)
                     if self.value is not None:
                         out["old_values"].append(value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
-        return {k: torch.cat(v) for k, v in out.items() if v}
 
     def advantages(self, ep: Episodes, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-token rewards and advantages: GAE over the value model's estimates, whitened, with its returns
@@ -646,7 +651,7 @@ class PPOTrainer:
                 vm.save_pretrained(self.out / "value_model", state_dict=value_state)
                 self.tokenizer.save_pretrained(self.out / "value_model")
         value = self.acc.unwrap_model(self.value) if self.value is not None else None
-        checks, shares = engines.sync_record(self.acc, self.raw_policy, value)
+        checks, shares = engines.sync_record(self.acc, self.raw_policy, value, self.ref, self.rm)
         if self.acc.is_main_process:
             (self.out / "dist_sync.json").write_text(
                 json.dumps(
@@ -656,6 +661,9 @@ class PPOTrainer:
                         "value_param_checksums": [c[1] for c in checks],
                         "parameters_held": [s[0] for s in shares],
                         "value_parameters_held": [s[1] for s in shares],
+                        "frozen_placement": self.frozen_placement,
+                        "reference_parameters_held": [s[2] for s in shares],
+                        "reward_parameters_held": [s[3] for s in shares],
                         "distributed_type": str(self.acc.distributed_type),
                     },
                     indent=1,

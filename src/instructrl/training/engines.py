@@ -242,3 +242,72 @@ def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list
     checks = [[m[0] for m in proc] for proc in every]
     shares = [[[int(m[1]), int(m[2])] for m in proc] for proc in every]
     return checks, shares
+
+
+# ---------------------------------------------------------------------- frozen models (reference, reward model)
+FROZEN_PLACEMENTS = ("auto", "replicated", "sharded", "cpu")
+
+
+def frozen_placement(accelerator, asked: str) -> str:
+    """Where the frozen models live: 'replicated' (whole on every process's device), 'sharded' (FSDP2 over the
+    processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 with the weights in CPU memory, moved to
+    the GPU unit by unit). 'auto': sharded under FSDP2 on several processes, replicated otherwise."""
+    fsdp = is_fsdp(accelerator)
+    if asked == "auto":
+        return "sharded" if fsdp and accelerator.num_processes > 1 else "replicated"
+    if asked == "sharded" and not (fsdp and accelerator.num_processes > 1):
+        raise ConfigError(
+            "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
+        )
+    if asked == "cpu":
+        if not fsdp:
+            raise ConfigError(
+                "--frozen-placement cpu streams the frozen models' layers through FSDP2: add --engine fsdp2 "
+                "(one GPU is enough), or use replicated"
+            )
+        if accelerator.device.type == "cpu":
+            return "replicated"  # already in CPU memory
+    return asked
+
+
+def place_frozen(accelerator, model: torch.nn.Module | None, placement: str, asked: str = "auto"):
+    """``model`` (frozen, evaluation only) where ``placement`` puts it. A model with no transformer layers to shard
+    (a hand-made reward) stays replicated under 'auto'."""
+    if model is None:
+        return None
+    if placement == "replicated":
+        return model.to(accelerator.device)
+    try:
+        classes = layer_classes(model)
+    except ConfigError:
+        if asked == "auto":
+            return model.to(accelerator.device)
+        raise
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+    from torch.distributed.fsdp import CPUOffloadPolicy
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    plugin = accelerator.state.fsdp_plugin
+    saved = plugin.auto_wrap_policy, plugin.transformer_cls_names_to_wrap, plugin.cpu_offload
+    plugin.auto_wrap_policy, plugin.transformer_cls_names_to_wrap = transformer_auto_wrap_policy, classes
+    if placement == "cpu":
+        plugin.cpu_offload = CPUOffloadPolicy()
+    try:
+        return fsdp2_prepare_model(accelerator, model.to(accelerator.device if placement == "sharded" else "cpu"))
+    finally:
+        plugin.auto_wrap_policy, plugin.transformer_cls_names_to_wrap, plugin.cpu_offload = saved
+
+
+@contextmanager
+def frozen_resharded(accelerator, *models: torch.nn.Module | None) -> Iterator[None]:
+    """For the scoring phase: sharded frozen models are sharded again afterwards, every unit (accelerate keeps a
+    model's embedding-and-head unit gathered after its forward, for a backward that frozen models never run)."""
+    try:
+        yield
+    finally:
+        if is_fsdp(accelerator):
+            from torch.distributed.fsdp import FSDPModule
+
+            for m in (m for m in models if m is not None):
+                for unit in (u for u in m.modules() if isinstance(u, FSDPModule)):
+                    unit.reshard()
