@@ -2,7 +2,7 @@
 
 import json
 
-from testkit import fact_demos, run_cli, write_jsonl
+from testkit import fact_demos, run_cli, run_cli_many, write_jsonl
 
 
 def test_help_lists_the_stages():
@@ -101,19 +101,23 @@ def test_user_errors_are_one_clear_line(tiny_model, tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", fact_demos(5))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": oops}\n')
-    base = ["sft", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--no-progress"]
-    one_line_error(run_cli(base + ["--data", str(bad)]), "bad.jsonl:2", "malformed JSON")
     missing = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "a", "response": "b"}])
-    one_line_error(run_cli(base + ["--data", str(missing)]), "missing column 'completion'", "prompt, response")
     (tmp_path / "empty.jsonl").write_text("")
-    one_line_error(run_cli(base + ["--data", str(tmp_path / "empty.jsonl")]), "is empty")
-    one_line_error(
-        run_cli(["sft", "--model", "./nowhere/model", "--data", str(good), "--out", str(tmp_path / "o")]),
-        "model path './nowhere/model' does not exist",
-    )
-    one_line_error(run_cli(base + ["--data", str(good), "--epochs", "many"]), "epochs", "expects int")
-    one_line_error(run_cli(base + ["--data", str(good), "--max-length", "8"]), "exceed max_length=8")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9", "completion": "x"}\n')
-    one_line_error(run_cli(base + ["--data", str(tmp_path / "latin1.jsonl")]), "latin1.jsonl:1", "UTF-8")
-    r = run_cli(["frobnicate"])
+    base = ["sft", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--no-progress"]
+    cases = [
+        (base + ["--data", str(bad)], ("bad.jsonl:2", "malformed JSON")),
+        (base + ["--data", str(missing)], ("missing column 'completion'", "prompt, response")),
+        (base + ["--data", str(tmp_path / "empty.jsonl")], ("is empty",)),
+        (
+            ["sft", "--model", "./nowhere/model", "--data", str(good), "--out", str(tmp_path / "o")],
+            ("model path './nowhere/model' does not exist",),
+        ),
+        (base + ["--data", str(good), "--epochs", "many"], ("epochs", "expects int")),
+        (base + ["--data", str(good), "--max-length", "8"], ("exceed max_length=8",)),
+        (base + ["--data", str(tmp_path / "latin1.jsonl")], ("latin1.jsonl:1", "UTF-8")),
+    ]
+    *results, r = run_cli_many([args for args, _ in cases] + [["frobnicate"]])
+    for (_, needles), result in zip(cases, results, strict=True):
+        one_line_error(result, *needles)
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr

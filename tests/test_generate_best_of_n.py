@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from test_cli import one_line_error
-from testkit import length_reward_model, run_cli, save_tiny_reward_model
+from testkit import length_reward_model, run_cli, run_cli_many, save_tiny_reward_model
 
 from instructrl.generate import answer
 from instructrl.modeling.best_of_n import sample_n
@@ -44,15 +44,15 @@ def test_generate_best_of_n_from_the_command_line(tiny_model, tiny_rm):
 
 def test_generate_best_of_n_refusals(tiny_model, tiny_rm):
     base = ["generate", "--model", str(tiny_model), "--prompt", "hi"]
-    one_line_error(run_cli(base + ["--best-of", "4"]), "--best-of 4 needs --reward-model")
-    one_line_error(run_cli(base + ["--best-of", "0", "--reward-model", str(tiny_rm)]), "--best-of 0", ">= 1")
-    one_line_error(run_cli(base + ["--reward-model", str(tiny_rm)]), "--reward-model is used only with --best-of")
-    one_line_error(
-        run_cli(base + ["--best-of", "2", "--reward-model", str(tiny_model)]), "is not a reward model"
-    )  # a policy folder as the RM
-    one_line_error(
-        run_cli(
-            ["generate", "--model", str(tiny_rm), "--prompt", "hi", "--best-of", "2", "--reward-model", str(tiny_rm)]
-        ),
-        "is a reward model",
-    )  # an RM folder as the policy
+    cases = [
+        (base + ["--best-of", "4"], ("--best-of 4 needs --reward-model",)),
+        (base + ["--best-of", "0", "--reward-model", str(tiny_rm)], ("--best-of 0", ">= 1")),
+        (base + ["--reward-model", str(tiny_rm)], ("--reward-model is used only with --best-of",)),
+        (base + ["--best-of", "2", "--reward-model", str(tiny_model)], ("is not a reward model",)),  # a policy as RM
+        (
+            ["generate", "--model", str(tiny_rm), "--prompt", "hi", "--best-of", "2", "--reward-model", str(tiny_rm)],
+            ("is a reward model",),
+        ),  # an RM folder as the policy
+    ]
+    for (_, needles), r in zip(cases, run_cli_many([args for args, _ in cases]), strict=True):
+        one_line_error(r, *needles)

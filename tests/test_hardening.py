@@ -13,7 +13,7 @@ import pkgutil
 import sqlite3
 
 import pytest
-from testkit import run_cli
+from testkit import run_cli, run_cli_many
 
 import instructrl
 from instructrl import cli
@@ -102,25 +102,24 @@ def test_none_is_settable_for_every_optional_field():
                 assert getattr(cls.from_dict({f.name: "none"}), f.name) is None, f"{cls.__name__}.{f.name}"
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["sft", "--learning-rate", "nan", "--max-length", "64"],
-        ["sft", "--max-steps", "0"],
-        ["rm", "--max-steps", "-3"],
-        ["ppo", "--batch-size", "-1"],
-        ["ppo", "--kl-coef", "inf"],
-        ["eval", "--temperature", "-0.5"],
-        ["eval", "--models", "sft"],
-        ["generate", "--model", "x", "--max-new-tokens", "-5"],
-        ["generate", "--model", "x", "--top-p", "nan"],
-    ],
-)
-def test_cli_bad_numbers_are_one_line_and_exit_2(args):
-    r = run_cli(args)
-    assert r.returncode == 2, r.stderr[-1500:]
-    assert "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+BAD_NUMBERS = [
+    ["sft", "--learning-rate", "nan", "--max-length", "64"],
+    ["sft", "--max-steps", "0"],
+    ["rm", "--max-steps", "-3"],
+    ["ppo", "--batch-size", "-1"],
+    ["ppo", "--kl-coef", "inf"],
+    ["eval", "--temperature", "-0.5"],
+    ["eval", "--models", "sft"],
+    ["generate", "--model", "x", "--max-new-tokens", "-5"],
+    ["generate", "--model", "x", "--top-p", "nan"],
+]
+
+
+def test_cli_bad_numbers_are_one_line_and_exit_2():
+    for args, r in zip(BAD_NUMBERS, run_cli_many(BAD_NUMBERS), strict=True):
+        assert r.returncode == 2, (args, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr, args
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
 def test_missing_eos_penalty_none_from_the_command_line(tmp_path):
@@ -181,12 +180,17 @@ def test_rm_max_length_beyond_the_context_is_refused(tiny_model, tmp_path):
 
 
 def test_generate_refuses_lengths_past_the_context_and_reward_models(tiny_model, tmp_path):
-    r = run_cli(["generate", "--model", str(tiny_model), "--prompt", "hi", "--max-new-tokens", "5000"])
-    assert r.returncode == 2 and "context of 256" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
     rm = tmp_path / "rm"
     rm.mkdir()
     (rm / "config.json").write_text(json.dumps({"architectures": ["GPT2ForSequenceClassification"]}))
-    r = run_cli(["generate", "--model", str(rm), "--prompt", "hi"])
+    r, rm_as_policy = run_cli_many(
+        [
+            ["generate", "--model", str(tiny_model), "--prompt", "hi", "--max-new-tokens", "5000"],
+            ["generate", "--model", str(rm), "--prompt", "hi"],
+        ]
+    )
+    assert r.returncode == 2 and "context of 256" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    r = rm_as_policy
     assert r.returncode == 2 and "is a reward model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
 
 

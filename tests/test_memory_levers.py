@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testkit import run_cli
+from testkit import run_cli, run_cli_many
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from instructrl.modeling.loading import apply_lora
@@ -137,8 +137,8 @@ def test_sft_with_gradient_checkpointing_matches_sft_without(tiny_model, demos_f
 
 
 def test_gradient_checkpointing_flag_exists_for_every_training_stage():
-    for stage in ("sft", "rm", "ppo", "dpo"):
-        out = run_cli([stage, "--help"], timeout=120)
+    stages = ("sft", "rm", "ppo", "dpo")
+    for stage, out in zip(stages, run_cli_many([[stage, "--help"] for stage in stages]), strict=True):
         assert out.returncode == 0, out.stderr
         assert "--gradient-checkpointing" in out.stdout, stage
 
@@ -200,11 +200,18 @@ def _one_error_line(r) -> str:
 def test_quantized_base_on_a_cpu_or_without_lora_is_one_line_and_writes_nothing(tiny_model, demos_file, tmp_path):
     out = tmp_path / "out"
     common = ["--model", str(tiny_model), "--data", str(demos_file), "--out", str(out), "--cpu"]
-    line = _one_error_line(run_cli(["sft", *common, "--lora-r", "4", "--quantize-base", "4bit"]))
+    sft_4bit, rm_8bit, no_lora = run_cli_many(
+        [
+            ["sft", *common, "--lora-r", "4", "--quantize-base", "4bit"],
+            ["rm", *common, "--lora-r", "4", "--quantize-base", "8bit"],
+            ["sft", *common, "--quantize-base", "4bit"],
+        ]
+    )
+    line = _one_error_line(sft_4bit)
     assert "--quantize-base 4bit needs a CUDA GPU" in line and "drop --quantize-base" in line
-    line = _one_error_line(run_cli(["rm", *common, "--lora-r", "4", "--quantize-base", "8bit"]))
+    line = _one_error_line(rm_8bit)
     assert "--quantize-base 8bit needs a CUDA GPU" in line
-    line = _one_error_line(run_cli(["sft", *common, "--quantize-base", "4bit"]))
+    line = _one_error_line(no_lora)
     assert "needs LoRA (--lora-r > 0)" in line
     assert not out.exists()
 

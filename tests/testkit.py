@@ -80,3 +80,73 @@ def save_tiny_reward_model(policy_dir: Path, out: Path, seed: int = 0) -> Path:
     tok = load_tokenizer(str(policy_dir))
     torch.manual_seed(seed)
     return save_pretrained_atomic(build_reward_model(str(policy_dir), tok), tok, out)
+
+
+# One interpreter for many short CLI calls: the child imports the heavy libraries once, then forks one process
+# per call, so each call still starts from a fresh state with its own exit code, stdout and stderr (logging set up
+# by the CLI as in a real run, a traceback printed as Python prints it) but without the seconds of imports.
+_FORKING_CLI = r"""
+import json, os, sys, traceback
+import importlib, importlib.util
+from instructrl import cli
+import instructrl.modeling.loading  # noqa: F401  torch and transformers' model loading: what every call imports
+jobs = json.loads(sys.argv[1])
+for name in {j["args"][0] for j in jobs if j["args"]} & set(cli.COMMANDS):
+    cli.build_parser(name)
+    api = cli.COMMANDS[name][0].rsplit(".", 1)[0] + ".api"  # the stage's code, imported by its main
+    if importlib.util.find_spec(api) is not None:
+        importlib.import_module(api)
+codes = []
+for j in jobs:
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        for fd, path in ((1, j["out"]), (2, j["err"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        if j["cwd"]:
+            os.chdir(j["cwd"])
+        sys.argv = ["instructrl", *j["args"]]
+        try:
+            code = cli.main(j["args"])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) or e.code is None else (print(e.code, file=sys.stderr) or 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code or 0)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(codes), flush=True)
+os._exit(0)  # nothing to tear down: skip the libraries' exit handlers
+"""
+
+
+def run_cli_many(calls: list[list[str]], cwd: Path | None = None, timeout: int = 300):
+    """`run_cli` for each argument list in `calls`, in order, sharing one interpreter's start-up: for refusals
+    and other quick calls (a few seconds each saved). Returns one `subprocess.CompletedProcess` per call."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [
+            {"args": [str(a) for a in args], "out": f"{tmp}/{i}.out", "err": f"{tmp}/{i}.err", "cwd": str(cwd or "")}
+            for i, args in enumerate(calls)
+        ]
+        r = subprocess.run(
+            [sys.executable, "-c", _FORKING_CLI, json.dumps(jobs)],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=timeout,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        codes = json.loads(r.stdout.strip().splitlines()[-1])
+        return [
+            subprocess.CompletedProcess(
+                ["instructrl", *j["args"]],
+                code,
+                Path(j["out"]).read_text(encoding="utf-8"),
+                Path(j["err"]).read_text(encoding="utf-8"),
+            )
+            for j, code in zip(jobs, codes)
+        ]

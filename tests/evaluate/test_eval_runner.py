@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from testkit import fact_demos, run_cli, write_jsonl
+from testkit import fact_demos, run_cli_many, write_jsonl
 
 from instructrl.errors import ConfigError
 from instructrl.evaluate.config import EvalConfig
@@ -80,20 +80,13 @@ def test_every_policy_samples_with_the_baselines_random_stream(tiny_model, tmp_p
 
 def test_non_world_prompts_need_an_explicit_judge(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
-    r = run_cli(
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "hi"}])
+    r, bad_column = run_cli_many(
         [
-            "eval",
-            "--models",
-            str(tiny_model),
-            "--baseline",
-            str(tiny_model),
-            "--prompts",
-            str(prompts),
-            "--out",
-            str(tmp_path / "o"),
+            ["eval", "--models", tiny_model, "--baseline", tiny_model, "--prompts", prompts, "--out", tmp_path / "o"],
+            ["eval", "--models", str(tiny_model), "--prompts", str(bad), "--out", str(tmp_path / "o")],
         ]
     )
     assert r.returncode == 2 and "choose a judge with --judge rm:PATH" in r.stderr
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "hi"}])
-    r = run_cli(["eval", "--models", str(tiny_model), "--prompts", str(bad), "--out", str(tmp_path / "o")])
+    r = bad_column
     assert r.returncode == 2 and "bad.jsonl:1: expected a 'prompt' column; columns found: question" in r.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 from test_cli import one_line_error
-from testkit import fact_demos, run_cli, save_tiny_reward_model, write_jsonl
+from testkit import fact_demos, run_cli, run_cli_many, save_tiny_reward_model, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import instructrl.expert.api as expert_api
@@ -118,20 +118,21 @@ def test_bad_input_is_one_line(world, tmp_path):
     base = ["expert-iteration", "--policy", str(world["policy"]), "--reward-model", str(world["rm"])]
     base += ["--out", str(tmp_path / "o"), "--no-progress"]
     good = base + ["--prompts", str(world["prompts"])]
-    one_line_error(run_cli(good + ["--rounds", "0"]), "rounds=0", ">= 1")
-    one_line_error(run_cli(good + ["--num-samples", "0"]), "num_samples=0", ">= 1")
-    one_line_error(run_cli(base + ["--prompts", str(tmp_path / "none.jsonl")]), "none.jsonl", "does not exist")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a"}\n{"prompt": oops}\n')
-    one_line_error(run_cli(base + ["--prompts", str(bad)]), "bad.jsonl:2", "malformed JSON")
     wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"question": "a"}])
-    one_line_error(run_cli(base + ["--prompts", str(wrong)]), "wrong.jsonl:1", "'prompt'")
-    one_line_error(
-        run_cli(["expert-iteration", "--policy", str(world["policy"]), "--prompts", str(world["prompts"])]),
-        "--reward-model is required",
-    )
     policy_as_rm = ["expert-iteration", "--policy", str(world["policy"]), "--reward-model", str(world["policy"])]
-    one_line_error(
-        run_cli(policy_as_rm + ["--prompts", str(world["prompts"]), "--out", str(tmp_path / "p")]),
-        "is not a reward model",
-    )
+    cases = [
+        (good + ["--rounds", "0"], ("rounds=0", ">= 1")),
+        (good + ["--num-samples", "0"], ("num_samples=0", ">= 1")),
+        (base + ["--prompts", str(tmp_path / "none.jsonl")], ("none.jsonl", "does not exist")),
+        (base + ["--prompts", str(bad)], ("bad.jsonl:2", "malformed JSON")),
+        (base + ["--prompts", str(wrong)], ("wrong.jsonl:1", "'prompt'")),
+        (
+            ["expert-iteration", "--policy", str(world["policy"]), "--prompts", str(world["prompts"])],
+            ("--reward-model is required",),
+        ),
+        (policy_as_rm + ["--prompts", str(world["prompts"]), "--out", str(tmp_path / "p")], ("is not a reward model",)),
+    ]
+    for (_, needles), r in zip(cases, run_cli_many([args for args, _ in cases]), strict=True):
+        one_line_error(r, *needles)

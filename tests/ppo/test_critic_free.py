@@ -4,7 +4,7 @@ without a value model, the KL as a loss term, PPO-ptx with each, groups across t
 import pytest
 import torch
 from ppo_helpers import TokenRewardScorer, cli_args, quick_cfg, run_two_processes
-from testkit import run_cli
+from testkit import run_cli, run_cli_many
 
 from instructrl.losses import group_advantages, sequence_advantages
 from instructrl.modeling import value as value_module
@@ -114,22 +114,24 @@ def test_ppo_ptx_with_a_critic_free_estimator(ppo_world, tmp_path):
     assert result.history[-1]["ppo/ptx_loss"] > 0
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--advantage", "grpo"], "advantage=grpo needs samples_per_prompt >= 2, got 1"),
-        (["--advantage", "rloo", "--samples-per-prompt", "3"], "multiple of samples_per_prompt=3"),
-        (["--advantage", "grpo", "--samples-per-prompt", "2", "--kl-in", "loss", "--kl-estimator", "k1"], "k1"),
-        (["--advantage", "reinforce", "--value-model", "VM"], "value_model is set but advantage=reinforce"),
-        (["--advantage", "a2c"], "--advantage"),
-    ],
-)
-def test_bad_estimator_settings_get_one_line(ppo_world, tmp_path, extra, message):
-    extra = [str(ppo_world["rm"]) if x == "VM" else x for x in extra]
-    r = run_cli(cli_args(ppo_world, tmp_path / "o", *extra))
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "o" / "config.yaml").exists()
+BAD_ESTIMATOR_SETTINGS = [
+    (["--advantage", "grpo"], "advantage=grpo needs samples_per_prompt >= 2, got 1"),
+    (["--advantage", "rloo", "--samples-per-prompt", "3"], "multiple of samples_per_prompt=3"),
+    (["--advantage", "grpo", "--samples-per-prompt", "2", "--kl-in", "loss", "--kl-estimator", "k1"], "k1"),
+    (["--advantage", "reinforce", "--value-model", "VM"], "value_model is set but advantage=reinforce"),
+    (["--advantage", "a2c"], "--advantage"),
+]
+
+
+def test_bad_estimator_settings_get_one_line(ppo_world, tmp_path):
+    calls = [
+        cli_args(ppo_world, tmp_path / f"o{i}", *[str(ppo_world["rm"]) if x == "VM" else x for x in extra])
+        for i, (extra, _) in enumerate(BAD_ESTIMATOR_SETTINGS)
+    ]
+    for i, ((extra, message), r) in enumerate(zip(BAD_ESTIMATOR_SETTINGS, run_cli_many(calls), strict=True)):
+        assert r.returncode == 2, (extra, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, extra
+        assert not (tmp_path / f"o{i}" / "config.yaml").exists()
 
 
 def test_two_processes_keep_each_group_on_one_process(ppo_world, tmp_path):

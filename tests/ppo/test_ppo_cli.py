@@ -4,7 +4,7 @@ import json
 
 import pytest
 from ppo_helpers import cli_args, run_two_processes
-from testkit import run_cli, write_jsonl
+from testkit import run_cli, run_cli_many, write_jsonl
 
 from instructrl.ppo.config import PPOConfig
 
@@ -72,17 +72,21 @@ def test_cli_ppo_ptx_run_writes_model_metrics_and_samples(ppo_world, tmp_path):
 def test_bad_prompt_files_give_clear_errors(ppo_world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": "broken\n')
-    r = run_cli(cli_args({**ppo_world, "prompts": bad}, tmp_path / "o1"))
-    assert r.returncode == 2 and f"{bad}:2: malformed JSON" in r.stderr and "Traceback" not in r.stderr
     cols = write_jsonl(tmp_path / "cols.jsonl", [{"question": "hi"}])
-    r = run_cli(cli_args({**ppo_world, "prompts": cols}, tmp_path / "o2"))
-    assert r.returncode == 2 and "expected a 'prompt' or 'messages' column; columns found: question" in r.stderr
-    r = run_cli(cli_args({**ppo_world, "prompts": tmp_path / "missing.jsonl"}, tmp_path / "o3"))
-    assert r.returncode == 2 and "does not exist" in r.stderr
-    r = run_cli(cli_args(ppo_world, tmp_path / "o4", "--max-prompt-length", "2"))
-    assert r.returncode == 2 and "longer than max_prompt_length=2" in r.stderr
-    r = run_cli(cli_args(ppo_world, tmp_path / "o5", "--mini-batch-size", "3"))
-    assert r.returncode == 2 and "multiple of mini_batch_size=3" in r.stderr
+    r1, r2, r3, r4, r5 = run_cli_many(
+        [
+            cli_args({**ppo_world, "prompts": bad}, tmp_path / "o1"),
+            cli_args({**ppo_world, "prompts": cols}, tmp_path / "o2"),
+            cli_args({**ppo_world, "prompts": tmp_path / "missing.jsonl"}, tmp_path / "o3"),
+            cli_args(ppo_world, tmp_path / "o4", "--max-prompt-length", "2"),
+            cli_args(ppo_world, tmp_path / "o5", "--mini-batch-size", "3"),
+        ]
+    )
+    assert r1.returncode == 2 and f"{bad}:2: malformed JSON" in r1.stderr and "Traceback" not in r1.stderr
+    assert r2.returncode == 2 and "expected a 'prompt' or 'messages' column; columns found: question" in r2.stderr
+    assert r3.returncode == 2 and "does not exist" in r3.stderr
+    assert r4.returncode == 2 and "longer than max_prompt_length=2" in r4.stderr
+    assert r5.returncode == 2 and "multiple of mini_batch_size=3" in r5.stderr
 
 
 def test_two_process_run_keeps_ranks_in_sync(ppo_world, tmp_path):

@@ -157,7 +157,7 @@ def test_value_model_sharing_the_policy_base_holds_no_second_base_and_ppo_runs_w
 
 
 def test_value_levers_refuse_what_they_cannot_do_in_one_line(ppo_world, tmp_path):
-    from testkit import run_cli
+    from testkit import run_cli_many
 
     base = ["ppo", "--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]), "--prompts",
             str(ppo_world["prompts"]), "--batch-size", "4", "--mini-batch-size", "4", "--total-episodes", "4"]  # fmt: skip
@@ -166,9 +166,9 @@ def test_value_levers_refuse_what_they_cannot_do_in_one_line(ppo_world, tmp_path
         (["--value-shares-policy-base", "--lora-r", "4", "--gradient-checkpointing"], "drop one of them"),
         (["--value-lora-r", "4", "--advantage", "reinforce"], "--advantage gae"),
     ]
-    for i, (extra, message) in enumerate(cases):
+    results = run_cli_many([[*base, "--out", str(tmp_path / f"o{i}"), *extra] for i, (extra, _) in enumerate(cases)])
+    for i, ((_, message), r) in enumerate(zip(cases, results, strict=True)):
         out = tmp_path / f"o{i}"
-        r = run_cli([*base, "--out", str(out), *extra], timeout=120)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
         assert not out.exists()

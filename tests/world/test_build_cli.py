@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testkit import run_cli_many
+
 from instructrl.world.build import build, sizes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,19 +134,12 @@ def test_cli_label_shares_k_samples_among_policies(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path):
-    r = _cli(
-        "label",
-        "--policy",
-        "synthetic",
-        "--prompts",
-        str(tmp_path / "missing.jsonl"),
-        "--out",
-        str(tmp_path / "x.jsonl"),
-    )
-    assert r.returncode == 2 and "missing.jsonl' does not exist" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n')
-    r = _cli("label", "--policy", "synthetic", "--prompts", str(bad), "--out", str(tmp_path / "x.jsonl"))
-    assert r.returncode == 2 and "bad.jsonl:1: missing 'task'" in r.stderr
-    r = _cli("label", "--policy", "synthetic", "--prompts", str(bad), "--out", str(tmp_path / "x.jsonl"), "--k", "x")
-    assert r.returncode == 2
+    label = ["world", "label", "--policy", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--prompts"]
+    missing, no_task, bad_k = run_cli_many(
+        [label + [str(tmp_path / "missing.jsonl")], label + [str(bad)], label + [str(bad), "--k", "x"]], cwd=ROOT
+    )
+    assert missing.returncode == 2 and "missing.jsonl' does not exist" in missing.stderr
+    assert no_task.returncode == 2 and "bad.jsonl:1: missing 'task'" in no_task.stderr
+    assert bad_k.returncode == 2
