@@ -205,8 +205,11 @@ def test_sampling_a_policy_sharded_across_nodes_waits_on_the_network():
 def test_a_lora_setting_that_fits_is_suggested_as_asked():
     cfg = plan(gpus=8, nodes=4, lora_r=16, weight_dtype="bf16", gradient_checkpointing=True)
     found, _ = cheapest_fit(cfg, LLAMA_70B)
-    assert found.steps == ["as asked, engine fsdp2"]
-    assert found.cfg == dataclasses.replace(cfg, engine="fsdp2")
+    # a 70B policy gathered whole for sampling (140 GB in bf16) fits no GPU: sampling gathers layer by layer
+    assert found.steps == ["as asked, engine fsdp2, the policy gathered layer by layer for sampling"]
+    assert found.cfg == dataclasses.replace(cfg, engine="fsdp2", rollout_gather="layer")
+    whole = estimate(dataclasses.replace(cfg, engine="fsdp2"), LLAMA_70B)
+    assert whole.parts["rollout"] - found.estimate.parts["rollout"] == pytest.approx(LLAMA_70B.lm_params * 2)
 
 
 def test_a_shared_value_base_with_checkpointing_is_refused_as_the_stage_refuses_it():

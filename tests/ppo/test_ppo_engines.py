@@ -113,3 +113,13 @@ def test_what_sharding_does_not_take_yet_is_refused_in_one_line(ppo_world, tmp_p
     assert r.returncode != 0  # torchrun reports its workers' exit code 2 with a traceback of its own
     assert "error: --ema with --engine fsdp2" in r.stderr and "ConfigError" not in r.stderr
     assert not (tmp_path / "ema" / "checkpoints").exists()
+
+
+def test_sampling_through_layer_by_layer_gathers_is_the_same_run(ppo_world, ppo_runs, tmp_path):
+    """--rollout-gather layer: each decoding forward gathers one layer at a time (every process samples until all
+    are done) instead of the whole policy once; the same samples, so the same run."""
+    out = tmp_path / "layer"
+    r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--rollout-gather", "layer"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for a, b in zip(metrics(ppo_runs["fsdp2"]), metrics(out)):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7)

@@ -20,14 +20,16 @@ from instructrl.plan.estimate import (
 )
 from instructrl.plan.search import Suggestion, cheapest_fit, flags
 
-# the accelerate launch flags of each engine (accelerate launch --help)
+# how accelerate launch selects each engine: the shipped configs of the engines the stages run (instructrl
+# engines), accelerate's own flags for DeepSpeed, which the planner estimates but the stages do not run yet
 LAUNCH_FLAGS = {
-    "ddp": "--multi_gpu",
+    "ddp": "--config_file $(instructrl engines --path ddp)",
+    "fsdp2": "--config_file $(instructrl engines --path fsdp2)",
     "zero2": "--use_deepspeed --zero_stage 2",
-    "fsdp2": "--use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP",
     "zero3": "--use_deepspeed --zero_stage 3",
     "zero3-offload": "--use_deepspeed --zero_stage 3 --offload_optimizer_device cpu",
 }
+RUNNABLE_ENGINES = ("ddp", "fsdp2")
 
 
 def configure(parser) -> None:
@@ -77,9 +79,22 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
     else:  # DPO's micro-batch counts pairs
         out += [f"--micro-batch-size {max(1, mb // 2) if cfg.stage == 'dpo' else mb}"]
         out.append(f"--max-length {cfg.prompt_length + cfg.response_length}")
+    if cfg.engine in RUNNABLE_ENGINES and cfg.world > 1:
+        out.append(f"--engine {cfg.engine}")
+    if cfg.stage == "ppo" and cfg.engine == "fsdp2" and cfg.rollout_gather != "whole":
+        out.append(f"--rollout-gather {cfg.rollout_gather}")
+    if cfg.stage == "ppo" and cfg.frozen_placement != "auto":
+        out.append(f"--frozen-placement {cfg.frozen_placement}")
     missing = [
         name
-        for name, on in (("frozen models in CPU memory (frozen_placement=cpu)", cfg.frozen_placement == "cpu"),)
+        for name, on in (
+            (f"engine {cfg.engine} (DeepSpeed: planned here; the stages run ddp and fsdp2)", "zero" in cfg.engine),
+            (
+                "frozen models in CPU memory outside PPO (frozen_placement=cpu)",
+                cfg.frozen_placement == "cpu" and cfg.stage != "ppo",
+            ),
+            ("LoRA under a sharding engine (the stages run LoRA on ddp)", cfg.lora_r > 0 and cfg.engine != "ddp"),
+        )
         if on
     ]
     return out, missing

@@ -81,6 +81,12 @@ class PlanConfig:
         "Dtype of the frozen reference and reward models; 'weights': weight_dtype.",
         choices=["weights", *DTYPES],
     )
+    rollout_gather: str = help_field(
+        "whole",
+        "PPO under fsdp2: sampling on the policy gathered whole once per rollout (counted in the rollout part, in "
+        "the compute dtype) or layer by layer in each forward (two units, already counted).",
+        choices=["whole", "layer"],
+    )
     frozen_placement: str = help_field(
         "auto",
         "Frozen models replicated on every GPU, sharded like the trained ones, or in CPU memory (moved in "

@@ -325,6 +325,13 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         rollout = max(kv, scoring)
         detail.update(kv_cache=kv, scoring_logits=scoring)
         notes["rollout"].append(f"{chunk} episodes x {T} tokens: KV {kv / GIB:.1f}, logits {scoring / GIB:.1f} GiB")
+        if cfg.engine == "fsdp2" and shard_w > 1 and cfg.rollout_gather == "whole":
+            # instructrl ppo samples on the policy's weights gathered once per rollout (training.engines.gathered),
+            # in the compute dtype (FSDP2's mixed-precision policy), beside its own shard
+            gathered = (params["policy"] if not cfg.lora_r else pol.params) * (2 if act_bytes == 2 else wb)
+            rollout += gathered
+            detail.update(gathered_policy=gathered)
+            notes["rollout"].append(f"+ the policy gathered for sampling, {gathered / GIB:.1f} GiB")
     else:
         model = trained[0]
         activations = activation_bytes(

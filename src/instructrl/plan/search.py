@@ -3,7 +3,8 @@
 Cost order, cheapest first (each step keeps the ones before it):
 
 1. the setting as asked, on the engines ddp < zero2 < fsdp2 < zero3 (FSDP2 is native to PyTorch and
-   accelerate; DeepSpeed's ZeRO-3 differs in what it keeps: 16-bit weights, a fused Adam);
+   accelerate; DeepSpeed's ZeRO-3 differs in what it keeps: 16-bit weights, a fused Adam); PPO on fsdp2 first
+   samples on the policy gathered whole, then layer by layer (slower, two layers' memory);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
 3. gradient checkpointing: about a third more compute per step; then the micro-batch halved down to 1
    (more, smaller passes: the same batch, slower; PPO: the pretraining micro-batch), then PPO's rollout
@@ -61,20 +62,30 @@ def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
         yield dataclasses.replace(cfg, rollout_batch_size=rb)
 
 
+def on_engines(cfg: PlanConfig, engines: tuple[str, ...] = ENGINE_ORDER) -> Iterator[PlanConfig]:
+    """``cfg`` on each engine; PPO on fsdp2 also with the policy gathered layer by layer for sampling (slower:
+    a collective per layer per token) after the faster whole gather."""
+    for engine in engines:
+        c = dataclasses.replace(cfg, engine=engine)
+        yield c
+        if engine == "fsdp2" and cfg.stage == "ppo" and cfg.rollout_gather == "whole":
+            yield dataclasses.replace(c, rollout_gather="layer")
+
+
 def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
     """(step, setting) in cost order (see the module docstring)."""
     replace = dataclasses.replace
     asked_engines = ENGINE_ORDER if cfg.engine in ENGINE_ORDER else (*ENGINE_ORDER, cfg.engine)
-    for engine in asked_engines:
-        yield "as asked", replace(cfg, engine=engine)
+    for c in on_engines(cfg, asked_engines):
+        yield "as asked", c
     if cfg.lora_r == 0:
         bf16 = replace(cfg, frozen_dtype="bf16")
-        for engine in ENGINE_ORDER:
-            yield "frozen models in bf16", replace(bf16, engine=engine)
+        for c in on_engines(bf16):
+            yield "frozen models in bf16", c
         ckpt = replace(bf16, gradient_checkpointing=True)
-        for c in halvings(ckpt):
-            for engine in ENGINE_ORDER:
-                yield "gradient checkpointing", replace(c, engine=engine)
+        for h in halvings(ckpt):
+            for c in on_engines(h):
+                yield "gradient checkpointing", c
         for placement in ("auto", "cpu"):
             for c in halvings(replace(ckpt, engine="zero3-offload", frozen_placement=placement)):
                 yield "optimizer offloaded to CPU", c
@@ -89,13 +100,13 @@ def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
     for quant in ("none", "4bit") if cfg.quantize_base != "4bit" else ("4bit",):
         step = "LoRA" if quant == "none" else "LoRA on a 4-bit base (QLoRA)"
         q = replace(lora, quantize_base=quant)
-        for engine in ENGINE_ORDER:
-            yield step, replace(q, engine=engine)
+        for c in on_engines(q):
+            yield step, c
         # the stages refuse a shared-base value model with checkpointing (the backward would recompute the value
         # layers with the policy's adapter on): checkpointed LoRA settings keep a value model of their own
-        for c in halvings(replace(q, gradient_checkpointing=True, value_shares_base=False)):
-            for engine in ENGINE_ORDER:
-                yield step + " + gradient checkpointing", replace(c, engine=engine)
+        for h in halvings(replace(q, gradient_checkpointing=True, value_shares_base=False)):
+            for c in on_engines(h):
+                yield step + " + gradient checkpointing", c
 
 
 def cheapest_fit(
@@ -106,7 +117,8 @@ def cheapest_fit(
     smallest: Suggestion | None = None
     for step, c in candidates(cfg):
         est = estimate(c, policy, reward, value)
-        found = Suggestion(c, est, [f"{step}, engine {c.engine}"])
+        layer = ", the policy gathered layer by layer for sampling" if c.rollout_gather != cfg.rollout_gather else ""
+        found = Suggestion(c, est, [f"{step}, engine {c.engine}{layer}"])
         if est.total <= limit:
             return found, found
         if smallest is None or est.total < smallest.estimate.total:

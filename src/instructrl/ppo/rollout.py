@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -133,6 +134,10 @@ def _cache_kwarg(model) -> str:
 
 
 @torch.no_grad()
+def every_row_done(done: torch.Tensor) -> bool:
+    return bool(done.all())
+
+
 def sample_responses(
     model,
     prompt_ids: torch.Tensor,
@@ -143,8 +148,10 @@ def sample_responses(
     pad_id: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    all_done: Callable[[torch.Tensor], bool] = every_row_done,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS.
+    """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS
+    (``all_done``: under a sharded policy whose forwards are collectives, once every process's rows have).
 
     Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
     ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response."""
@@ -168,7 +175,7 @@ def sample_responses(
     for t in range(max_new_tokens):
         tok, real, done = _draw(out.logits[:, -1], done, temperature, generator, eos_id, pad_id)
         tokens.append(tok)
-        if t == max_new_tokens - 1 or bool(done.all()):
+        if t == max_new_tokens - 1 or all_done(done):
             break
         attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (B, P+t+1)
         out = model(
@@ -228,6 +235,7 @@ def sample_responses_static(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     cuda_graph: bool = False,
+    all_done: Callable[[torch.Tensor], bool] = every_row_done,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`sample_responses` with a static KV cache of P + max_new_tokens positions and a prepared 4-D
     attention mask, so that every decoding step has the same shapes and reads and writes the same
@@ -283,7 +291,7 @@ def sample_responses_static(
     for t in range(max_new_tokens):
         tok, real, done = _draw(logits, done, temperature, generator, eos_id, pad_id)
         tokens.append(tok)
-        if t == max_new_tokens - 1 or bool(done.all()):
+        if t == max_new_tokens - 1 or all_done(done):
             break
         step_ids.copy_(tok.unsqueeze(1))
         step_mask[:, 0, 0, P + t] = _mask_values(real, impl)  # token t is seen from now on if it is real

@@ -278,11 +278,13 @@ class PPOTrainer:
         idx = self.prompt_indices(iteration)
         device = self.acc.device
         ids, mask = left_pad([self.prompts[i] for i in idx], self.pad_id)  # (B, P) one width for the batch
+        whole = self.cfg.rollout_gather == "whole"
         parts = []
         for s in range(0, len(idx), self.chunk):
             p_ids, p_mask = ids[s : s + self.chunk].to(device), mask[s : s + self.chunk].to(device)
-            with self.autocast(), evaluation_mode(self.raw_policy), engines.gathered(self.acc, self.policy):
+            with self.autocast(), evaluation_mode(self.raw_policy), engines.gathered(self.acc, self.policy, whole):
                 # the KV cache is on in evaluation mode only; sharded weights gathered once for all decoding steps
+                # (rollout_gather=whole), or per layer in each forward, every process then sampling to the same step
                 resp, rmask, has_eos = sample_fast(
                     self.raw_policy,
                     p_ids,
@@ -292,6 +294,7 @@ class PPOTrainer:
                     eos_id=self.eos_id,
                     pad_id=self.pad_id,
                     temperature=self.cfg.temperature,
+                    **({} if whole or not engines.is_sharded(self.acc) else {"all_done": engines.every_process_done}),
                 )
             parts.append(
                 Episodes(p_ids, p_mask, resp, rmask, has_eos, torch.as_tensor(idx[s : s + self.chunk], device=device))

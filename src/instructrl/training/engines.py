@@ -196,13 +196,21 @@ def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     return local, total
 
 
+def every_process_done(done: torch.Tensor) -> bool:
+    """Whether every row of every process is done (a collective): sampling on a sharded policy, whose forwards
+    are collectives themselves, stops on all processes at the same step."""
+    flag = done.all().to(torch.int32).reshape(1)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 @contextmanager
-def gathered(accelerator, model: torch.nn.Module) -> Iterator[None]:
+def gathered(accelerator, model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
     """Hold an FSDP2 model's whole weights on every process for a stretch of forwards (sampling, evaluation):
     gathered once, not at every forward, and sharded again afterwards. Inside, the forwards run no collectives, so
     processes may run different numbers of them (a rollout that ends early, an evaluation on the main process
     only). Entering and leaving are collectives. A no-op for other engines."""
-    if not (is_fsdp(accelerator) and accelerator.num_processes > 1):
+    if not (enabled and is_fsdp(accelerator) and accelerator.num_processes > 1):
         yield
         return
     from torch.distributed.fsdp import FSDPModule
