@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from testkit import run_cli_many
 
 from instructrl.world.build import build, sizes
@@ -56,9 +57,7 @@ def test_eval_prompts_override_keeps_the_training_data(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert {r["user"] for r in _read(tmp_path / "b" / "eval_prompts.jsonl")}.isdisjoint(
         {r["user"] for r in _read(tmp_path / "b" / "sft.jsonl")}
-    )
-    r = _cli("build", "--out", str(tmp_path / "c"), "--scale", "0.03", "--eval-prompts", "0")
-    assert r.returncode == 2 and "eval_prompts must be at least 1" in r.stderr
+    )  # `world build --eval-prompts 0` is refused in test_cli_errors_are_clear
 
 
 def _cli(*args):
@@ -73,10 +72,17 @@ def _cli(*args):
     )
 
 
-def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
-    out = tmp_path / "w"
+@pytest.fixture(scope="module")
+def cli_world(tmp_path_factory) -> Path:
+    """A small world built through `instructrl world build`, shared by the tests below (they only read it)."""
+    out = tmp_path_factory.mktemp("cli") / "w"
     r = _cli("build", "--out", str(out), "--scale", "0.02", "--pretrain-docs", "50")
     assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_cli_build_and_label_with_the_synthetic_policy(cli_world, tmp_path):
+    out = cli_world
     r = _cli(
         "label",
         "--policy",
@@ -95,9 +101,8 @@ def test_cli_build_and_label_with_the_synthetic_policy(tmp_path):
     assert all(x["labeler"].startswith("train-") for x in rows)
 
 
-def test_cli_label_shares_k_samples_among_policies(tmp_path):
-    out = tmp_path / "w"
-    assert _cli("build", "--out", str(out), "--scale", "0.02", "--pretrain-docs", "50").returncode == 0
+def test_cli_label_shares_k_samples_among_policies(cli_world, tmp_path):
+    out = cli_world
     r = _cli(
         "label",
         "--policy",
@@ -120,26 +125,26 @@ def test_cli_label_shares_k_samples_among_policies(tmp_path):
     for x in rows:
         k = len(x["completions"])
         assert 3 <= k <= 5 and len(x["ranks"]) == k and x["sources"] == ["tiny", "small", "tiny", "small", "tiny"][:k]
-    r = _cli(
-        "label",
-        "--policy",
-        "synthetic",
-        "tiny",
-        "--prompts",
-        str(out / "rm_prompts.jsonl"),
-        "--out",
-        str(tmp_path / "x.jsonl"),
-    )
-    assert r.returncode == 2 and "synthetic cannot be mixed" in r.stderr
+    # a synthetic policy mixed with models is refused in test_cli_errors_are_clear
 
 
-def test_cli_errors_are_clear(tmp_path):
+def test_cli_errors_are_clear(cli_world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n')
     label = ["world", "label", "--policy", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--prompts"]
-    missing, no_task, bad_k = run_cli_many(
-        [label + [str(tmp_path / "missing.jsonl")], label + [str(bad)], label + [str(bad), "--k", "x"]], cwd=ROOT
+    mixed = ["world", "label", "--policy", "synthetic", "tiny", "--prompts", str(cli_world / "rm_prompts.jsonl")]
+    missing, no_task, bad_k, synthetic_and_model, no_eval_prompts = run_cli_many(
+        [
+            label + [str(tmp_path / "missing.jsonl")],
+            label + [str(bad)],
+            label + [str(bad), "--k", "x"],
+            mixed + ["--out", str(tmp_path / "x.jsonl")],
+            ["world", "build", "--out", str(tmp_path / "c"), "--scale", "0.03", "--eval-prompts", "0"],
+        ],
+        cwd=ROOT,
     )
     assert missing.returncode == 2 and "missing.jsonl' does not exist" in missing.stderr
     assert no_task.returncode == 2 and "bad.jsonl:1: missing 'task'" in no_task.stderr
     assert bad_k.returncode == 2
+    assert synthetic_and_model.returncode == 2 and "synthetic cannot be mixed" in synthetic_and_model.stderr
+    assert no_eval_prompts.returncode == 2 and "eval_prompts must be at least 1" in no_eval_prompts.stderr
