@@ -56,7 +56,7 @@ def test_loss_falls_and_output_loads_with_plain_transformers(tiny_model, demos_f
 
 def test_completion_only_loss_learns_the_answer_format(tiny_model, demos_file, tmp_path):
     out = tmp_path / "sft"
-    run_sft(quick_cfg(tiny_model, demos_file, out, epochs=12, eval_fraction=0.0, select_by="last"))
+    run_sft(quick_cfg(tiny_model, demos_file, out, epochs=6, eval_fraction=0.0, select_by="last"))
     tok = load_tokenizer(str(out))
     model = load_causal_lm(str(out), tok)
     gens = generate(
