@@ -245,3 +245,16 @@ def test_frozen_placement_follows_the_engine():
         engines.frozen_placement(acc(ddp, 2), "sharded")
     with pytest.raises(ConfigError, match="add --engine fsdp2"):
         engines.frozen_placement(acc(ddp, 1), "cpu")
+
+
+def test_lora_under_a_sharding_engine_is_refused_before_anything_is_prepared():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    lora = torch.nn.Linear(2, 2)
+    lora.peft_config = {"default": None}  # what peft models carry
+    plugin = SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2))
+    acc = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=2, state=plugin)
+    with pytest.raises(ConfigError, match=r"LoRA \(--lora-r\) under FSDP.*use --engine ddp"):
+        engines.prepare(acc, lora, torch.optim.AdamW(lora.parameters()))

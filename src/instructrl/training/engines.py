@@ -163,6 +163,11 @@ def layer_classes(model: torch.nn.Module) -> list[str]:
 def prepare(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
     """``accelerator.prepare(model, optimizer)``, one trained model at a time (FSDP2 and DeepSpeed prepare one model
     per call). Under FSDP each of the model's transformer layers becomes a shard unit."""
+    if is_sharded(accelerator) and hasattr(model, "peft_config"):
+        raise ConfigError(
+            f"LoRA (--lora-r) under {describe(accelerator)}: not supported yet (the adapters would save unmerged); "
+            "LoRA's trained weights are small: use --engine ddp, with --torch-dtype bf16 or --quantize-base for the base"
+        )
     if is_fsdp(accelerator):
         from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
