@@ -107,7 +107,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path)
         "--prompts",
         str(ppo_world["prompts"]),
         "--total-episodes",
-        "64",
+        "40",
         "--batch-size",
         "8",
         "--mini-batch-size",
@@ -149,7 +149,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(ppo_world, tmp_path)
     cfg = quick_cfg(
         ppo_world,
         tmp_path / "straight",
-        total_episodes=64,
+        total_episodes=40,
         learning_rate=1e-3,
         warmup_iterations=2,
         ema=True,
