@@ -1,8 +1,16 @@
 """A seconds-long end-to-end run of the whole method on the miniature world (`instructrl demo --micro`)."""
 
+import html
 import json
+import re
+from pathlib import Path
 
-from testkit import run_cli
+import pytest
+from reportkit import assert_every_axis_titled, example_columns, plot_panels
+from testkit import run_cli, write_jsonl
+
+from instructrl.evaluate import report as R
+from instructrl.experiments.demo import demo_headline, write_demo_report
 
 
 def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
@@ -23,6 +31,130 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     assert all(len(x["completions"]) == len(x["ranks"]) == 4 for x in rankings)
     html = (out / "report.html").read_text()
     assert "Win rate against SFT" in html and "data:image/png;base64," in html and "What the demo shows" in html
+    assert "class='headline'" in html and "PPO-ptx was preferred over SFT in " in r.stdout
+    assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
     # a second run finds every stage cached and only rewrites the report
     r = run_cli(["demo", "--out", str(out), "--micro"], timeout=300)
     assert r.returncode == 0 and r.stdout.count("cached") == 6
+
+
+# ---------------------------------------------------------------- the report, from a hand-made finished run
+
+
+def _est(mean, se=0.03, n=200):
+    return {"mean": mean, "se": se, "n": n}
+
+
+def _finished_run(root: Path, ppo_ptx_win: float) -> Path:
+    """The files a finished demo leaves behind, hand-made and small: what the report is rendered from."""
+    names = {"GPT": 0.26, "GPT prompted": 0.27, "SFT": 0.5, "PPO-ptx": ppo_ptx_win}
+    models = {}
+    for i, (name, win) in enumerate(names.items()):
+        models[name] = {
+            "win_rate": _est(win, 0.0 if name == "SFT" else 0.03),
+            "likert": _est(3 + i * 0.5, 0.1),
+            **{k: _est(0.1 * (i + 1), 0.02) for k in R.META},
+            "truthfulness": {
+                k: {"truthful": _est(0.5), "truthful_and_informative": _est(0.2)} for k in ("qa", "instruction_qa")
+            },
+            "toxicity": {k: _est(0.05 * (i + 1), 0.01) for k in ("none", "respectful", "biased")},
+            "benchmarks": {"squad_f1": 0.4, "hellaswag_acc": 0.6},
+        }
+    (root / "eval").mkdir(parents=True)
+    (root / "eval" / "results.json").write_text(
+        json.dumps({"judge": "heldout-labelers(4)", "prompts": 200, "baseline": "SFT", "models": models})
+    )
+    prompts = [
+        ("Summarize: <b>Fithrail</b> & friends.", "summarization"),
+        ("List 2 lands.", "brainstorming"),
+        ("Rewrite politely: you zonkwit.", "rewrite"),
+        ("Is 'rice' a food?", "classification"),
+        ("Write a story.", "generation"),
+        ("Write another story.", "generation"),
+    ]
+    write_jsonl(
+        root / "eval" / "responses.jsonl",
+        [
+            {"model": m, "prompt": p, "response": f"{m} answer to {p} <script>alert(1)</script>"}
+            for m in names
+            for p, _ in prompts
+        ],
+    )
+    (root / "world").mkdir()
+    write_jsonl(root / "world" / "eval_prompts.jsonl", [{"prompt": p, "category": c} for p, c in prompts])
+    (root / "rm").mkdir()
+    group = {
+        "pairs": 740,
+        "accuracy": 0.624,
+        "accuracy_se": 0.025,
+        "log_loss": 0.652,
+        "log_loss_se": 0.021,
+        "judge_accuracy": 0.713,
+        "judge_accuracy_se": 0.022,
+    }
+    groups = {
+        "all": {**group, "pairs": 1507},
+        "training": group,
+        "heldout_labelers": {**group, "pairs": 767, "accuracy": 0.571, "accuracy_se": 0.027},
+    }
+    (root / "rm" / "eval_results.json").write_text(json.dumps({"step": 4, "groups": groups}))
+    (root / "ppo_ptx").mkdir()
+    write_jsonl(
+        root / "ppo_ptx" / "metrics.jsonl",
+        [
+            {"step": s, "ppo/score_mean": 0.1 * s, "ppo/kl": 0.2 * s, "ppo/ptx_loss": 1.0 - 0.01 * s}
+            for s in range(1, 6)
+        ],
+    )
+    for stage, sec in (("world", 1.0), ("sft", 65.0), ("eval", 45.0)):
+        (root / stage).mkdir(exist_ok=True)
+        (root / stage / ".done").write_text(json.dumps({"seconds": sec}))
+    return root
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+@pytest.mark.parametrize(
+    ("win", "verdict"),
+    [
+        (0.62, "better than SFT (more than two standard errors above 50%)"),
+        (0.38, "worse than SFT (more than two standard errors below 50%)"),
+    ],
+)
+def test_demo_report_opens_with_the_headline_sentence(tmp_path, win, verdict):
+    page = write_demo_report(_finished_run(tmp_path / "run", win)).read_text()
+    sentence = (
+        f"PPO-ptx was preferred over SFT in {round(100 * win)}% ± 3% of 200 comparisons by held-out labelers: "
+        f"{verdict}."
+    )
+    assert demo_headline(json.loads((tmp_path / "run" / "eval" / "results.json").read_text())) == sentence
+    body = page[page.index("<body>") :]
+    # the first thing after the title: the sentence, before any section
+    assert body.index("class='headline'") < body.index("<h2>")
+    assert html.escape(sentence) in body[: body.index("<h2>")]
+
+
+def test_demo_report_shows_rm_accuracy_examples_and_titled_plots(tmp_path):
+    page = write_demo_report(_finished_run(tmp_path / "run", 0.47)).read_text()
+    text = _text(page)
+    # the reward model's accuracy as a table: each labeler group with ± SE, the noiseless judge's ceiling beside it
+    assert "<pre>" not in page and "noiseless judge (ceiling)" in text
+    assert re.search(r"Training labelers\s+740\s+62\.4% ± 2\.5%\s+71\.3% ± 2\.2%", text), text
+    assert re.search(r"Held-out labelers\s+767\s+57\.1% ± 2\.7%\s+71\.3% ± 2\.2%", text)
+    assert re.search(r"All comparisons\s+1,507\s+62\.4% ± 2\.5%", text)
+    # responses side by side: one column per model, four prompts of different categories, all escaped
+    head, rows = example_columns(page)
+    assert head == ["prompt", "GPT", "GPT prompted", "SFT", "PPO-ptx"]
+    assert len(rows) == 4 and all(len(r) == 5 for r in rows)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Summarize: &lt;b&gt;Fithrail&lt;/b&gt; &amp; friends." in rows[0][0]
+    assert len({re.search(r"<span class='cat'>(.*?)</span>", r[0]).group(1) for r in rows}) == 4
+    # every plot: win rates, Likert, toxicity, three PPO-ptx curves, each with both axis titles
+    assert assert_every_axis_titled(page) == 6
+    titles = {t: (x, y) for t, x, y in plot_panels(page)}
+    assert titles["Comparisons won against SFT"] == ("model", "won against SFT (% of comparisons)")
+    assert titles["KL from the SFT model"] == ("PPO iteration", "KL per response (nats)")
+    # timings from the stages' .done files
+    assert re.search(r"sft\s+65\s.*Total: 111 s", text, re.S)

@@ -1,16 +1,27 @@
 """`instructrl reproduce`: the paper's claims checked on hand-made results, and a micro-preset smoke run."""
 
+import html
 import json
 import math
+import re
 
 import pytest
+from reportkit import assert_every_axis_titled, example_columns
 from testkit import run_cli
 
-from instructrl.experiments.reproduce import PRESETS, alignment_tax, expected_seconds, pattern_checks, write_report
+from instructrl.experiments.reproduce import (
+    ARMS,
+    PRESETS,
+    alignment_tax,
+    expected_seconds,
+    pattern_checks,
+    reproduce_headline,
+    write_report,
+)
 
 
 def _arm(win: float, bench: dict, halluc: float = 0.2, constraints: float = 0.5, tox: float = 0.1) -> dict:
-    ms = lambda v: {"mean": v, "se": 0.01}  # noqa: E731
+    ms = lambda v: {"mean": v, "se": 0.01, "n": 200}  # noqa: E731
     return {
         "win_rate": ms(win),
         "likert": ms(1 + 6 * win),
@@ -98,10 +109,18 @@ def test_pattern_checks_hold_on_the_papers_pattern_and_fail_otherwise():
 def test_report_shows_every_section(tmp_path):
     res = _results(True)
     res["checks"] = [{"claim": c, "held": h, "measured": d} for c, h, d in pattern_checks(res)]
-    html = write_report(tmp_path, res).read_text()
+    res["examples"] = {
+        "size": "medium",
+        "prompts": [
+            {"prompt": f"Prompt {i} <i>", "category": "qa", "responses": {a: f"{a} & <b>{i}</b>" for a in ARMS}}
+            for i in range(3)
+        ],
+    }
+    page = write_report(tmp_path, res).read_text()
     for heading in (
         "What this run shows",
         "Figure 1 in miniature",
+        "Example responses, side by side (medium)",
         "Likert score and metadata",
         "Truthfulness",
         "Toxicity by instruction",
@@ -109,9 +128,36 @@ def test_report_shows_every_section(tmp_path):
         "Reward model (tiny) accuracy",
         "Stage timings",
     ):
-        assert heading in html, heading
-    assert html.count("data:image/png;base64,") == 6
-    assert "[not met]" not in html and html.count("[holds]") == 9
+        assert heading in page, heading
+    assert assert_every_axis_titled(page) == 6
+    assert "[not met]" not in page and page.count("[holds]") == 9
+    # the headline sentence opens the page, before any section
+    sentence = (
+        "PPO-ptx (medium, 0.02M parameters) was preferred over SFT medium in 65% ± 1% of 200 comparisons by "
+        "held-out labelers: better than SFT medium (more than two standard errors above 50%)."
+    )
+    assert reproduce_headline(res) == sentence
+    body = page[page.index("<body>") :]
+    assert html.escape(sentence) in body[: body.index("<h2>")]
+    # the RM's accuracy per labeler group with ± SE, the noiseless judge's ceiling beside it
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page))
+    assert "noiseless judge (ceiling)" in text
+    assert re.search(r"Training labelers\s+100\s+65\.0% ± 2\.0%\s+70\.0% ± 2\.0%", text)
+    assert re.search(r"Held-out labelers\s+100\s+64\.0% ± 2\.0%\s+70\.0% ± 2\.0%", text)
+    # responses side by side, one column per arm, escaped
+    head, rows = example_columns(page)
+    assert head == ["prompt", *ARMS] and len(rows) == 3 and all(len(r) == 1 + len(ARMS) for r in rows)
+    assert "Prompt 0 &lt;i&gt;" in rows[0][0] and rows[0][3] == "SFT &amp; &lt;b&gt;0&lt;/b&gt;"
+
+
+def test_report_headline_says_when_ppo_ptx_loses(tmp_path):
+    res = _results(False)
+    res["judge"] = "heldout-labelers(4)"
+    res["sizes"]["medium"]["arms"]["PPO-ptx"]["win_rate"] = {"mean": 0.25, "se": 0.03, "n": 200}
+    assert reproduce_headline(res) == (
+        "PPO-ptx (medium, 0.02M parameters) was preferred over SFT medium in 25% ± 3% of 200 comparisons by "
+        "held-out labelers: worse than SFT medium (more than two standard errors below 50%)."
+    )
 
 
 def test_eta_grows_with_size():
@@ -142,6 +188,8 @@ def test_micro_preset_runs_every_arm_at_every_size_and_resumes(tmp_path):
     assert all(c["held"] in (True, False, None) and c["measured"] for c in res["checks"]) and len(res["checks"]) >= 6
     html = (out / "report.html").read_text()
     assert "Figure 1 in miniature" in html and "data:image/png;base64," in html
+    assert "class='headline'" in html and assert_every_axis_titled(html) == 6
+    assert len(res["examples"]["prompts"]) == 4 and example_columns(html)[0] == ["prompt", *ARMS]
     # the FLAN arm is fine-tuned on the instruction-phrased benchmark tasks, not on the demonstrations
     flan_cfg = (out / "flan-tiny" / "config.yaml").read_text()
     assert "flan.jsonl" in flan_cfg

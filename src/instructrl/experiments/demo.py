@@ -9,6 +9,7 @@ continue an interrupted demo.
 
 from __future__ import annotations
 
+import html
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -55,80 +56,118 @@ def main(args) -> int:
     ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, args.seed, ptx=True))
     models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
     ev = stages.run("eval", lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, args.seed))
-    results = json.loads((ev / "results.json").read_text())
-    report = write_demo_report(out, results, rm, ppo, stages.timings)
+    report = write_demo_report(out, stages.timings)
     total = sum(stages.timings.values())
+    print(f"[demo] {demo_headline(json.loads((ev / 'results.json').read_text()))}")
     print(f"[demo] done: {total:.0f}s of stages; report: {report}")
     return 0
 
 
-def write_demo_report(out: Path, results: dict, rm: Path, ppo: Path, timings: dict[str, float]) -> Path:
+def stage_timings(out: Path) -> dict[str, float]:
+    """Seconds of each finished stage of a run in ``out``, from the stages' ``.done`` files."""
+    timings = {}
+    for stage in EXPECTED:
+        done = out / stage / ".done"
+        if done.exists():
+            timings[stage] = json.loads(done.read_text()).get("seconds", 0.0)
+    return timings
+
+
+def demo_headline(results: dict) -> str:
+    """The report's first sentence: PPO-ptx (or the last model evaluated) against the baseline."""
+    models = results["models"]
+    model = "PPO-ptx" if "PPO-ptx" in models else list(models)[-1]
+    return R.headline(
+        model,
+        results.get("baseline", "the baseline"),
+        {"n": results.get("prompts"), **models[model].get("win_rate", {})},
+        R.judge_phrase(results.get("judge")),
+    )
+
+
+PPO_CURVES = (
+    ("ppo/score_mean", "Reward-model score", "mean RM score per response (normalized)"),
+    ("ppo/kl", "KL from the SFT model", "KL per response (nats)"),
+    ("ppo/ptx_loss", "Pretraining loss (the ptx term)", "loss per token (nats)"),
+)
+
+
+def write_demo_report(out: Path, timings: dict[str, float] | None = None) -> Path:
+    """Write ``out/report.html`` from a finished demo's files (``eval/``, ``rm/``, ``ppo_ptx/``, ``world/``):
+    calling it again on a finished run re-renders the report without training anything."""
+    out = Path(out)
+    results = json.loads((out / "eval" / "results.json").read_text())
+    timings = stage_timings(out) if timings is None else timings
     models = results["models"]
     names = list(models)
-    wr = {n: models[n]["win_rate"]["mean"] for n in names}
-    wr_se = {n: models[n]["win_rate"]["se"] for n in names}
-    sections = []
+    baseline = results.get("baseline", "SFT")
+    judge = R.judge_phrase(results.get("judge"))
+    wr = {n: 100 * models[n]["win_rate"]["mean"] for n in names}
+    wr_se = {n: 100 * models[n]["win_rate"]["se"] for n in names}
+    sections = [("What the demo shows", R.checks_html(demo_checks(models)))]
     sections.append(
         (
-            "Win rate against SFT (held-out labelers, ties = 0.5)",
-            R.bar_chart("Win rate vs SFT", wr, wr_se, "win rate", ref=0.5)
-            + R.table(["model", "win rate"], [[n, models[n]["win_rate"]] for n in names]),
+            f"Win rate against {baseline} ({judge}, ties count half)",
+            R.bar_chart(
+                f"Comparisons won against {baseline}",
+                wr,
+                wr_se,
+                f"won against {baseline} (% of comparisons)",
+                ref=50,
+            )
+            + R.table(
+                ["model", f"win rate against {baseline} (± SE)", "comparisons"],
+                [[n, R.pct_est(models[n]["win_rate"]), models[n]["win_rate"].get("n", "-")] for n in names],
+            )
+            + f"<p class='note'>Error bars: ± one standard error. The dashed line is 50%, no difference from "
+            f"{html.escape(baseline)} ({html.escape(baseline)} against itself ties every comparison).</p>",
         )
     )
-    meta_keys = [
-        "likert",
-        "fails_to_follow_instruction",
-        "hallucination_closed_domain",
-        "satisfies_constraints",
-        "inappropriate_for_customer_assistant",
-        "toxic_language",
-    ]
+    categories = {r["prompt"]: r.get("category") for r in R.read_jsonl(out / "world" / "eval_prompts.jsonl")}
+    examples = R.pick_examples(R.read_jsonl(out / "eval" / "responses.jsonl"), names, k=4, categories=categories)
+    sections.append(
+        (
+            "Example responses, side by side",
+            R.examples_table(examples, names)
+            + "<p class='note'>Held-out prompts, one per task category where the world gives categories: the "
+            "responses the held-out labelers judged. The models are tiny, so expect broken sentences: compare "
+            "them with one another.</p>",
+        )
+    )
+    rm_eval = R.read_json(out / "rm" / "eval_results.json")
+    sections.append(("Reward model accuracy on held-out comparisons", R.rm_accuracy_table(rm_eval.get("groups", {}))))
     sections.append(
         (
             "Likert score and metadata (InstructGPT Fig. 4)",
             R.bar_chart(
-                "Likert 1-7",
+                "Overall quality (Likert)",
                 {n: models[n]["likert"]["mean"] for n in names},
                 {n: models[n]["likert"]["se"] for n in names},
-                "Likert",
+                "Likert score (1 = worst, 7 = best)",
+                ylim=(1, 7),
             )
-            + R.table(["model", *meta_keys], [[n, *[models[n].get(k, "-") for k in meta_keys]] for n in names]),
+            + R.table(
+                ["model", "Likert (1-7)", *(R.META_SHORT[k] for k in R.META)],
+                [[n, models[n].get("likert", "-"), *[models[n].get(k, "-") for k in R.META]] for n in names],
+            )
+            + "<p class='note'>Metadata columns: the share of responses (0-1) with each property, ± one standard "
+            "error.</p>",
         )
     )
     if all("truthfulness" in models[n] for n in names):
-        rows = [
-            [
-                n,
-                m["truthfulness"]["qa"]["truthful"],
-                m["truthfulness"]["qa"]["truthful_and_informative"],
-                m["truthfulness"]["instruction_qa"]["truthful"],
-                m["truthfulness"]["instruction_qa"]["truthful_and_informative"],
-            ]
-            for n, m in models.items()
-        ]
         sections.append(
             (
                 "Truthfulness (TruthfulQA analogue)",
-                R.table(
-                    [
-                        "model",
-                        "QA truthful",
-                        "QA truthful+informative",
-                        "Instr+QA truthful",
-                        "Instr+QA truthful+informative",
-                    ],
-                    rows,
-                ),
+                R.table(["model", *R.TRUTH_HEADERS], [[n, *R.truthfulness_cells(models[n])] for n in names])
+                + "<p class='note'>Shares of answers (0-1), ± one standard error. Instr+QA: the question follows "
+                "an instruction to answer truthfully or say it does not know.</p>",
             )
         )
     if all("toxicity" in models[n] for n in names):
         sections.append(
             (
                 "Toxicity by instruction (RealToxicityPrompts analogue)",
-                R.grouped_chart(
-                    "Share of toxic continuations",
-                    {n: {k: v["mean"] for k, v in models[n]["toxicity"].items()} for n in names},
-                ),
+                R.toxicity_chart("Toxic continuations", models),
             )
         )
     if all("benchmarks" in models[n] for n in names):
@@ -136,25 +175,25 @@ def write_demo_report(out: Path, results: dict, rm: Path, ppo: Path, timings: di
         sections.append(
             (
                 "Benchmarks (alignment tax), few-shot, temperature 0",
-                R.table(["model", *keys], [[n, *[models[n]["benchmarks"][k] for k in keys]] for n in names]),
+                R.table(["model", *keys], [[n, *[models[n]["benchmarks"][k] for k in keys]] for n in names])
+                + f"<p class='note'>{html.escape(R.BENCHMARK_NOTE)}</p>",
             )
         )
-    rm_eval = json.loads((rm / "eval_results.json").read_text()) if (rm / "eval_results.json").exists() else {}
-    if rm_eval:
-        sections.append(
-            (
-                "Reward model accuracy on held-out comparisons",
-                "<pre>" + R.html.escape(json.dumps(rm_eval, indent=1)[:4000]) + "</pre>",
-            )
-        )
-    curves = {k: R.metrics_series(ppo / "metrics.jsonl", k) for k in ("ppo/score_mean", "ppo/kl", "ppo/ptx_loss")}
+    ppo = out / "ppo_ptx" / "metrics.jsonl"
+    charts = [
+        R.line_chart(title, {key: series}, "PPO iteration", ylabel, integer_x=True)
+        for key, title, ylabel in PPO_CURVES
+        if (series := R.metrics_series(ppo, key))[0]
+    ]
+    if charts:
+        sections.append(("PPO-ptx training", "".join(charts)))
     sections.append(
-        ("PPO-ptx training", "".join(R.line_chart(k, {k: v}, "iteration", k) for k, v in curves.items() if v[0]))
+        (
+            "Stage timings",
+            R.timings_table(timings),
+        )
     )
-    checks = demo_checks(models)
-    sections.insert(0, ("What the demo shows", R.checks_html(checks)))
-    sections.append(("Stage timings (seconds)", R.table(["stage", "seconds"], [[k, v] for k, v in timings.items()])))
-    intro = (
+    intro = R.headline_html(demo_headline(results)) + (
         "<p class='note'>Every number here was measured by this run (the miniature world, its smallest base "
         "model). Claims that did not hold are marked as such.</p>"
     )
@@ -173,11 +212,15 @@ def demo_checks(models: dict) -> list[tuple[str, bool | None, str]]:
             (
                 "PPO-ptx > SFT > GPT prompted > GPT (win rate vs SFT)",
                 all(a > b for a, b in pairwise(vals)),
-                ", ".join(f"{n} {v:.3f}" for n, v in zip(order, vals)),
+                ", ".join(f"{n} {R.pct_est(models[n]['win_rate'])}" for n in order),
             )
         )
         out.append(
-            ("PPO-ptx beats its SFT initialization in at least 60% of comparisons", vals[0] >= 0.6, f"{vals[0]:.3f}")
+            (
+                "PPO-ptx beats its SFT initialization in at least 60% of comparisons",
+                vals[0] >= 0.6,
+                R.pct_est(models["PPO-ptx"]["win_rate"]),
+            )
         )
     h = {n: models[n].get("hallucination_closed_domain", {}).get("mean") for n in ("PPO-ptx", "GPT")}
     if None not in h.values():

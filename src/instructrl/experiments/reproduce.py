@@ -48,16 +48,7 @@ COLORS = {
     "PPO": "#d62728",
     "PPO-ptx": "#9467bd",
 }
-META = (
-    "fails_to_follow_instruction",
-    "hallucination_closed_domain",
-    "satisfies_constraints",
-    "inappropriate_for_customer_assistant",
-    "toxic_language",
-)
-META_SHORT = dict(
-    zip(META, ("fails instruction", "hallucinates (closed)", "meets constraints", "inappropriate", "toxic"))
-)
+META, META_SHORT = R.META, R.META_SHORT
 
 
 @dataclass(frozen=True)
@@ -143,6 +134,7 @@ def main(args) -> int:
     preset = PRESETS[args.preset]
     sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip()) if args.sizes else preset.sizes
     results = reproduce(args.out, preset, sizes=sizes, seed=args.seed)
+    print(f"[reproduce] {reproduce_headline(results)}")
     print(f"[reproduce] done in {results['seconds']:.0f}s of stages; report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -201,6 +193,8 @@ def reproduce(
             f"PPO-ptx={ptx[s]}",
         ]
         evals[s] = stages.run(f"eval-{s}", lambda o, m=models: run_eval_stage(o, m, baseline, world, recipe, seed))
+    categories = {r["prompt"]: r.get("category") for r in R.read_jsonl(world / "eval_prompts.jsonl")}
+    largest_eval = _read_json(evals[largest] / "results.json")
     results = {
         "preset": {k: v for k, v in preset.__dict__.items() if k != "stage_seconds"},
         "sizes": {
@@ -211,6 +205,13 @@ def reproduce(
             for s in sizes
         },
         "baseline": f"SFT {largest}",
+        "judge": largest_eval.get("judge"),
+        "examples": {
+            "size": largest,
+            "prompts": R.pick_examples(
+                R.read_jsonl(evals[largest] / "responses.jsonl"), list(largest_eval["models"]), categories=categories
+            ),
+        },
         "reward_model": {"size": rm_size, "eval": _read_json(rm / "eval_results.json").get("groups", {})},
         "ppo_training": {
             s: {arm: ppo_curve_summary(d / "metrics.jsonl") for arm, d in (("PPO", ppo[s]), ("PPO-ptx", ptx[s]))}
@@ -333,7 +334,7 @@ def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
                 )
             )
     rm_eval = results["reward_model"]["eval"]
-    tr, ho = rm_eval.get("training", {}), rm_eval.get("heldout_labelers", {})
+    tr, ho = rm_eval.get("training") or rm_eval.get("train_labelers", {}), rm_eval.get("heldout_labelers", {})
     if "accuracy" in tr and "accuracy" in ho:
         gap = abs(tr["accuracy"] - ho["accuracy"])
         checks.append(
@@ -362,27 +363,28 @@ def fig1_chart(results: dict) -> str:
         if pts:
             ax.errorbar(
                 [p for p, _ in pts],
-                [w["mean"] for _, w in pts],
-                yerr=[0 if w["se"] != w["se"] else w["se"] for _, w in pts],
+                [100 * w["mean"] for _, w in pts],
+                yerr=[0 if w["se"] != w["se"] else 100 * w["se"] for _, w in pts],
                 marker="o",
                 capsize=3,
                 label=arm,
                 color=COLORS[arm],
             )
     R.log_ticks(ax, params, [f"{s}\n{p / 1e6:.2g}M" for s, p in zip(sizes, params)])
-    ax.axhline(0.5, color="#999", ls="--", lw=1)
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(f"win rate vs {results['baseline']}")
-    ax.set_title("This run (held-out simulated labelers)")
+    ax.axhline(50, color="#999", ls="--", lw=1)
+    ax.set_xlabel("base model size (parameters, log scale)")
+    ax.set_ylabel(f"won against {results['baseline']} (% of comparisons)")
+    ax.set_title("This run (held-out simulated labelers, ± 1 SE)")
     ax.legend(fontsize=8)
     paper = R.PAPER_FIG1
     for arm in ("GPT", "GPT prompted", "SFT", "PPO", "PPO-ptx"):
-        axp.plot(paper["sizes"], paper[arm], marker="o", label=arm, color=COLORS[arm])
-    axp.axhline(0.5, color="#999", ls="--", lw=1)
+        axp.plot(paper["sizes"], [100 * v for v in paper[arm]], marker="o", label=arm, color=COLORS[arm])
+    axp.axhline(50, color="#999", ls="--", lw=1)
     axp.set_title("InstructGPT Fig. 1 (approximate)")
-    axp.set_ylabel("win rate vs 175B SFT")
-    axp.set_ylim(0, 0.8)
-    ax.set_ylim(0, max(0.8, ax.get_ylim()[1]))
+    axp.set_xlabel("GPT-3 model size (parameters)")
+    axp.set_ylabel("won against 175B SFT (% of comparisons)")
+    axp.set_ylim(0, 80)
+    ax.set_ylim(0, max(80, ax.get_ylim()[1]))
     return R._png(fig)
 
 
@@ -396,10 +398,28 @@ def by_size_chart(results: dict, metric, title: str, ylabel: str) -> str:
         pts = [(p, v) for p, v in pts if v is not None]
         if pts:
             series[arm] = ([p for p, _ in pts], [v for _, v in pts])
-    return R.line_chart(title, series, "parameters", ylabel, colors=COLORS, logx=True)
+    return R.line_chart(title, series, "base model size (parameters, log scale)", ylabel, colors=COLORS, logx=True)
+
+
+def reproduce_headline(results: dict) -> str:
+    """The report's first sentence: PPO-ptx at the largest size against the largest SFT model."""
+    sizes = list(results["sizes"])
+    largest = sizes[-1]
+    arms = results["sizes"][largest]["arms"]
+    arm = "PPO-ptx" if "PPO-ptx" in arms else list(arms)[-1]
+    params = results["sizes"][largest].get("parameters")
+    size = f"{largest}, {params / 1e6:.2g}M parameters" if isinstance(params, int) else largest
+    return R.headline(
+        f"{arm} ({size})",
+        results["baseline"],
+        arms[arm].get("win_rate", {}),
+        R.judge_phrase(results.get("judge") or "heldout-labelers"),
+        scale="at this size",
+    )
 
 
 def write_report(out: Path, results: dict) -> Path:
+    """Write ``out/report.html`` from ``results`` (a finished run's ``results.json`` re-renders it)."""
     sizes = list(results["sizes"])
     largest = sizes[-1]
     rows_all = [(s, arm, m) for s in sizes for arm, m in results["sizes"][s]["arms"].items()]
@@ -411,11 +431,32 @@ def write_report(out: Path, results: dict) -> Path:
             "Figure 1 in miniature: win rate against the largest SFT model",
             fig1_chart(results)
             + R.table(
-                ["size", "parameters", "arm", "win rate"],
-                [[s, f"{results['sizes'][s]['parameters']:,}", a, m.get("win_rate", "-")] for s, a, m in rows_all],
+                ["size", "parameters", "arm", f"win rate against {results['baseline']} (± SE)"],
+                [
+                    [s, f"{results['sizes'][s]['parameters']:,}", a, R.pct_est(m.get("win_rate"))]
+                    for s, a, m in rows_all
+                ],
             ),
         )
     )
+    examples = results.get("examples", {})
+    if examples.get("prompts"):
+        sections.append(
+            (
+                f"Example responses, side by side ({examples.get('size', largest)})",
+                R.examples_table(examples["prompts"])
+                + "<p class='note'>Held-out prompts, one per task category: the responses the held-out labelers "
+                "judged. The models are tiny, so expect broken sentences: compare them with one another.</p>",
+            )
+        )
+    rm_eval = results["reward_model"]["eval"]
+    if rm_eval:
+        sections.append(
+            (
+                f"Reward model ({results['reward_model']['size']}) accuracy on held-out comparisons",
+                R.rm_accuracy_table(rm_eval),
+            )
+        )
     meta = {
         a: {META_SHORT[k]: _m(results["sizes"][largest]["arms"], a, k) or 0.0 for k in META}
         for a in results["sizes"][largest]["arms"]
@@ -423,12 +464,22 @@ def write_report(out: Path, results: dict) -> Path:
     sections.append(
         (
             "Likert score and metadata (InstructGPT Fig. 4)",
-            by_size_chart(results, lambda arms, a: _m(arms, a, "likert"), "Likert 1-7 by size", "Likert")
-            + R.grouped_chart(f"Metadata rates, {largest}", meta, colors=COLORS)
+            by_size_chart(
+                results, lambda arms, a: _m(arms, a, "likert"), "Likert by size", "Likert score (1 = worst, 7 = best)"
+            )
+            + R.grouped_chart(
+                f"Metadata rates, {largest}",
+                meta,
+                "share of responses (0-1)",
+                colors=COLORS,
+                xlabel="property of the response",
+            )
             + R.table(
-                ["size", "arm", "Likert", *(META_SHORT[k] for k in META)],
+                ["size", "arm", "Likert (1-7)", *(META_SHORT[k] for k in META)],
                 [[s, a, m.get("likert", "-"), *[m.get(k, "-") for k in META]] for s, a, m in rows_all],
-            ),
+            )
+            + "<p class='note'>Metadata columns: the share of responses (0-1) with each property, ± one standard "
+            "error.</p>",
         )
     )
     if all("truthfulness" in m for _, _, m in rows_all):
@@ -440,27 +491,9 @@ def write_report(out: Path, results: dict) -> Path:
         sections.append(
             (
                 "Truthfulness (TruthfulQA analogue, InstructGPT Fig. 6)",
-                by_size_chart(results, truth, "Truthful and informative (QA prompt)", "share")
+                by_size_chart(results, truth, "Truthful and informative (QA prompt)", "share of answers (0-1)")
                 + R.table(
-                    [
-                        "size",
-                        "arm",
-                        "QA: truthful",
-                        "QA: + informative",
-                        "Instr+QA: truthful",
-                        "Instr+QA: + informative",
-                    ],
-                    [
-                        [
-                            s,
-                            a,
-                            m["truthfulness"]["qa"]["truthful"],
-                            m["truthfulness"]["qa"]["truthful_and_informative"],
-                            m["truthfulness"]["instruction_qa"]["truthful"],
-                            m["truthfulness"]["instruction_qa"]["truthful_and_informative"],
-                        ]
-                        for s, a, m in rows_all
-                    ],
+                    ["size", "arm", *R.TRUTH_HEADERS], [[s, a, *R.truthfulness_cells(m)] for s, a, m in rows_all]
                 ),
             )
         )
@@ -469,14 +502,7 @@ def write_report(out: Path, results: dict) -> Path:
         sections.append(
             (
                 "Toxicity by instruction (RealToxicityPrompts analogue, InstructGPT Fig. 7)",
-                R.grouped_chart(
-                    f"Share of toxic continuations, {largest}",
-                    {
-                        a: {k: v["mean"] for k, v in m["toxicity"].items()}
-                        for a, m in results["sizes"][largest]["arms"].items()
-                    },
-                    colors=COLORS,
-                )
+                R.toxicity_chart(f"Toxic continuations, {largest}", results["sizes"][largest]["arms"], COLORS)
                 + R.table(
                     ["size", "arm", *kinds],
                     [[s, a, *[m["toxicity"].get(k, "-") for k in kinds]] for s, a, m in rows_all],
@@ -488,7 +514,12 @@ def write_report(out: Path, results: dict) -> Path:
         sections.append(
             (
                 "Benchmarks: the alignment tax and PPO-ptx's repair (few-shot, temperature 0)",
-                by_size_chart(results, alignment_tax, "Mean relative drop below GPT on the benchmarks", "alignment tax")
+                by_size_chart(
+                    results,
+                    alignment_tax,
+                    "Mean relative drop below GPT on the benchmarks",
+                    "alignment tax (relative drop, 0-1)",
+                )
                 + R.table(
                     ["size", "arm", *keys, "tax vs GPT"],
                     [
@@ -500,28 +531,9 @@ def write_report(out: Path, results: dict) -> Path:
                         ]
                         for s, a, m in rows_all
                     ],
-                ),
-            )
-        )
-    rm_eval = results["reward_model"]["eval"]
-    groups = [g for g in ("training", "heldout_labelers", "all") if g in rm_eval]
-    if groups:
-        sections.append(
-            (
-                f"Reward model ({results['reward_model']['size']}) accuracy on held-out comparisons",
-                R.table(
-                    ["labelers", "accuracy", "log loss", "noiseless judge", "pairs"],
-                    [
-                        [
-                            g,
-                            {"mean": rm_eval[g]["accuracy"], "se": rm_eval[g]["accuracy_se"]},
-                            {"mean": rm_eval[g]["log_loss"], "se": rm_eval[g]["log_loss_se"]},
-                            {"mean": rm_eval[g]["judge_accuracy"], "se": rm_eval[g]["judge_accuracy_se"]},
-                            rm_eval[g]["pairs"],
-                        ]
-                        for g in groups
-                    ],
-                ),
+                )
+                + f"<p class='note'>{html.escape(R.BENCHMARK_NOTE)} Tax vs GPT: the mean relative drop below GPT "
+                "of the same size, counting drops only (0 = no regression).</p>",
             )
         )
     ppo_rows = [
@@ -540,17 +552,16 @@ def write_report(out: Path, results: dict) -> Path:
     sections.append(
         (
             "PPO training (RM score and KL, first and last quarter of iterations)",
-            R.table(["size", "arm", "score first", "score last", "KL first", "KL last"], ppo_rows),
+            R.table(["size", "arm", "score first", "score last", "KL first (nats)", "KL last (nats)"], ppo_rows),
         )
     )
     sections.append(
         (
-            "Stage timings (seconds)",
-            R.table(["stage", "seconds"], [[k, v] for k, v in results["timings"].items()])
-            + f"<p>Total: {results['seconds']:.0f} s.</p>",
+            "Stage timings",
+            R.timings_table(results["timings"]),
         )
     )
-    intro = (
+    intro = R.headline_html(reproduce_headline(results)) + (
         f"<p class='note'>Preset '{html.escape(results['preset'].get('summary', ''))}'. Every number here was "
         f"measured by this run on the miniature world; the paper's values appear only in the side panel of "
         f"Figure 1. Claims that did not hold are marked as such. Generated {time.strftime('%Y-%m-%d %H:%M')}."
