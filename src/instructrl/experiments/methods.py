@@ -349,12 +349,24 @@ def write_report(out: Path, results: dict) -> Path:
         ("Every method against SFT", table),
         (
             "Win rate against SFT (held-out labelers, ties = 0.5, ± 1 SE)",
-            R.bar_chart("Win rate vs SFT", wr, se, "win rate against SFT", ref=0.5),
+            R.bar_chart("Win rate vs SFT", wr, se, "win rate against SFT (share of comparisons, 0-1)", ref=0.5),
         ),
         (
             "Over-optimization: held-out labelers and the reward model against the KL spent",
-            R.line_chart("Held-out labelers", by_kl, "KL from SFT (nats per response)", "win rate against SFT", COLORS)
-            + R.line_chart("Reward model", rm_by_kl, "KL from SFT (nats per response)", "mean RM score", COLORS)
+            R.line_chart(
+                "Held-out labelers",
+                by_kl,
+                "KL from SFT (nats per response)",
+                "win rate against SFT (share, 0-1)",
+                COLORS,
+            )
+            + R.line_chart(
+                "Reward model",
+                rm_by_kl,
+                "KL from SFT (nats per response)",
+                "mean RM score (normalized: demonstrations average 0)",
+                COLORS,
+            )
             + "<p class='note'>PPO: snapshots along its run (sampled KL). Best-of-n: n = "
             + ", ".join(map(str, CURVE_N))
             + " from one set of 16 SFT samples per prompt (KL = log n - (n-1)/n, an upper bound).</p>",
