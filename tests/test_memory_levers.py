@@ -137,8 +137,8 @@ def test_sft_with_gradient_checkpointing_matches_sft_without(tiny_model, demos_f
 
 
 def test_gradient_checkpointing_flag_exists_for_every_training_stage():
-    stages = ("sft", "rm", "ppo", "dpo")
-    for stage, out in zip(stages, run_cli_many([[stage, "--help"] for stage in stages]), strict=True):
+    for stage in ("sft", "rm", "ppo", "dpo"):
+        out = run_cli([stage, "--help"], timeout=120)
         assert out.returncode == 0, out.stderr
         assert "--gradient-checkpointing" in out.stdout, stage
 
