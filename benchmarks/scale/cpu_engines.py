@@ -25,8 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from plan_vs_measured import model_dir  # this folder: the random GPT-2 beside the world's tokenizer
+
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ROOT / "src" / "instructrl" / "resources" / "base_models" / "small"
 MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)
 SHAPE = dict(batch=4, prompt=16, response=16, ptx_length=64)
 ARMS = {
@@ -55,19 +56,11 @@ def build_world(root: Path) -> dict[str, Path]:
     """Random policy and reward model of MODEL's shapes with the small world model's tokenizer, prompts of exactly
     SHAPE['prompt'] tokens, pretraining text."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from instructrl.modeling.loading import load_tokenizer
 
-    d = root / "config"
-    d.mkdir(parents=True, exist_ok=True)
-    for f in SMALL.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template")):
-            (d / f.name).write_bytes(f.read_bytes())
-    cfg = {k: v for k, v in MODEL.items() if k != "model_type"}
-    GPT2Config(**cfg, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=1, eos_token_id=0).save_pretrained(
-        d
-    )
+    d = model_dir(root / "config", MODEL)
     tokenizer = load_tokenizer(str(d))
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d)).save_pretrained(root / "policy")

@@ -69,8 +69,8 @@ def saved_mb(model, ids) -> float:
     return sum(n for ptr, n in storages.items() if ptr not in params) / MB
 
 
-def model_dir(root: Path) -> Path:
-    """The random GPT-2's config beside the small world model's tokenizer (no weights: load_causal_lm
+def model_dir(root: Path, model: dict = MODEL) -> Path:
+    """A random GPT-2's config (``model``) beside the small world model's tokenizer (no weights: load_causal_lm
     initializes it from the config)."""
     from transformers import GPT2Config
 
@@ -79,7 +79,7 @@ def model_dir(root: Path) -> Path:
     for f in SMALL.iterdir():
         if f.name.startswith(("tokenizer", "chat_template")):
             (d / f.name).write_bytes(f.read_bytes())
-    cfg = {k: v for k, v in MODEL.items() if k != "model_type"}
+    cfg = {k: v for k, v in model.items() if k != "model_type"}
     GPT2Config(**cfg, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=1, eos_token_id=0).save_pretrained(
         d
     )
