@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from testkit import run_cli
 
+from instructrl import cli
 from instructrl.errors import ConfigError
 from instructrl.sft.config import SFTConfig
 from instructrl.training.accelerator import make_accelerator
@@ -18,12 +18,13 @@ def test_fp16_on_a_cpu_stops_with_one_clear_line(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only path")
-def test_fp16_on_a_cpu_from_the_command_line(tiny_model, demos_file, tmp_path):
-    r = run_cli(
+def test_fp16_on_a_cpu_from_the_command_line(tiny_model, demos_file, tmp_path, capsys):
+    code = cli.main(
         ["sft", "--model", str(tiny_model), "--data", str(demos_file), "--out", str(tmp_path / "o")]
         + ["--mixed-precision", "fp16", "--max-steps", "1"]
     )
-    assert r.returncode != 0
-    lines = [x for x in r.stderr.strip().splitlines() if "needs a CUDA GPU" in x]
-    assert len(lines) == 1 and "--mixed-precision fp16" in lines[0], r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
+    assert code != 0
+    stderr = capsys.readouterr().err
+    lines = [x for x in stderr.strip().splitlines() if "needs a CUDA GPU" in x]
+    assert len(lines) == 1 and "--mixed-precision fp16" in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
