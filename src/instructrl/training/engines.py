@@ -221,15 +221,24 @@ def gathered(accelerator, model: torch.nn.Module, enabled: bool = True) -> Itera
     from torch.distributed.fsdp import FSDPModule
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    # each unit's own setting, put back afterwards (accelerate keeps the embedding-and-head unit gathered after its
+    # forward, the layers not); FSDP2 has a setter but no getter, so its state is read directly
+    saved = []
+    for u in units:
+        state = u._get_fsdp_state()
+        groups = [(g, g.post_forward_mesh_info) for g in state._fsdp_param_groups]
+        saved.append((state, state._auto_reshard_after_forward, groups))
     for u in units:
         u.unshard()
-    for u in units:  # the gathered weights stay put through the forwards until reshard()
-        u.set_reshard_after_forward(False)
+        u.set_reshard_after_forward(False, recurse=False)  # the gathered weights stay through the forwards
     try:
         yield
     finally:
+        for state, auto, groups in saved:
+            state._auto_reshard_after_forward = auto
+            for group, info in groups:
+                group.post_forward_mesh_info = info
         for u in units:
-            u.set_reshard_after_forward(True)
             u.reshard()
 
 
