@@ -92,7 +92,7 @@ class ValueModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, T, H)
         head = getattr(self.model, self.head_name)
-        return self.gain * head(hidden).squeeze(-1) + self.bias  # (B, T)
+        return self.gain * scalar_head(head, hidden) + self.bias  # (B, T)
 
     def save_pretrained(self, out_dir, state_dict: dict[str, torch.Tensor] | None = None, **kwargs) -> None:
         """An RM-format directory (gain/bias in config.json). ``state_dict``: this module's weights gathered whole
@@ -105,6 +105,13 @@ class ValueModel(nn.Module):
         elif hasattr(model, "merge_and_unload"):  # LoRA: adapters merged into a copy, so plain transformers loads it
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(out_dir, **kwargs)
+
+
+def scalar_head(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T) values from (B, T, H) hidden states: the head runs outside autocast, in its weights' dtype (fp32 as
+    trained), so that a regression target's small differences are not rounded to bf16's 3 digits."""
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
 
 @contextmanager
@@ -171,7 +178,7 @@ class SharedBaseValueModel(nn.Module):
             hidden = backbone(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             ).last_hidden_state  # (B, T, H)
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)
+        return scalar_head(self.head, hidden)  # (B, T)
 
     @torch.no_grad()
     def save_pretrained(self, out_dir, **kwargs) -> None:
