@@ -31,6 +31,7 @@ from instructrl.modeling.reward import load_frozen_reward
 from instructrl.modeling.value import SharedBaseValueModel, ValueModel
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.trainer import Callback, PPOResult, PPOTrainer
+from instructrl.training import engines
 from instructrl.training.accelerator import check_levers, frozen_dtype, make_accelerator, trained_weights, weight_dtype
 from instructrl.training.checkpoints import prepare_output_dir
 from instructrl.training.validation import check_context, check_finished
@@ -84,6 +85,7 @@ def build_trainer(cfg: PPOConfig, reward_model: nn.Module | None = None) -> PPOT
             "or choose a critic-free estimator (--advantage grpo|rloo|reinforce)"
         )
     check_levers(cfg)  # before anything is written
+    engines.check_frozen_placement(cfg.frozen_placement, cfg.engine)
     out = prepare_output_dir(cfg.output_dir, cfg.resume, "ppo")
     for path, what in ((cfg.policy, "policy"), (cfg.reward_model, "reward model"), (cfg.value_model, "value model")):
         check_finished(path, what)

@@ -270,6 +270,22 @@ def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list
 FROZEN_PLACEMENTS = ("auto", "replicated", "sharded", "cpu")
 
 
+def check_frozen_placement(asked: str, engine: str) -> None:
+    """:func:`frozen_placement`'s refusals from the flags and the launch environment alone, before a run writes
+    anything (the accelerator is not started yet)."""
+    fsdp = engine == "fsdp2" or (engine == "auto" and launcher_engine() == "fsdp")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if asked == "sharded" and not (fsdp and world > 1):
+        raise ConfigError(
+            "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
+        )
+    if asked == "cpu" and not fsdp:
+        raise ConfigError(
+            "--frozen-placement cpu streams the frozen models' layers through FSDP2: add --engine fsdp2 "
+            "(one GPU is enough), or use replicated"
+        )
+
+
 def frozen_placement(accelerator, asked: str) -> str:
     """Where the frozen models live: 'replicated' (whole on every process's device), 'sharded' (FSDP2 over the
     processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 with the weights in CPU memory, moved to
