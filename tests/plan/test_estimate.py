@@ -195,11 +195,14 @@ def test_episodes_per_second_from_flops_when_bandwidth_is_no_limit():
 
 
 def test_sampling_a_policy_sharded_across_nodes_waits_on_the_network():
-    one = plan(gpus=8, engine="fsdp2")
+    one = plan(gpus=8, engine="fsdp2", rollout_gather="layer")  # a gather per layer per sampled token
     four = dataclasses.replace(one, gpus=2, nodes=4)  # the same 8 GPUs, in four nodes
     fast = ppo_episodes_per_second(one, estimate(one, LLAMA_7B), LLAMA_7B)
     slow = ppo_episodes_per_second(four, estimate(four, LLAMA_7B), LLAMA_7B)
     assert slow < 0.6 * fast
+    # gathered whole once per rollout, the network costs one gather, not one per token
+    whole = dataclasses.replace(four, rollout_gather="whole")
+    assert ppo_episodes_per_second(whole, estimate(whole, LLAMA_7B), LLAMA_7B) > 0.9 * fast
 
 
 def test_a_lora_setting_that_fits_is_suggested_as_asked():

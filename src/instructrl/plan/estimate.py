@@ -385,7 +385,7 @@ def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> flo
     Sampling takes ``response_length`` steps per rollout chunk; a step costs the larger of its FLOPs
     (2·N per sequence) and reading the 16-bit weights and the KV cache from GPU memory, plus, for a sharded
     policy, gathering its weights over NVLink, or the network across nodes (Pope et al. 2022: decoding
-    small batches is memory-bound).
+    small batches is memory-bound): at every step, or once per rollout when fsdp2 gathers it whole.
     """
     n = est.sizes
     T = cfg.prompt_length + cfg.response_length
@@ -403,8 +403,11 @@ def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> flo
     weight_bytes = n["policy"] * 2
     mean_kv = kv_cache_bytes(policy, chunk, cfg.prompt_length + cfg.response_length // 2, 2)  # the cache grows
     step = max(2 * n["policy"] * chunk / flops, (weight_bytes + mean_kv) / (cfg.hbm_bandwidth * 1e9))
+    gather = 0.0  # seconds to gather the sharded policy's weights once
     if cfg.engine in SHARDS_WEIGHTS and cfg.world > 1:
         link = cfg.network_bandwidth if cfg.nodes > 1 else cfg.link_bandwidth
-        step += weight_bytes * (cfg.world - 1) / cfg.world / (link * 1e9)
-    sampling_seconds = math.ceil(local / chunk) * cfg.response_length * step
+        gather = weight_bytes * (cfg.world - 1) / cfg.world / (link * 1e9)
+    whole = cfg.engine == "fsdp2" and cfg.rollout_gather == "whole"  # instructrl ppo: gathered once per rollout
+    steps = math.ceil(local / chunk) * cfg.response_length
+    sampling_seconds = steps * step + (gather if whole else steps * gather)
     return cfg.batch_size / (passes_seconds + sampling_seconds)
