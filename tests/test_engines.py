@@ -239,11 +239,11 @@ def test_frozen_placement_follows_the_engine():
     fsdp, ddp = DistributedType.FSDP, DistributedType.MULTI_GPU
     assert engines.frozen_placement(acc(fsdp, 2), "auto") == "sharded"
     assert engines.frozen_placement(acc(ddp, 2), "auto") == "replicated"
-    assert engines.frozen_placement(acc(fsdp, 1), "cpu") == "cpu"  # one GPU: layers streamed from CPU memory
+    assert engines.frozen_placement(acc(fsdp, 2), "cpu") == "cpu"  # layers streamed from CPU memory to the GPU
     assert engines.frozen_placement(acc(fsdp, 2, "cpu"), "cpu") == "replicated"  # already in CPU memory
     with pytest.raises(ConfigError, match="needs --engine fsdp2 on two or more processes"):
         engines.frozen_placement(acc(ddp, 2), "sharded")
-    with pytest.raises(ConfigError, match="add --engine fsdp2"):
+    with pytest.raises(ConfigError, match="cpu streams the frozen models' layers through FSDP2"):
         engines.frozen_placement(acc(ddp, 1), "cpu")
 
 

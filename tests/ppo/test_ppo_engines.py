@@ -128,7 +128,10 @@ def test_sampling_through_layer_by_layer_gathers_is_the_same_run(ppo_world, ppo_
 def test_a_frozen_placement_the_engine_cannot_give_is_refused_before_anything_is_written(ppo_world, tmp_path):
     from testkit import run_cli
 
-    for placement, message in (("sharded", "needs --engine fsdp2 on two or more"), ("cpu", "add --engine fsdp2")):
+    for placement, message in (
+        ("sharded", "needs --engine fsdp2 on two or more"),
+        ("cpu", "through FSDP2: needs --engine fsdp2"),
+    ):
         out = tmp_path / placement
         r = run_cli(cli_args(ppo_world, out, "--frozen-placement", placement))
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

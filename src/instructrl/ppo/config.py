@@ -244,8 +244,8 @@ class PPOConfig(MemoryConfig):
         "auto",
         "Where the reference and reward model live: 'replicated' (whole on every process's device), 'sharded' "
         "(FSDP2 over the processes like the trained models; needs --engine fsdp2 on 2+ processes) or 'cpu' (FSDP2 "
-        "with the weights in CPU memory, moved to the GPU layer by layer; needs --engine fsdp2, one GPU is "
-        "enough). 'auto': sharded under FSDP2 on several processes, replicated otherwise.",
+        "with the weights in CPU memory, moved to the GPU layer by layer; needs --engine fsdp2 on 2+ GPUs). "
+        "'auto': sharded under FSDP2 on several processes, replicated otherwise.",
         choices=["auto", "replicated", "sharded", "cpu"],
     )
 

@@ -279,10 +279,10 @@ def check_frozen_placement(asked: str, engine: str) -> None:
         raise ConfigError(
             "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
         )
-    if asked == "cpu" and not fsdp:
+    if asked == "cpu" and not (fsdp and world > 1):
         raise ConfigError(
-            "--frozen-placement cpu streams the frozen models' layers through FSDP2: add --engine fsdp2 "
-            "(one GPU is enough), or use replicated"
+            "--frozen-placement cpu streams the frozen models' layers through FSDP2: needs --engine fsdp2 on two "
+            "or more processes; use replicated here"
         )
 
 
@@ -298,10 +298,10 @@ def frozen_placement(accelerator, asked: str) -> str:
             "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
         )
     if asked == "cpu":
-        if not fsdp:
+        if not (fsdp and accelerator.num_processes > 1):
             raise ConfigError(
-                "--frozen-placement cpu streams the frozen models' layers through FSDP2: add --engine fsdp2 "
-                "(one GPU is enough), or use replicated"
+                "--frozen-placement cpu streams the frozen models' layers through FSDP2: needs --engine fsdp2 on "
+                "two or more processes; use replicated here"
             )
         if accelerator.device.type == "cpu":
             return "replicated"  # already in CPU memory
