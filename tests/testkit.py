@@ -89,7 +89,8 @@ _FORKING_CLI = r"""
 import json, os, sys, traceback
 import importlib, importlib.util
 from instructrl import cli
-import instructrl.modeling.loading  # noqa: F401  torch and transformers' model loading: what every call imports
+# torch, transformers' model loading and peft: what every call that loads a model imports (seconds)
+import instructrl.modeling.loading, transformers.modeling_utils, peft  # noqa: F401, E401
 jobs = json.loads(sys.argv[1])
 for name in {j["args"][0] for j in jobs if j["args"]} & set(cli.COMMANDS):
     cli.build_parser(name)
