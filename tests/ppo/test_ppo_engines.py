@@ -60,7 +60,7 @@ def ppo_runs(ppo_world, tmp_path_factory):
     outs = {}
     for engine in ("ddp", "fsdp2"):
         outs[engine] = root / engine
-        r = torchrun(ptx_args(ppo_world, outs[engine], "--engine", engine))
+        r = torchrun(ptx_args(ppo_world, outs[engine], "--engine", engine, "--ema"))
         assert r.returncode == 0, r.stderr[-3000:]
     return outs
 
@@ -78,13 +78,21 @@ def test_fsdp2_ppo_ptx_is_the_ddp_run_with_both_trained_models_sharded(ppo_runs)
         assert held0 + held1 == total and abs(held0 - total / 2) <= 0.05 * total, (key, sync[key])
 
 
-def test_fsdp2_ppo_saves_whole_policy_and_value_model(ppo_runs):
+def test_fsdp2_ppo_saves_whole_policy_its_average_and_value_model(ppo_runs):
+    """The output is the EMA of the policy (InstructGPT App. C.4), kept as each process's shards under FSDP2 and
+    gathered at the end; last_policy is the policy itself."""
     from transformers import AutoModelForCausalLM
 
     from instructrl.modeling.reward import RewardModel
 
-    a, b = load_file(ppo_runs["ddp"] / "model.safetensors"), load_file(ppo_runs["fsdp2"] / "model.safetensors")
-    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    for name in ("model.safetensors", "last_policy/model.safetensors"):
+        a, b = load_file(ppo_runs["ddp"] / name), load_file(ppo_runs["fsdp2"] / name)
+        assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
+    average, last = (
+        load_file(ppo_runs["fsdp2"] / "model.safetensors"),
+        load_file(ppo_runs["fsdp2"] / "last_policy" / "model.safetensors"),
+    )
+    assert any(not torch.equal(average[k], last[k]) for k in average)  # the average is not the last policy
     AutoModelForCausalLM.from_pretrained(ppo_runs["fsdp2"])
     va = load_file(ppo_runs["ddp"] / "value_model" / "model.safetensors")
     vb = load_file(ppo_runs["fsdp2"] / "value_model" / "model.safetensors")
@@ -99,20 +107,21 @@ def test_fsdp2_ppo_resumes_from_sharded_checkpoints(ppo_world, ppo_runs, tmp_pat
         if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "samples.jsonl", "data_report.json"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     shutil.rmtree(out / "checkpoints" / "step-2")  # as a kill after iteration 1's checkpoint leaves it
-    r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--resume"))
+    r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--ema", "--resume"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
     flat = [v for row in metrics(out) for v in row]
     assert flat == pytest.approx([v for row in metrics(ppo_runs["fsdp2"]) for v in row], rel=1e-5, abs=1e-7)
-    a, b = load_file(ppo_runs["fsdp2"] / "model.safetensors"), load_file(out / "model.safetensors")
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    for name in ("model.safetensors", "last_policy/model.safetensors"):  # the average resumed from its shards too
+        a, b = load_file(ppo_runs["fsdp2"] / name), load_file(out / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
 
 
 def test_what_sharding_does_not_take_yet_is_refused_in_one_line(ppo_world, tmp_path):
-    r = torchrun(ptx_args(ppo_world, tmp_path / "ema", "--engine", "fsdp2", "--ema"))
+    r = torchrun(ptx_args(ppo_world, tmp_path / "lora", "--engine", "fsdp2", "--lora-r", "4"))
     assert r.returncode != 0  # torchrun reports its workers' exit code 2 with a traceback of its own
-    assert "error: --ema with --engine fsdp2" in r.stderr and "ConfigError" not in r.stderr
-    assert not (tmp_path / "ema" / "checkpoints").exists()
+    assert "error: LoRA (--lora-r) with a sharding engine" in r.stderr and "ConfigError" not in r.stderr
+    assert not (tmp_path / "lora" / "checkpoints").exists()
 
 
 def test_sampling_through_layer_by_layer_gathers_is_the_same_run(ppo_world, ppo_runs, tmp_path):

@@ -201,8 +201,10 @@ class PPOTrainer:
         self.frozen_placement = engines.frozen_placement(accelerator, cfg.frozen_placement)
         self.ref = engines.place_frozen(accelerator, ref_model, self.frozen_placement, cfg.frozen_placement)
         self.rm = engines.place_frozen(accelerator, reward_model, self.frozen_placement, cfg.frozen_placement)
-        self.ema = None
-        if cfg.ema:
+        self.ema = self.ema_shards = None
+        if cfg.ema and engines.is_sharded(accelerator):  # each process averages its own shards
+            self.ema_shards = engines.ShardEMA(self.raw_policy)
+        elif cfg.ema:
             self.ema = copy.deepcopy(self.acc.unwrap_model(self.policy)).requires_grad_(False)
         if cfg.adaptive_kl:
             self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -214,11 +216,6 @@ class PPOTrainer:
 
     def _check_sharded(self, cfg: PPOConfig, policy) -> None:
         """What PPO does not do yet with sharded weights, refused before the run starts."""
-        if cfg.ema:
-            raise ConfigError(
-                f"--ema with --engine {cfg.engine} ({engines.describe(self.acc)}): the EMA copy is kept whole on each "
-                "process; run without --ema under a sharding engine, or use --engine ddp"
-            )
         if self.shares_base:
             raise ConfigError("--value-shares-policy-base with a sharding engine: use --engine ddp")
         world, ptx = self.acc.num_processes, round(cfg.ptx_per_episode * cfg.mini_batch_size)
@@ -445,6 +442,8 @@ class PPOTrainer:
         norms = clip_and_step(self.acc, models, self.cfg.max_grad_norm, self._fail)
         if self.ema is not None:
             ema_update(self.ema, self.raw_policy, self.cfg.ema_decay)  # InstructGPT App. C.4: EMA 0.992
+        if self.ema_shards is not None:
+            self.ema_shards.update(self.cfg.ema_decay)
         return norms[0], norms[1] if len(norms) > 1 else 0.0
 
     def _fail(self, what: str) -> NoReturn:
@@ -595,9 +594,18 @@ class PPOTrainer:
         if self.ema is not None:
             torch.save(self.ema.state_dict(), directory / "ema.pt")
 
+    def _ema_shard_file(self, directory: Path) -> Path:
+        return directory / f"ema-shard-{self.acc.process_index}.pt"
+
+    def _save_ema_shard(self, directory: Path) -> None:
+        if self.ema_shards is not None:
+            torch.save(self.ema_shards.state_dict(), self._ema_shard_file(directory))
+
     def save_checkpoint(self) -> Path:
         state = {**self.state, "kl_controller": self.kl_ctl.state_dict()}
-        return self.ckpts.save(self.state["iteration"], state, extra_save=self._save_extra)
+        return self.ckpts.save(
+            self.state["iteration"], state, extra_save=self._save_extra, extra_save_every_process=self._save_ema_shard
+        )
 
     def resume(self) -> None:
         found = self.ckpts.start(self.cfg.resume)
@@ -613,6 +621,9 @@ class PPOTrainer:
         self.state = state
         if self.ema is not None:
             self.ema.load_state_dict(torch.load(latest / "ema.pt", map_location=self.acc.device, weights_only=True))
+        if self.ema_shards is not None:
+            shard = torch.load(self._ema_shard_file(latest), map_location="cpu", weights_only=True)  # copied in place
+            self.ema_shards.load_state_dict(shard)
         log.info("resumed from %s (iteration %d of %d)", latest, state["iteration"], self.total_iterations)
 
     # ------------------------------------------------------------------ samples and outputs
@@ -644,11 +655,20 @@ class PPOTrainer:
         # sharded weights gathered whole onto the main process (collectives: every process takes part)
         policy_state = engines.full_state_dict(self.acc, self.policy)
         value_state = engines.full_state_dict(self.acc, self.value) if save_value else None
+        average_state = None
+        if self.ema_shards is not None:
+            with self.ema_shards.swapped_in():
+                average_state = engines.full_state_dict(self.acc, self.policy)
         if self.acc.is_main_process:
-            final = self.ema if self.ema is not None else self.raw_policy
-            save_pretrained_atomic(final, self.tokenizer, self.out, state_dict=policy_state)
-            if self.ema is not None:
-                save_pretrained_atomic(self.raw_policy, self.tokenizer, self.out / "last_policy")
+            if average_state is not None:  # sharded: the average, gathered, goes into the policy's own files
+                save_pretrained_atomic(self.raw_policy, self.tokenizer, self.out, state_dict=average_state)
+            else:
+                final = self.ema if self.ema is not None else self.raw_policy
+                save_pretrained_atomic(final, self.tokenizer, self.out, state_dict=policy_state)
+            if self.ema is not None or average_state is not None:
+                save_pretrained_atomic(
+                    self.raw_policy, self.tokenizer, self.out / "last_policy", state_dict=policy_state
+                )
             if save_value:
                 vm = self.acc.unwrap_model(self.value)
                 vm.save_pretrained(self.out / "value_model", state_dict=value_state)

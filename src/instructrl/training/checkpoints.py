@@ -53,9 +53,10 @@ class Checkpoints:
                 shutil.rmtree(p, ignore_errors=True)
         self.acc.wait_for_everyone()
 
-    def save(self, step: int, state: dict[str, Any], extra_save=None) -> Path:
-        """Save accelerate state + trainer state for ``step``. ``extra_save(dir)`` writes more files
-        (main process) before the checkpoint becomes visible."""
+    def save(self, step: int, state: dict[str, Any], extra_save=None, extra_save_every_process=None) -> Path:
+        """Save accelerate state + trainer state for ``step``. ``extra_save(dir)`` writes more files (main
+        process), ``extra_save_every_process(dir)`` each process's own files, before the checkpoint becomes
+        visible."""
         final = self.root / f"step-{step}"
         tmp = self.root / f".tmp-step-{step}"
         if self.acc.is_main_process:
@@ -63,6 +64,8 @@ class Checkpoints:
             tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp))
+        if extra_save_every_process is not None:
+            extra_save_every_process(tmp)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             if extra_save is not None:

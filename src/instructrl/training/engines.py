@@ -32,6 +32,7 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from instructrl.errors import ConfigError
+from instructrl.losses import ema_update
 
 log = logging.getLogger("instructrl")
 
@@ -240,6 +241,46 @@ def gathered(accelerator, model: torch.nn.Module, enabled: bool = True) -> Itera
                 group.post_forward_mesh_info = info
         for u in units:
             u.reshard()
+
+
+class ShardEMA:
+    """An exponential moving average of a sharded model's parameters, kept as this process's own shards (no whole
+    copy on any process). :meth:`swapped_in` puts the average into the model for a while (to gather and save it)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = list(model.parameters())
+        with torch.no_grad():
+            self.shadow = [_local(p).clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        ema_update(self.shadow, [_local(p) for p in self.params], decay)
+
+    def state_dict(self) -> dict[str, list[torch.Tensor]]:
+        return {"shadow": self.shadow}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
+        for mine, saved in zip(self.shadow, state["shadow"], strict=True):
+            mine.copy_(saved)
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        with torch.no_grad():
+            live = [_local(p).clone() for p in self.params]
+            for p, avg in zip(self.params, self.shadow):
+                _local(p).copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(self.params, live):
+                    _local(p).copy_(kept)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This process's part of a parameter (its shard of a DTensor), in place: writes reach the parameter."""
+    return p.to_local() if hasattr(p, "to_local") else p
 
 
 def param_checksum(model: torch.nn.Module) -> float:
