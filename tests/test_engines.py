@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, fact_demos, run_cli, write_jsonl
+from testkit import ROOT, cli_env, fact_demos, run_cli_many, write_jsonl
 
 from instructrl.errors import ConfigError
 from instructrl.training import engines
@@ -193,18 +193,19 @@ def test_layer_classes_finds_the_blocks_inside_a_wrapper(tiny_model):
 def test_engines_command_lists_and_locates_the_shipped_configs():
     import yaml
 
-    r = run_cli(["engines"])
-    assert r.returncode == 0
-    for name, kind in (("ddp", "MULTI_GPU"), ("fsdp2", "FSDP"), ("fsdp2-offload", "FSDP")):
-        assert name in r.stdout
-        path = run_cli(["engines", "--path", name]).stdout.strip()
-        config = yaml.safe_load(Path(path).read_text())
+    names = (("ddp", "MULTI_GPU"), ("fsdp2", "FSDP"), ("fsdp2-offload", "FSDP"))
+    listing, *paths, unknown = run_cli_many(
+        [["engines"], *(["engines", "--path", n] for n, _ in names), ["engines", "--path", "zero3"]]
+    )
+    assert listing.returncode == 0
+    for (name, kind), found in zip(names, paths):
+        assert name in listing.stdout
+        config = yaml.safe_load(Path(found.stdout.strip()).read_text())
         assert config["distributed_type"] == kind
         if kind == "FSDP":
             assert config["fsdp_config"]["fsdp_version"] == 2
             assert config["fsdp_config"]["fsdp_offload_params"] == name.endswith("offload")
-    r = run_cli(["engines", "--path", "zero3"])
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose one of" in r.stderr
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "choose one of" in unknown.stderr
 
 
 @pytest.mark.parametrize(
