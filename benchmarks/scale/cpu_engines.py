@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from plan_vs_measured import model_dir  # this folder: the random GPT-2 beside the world's tokenizer
+from plan_vs_measured import model_dir, ppo_world  # this folder: the random GPT-2 beside the world's tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)
@@ -55,26 +55,7 @@ sys.exit(code)
 def build_world(root: Path) -> dict[str, Path]:
     """Random policy and reward model of MODEL's shapes with the small world model's tokenizer, prompts of exactly
     SHAPE['prompt'] tokens, pretraining text."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from instructrl.modeling.loading import load_tokenizer
-
-    d = model_dir(root / "config", MODEL)
-    tokenizer = load_tokenizer(str(d))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d)).save_pretrained(root / "policy")
-    AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(d, num_labels=1)).save_pretrained(
-        root / "rm"
-    )
-    for name in ("policy", "rm"):
-        tokenizer.save_pretrained(root / name)
-    word = next(w for w in ("fact", " fact", "is", " is") if len(tokenizer(w)["input_ids"]) == 1)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": word * SHAPE["prompt"]}) + "\n" for _ in range(8)))
-    text = root / "ptx.txt"
-    text.write_text(" ".join(f"fact {i} is {i * 7 % 13}." for i in range(2000)))
-    return {"policy": root / "policy", "rm": root / "rm", "prompts": prompts, "ptx": text}
+    return ppo_world(root, model_dir(root / "config", MODEL), SHAPE["prompt"], facts=2000)
 
 
 def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[float]:

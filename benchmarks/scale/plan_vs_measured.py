@@ -147,29 +147,38 @@ def run_arm(name: str) -> dict:
     return {"weights_mb": None, "states_mb": None, "peak_mb": peak_mb() - base, "saved_mb": None}
 
 
-def run_ppo_arm(arm: dict, path: Path, tmp: Path) -> dict:
-    """A real `instructrl ppo` iteration (PPO-ptx) with a random policy and a random reward model of the same
-    shapes (the value model starts from the reward model, as in InstructGPT)."""
+def ppo_world(root: Path, config_dir: Path, prompt: int, facts: int) -> dict[str, Path]:
+    """A random policy and a random reward model of ``config_dir``'s shapes (the value model starts from the
+    reward model, as in InstructGPT) with its tokenizer, prompts of exactly ``prompt`` tokens (a single-token word
+    repeated) and ``facts`` sentences of pretraining text."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from instructrl.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(config_dir))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir)).save_pretrained(root / "policy")
+    config = AutoConfig.from_pretrained(config_dir, num_labels=1)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(root / "rm")
+    for d in ("policy", "rm"):
+        tokenizer.save_pretrained(root / d)
+    word = next(w for w in ("fact", " fact", "is", " is") if len(tokenizer(w)["input_ids"]) == 1)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": word * prompt}) + "\n" for _ in range(8)))
+    text = root / "ptx.txt"
+    text.write_text(" ".join(f"fact {i} is {i * 7 % 13}." for i in range(facts)))
+    return {"policy": root / "policy", "rm": root / "rm", "prompts": prompts, "ptx": text}
+
+
+def run_ppo_arm(arm: dict, path: Path, tmp: Path) -> dict:
+    """A real `instructrl ppo` iteration (PPO-ptx) with a random policy and a random reward model of the same
+    shapes (the value model starts from the reward model, as in InstructGPT)."""
     from instructrl.ppo.api import run_ppo
     from instructrl.ppo.config import PPOConfig
 
-    tokenizer = load_tokenizer(str(path))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).save_pretrained(tmp / "policy")
-    config = AutoConfig.from_pretrained(path, num_labels=1)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp / "rm")
-    for d in ("policy", "rm"):
-        tokenizer.save_pretrained(tmp / d)
-    # prompts of exactly `prompt` tokens: single-token words repeated
-    word = next(w for w in ("fact", " fact", "is", " is") if len(tokenizer(w)["input_ids"]) == 1)
-    prompts = tmp / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": word * arm["prompt"]}) + "\n" for _ in range(8)))
-    text = tmp / "ptx.txt"
-    text.write_text(" ".join(f"fact {i} is {i * 7 % 13}." for i in range(4000)))
+    world = ppo_world(tmp, path, arm["prompt"], facts=4000)
+    prompts, text = world["prompts"], world["ptx"]
     ptx_mb, ptx_len = arm["ptx"]
     cfg = PPOConfig(
         policy=str(tmp / "policy"),
