@@ -2,15 +2,15 @@
 
 Cost order, cheapest first (each step keeps the ones before it):
 
-1. the setting as asked, on the engines ddp < zero2 < fsdp2 < zero3 (FSDP2 is native to PyTorch and
-   accelerate; DeepSpeed's ZeRO-3 differs in what it keeps: 16-bit weights, a fused Adam); PPO on fsdp2 first
-   samples on the policy gathered whole, then layer by layer (slower, two layers' memory);
+1. the setting as asked, on the engines the stages run, ddp < fsdp2 (a DeepSpeed engine asked for is estimated
+   too: ZeRO-3 keeps 16-bit weights and a fused Adam); PPO on fsdp2 first samples on the policy gathered whole,
+   then layer by layer (slower, two layers' memory);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
 3. gradient checkpointing: about a third more compute per step; then the micro-batch halved down to 1
    (more, smaller passes: the same batch, slower; PPO: the pretraining micro-batch), then PPO's rollout
    chunk (a smaller KV cache, slower sampling);
-4. the optimizer states offloaded to CPU (zero3-offload: the optimizer step runs on the CPU), then the
-   frozen models in CPU memory too;
+4. the optimizer states offloaded to CPU (zero3-offload, planned only: the stages do not run DeepSpeed yet),
+   then the frozen models in CPU memory too;
 5. LoRA (rank 16 unless asked, bf16 base; PPO: the value model on the policy's base): fewer trained
    weights, a different model of the update;
 6. LoRA on a 4-bit base (QLoRA): the base itself quantized.
@@ -28,7 +28,7 @@ from instructrl.plan.arch import Arch
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import Estimate, estimate, micro_batch, rollout_batch
 
-ENGINE_ORDER = ("ddp", "zero2", "fsdp2", "zero3")
+ENGINE_ORDER = ("ddp", "fsdp2")  # what the stages run; DeepSpeed engines are estimated when asked for
 # flags that describe the question, not the setting: never part of a suggestion's changes
 NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "hbm_bandwidth", "link_bandwidth", "network_bandwidth")
 
