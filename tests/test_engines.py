@@ -242,9 +242,9 @@ def test_frozen_placement_follows_the_engine():
     assert engines.frozen_placement(acc(ddp, 2), "auto") == "replicated"
     assert engines.frozen_placement(acc(fsdp, 2), "cpu") == "cpu"  # layers streamed from CPU memory to the GPU
     assert engines.frozen_placement(acc(fsdp, 2, "cpu"), "cpu") == "replicated"  # already in CPU memory
-    with pytest.raises(ConfigError, match="needs --engine fsdp2 on two or more processes"):
+    with pytest.raises(ConfigError, match="sharded: FSDP2 shards them, so it needs --engine fsdp2 on two or more"):
         engines.frozen_placement(acc(ddp, 2), "sharded")
-    with pytest.raises(ConfigError, match="cpu streams the frozen models' layers through FSDP2"):
+    with pytest.raises(ConfigError, match="cpu: FSDP2 streams their layers from CPU memory, so it needs --engine"):
         engines.frozen_placement(acc(ddp, 1), "cpu")
 
 

@@ -139,7 +139,7 @@ def test_a_frozen_placement_the_engine_cannot_give_is_refused_before_anything_is
 
     for placement, message in (
         ("sharded", "needs --engine fsdp2 on two or more"),
-        ("cpu", "through FSDP2: needs --engine fsdp2"),
+        ("cpu", "FSDP2 streams their layers from CPU memory, so it needs --engine fsdp2"),
     ):
         out = tmp_path / placement
         r = run_cli(cli_args(ppo_world, out, "--frozen-placement", placement))

@@ -1,4 +1,4 @@
-"""The distributed engine a stage trains under, always through accelerate: DDP, FSDP2 or DeepSpeed ZeRO.
+"""The distributed engine a stage trains under, always through accelerate: DDP or FSDP2.
 
 How an engine is chosen (``--engine``, default ``auto``):
 
@@ -198,7 +198,7 @@ def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     local = total = 0
     for p in model.parameters():
         total += p.numel()
-        local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+        local += _local(p).numel()
     return local, total
 
 
@@ -288,8 +288,7 @@ def param_checksum(model: torch.nn.Module) -> float:
     sharding each process fingerprints its own shards)."""
     total = torch.zeros((), dtype=torch.float64)
     for i, p in enumerate(model.parameters()):
-        local = p.to_local() if hasattr(p, "to_local") else p
-        total += (local.detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
+        total += (_local(p).detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
     return float(total)
 
 
@@ -308,7 +307,12 @@ def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list
 
 
 # ---------------------------------------------------------------------- frozen models (reference, reward model)
-FROZEN_PLACEMENTS = ("auto", "replicated", "sharded", "cpu")
+def _placement_refused(asked: str) -> ConfigError:
+    how = "shards them" if asked == "sharded" else "streams their layers from CPU memory"
+    return ConfigError(
+        f"--frozen-placement {asked}: FSDP2 {how}, so it needs --engine fsdp2 on two or more processes; "
+        "use replicated here"
+    )
 
 
 def check_frozen_placement(asked: str, engine: str) -> None:
@@ -316,36 +320,21 @@ def check_frozen_placement(asked: str, engine: str) -> None:
     anything (the accelerator is not started yet)."""
     fsdp = engine == "fsdp2" or (engine == "auto" and launcher_engine() == "fsdp")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if asked == "sharded" and not (fsdp and world > 1):
-        raise ConfigError(
-            "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
-        )
-    if asked == "cpu" and not (fsdp and world > 1):
-        raise ConfigError(
-            "--frozen-placement cpu streams the frozen models' layers through FSDP2: needs --engine fsdp2 on two "
-            "or more processes; use replicated here"
-        )
+    if asked in ("sharded", "cpu") and not (fsdp and world > 1):
+        raise _placement_refused(asked)
 
 
 def frozen_placement(accelerator, asked: str) -> str:
     """Where the frozen models live: 'replicated' (whole on every process's device), 'sharded' (FSDP2 over the
     processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 with the weights in CPU memory, moved to
     the GPU unit by unit). 'auto': sharded under FSDP2 on several processes, replicated otherwise."""
-    fsdp = is_fsdp(accelerator)
+    fsdp = is_fsdp(accelerator) and accelerator.num_processes > 1
     if asked == "auto":
-        return "sharded" if fsdp and accelerator.num_processes > 1 else "replicated"
-    if asked == "sharded" and not (fsdp and accelerator.num_processes > 1):
-        raise ConfigError(
-            "--frozen-placement sharded needs --engine fsdp2 on two or more processes; use replicated here"
-        )
-    if asked == "cpu":
-        if not (fsdp and accelerator.num_processes > 1):
-            raise ConfigError(
-                "--frozen-placement cpu streams the frozen models' layers through FSDP2: needs --engine fsdp2 on "
-                "two or more processes; use replicated here"
-            )
-        if accelerator.device.type == "cpu":
-            return "replicated"  # already in CPU memory
+        return "sharded" if fsdp else "replicated"
+    if asked in ("sharded", "cpu") and not fsdp:
+        raise _placement_refused(asked)
+    if asked == "cpu" and accelerator.device.type == "cpu":
+        return "replicated"  # already in CPU memory
     return asked
 
 
