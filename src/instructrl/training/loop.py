@@ -93,9 +93,12 @@ class Trainer:
         per_rank = cfg.batch_size // world
         if per_rank % self.micro:
             raise ConfigError(f"batch_size/processes={per_rank} must be a multiple of micro_batch_size={self.micro}")
-        # the last partial batch is kept when every process gets at least one example
+        # the last partial batch is kept when every process gets at least one example and, with sharded weights
+        # (whose forwards are collectives), the same number of micro-batches
         full, rest = divmod(epoch_size, cfg.batch_size)
-        self.steps_per_epoch = full + (1 if rest >= world else 0)
+        shares = {math.ceil(len(range(r, rest, world)) / self.micro) for r in range(world)}
+        keep = rest >= world and (len(shares) == 1 or not engines.is_sharded(accelerator))
+        self.steps_per_epoch = full + (1 if keep else 0)
         if self.steps_per_epoch == 0:
             raise InstructRLError(f"{stage}: {epoch_size} training examples are fewer than the {world} processes")
         # max_steps overrides epochs (either way): later epochs continue the seeded permutations
