@@ -244,3 +244,16 @@ def test_cuda_graph_sampling_falls_back_with_a_warning(caplog):
         )
     assert "CUDA-graph sampling is not available" in caplog.text and "4-D masks" in caplog.text
     assert resp.shape[0] == 4 and rmask[:, 0].all()
+
+
+def test_sampling_tracks_no_gradients_whoever_calls_it():
+    """A caller outside torch.no_grad must not build an autograd graph through every decoding step."""
+    model = _tiny_lm()
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    ids, mask = left_pad([[5, 6, 7, 8], [9, 10]], PAD)
+    assert torch.is_grad_enabled()
+    for sample in (sample_responses, sample_responses_static):
+        seen.clear()
+        sample(model, ids, mask, max_new_tokens=4, eos_id=EOS, pad_id=PAD)
+        assert seen and not any(seen)

@@ -133,11 +133,11 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-@torch.no_grad()
 def every_row_done(done: torch.Tensor) -> bool:
     return bool(done.all())
 
 
+@torch.no_grad()
 def sample_responses(
     model,
     prompt_ids: torch.Tensor,
