@@ -184,7 +184,7 @@ class PPOTrainer:
             pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
         )
         if engines.is_sharded(accelerator):
-            self._check_sharded(cfg, policy)
+            self._check_sharded(cfg)
         self.policy, self.pol_opt = engines.prepare(accelerator, policy, pol_opt)
         if value_model is None:  # critic-free: one trained model, one optimizer
             self.value = self.val_opt = None
@@ -214,8 +214,8 @@ class PPOTrainer:
         self.metrics = MetricsLogger(self.out, accelerator, run_name="ppo", config=cfg.to_dict())
         self.state: dict[str, Any] = {"iteration": 0, "episodes": 0, "ptx_position": 0}
 
-    def _check_sharded(self, cfg: PPOConfig, policy) -> None:
-        """What PPO does not do yet with sharded weights, refused before the run starts."""
+    def _check_sharded(self, cfg: PPOConfig) -> None:
+        """What PPO does not do yet with sharded weights, refused before the run starts (LoRA: engines.prepare)."""
         if self.shares_base:
             raise ConfigError("--value-shares-policy-base with a sharding engine: use --engine ddp")
         world, ptx = self.acc.num_processes, round(cfg.ptx_per_episode * cfg.mini_batch_size)
@@ -223,11 +223,6 @@ class PPOTrainer:
             raise ConfigError(
                 f"ptx_per_episode * mini_batch_size = {ptx} pretraining windows per minibatch must be divisible by the "
                 f"number of processes ({world}) under a sharding engine: every process runs the same forwards"
-            )
-        if hasattr(policy, "peft_config"):
-            raise ConfigError(
-                "LoRA (--lora-r) with a sharding engine: LoRA's trained weights are small and its base is frozen; "
-                "use --engine ddp with --frozen-dtype bf16 (or --quantize-base) to save memory"
             )
 
     # ------------------------------------------------------------------ small helpers
