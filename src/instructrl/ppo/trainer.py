@@ -62,7 +62,7 @@ from instructrl.modeling.loading import adapters_disabled, save_pretrained_atomi
 from instructrl.modeling.memory import checkpointing_enabled, evaluation_mode, train_mode_without_dropout
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample_fast, value_forward
-from instructrl.training import engines
+from instructrl.training import engines, precision
 from instructrl.training.accelerator import resolve_mixed_precision
 from instructrl.training.checkpoints import Checkpoints
 from instructrl.training.optim import clip_and_step, lr_at, set_lr
@@ -147,8 +147,7 @@ class PPOTrainer:
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         if self.eos_id is None or self.pad_id is None or self.eos_id == self.pad_id:
             raise ConfigError("PPO needs a tokenizer with an EOS and a distinct PAD token")
-        mp = resolve_mixed_precision(cfg)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp)
+        self.precision = resolve_mixed_precision(cfg)  # resolved: bf16, fp16 or no
         # sharded policies (FSDP, DeepSpeed ZeRO) gather their weights with collectives inside the forward:
         # those are not captured in a CUDA graph, and a rank falling back alone would desynchronize them
         self.cuda_graphs = cfg.cuda_graphs and accelerator.distributed_type not in (
@@ -227,9 +226,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ small helpers
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.acc.device.type, dtype=self.amp_dtype)
+        return precision.autocast(self.precision, self.acc.device.type)
 
     @property
     def raw_policy(self):
