@@ -318,6 +318,11 @@ def main() -> None:
     )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both trainers run")
     ap.add_argument(
+        "--skip-trl",
+        action="store_true",
+        help="run instructrl only (its fp32 and bf16 curves side by side; no TRL environment needed)",
+    )
+    ap.add_argument(
         "--bf16-iterations",
         type=int,
         default=0,
@@ -350,7 +355,7 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     if not (work / "setting.json").exists() or json.loads((work / "setting.json").read_text()) != SETTING:
         build_setting(work)
-    trl_py = Path(a.trl_python) if a.trl_python else ensure_trl_venv()
+    trl_py = Path(a.trl_python) if a.trl_python or a.skip_trl else ensure_trl_venv()
     env = dict(
         os.environ,
         TOKENIZERS_PARALLELISM="false",
@@ -381,6 +386,8 @@ def main() -> None:
     if a.profile:  # separate runs: the profiler's own cost stays out of the timed runs above
         prec = "fp32" if a.skip_bf16 else "bf16"
         runs += [("instructrl", f"{prec}-profile", max(PROFILED) + 2), ("trl", f"{prec}-profile", max(PROFILED) + 2)]
+    if a.skip_trl:
+        runs = [r for r in runs if r[0] != "trl"]
     results: dict[str, dict] = {}
     out: dict = {
         "setting": SETTING,
