@@ -194,8 +194,9 @@ def test_engines_command_lists_and_locates_the_shipped_configs():
     import yaml
 
     names = (("ddp", "MULTI_GPU"), ("fsdp2", "FSDP"), ("fsdp2-offload", "FSDP"))
+    names += (("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"), ("zero3-offload", "DEEPSPEED"))
     listing, *paths, unknown = run_cli_many(
-        [["engines"], *(["engines", "--path", n] for n, _ in names), ["engines", "--path", "zero3"]]
+        [["engines"], *(["engines", "--path", n] for n, _ in names), ["engines", "--path", "zero4"]]
     )
     assert listing.returncode == 0
     for (name, kind), found in zip(names, paths):
@@ -205,21 +206,47 @@ def test_engines_command_lists_and_locates_the_shipped_configs():
         if kind == "FSDP":
             assert config["fsdp_config"]["fsdp_version"] == 2
             assert config["fsdp_config"]["fsdp_offload_params"] == name.endswith("offload")
+        if kind == "DEEPSPEED":
+            ds = config["deepspeed_config"]
+            assert ds["zero_stage"] == int(name[4]) and ds["zero3_save_16bit_model"] is True
+            assert (ds["offload_optimizer_device"], ds["offload_param_device"]) == (
+                ("cpu", "none") if name.endswith("offload") else ("none", "none")
+            )
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "choose one of" in unknown.stderr
+
+
+# `python -m instructrl` as on a machine without the deepspeed extra, whether or not this one has it
+WITHOUT_DEEPSPEED = "import runpy, sys; sys.modules['deepspeed'] = None; sys.argv[0] = 'instructrl'; "
+WITHOUT_DEEPSPEED += "runpy.run_module('instructrl', run_name='__main__')"
 
 
 @pytest.mark.parametrize(
     ("env", "flags", "message"),
     [
-        ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], "selects DeepSpeed"),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true"},
+            [],
+            "the launcher's accelerate config (DeepSpeed) needs DeepSpeed, which",
+        ),
+        ({}, ["--engine", "zero3"], "--engine zero3 needs DeepSpeed, which is not installed: pip install 'instructrl["),
         ({"ACCELERATE_USE_FSDP": "true"}, ["--engine", "ddp"], "--engine ddp but the launcher's accelerate config"),
+        ({"ACCELERATE_USE_FSDP": "true"}, ["--engine", "zero2"], "--engine zero2 but the launcher's accelerate config"),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+            ["--engine", "zero3"],
+            "--engine zero3 but the launcher's DeepSpeed config has ZeRO stage 2",
+        ),
     ],
 )
 def test_an_engine_the_launch_cannot_honour_is_one_line_and_writes_nothing(tiny_model, tmp_path, env, flags, message):
     out = tmp_path / "out"
     data = write_jsonl(tmp_path / "demos.jsonl", fact_demos(8))
+    installed = "needs DeepSpeed" not in message  # the refusals of a mismatch need DeepSpeed present (if it is)
+    launch = [sys.executable, "-m", "instructrl"] if installed else [sys.executable, "-c", WITHOUT_DEEPSPEED]
+    if installed and "ZeRO stage" in message and not engines.deepspeed_installed():
+        pytest.skip("the stage mismatch is checked after the DeepSpeed check: needs the deepspeed extra")
     r = subprocess.run(
-        [sys.executable, "-m", "instructrl", *sft_args(tiny_model, data, out, *flags)],
+        [*launch, *sft_args(tiny_model, data, out, *flags)],
         env={**cli_env(), **env},
         capture_output=True,
         text=True,
@@ -242,10 +269,25 @@ def test_frozen_placement_follows_the_engine():
     assert engines.frozen_placement(acc(ddp, 2), "auto") == "replicated"
     assert engines.frozen_placement(acc(fsdp, 2), "cpu") == "cpu"  # layers streamed from CPU memory to the GPU
     assert engines.frozen_placement(acc(fsdp, 2, "cpu"), "cpu") == "replicated"  # already in CPU memory
-    with pytest.raises(ConfigError, match="sharded: FSDP2 shards them, so it needs --engine fsdp2 on two or more"):
+    with pytest.raises(ConfigError, match="sharded: the frozen models are sharded by FSDP2 or ZeRO-3, so it needs"):
         engines.frozen_placement(acc(ddp, 2), "sharded")
-    with pytest.raises(ConfigError, match="cpu: FSDP2 streams their layers from CPU memory, so it needs --engine"):
+    with pytest.raises(ConfigError, match="cpu: FSDP2 or ZeRO-3 keep the frozen models in CPU memory and stream"):
         engines.frozen_placement(acc(ddp, 1), "cpu")
+
+    def zero(stage, world=2):
+        plugin = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage))
+        return SimpleNamespace(
+            distributed_type=DistributedType.DEEPSPEED, num_processes=world, state=plugin, device=torch.device("cuda")
+        )
+
+    assert engines.frozen_placement(zero(3), "auto") == "sharded"  # ZeRO-3 inference engines
+    assert engines.frozen_placement(zero(2), "auto") == "replicated"  # ZeRO-2 keeps whole weights everywhere
+    assert engines.frozen_placement(zero(3, world=1), "auto") == "replicated"
+    with pytest.raises(ConfigError, match="sharded by FSDP2 or ZeRO-3"):
+        engines.frozen_placement(zero(2), "sharded")
+    assert engines.frozen_placement(zero(3), "cpu") == "cpu"  # DeepSpeed's offload_param for the frozen engines
+    with pytest.raises(ConfigError, match="cpu: FSDP2 or ZeRO-3 keep"):
+        engines.frozen_placement(zero(2), "cpu")
 
 
 def test_lora_under_a_sharding_engine_is_refused_before_anything_is_prepared():

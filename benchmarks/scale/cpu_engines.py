@@ -1,5 +1,6 @@
-"""PPO-ptx at GPT-2-medium size on this CPU: peak memory per process of real `instructrl ppo` runs under FSDP2 with
-two processes and in one process with each memory lever, beside `instructrl plan`'s estimate of the same setting.
+"""PPO-ptx at GPT-2-medium size on this CPU: peak memory per process of real `instructrl ppo` runs under FSDP2 and
+DeepSpeed ZeRO-3 (the deepspeed extra) with two processes and in one process with each memory lever, beside
+`instructrl plan`'s estimate of the same setting.
 
     .venv/bin/python benchmarks/scale/cpu_engines.py --out benchmarks/scale/cpu_engines.json   # ~10-20 min
     .venv/bin/python benchmarks/scale/cpu_engines.py --table benchmarks/scale/cpu_engines.json
@@ -32,6 +33,7 @@ MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=
 SHAPE = dict(batch=4, prompt=16, response=16, ptx_length=64)
 ARMS = {
     "fsdp2, 2 processes": dict(processes=2, flags=["--engine", "fsdp2"], engine="fsdp2"),
+    "zero3, 2 processes": dict(processes=2, flags=["--engine", "zero3"], engine="zero3"),
     "one process": dict(processes=1, flags=[], engine="ddp"),
     "one process, gradient checkpointing": dict(processes=1, flags=["--gradient-checkpointing"], engine="ddp"),
     "one process, frozen bf16": dict(processes=1, flags=["--frozen-dtype", "bf16"], engine="ddp"),

@@ -138,8 +138,8 @@ def test_a_frozen_placement_the_engine_cannot_give_is_refused_before_anything_is
     from testkit import run_cli
 
     for placement, message in (
-        ("sharded", "needs --engine fsdp2 on two or more"),
-        ("cpu", "FSDP2 streams their layers from CPU memory, so it needs --engine fsdp2"),
+        ("sharded", "needs --engine fsdp2 or zero3 on two or more"),
+        ("cpu", "FSDP2 or ZeRO-3 keep the frozen models in CPU memory and stream their layers, so it needs --engine"),
     ):
         out = tmp_path / placement
         r = run_cli(cli_args(ppo_world, out, "--frozen-placement", placement))

@@ -20,16 +20,12 @@ from instructrl.plan.estimate import (
 )
 from instructrl.plan.search import Suggestion, cheapest_fit, flags
 
-# how accelerate launch selects each engine: the shipped configs of the engines the stages run (instructrl
-# engines), accelerate's own flags for DeepSpeed, which the planner estimates but the stages do not run yet
+# how accelerate launch selects each engine: the shipped configs (instructrl engines)
 LAUNCH_FLAGS = {
-    "ddp": "--config_file $(instructrl engines --path ddp)",
-    "fsdp2": "--config_file $(instructrl engines --path fsdp2)",
-    "zero2": "--use_deepspeed --zero_stage 2",
-    "zero3": "--use_deepspeed --zero_stage 3",
-    "zero3-offload": "--use_deepspeed --zero_stage 3 --offload_optimizer_device cpu",
+    name: f"--config_file $(instructrl engines --path {name})" for name in ("ddp", "fsdp2", "zero2", "zero3")
 }
-RUNNABLE_ENGINES = ("ddp", "fsdp2")
+LAUNCH_FLAGS["zero3-offload"] = "--config_file $(instructrl engines --path zero3-offload)"
+RUNNABLE_ENGINES = ("ddp", "fsdp2", "zero2", "zero3")  # the --engine choices (zero3-offload: its launch config)
 
 
 def configure(parser) -> None:
@@ -88,7 +84,6 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
     missing = [
         name
         for name, on in (
-            (f"engine {cfg.engine} (DeepSpeed: planned here; the stages run ddp and fsdp2)", "zero" in cfg.engine),
             (
                 "frozen models in CPU memory outside PPO (frozen_placement=cpu)",
                 cfg.frozen_placement == "cpu" and cfg.stage != "ppo",

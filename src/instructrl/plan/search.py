@@ -9,8 +9,8 @@ Cost order, cheapest first (each step keeps the ones before it):
 3. gradient checkpointing: about a third more compute per step; then the micro-batch halved down to 1
    (more, smaller passes: the same batch, slower; PPO: the pretraining micro-batch), then PPO's rollout
    chunk (a smaller KV cache, slower sampling);
-4. the optimizer states offloaded to CPU (zero3-offload, planned only: the stages do not run DeepSpeed yet),
-   then the frozen models in CPU memory too;
+4. the optimizer states offloaded to CPU (zero3-offload, DeepSpeed's CPU Adam), then the frozen models in CPU
+   memory too;
 5. LoRA (rank 16 unless asked, bf16 base; PPO: the value model on the policy's base): fewer trained
    weights, a different model of the update;
 6. LoRA on a 4-bit base (QLoRA): the base itself quantized.

@@ -243,9 +243,10 @@ class PPOConfig(MemoryConfig):
     frozen_placement: str = help_field(
         "auto",
         "Where the reference and reward model live: 'replicated' (whole on every process's device), 'sharded' "
-        "(FSDP2 over the processes like the trained models; needs --engine fsdp2 on 2+ processes) or 'cpu' (FSDP2 "
-        "with the weights in CPU memory, moved to the GPU layer by layer; needs --engine fsdp2 on 2+ GPUs). "
-        "'auto': sharded under FSDP2 on several processes, replicated otherwise.",
+        "(FSDP2 or ZeRO-3 over the processes like the trained models; needs --engine fsdp2 or zero3 on 2+ "
+        "processes) or 'cpu' (FSDP2 or ZeRO-3 with the weights in CPU memory, moved to the GPU layer by layer; needs "
+        "--engine fsdp2 or zero3 on 2+ GPUs). 'auto': sharded under FSDP2 or ZeRO-3 on several processes, "
+        "replicated otherwise.",
         choices=["auto", "replicated", "sharded", "cpu"],
     )
 

@@ -29,7 +29,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -184,7 +183,8 @@ class PPOTrainer:
         )
         if engines.is_sharded(accelerator):
             self._check_sharded(cfg)
-        self.policy, self.pol_opt = engines.prepare(accelerator, policy, pol_opt)
+        clip = {"max_grad_norm": cfg.max_grad_norm, "micro_batch": self.local_mini}
+        self.policy, self.pol_opt = engines.prepare(accelerator, policy, pol_opt, **clip)
         if value_model is None:  # critic-free: one trained model, one optimizer
             self.value = self.val_opt = None
         else:
@@ -196,7 +196,7 @@ class PPOTrainer:
                 weight_decay=cfg.weight_decay,
                 **fused,
             )
-            self.value, self.val_opt = engines.prepare(accelerator, value_model, val_opt)
+            self.value, self.val_opt = engines.prepare(accelerator, value_model, val_opt, **clip)
         self.frozen_placement = engines.frozen_placement(accelerator, cfg.frozen_placement)
         self.ref = engines.place_frozen(accelerator, ref_model, self.frozen_placement, cfg.frozen_placement)
         self.rm = engines.place_frozen(accelerator, reward_model, self.frozen_placement, cfg.frozen_placement)
@@ -234,7 +234,7 @@ class PPOTrainer:
 
     def _no_sync_policy(self, active: bool):
         """Defer the policy's gradient all-reduce (PPO-ptx: the pretraining backward follows)."""
-        return self.acc.no_sync(self.policy) if active and self.acc.num_processes > 1 else nullcontext()
+        return engines.no_sync(self.acc, self.policy, active)
 
     def _permuted(self, n: int, position: int, count: int, salt: int) -> np.ndarray:
         """``count`` indices of an endless stream of seeded permutations of range(n), from ``position``."""
@@ -371,7 +371,8 @@ class PPOTrainer:
                 mask = labels != IGNORE_INDEX
                 n_tok = int(mask.sum())
                 loss = ptx_loss(logits, labels.clamp(min=0), mask) * (n_tok / total_tokens)  # share of the token mean
-                self.acc.backward(self.cfg.ptx_coef * loss)  # gamma * LM-loss gradient, accumulated
+                # gamma * LM-loss gradient, accumulated
+                engines.backward(self.acc, self.policy, self.cfg.ptx_coef * loss, last)
             loss_sum += loss.detach()
         return loss_sum
 
@@ -408,14 +409,18 @@ class PPOTrainer:
                 stats["kl_loss"] = kl_term.detach()
             if values is not None:
                 vf, vf_stats = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.cliprange_value)
-                loss = loss + cfg.vf_coef * vf  # separate models: pg reaches the policy, vf the value model
                 stats.update(value_loss=vf.detach(), value_clipfrac=vf_stats["clipfrac"], value_mse=vf_stats["mse"])
-            self.acc.backward(loss)
+            if engines.is_deepspeed(self.acc):  # one DeepSpeed engine per model, each with its own backward
+                engines.backward(self.acc, self.policy, loss, last=not ptx_examples)
+                if values is not None:
+                    engines.backward(self.acc, self.value, cfg.vf_coef * vf)
+            else:  # separate models: pg reaches the policy, vf the value model
+                self.acc.backward(loss + cfg.vf_coef * vf if values is not None else loss)
         if ptx_examples:
             # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
-            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update. FSDP holds the gradient
-            # inside its own buffers until the minibatch's last backward: not measured there.
-            if not engines.is_fsdp(self.acc):
+            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update. A sharding engine (FSDP,
+            # DeepSpeed) holds the gradient inside its own buffers until the minibatch's last backward: not measured.
+            if not engines.is_sharded(self.acc):
                 grads = [p.grad.detach().norm() for p in self.policy.parameters() if p.grad is not None]
                 stats["pg_grad_norm"] = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
             stats["ptx_loss"] = self.ptx_backward(ptx_examples)

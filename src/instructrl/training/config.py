@@ -37,10 +37,11 @@ class MemoryConfig(BaseConfig):
     engine: str = help_field(
         "auto",
         "Distributed engine, through accelerate: 'auto' (what `accelerate launch --config_file` set, else DDP on "
-        "several processes), 'ddp', or 'fsdp2' (weights, gradients and optimizer states of each trained model "
-        "sharded per transformer layer, as ZeRO-3 does; also on CPUs under torchrun). Shipped launch configs: "
-        "`instructrl engines`.",
-        choices=["auto", "ddp", "fsdp2"],
+        "several processes), 'ddp', 'fsdp2' (weights, gradients and optimizer states of each trained model "
+        "sharded per transformer layer), 'zero2' (DeepSpeed ZeRO-2: gradients and optimizer states sharded) or "
+        "'zero3' (ZeRO-3: the weights too); DeepSpeed needs pip install 'instructrl[deepspeed]'. All run on CPUs "
+        "under torchrun too. Shipped launch configs: `instructrl engines`.",
+        choices=["auto", "ddp", "fsdp2", "zero2", "zero3"],
     )
 
     def validate(self) -> None:

@@ -1,42 +1,48 @@
-"""The distributed engine a stage trains under, always through accelerate: DDP or FSDP2.
+"""The distributed engine a stage trains under, always through accelerate: DDP, FSDP2 or DeepSpeed ZeRO.
 
 How an engine is chosen (``--engine``, default ``auto``):
 
 * ``auto`` takes what the launcher set: ``accelerate launch --config_file`` with one of the shipped configs
-  (:func:`accelerate_config`; ``instructrl engines`` lists them) or your own selects FSDP through the environment
-  accelerate reads; without one, DDP on several processes, nothing on one.
+  (:func:`accelerate_config`; ``instructrl engines`` lists them) or your own selects FSDP or DeepSpeed through the
+  environment accelerate reads; without one, DDP on several processes, nothing on one.
 * ``fsdp2`` builds accelerate's FSDP plugin here (version 2: ``fully_shard`` per transformer layer, weights,
   gradients and optimizer states sharded over the processes, checkpoints as sharded ``torch.distributed.checkpoint``
   files, the final model gathered into one ``save_pretrained`` directory).
-* DeepSpeed ZeRO is refused in one line: the stages do not drive DeepSpeed's engine yet (it steps inside the
-  backward, owns clipping and gradient accumulation, and takes one model per accelerator); FSDP2 shards the same
-  three things as ZeRO-3, and ``fsdp2-offload`` keeps them in CPU memory as ZeRO-3-offload does.
+* ``zero2`` / ``zero3`` build accelerate's DeepSpeed plugin (ZeRO stage 2: gradients and optimizer states sharded;
+  stage 3: the weights too). DeepSpeed is an optional extra (``pip install 'instructrl[deepspeed]'``). Each trained
+  model is its own DeepSpeed engine, prepared by accelerate one model per call; the stages call the engine's own
+  ``backward`` and ``step`` (:func:`backward`, :func:`step_engine`) because DeepSpeed steps inside its backward and
+  clips by itself (``gradient_clipping`` = the stage's ``max_grad_norm``). Frozen models (PPO's reference and reward
+  model) are ZeRO-3 inference engines under ``zero3`` (``deepspeed.initialize`` without an optimizer), replicated
+  under ``zero2``. The final model is gathered with ``stage3_gather_16bit_weights_on_model_save``.
 
-accelerate selects FSDP only on accelerators: on a CPU with several processes it falls back to plain DDP without a
-word. FSDP2 itself runs on the CPU over gloo, so with ``--engine fsdp2`` on a CPU the accelerator is switched to
-FSDP after it starts (:func:`_fsdp_on_cpu`), and accelerate's own FSDP2 code does the rest; this is what the
-multi-process CPU tests exercise.
+accelerate selects FSDP and DeepSpeed only on accelerators: on a CPU with several processes it falls back to plain
+DDP without a word. Both run on the CPU over gloo, so with ``--engine fsdp2`` / ``zero2`` / ``zero3`` on a CPU the
+accelerator is switched to the engine after it starts (:func:`_fsdp_on_cpu`, :func:`_deepspeed_on_cpu`), and
+accelerate's own code does the rest; this is what the multi-process CPU tests exercise.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 
 from instructrl.errors import ConfigError
 from instructrl.losses import ema_update
 
 log = logging.getLogger("instructrl")
 
-ENGINES = ("auto", "ddp", "fsdp2")
+ENGINES = ("auto", "ddp", "fsdp2", "zero2", "zero3")
+ZERO_STAGES = {"zero2": 2, "zero3": 3}
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
@@ -63,22 +69,46 @@ def launcher_engine() -> str:
     return "ddp"
 
 
+def deepspeed_installed() -> bool:
+    try:
+        return importlib.util.find_spec("deepspeed") is not None
+    except ValueError:  # present in sys.modules as None: import refused
+        return False
+
+
 def check_engine(engine: str) -> None:
     """What an engine needs from the machine and the installed packages, checked before anything is written."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine}: unknown engine; choose one of {', '.join(ENGINES)}")
     launched = launcher_engine()
-    if launched == "deepspeed":
+    wants_deepspeed = engine in ZERO_STAGES or (engine == "auto" and launched == "deepspeed")
+    if wants_deepspeed and not deepspeed_installed():
+        what = f"--engine {engine}" if engine != "auto" else "the launcher's accelerate config (DeepSpeed)"
         raise ConfigError(
-            "the launcher's accelerate config selects DeepSpeed, which instructrl's stages do not drive yet: launch "
-            "with `--config_file $(instructrl engines --path fsdp2)` (FSDP2 shards weights, gradients and optimizer "
-            "states as ZeRO-3 does; fsdp2-offload keeps them in CPU memory)"
+            f"{what} needs DeepSpeed, which is not installed: pip install 'instructrl[deepspeed]', "
+            "or use --engine fsdp2 (it shards weights, gradients and optimizer states as ZeRO-3 does)"
         )
-    if engine == "ddp" and launched == "fsdp":
+    if engine == "ddp" and launched in ("fsdp", "deepspeed"):
         raise ConfigError(
-            "--engine ddp but the launcher's accelerate config selects FSDP: drop --engine (or pass --engine auto) "
-            "to use the launcher's, or launch with `--config_file $(instructrl engines --path ddp)`"
+            f"--engine ddp but the launcher's accelerate config selects {launched_name(launched)}: drop --engine (or "
+            "pass --engine auto) to use the launcher's, or launch with `--config_file $(instructrl engines --path ddp)`"
         )
+    if engine != "auto" and launched != "ddp" and (engine in ZERO_STAGES) != (launched == "deepspeed"):
+        raise ConfigError(
+            f"--engine {engine} but the launcher's accelerate config selects {launched_name(launched)}: drop --engine "
+            f"to use the launcher's, or launch with `--config_file $(instructrl engines --path {engine})`"
+        )
+    if engine in ZERO_STAGES and launched == "deepspeed":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        if stage is not None and stage != str(ZERO_STAGES[engine]):
+            raise ConfigError(
+                f"--engine {engine} but the launcher's DeepSpeed config has ZeRO stage {stage}: drop --engine to use "
+                "the launcher's stage"
+            )
+
+
+def launched_name(launched: str) -> str:
+    return {"fsdp": "FSDP", "deepspeed": "DeepSpeed", "ddp": "DDP"}[launched]
 
 
 def accelerator_kwargs(engine: str) -> dict[str, Any]:
@@ -87,6 +117,8 @@ def accelerator_kwargs(engine: str) -> dict[str, Any]:
     check_engine(engine)
     if engine == "fsdp2" and launcher_engine() != "fsdp":  # under an FSDP launch config, accelerate builds its own
         return {"fsdp_plugin": fsdp2_plugin()}
+    if engine in ZERO_STAGES and launcher_engine() != "deepspeed":
+        return {"deepspeed_plugin": deepspeed_plugin(ZERO_STAGES[engine])}
     return {}
 
 
@@ -101,16 +133,43 @@ def fsdp2_plugin() -> FullyShardedDataParallelPlugin:
     )
 
 
+def deepspeed_plugin(stage: int) -> DeepSpeedPlugin:
+    """DeepSpeed ZeRO ``stage`` as the stages drive it: no gradient accumulation inside DeepSpeed (the stages
+    accumulate micro-batches themselves and mark the last one, :func:`backward`), no ZeRO-3 init at load (each model
+    is partitioned when prepared), and the whole 16-bit (or fp32) weights gathered for the final save."""
+    return DeepSpeedPlugin(
+        zero_stage=stage,
+        gradient_accumulation_steps=1,
+        zero3_init_flag=False,
+        zero3_save_16bit_model=True,
+        offload_optimizer_device="none",
+        offload_param_device="none",
+    )
+
+
 def finish_setup(accelerator, engine: str, kwargs: dict[str, Any]) -> None:
-    """After the accelerator starts: FSDP on a multi-process CPU run (see the module docstring), and the choice
-    logged once."""
+    """After the accelerator starts: FSDP or DeepSpeed on a multi-process CPU run (see the module docstring), and the
+    choice logged once."""
+    cpu_multi = accelerator.distributed_type == DistributedType.MULTI_CPU
     plugin = kwargs.get("fsdp_plugin")
-    if plugin is None and launcher_engine() == "fsdp" and accelerator.distributed_type == DistributedType.MULTI_CPU:
+    if plugin is None and launcher_engine() == "fsdp" and cpu_multi:
         plugin = fsdp2_plugin()  # an FSDP launch config on a CPU machine (torchrun with accelerate's variables)
-    if plugin is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+    if plugin is not None and cpu_multi:
         _fsdp_on_cpu(plugin, accelerator.mixed_precision)
-    if plugin is not None and accelerator.num_processes == 1:
-        log.info("--engine fsdp2 on one process: nothing to shard, the model trains as a whole")
+    ds = kwargs.get("deepspeed_plugin")
+    if ds is None and launcher_engine() == "deepspeed" and cpu_multi:
+        ds = DeepSpeedPlugin()  # from the launcher's environment, as accelerate builds it on a GPU
+    if ds is not None and cpu_multi:
+        _deepspeed_on_cpu(accelerator, ds, accelerator.mixed_precision)
+    if is_deepspeed(accelerator):
+        # accelerate tells transformers about ZeRO-3, which then partitions every model as it loads (zero.Init).
+        # The stages load each model whole and DeepSpeed partitions it when prepared: checks and copies at load
+        # (the reference, the value head, vocabulary sizes) see whole weights.
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    if (plugin is not None or ds is not None) and accelerator.num_processes == 1:
+        log.info("--engine %s on one process: nothing to shard, the model trains as a whole", engine)
     log.info("engine: %s on %d process(es)", describe(accelerator), accelerator.num_processes)
 
 
@@ -123,6 +182,18 @@ def _fsdp_on_cpu(plugin: FullyShardedDataParallelPlugin, mixed_precision: str) -
     if mixed_precision != "no":
         plugin.set_mixed_precision(mixed_precision)
     state.fsdp_plugin = plugin
+
+
+def _deepspeed_on_cpu(accelerator, plugin: DeepSpeedPlugin, mixed_precision: str) -> None:
+    # as _fsdp_on_cpu, and what accelerate does for DeepSpeed on a GPU: the plugin gets the run's precision and
+    # becomes the active one; DeepSpeed itself takes the process group accelerate started (gloo)
+    PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
+    state = AcceleratorState()
+    state.distributed_type = DistributedType.DEEPSPEED
+    plugin.set_mixed_precision(mixed_precision)
+    plugin.select(_from_accelerator_state=True)
+    state.deepspeed_plugins = {"default": plugin}
+    accelerator.deepspeed_engine_wrapped = None
 
 
 def describe(accelerator) -> str:
@@ -143,6 +214,20 @@ def is_fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
+def is_deepspeed(accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def zero_stage(accelerator) -> int:
+    """The ZeRO stage of a DeepSpeed run (0 for other engines)."""
+    return accelerator.state.deepspeed_plugin.zero_stage if is_deepspeed(accelerator) else 0
+
+
+def shards_weights(accelerator) -> bool:
+    """Whether each process holds only part of the trained weights (FSDP, ZeRO-3): forwards are collectives."""
+    return accelerator.num_processes > 1 and (is_fsdp(accelerator) or zero_stage(accelerator) == 3)
+
+
 def layer_classes(model: torch.nn.Module) -> list[str]:
     """The transformer layer classes FSDP shards one by one: the ``_no_split_modules`` of every transformers model
     inside ``model`` (a reward or value model wraps one) that occur in it. None found is a user error."""
@@ -161,9 +246,16 @@ def layer_classes(model: torch.nn.Module) -> list[str]:
     return found
 
 
-def prepare(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+def prepare(
+    accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float = 0.0,
+    micro_batch: int = 1,
+):
     """``accelerator.prepare(model, optimizer)``, one trained model at a time (FSDP2 and DeepSpeed prepare one model
-    per call). Under FSDP each of the model's transformer layers becomes a shard unit."""
+    per call). Under FSDP each of the model's transformer layers becomes a shard unit. Under DeepSpeed the engine
+    clips to ``max_grad_norm`` (0: no clipping) and is told the micro-batch size (for its own bookkeeping)."""
     if is_sharded(accelerator) and hasattr(model, "peft_config"):
         raise ConfigError(
             f"LoRA (--lora-r) under {describe(accelerator)}: not supported yet (the adapters would save unmerged); "
@@ -176,7 +268,51 @@ def prepare(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimize
         if not os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):  # the launch config's own classes stay
             plugin.transformer_cls_names_to_wrap = layer_classes(model)
             plugin.auto_wrap_policy = transformer_auto_wrap_policy  # accelerate binds it to the classes per model
+    if is_deepspeed(accelerator):
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        if config.get("gradient_accumulation_steps") not in (1, "auto", None):
+            log.info(
+                "DeepSpeed gradient_accumulation_steps %s -> 1: the stage accumulates its micro-batches itself",
+                config["gradient_accumulation_steps"],
+            )
+        config.update(
+            gradient_accumulation_steps=1,
+            gradient_clipping=float(max_grad_norm or 0.0),
+            train_micro_batch_size_per_gpu=micro_batch,
+            train_batch_size=micro_batch * accelerator.num_processes,
+        )
+        if config.get("zero_optimization", {}).get("stage") == 3:  # the final save gathers the whole weights
+            config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+        accelerator.gradient_accumulation_steps = 1
     return accelerator.prepare(model, optimizer)
+
+
+def no_sync(accelerator, model, active: bool = True):
+    """Defer the gradient all-reduce of the backward passes inside (all but a step's last micro-batch). DeepSpeed
+    is told through :func:`backward` instead; its ZeRO stages refuse ``no_sync``."""
+    if not active or accelerator.num_processes == 1 or is_deepspeed(accelerator):
+        return nullcontext()
+    return accelerator.no_sync(model)
+
+
+def backward(accelerator, model, loss: torch.Tensor, last: bool = True) -> None:
+    """``loss.backward()`` for ``model`` through its engine. Under DeepSpeed: the engine's own backward, with
+    ``last`` marking the step's last backward of this model (where ZeRO reduces the gradients); the optimizer step
+    is :func:`step_engine`'s, after every backward of the step."""
+    if is_deepspeed(accelerator):
+        model.set_gradient_accumulation_boundary(last)
+        model.backward(loss)
+    else:
+        accelerator.backward(loss)
+
+
+def step_engine(model) -> float:
+    """A DeepSpeed engine's optimizer step (it clips to its ``gradient_clipping`` first) and the gradient norm it
+    measured before clipping."""
+    model.set_gradient_accumulation_boundary(True)
+    model.step()
+    norm = model.get_global_grad_norm()
+    return float("nan") if norm is None else float(norm)
 
 
 def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -197,7 +333,7 @@ def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     """(parameters this process holds, parameters of the whole model): equal unless sharded."""
     local = total = 0
     for p in model.parameters():
-        total += p.numel()
+        total += p.ds_numel if hasattr(p, "ds_numel") else p.numel()  # ZeRO-3 keeps an empty tensor in p
         local += _local(p).numel()
     return local, total
 
@@ -215,7 +351,14 @@ def gathered(accelerator, model: torch.nn.Module, enabled: bool = True) -> Itera
     """Hold an FSDP2 model's whole weights on every process for a stretch of forwards (sampling, evaluation):
     gathered once, not at every forward, and sharded again afterwards. Inside, the forwards run no collectives, so
     processes may run different numbers of them (a rollout that ends early, an evaluation on the main process
-    only). Entering and leaving are collectives. A no-op for other engines."""
+    only). Entering and leaving are collectives. Under ZeRO-3, DeepSpeed's own gather for generation (its hooks off
+    meanwhile). A no-op for other engines."""
+    if enabled and zero_stage(accelerator) == 3 and accelerator.num_processes > 1:
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(model):
+            yield
+        return
     if not (enabled and is_fsdp(accelerator) and accelerator.num_processes > 1):
         yield
         return
@@ -279,7 +422,10 @@ class ShardEMA:
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
-    """This process's part of a parameter (its shard of a DTensor), in place: writes reach the parameter."""
+    """This process's part of a parameter (its shard of a DTensor, its ZeRO-3 partition), in place: writes reach the
+    parameter."""
+    if hasattr(p, "ds_tensor"):
+        return p.ds_tensor
     return p.to_local() if hasattr(p, "to_local") else p
 
 
@@ -308,30 +454,39 @@ def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list
 
 # ---------------------------------------------------------------------- frozen models (reference, reward model)
 def _placement_refused(asked: str) -> ConfigError:
-    how = "shards them" if asked == "sharded" else "streams their layers from CPU memory"
+    if asked == "sharded":
+        return ConfigError(
+            "--frozen-placement sharded: the frozen models are sharded by FSDP2 or ZeRO-3, so it needs --engine fsdp2 "
+            "or zero3 on two or more processes; use replicated here"
+        )
     return ConfigError(
-        f"--frozen-placement {asked}: FSDP2 {how}, so it needs --engine fsdp2 on two or more processes; "
-        "use replicated here"
+        f"--frozen-placement {asked}: FSDP2 or ZeRO-3 keep the frozen models in CPU memory and stream their layers, so "
+        "it needs --engine fsdp2 or zero3 on two or more processes; use replicated here"
     )
 
 
 def check_frozen_placement(asked: str, engine: str) -> None:
     """:func:`frozen_placement`'s refusals from the flags and the launch environment alone, before a run writes
     anything (the accelerator is not started yet)."""
-    fsdp = engine == "fsdp2" or (engine == "auto" and launcher_engine() == "fsdp")
+    launched = launcher_engine()
+    fsdp = engine == "fsdp2" or (engine == "auto" and launched == "fsdp")
+    zero3 = engine == "zero3" or (
+        engine == "auto" and launched == "deepspeed" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if asked in ("sharded", "cpu") and not (fsdp and world > 1):
+    if asked in ("sharded", "cpu") and not ((fsdp or zero3) and world > 1):
         raise _placement_refused(asked)
 
 
 def frozen_placement(accelerator, asked: str) -> str:
-    """Where the frozen models live: 'replicated' (whole on every process's device), 'sharded' (FSDP2 over the
-    processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 with the weights in CPU memory, moved to
-    the GPU unit by unit). 'auto': sharded under FSDP2 on several processes, replicated otherwise."""
-    fsdp = is_fsdp(accelerator) and accelerator.num_processes > 1
+    """Where the frozen models live: 'replicated' (whole on every process's device), 'sharded' (FSDP2 or ZeRO-3 over
+    the processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 or ZeRO-3 with the weights in CPU memory,
+    moved to the GPU unit by unit). 'auto': sharded under FSDP2 or ZeRO-3 on several processes, replicated otherwise
+    (ZeRO-2 keeps whole weights on every process)."""
+    shards = accelerator.num_processes > 1 and (is_fsdp(accelerator) or zero_stage(accelerator) == 3)
     if asked == "auto":
-        return "sharded" if fsdp else "replicated"
-    if asked in ("sharded", "cpu") and not fsdp:
+        return "sharded" if shards else "replicated"
+    if asked in ("sharded", "cpu") and not shards:
         raise _placement_refused(asked)
     if asked == "cpu" and accelerator.device.type == "cpu":
         return "replicated"  # already in CPU memory
@@ -340,7 +495,9 @@ def frozen_placement(accelerator, asked: str) -> str:
 
 def place_frozen(accelerator, model: torch.nn.Module | None, placement: str, asked: str = "auto"):
     """``model`` (frozen, evaluation only) where ``placement`` puts it. A model with no transformer layers to shard
-    (a hand-made reward) stays replicated under 'auto'."""
+    (a hand-made reward) stays replicated under 'auto'. Under ZeRO-3, 'sharded' makes it a DeepSpeed inference
+    engine (``deepspeed.initialize`` without an optimizer: partitioned, gathered layer by layer in its forwards), and
+    'cpu' one whose partitions stay in CPU memory (DeepSpeed's ``offload_param``)."""
     if model is None:
         return None
     if placement == "replicated":
@@ -351,6 +508,8 @@ def place_frozen(accelerator, model: torch.nn.Module | None, placement: str, ask
         if asked == "auto":
             return model.to(accelerator.device)
         raise
+    if is_deepspeed(accelerator):
+        return _zero3_inference(accelerator, model, offload=placement == "cpu")
     from accelerate.utils.fsdp_utils import fsdp2_prepare_model
     from torch.distributed.fsdp import CPUOffloadPolicy
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
@@ -364,6 +523,24 @@ def place_frozen(accelerator, model: torch.nn.Module | None, placement: str, ask
         return fsdp2_prepare_model(accelerator, model.to(accelerator.device if placement == "sharded" else "cpu"))
     finally:
         plugin.auto_wrap_policy, plugin.transformer_cls_names_to_wrap, plugin.cpu_offload = saved
+
+
+def _zero3_inference(accelerator, model: torch.nn.Module, offload: bool = False):
+    import deepspeed
+
+    trained = accelerator.state.deepspeed_plugin.deepspeed_config
+    zero: dict[str, Any] = {"stage": 3, "stage3_param_persistence_threshold": 0}
+    if offload:  # the partitions in CPU memory, each layer's moved to the GPU for its forward
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    config = {
+        "train_micro_batch_size_per_gpu": 1,
+        "zero_optimization": zero,
+        # the trained models' 16-bit setting: DeepSpeed casts the weights to it
+        **{k: trained[k] for k in ("bf16", "fp16") if isinstance(trained.get(k), dict)},
+    }
+    engine, *_ = deepspeed.initialize(model=model.to(accelerator.device), config=config)
+    engine.eval()  # DeepSpeed's eval() returns None, not the engine
+    return engine
 
 
 @contextmanager

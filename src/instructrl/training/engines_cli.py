@@ -9,7 +9,8 @@ def configure(parser) -> None:
     parser.add_argument("--path", metavar="NAME", help="Print only the path of the shipped config NAME.")
     parser.epilog = (
         "Example: accelerate launch --config_file $(instructrl engines --path fsdp2) --num_processes 8 "
-        "-m instructrl ppo ...   (on a CPU: torchrun --nproc_per_node N -m instructrl ppo ... --engine fsdp2)"
+        "-m instructrl ppo ...   (on a CPU: torchrun --nproc_per_node N -m instructrl ppo ... --engine fsdp2; "
+        "zero2, zero3 and zero3-offload need pip install 'instructrl[deepspeed]')"
     )
 
 

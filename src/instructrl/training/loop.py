@@ -23,7 +23,6 @@ import logging
 import math
 import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -105,7 +104,9 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
-        self.model, self.optimizer = engines.prepare(accelerator, model, adamw(model, cfg))
+        self.model, self.optimizer = engines.prepare(
+            accelerator, model, adamw(model, cfg), max_grad_norm=cfg.max_grad_norm, micro_batch=self.micro
+        )
         self.ckpts = Checkpoints(out_dir, accelerator, keep=cfg.keep_checkpoints)
         self.metrics = MetricsLogger(out_dir, accelerator, run_name=stage, config=cfg.to_dict())
         self.state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "tokens": 0}
@@ -174,11 +175,11 @@ class Trainer:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         for j, mb in enumerate(micro_batches):
-            ctx = self.acc.no_sync(self.model) if j < len(micro_batches) - 1 else nullcontext()
-            with ctx:
+            last = j == len(micro_batches) - 1
+            with engines.no_sync(self.acc, self.model, not last):
                 loss_sum, stats = self.loss(mb)
                 # DDP averages gradients over processes, hence * num_processes
-                self.acc.backward(loss_sum / normalizer * self.acc.num_processes)
+                engines.backward(self.acc, self.model, loss_sum / normalizer * self.acc.num_processes, last)
             for name, value in stats.items():
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
         (grad_norm,) = clip_and_step(

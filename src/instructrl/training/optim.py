@@ -8,6 +8,8 @@ from typing import NoReturn
 
 import torch
 
+from instructrl.training import engines
+
 
 def lr_at(
     step: int,
@@ -58,9 +60,18 @@ def clip_and_step(
     """Clip each model's gradients to ``max_grad_norm`` (0: measure only), then step and zero every optimizer.
 
     A non-finite gradient norm calls ``fail`` before any optimizer steps, so the weights stay those of the last
-    good step. ``parts`` are (name, model, optimizer); the norms are returned (equal on every rank; NaN where
-    the engine clips by itself and reports none, as DeepSpeed does). In place of a model, a list of its parameters
-    (a model whose layers also hold another model's parameters: PPO's value model on the policy's base)."""
+    good step. ``parts`` are (name, model, optimizer); the norms are returned (equal on every rank). In place of a
+    model, a list of its parameters (a model whose layers also hold another model's parameters: PPO's value model
+    on the policy's base).
+
+    Under DeepSpeed each engine clips (to the ``gradient_clipping`` it was prepared with) and steps by itself and
+    reports the norm afterwards: a non-finite norm then calls ``fail`` after the step, and the run stops there with
+    its last checkpoint intact."""
+    if engines.is_deepspeed(accelerator):
+        norms = [engines.step_engine(model) for _, model, _ in parts]
+        if not all(math.isfinite(n) for n in norms):
+            fail("the gradient norm became " + " / ".join(f"{n} ({name})" for n, (name, _, _) in zip(norms, parts)))
+        return norms
     max_norm = max_grad_norm or float("inf")  # inf: the norm is measured, the gradients scaled by exactly 1
     norms, diverged = [], False
     for _, model, _ in parts:
