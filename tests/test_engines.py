@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from testkit import ROOT, cli_env, fact_demos, run_cli_many, write_jsonl
+from testkit import free_port as port
 
 from instructrl.errors import ConfigError
 from instructrl.training import engines
@@ -55,14 +56,6 @@ def sft_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def losses(out: Path) -> list[float]:
     return [json.loads(line)["sft/loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

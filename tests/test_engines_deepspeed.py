@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from testkit import ROOT, cli_env, fact_demos, write_jsonl
+from testkit import free_port as port
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
 
@@ -26,14 +27,6 @@ SFT = ["--epochs", "2", "--batch-size", "8", "--learning-rate", "3e-3", "--max-l
 # residual dropout off: ZeRO-3's partitioning draws random numbers, so with dropout its masks would differ from DDP's
 SFT += ["--checkpoint-every", "3", "--select-by", "last", "--no-progress", "--residual-dropout", "0"]
 PPO_KEYS = ("ppo/score_mean", "ppo/policy_loss", "ppo/value_loss", "ppo/ptx_loss", "ppo/kl")
-
-
-def port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list[str]) -> subprocess.CompletedProcess:
@@ -232,3 +225,32 @@ def test_a_deepspeed_launch_config_is_followed_with_engine_auto(tiny_model, sft_
     assert "engine: DeepSpeed ZeRO-3 on 2 process(es)" in r.stderr
     assert column(out, "sft/loss") == pytest.approx(column(sft_runs["zero3"], "sft/loss"), rel=1e-6)
     assert os.path.exists(out / "model.safetensors")
+
+
+def test_zero3_dpo_gives_ddp_losses_with_the_policy_partitioned(tiny_model, tmp_path):
+    rows = [{"prompt": d["prompt"], "chosen": d["completion"], "rejected": "No idea."} for d in fact_demos(32)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    outs = {}
+    for engine in ("ddp", "zero3"):
+        outs[engine] = tmp_path / engine
+        args = ["dpo", "--model", str(tiny_model), "--data", str(data), "--out", str(outs[engine]), "--epochs", "1"]
+        ok(
+            torchrun(
+                [
+                    *args,
+                    "--batch-size",
+                    "8",
+                    "--max-length",
+                    "64",
+                    "--learning-rate",
+                    "1e-3",
+                    "--warmup-steps",
+                    "0",
+                    "--no-progress",
+                    "--engine",
+                    engine,
+                ]
+            )
+        )
+    assert column(outs["zero3"], "dpo/loss") == pytest.approx(column(outs["ddp"], "dpo/loss"), rel=1e-5)
+    assert about_half(json.loads((outs["zero3"] / "dist_sync.json").read_text())["parameters_held"])

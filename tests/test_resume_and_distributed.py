@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, run_cli
+from testkit import ROOT, cli_env, free_port, run_cli
 
 ARGS = [
     "--epochs",
@@ -103,7 +103,7 @@ def test_two_processes_stay_in_sync(tiny_model, demos_file, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(29500 + os.getpid() % 1000),
+        str(free_port()),
         "-m",
         "instructrl",
         "sft",

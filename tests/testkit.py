@@ -28,6 +28,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (for a torchrun rendezvous; tests may run side by side)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cli_env() -> dict[str, str]:
     """Environment for running `python -m instructrl` in a subprocess against this checkout."""
     env = dict(os.environ)

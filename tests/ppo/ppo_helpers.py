@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from testkit import ROOT, cli_env
+from testkit import ROOT, cli_env, free_port
 from torch import nn
 
 
@@ -94,9 +94,9 @@ def cli_args(world: dict[str, Path], out: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_two_processes(port: int, args: list[str], out: Path) -> dict:
+def run_two_processes(args: list[str], out: Path) -> dict:
     """``instructrl ARGS`` under torchrun with 2 CPU processes (gloo); returns the run's dist_sync.json."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     r = subprocess.run(
         [*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT
     )

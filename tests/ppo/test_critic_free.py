@@ -137,7 +137,7 @@ def test_bad_estimator_settings_get_one_line(ppo_world, tmp_path):
 def test_two_processes_keep_each_group_on_one_process(ppo_world, tmp_path):
     """torchrun, 2 CPU processes: 2 prompts x 4 responses per iteration, one group per process, weights in sync."""
     out = tmp_path / "dist"
-    sync = run_two_processes(29617, cli_args(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"), out)
+    sync = run_two_processes(cli_args(ppo_world, out, "--advantage", "grpo", "--samples-per-prompt", "4"), out)
     assert sync["num_processes"] == 2
     a, b = sync["param_checksums"]
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)

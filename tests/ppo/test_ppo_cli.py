@@ -93,7 +93,7 @@ def test_two_process_run_keeps_ranks_in_sync(ppo_world, tmp_path):
     """torchrun, 2 CPU processes over gloo: each samples half the batch; DDP keeps the weights equal."""
     out = tmp_path / "dist"
     ptx = ["--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16"]
-    sync = run_two_processes(29613, cli_args(ppo_world, out, *ptx, "--total-episodes", "24"), out)
+    sync = run_two_processes(cli_args(ppo_world, out, *ptx, "--total-episodes", "24"), out)
     assert sync["num_processes"] == 2 and "MULTI_CPU" in sync["distributed_type"]
     a, b = sync["param_checksums"]
     assert a == pytest.approx(b, rel=1e-9, abs=1e-9)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -13,15 +12,9 @@ import pytest
 import torch
 from ppo_helpers import cli_args
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env
+from testkit import ROOT, cli_env, free_port
 
 KEYS = ("ppo/score_mean", "ppo/policy_loss", "ppo/value_loss", "ppo/ptx_loss", "ppo/kl", "ppo/policy_grad_norm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list[str]) -> subprocess.CompletedProcess:

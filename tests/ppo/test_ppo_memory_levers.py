@@ -180,11 +180,11 @@ def test_shared_base_value_model_under_ddp_keeps_ranks_in_sync(ppo_world, tmp_pa
     import subprocess
     import sys
 
-    from testkit import ROOT, cli_env
+    from testkit import ROOT, cli_env, free_port
 
     out = tmp_path / "dist"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29671",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         "-m", "instructrl", "ppo", "--policy", str(ppo_world["policy"]), "--reward-model", str(ppo_world["rm"]),
         "--prompts", str(ppo_world["prompts"]), "--out", str(out), "--batch-size", "8", "--mini-batch-size", "4",
         "--total-episodes", "16", "--response-length", "8", "--learning-rate", "1e-3", "--warmup-iterations", "0",
