@@ -30,6 +30,8 @@ from plan_vs_measured import model_dir, ppo_world  # this folder: the random GPT
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)
+# --size small: GPT-2 small's shape (124.4M), where ZeRO-3 with two processes fits this machine
+SIZES = {"medium": MODEL, "small": dict(MODEL, n_embd=768, n_layer=12, n_head=12)}
 SHAPE = dict(batch=4, prompt=16, response=16, ptx_length=64)
 ARMS = {
     "fsdp2, 2 processes": dict(processes=2, flags=["--engine", "fsdp2"], engine="fsdp2"),
@@ -123,9 +125,10 @@ def planned(arm: dict) -> dict:
     cfg.validate()
     est = estimate(cfg, arch_from_config(MODEL))
     p = est.parts
-    # torch's CPU AdamW steps without the foreach temporaries the plan counts for a GPU (results.md)
+    # torch's CPU AdamW steps without the foreach temporaries the plan counts for a GPU (results.md), one
+    # parameter tensor at a time; under DeepSpeed it steps one flat partition, whose temporaries are the plan's
     held = est.total - max(p["activations"], p["rollout"], est.step_bytes)
-    cpu_total = held + max(p["activations"], p["rollout"])
+    cpu_total = est.total if arm["engine"].startswith("zero") else held + max(p["activations"], p["rollout"])
     return {"plan_mb": est.total / MB, "plan_cpu_mb": cpu_total / MB, **{f"plan_{k}_mb": v / MB for k, v in p.items()}}
 
 
@@ -153,7 +156,10 @@ def main() -> int:
     ap.add_argument("--out", help="write the rows as JSON here")
     ap.add_argument("--table", metavar="ROWS.json", help="print the table of saved rows, run nothing")
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help="which arms to run")
+    ap.add_argument("--size", choices=list(SIZES), default="medium", help="the model's shape (default GPT-2 medium)")
     args = ap.parse_args()
+    global MODEL
+    MODEL = SIZES[args.size]
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return 0
@@ -164,7 +170,7 @@ def main() -> int:
     for name in args.arms:
         arm = ARMS[name]
         peaks = run_arm(arm, world, root, name) if arm.get("run", True) else []
-        rows.append({"arm": name, "peak_mb": peaks, **planned(arm)})
+        rows.append({"arm": name, "size": args.size, "peak_mb": peaks, **planned(arm)})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

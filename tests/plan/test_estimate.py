@@ -232,7 +232,7 @@ def test_a_critic_free_estimator_trains_no_value_model():
     assert found is not None and not found.cfg.value_shares_base
 
 
-def test_torch_adamw_step_holds_a_temporary_per_parameter_deepspeed_none():
+def test_torch_adamw_step_holds_a_temporary_per_parameter_offloaded_cpu_adam_none():
     n = LLAMA_7B.lm_params
     ddp = estimate(plan(stage="sft", gpus=1, micro_batch_size=1, gradient_checkpointing=True), LLAMA_7B)
     assert ddp.step_bytes == 4 * n
@@ -242,7 +242,11 @@ def test_torch_adamw_step_holds_a_temporary_per_parameter_deepspeed_none():
     )
     fsdp = estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B)
     assert fsdp.step_bytes == 4 * n / 8
-    assert estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B).step_bytes == 0
+    # the stages hand torch's AdamW to DeepSpeed too: the same temporaries over its flat partition, and ZeRO-3
+    # first flattens the partition's gradients into a new fp32 tensor
+    assert estimate(plan(stage="sft", gpus=8, engine="zero2"), LLAMA_7B).step_bytes == 4 * n / 8
+    assert estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B).step_bytes == 8 * n / 8
+    assert estimate(plan(stage="sft", gpus=8, engine="zero3-offload"), LLAMA_7B).step_bytes == 0
 
 
 def test_suggested_flags_parse_back_to_the_same_setting():

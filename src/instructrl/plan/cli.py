@@ -12,6 +12,7 @@ from instructrl.plan.estimate import (
     GIB,
     PART_NAMES,
     PARTS,
+    SHARDS_WEIGHTS,
     Estimate,
     estimate,
     micro_batch,
@@ -77,7 +78,7 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
         out.append(f"--max-length {cfg.prompt_length + cfg.response_length}")
     if cfg.engine in RUNNABLE_ENGINES and cfg.world > 1:
         out.append(f"--engine {cfg.engine}")
-    if cfg.stage == "ppo" and cfg.engine == "fsdp2" and cfg.rollout_gather != "whole":
+    if cfg.stage == "ppo" and cfg.engine in SHARDS_WEIGHTS and cfg.rollout_gather != "whole":
         out.append(f"--rollout-gather {cfg.rollout_gather}")
     if cfg.stage == "ppo" and cfg.frozen_placement != "auto":
         out.append(f"--frozen-placement {cfg.frozen_placement}")

@@ -83,7 +83,7 @@ class PlanConfig:
     )
     rollout_gather: str = help_field(
         "whole",
-        "PPO under fsdp2: sampling on the policy gathered whole once per rollout (counted in the rollout part, in "
+        "PPO under fsdp2 or zero3: sampling on the policy gathered whole once per rollout (counted in the rollout part, in "
         "the compute dtype) or layer by layer in each forward (two units, already counted).",
         choices=["whole", "layer"],
     )

@@ -246,10 +246,13 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         notes["gradients"].append("x2: DDP's all-reduce buckets")
     elif shard_s > 1:
         notes["gradients"].append(f"sharded over {world} GPUs")
-    # torch's AdamW (DDP, FSDP2) steps with foreach kernels holding one fp32 temporary per parameter of the
-    # shard (measured on an H200: +4 bytes per parameter during the step, benchmarks/scale/results.md);
-    # DeepSpeed's fused Adam holds none, and an offloaded optimizer steps on the CPU
-    step = 0.0 if cfg.engine.startswith("zero") else 4 * sum(params[m.role] for m in trained) / shard_s
+    # torch's AdamW steps with foreach kernels holding one fp32 temporary per parameter of the shard (measured on
+    # an H200: +4 bytes per parameter during the step, benchmarks/scale/results.md); the stages hand the same
+    # AdamW to DeepSpeed ZeRO-2/3, which steps it on its flat fp32 partition; an offloaded optimizer is
+    # DeepSpeed's CPU Adam, stepping in CPU memory
+    # ZeRO-3 also flattens the partition's gradients into one new fp32 tensor for the step (+4 bytes)
+    per_param = {"zero3-offload": 0, "zero3": 8}.get(cfg.engine, 4)
+    step = per_param * sum(params[m.role] for m in trained) / shard_s
     cpu = 0.0
     if cfg.engine == "zero3-offload":
         cpu, optim = optim, 0.0
@@ -328,9 +331,9 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         rollout = max(kv, scoring)
         detail.update(kv_cache=kv, scoring_logits=scoring)
         notes["rollout"].append(f"{chunk} episodes x {T} tokens: KV {kv / GIB:.1f}, logits {scoring / GIB:.1f} GiB")
-        if cfg.engine == "fsdp2" and shard_w > 1 and cfg.rollout_gather == "whole":
+        if shard_w > 1 and cfg.rollout_gather == "whole":
             # instructrl ppo samples on the policy's weights gathered once per rollout (training.engines.gathered),
-            # in the compute dtype (FSDP2's mixed-precision policy), beside its own shard
+            # in the compute dtype (FSDP2's mixed-precision policy, DeepSpeed's 16-bit weights), beside its shard
             gathered = (params["policy"] if not cfg.lora_r else pol.params) * (2 if act_bytes == 2 else wb)
             rollout += gathered
             detail.update(gathered_policy=gathered)
@@ -388,7 +391,7 @@ def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> flo
     Sampling takes ``response_length`` steps per rollout chunk; a step costs the larger of its FLOPs
     (2·N per sequence) and reading the 16-bit weights and the KV cache from GPU memory, plus, for a sharded
     policy, gathering its weights over NVLink, or the network across nodes (Pope et al. 2022: decoding
-    small batches is memory-bound): at every step, or once per rollout when fsdp2 gathers it whole.
+    small batches is memory-bound): at every step, or once per rollout when fsdp2 or zero3 gathers it whole.
     """
     n = est.sizes
     T = cfg.prompt_length + cfg.response_length
@@ -410,7 +413,7 @@ def ppo_episodes_per_second(cfg: PlanConfig, est: Estimate, policy: Arch) -> flo
     if cfg.engine in SHARDS_WEIGHTS and cfg.world > 1:
         link = cfg.network_bandwidth if cfg.nodes > 1 else cfg.link_bandwidth
         gather = weight_bytes * (cfg.world - 1) / cfg.world / (link * 1e9)
-    whole = cfg.engine == "fsdp2" and cfg.rollout_gather == "whole"  # instructrl ppo: gathered once per rollout
+    whole = cfg.engine in SHARDS_WEIGHTS and cfg.rollout_gather == "whole"  # instructrl ppo: once per rollout
     steps = math.ceil(local / chunk) * cfg.response_length
     sampling_seconds = steps * step + (gather if whole else steps * gather)
     return cfg.batch_size / (passes_seconds + sampling_seconds)

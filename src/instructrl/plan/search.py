@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from instructrl.plan.arch import Arch
 from instructrl.plan.config import PlanConfig
-from instructrl.plan.estimate import Estimate, estimate, micro_batch, rollout_batch
+from instructrl.plan.estimate import SHARDS_WEIGHTS, Estimate, estimate, micro_batch, rollout_batch
 
 ENGINE_ORDER = ("ddp", "fsdp2")  # what the stages run; DeepSpeed engines are estimated when asked for
 # flags that describe the question, not the setting: never part of a suggestion's changes
@@ -63,12 +63,12 @@ def halvings(cfg: PlanConfig) -> Iterator[PlanConfig]:
 
 
 def on_engines(cfg: PlanConfig, engines: tuple[str, ...] = ENGINE_ORDER) -> Iterator[PlanConfig]:
-    """``cfg`` on each engine; PPO on fsdp2 also with the policy gathered layer by layer for sampling (slower:
+    """``cfg`` on each engine; PPO on fsdp2 (or zero3) also with the policy gathered layer by layer for sampling (slower:
     a collective per layer per token) after the faster whole gather."""
     for engine in engines:
         c = dataclasses.replace(cfg, engine=engine)
         yield c
-        if engine == "fsdp2" and cfg.stage == "ppo" and cfg.rollout_gather == "whole":
+        if engine in SHARDS_WEIGHTS and cfg.stage == "ppo" and cfg.rollout_gather == "whole":
             yield dataclasses.replace(c, rollout_gather="layer")
 
 
@@ -87,8 +87,9 @@ def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
             for c in on_engines(h):
                 yield "gradient checkpointing", c
         for placement in ("auto", "cpu"):
-            for c in halvings(replace(ckpt, engine="zero3-offload", frozen_placement=placement)):
-                yield "optimizer offloaded to CPU", c
+            for h in halvings(replace(ckpt, engine="zero3-offload", frozen_placement=placement)):
+                for c in on_engines(h, ("zero3-offload",)):  # sampling on the policy whole, then layer by layer
+                    yield "optimizer offloaded to CPU", c
     lora = replace(
         cfg,
         lora_r=cfg.lora_r or 16,

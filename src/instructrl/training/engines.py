@@ -281,10 +281,28 @@ def prepare(
             train_micro_batch_size_per_gpu=micro_batch,
             train_batch_size=micro_batch * accelerator.num_processes,
         )
-        if config.get("zero_optimization", {}).get("stage") == 3:  # the final save gathers the whole weights
-            config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+        zero = config.get("zero_optimization", {})
+        if zero.get("stage") == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = True  # the final save gathers the whole weights
+            # DeepSpeed keeps up to 1e9 gathered parameters live by default (a whole 1B model per process); unless
+            # the config says otherwise, about two transformer layers, as FSDP2 holds (and the plan counts)
+            unit = _largest_unit(model)
+            for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance"):
+                if zero.get(key, "auto") == "auto":
+                    zero[key] = 2 * unit
         accelerator.gradient_accumulation_steps = 1
     return accelerator.prepare(model, optimizer)
+
+
+def _largest_unit(model: torch.nn.Module) -> int:
+    """Parameters of the largest transformer layer or embedding of ``model`` (its whole size without layers)."""
+    try:
+        classes = set(layer_classes(model))
+    except ConfigError:
+        return sum(p.numel() for p in model.parameters())
+    sizes = [sum(p.numel() for p in m.parameters()) for m in model.modules() if type(m).__name__ in classes]
+    sizes += [m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    return max(sizes)
 
 
 def no_sync(accelerator, model, active: bool = True):
