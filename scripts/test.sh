@@ -14,7 +14,11 @@ if [ -f scripts/services.sh ]; then
 fi
 marker="not slow"
 [ "${INSTRUCTRL_SLOW:-0}" = "1" ] && marker=""
-.venv/bin/python -m pytest -m "$marker" "$@"
+# two workers side by side (pytest-xdist), each file's tests on one of them; INSTRUCTRL_TEST_WORKERS=0 runs in one
+workers=${INSTRUCTRL_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" != "0" ] && parallel=(-n "$workers" --dist loadgroup)
+.venv/bin/python -m pytest -m "$marker" "${parallel[@]}" "$@"
 rc=$?
 for c in "${cleanup[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
 if [ "$rc" -eq 5 ]; then

@@ -15,6 +15,19 @@ os.environ.setdefault("INSTRUCTRL_CPU_BF16", "0")
 import pytest
 from testkit import fact_demos, write_jsonl
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # tests side by side (scripts/test.sh): one core each
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With tests side by side (pytest-xdist, --dist loadgroup): a file's tests stay on one worker, so its
+    module-scoped runs are made once; the labeling app's tests share one database server and run on one worker."""
+    for item in items:
+        path = item.path.as_posix()
+        item.add_marker(pytest.mark.xdist_group("label" if "/tests/label/" in path else path))
+
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
