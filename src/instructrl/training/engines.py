@@ -81,13 +81,6 @@ def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine}: unknown engine; choose one of {', '.join(ENGINES)}")
     launched = launcher_engine()
-    wants_deepspeed = engine in ZERO_STAGES or (engine == "auto" and launched == "deepspeed")
-    if wants_deepspeed and not deepspeed_installed():
-        what = f"--engine {engine}" if engine != "auto" else "the launcher's accelerate config (DeepSpeed)"
-        raise ConfigError(
-            f"{what} needs DeepSpeed, which is not installed: pip install 'instructrl[deepspeed]', "
-            "or use --engine fsdp2 (it shards weights, gradients and optimizer states as ZeRO-3 does)"
-        )
     if engine == "ddp" and launched in ("fsdp", "deepspeed"):
         raise ConfigError(
             f"--engine ddp but the launcher's accelerate config selects {launched_name(launched)}: drop --engine (or "
@@ -105,6 +98,14 @@ def check_engine(engine: str) -> None:
                 f"--engine {engine} but the launcher's DeepSpeed config has ZeRO stage {stage}: drop --engine to use "
                 "the launcher's stage"
             )
+    # after the mismatches: a flag that contradicts the launch config is the first thing to fix
+    wants_deepspeed = engine in ZERO_STAGES or (engine == "auto" and launched == "deepspeed")
+    if wants_deepspeed and not deepspeed_installed():
+        what = f"--engine {engine}" if engine != "auto" else "the launcher's accelerate config (DeepSpeed)"
+        raise ConfigError(
+            f"{what} needs DeepSpeed, which is not installed: pip install 'instructrl[deepspeed]', "
+            "or use --engine fsdp2 (it shards weights, gradients and optimizer states as ZeRO-3 does)"
+        )
 
 
 def launched_name(launched: str) -> str:
