@@ -5,7 +5,6 @@ simulated on this machine, and the engine choices a launch cannot honour."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, fact_demos, run_cli_many, write_jsonl
+from testkit import ROOT, cli_env, cut_after_checkpoint, fact_demos, run_cli_many, write_jsonl
 from testkit import free_port as port
 
 from instructrl.errors import ConfigError
@@ -102,11 +101,7 @@ def test_fsdp2_sft_resumes_from_a_sharded_checkpoint(tiny_model, sft_runs, tmp_p
     """A run cut after step 6 (its later checkpoint and outputs gone, as a kill leaves it) resumes from the sharded
     step-6 checkpoint and ends where the uninterrupted run ended."""
     out = tmp_path / "resumed"
-    shutil.copytree(sft_runs["fsdp2"], out)
-    for p in out.iterdir():
-        if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "data_report.json"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    shutil.rmtree(out / "checkpoints" / "step-9")
+    cut_after_checkpoint(sft_runs["fsdp2"], out, "step-9")
     assert (out / "checkpoints" / "step-6").exists()
     run(torchrun(sft_args(tiny_model, sft_runs["data"], out, "--engine", "fsdp2", "--resume"), port()))
     a, b = load_file(sft_runs["fsdp2"] / "model.safetensors"), load_file(out / "model.safetensors")

@@ -37,6 +37,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(args: list[str], env: dict[str, str] | None = None, timeout: int = 600):
+    """``instructrl ARGS`` under torchrun with two CPU processes (gloo) on a free port; the completed process."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return subprocess.run(
+        [*cmd, "-m", "instructrl", *args],
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def succeeded(r):
+    """``r`` (a completed process) after checking it exited 0 (else its stderr's end is the failure)."""
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def metric_column(out: Path, key: str) -> list[float]:
+    """``key`` of every row of a run's metrics.jsonl."""
+    return [json.loads(line)[key] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def about_half(pairs: list[list[int]]) -> bool:
+    """(held, total) of two processes: together about the whole (ZeRO-3 pads each partition), each about half."""
+    (h0, total), (h1, _) = pairs
+    return total <= h0 + h1 <= 1.02 * total and abs(h0 - total / 2) <= 0.05 * total
+
+
+def cut_after_checkpoint(src: Path, dst: Path, drop: str) -> None:
+    """``dst``: run ``src`` as a kill after an earlier checkpoint leaves it (outputs and checkpoint ``drop`` gone)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for p in dst.iterdir():
+        if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "samples.jsonl", "data_report.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    shutil.rmtree(dst / "checkpoints" / drop)
+
+
 def cli_env() -> dict[str, str]:
     """Environment for running `python -m instructrl` in a subprocess against this checkout."""
     env = dict(os.environ)

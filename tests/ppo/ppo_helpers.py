@@ -94,6 +94,25 @@ def cli_args(world: dict[str, Path], out: Path, *extra: str) -> list[str]:
     ]
 
 
+def ptx_args(world, out, *extra):
+    """:func:`cli_args` for a three-iteration PPO-ptx run with a checkpoint after each iteration."""
+    return cli_args(
+        world,
+        out,
+        "--ptx-data",
+        str(world["ptx"]),
+        "--ptx-coef",
+        "0.5",
+        "--total-episodes",
+        "24",
+        "--checkpoint-every",
+        "1",
+        "--response-length",
+        "5",
+        *extra,
+    )
+
+
 def run_two_processes(args: list[str], out: Path) -> dict:
     """``instructrl ARGS`` under torchrun with 2 CPU processes (gloo); returns the run's dist_sync.json."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]

@@ -4,42 +4,14 @@ whole models saved, resume from sharded checkpoints, and what sharding does not 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from ppo_helpers import cli_args
+from ppo_helpers import cli_args, ptx_args
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, free_port
+from testkit import cut_after_checkpoint, torchrun
 
 KEYS = ("ppo/score_mean", "ppo/policy_loss", "ppo/value_loss", "ppo/ptx_loss", "ppo/kl", "ppo/policy_grad_norm")
-
-
-def torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    return subprocess.run(
-        [*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
-
-
-def ptx_args(world, out, *extra):
-    return cli_args(
-        world,
-        out,
-        "--ptx-data",
-        str(world["ptx"]),
-        "--ptx-coef",
-        "0.5",
-        "--total-episodes",
-        "24",
-        "--checkpoint-every",
-        "1",
-        "--response-length",
-        "5",
-        *extra,
-    )
 
 
 def metrics(out) -> list[list[float]]:
@@ -95,11 +67,7 @@ def test_fsdp2_ppo_saves_whole_policy_its_average_and_value_model(ppo_runs):
 
 def test_fsdp2_ppo_resumes_from_sharded_checkpoints(ppo_world, ppo_runs, tmp_path):
     out = tmp_path / "resumed"
-    shutil.copytree(ppo_runs["fsdp2"], out)
-    for p in out.iterdir():
-        if p.name not in ("checkpoints", "config.yaml", "metrics.jsonl", "samples.jsonl", "data_report.json"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    shutil.rmtree(out / "checkpoints" / "step-2")  # as a kill after iteration 1's checkpoint leaves it
+    cut_after_checkpoint(ppo_runs["fsdp2"], out, "step-2")  # as a kill after iteration 1's checkpoint leaves it
     r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--ema", "--resume"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
