@@ -21,7 +21,10 @@ step() {  # step NAME TIMEOUT CMD...: run one check, keep its log, go on after a
 # 1. the tests with CUDA paths (they skip on a CPU), and the engine tests
 step cuda-tests 900 $PY -m pytest -q -p no:cacheprovider -rs tests/test_memory_levers.py tests/test_training.py \
   tests/test_losses.py tests/ppo/test_rollout.py tests/ppo/test_trainer.py tests/test_precision_flags.py \
-  tests/test_cpu_precision.py tests/test_engines.py tests/ppo/test_ppo_engines.py
+  tests/test_cpu_precision.py tests/test_engines.py tests/ppo/test_ppo_engines.py \
+  tests/test_engines_deepspeed.py tests/ppo/test_ppo_deepspeed.py
+# (the DeepSpeed tests skip unless deepspeed is importable: PyPI has no wheel of it, so build one where pip works,
+#  `pip wheel --no-deps deepspeed -w .whl`, and carry it with hjson, ninja, msgpack, py-cpuinfo, einops)
 [ "${1:-}" = quick ] && exit $status
 # 2. the planner against measured GPU memory
 step scale-plan-vs-measured 900 $PY benchmarks/scale/plan_vs_measured_gpu.py --out "$OUT/gpu_rows.json"

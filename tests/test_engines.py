@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, cut_after_checkpoint, fact_demos, run_cli_many, write_jsonl
+from testkit import CPU_ONLY, ROOT, cli_env, cut_after_checkpoint, fact_demos, run_cli_many, write_jsonl
 from testkit import free_port as port
 
 from instructrl.errors import ConfigError
@@ -45,7 +45,7 @@ def torchrun(args: list[str], port: int, nodes: int = 1, node_rank: int = 0) -> 
 
 
 def run(cmd: list[str]) -> None:
-    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    r = subprocess.run(cmd, env={**cli_env(), **CPU_ONLY}, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -116,7 +116,7 @@ def test_two_nodes_on_one_machine_match_one_node_with_two_processes(tiny_model, 
     procs = [
         subprocess.Popen(
             torchrun(args, p, nodes=2, node_rank=rank),
-            env=cli_env(),
+            env={**cli_env(), **CPU_ONLY},
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

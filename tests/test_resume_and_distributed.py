@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import ROOT, cli_env, free_port, run_cli
+from testkit import CPU_ONLY, ROOT, cli_env, free_port, run_cli
 
 ARGS = [
     "--epochs",
@@ -97,7 +97,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, demos_file, t
 def test_two_processes_stay_in_sync(tiny_model, demos_file, tmp_path):
     out = tmp_path / "ddp"
     torchrun = shutil.which("torchrun") or str(ROOT / ".venv/bin/torchrun")
-    env = cli_env()
+    env = {**cli_env(), **CPU_ONLY}
     cmd = [
         torchrun,
         "--nproc_per_node",

@@ -28,6 +28,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+# the two-process tests run on CPUs over gloo wherever they run: on a machine with one GPU, two processes would
+# otherwise both ask accelerate for a CUDA device of their own
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (for a torchrun rendezvous; tests may run side by side)."""
     import socket
@@ -44,7 +49,7 @@ def torchrun(args: list[str], env: dict[str, str] | None = None, timeout: int = 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     return subprocess.run(
         [*cmd, "-m", "instructrl", *args],
-        env=env or cli_env(),
+        env={**(env or cli_env()), **CPU_ONLY},
         capture_output=True,
         text=True,
         timeout=timeout,

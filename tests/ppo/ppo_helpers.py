@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from testkit import ROOT, cli_env, free_port
+from testkit import CPU_ONLY, ROOT, cli_env, free_port
 from torch import nn
 
 
@@ -117,7 +117,12 @@ def run_two_processes(args: list[str], out: Path) -> dict:
     """``instructrl ARGS`` under torchrun with 2 CPU processes (gloo); returns the run's dist_sync.json."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     r = subprocess.run(
-        [*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT
+        [*cmd, "-m", "instructrl", *args],
+        env={**cli_env(), **CPU_ONLY},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "dist_sync.json").read_text())

@@ -5,13 +5,16 @@ engines), and resume restores the run with its average. Runs where the deepspeed
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from ppo_helpers import ptx_args
 from safetensors.torch import load_file
-from testkit import about_half, cut_after_checkpoint, torchrun
+from testkit import ROOT, about_half, cli_env, cut_after_checkpoint, free_port, torchrun
 from testkit import metric_column as column
 from testkit import succeeded as ok
 
@@ -62,3 +65,16 @@ def test_zero3_ppo_resumes_with_its_average(ppo_world, ppo_runs, tmp_path):
     for name in ("model.safetensors", "last_policy/model.safetensors"):
         a, b = load_file(ppo_runs["zero3"] / name), load_file(out / name)
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_zero3_ppo_ptx_runs_on_one_gpu_in_bf16(ppo_world, tmp_path):
+    """DeepSpeed's CUDA path: one process on one GPU (nothing to partition, but the engine's bf16 mode and its
+    CUDA kernels), as scripts/gpu_checks.sh runs it."""
+    out = tmp_path / "gpu"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(free_port())]
+    args = ptx_args(ppo_world, out, "--engine", "zero3", "--mixed-precision", "bf16")
+    ok(subprocess.run([*cmd, "-m", "instructrl", *args], env=cli_env(), capture_output=True, text=True, cwd=ROOT))
+    sync = json.loads((out / "dist_sync.json").read_text())
+    assert "DEEPSPEED" in sync["distributed_type"] and sync["num_processes"] == 1
+    assert all(map(math.isfinite, column(out, "ppo/policy_loss")))

@@ -180,7 +180,7 @@ def test_shared_base_value_model_under_ddp_keeps_ranks_in_sync(ppo_world, tmp_pa
     import subprocess
     import sys
 
-    from testkit import ROOT, cli_env, free_port
+    from testkit import CPU_ONLY, ROOT, cli_env, free_port
 
     out = tmp_path / "dist"
     cmd = [
@@ -191,7 +191,7 @@ def test_shared_base_value_model_under_ddp_keeps_ranks_in_sync(ppo_world, tmp_pa
         "--no-ema", "--no-progress", "--lora-r", "4", "--lora-target-modules", "c_attn", "--value-shares-policy-base",
         "--ptx-data", str(ppo_world["ptx"]), "--ptx-per-episode", "1", "--ptx-max-length", "16",
     ]  # fmt: skip
-    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(cmd, env={**cli_env(), **CPU_ONLY}, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     sync = json.loads((out / "dist_sync.json").read_text())
     assert sync["num_processes"] == 2
