@@ -234,7 +234,7 @@ class PPOConfig(MemoryConfig):
     frozen_dtype: str = frozen_dtype_field()
     rollout_gather: str = help_field(
         "whole",
-        "Under FSDP2, how sampling reads the sharded policy: 'whole' gathers its weights once per rollout (fast; "
+        "Under FSDP2 or ZeRO-3, how sampling reads the sharded policy: 'whole' gathers its weights once per rollout (fast; "
         "holds the whole policy in the compute dtype on each GPU for the rollout), 'layer' lets each forward gather "
         "one layer at a time (memory of two layers; a collective per layer per sampled token, and every process "
         "samples until all are done). The planner counts the gathered policy under 'whole'.",
