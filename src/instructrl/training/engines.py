@@ -502,7 +502,7 @@ def frozen_placement(accelerator, asked: str) -> str:
     the processes, gathered unit by unit in their forwards) or 'cpu' (FSDP2 or ZeRO-3 with the weights in CPU memory,
     moved to the GPU unit by unit). 'auto': sharded under FSDP2 or ZeRO-3 on several processes, replicated otherwise
     (ZeRO-2 keeps whole weights on every process)."""
-    shards = accelerator.num_processes > 1 and (is_fsdp(accelerator) or zero_stage(accelerator) == 3)
+    shards = shards_weights(accelerator)
     if asked == "auto":
         return "sharded" if shards else "replicated"
     if asked in ("sharded", "cpu") and not shards:
