@@ -275,14 +275,30 @@ def test_frozen_placement_follows_the_engine():
         engines.frozen_placement(zero(2), "cpu")
 
 
-def test_lora_under_a_sharding_engine_is_refused_before_anything_is_prepared():
+def test_a_quantized_base_under_a_sharding_engine_is_refused_before_anything_is_prepared():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     lora = torch.nn.Linear(2, 2)
     lora.peft_config = {"default": None}  # what peft models carry
+    lora.is_loaded_in_4bit = True  # what a bitsandbytes base carries
     plugin = SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2))
     acc = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=2, state=plugin)
-    with pytest.raises(ConfigError, match=r"LoRA \(--lora-r\) under FSDP.*use --engine ddp"):
+    with pytest.raises(ConfigError, match=r"--quantize-base under FSDP2: a quantized base is not sharded here"):
         engines.prepare(acc, lora, torch.optim.AdamW(lora.parameters()))
+
+
+def test_lora_sft_under_fsdp2_is_the_ddp_run_saved_merged(tiny_model, sft_runs, tmp_path):
+    """LoRA's adapters train sharded with the frozen base; the gathered weights are merged by peft on the main
+    process, so the output is the same plain transformers checkpoint DDP's LoRA run writes."""
+    outs = {}
+    for engine in ("ddp", "fsdp2"):
+        outs[engine] = tmp_path / engine
+        lora = ["--engine", engine, "--lora-r", "4", "--lora-dropout", "0", "--residual-dropout", "0"]
+        run(torchrun(sft_args(tiny_model, sft_runs["data"], outs[engine], *lora), port()))
+    assert losses(outs["fsdp2"]) == pytest.approx(losses(outs["ddp"]), rel=1e-4, abs=1e-5)
+    a, b = load_file(outs["ddp"] / "model.safetensors"), load_file(outs["fsdp2"] / "model.safetensors")
+    assert set(a) == set(b) and not any("lora" in k for k in b)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert not (outs["fsdp2"] / "adapter_config.json").exists()

@@ -129,3 +129,15 @@ def test_zero3_dpo_gives_ddp_losses_with_the_policy_partitioned(tiny_model, tmp_
         )
     assert column(outs["zero3"], "dpo/loss") == pytest.approx(column(outs["ddp"], "dpo/loss"), rel=1e-5)
     assert about_half(json.loads((outs["zero3"] / "dist_sync.json").read_text())["parameters_held"])
+
+
+def test_lora_sft_under_zero3_is_the_ddp_run_saved_merged(tiny_model, sft_runs, tmp_path):
+    outs = {}
+    for engine in ("ddp", "zero3"):
+        outs[engine] = tmp_path / engine
+        args = ["sft", "--model", str(tiny_model), "--data", str(sft_runs["data"]), "--out", str(outs[engine]), *SFT]
+        ok(torchrun([*args, "--engine", engine, "--lora-r", "4", "--lora-dropout", "0"]))
+    assert column(outs["zero3"], "sft/loss") == pytest.approx(column(outs["ddp"], "sft/loss"), rel=1e-4, abs=1e-5)
+    a, b = load_file(outs["ddp"] / "model.safetensors"), load_file(outs["zero3"] / "model.safetensors")
+    assert set(a) == set(b) and not any("lora" in k for k in b)  # merged: a plain transformers checkpoint
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -78,11 +78,29 @@ def test_fsdp2_ppo_resumes_from_sharded_checkpoints(ppo_world, ppo_runs, tmp_pat
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
 
 
+def test_lora_ppo_ptx_under_fsdp2_is_the_ddp_run_saved_merged(ppo_world, tmp_path):
+    """A LoRA policy (its reference: the same weights with the adapters off) and a LoRA value model, both sharded;
+    the average, the last policy and the value model saved merged, as under DDP."""
+    outs = {}
+    for engine in ("ddp", "fsdp2"):
+        outs[engine] = tmp_path / engine
+        lora = ["--engine", engine, "--ema", "--lora-r", "4", "--value-lora-r", "4"]
+        r = torchrun(ptx_args(ppo_world, outs[engine], *lora))
+        assert r.returncode == 0, r.stderr[-3000:]
+    for a, b in zip(metrics(outs["ddp"]), metrics(outs["fsdp2"])):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-5)
+    for name in ("model.safetensors", "last_policy/model.safetensors", "value_model/model.safetensors"):
+        a, b = load_file(outs["ddp"] / name), load_file(outs["fsdp2"] / name)
+        assert set(a) == set(b) and not any("lora" in k for k in b), name
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
+
+
 def test_what_sharding_does_not_take_yet_is_refused_in_one_line(ppo_world, tmp_path):
-    r = torchrun(ptx_args(ppo_world, tmp_path / "lora", "--engine", "fsdp2", "--lora-r", "4"))
+    out = tmp_path / "shared"
+    r = torchrun(ptx_args(ppo_world, out, "--engine", "fsdp2", "--lora-r", "4", "--value-shares-policy-base"))
     assert r.returncode != 0  # torchrun reports its workers' exit code 2 with a traceback of its own
-    assert "error: LoRA (--lora-r) under FSDP2: not supported yet" in r.stderr and "ConfigError" not in r.stderr
-    assert not (tmp_path / "lora" / "checkpoints").exists()
+    assert "error: --value-shares-policy-base with a sharding engine" in r.stderr and "ConfigError" not in r.stderr
+    assert not (out / "checkpoints").exists()
 
 
 def test_sampling_through_layer_by_layer_gathers_is_the_same_run(ppo_world, ppo_runs, tmp_path):

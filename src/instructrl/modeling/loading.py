@@ -306,6 +306,29 @@ def apply_lora(
         raise ModelLoadError(f"LoRA: {e}; set --lora-target-modules for this architecture") from None
 
 
+def merged_from_state_dict(peft_model, state_dict: dict[str, torch.Tensor]):
+    """A plain transformers model with ``peft_model``'s architecture, ``state_dict``'s weights (the whole weights of a
+    sharded copy of it, gathered) and its LoRA adapters merged by peft. Built on the meta device and filled with the
+    gathered tensors themselves, so it costs no second copy of the weights."""
+    from peft import get_peft_model
+
+    base = peft_model.get_base_model()
+    lora = copy.deepcopy(peft_model.peft_config[peft_model.active_adapter])
+    with torch.device("meta"):
+        fresh = get_peft_model(type(base)(base.config), lora)
+    fresh.load_state_dict(state_dict, strict=False, assign=True)
+    inner = fresh.get_base_model()
+    head = inner.get_output_embeddings() if getattr(inner.config, "tie_word_embeddings", False) else None
+    if head is not None and head.weight.is_meta:  # the gathered weights hold a tied matrix once: tie it again
+        head.weight = inner.get_input_embeddings().weight
+    merged = fresh.merge_and_unload()
+    empty = [n for n, t in [*merged.named_parameters(), *merged.named_buffers()] if t.is_meta]
+    persistent = set(merged.state_dict())
+    if any(n in persistent for n in empty):
+        raise ModelLoadError(f"merging the gathered LoRA model: no weights for {[n for n in empty if n in persistent]}")
+    return merged
+
+
 def save_pretrained_atomic(
     model,
     tokenizer,
@@ -325,7 +348,12 @@ def save_pretrained_atomic(
     tmp = out / ".tmp-save"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
-    if state_dict is not None:
+    if state_dict is not None and hasattr(model, "merge_and_unload") and not is_quantized(model):
+        to_save = merged_from_state_dict(model, state_dict)  # a sharded LoRA model, gathered: merged as below
+        if dtype is not None:
+            to_save = to_save.to(dtype)
+        to_save.save_pretrained(tmp, safe_serialization=True)
+    elif state_dict is not None:
         if dtype is not None:
             state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)

@@ -27,7 +27,13 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from instructrl.errors import ModelLoadError
-from instructrl.modeling.loading import apply_lora, check_model_source, disable_dropout, fuse_activations
+from instructrl.modeling.loading import (
+    apply_lora,
+    check_model_source,
+    disable_dropout,
+    fuse_activations,
+    merged_from_state_dict,
+)
 from instructrl.modeling.memory import trained_weights_in_fp32
 from instructrl.modeling.reward import BIAS_KEY, GAIN_KEY, read_normalization
 
@@ -99,9 +105,11 @@ class ValueModel(nn.Module):
         (a sharded value model: training.engines), written in place of the inner model's own."""
         model = self.model
         if state_dict is not None:
-            kwargs["state_dict"] = {
-                k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")
-            }
+            inner = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+            if hasattr(model, "merge_and_unload"):  # LoRA, gathered: merged from the gathered weights
+                model = merged_from_state_dict(model, inner)
+            else:
+                kwargs["state_dict"] = inner
         elif hasattr(model, "merge_and_unload"):  # LoRA: adapters merged into a copy, so plain transformers loads it
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(out_dir, **kwargs)

@@ -89,7 +89,10 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
                 "frozen models in CPU memory outside PPO (frozen_placement=cpu)",
                 cfg.frozen_placement == "cpu" and cfg.stage != "ppo",
             ),
-            ("LoRA under a sharding engine (the stages run LoRA on ddp)", cfg.lora_r > 0 and cfg.engine != "ddp"),
+            (
+                "a quantized base under a sharding engine (the stages run --quantize-base on ddp)",
+                cfg.quantize_base != "none" and cfg.engine != "ddp",
+            ),
         )
         if on
     ]

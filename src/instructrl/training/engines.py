@@ -38,6 +38,7 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataP
 
 from instructrl.errors import ConfigError
 from instructrl.losses import ema_update
+from instructrl.modeling.memory import is_quantized
 
 log = logging.getLogger("instructrl")
 
@@ -257,10 +258,10 @@ def prepare(
     """``accelerator.prepare(model, optimizer)``, one trained model at a time (FSDP2 and DeepSpeed prepare one model
     per call). Under FSDP each of the model's transformer layers becomes a shard unit. Under DeepSpeed the engine
     clips to ``max_grad_norm`` (0: no clipping) and is told the micro-batch size (for its own bookkeeping)."""
-    if is_sharded(accelerator) and hasattr(model, "peft_config"):
+    if is_sharded(accelerator) and hasattr(model, "peft_config") and is_quantized(model):
         raise ConfigError(
-            f"LoRA (--lora-r) under {describe(accelerator)}: not supported yet (the adapters would save unmerged); "
-            "LoRA's trained weights are small: use --engine ddp, with --torch-dtype bf16 or --quantize-base for the base"
+            f"--quantize-base under {describe(accelerator)}: a quantized base is not sharded here; use --engine ddp "
+            "(LoRA's trained weights are small), or a bf16 base (--torch-dtype bf16) under the sharding engine"
         )
     if is_fsdp(accelerator):
         from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
