@@ -347,21 +347,21 @@ def save_pretrained_atomic(
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".tmp-save"
     shutil.rmtree(tmp, ignore_errors=True)
-    to_save = model
-    if state_dict is not None and hasattr(model, "merge_and_unload") and not is_quantized(model):
-        to_save = merged_from_state_dict(model, state_dict)  # a sharded LoRA model, gathered: merged as below
-        if dtype is not None:
-            to_save = to_save.to(dtype)
-        to_save.save_pretrained(tmp, safe_serialization=True)
-    elif state_dict is not None:
+    mergeable = hasattr(model, "merge_and_unload") and not is_quantized(model)  # peft over a plain base
+    if state_dict is not None and not mergeable:
         if dtype is not None:
             state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     else:
-        if hasattr(model, "merge_and_unload") and not is_quantized(model):  # peft model
-            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save = model
+        if mergeable:  # a new model: from a sharded model's gathered weights, or from a copy of the model
+            to_save = (
+                merged_from_state_dict(model, state_dict)
+                if state_dict is not None
+                else copy.deepcopy(model).merge_and_unload()
+            )
         if dtype is not None and not is_quantized(to_save):
-            to_save = copy.deepcopy(to_save).to(dtype)
+            to_save = (copy.deepcopy(to_save) if to_save is model else to_save).to(dtype)  # the caller's model stays
         to_save.save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
