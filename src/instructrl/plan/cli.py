@@ -23,9 +23,9 @@ from instructrl.plan.search import Suggestion, cheapest_fit, flags
 
 # how accelerate launch selects each engine: the shipped configs (instructrl engines)
 LAUNCH_FLAGS = {
-    name: f"--config_file $(instructrl engines --path {name})" for name in ("ddp", "fsdp2", "zero2", "zero3")
+    name: f"--config_file $(instructrl engines --path {name})"
+    for name in ("ddp", "fsdp2", "zero2", "zero3", "zero3-offload")
 }
-LAUNCH_FLAGS["zero3-offload"] = "--config_file $(instructrl engines --path zero3-offload)"
 RUNNABLE_ENGINES = ("ddp", "fsdp2", "zero2", "zero3")  # the --engine choices (zero3-offload: its launch config)
 
 

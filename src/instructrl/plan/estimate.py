@@ -205,6 +205,9 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     shard_s = world if cfg.engine in SHARDS_STATES else 1
     trained, frozen = stage_models(cfg, policy, reward, value)
 
+    # an fp32 master copy of the trained weights: in 16 bits; DeepSpeed keeps its own fp32 copy of the partition in
+    # fp32 runs too (its optimizer steps a flat clone of the weights)
+    master = wb < 4 or cfg.engine.startswith("zero")
     weights = grads = optim = 0.0
     notes: dict[str, list[str]] = {k: [] for k in PARTS}
     params: dict[str, int] = {}
@@ -228,9 +231,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
             updated = m.params
             weights += updated * wb
             grads += updated * wb
-            # 2 fp32 moments, + an fp32 master copy in 16 bits; DeepSpeed keeps its own fp32 copy of the partition
-            # in fp32 runs too (its optimizer steps a flat clone of the weights)
-            optim += updated * (8 + (4 if wb < 4 or cfg.engine.startswith("zero") else 0))
+            optim += updated * (8 + (4 if master else 0))  # 2 fp32 moments (+ fp32 master copy)
             notes["weights"].append(f"{m.role} {updated / 1e9:.2f}B {weight_dtype}")
         params[m.role] = updated
         a = m.arch
@@ -261,8 +262,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         notes["optimizer"].append(f"sharded over {world} GPUs")
     if step:
         notes["optimizer"].append(f"+{step / GIB:.1f} GiB of temporaries during the step")
-    master = (wb < 4 or cfg.engine.startswith("zero")) and not cfg.lora_r
-    notes["optimizer"].insert(0, "AdamW: 2 fp32 moments" + (" + fp32 master" if master else ""))
+    notes["optimizer"].insert(0, "AdamW: 2 fp32 moments" + (" + fp32 master" if master and not cfg.lora_r else ""))
 
     frozen_bytes = 0.0
     placement = cfg.frozen_placement

@@ -2,8 +2,8 @@
 
 Cost order, cheapest first (each step keeps the ones before it):
 
-1. the setting as asked, on the engines the stages run, ddp < fsdp2 (a DeepSpeed engine asked for is estimated
-   too: ZeRO-3 keeps 16-bit weights and a fused Adam); PPO on fsdp2 first samples on the policy gathered whole,
+1. the setting as asked, on the engines ddp < fsdp2 (a DeepSpeed engine asked for is tried too: ZeRO-3 keeps
+   16-bit weights over its own fp32 copy); PPO on fsdp2 or zero3 first samples on the policy gathered whole,
    then layer by layer (slower, two layers' memory);
 2. frozen models (reference, reward) in bf16: no training change, scores in 16 bits;
 3. gradient checkpointing: about a third more compute per step; then the micro-batch halved down to 1
@@ -28,7 +28,7 @@ from instructrl.plan.arch import Arch
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import SHARDS_WEIGHTS, Estimate, estimate, micro_batch, rollout_batch
 
-ENGINE_ORDER = ("ddp", "fsdp2")  # what the stages run; DeepSpeed engines are estimated when asked for
+ENGINE_ORDER = ("ddp", "fsdp2")  # DeepSpeed engines (which the stages run too) are tried when asked for
 # flags that describe the question, not the setting: never part of a suggestion's changes
 NOT_LEVERS = ("search", "json", "gpu_tflops", "mfu", "hbm_bandwidth", "link_bandwidth", "network_bandwidth")
 
