@@ -56,10 +56,10 @@ sys.exit(code)
 """
 
 
-def build_world(root: Path) -> dict[str, Path]:
-    """Random policy and reward model of MODEL's shapes with the small world model's tokenizer, prompts of exactly
+def build_world(root: Path, model: dict) -> dict[str, Path]:
+    """Random policy and reward model of ``model``'s shapes with the small world model's tokenizer, prompts of exactly
     SHAPE['prompt'] tokens, pretraining text."""
-    return ppo_world(root, model_dir(root / "config", MODEL), SHAPE["prompt"], facts=2000)
+    return ppo_world(root, model_dir(root / "config", model), SHAPE["prompt"], facts=2000)
 
 
 def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[float]:
@@ -98,7 +98,7 @@ def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[fl
     return [row["peak_mb"] for row in rows]
 
 
-def planned(arm: dict) -> dict:
+def planned(arm: dict, model: dict) -> dict:
     from instructrl.plan.arch import arch_from_config
     from instructrl.plan.config import PlanConfig
     from instructrl.plan.estimate import estimate
@@ -123,7 +123,7 @@ def planned(arm: dict) -> dict:
         frozen_dtype="bf16" if "--frozen-dtype" in flags else "weights",
     )
     cfg.validate()
-    est = estimate(cfg, arch_from_config(MODEL))
+    est = estimate(cfg, arch_from_config(model))
     p = est.parts
     # torch's CPU AdamW steps without the foreach temporaries the plan counts for a GPU (results.md), one
     # parameter tensor at a time; under DeepSpeed it steps one flat partition, whose temporaries are the plan's
@@ -158,19 +158,18 @@ def main() -> int:
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help="which arms to run")
     ap.add_argument("--size", choices=list(SIZES), default="medium", help="the model's shape (default GPT-2 medium)")
     args = ap.parse_args()
-    global MODEL
-    MODEL = SIZES[args.size]
+    model = SIZES[args.size]
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return 0
     sys.path.insert(0, str(ROOT / "src"))
     root = Path(tempfile.mkdtemp(prefix="cpu-engines-"))
-    world = build_world(root)
+    world = build_world(root, model)
     rows = []
     for name in args.arms:
         arm = ARMS[name]
         peaks = run_arm(arm, world, root, name) if arm.get("run", True) else []
-        rows.append({"arm": name, "size": args.size, "peak_mb": peaks, **planned(arm)})
+        rows.append({"arm": name, "size": args.size, "peak_mb": peaks, **planned(arm, model)})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ def plan(args: list[str], search: bool = False) -> dict:
     cmd = [sys.executable, "-m", "instructrl", "plan", "--stage", "ppo", "--gpu-memory", "80", "--json", *args]
     cmd += [] if search else ["--no-search"]
     env = {"PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, **env}, check=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, check=False)
     if r.returncode:
         raise SystemExit(f"plan {' '.join(args)}: {r.stderr.strip()}")
     return json.loads(r.stdout)
