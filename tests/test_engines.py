@@ -178,6 +178,38 @@ def test_layer_classes_finds_the_blocks_inside_a_wrapper(tiny_model):
     assert engines.layer_classes(Wrapper()) == ["GPT2Block"]
 
 
+def test_zero_buffer_sizes_follow_each_model_and_keep_what_the_config_sets(tiny_model):
+    """DeepSpeed's defaults (a 5e8-element gradient bucket, 1e9 live parameters) are replaced by sizes from each
+    model; a size the launch config sets stays; the second model sharing the config gets its own sizes."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    small = AutoModelForCausalLM.from_pretrained(tiny_model)
+    hidden = small.config.hidden_size
+    wider = AutoModelForCausalLM.from_config(GPT2Config(n_embd=2 * hidden, n_layer=1, n_head=2, vocab_size=64))
+    owner = type("Plugin", (), {})()
+    zero = {"stage": 3, "stage3_max_live_parameters": 123, "reduce_bucket_size": "auto"}
+    engines._size_zero(zero, small, owner)
+    block = sum(p.numel() for p in small.transformer.h[0].parameters())
+    embedding = small.transformer.wte.weight.numel()
+    assert zero["reduce_bucket_size"] == hidden * hidden
+    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * hidden * hidden)
+    assert zero["stage3_param_persistence_threshold"] == 10 * hidden
+    assert zero["stage3_max_reuse_distance"] == 2 * max(block, embedding)
+    assert zero["stage3_max_live_parameters"] == 123  # the config's own
+    engines._size_zero(zero, wider, owner)
+    assert zero["reduce_bucket_size"] == 4 * hidden * hidden
+    assert zero["stage3_max_reuse_distance"] == 2 * max(
+        sum(p.numel() for p in wider.transformer.h[0].parameters()), wider.transformer.wte.weight.numel()
+    )
+    assert zero["stage3_max_live_parameters"] == 123
+    frozen = {"stage": 3, "stage3_param_persistence_threshold": 0}
+    engines._size_zero(frozen, small)  # an inference engine keeps nothing whole
+    assert frozen["stage3_param_persistence_threshold"] == 0 and frozen["reduce_bucket_size"] == hidden * hidden
+    stage2 = {"stage": 2}
+    engines._size_zero(stage2, small)
+    assert stage2 == {"stage": 2, "reduce_bucket_size": hidden * hidden}
+
+
 def test_engines_command_lists_and_locates_the_shipped_configs():
     import yaml
 

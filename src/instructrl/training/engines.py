@@ -284,16 +284,43 @@ def prepare(
             train_batch_size=micro_batch * accelerator.num_processes,
         )
         zero = config.get("zero_optimization", {})
+        _size_zero(zero, model, owner=accelerator.state.deepspeed_plugin)
         if zero.get("stage") == 3:
             zero["stage3_gather_16bit_weights_on_model_save"] = True  # the final save gathers the whole weights
-            # DeepSpeed keeps up to 1e9 gathered parameters live by default (a whole 1B model per process); unless
-            # the config says otherwise, about two transformer layers, as FSDP2 holds (and the plan counts)
-            unit = _largest_unit(model)
-            for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance"):
-                if zero.get(key, "auto") == "auto":
-                    zero[key] = 2 * unit
         accelerator.gradient_accumulation_steps = 1
     return accelerator.prepare(model, optimizer)
+
+
+def _size_zero(zero: dict[str, Any], model: torch.nn.Module, owner: object | None = None) -> None:
+    """Fill the buffer sizes of a ZeRO section that its config leaves out or sets to "auto", in place.
+
+    DeepSpeed's own defaults are sized for one large model per process: a 5e8-element gradient bucket (2 GB in fp32,
+    which holds all of a smaller model's gradients once written) and up to 1e9 gathered parameters kept live (a
+    whole 1B model per process). accelerate sizes the bucket from the hidden size only when a config file says
+    "auto". Here, for every trained or frozen model: the bucket hidden² elements and the ZeRO-3 prefetch 0.9
+    hidden² (accelerate's "auto" values), parameters of at most 10 x hidden elements kept whole, and about two
+    transformer layers kept gathered, as FSDP2 holds (and the plan counts each of these). ``owner`` (the launch's
+    DeepSpeed plugin, whose config every trained model shares) remembers which keys were filled here, so that the
+    next model (PPO's value model after its policy) gets sizes of its own, not the previous model's."""
+    hidden = next(
+        (h for m in model.modules() if isinstance(h := getattr(getattr(m, "config", None), "hidden_size", None), int)),
+        None,
+    )
+    sizes: dict[str, int] = {}
+    if hidden:
+        sizes["reduce_bucket_size"] = hidden * hidden
+    if zero.get("stage") == 3:
+        unit = _largest_unit(model)
+        sizes.update(stage3_max_live_parameters=2 * unit, stage3_max_reuse_distance=2 * unit)
+        if hidden:
+            sizes.update(
+                stage3_prefetch_bucket_size=int(0.9 * hidden * hidden), stage3_param_persistence_threshold=10 * hidden
+            )
+    filled: set[str] = set() if owner is None else vars(owner).setdefault("_instructrl_filled_zero_keys", set())
+    for key, value in sizes.items():
+        if key in filled or zero.get(key, "auto") == "auto":
+            zero[key] = value
+            filled.add(key)
 
 
 def _largest_unit(model: torch.nn.Module) -> int:
@@ -308,9 +335,12 @@ def _largest_unit(model: torch.nn.Module) -> int:
 
 
 def no_sync(accelerator, model, active: bool = True):
-    """Defer the gradient all-reduce of the backward passes inside (all but a step's last micro-batch). DeepSpeed
-    is told through :func:`backward` instead; its ZeRO stages refuse ``no_sync``."""
-    if not active or accelerator.num_processes == 1 or is_deepspeed(accelerator):
+    """Defer the gradient all-reduce of the backward passes inside (all but a step's last micro-batch), under DDP.
+    FSDP2 would keep each unit's whole, unsharded gradient between the micro-batches (a whole model's gradient per
+    process), so there every micro-batch's gradient is reduce-scattered into the shards at once (what accelerate's
+    ``sync_each_batch`` does): the same sum, in sharded memory. DeepSpeed is told through :func:`backward`
+    instead; its ZeRO stages refuse ``no_sync``."""
+    if not active or accelerator.num_processes == 1 or is_deepspeed(accelerator) or is_fsdp(accelerator):
         return nullcontext()
     return accelerator.no_sync(model)
 
@@ -550,6 +580,7 @@ def _zero3_inference(accelerator, model: torch.nn.Module, offload: bool = False)
 
     trained = accelerator.state.deepspeed_plugin.deepspeed_config
     zero: dict[str, Any] = {"stage": 3, "stage3_param_persistence_threshold": 0}
+    _size_zero(zero, model)
     if offload:  # the partitions in CPU memory, each layer's moved to the GPU for its forward
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     config = {
