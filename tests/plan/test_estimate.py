@@ -78,12 +78,13 @@ def test_ddp_on_several_gpus_keeps_a_second_gradient_copy():
 def test_zero2_shards_gradients_and_optimizer_zero3_everything():
     n, g = LLAMA_7B.lm_params, 8
     z2 = estimate(plan(stage="sft", gpus=g, engine="zero2", weight_dtype="bf16"), LLAMA_7B)
-    assert states(z2) == pytest.approx(2 * n + 14 * n / g)  # ZeRO paper: 2 + 14/N bytes per parameter
+    bucket = LLAMA_7B.hidden_size**2 * 2  # DeepSpeed's gradient bucket, hidden² 16-bit elements
+    assert states(z2) == pytest.approx(2 * n + 14 * n / g + bucket)  # ZeRO paper: 2 + 14/N bytes per parameter
     z3 = estimate(plan(stage="sft", gpus=g, engine="zero3", weight_dtype="bf16"), LLAMA_7B)
     gathered = 2 * max(LLAMA_7B.layer_params, LLAMA_7B.embedding_params) * 2  # two 16-bit units in flight
-    assert states(z3) == pytest.approx(16 * n / g + gathered)
+    assert states(z3) == pytest.approx(16 * n / g + gathered + bucket)
     fsdp = estimate(plan(stage="sft", gpus=4, nodes=2, engine="fsdp2", weight_dtype="bf16"), LLAMA_7B)
-    assert states(fsdp) == pytest.approx(states(z3))  # sharding spans the nodes: 4 x 2 = 8 GPUs
+    assert states(fsdp) == pytest.approx(states(z3) - bucket)  # sharding spans the nodes: 4 x 2 = 8 GPUs
 
 
 def test_offload_moves_the_optimizer_states_to_cpu():
@@ -92,7 +93,7 @@ def test_offload_moves_the_optimizer_states_to_cpu():
     assert est.parts["optimizer"] == 0
     # DeepSpeed in bf16: 16-bit weights and gradients on the GPUs, fp32 master + moments in CPU memory
     assert est.cpu_bytes == pytest.approx(12 * n / 8)
-    assert est.parts["gradients"] == pytest.approx(2 * n / 8)
+    assert est.parts["gradients"] == pytest.approx(2 * n / 8 + 2 * LLAMA_7B.hidden_size**2)  # + the bucket
 
 
 def test_a_gpt_layer_reduces_to_korthikanti_et_al():
@@ -255,3 +256,33 @@ def test_suggested_flags_parse_back_to_the_same_setting():
     parser, _ = build_parser("plan")
     again = resolve_config(PlanConfig, parser.parse_args(words))
     assert again == found.cfg
+
+
+def test_on_a_cpu_adamw_steps_one_tensor_at_a_time():
+    """A CPU plan holds two fp32 temporaries of the largest trained tensor during the step, where a GPU's foreach
+    AdamW holds one per parameter; DeepSpeed's flat partition steps as one tensor on either."""
+    gpt2 = arch_from_config({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257})
+    gpu = estimate(plan(stage="ppo", gpus=1, mixed_precision="no"), gpt2)
+    cpu = estimate(plan(stage="ppo", gpus=1, mixed_precision="no", device="cpu"), gpt2)
+    assert gpu.step_bytes == pytest.approx(4 * (gpu.sizes["policy"] + gpu.sizes["value"]))
+    assert cpu.step_bytes == 2 * 4 * 50257 * 768  # the token embedding
+    assert {k: v for k, v in cpu.parts.items()} == {k: v for k, v in gpu.parts.items()}
+    lora = estimate(plan(stage="ppo", gpus=1, device="cpu", lora_r=8), gpt2)
+    assert lora.step_bytes == 2 * 4 * 8 * 3 * 768  # c_attn's B factor: 3 x 768 outputs by rank 8
+    z3 = {d: estimate(plan(stage="ppo", gpus=2, engine="zero3", device=d), gpt2) for d in ("gpu", "cpu")}
+    assert z3["cpu"].step_bytes == z3["gpu"].step_bytes
+
+
+def test_a_sharding_engine_counts_the_largest_unit_gradient_being_reduced():
+    """FSDP2 holds a unit's whole gradient and the reduce-scatter input copied from it; DeepSpeed the parameter's
+    whole gradient beside its bucket: the largest unit (here a decoder layer) sets that moment of the backward."""
+    unit = LLAMA_7B.layer_params
+    assert unit > LLAMA_7B.embedding_params
+    ddp = estimate(plan(stage="sft", gpus=8, engine="ddp"), LLAMA_7B)
+    fsdp = estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B)
+    zero3 = estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B)
+    assert "gradient_reduce" not in ddp.detail
+    assert fsdp.detail["gradient_reduce"] == 2 * unit * 2  # bf16 gradients of a bf16-gathered unit
+    assert zero3.detail["gradient_reduce"] == unit * 2
+    lora = estimate(plan(stage="sft", gpus=8, engine="fsdp2", lora_r=8), LLAMA_7B)
+    assert "gradient_reduce" not in lora.detail

@@ -128,3 +128,10 @@ def test_the_launch_line_carries_flags_the_stage_accepts(stage):
     parser, _ = build_parser(stage)
     args = parser.parse_args(" ".join(words).split())  # an unknown flag would exit
     assert args.gradient_checkpointing and int(args.lora_r) == 8 and missing == []  # flags parse as text
+
+
+def test_a_cpu_plan_speaks_of_processes(model_dir):
+    r = run_cli(["plan", "--model", str(model_dir), "--device", "cpu", "--gpus", "2", "--gpu-memory", "0.01"])
+    assert r.returncode == 0, r.stderr
+    assert "on 1 x 2 processes of 0.01 GiB" in r.stdout and "GiB/proc" in r.stdout
+    assert "GiB per process" in r.stdout and "GPU" not in r.stdout.split("cheapest")[0].replace("--gpu", "")

@@ -163,11 +163,13 @@ def _suggestion(s: Suggestion, policy: Arch) -> dict:
 def render(plan: dict) -> str:
     """The plan as a table for a terminal."""
     m, s = plan["model"], plan["setting"]
+    unit = _unit(s)
+    devices = f"{s['gpus']} {'processes' if unit == 'process' else 'GPUs'}"
     lines = [
         f"{s['stage']} of {m['model_type']} ({m['params'] / 1e9:.2f}B parameters, {m['layers']} layers) on "
-        f"{s['nodes']} x {s['gpus']} GPUs of {s['gpu_memory']:g} GiB, engine {s['engine']}",
+        f"{s['nodes']} x {devices} of {s['gpu_memory']:g} GiB, engine {s['engine']}",
         "",
-        f"{'part':<28}{'GiB/GPU':>9}  note",
+        f"{'part':<28}{'GiB/' + ('proc' if unit == 'process' else 'GPU'):>9}  note",
     ]
     for k in PARTS:
         lines.append(f"{PART_NAMES[k]:<28}{plan['parts_gib'][k]:>9.2f}  {plan['notes'].get(k, '')}".rstrip())
@@ -196,14 +198,22 @@ def render(plan: dict) -> str:
         else:
             small = plan["smallest"]
             lines.append(
-                f"no setting fits on {s['gpu_memory']:g} GiB GPUs: the smallest found needs {small['total_gib']:.1f} "
-                f"GiB per GPU ({small['step']}); add GPUs or nodes, or plan a smaller model"
+                f"no setting fits in {s['gpu_memory']:g} GiB per {unit}: the smallest found needs "
+                f"{small['total_gib']:.1f} GiB per {unit} ({small['step']}); add {unit}es or nodes, or plan a smaller "
+                "model"
             )
             lines.append(f"  {small['command']}")
     return "\n".join(lines)
 
 
+def _unit(setting: dict) -> str:
+    return "process" if setting.get("device") == "cpu" else "GPU"
+
+
 def _verdict(p: dict) -> str:
     if p["fits"]:
         return f"fits: {p['total_gib']:.1f} of {p['gpu_memory_gib']:g} GiB, headroom {p['headroom_gib']:.1f} GiB"
-    return f"does not fit: needs {p['total_gib']:.1f} GiB per GPU, {-p['headroom_gib']:.1f} GiB over {p['gpu_memory_gib']:g}"
+    return (
+        f"does not fit: needs {p['total_gib']:.1f} GiB per {_unit(p['setting'])}, {-p['headroom_gib']:.1f} GiB over "
+        f"{p['gpu_memory_gib']:g}"
+    )

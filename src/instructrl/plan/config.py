@@ -41,6 +41,12 @@ class PlanConfig:
         "zero3-offload (zero3 with the optimizer states in CPU memory).",
         choices=ENGINES,
     )
+    device: str = help_field(
+        "gpu",
+        "Where the processes run: gpu (CUDA; torch's AdamW steps with foreach kernels) or cpu (processes on CPU "
+        "cores, gpu_memory read as each process's share of RAM, --overhead 0; AdamW steps one tensor at a time).",
+        choices=["gpu", "cpu"],
+    )
     gpus: int = help_field(8, "GPUs per node.", minimum=1)
     nodes: int = help_field(1, "Nodes; sharding spans all nodes' GPUs.", minimum=1)
     gpu_memory: float = help_field(80.0, "Memory of one GPU, GiB.", minimum=0, exclusive_minimum=True)

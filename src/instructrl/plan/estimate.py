@@ -190,6 +190,14 @@ def stage_models(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> tu
     return [Model("policy", policy, True), Model("value", policy if cfg.value_shares_base else value, False)], frozen
 
 
+def _largest_tensor(arch: Arch, cfg: PlanConfig) -> int:
+    """Elements of the largest tensor AdamW steps: the token embedding or a layer's linear; with LoRA an adapter's
+    larger factor."""
+    if cfg.lora_r:
+        return max(cfg.lora_r * max(m.d_in, m.d_out) for m in arch.lora_targets(cfg.lora_targets))
+    return max(arch.vocab_size * (arch.output_dim or arch.hidden_size), *(m.d_in * m.d_out for m in arch.linears))
+
+
 def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None) -> Estimate:
     reward = reward or policy
     value = value or reward
@@ -247,6 +255,10 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         notes["gradients"].append("x2: DDP's all-reduce buckets")
     elif shard_s > 1:
         notes["gradients"].append(f"sharded over {world} GPUs")
+    if cfg.engine.startswith("zero"):  # each engine's gradient bucket, hidden² elements (training/engines.py)
+        bucket = sum(min(m.arch.hidden_size**2, params[m.role]) for m in trained) * (4 if cfg.lora_r else wb)
+        grads += bucket
+        notes["gradients"].append(f"+{bucket / GIB:.2f} GiB of DeepSpeed's gradient buckets")
     # torch's AdamW steps with foreach kernels holding one fp32 temporary per parameter of the shard (measured on
     # an H200: +4 bytes per parameter during the step, benchmarks/scale/results.md); the stages hand the same
     # AdamW to DeepSpeed ZeRO-2/3, which steps it on its flat fp32 partition; an offloaded optimizer is
@@ -254,6 +266,11 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     # ZeRO-3 also flattens the partition's gradients into one new fp32 tensor for the step (+4 bytes)
     per_param = {"zero3-offload": 0, "zero3": 8}.get(cfg.engine, 4)
     step = per_param * sum(params[m.role] for m in trained) / shard_s
+    if cfg.device == "cpu" and not cfg.engine.startswith("zero"):
+        # on CPU tensors AdamW steps one tensor at a time: the square root of its second moment, then that divided
+        # by the bias correction, two fp32 temporaries of the largest trained tensor (DeepSpeed's flat partition is
+        # one tensor either way)
+        step = 2 * 4 * max(_largest_tensor(m.arch, cfg) for m in trained)
     cpu = 0.0
     if cfg.engine == "zero3-offload":
         cpu, optim = optim, 0.0
@@ -347,6 +364,15 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))
     if ck and cfg.stage == "ppo":
         notes["activations"].append("checkpointed")
+    # the backward reduces each unit's gradient as it comes: under FSDP2 the unit's whole gradient and the flat
+    # reduce-scatter input copied from it, under DeepSpeed the parameter's whole gradient beside its bucket (counted
+    # with the gradients); the largest unit (the embedding, usually) sets the moment
+    copies = {"fsdp2": 2, "zero2": 1, "zero3": 1, "zero3-offload": 1}.get(cfg.engine, 0)
+    if copies and world > 1 and not cfg.lora_r:
+        reduce = copies * largest_unit * (2 if act_bytes == 2 and shard_w > 1 else wb)
+        activations += reduce
+        detail["gradient_reduce"] = reduce
+        notes["activations"].append(f"+{reduce / GIB:.2f} GiB: the largest unit's gradient being reduced")
 
     parts = {
         "weights": weights,
