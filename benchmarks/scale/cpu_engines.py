@@ -1,19 +1,22 @@
-"""PPO-ptx at GPT-2-medium size on this CPU: peak memory per process of real `instructrl ppo` runs under FSDP2 and
-DeepSpeed ZeRO-3 (the deepspeed extra) with two processes and in one process with each memory lever, beside
-`instructrl plan`'s estimate of the same setting.
+"""PPO-ptx on this CPU: peak memory per process of real `instructrl ppo` runs under DDP, FSDP2 and DeepSpeed ZeRO-2 /
+ZeRO-3 (the deepspeed extra) with two processes and in one process with each memory lever, beside `instructrl plan
+--device cpu`'s estimate of the same setting.
 
-    .venv/bin/python benchmarks/scale/cpu_engines.py --out benchmarks/scale/cpu_engines.json   # ~10-20 min
+    .venv/bin/python benchmarks/scale/cpu_engines.py --out benchmarks/scale/cpu_engines.json   # ~30 min
+    .venv/bin/python benchmarks/scale/cpu_engines.py --size small --out benchmarks/scale/cpu_engines_small.json
     .venv/bin/python benchmarks/scale/cpu_engines.py --table benchmarks/scale/cpu_engines.json
 
-The model: a random GPT-2 of 24 layers, width 1024, 16 heads, GPT-2's vocabulary of 50,257 rows (the world's
-tokenizer uses the first 2,048), 354.8M parameters; the reward and value models have the same backbone. One
-PPO-ptx iteration (its optimizer step allocates AdamW's moments) of 4 episodes, prompts of 16 tokens, responses of
-16, one pretraining window of 64 tokens per episode; fp32 weights, no autocast. Each process reports its peak RSS
-above its own baseline after its imports (`ru_maxrss`), with glibc's mmap threshold fixed at 128 KiB so that freed
-tensors go back to the system as a GPU caching allocator would reuse them (see results.md).
+The model (`--size medium`, the default): a random GPT-2 of 24 layers, width 1024, 16 heads, GPT-2's vocabulary of
+50,257 rows (the world's tokenizer uses the first 2,048), 354.8M parameters; `--size small` is GPT-2 small's shape
+(124.4M), where every arm fits this machine. The reward and value models have the same backbone. Two PPO-ptx
+iterations (the first creates AdamW's moments, the second holds them beside the gradients) of 4 episodes, prompts
+of 16 tokens, responses of 16, one pretraining window of 64 tokens per episode; fp32 weights, no autocast. Each
+process reports its peak RSS above its own baseline after its imports (`ru_maxrss`), with glibc's mmap threshold
+fixed at 128 KiB so that freed tensors go back to the system as a GPU caching allocator would reuse them (see
+results.md). `--table` recomputes the plan's columns with the planner as it is now.
 
-DDP with two processes is planned, not run: two whole copies of the four models and the trained models' states
-need about 2 x 14 GiB, more than this machine's 24 GB.
+At GPT-2-medium size DDP with two processes is planned, not run: two whole copies of the four models and the
+trained models' states need about 2 x 16 GiB, more than this machine's 24 GB.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,13 +37,23 @@ MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=
 # --size small: GPT-2 small's shape (124.4M), where ZeRO-3 with two processes fits this machine
 SIZES = {"medium": MODEL, "small": dict(MODEL, n_embd=768, n_layer=12, n_head=12)}
 SHAPE = dict(batch=4, prompt=16, response=16, ptx_length=64)
+LORA = ["--lora-r", "16", "--value-lora-r", "16"]
 ARMS = {
     "fsdp2, 2 processes": dict(processes=2, flags=["--engine", "fsdp2"], engine="fsdp2"),
     "zero3, 2 processes": dict(processes=2, flags=["--engine", "zero3"], engine="zero3"),
+    "zero2, 2 processes": dict(processes=2, flags=["--engine", "zero2"], engine="zero2", sizes=("small",)),
+    "ddp, 2 processes": dict(processes=2, flags=["--engine", "ddp"], engine="ddp", run_at=("small",)),
     "one process": dict(processes=1, flags=[], engine="ddp"),
     "one process, gradient checkpointing": dict(processes=1, flags=["--gradient-checkpointing"], engine="ddp"),
     "one process, frozen bf16": dict(processes=1, flags=["--frozen-dtype", "bf16"], engine="ddp"),
-    "ddp, 2 processes (planned only)": dict(processes=2, flags=["--engine", "ddp"], engine="ddp", run=False),
+    # LoRA on both trained models (the plan's --lora-r; instructrl ppo's value model trains whole without --value-lora-r)
+    "one process, LoRA r16": dict(processes=1, flags=[*LORA], engine="ddp", sizes=("small",)),
+    "one process, LoRA r16, bf16 bases": dict(
+        processes=1, flags=[*LORA, "--torch-dtype", "bf16"], engine="ddp", sizes=("small",)
+    ),
+    "one process, LoRA r16, value model on the policy's base": dict(
+        processes=1, flags=["--lora-r", "16", "--value-shares-policy-base"], engine="ddp", sizes=("small",)
+    ),
 }
 MB = 2**20
 PEAK_WRAPPER = """
@@ -54,6 +68,13 @@ with open(os.path.join(os.environ["PEAK_DIR"], f"rank{rank}.json"), "w") as fh:
     json.dump({"rank": int(rank), "peak_mb": peak - base, "baseline_mb": base}, fh)
 sys.exit(code)
 """
+
+
+def free_port() -> int:
+    """A TCP port free now, for the torchrun rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def build_world(root: Path, model: dict) -> dict[str, Path]:
@@ -73,7 +94,7 @@ def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[fl
         "--policy", str(world["policy"]), "--reward-model", str(world["rm"]), "--prompts", str(world["prompts"]),
         "--ptx-data", str(world["ptx"]), "--ptx-max-length", str(SHAPE["ptx_length"]),
         "--ptx-micro-batch-size", str(b), "--ptx-per-episode", "1",
-        "--out", str(peak_dir / "out"), "--total-episodes", str(b), "--batch-size", str(b),
+        "--out", str(peak_dir / "out"), "--total-episodes", str(2 * b), "--batch-size", str(b),
         "--mini-batch-size", str(b), "--max-prompt-length", str(SHAPE["prompt"] + 8),
         "--response-length", str(SHAPE["response"]), "--mixed-precision", "no", "--cpu", "--no-progress",
         "--no-ema", "--sample-every", "0", "--no-save-value-model", *arm["flags"],
@@ -88,7 +109,7 @@ def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[fl
     }
     if arm["processes"] > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(arm["processes"])]
-        cmd += ["--master_port", "29777", str(wrapper), *args]
+        cmd += ["--master_port", str(free_port()), str(wrapper), *args]
     else:
         cmd = [sys.executable, str(wrapper), *args]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -104,6 +125,10 @@ def planned(arm: dict, model: dict) -> dict:
     from instructrl.plan.estimate import estimate
 
     flags = arm["flags"]
+
+    def value(flag: str, default):
+        return flags[flags.index(flag) + 1] if flag in flags else default
+
     cfg = PlanConfig(
         model="gpt2-medium",
         stage="ppo",
@@ -114,39 +139,42 @@ def planned(arm: dict, model: dict) -> dict:
         ptx_per_episode=1.0,
         gpus=arm["processes"],
         engine=arm["engine"],
-        weight_dtype="fp32",
+        device="cpu",
+        weight_dtype=value("--torch-dtype", "fp32"),
         mixed_precision="no",
         overhead=0.0,
         prompt_length=SHAPE["prompt"],
         response_length=SHAPE["response"],
         gradient_checkpointing="--gradient-checkpointing" in flags,
-        frozen_dtype="bf16" if "--frozen-dtype" in flags else "weights",
+        frozen_dtype=value("--frozen-dtype", "weights"),
+        lora_r=int(value("--lora-r", 0)),
+        value_shares_base="--value-shares-policy-base" in flags,
     )
     cfg.validate()
     est = estimate(cfg, arch_from_config(model))
-    p = est.parts
-    # torch's CPU AdamW steps without the foreach temporaries the plan counts for a GPU (results.md), one
-    # parameter tensor at a time; under DeepSpeed it steps one flat partition, whose temporaries are the plan's
-    held = est.total - max(p["activations"], p["rollout"], est.step_bytes)
-    cpu_total = est.total if arm["engine"].startswith("zero") else held + max(p["activations"], p["rollout"])
-    return {"plan_mb": est.total / MB, "plan_cpu_mb": cpu_total / MB, **{f"plan_{k}_mb": v / MB for k, v in p.items()}}
+    return {
+        "plan_mb": est.total / MB,
+        "plan_step_mb": est.step_bytes / MB,
+        **{f"plan_{k}_mb": v / MB for k, v in est.parts.items()},
+    }
 
 
 def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table, the plan's columns recomputed by the planner as it is now."""
     lines = [
-        "| arm | plan per process | plan without the GPU step temporaries | measured peak per process | "
-        "measured / plan | measured / plan without | states (plan) | frozen (plan) | rollout (plan) |",
+        "| arm | plan per process | measured peak per process | measured / plan | states (plan) | frozen (plan) | "
+        "activations (plan) | rollout (plan) | optimizer step (plan) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        r = {**r, **planned(ARMS[r["arm"]], SIZES[r["size"]])}
         peaks = r["peak_mb"]
         measured = " / ".join(f"{m:,.0f}" for m in peaks) if peaks else "not run"
         ratio = " / ".join(f"{m / r['plan_mb']:.2f}" for m in peaks) if peaks else "-"
-        cpu_ratio = " / ".join(f"{m / r['plan_cpu_mb']:.2f}" for m in peaks) if peaks else "-"
         states = r["plan_weights_mb"] + r["plan_gradients_mb"] + r["plan_optimizer_mb"]
         lines.append(
-            f"| {r['arm']} | {r['plan_mb']:,.0f} | {r['plan_cpu_mb']:,.0f} | {measured} | {ratio} | {cpu_ratio} | "
-            f"{states:,.0f} | {r['plan_frozen_mb']:,.0f} | {r['plan_rollout_mb']:,.0f} |"
+            f"| {r['arm']} | {r['plan_mb']:,.0f} | {measured} | {ratio} | {states:,.0f} | {r['plan_frozen_mb']:,.0f} | "
+            f"{r['plan_activations_mb']:,.0f} | {r['plan_rollout_mb']:,.0f} | {r['plan_step_mb']:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -155,7 +183,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the rows as JSON here")
     ap.add_argument("--table", metavar="ROWS.json", help="print the table of saved rows, run nothing")
-    ap.add_argument("--arms", nargs="*", default=list(ARMS), help="which arms to run")
+    ap.add_argument("--arms", nargs="*", help="which arms to run (default: every arm of the size)")
     ap.add_argument("--size", choices=list(SIZES), default="medium", help="the model's shape (default GPT-2 medium)")
     args = ap.parse_args()
     model = SIZES[args.size]
@@ -166,11 +194,13 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="cpu-engines-"))
     world = build_world(root, model)
     rows = []
-    for name in args.arms:
+    for name in args.arms or [n for n, a in ARMS.items() if args.size in a.get("sizes", SIZES)]:
         arm = ARMS[name]
-        peaks = run_arm(arm, world, root, name) if arm.get("run", True) else []
+        peaks = run_arm(arm, world, root, name) if args.size in arm.get("run_at", SIZES) else []
         rows.append({"arm": name, "size": args.size, "peak_mb": peaks, **planned(arm, model)})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
+        if args.out:  # after every arm: a long run killed later keeps what it measured
+            Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     print(table(rows))
