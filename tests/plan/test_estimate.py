@@ -286,3 +286,20 @@ def test_a_sharding_engine_counts_the_largest_unit_gradient_being_reduced():
     assert zero3.detail["gradient_reduce"] == unit * 2
     lora = estimate(plan(stage="sft", gpus=8, engine="fsdp2", lora_r=8), LLAMA_7B)
     assert "gradient_reduce" not in lora.detail
+
+
+def test_fsdp2_ppo_holds_each_trained_model_root_unit_and_reduces_both():
+    """FSDP2 keeps each model's root unit (embedding and head) gathered from its forward to its backward, and PPO
+    backwards policy and value model together: one more gathered unit and two units' gradients being reduced."""
+    gpt2 = arch_from_config({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257})
+    unit = gpt2.embedding_params
+    assert unit > gpt2.layer_params
+    kw = dict(gpus=2, engine="fsdp2", mixed_precision="no", device="cpu")
+    sft = estimate(plan(stage="sft", **kw), gpt2)
+    ppo = estimate(plan(stage="ppo", **kw), gpt2)
+    n = gpt2.lm_params
+    assert sft.parts["weights"] == pytest.approx(4 * n / 2 + 2 * 4 * unit)  # a unit and the next, prefetched
+    two = ppo.sizes["policy"] + ppo.sizes["value"]
+    assert ppo.parts["weights"] == pytest.approx(4 * two / 2 + 3 * 4 * unit)  # + the value model's root
+    assert sft.detail["gradient_reduce"] == 2 * 4 * unit
+    assert ppo.detail["gradient_reduce"] == 2 * 2 * 4 * unit

@@ -219,7 +219,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     weights = grads = optim = 0.0
     notes: dict[str, list[str]] = {k: [] for k in PARTS}
     params: dict[str, int] = {}
-    largest_unit = 0
+    units: list[int] = []  # each trained model's largest shard unit (a layer, the embedding or the head)
     for m in trained:
         if cfg.lora_r:
             shared = m.role == "value" and cfg.value_shares_base
@@ -243,11 +243,16 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
             notes["weights"].append(f"{m.role} {updated / 1e9:.2f}B {weight_dtype}")
         params[m.role] = updated
         a = m.arch
-        largest_unit = max(largest_unit, a.layer_params, a.embedding_params, a.lm_head_params)
+        units.append(max(a.layer_params, a.embedding_params, a.lm_head_params))
     weights /= shard_w
-    if shard_w > 1:  # FSDP / ZeRO-3 gather a unit while prefetching the next (16-bit under autocast)
-        weights += 2 * largest_unit * (2 if act_bytes == 2 else wb)
-        notes["weights"].append(f"sharded over {world} GPUs + 2 gathered units")
+    largest_unit = max(units)
+    if shard_w > 1:
+        # FSDP / ZeRO-3 gather a unit while prefetching the next (16-bit under autocast); FSDP2 also keeps each model's
+        # root unit (embedding and head) gathered from its forward to its backward, one per model trained together
+        gathered_units = largest_unit + (sum(units) if cfg.engine == "fsdp2" else largest_unit)
+        gathered = gathered_units * (2 if act_bytes == 2 else wb)
+        weights += gathered
+        notes["weights"].append(f"sharded over {world} GPUs + {gathered / GIB:.2f} GiB of gathered units")
     grads /= shard_s
     optim /= shard_s
     if cfg.engine == "ddp" and world > 1:
@@ -365,11 +370,13 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     if ck and cfg.stage == "ppo":
         notes["activations"].append("checkpointed")
     # the backward reduces each unit's gradient as it comes: under FSDP2 the unit's whole gradient and the flat
-    # reduce-scatter input copied from it, under DeepSpeed the parameter's whole gradient beside its bucket (counted
-    # with the gradients); the largest unit (the embedding, usually) sets the moment
+    # reduce-scatter input copied from it, for each model backwarded together (PPO's policy and value model), under
+    # DeepSpeed the parameter's whole gradient beside its bucket (counted with the gradients); the largest unit
+    # (often the embedding) sets the moment
     copies = {"fsdp2": 2, "zero2": 1, "zero3": 1, "zero3-offload": 1}.get(cfg.engine, 0)
     if copies and world > 1 and not cfg.lora_r:
-        reduce = copies * largest_unit * (2 if act_bytes == 2 and shard_w > 1 else wb)
+        reducing = sum(units) if cfg.engine == "fsdp2" else largest_unit
+        reduce = copies * reducing * (2 if act_bytes == 2 and shard_w > 1 else wb)
         activations += reduce
         detail["gradient_reduce"] = reduce
         notes["activations"].append(f"+{reduce / GIB:.2f} GiB: the largest unit's gradient being reduced")
