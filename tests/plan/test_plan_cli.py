@@ -135,3 +135,30 @@ def test_a_cpu_plan_speaks_of_processes(model_dir):
     assert r.returncode == 0, r.stderr
     assert "on 1 x 2 processes of 0.01 GiB" in r.stdout and "GiB/proc" in r.stdout
     assert "GiB per process" in r.stdout and "GPU" not in r.stdout.split("cheapest")[0].replace("--gpu", "")
+
+
+def test_a_cpu_plan_launches_with_torchrun_and_the_engine_flag():
+    from instructrl.plan.cli import launch_command
+
+    arch = arch_from_config(LLAMA)
+    for engine in ("ddp", "fsdp2", "zero3"):
+        cfg = PlanConfig(model="m", stage="ppo", device="cpu", gpus=2, engine=engine, gradient_checkpointing=True)
+        cfg.validate()
+        line = launch_command(cfg, arch)
+        assert line.startswith("torchrun --nproc_per_node 2 -m instructrl ppo ... ") and line.endswith(" --cpu")
+        words = line.split(" ... ")[1].split()
+        assert words[words.index("--engine") + 1] == engine and words.count("--engine") == 1
+        parser, _ = build_parser("ppo")
+        args = parser.parse_args(words)
+        assert args.gradient_checkpointing and args.cpu
+
+
+def test_a_cpu_plan_neither_suggests_nor_takes_a_quantized_base(model_dir):
+    r = run_cli(["plan", "--model", str(model_dir), "--device", "cpu", "--gpu-memory", "0.001", "--json"])
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    tried = plan.get("suggestion") or plan["smallest"]
+    assert "--quantize-base" not in tried["command"] and "episodes_per_second" not in plan
+    r = run_cli(["plan", "--model", str(model_dir), "--device", "cpu", "--lora-r", "8", "--quantize-base", "4bit"])
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "need CUDA" in r.stderr and "Traceback" not in r.stderr

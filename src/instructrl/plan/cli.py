@@ -100,7 +100,15 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
 
 
 def launch_command(cfg: PlanConfig, policy: Arch) -> str:
-    """An ``accelerate launch`` line for node 0 of the setting (each node runs it with its own rank)."""
+    """An ``accelerate launch`` line for node 0 of the setting (each node runs it with its own rank); on CPUs a
+    ``torchrun`` line (accelerate picks FSDP and DeepSpeed only on GPUs; the stage's ``--engine`` does it there)."""
+    if cfg.device == "cpu":
+        nodes = f" --nnodes {cfg.nodes} --node_rank 0 --master_addr NODE0 --master_port 29500" if cfg.nodes > 1 else ""
+        flags, _ = stage_flags(cfg, policy)
+        engine = [] if "--engine" in " ".join(flags).split() else ["--engine", cfg.engine]
+        return f"torchrun --nproc_per_node {cfg.gpus}{nodes} -m instructrl {cfg.stage} ... " + " ".join(
+            [*flags, *engine, "--cpu"]
+        )
     machines = f" --num_machines {cfg.nodes} --machine_rank 0 --main_process_ip NODE0 --main_process_port 29500"
     mp = "no" if cfg.mixed_precision == "no" else cfg.mixed_precision
     return (
@@ -127,7 +135,7 @@ def _summary(cfg: PlanConfig, est: Estimate, policy: Arch) -> dict:
         "launch": launch_command(cfg, policy),
         "not_stage_flags_yet": stage_flags(cfg, policy)[1],
     }
-    if cfg.stage == "ppo":
+    if cfg.stage == "ppo" and cfg.device == "gpu":  # the speed model is a GPU's (FLOPs, HBM and link bandwidths)
         out["episodes_per_second"] = round(ppo_episodes_per_second(cfg, est, policy), 4)
     return out
 

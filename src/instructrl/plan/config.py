@@ -183,6 +183,11 @@ class PlanConfig:
             check_range(type(self), f, value)
         if not self.model:
             raise ConfigError("--model is required: a checkpoint folder, a config.json or a Hub id")
+        if self.quantize_base != "none" and self.device == "cpu":
+            raise ConfigError(
+                f"quantize_base={self.quantize_base} on --device cpu: bitsandbytes' quantized layers need CUDA; "
+                "drop --quantize-base (a bf16 base: --weight-dtype bf16) or plan for GPUs"
+            )
         if self.quantize_base != "none" and self.lora_r == 0:
             raise ConfigError(
                 f"quantize_base={self.quantize_base} needs LoRA (--lora-r > 0): a quantized base trains no weights"

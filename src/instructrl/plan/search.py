@@ -98,7 +98,9 @@ def candidates(cfg: PlanConfig) -> Iterator[tuple[str, PlanConfig]]:
         value_shares_base=cfg.stage == "ppo" and cfg.advantage == "gae",
         gradient_checkpointing=False,
     )
-    for quant in ("none", "4bit") if cfg.quantize_base != "4bit" else ("4bit",):
+    # bitsandbytes' 4-bit layers need CUDA: a CPU plan never suggests them
+    quants = ("4bit",) if cfg.quantize_base == "4bit" else ("none",) if cfg.device == "cpu" else ("none", "4bit")
+    for quant in quants:
         step = "LoRA" if quant == "none" else "LoRA on a 4-bit base (QLoRA)"
         q = replace(lora, quantize_base=quant)
         for c in on_engines(q):
