@@ -142,7 +142,7 @@ def planned(stage: str, levers: dict) -> float | None:
     from instructrl.plan.estimate import estimate
 
     fields = dict(
-        model="random-gpt2", stage=stage, gpus=1, engine="ddp", mixed_precision="no", overhead=0.0,
+        model="random-gpt2", stage=stage, device="cpu", gpus=1, engine="ddp", mixed_precision="no", overhead=0.0,
         micro_batch_size=B, batch_size=B, mini_batch_size=B, ptx_micro_batch_size=0,
         prompt_length=T // 2 if stage == "sft" else PROMPT, response_length=T // 2 if stage == "sft" else RESPONSE,
         weight_dtype=levers.get("torch_dtype", "fp32"), gradient_checkpointing=levers.get("gradient_checkpointing", False),
@@ -172,13 +172,14 @@ def cpu_flags() -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| arm | peak RSS, MiB | vs the lever off | planner, MiB | seconds |",
+        "| arm | peak RSS, MiB | vs the lever off | planner, MiB (measured / planned) | seconds |",
         "|---|---:|---:|---:|---:|",
     ]
     base = {r["stage"]: r["peak_mb"] for r in rows if r["arm"] in ("sft full fp32", "ppo full fp32")}
     for r in rows:
         rel = r["peak_mb"] / base[r["stage"]] if r["stage"] in base else float("nan")
-        plan = "-" if r["plan_mb"] is None else f"{r['plan_mb']:.0f}"
+        planned_now = planned(r["stage"], r)  # the planner as it is now, for the row's levers
+        plan = "-" if planned_now is None else f"{planned_now:.0f} ({r['peak_mb'] / planned_now:.2f})"
         lines.append(f"| {r['arm']} | {r['peak_mb']:.0f} | {rel:.2f} | {plan} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 

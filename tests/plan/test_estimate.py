@@ -14,6 +14,7 @@ from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import (
     GIB,
     Model,
+    activation_bytes,
     estimate,
     kv_cache_bytes,
     layer_activation_bytes,
@@ -303,3 +304,27 @@ def test_fsdp2_ppo_holds_each_trained_model_root_unit_and_reduces_both():
     assert ppo.parts["weights"] == pytest.approx(4 * two / 2 + 3 * 4 * unit)  # + the value model's root
     assert sft.detail["gradient_reduce"] == 2 * 4 * unit
     assert ppo.detail["gradient_reduce"] == 2 * 2 * 4 * unit
+
+
+def test_lora_keeps_no_input_for_a_frozen_linear_or_head():
+    """With LoRA on c_attn only, a GPT-2 layer keeps neither the MLP's input nor the MLP projection's input (the
+    frozen c_fc and c_proj need only their weights in the backward); SDPA keeps the attention output anyway. The
+    frozen LM head keeps no input either; a trained scalar head does."""
+    gpt = arch_from_config({"model_type": "gpt2", "n_embd": 256, "n_layer": 2, "n_head": 8, "vocab_size": 100})
+    b, s, h, inter = 2, 16, 256, 1024
+    full = layer_activation_bytes(gpt, b, s, 4, 4, dropout=False)
+    lora = layer_activation_bytes(gpt, b, s, 4, 4, dropout=False, trained=frozenset({"c_attn"}))
+    assert full - lora == b * s * (h + inter) * 4
+    every = frozenset(m.name for m in gpt.linears)
+    assert layer_activation_bytes(gpt, b, s, 4, 4, dropout=False, trained=every) == full
+    policy, reward = Model("policy", gpt, True), Model("reward", gpt, False)
+    kw = dict(checkpointing=False, dropout=False)
+    head = b * s * h * 4
+    assert (
+        activation_bytes(policy, b, s, 4, 4, **kw)
+        - activation_bytes(policy, b, s, 4, 4, trained=frozenset({"c_attn"}), **kw)
+        == gpt.num_layers * (full - lora) + head
+    )
+    assert activation_bytes(reward, b, s, 4, 4, **kw) - activation_bytes(
+        reward, b, s, 4, 4, trained=frozenset({"c_attn"}), **kw
+    ) == gpt.num_layers * (full - lora)

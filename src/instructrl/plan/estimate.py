@@ -89,7 +89,15 @@ class Estimate:
 
 # ---------------------------------------------------------------------------- activations
 def layer_activation_bytes(
-    arch: Arch, b: int, s: int, act_bytes: float, stream_bytes: float, *, dropout: bool, flash: bool = True
+    arch: Arch,
+    b: int,
+    s: int,
+    act_bytes: float,
+    stream_bytes: float,
+    *,
+    dropout: bool,
+    flash: bool = True,
+    trained: frozenset[str] | None = None,
 ) -> float:
     """Bytes one decoder layer keeps for its backward, for ``b`` sequences of ``s`` tokens.
 
@@ -97,26 +105,40 @@ def layer_activation_bytes(
     GPT layer in 16 bits; written out per tensor here so that it holds for grouped-query attention, a gated
     MLP and fp32 residual streams (autocast over fp32 weights), and reduces to theirs for a GPT layer.
     Checked tensor by tensor with ``torch.autograd.graph.saved_tensors_hooks`` (benchmarks/scale).
+
+    ``trained``: the names of the linears whose weights get a gradient (LoRA: its targets, whose adapters read
+    the same input); None = all. A frozen linear keeps no input: its backward needs only its weight.
     """
     h, kv, hd, nh, inter = arch.hidden_size, arch.num_kv_heads, arch.head_dim, arch.num_heads, arch.intermediate_size
     tokens = b * s
+    # the layer's linears in order: the attention's input projection(s), its output, the MLP's input(s), its output
+    n_in = arch.attention_input_linears
+    linears = arch.linears
+
+    def keeps(ms) -> int:  # how many of these linears keep their input for a weight gradient
+        return sum(trained is None or m.name in trained for m in ms)
+
+    attn_in, mlp_in = keeps(linears[:n_in]), keeps(linears[n_in + 1 : -1])
+    attn_out_kept, mlp_out_kept = keeps(linears[n_in : n_in + 1]) > 0, keeps(linears[-1:]) > 0
     # the two norms' inputs (the residual stream); an RMSNorm written in Python (Llama's family) also keeps
     # its normalized output, for the weight's gradient (a fused LayerNorm keeps only per-row statistics)
     total = (4 if arch.python_rms_norm else 2) * tokens * h * stream_bytes
     # autocast over fp32 weights casts the norm's output once per linear that reads it (q, k, v; gate, up);
     # in one dtype the linears share it
     casts = act_bytes != stream_bytes
-    total += (arch.attention_input_linears if casts else 1) * tokens * h * act_bytes  # the q/k/v input(s)
+    total += (attn_in if casts else min(attn_in, 1)) * tokens * h * act_bytes  # the q/k/v input(s)
     total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
-    total += tokens * nh * hd * act_bytes  # attention output = the output projection's input
+    if flash or attn_out_kept:  # attention output = the output projection's input; SDPA's backward reads it too
+        total += tokens * nh * hd * act_bytes
     if flash:  # SDPA / FlashAttention keep one fp32 log-sum-exp per row instead of the s x s scores
         total += tokens * nh * 4
     else:  # Korthikanti §4.1: softmax output (2 bytes) + dropout mask (1) + dropout output (2) = 5·a·s²·b
         total += 5 * b * nh * s * s * act_bytes / 2
-    total += ((2 if arch.gated_mlp else 1) if casts else 1) * tokens * h * act_bytes  # the MLP's input(s)
+    total += (mlp_in if casts else min(mlp_in, 1)) * tokens * h * act_bytes  # the MLP's input(s)
     # gated (SwiGLU): gate and up outputs, act(gate), act(gate)*up = the down projection's input; else fc
-    # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h)
-    total += (4 if arch.gated_mlp else 2) * tokens * inter * act_bytes
+    # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h); the down
+    # projection's input only when it is trained
+    total += ((3 if arch.gated_mlp else 1) + mlp_out_kept) * tokens * inter * act_bytes
     if dropout:  # one-byte masks of the attention and MLP residual dropouts (Korthikanti: sbh each)
         total += 2 * tokens * h
     return total
@@ -139,23 +161,25 @@ def activation_bytes(
     dropout: bool,
     logit_positions: int | None = None,
     weight_casts: bool = False,
+    trained: frozenset[str] | None = None,
 ) -> float:
     """A model's activations for one forward/backward of ``b`` sequences of ``s`` tokens. Without
     checkpointing every layer keeps its tensors; with it (Korthikanti §5: 2·sbh·L in 16 bits) each layer
-    keeps its input and one layer at a time is recomputed in full. A LoRA model is counted like a full
-    one (frozen linears keep less: an upper bound).
+    keeps its input and one layer at a time is recomputed in full. ``trained``: a LoRA model's targets (see
+    :func:`layer_activation_bytes`); its LM head is frozen too, a scalar head trained.
 
     ``weight_casts``: autocast over unsharded fp32 weights keeps the 16-bit copy of every linear's weight
     that its matmul used, for the backward (2 bytes per weight; per layer recomputed with checkpointing)."""
     arch = model.arch
-    layer = layer_activation_bytes(arch, b, s, act_bytes, stream_bytes, dropout=dropout)
+    layer = layer_activation_bytes(arch, b, s, act_bytes, stream_bytes, dropout=dropout, trained=trained)
     if checkpointing:
         stored = arch.num_layers * b * s * arch.hidden_size * stream_bytes + layer
     else:
         stored = arch.num_layers * layer
-    # the final norm's input (and a Python RMSNorm's output), the head's input
+    # the final norm's input (and a Python RMSNorm's output), the head's input (unless a frozen LM head)
     final_norm = 2 if arch.python_rms_norm else 1
-    stored += b * s * arch.hidden_size * (final_norm * stream_bytes + act_bytes)
+    head_input = 0 if model.lm and trained is not None else act_bytes
+    stored += b * s * arch.hidden_size * (final_norm * stream_bytes + head_input)
     if model.lm:
         stored += logits_bytes(arch, b, s if logit_positions is None else logit_positions, act_bytes)
     if weight_casts:
@@ -310,6 +334,10 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     casts = act_bytes < stream_bytes and shard_w == 1
     detail: dict[str, float] = {}
     mb = micro_batch(cfg)
+
+    def adapted(m: Model) -> frozenset[str] | None:  # LoRA: only the adapted linears keep their inputs
+        return frozenset(x.name for x in m.arch.lora_targets(cfg.lora_targets)) if cfg.lora_r else None
+
     if cfg.stage == "ppo":
         pol = trained[0]
         train = sum(
@@ -323,6 +351,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
                 dropout=False,
                 logit_positions=cfg.response_length + 1,
                 weight_casts=casts,
+                trained=adapted(m),
             )
             for m in trained
         )
@@ -337,6 +366,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
                 checkpointing=ck,
                 dropout=False,
                 weight_casts=casts,
+                trained=adapted(pol),
             )
         activations = max(train, ptx)
         detail.update(ppo_activations=train, ptx_activations=ptx)
@@ -363,7 +393,15 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     else:
         model = trained[0]
         activations = activation_bytes(
-            model, mb, T, act_bytes, stream_bytes, checkpointing=ck, dropout=cfg.stage == "sft", weight_casts=casts
+            model,
+            mb,
+            T,
+            act_bytes,
+            stream_bytes,
+            checkpointing=ck,
+            dropout=cfg.stage == "sft",
+            weight_casts=casts,
+            trained=adapted(model),
         )  # instructrl sft: residual dropout 0.2 (InstructGPT App. C.1)
         rollout = 0.0
         notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))
