@@ -293,13 +293,14 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     # AdamW to DeepSpeed ZeRO-2/3, which steps it on its flat fp32 partition; an offloaded optimizer is
     # DeepSpeed's CPU Adam, stepping in CPU memory
     # ZeRO-3 also flattens the partition's gradients into one new fp32 tensor for the step (+4 bytes)
-    per_param = {"zero3-offload": 0, "zero3": 8}.get(cfg.engine, 4)
-    step = per_param * sum(params[m.role] for m in trained) / shard_s
     if cfg.device == "cpu" and not cfg.engine.startswith("zero"):
         # on CPU tensors AdamW steps one tensor at a time: the square root of its second moment, then that divided
         # by the bias correction, two fp32 temporaries of the largest trained tensor (DeepSpeed's flat partition is
         # one tensor either way)
         step = 2 * 4 * max(_largest_tensor(m.arch, cfg) for m in trained)
+    else:
+        per_param = {"zero3-offload": 0, "zero3": 8}.get(cfg.engine, 4)
+        step = per_param * sum(params[m.role] for m in trained) / shard_s
     cpu = 0.0
     if cfg.engine == "zero3-offload":
         cpu, optim = optim, 0.0

@@ -418,8 +418,9 @@ class PPOTrainer:
                 self.acc.backward(loss + cfg.vf_coef * vf if values is not None else loss)
         if ptx_examples:
             # the PPO part of the policy gradient alone, before gamma * ptx is added: next to
-            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update. A sharding engine (FSDP,
-            # DeepSpeed) holds the gradient inside its own buffers until the minibatch's last backward: not measured.
+            # ppo/policy_grad_norm (the sum) it shows which of the two drives the update. Not measured under a sharding
+            # engine: FSDP2 holds each process's shard of it (the norm would need a collective here), DeepSpeed its
+            # own buffers until the minibatch's last backward.
             if not engines.is_sharded(self.acc):
                 grads = [p.grad.detach().norm() for p in self.policy.parameters() if p.grad is not None]
                 stats["pg_grad_norm"] = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
