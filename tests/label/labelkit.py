@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,12 +105,6 @@ def sign_in(client, token: str) -> str:
 
 
 # ---------------------------------------------------------------------------- live server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class LiveServer:
     url: str
