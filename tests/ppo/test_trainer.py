@@ -67,6 +67,15 @@ def test_reward_rises_and_kl_stays_bounded(ppo_world, tmp_path):
     assert (out / "value_model" / "config.json").exists() and (out / "dist_sync.json").exists()
 
 
+def test_both_optimizers_are_fused_on_the_cpu(ppo_world, tmp_path):
+    """torch's fused AdamW on a CPU run too (training/optim.py: one vectorized pass per tensor)."""
+    from instructrl.ppo.api import build_trainer
+
+    trainer = build_trainer(quick_cfg(ppo_world, tmp_path / "out", total_episodes=8))
+    assert trainer.acc.device.type == "cpu"
+    assert trainer.pol_opt.optimizer.defaults["fused"] and trainer.val_opt.optimizer.defaults["fused"]
+
+
 class NaNAfter(TokenRewardScorer):
     def __init__(self, below, after):
         super().__init__(below)

@@ -25,6 +25,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache, StaticCache
 
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
@@ -355,13 +356,17 @@ def policy_forward(
         use_cache=False,
         logits_to_keep=response_len + 1,
     )
-    logits = out.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
-    labels = input_ids[:, -response_len:]  # (B, R)
-    logprobs = logprobs_from_logits(logits, labels, temperature)  # (B, R)
+    # (B, R+1, V): position P-1+t predicts response token t, the last one nothing. Its label is ignored (-100)
+    # instead of slicing it off: the backward of a slice would fill a zero (B, R+1, V) gradient and copy into it
+    logits = out.logits
+    labels = F.pad(input_ids[:, -response_len:], (0, 1), value=-100)  # (B, R+1)
+    logprobs = logprobs_from_logits(logits, labels, temperature)[:, :-1]  # (B, R)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach(), attention_mask[:, -response_len:], temperature)  # (B, R)
+            entropy = entropy_from_logits(
+                logits.detach()[:, :-1], attention_mask[:, -response_len:], temperature
+            )  # (B, R)
     return logprobs, entropy
 
 

@@ -64,7 +64,7 @@ from instructrl.ppo.rollout import Episodes, policy_forward, right_align, sample
 from instructrl.training import engines, precision
 from instructrl.training.accelerator import resolve_mixed_precision
 from instructrl.training.checkpoints import Checkpoints
-from instructrl.training.optim import clip_and_step, lr_at, set_lr
+from instructrl.training.optim import clip_and_step, fused_adamw, lr_at, set_lr
 from instructrl.training.tracking import MetricsLogger, truncate_jsonl
 from instructrl.training.validation import mark_complete, mark_unfinished
 
@@ -175,9 +175,10 @@ class PPOTrainer:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(policy, shared)
         self.pol_params = pol_params
         betas = (cfg.adam_beta1, cfg.adam_beta2)
-        # on a GPU, a couple of fused kernels per step instead of a few per parameter tensor: at PPO's small
-        # minibatches the optimizer step is launch-bound (same update up to float rounding)
-        fused = {"fused": True} if device.type == "cuda" else {}
+        # torch's fused AdamW (same update up to float rounding): on a GPU a couple of kernels per step instead of a
+        # few per parameter tensor (at PPO's small minibatches the step is launch-bound); on a CPU one vectorized
+        # pass per tensor instead of several, about 3x faster (training/optim.py)
+        fused = fused_adamw(device)
         pol_opt = torch.optim.AdamW(
             pol_params, lr=cfg.learning_rate, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
         )

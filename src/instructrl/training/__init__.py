@@ -7,5 +7,6 @@
 * :mod:`~instructrl.training.validation`: the checks before any work (lengths against the model's context) and the
   completion marker a finished run writes last;
 * :mod:`~instructrl.training.tracking`: ``metrics.jsonl``, trackers, throughput;
-* :mod:`~instructrl.training.accelerator`: the accelerator (one CPU, several processes, GPUs).
+* :mod:`~instructrl.training.accelerator`: the accelerator (one CPU, several processes, GPUs);
+* :mod:`~instructrl.training.allocator`: glibc's malloc kept from returning freed blocks on a one-process CPU run.
 """

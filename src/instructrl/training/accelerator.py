@@ -18,6 +18,7 @@ from instructrl.config import BaseConfig
 from instructrl.errors import ConfigError
 from instructrl.modeling.memory import DTYPES, check_quantize_base, quantization_config, resolve_weight_dtype
 from instructrl.training import engines
+from instructrl.training.allocator import keep_freed_memory
 from instructrl.training.precision import resolve_auto
 
 
@@ -57,6 +58,8 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     plugins = engines.accelerator_kwargs(engine)
     acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **plugins, **kwargs)
     set_seed(cfg.seed)
+    if cpu and acc.num_processes == 1:  # the same large blocks freed and allocated each step: keep them (allocator.py)
+        keep_freed_memory()
     if not acc.is_main_process:  # one copy of the log, from the main process
         logging.getLogger("instructrl").setLevel(logging.WARNING)
     engines.finish_setup(acc, engine, plugins)

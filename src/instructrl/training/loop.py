@@ -105,7 +105,11 @@ class Trainer:
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
         self.model, self.optimizer = engines.prepare(
-            accelerator, model, adamw(model, cfg), max_grad_norm=cfg.max_grad_norm, micro_batch=self.micro
+            accelerator,
+            model,
+            adamw(model, cfg, device=accelerator.device),
+            max_grad_norm=cfg.max_grad_norm,
+            micro_batch=self.micro,
         )
         self.ckpts = Checkpoints(out_dir, accelerator, keep=cfg.keep_checkpoints)
         self.metrics = MetricsLogger(out_dir, accelerator, run_name=stage, config=cfg.to_dict())

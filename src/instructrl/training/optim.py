@@ -39,8 +39,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def adamw(model: torch.nn.Module, cfg, lr: float | None = None) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, weight decay on matrices only (none on biases and norms)."""
+def fused_adamw(device: torch.device) -> dict:
+    """AdamW's keyword for a run on ``device``: torch's fused implementation on a CPU or a CUDA GPU (the same
+    update up to float rounding). On a CPU it steps each tensor in one vectorized pass instead of the default's
+    several elementwise kernels: 7 ms against 23 ms a step for the 4M-parameter GPT-2 of the PPO speed benchmark
+    (one thread). On a GPU a couple of multi-tensor kernels a step instead of a few per tensor."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+def adamw(model: torch.nn.Module, cfg, lr: float | None = None, device: torch.device | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, weight decay on matrices only (none on biases and norms); fused
+    (:func:`fused_adamw`) for a run on ``device``."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return torch.optim.AdamW(
@@ -48,6 +57,7 @@ def adamw(model: torch.nn.Module, cfg, lr: float | None = None) -> torch.optim.A
         lr=cfg.learning_rate if lr is None else lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
+        **(fused_adamw(device) if device is not None else {}),
     )
 
 
