@@ -5,11 +5,13 @@ gradients, logits over the vocabulary: megabytes each). glibc's malloc serves a 
 (at most 32 MiB, adjusted as blocks are freed) with a fresh ``mmap`` and returns it with ``munmap`` when freed,
 and gives the top of the heap back to the OS once more than its trim threshold is free there. Each new block
 then costs a page fault per 4 KiB page on first touch, the kernel zeroing every page. In the PPO speed
-benchmark's iteration (a 4M-parameter GPT-2, batch 64, one thread) that was 164k page faults and 0.36 s of
-system time an iteration, and the GELU, copy and matmul kernels writing into fresh pages ran slower for it.
-The usual cure is another allocator preloaded by the user (jemalloc, tcmalloc); :func:`keep_freed_memory`
-asks glibc itself, through ``mallopt``, to serve blocks up to :data:`MMAP_THRESHOLD` from the heap and to keep
-up to :data:`TRIM_THRESHOLD` of free heap: 15k page faults an iteration, and the iteration 6-10% faster.
+benchmark's iteration (a 4M-parameter GPT-2, batch 64, one thread) that was 138-191k page faults and 0.29-0.40 s
+of system time an iteration, and the GELU, copy and matmul kernels writing into fresh pages ran slower for it
+(under the profiler the GELU forward took 17.6 ms instead of 11.4). The usual cure is another allocator preloaded
+by the user (jemalloc, tcmalloc); :func:`keep_freed_memory` asks glibc itself, through ``mallopt``, to serve
+blocks up to :data:`MMAP_THRESHOLD` from the heap and to keep up to :data:`TRIM_THRESHOLD` of free heap: 48-59k
+page faults and 0.10-0.13 s of system time an iteration, which ran 2.5% faster on average over three alternating
+runs, within that machine's noise (``benchmarks/ppo_speed/results.md``, with the fused AdamW).
 
 The price is memory: freed blocks stay resident and the heap fragments. Measured as peak RSS of PPO-ptx on a
 124M GPT-2 on the CPU (``benchmarks/scale/cpu_engines.py --size small``): one process 4,989 MiB against

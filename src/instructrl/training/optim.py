@@ -47,7 +47,9 @@ def fused_adamw(device: torch.device) -> dict:
     return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
-def adamw(model: torch.nn.Module, cfg, lr: float | None = None, device: torch.device | None = None) -> torch.optim.AdamW:
+def adamw(
+    model: torch.nn.Module, cfg, lr: float | None = None, device: torch.device | None = None
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, weight decay on matrices only (none on biases and norms); fused
     (:func:`fused_adamw`) for a run on ``device``."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
