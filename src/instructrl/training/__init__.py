@@ -8,5 +8,6 @@
   completion marker a finished run writes last;
 * :mod:`~instructrl.training.tracking`: ``metrics.jsonl``, trackers, throughput;
 * :mod:`~instructrl.training.accelerator`: the accelerator (one CPU, several processes, GPUs);
-* :mod:`~instructrl.training.allocator`: glibc's malloc kept from returning freed blocks on a one-process CPU run.
+* :mod:`~instructrl.training.allocator`: glibc's malloc kept from returning freed blocks on a one-process CPU run,
+  on request.
 """

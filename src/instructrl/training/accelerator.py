@@ -58,7 +58,7 @@ def make_accelerator(cfg: BaseConfig, project_dir: str | os.PathLike):
     plugins = engines.accelerator_kwargs(engine)
     acc = Accelerator(cpu=cpu, mixed_precision=precision, project_dir=str(project_dir), **plugins, **kwargs)
     set_seed(cfg.seed)
-    if cpu and acc.num_processes == 1:  # the same large blocks freed and allocated each step: keep them (allocator.py)
+    if cpu and acc.num_processes == 1:  # INSTRUCTRL_MALLOC_TUNING=1: keep freed blocks for the next step (allocator.py)
         keep_freed_memory()
     if not acc.is_main_process:  # one copy of the log, from the main process
         logging.getLogger("instructrl").setLevel(logging.WARNING)

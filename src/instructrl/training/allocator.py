@@ -1,4 +1,4 @@
-"""glibc's malloc on a one-process CPU run: freed activation memory stays in the process for the next step.
+"""glibc's malloc on a one-process CPU run, on request: freed activation memory kept for the next step.
 
 A training step on a CPU allocates and frees the same large tensors again and again (activations, their
 gradients, logits over the vocabulary: megabytes each). glibc's malloc serves a block above its mmap threshold
@@ -7,18 +7,20 @@ and gives the top of the heap back to the OS once more than its trim threshold i
 then costs a page fault per 4 KiB page on first touch, the kernel zeroing every page. In the PPO speed
 benchmark's iteration (a 4M-parameter GPT-2, batch 64, one thread) that was 138-191k page faults and 0.29-0.40 s
 of system time an iteration, and the GELU, copy and matmul kernels writing into fresh pages ran slower for it
-(under the profiler the GELU forward took 17.6 ms instead of 11.4). The usual cure is another allocator preloaded
-by the user (jemalloc, tcmalloc); :func:`keep_freed_memory` asks glibc itself, through ``mallopt``, to serve
-blocks up to :data:`MMAP_THRESHOLD` from the heap and to keep up to :data:`TRIM_THRESHOLD` of free heap: 48-59k
-page faults and 0.10-0.13 s of system time an iteration, which ran 2.5% faster on average over three alternating
-runs, within that machine's noise (``benchmarks/ppo_speed/results.md``, with the fused AdamW).
+(under the profiler the GELU forward took 17.6 ms instead of 11.4). :func:`keep_freed_memory` asks glibc,
+through ``mallopt``, to serve blocks up to :data:`MMAP_THRESHOLD` from the heap and to keep up to
+:data:`TRIM_THRESHOLD` of free heap: 48-59k page faults and 0.10-0.13 s of system time an iteration, which ran
+2.5% faster on average over three alternating runs (with the fused AdamW), within that machine's noise.
 
-The price is memory: freed blocks stay resident and the heap fragments. Measured as peak RSS of PPO-ptx on a
-124M GPT-2 on the CPU (``benchmarks/scale/cpu_engines.py --size small``): one process 4,989 MiB against
-4,687 (+6%); but FSDP2 with two processes 7,076 / 5,925 MiB against 3,855 / 3,855 (the collectives' buffers,
-allocated by several threads, fragment the heaps). So it is applied only where it pays: once per process, on
-Linux with glibc, when a stage runs on the CPU in a single process (``make_accelerator``). A GPU run's host
-memory and multi-process CPU runs are left alone. ``INSTRUCTRL_MALLOC_TUNING=0`` turns it off.
+It is off unless ``INSTRUCTRL_MALLOC_TUNING=1``, because the price is memory: freed blocks stay resident and the
+heap fragments. Peak RSS of PPO-ptx on a 124M GPT-2 on the CPU (``benchmarks/scale/cpu_engines.py --size
+small``), with against without: one process 4,965-4,989 against 4,687 MiB (+6%); LoRA r16 on both models 2,069
+against 1,505 (+37%); LoRA on bf16 bases 1,305 against 1,004 (+30%); FSDP2 with two processes 7,076 / 5,925
+against 3,855 MiB (the collectives' buffers, allocated by several threads, fragment the heaps). The effect on
+speed is small against those figures, and ``instructrl plan`` could no longer promise a peak. When asked for, it
+is applied once per process, on Linux with glibc, when a stage runs on the CPU in a single process
+(``make_accelerator``); multi-process runs and a GPU run's host memory are left alone. The other cure, another
+allocator preloaded by the user (jemalloc, tcmalloc), has the same trade.
 """
 
 from __future__ import annotations
@@ -40,18 +42,19 @@ _state: dict[str, str] = {}
 
 def keep_freed_memory() -> str:
     """Tune glibc's malloc for a CPU run (see the module docstring); once per process. Returns what was done:
-    ``"tuned"``, ``"off"`` (the environment turned it off) or ``"unavailable"`` (not glibc)."""
+    ``"tuned"``, ``"off"`` (the default: not asked for with ``INSTRUCTRL_MALLOC_TUNING=1``) or ``"unavailable"``
+    (not glibc)."""
     if "result" in _state:
         return _state["result"]
     result = _tune()
     _state["result"] = result
     if result == "tuned":
-        log.debug("malloc: blocks up to %d MiB reused from the heap (%s=0 turns this off)", MMAP_THRESHOLD >> 20, ENV)
+        log.info("malloc: blocks up to %d MiB reused from the heap (%s=1)", MMAP_THRESHOLD >> 20, ENV)
     return result
 
 
 def _tune() -> str:
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if os.environ.get(ENV, "0").strip().lower() not in ("1", "true", "yes", "on"):
         return "off"
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "unavailable"
