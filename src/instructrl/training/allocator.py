@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import platform
@@ -37,17 +38,14 @@ ENV = "INSTRUCTRL_MALLOC_TUNING"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD = 64 << 20  # blocks up to 64 MiB come from the heap and are reused there
 TRIM_THRESHOLD = 128 << 20  # up to 128 MiB of free heap top is kept for the next step
-_state: dict[str, str] = {}
 
 
+@functools.cache
 def keep_freed_memory() -> str:
     """Tune glibc's malloc for a CPU run (see the module docstring); once per process. Returns what was done:
     ``"tuned"``, ``"off"`` (the default: not asked for with ``INSTRUCTRL_MALLOC_TUNING=1``) or ``"unavailable"``
     (not glibc)."""
-    if "result" in _state:
-        return _state["result"]
     result = _tune()
-    _state["result"] = result
     if result == "tuned":
         log.info("malloc: blocks up to %d MiB reused from the heap (%s=1)", MMAP_THRESHOLD >> 20, ENV)
     return result
