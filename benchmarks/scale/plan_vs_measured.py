@@ -9,13 +9,13 @@ Each arm runs in a fresh process (peak RSS only grows). The model is a random GP
 model states and activations are both hundreds of MB and each step takes seconds on two cores.
 
 Arms:
-* loop: model + AdamW (torch.optim.AdamW as the stages build it) and two optimizer steps of next-token
+* loop: model + AdamW (torch's fused AdamW, as the stages build it on a CPU) and two optimizer steps of next-token
   training on random tokens, micro-batch B x T, fp32, with and without gradient checkpointing;
 * sft: a real `instructrl sft` run (run_sft, two steps, residual dropout 0.2 as shipped) on the same
   model, whose demonstrations are all long enough to fill max_length.
 
-The plan is asked for stage sft, one GPU (ddp), fp32 weights, no mixed precision, no overhead: a CPU
-has no CUDA context, and the planner's fixed overhead is a GPU allowance.
+The plan is asked for stage sft, one process (ddp) on a CPU, fp32 weights, no mixed precision, no overhead: a
+CPU has no CUDA context, and the planner's fixed overhead is a GPU allowance.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def run_arm(name: str) -> dict:
             model.activation_checkpointing_enable()
         model.train()
         after_weights = current_mb() - base
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        from instructrl.training.optim import fused_adamw
+
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused_adamw(torch.device("cpu")))
         ids = torch.randint(0, MODEL["vocab_size"], (arm["b"], arm["t"]))
         states = 0.0
         for _ in range(2):
@@ -225,6 +227,7 @@ def planned(arm: dict) -> dict:
         ptx_length=ptx_len,
         gpus=1,
         engine="ddp",
+        device="cpu",
         weight_dtype="fp32",
         mixed_precision="no",
         overhead=0.0,

@@ -2,7 +2,10 @@
 random Llama-style model (fp32 weights, bf16 autocast, SDPA, AdamW: how instructrl trains on a GPU), next to
 `instructrl plan`'s parts for the same model and micro-batch.
 
-    PYTHONPATH=src python benchmarks/scale/plan_vs_measured_gpu.py [--small] [--out rows.json]
+    PYTHONPATH=src python benchmarks/scale/plan_vs_measured_gpu.py [--small] [--adamw fused|foreach] [--out rows.json]
+
+``--adamw fused`` (the default) steps with torch's fused AdamW, as the stages do; ``foreach`` with torch's default
+AdamW on a GPU, as the run recorded on 2026-11-28 did. Each row records which, and the plan counts that one's step.
 
 The plan is asked for stage sft, one GPU, ddp, fp32 weights, bf16 mixed precision and no overhead (the CUDA
 context is outside the allocator's count); the loop has no dropout, so the plan's residual-dropout masks are
@@ -22,7 +25,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from instructrl.plan.arch import arch_from_config
 from instructrl.plan.config import PlanConfig
-from instructrl.plan.estimate import estimate
+from instructrl.plan.estimate import ADAMW, estimate
 
 GIB = 2**30
 # about 0.85B parameters, grouped-query attention (16 heads, 4 KV heads), Llama's 32k vocabulary
@@ -40,7 +43,7 @@ SMALL = dict(MODEL, hidden_size=256, intermediate_size=704, num_hidden_layers=2,
 ARMS = [dict(b=4, t=1024, ckpt=False), dict(b=4, t=1024, ckpt=True), dict(b=16, t=512, ckpt=False)]
 
 
-def planned(shape: dict, arm: dict) -> dict:
+def planned(shape: dict, arm: dict, adamw: str) -> dict:
     arch = arch_from_config(shape)
     cfg = PlanConfig(
         model="random-llama",
@@ -56,7 +59,7 @@ def planned(shape: dict, arm: dict) -> dict:
         gradient_checkpointing=arm["ckpt"],
     )
     cfg.validate()
-    est = estimate(cfg, arch)
+    est = estimate(cfg, arch, adamw=adamw)
     masks = (1 if arm["ckpt"] else arch.num_layers) * 2 * arm["b"] * arm["t"] * arch.hidden_size
     p = est.parts
     return {
@@ -82,8 +85,9 @@ def table(result: dict) -> str:
     ]
     for r in result["rows"]:
         arm = {k: r[k] for k in ("b", "t", "ckpt")}
-        p = planned(MODEL, arm)
-        name = f"b{arm['b']} t{arm['t']}" + (" ckpt" if arm["ckpt"] else "")
+        adamw = r.get("adamw", "foreach")  # rows recorded before --adamw stepped with torch's default
+        p = planned(MODEL, arm, adamw)
+        name = f"b{arm['b']} t{arm['t']}" + (" ckpt" if arm["ckpt"] else "") + f" ({adamw} AdamW)"
         lines.append(
             f"| {name} | {p['plan_states_gib']:.2f} | {p['plan_saved_gib']:.2f} | {r['saved_gib']:.2f} | "
             f"{p['plan_step_gib']:.2f} | {p['plan_total_gib']:.2f} | {r['peak_gib']:.2f} | "
@@ -106,7 +110,7 @@ def saved_gib(model, ids, device) -> float:
     return sum(n for ptr, n in storages.items() if ptr not in params) / GIB
 
 
-def measure(shape: dict, arm: dict, device: str) -> dict:
+def measure(shape: dict, arm: dict, device: str, adamw: str) -> dict:
     cfg = LlamaConfig(**{k: v for k, v in shape.items() if k != "model_type"})
     torch.manual_seed(0)
     if device == "cuda":
@@ -118,7 +122,7 @@ def measure(shape: dict, arm: dict, device: str) -> dict:
     if arm["ckpt"]:  # the newer name first; older transformers only have gradient_checkpointing_enable
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if adamw == "fused" else {}))
     ids = torch.randint(0, shape["vocab_size"], (arm["b"], arm["t"]), device=device)
     t0 = time.perf_counter()
     states = 0.0
@@ -144,6 +148,7 @@ def measure(shape: dict, arm: dict, device: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a small model, for checking the script")
+    ap.add_argument("--adamw", choices=ADAMW, default="fused", help="AdamW's implementation (default: the stages')")
     ap.add_argument("--out", help="also write the rows to this JSON file")
     ap.add_argument("--table", metavar="ROWS.json", help="print the table of a saved run, run nothing")
     args = ap.parse_args()
@@ -155,7 +160,7 @@ def main() -> int:
     arms = [dict(a, b=2, t=64) for a in ARMS[:2]] if args.small else ARMS
     rows = []
     for arm in arms:
-        row = {**arm, **planned(shape, arm), **measure(shape, arm, device)}
+        row = {**arm, "adamw": args.adamw, **planned(shape, arm, args.adamw), **measure(shape, arm, device, args.adamw)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

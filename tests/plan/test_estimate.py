@@ -234,21 +234,29 @@ def test_a_critic_free_estimator_trains_no_value_model():
     assert found is not None and not found.cfg.value_shares_base
 
 
-def test_torch_adamw_step_holds_a_temporary_per_parameter_offloaded_cpu_adam_none():
+def test_fused_adamw_steps_in_place_zero_flattens_gradients_offloaded_cpu_adam_none():
+    """The stages' fused AdamW allocates nothing in its step; DeepSpeed ZeRO-2/3 first copy the partition's gradients
+    into a flat fp32 tensor; torch's foreach AdamW (its GPU default) holds one more fp32 temporary per parameter."""
     n = LLAMA_7B.lm_params
     ddp = estimate(plan(stage="sft", gpus=1, micro_batch_size=1, gradient_checkpointing=True), LLAMA_7B)
-    assert ddp.step_bytes == 4 * n
-    assert ddp.step_bytes > ddp.parts["activations"]  # here the step is the peak
+    assert ddp.step_bytes == 0
     assert ddp.total == pytest.approx(
-        sum(ddp.parts[k] for k in ("weights", "gradients", "optimizer", "frozen", "overhead")) + 4 * n
+        sum(ddp.parts[k] for k in ("weights", "gradients", "optimizer", "frozen", "overhead", "activations"))
     )
-    fsdp = estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B)
-    assert fsdp.step_bytes == 4 * n / 8
-    # the stages hand torch's AdamW to DeepSpeed too: the same temporaries over its flat partition, and ZeRO-3
-    # first flattens the partition's gradients into a new fp32 tensor
-    assert estimate(plan(stage="sft", gpus=8, engine="zero2"), LLAMA_7B).step_bytes == 4 * n / 8
-    assert estimate(plan(stage="sft", gpus=8, engine="zero3"), LLAMA_7B).step_bytes == 8 * n / 8
-    assert estimate(plan(stage="sft", gpus=8, engine="zero3-offload"), LLAMA_7B).step_bytes == 0
+    foreach = estimate(
+        plan(stage="sft", gpus=1, micro_batch_size=1, gradient_checkpointing=True), LLAMA_7B, adamw="foreach"
+    )
+    assert foreach.step_bytes == 4 * n
+    assert foreach.step_bytes > foreach.parts["activations"]  # here the step is the peak
+    assert foreach.total == pytest.approx(ddp.total - ddp.parts["activations"] + 4 * n)
+    assert estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B).step_bytes == 0
+    assert estimate(plan(stage="sft", gpus=8, engine="fsdp2"), LLAMA_7B, adamw="foreach").step_bytes == 4 * n / 8
+    for engine in ("zero2", "zero3"):
+        assert estimate(plan(stage="sft", gpus=8, engine=engine), LLAMA_7B).step_bytes == 4 * n / 8
+        assert estimate(plan(stage="sft", gpus=8, engine=engine), LLAMA_7B, adamw="foreach").step_bytes == 8 * n / 8
+    assert estimate(plan(stage="sft", gpus=8, engine="zero3-offload"), LLAMA_7B, adamw="foreach").step_bytes == 0
+    with pytest.raises(ValueError, match="adamw must be one of"):
+        estimate(plan(stage="sft", gpus=1), LLAMA_7B, adamw="sgd")
 
 
 def test_suggested_flags_parse_back_to_the_same_setting():
@@ -259,19 +267,13 @@ def test_suggested_flags_parse_back_to_the_same_setting():
     assert again == found.cfg
 
 
-def test_on_a_cpu_adamw_steps_one_tensor_at_a_time():
-    """A CPU plan holds two fp32 temporaries of the largest trained tensor during the step, where a GPU's foreach
-    AdamW holds one per parameter; DeepSpeed's flat partition steps as one tensor on either."""
+def test_the_optimizer_step_is_counted_alike_on_a_cpu_and_a_gpu():
+    """Both devices run the same fused AdamW: a CPU plan differs from a GPU's in no part, LoRA included."""
     gpt2 = arch_from_config({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257})
-    gpu = estimate(plan(stage="ppo", gpus=1, mixed_precision="no"), gpt2)
-    cpu = estimate(plan(stage="ppo", gpus=1, mixed_precision="no", device="cpu"), gpt2)
-    assert gpu.step_bytes == pytest.approx(4 * (gpu.sizes["policy"] + gpu.sizes["value"]))
-    assert cpu.step_bytes == 2 * 4 * 50257 * 768  # the token embedding
-    assert cpu.parts == gpu.parts
-    lora = estimate(plan(stage="ppo", gpus=1, device="cpu", lora_r=8), gpt2)
-    assert lora.step_bytes == 2 * 4 * 8 * 3 * 768  # c_attn's B factor: 3 x 768 outputs by rank 8
-    z3 = {d: estimate(plan(stage="ppo", gpus=2, engine="zero3", device=d), gpt2) for d in ("gpu", "cpu")}
-    assert z3["cpu"].step_bytes == z3["gpu"].step_bytes
+    for kw in (dict(engine="ddp"), dict(engine="fsdp2"), dict(engine="zero3"), dict(engine="ddp", lora_r=8)):
+        gpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", **kw), gpt2)
+        cpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", device="cpu", **kw), gpt2)
+        assert cpu.step_bytes == gpu.step_bytes and cpu.parts == gpu.parts, kw
 
 
 def test_a_sharding_engine_counts_the_largest_unit_gradient_being_reduced():

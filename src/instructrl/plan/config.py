@@ -43,8 +43,8 @@ class PlanConfig:
     )
     device: str = help_field(
         "gpu",
-        "Where the processes run: gpu (CUDA; torch's AdamW steps with foreach kernels) or cpu (processes on CPU "
-        "cores, gpu_memory read as each process's share of RAM, --overhead 0; AdamW steps one tensor at a time).",
+        "Where the processes run: gpu (CUDA) or cpu (processes on CPU cores, gpu_memory read as each process's "
+        "share of RAM, --overhead 0, no quantized base, a torchrun launch line, no speed estimate).",
         choices=["gpu", "cpu"],
     )
     gpus: int = help_field(8, "GPUs per node.", minimum=1)

@@ -214,15 +214,34 @@ def stage_models(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> tu
     return [Model("policy", policy, True), Model("value", policy if cfg.value_shares_base else value, False)], frozen
 
 
-def _largest_tensor(arch: Arch, cfg: PlanConfig) -> int:
-    """Elements of the largest tensor AdamW steps: the token embedding or a layer's linear; with LoRA an adapter's
-    larger factor."""
-    if cfg.lora_r:
-        return max(cfg.lora_r * max(m.d_in, m.d_out) for m in arch.lora_targets(cfg.lora_targets))
-    return max(arch.vocab_size * (arch.output_dim or arch.hidden_size), *(m.d_in * m.d_out for m in arch.linears))
+ADAMW = ("fused", "foreach")
 
 
-def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None) -> Estimate:
+def optimizer_step_bytes(engine: str, shard_params: float, adamw: str = "fused") -> float:
+    """Bytes the optimizer step allocates beyond the states, for ``shard_params`` trained parameters per GPU.
+
+    ``fused``, what every stage builds on a CPU and on a CUDA GPU (``training/optim.py``): torch's fused AdamW updates
+    weights and moments in place, one pass per tensor on a CPU, a few multi-tensor kernels on a GPU, and allocates
+    nothing (measured on a CPU: a 50M-element tensor's first step holds its two moments, 384 MiB, where the
+    per-tensor implementation held two more fp32 temporaries, 767 MiB). The stages hand the same AdamW to DeepSpeed
+    ZeRO-2/3, which steps it on its flat fp32 partition after copying the partition's gradients into one flat fp32
+    tensor (+4 bytes per parameter). An offloaded optimizer is DeepSpeed's CPU Adam, stepping in CPU memory.
+
+    ``foreach``, torch's default AdamW on a GPU: one more fp32 temporary per parameter (+4 bytes, measured on an
+    H200, benchmarks/scale/results.md). Kept to compare plans with runs made that way."""
+    if adamw not in ADAMW:
+        raise ValueError(f"adamw must be one of {', '.join(ADAMW)}, not {adamw!r}")
+    if engine == "zero3-offload":
+        return 0.0
+    per_param = (4 if engine in ("zero2", "zero3") else 0) + (4 if adamw == "foreach" else 0)
+    return per_param * shard_params
+
+
+def estimate(
+    cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: Arch | None = None, adamw: str = "fused"
+) -> Estimate:
+    """The plan of ``cfg``; ``adamw`` is the optimizer implementation whose step is counted (:func:`optimizer_step_bytes`:
+    ``fused``, what instructrl runs, or ``foreach``)."""
     reward = reward or policy
     value = value or reward
     world = cfg.world
@@ -288,19 +307,7 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
         bucket = sum(min(m.arch.hidden_size**2, params[m.role]) for m in trained) * (4 if cfg.lora_r else wb)
         grads += bucket
         notes["gradients"].append(f"+{bucket / GIB:.2f} GiB of DeepSpeed's gradient buckets")
-    # torch's AdamW steps with foreach kernels holding one fp32 temporary per parameter of the shard (measured on
-    # an H200: +4 bytes per parameter during the step, benchmarks/scale/results.md); the stages hand the same
-    # AdamW to DeepSpeed ZeRO-2/3, which steps it on its flat fp32 partition; an offloaded optimizer is
-    # DeepSpeed's CPU Adam, stepping in CPU memory
-    # ZeRO-3 also flattens the partition's gradients into one new fp32 tensor for the step (+4 bytes)
-    if cfg.device == "cpu" and not cfg.engine.startswith("zero"):
-        # on CPU tensors AdamW steps one tensor at a time: the square root of its second moment, then that divided
-        # by the bias correction, two fp32 temporaries of the largest trained tensor (DeepSpeed's flat partition is
-        # one tensor either way)
-        step = 2 * 4 * max(_largest_tensor(m.arch, cfg) for m in trained)
-    else:
-        per_param = {"zero3-offload": 0, "zero3": 8}.get(cfg.engine, 4)
-        step = per_param * sum(params[m.role] for m in trained) / shard_s
+    step = optimizer_step_bytes(cfg.engine, sum(params[m.role] for m in trained) / shard_s, adamw)
     cpu = 0.0
     if cfg.engine == "zero3-offload":
         cpu, optim = optim, 0.0
@@ -308,7 +315,8 @@ def estimate(cfg: PlanConfig, policy: Arch, reward: Arch | None = None, value: A
     elif shard_s > 1:
         notes["optimizer"].append(f"sharded over {world} GPUs")
     if step:
-        notes["optimizer"].append(f"+{step / GIB:.1f} GiB of temporaries during the step")
+        what = "flat fp32 gradients" if cfg.engine.startswith("zero") and adamw == "fused" else "temporaries"
+        notes["optimizer"].append(f"+{step / GIB:.1f} GiB of {what} during the step")
     notes["optimizer"].insert(0, "AdamW: 2 fp32 moments" + (" + fp32 master" if master and not cfg.lora_r else ""))
 
     frozen_bytes = 0.0
