@@ -29,5 +29,5 @@ step cuda-tests 900 $PY -m pytest -q -p no:cacheprovider -rs tests/test_memory_l
 # 2. the planner against measured GPU memory
 step scale-plan-vs-measured 900 $PY benchmarks/scale/plan_vs_measured_gpu.py --out "$OUT/gpu_rows.json"
 # 3. PPO speed (instructrl against trl when its wheel travels with the tree: pip install wheels/trl-*.whl)
-step ppo-speed 1200 $PY benchmarks/ppo_speed/bench.py --device cuda --iterations 8 --out "$OUT/ppo_speed.json"
+step ppo-speed 1200 $PY benchmarks/ppo_speed/bench.py --device cuda --iterations 8 --compile --out "$OUT/ppo_speed.json"
 exit $status

@@ -188,6 +188,7 @@ def ppo_config(work: Path, out: Path, iterations: int, precision: str = "fp32", 
         max_grad_norm=0.0,
         mixed_precision="bf16" if precision.startswith("bf16") else "no",
         cuda_graphs="nograph" not in precision,
+        compile="compile" in precision,
         checkpoint_every=10**6,
         sample_every=0,
         progress=False,
@@ -288,6 +289,8 @@ def summarize(rows: list[dict], warm: int, skip: tuple[int, ...] = ()) -> dict:
         "episodes_per_s": SETTING["batch_size"] * n / total,
         "iteration_s": total / n,
         "timed_iterations": n,
+        # the iterations left out (a compiled run's compilation happens in them)
+        "warmup_s": [round(rows[i]["t"] - (rows[i - 1]["t"] if i else 0.0), 3) for i in range(min(warm, len(rows)))],
         "sampler": rows[-1].get("sampler", "-"),
         "score_curve": [round(r["score_mean"], 4) for r in rows],
         "kl_curve": [round(r["kl"], 4) for r in rows],
@@ -332,6 +335,11 @@ def main() -> None:
         "--trl-python", default="", help="a Python that imports trl 1.12.0 (default: create or reuse TRL_VENV)"
     )
     ap.add_argument("--run-timeout", type=int, default=3600, help="seconds one trainer run may take")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run instructrl fp32 with --compile (torch.compile of the scoring and training forwards)",
+    )
     ap.add_argument(
         "--profile",
         action="store_true",
@@ -383,6 +391,8 @@ def main() -> None:
     if a.device == "cuda":  # what the CUDA-graph decoding step is worth (sampling as on a CPU)
         runs += [("instructrl", "fp32-nograph", a.warmup + 8)]
         runs += [] if a.skip_bf16 else [("instructrl", "bf16-nograph", a.warmup + 8)]
+    if a.compile:  # instructrl with --compile (its first iterations hold the compilation, left out with --warmup)
+        runs += [("instructrl", "fp32-compile", a.iterations)]
     if a.profile:  # separate runs: the profiler's own cost stays out of the timed runs above
         prec = "fp32" if a.skip_bf16 else "bf16"
         runs += [("instructrl", f"{prec}-profile", max(PROFILED) + 2), ("trl", f"{prec}-profile", max(PROFILED) + 2)]
@@ -465,6 +475,7 @@ def speedups(results: dict[str, dict], rates: dict[str, float]) -> dict[str, flo
     pairs = {
         "speedup_fp32": ("instructrl_fp32", "trl_fp32"),
         "speedup_bf16": ("instructrl_bf16", "trl_bf16"),
+        "speedup_fp32_compile": ("instructrl_fp32-compile", "trl_fp32"),
         "speedup_vs_trl_fused_gelu": ("instructrl_fp32", "trl_fp32-fused-gelu"),
         "speedup_fp32_without_cuda_graphs": ("instructrl_fp32-nograph", "trl_fp32"),
         "speedup_bf16_without_cuda_graphs": ("instructrl_bf16-nograph", "trl_bf16"),

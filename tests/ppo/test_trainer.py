@@ -76,6 +76,46 @@ def test_both_optimizers_are_fused_on_the_cpu(ppo_world, tmp_path):
     assert trainer.pol_opt.optimizer.defaults["fused"] and trainer.val_opt.optimizer.defaults["fused"]
 
 
+@pytest.mark.slow  # about a minute of compilation on 2 cores
+def test_compiled_forwards_train_as_the_eager_ones(ppo_world, tmp_path):
+    """--compile: the same iteration as without it (its episodes are sampled eagerly, so they are the same; its
+    scoring and training passes are compiled), up to float rounding."""
+    from instructrl.ppo.trainer import cpp_compiler
+
+    if cpp_compiler() is None:
+        pytest.skip("no C++ compiler for torch.compile's CPU code")
+    from safetensors.torch import load_file
+
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compile-{compiled}"
+        cfg = quick_cfg(ppo_world, out, total_episodes=8, mini_batch_size=8, compile=compiled, sample_every=0)
+        runs[compiled] = (run_ppo(cfg).history[-1], load_file(out / "model.safetensors"))
+    (eager, w_eager), (comp, w_comp) = runs[False], runs[True]
+    assert comp["ppo/score_mean"] == eager["ppo/score_mean"]  # the same episodes
+    for key in ("ppo/kl", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy"):
+        assert comp[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), key
+    assert w_comp.keys() == w_eager.keys()
+    for name, w in w_eager.items():
+        torch.testing.assert_close(w_comp[name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compile_is_refused_where_it_cannot_run(ppo_world, tmp_path, monkeypatch):
+    """One clear error before the run: several processes, or no C++ compiler on a CPU."""
+    from types import SimpleNamespace
+
+    from instructrl.errors import ConfigError
+    from instructrl.ppo import trainer as trainer_module
+
+    with pytest.raises(ConfigError, match="one process only"):
+        trainer_module.check_compile(SimpleNamespace(num_processes=2, device=torch.device("cpu")))
+    monkeypatch.setattr(trainer_module, "cpp_compiler", lambda: None)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
+        run_ppo(quick_cfg(ppo_world, out, total_episodes=8, compile=True))
+    assert not (out / "model.safetensors").exists()
+
+
 class NaNAfter(TokenRewardScorer):
     def __init__(self, below, after):
         super().__init__(below)

@@ -106,6 +106,12 @@ class PPOConfig(MemoryConfig):
         "cannot decode that way). No effect on a CPU or with FSDP / DeepSpeed "
         "sharding.",
     )
+    compile: bool = help_field(
+        False,
+        "torch.compile the policy's, reference's and value model's forward passes of scoring and training (not "
+        "sampling, whose shapes grow token by token). Faster passes after a compilation of a minute or more per "
+        "process (benchmarks/ppo_speed/results.md); on a CPU it needs a C++ compiler. One process only.",
+    )
 
     # ------------------------------------------------------------------ optimization
     learning_rate: float = help_field(

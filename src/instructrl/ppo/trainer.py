@@ -27,6 +27,8 @@ import copy
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +85,32 @@ class PPOResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU code would be built with, or None when there is none."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # an older or newer layout of torch's private module: look on the PATH
+        return shutil.which(os.environ.get("CXX") or "g++")
+    try:
+        return get_cpp_compiler()
+    except Exception:  # torch raises its InvalidCxxCompiler when none of its candidates runs
+        return None
+
+
+def check_compile(accelerator) -> None:
+    """``--compile``'s preconditions, refused before the run starts: one process (the compiled forwards are not
+    tested under DDP, FSDP or DeepSpeed yet), and on a CPU a C++ compiler for the generated code."""
+    if accelerator.num_processes > 1:
+        raise ConfigError(
+            f"--compile with {accelerator.num_processes} processes: it runs in one process only for now; drop it"
+        )
+    if accelerator.device.type == "cpu" and cpp_compiler() is None:
+        raise ConfigError(
+            "--compile on a CPU needs a C++ compiler (g++, or the one $CXX names) and none was found: install one "
+            "or drop --compile"
+        )
 
 
 def _pad_right(t: torch.Tensor, width: int, value) -> torch.Tensor:
@@ -153,6 +181,13 @@ class PPOTrainer:
             DistributedType.FSDP,
             DistributedType.DEEPSPEED,
         )
+
+        # opt-in torch.compile of the scoring and training forwards; sampling stays eager (its shapes grow per token)
+        self.policy_forward, self.value_forward = policy_forward, value_forward
+        if cfg.compile:
+            check_compile(accelerator)
+            self.policy_forward = torch.compile(policy_forward)
+            self.value_forward = torch.compile(value_forward)
 
         device = accelerator.device
         for m in (policy, value_model):
@@ -308,19 +343,21 @@ class PPOTrainer:
             ids, attn = ids_all[s : s + self.chunk], attn_all[s : s + self.chunk]
             with self.autocast():
                 if self.ref is not None:
-                    ref_lp, _ = policy_forward(self.ref, ids, attn, R, self.cfg.temperature)
+                    ref_lp, _ = self.policy_forward(self.ref, ids, attn, R, self.cfg.temperature)
                 else:  # LoRA: the reference is the policy with its adapters disabled
                     with adapters_disabled(self.raw_policy):
-                        ref_lp, _ = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature)
+                        ref_lp, _ = self.policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature)
                 rm_ids, rm_mask = right_align(ids, attn, self.pad_id)  # RM reads prompt+response+EOS from column 0
                 out["scores"].append(self.rm(input_ids=rm_ids, attention_mask=rm_mask).float())
                 out["ref_logprobs"].append(ref_lp)
                 if need_old:
-                    lp, ent = policy_forward(self.raw_policy, ids, attn, R, self.cfg.temperature, with_entropy=True)
+                    lp, ent = self.policy_forward(
+                        self.raw_policy, ids, attn, R, self.cfg.temperature, with_entropy=True
+                    )
                     out["old_logprobs"].append(lp)
                     out["entropy"].append(ent)
                     if self.value is not None:
-                        out["old_values"].append(value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
+                        out["old_values"].append(self.value_forward(self.acc.unwrap_model(self.value), ids, attn, R))
 
     def advantages(self, ep: Episodes, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-token rewards and advantages: GAE over the value model's estimates, whitened, with its returns
@@ -391,8 +428,8 @@ class PPOTrainer:
                 ids = torch.cat([mb["prompt_ids"], mb["responses"]], dim=1)
                 attn = torch.cat([mb["prompt_mask"].long(), mask.long()], dim=1)
                 with self.autocast():
-                    logprobs, _ = policy_forward(self.policy, ids, attn, R, cfg.temperature)
-                    values = value_forward(self.value, ids, attn, R) if self.value is not None else None
+                    logprobs, _ = self.policy_forward(self.policy, ids, attn, R, cfg.temperature)
+                    values = self.value_forward(self.value, ids, attn, R) if self.value is not None else None
             else:
                 logprobs, values = graph
             pg, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, cfg.cliprange)
@@ -464,12 +501,12 @@ class PPOTrainer:
         graph = None
         if self.fused:  # one forward gives the old log-probs/values and the first minibatch's graph
             with self._no_sync_policy(self.ptx_pool is not None), self.autocast():
-                logprobs, entropy = policy_forward(
+                logprobs, entropy = self.policy_forward(
                     self.policy, ep.input_ids, ep.attention_mask, R, self.cfg.temperature, with_entropy=True
                 )
                 values = None
                 if self.value is not None:
-                    values = value_forward(self.value, ep.input_ids, ep.attention_mask, R)
+                    values = self.value_forward(self.value, ep.input_ids, ep.attention_mask, R)
                     scored["old_values"] = values.detach()
             graph = (logprobs, values)
             scored.update(old_logprobs=logprobs.detach(), entropy=entropy)
