@@ -76,10 +76,12 @@ def test_both_optimizers_are_fused_on_the_cpu(ppo_world, tmp_path):
     assert trainer.pol_opt.optimizer.defaults["fused"] and trainer.val_opt.optimizer.defaults["fused"]
 
 
-@pytest.mark.slow  # about a minute of compilation on 2 cores
-def test_compiled_forwards_train_as_the_eager_ones(ppo_world, tmp_path):
+@pytest.mark.slow  # about a minute of compilation on 2 cores for each
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_compiled_forwards_train_as_the_eager_ones(ppo_world, tmp_path, lora_r):
     """--compile: the same iteration as without it (its episodes are sampled eagerly, so they are the same; its
-    scoring and training passes are compiled), up to float rounding."""
+    scoring and training passes are compiled), up to float rounding. With LoRA the reference is the policy with its
+    adapters switched off, which the compiled forward must see too."""
     from instructrl.ppo.trainer import cpp_compiler
 
     if cpp_compiler() is None:
@@ -89,7 +91,9 @@ def test_compiled_forwards_train_as_the_eager_ones(ppo_world, tmp_path):
     runs = {}
     for compiled in (False, True):
         out = tmp_path / f"compile-{compiled}"
-        cfg = quick_cfg(ppo_world, out, total_episodes=8, mini_batch_size=8, compile=compiled, sample_every=0)
+        cfg = quick_cfg(
+            ppo_world, out, total_episodes=8, mini_batch_size=8, compile=compiled, sample_every=0, lora_r=lora_r
+        )
         runs[compiled] = (run_ppo(cfg).history[-1], load_file(out / "model.safetensors"))
     (eager, w_eager), (comp, w_comp) = runs[False], runs[True]
     assert comp["ppo/score_mean"] == eager["ppo/score_mean"]  # the same episodes

@@ -109,8 +109,9 @@ class PPOConfig(MemoryConfig):
     compile: bool = help_field(
         False,
         "torch.compile the policy's, reference's and value model's forward passes of scoring and training (not "
-        "sampling, whose shapes grow token by token). Faster passes after a compilation of a minute or more per "
-        "process (benchmarks/ppo_speed/results.md); on a CPU it needs a C++ compiler. One process only.",
+        "sampling, whose shapes grow token by token). Meant for GPUs, where small models' passes are bound by "
+        "kernel launches (not measured there yet); on a 2-core CPU it was slower, after a minute or more of "
+        "compiling (benchmarks/ppo_speed/results.md). On a CPU it needs a C++ compiler. One process only.",
     )
 
     # ------------------------------------------------------------------ optimization
