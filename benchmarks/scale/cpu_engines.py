@@ -22,8 +22,10 @@ trained models' states need about 2 x 16 GiB, more than this machine's 24 GB.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -192,6 +194,7 @@ def main() -> int:
         return 0
     sys.path.insert(0, str(ROOT / "src"))
     root = Path(tempfile.mkdtemp(prefix="cpu-engines-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # its checkpoints take gigabytes
     world = build_world(root, model)
     rows = []
     for name in args.arms or [n for n, a in ARMS.items() if args.size in a.get("sizes", SIZES)]:

@@ -20,9 +20,11 @@ glibc keeps after tensors are freed). Beside each, the planner's estimate for th
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +96,7 @@ def run_arm(name: str, models: Path) -> dict:
     torch.set_num_threads(2)
     stage, levers = ARMS[name]
     tmp = Path(tempfile.mkdtemp(prefix="levers-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     for d in ("policy", "rm"):
         (tmp / d).symlink_to(models / d)
     common = dict(output_dir=str(tmp / "out"), mixed_precision="no", cpu=True, progress=False, seed=0)
@@ -202,7 +205,9 @@ def main() -> int:
     if args.arm:
         print(json.dumps(run_arm(args.arm, Path(args.models))))
         return 0
-    models = make_models(Path(tempfile.mkdtemp(prefix="levers-models-")))
+    models_root = Path(tempfile.mkdtemp(prefix="levers-models-"))
+    atexit.register(shutil.rmtree, models_root, ignore_errors=True)
+    models = make_models(models_root)
     env = {
         **os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1",
         "MALLOC_MMAP_THRESHOLD_": "131072",

@@ -21,9 +21,11 @@ CPU has no CUDA context, and the planner's fixed overhead is a GPU allowance.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +95,7 @@ def run_arm(name: str) -> dict:
     torch.set_num_threads(2)
     arm = ARMS[name]
     tmp = Path(tempfile.mkdtemp(prefix="plan-vs-measured-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     path = model_dir(tmp)
     if arm["kind"] == "loop":
         from instructrl.modeling.loading import load_causal_lm, load_tokenizer
