@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # tests side by side (scripts/test.sh
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the test ids
 def pytest_collection_modifyitems(config, items):
     """With tests side by side (pytest-xdist, --dist loadgroup): a file's tests stay on one worker, so its
     module-scoped runs are made once; the labeling app's tests share one database server and run on one worker."""
