@@ -21,13 +21,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # tests side by side (scripts/test.sh
     torch.set_num_threads(1)
 
 
+def _uses_a_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return bool(info) and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the test ids
 def pytest_collection_modifyitems(config, items):
-    """With tests side by side (pytest-xdist, --dist loadgroup): a file's tests stay on one worker, so its
-    module-scoped runs are made once; the labeling app's tests share one database server and run on one worker."""
+    """With tests side by side (pytest-xdist, --dist loadgroup): the tests of a file with a module-scoped fixture (a
+    run several tests read) stay on one worker, so the run is made once; the labeling app's tests share one database
+    server and run on one worker; every other test goes to whichever worker is free, which balances the two."""
     for item in items:
-        path = item.path.as_posix()
-        item.add_marker(pytest.mark.xdist_group("label" if "/tests/label/" in path else path))
+        if "/tests/label/" in item.path.as_posix():
+            item.add_marker(pytest.mark.xdist_group("label"))
+        elif _uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
 
 
 @pytest.fixture(autouse=True)
