@@ -14,7 +14,8 @@ if [ -f scripts/services.sh ]; then
 fi
 marker="not slow"
 [ "${INSTRUCTRL_SLOW:-0}" = "1" ] && marker=""
-# two workers side by side (pytest-xdist), each file's tests on one of them; INSTRUCTRL_TEST_WORKERS=0 runs in one
+# two workers side by side (pytest-xdist; tests/conftest.py keeps the tests that share a file's module-scoped run
+# on one worker); INSTRUCTRL_TEST_WORKERS=0 runs in one
 workers=${INSTRUCTRL_TEST_WORKERS:-2}
 parallel=()
 [ "$workers" != "0" ] && parallel=(-n "$workers" --dist loadgroup)
