@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from instructrl.plan.arch import arch_from_config
 from instructrl.plan.config import PlanConfig
 from instructrl.plan.estimate import ADAMW, estimate
+from instructrl.training.optim import fused_adamw
 
 GIB = 2**30
 # about 0.85B parameters, grouped-query attention (16 heads, 4 KV heads), Llama's 32k vocabulary
@@ -122,7 +123,8 @@ def measure(shape: dict, arm: dict, device: str, adamw: str) -> dict:
     if arm["ckpt"]:  # the newer name first; older transformers only have gradient_checkpointing_enable
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if adamw == "fused" else {}))
+    fused = fused_adamw(torch.device(device)) if adamw == "fused" else {}  # the stages' AdamW keyword
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **fused)
     ids = torch.randint(0, shape["vocab_size"], (arm["b"], arm["t"]), device=device)
     t0 = time.perf_counter()
     states = 0.0
