@@ -152,3 +152,71 @@ def test_the_sft_output_states_the_residual_dropout(tiny_model, demos_file, tmp_
     stated = json.loads((tmp_path / "out" / "data_report.json").read_text())["residual_dropout"]
     assert stated["requested"] == 0.2 and stated["applied"]
     assert "Dropout(0.2) on the attention and MLP outputs" in stated["how"]
+
+
+def _randomized_lora(tiny_model, adapters=("default",)):
+    """A LoRA GPT-2 whose adapters are not the identity (B random), with each adapter in ``adapters``."""
+    import torch
+    from peft import LoraConfig
+
+    from instructrl.modeling.loading import apply_lora
+
+    torch.manual_seed(0)
+    model = apply_lora(load_causal_lm(str(tiny_model), load_tokenizer(str(tiny_model))), r=4, alpha=8, dropout=0.0, target_modules=None)
+    for name in adapters[1:]:
+        model.add_adapter(name, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    return model.eval()
+
+
+def test_a_lora_save_merges_in_cpu_memory_without_copying_the_model_or_touching_it(tiny_model, tmp_path):
+    """The saved model is peft's merge of the adapter; the live model keeps its own weights (a merge writes into the
+    copies of the adapted layers' base weights only), and every tensor no adapter touches is the live one itself."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from instructrl.modeling.loading import merge_source, merged_from_state_dict, save_pretrained_atomic
+
+    model = _randomized_lora(tiny_model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.tensor([[5, 9, 17, 33, 2, 71]])
+    expected = copy.deepcopy(model).merge_and_unload()  # peft's own merge, on a copy
+
+    merged = merged_from_state_dict(model, merge_source(model))
+    live = {t.data_ptr() for t in model.state_dict().values()}
+    shared = [n for n, t in merged.state_dict().items() if t.data_ptr() in live]
+    assert "transformer.wte.weight" in shared and "transformer.ln_f.weight" in shared
+    assert not any(n.endswith("attn.c_attn.weight") for n in shared)  # adapted: merged into a copy
+    save_pretrained_atomic(model, None, tmp_path / "saved")
+
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, expected(ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(merged(ids).logits, expected(ids).logits, rtol=1e-5, atol=1e-5)
+        with model.disable_adapter():
+            assert not torch.allclose(expected(ids).logits, model(ids).logits, atol=1e-3)  # the adapter does something
+
+
+def test_merging_one_of_two_adapters_merges_that_one_alone(tiny_model):
+    """A value adapter on the policy's base (SharedBaseValueModel) is merged by name, the policy's adapter left out."""
+    import copy
+
+    import torch
+
+    from instructrl.modeling.loading import merge_source, merged_from_state_dict
+
+    model = _randomized_lora(tiny_model, adapters=("default", "value"))
+    ids = torch.tensor([[5, 9, 17, 33, 2, 71]])
+    expected = copy.deepcopy(model).merge_and_unload(adapter_names=["value"])
+    merged = merged_from_state_dict(model, merge_source(model), adapter="value")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, expected(ids).logits, rtol=1e-5, atol=1e-5)
+        default = copy.deepcopy(model).merge_and_unload(adapter_names=["default"])
+        assert not torch.allclose(merged(ids).logits, default(ids).logits, atol=1e-3)

@@ -306,16 +306,18 @@ def apply_lora(
         raise ModelLoadError(f"LoRA: {e}; set --lora-target-modules for this architecture") from None
 
 
-def merged_from_state_dict(peft_model, state_dict: dict[str, torch.Tensor]):
+def merged_from_state_dict(peft_model, state_dict: dict[str, torch.Tensor], adapter: str | None = None):
     """A plain transformers model with ``peft_model``'s architecture, ``state_dict``'s weights (the whole weights of a
-    sharded copy of it, gathered) and its LoRA adapters merged by peft. Built on the meta device and filled with the
-    gathered tensors themselves, so it costs no second copy of the weights."""
+    sharded copy of it, gathered, or :func:`merge_source`'s) and its LoRA ``adapter`` (the active one by default)
+    merged by peft. Built on the meta device and filled with the given tensors themselves, so it costs no second copy
+    of the weights; the merge writes into the adapted layers' base weights among them."""
     from peft import get_peft_model
 
     base = peft_model.get_base_model()
-    lora = copy.deepcopy(peft_model.peft_config[peft_model.active_adapter])
+    adapter = adapter or peft_model.active_adapter
+    lora = copy.deepcopy(peft_model.peft_config[adapter])
     with torch.device("meta"):
-        fresh = get_peft_model(type(base)(base.config), lora)
+        fresh = get_peft_model(type(base)(base.config), lora, adapter_name=adapter)
     fresh.load_state_dict(state_dict, strict=False, assign=True)
     inner = fresh.get_base_model()
     head = inner.get_output_embeddings() if getattr(inner.config, "tie_word_embeddings", False) else None
@@ -329,6 +331,25 @@ def merged_from_state_dict(peft_model, state_dict: dict[str, torch.Tensor]):
     return merged
 
 
+def merge_source(peft_model) -> dict[str, torch.Tensor]:
+    """``peft_model``'s weights in the CPU's memory, to merge its adapters for a save: the adapted layers' base
+    tensors copied (a merge writes into them), every other tensor the model's own where it is on the CPU already (a
+    GPU model's weights are copied to the host). So a save holds no second copy of the model on the GPU, and on a CPU
+    no copy of the weights no adapter changes."""
+    out: dict[str, torch.Tensor] = {}
+    moved: dict[tuple, torch.Tensor] = {}  # a tensor under two names (tied embeddings) is moved once
+    for name, t in peft_model.state_dict().items():
+        t = t.detach()
+        if ".base_layer." in name:
+            out[name] = t.to("cpu", copy=True)
+            continue
+        key = (t.data_ptr(), t.dtype, tuple(t.shape))
+        if key not in moved:
+            moved[key] = t.to("cpu")
+        out[name] = moved[key]
+    return out
+
+
 def save_pretrained_atomic(
     model,
     tokenizer,
@@ -339,7 +360,7 @@ def save_pretrained_atomic(
 ) -> Path:
     """Save a transformers-loadable checkpoint: written to a temp dir, then each file moved into place.
 
-    LoRA adapters are merged into a copy of the weights first, so the result needs no peft. Over a quantized
+    LoRA adapters are merged first, in CPU memory (:func:`merge_source`), so the result needs no peft. Over a quantized
     base (``--quantize-base``), which cannot be merged exactly, the adapter is saved instead (peft's format:
     ``adapter_config.json`` names the base), which transformers loads when peft is installed. ``state_dict``: the
     weights to write in place of the model's own (a sharded model's, gathered whole: training.engines)."""
@@ -354,12 +375,8 @@ def save_pretrained_atomic(
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     else:
         to_save = model
-        if mergeable:  # a new model: from a sharded model's gathered weights, or from a copy of the model
-            to_save = (
-                merged_from_state_dict(model, state_dict)
-                if state_dict is not None
-                else copy.deepcopy(model).merge_and_unload()
-            )
+        if mergeable:  # a new model: from a sharded model's gathered weights, or from the model's own in CPU memory
+            to_save = merged_from_state_dict(model, state_dict if state_dict is not None else merge_source(model))
         if dtype is not None and not is_quantized(to_save):
             to_save = (copy.deepcopy(to_save) if to_save is model else to_save).to(dtype)  # the caller's model stays
         to_save.save_pretrained(tmp, safe_serialization=True)

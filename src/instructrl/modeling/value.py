@@ -32,6 +32,7 @@ from instructrl.modeling.loading import (
     check_model_source,
     disable_dropout,
     fuse_activations,
+    merge_source,
     merged_from_state_dict,
 )
 from instructrl.modeling.memory import trained_weights_in_fp32
@@ -110,8 +111,8 @@ class ValueModel(nn.Module):
                 model = merged_from_state_dict(model, inner)
             else:
                 kwargs["state_dict"] = inner
-        elif hasattr(model, "merge_and_unload"):  # LoRA: adapters merged into a copy, so plain transformers loads it
-            model = copy.deepcopy(model).merge_and_unload()
+        elif hasattr(model, "merge_and_unload"):  # LoRA: adapters merged in CPU memory, so plain transformers loads it
+            model = merged_from_state_dict(model, merge_source(model))
         model.save_pretrained(out_dir, **kwargs)
 
 
@@ -193,17 +194,22 @@ class SharedBaseValueModel(nn.Module):
         """An RM-format directory: a copy of the base with the value adapter merged, under a sequence-classification
         head holding this head's weight (its bias as the normalization bias): ValueModel.from_reward_model loads it
         and gives the same values."""
-        merged = copy.deepcopy(self.policy).merge_and_unload(adapter_names=[VALUE_ADAPTER])
+        merged = merged_from_state_dict(self.policy, merge_source(self.policy), adapter=VALUE_ADAPTER)
         config = copy.deepcopy(merged.config)
         config.num_labels, config.problem_type = 1, "regression"
-        seq = AutoModelForSequenceClassification.from_config(config)
-        seq.base_model.load_state_dict(merged.base_model.state_dict(), strict=True)
+        with torch.device("meta"):  # filled with the merged tensors themselves: no third copy of the base
+            seq = AutoModelForSequenceClassification.from_config(config)
+        seq.base_model.load_state_dict(merged.base_model.state_dict(), strict=True, assign=True)
+        seq.to(torch.float32)  # saved in fp32 as the head trains (a no-op, no copy, for an fp32 base)
         head = next(getattr(seq, h) for h in HEAD_NAMES if isinstance(getattr(seq, h, None), nn.Module))
-        head.weight.copy_(self.head.weight)
+        head.weight = nn.Parameter(self.head.weight.detach().to("cpu", copy=True))
         bias = float(self.head.bias)
         if head.bias is not None:
-            head.bias.copy_(self.head.bias)
+            head.bias = nn.Parameter(self.head.bias.detach().to("cpu", copy=True))
             bias = 0.0
+        left = [n for n, t in seq.state_dict().items() if t.is_meta]
+        if left:
+            raise ModelLoadError(f"saving the value model: no weights for {left}")
         setattr(seq.config, GAIN_KEY, 1.0)
         setattr(seq.config, BIAS_KEY, bias)
         seq.save_pretrained(Path(out_dir), **kwargs)
