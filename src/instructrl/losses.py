@@ -178,9 +178,12 @@ def entropy_from_logits(
     """
     z = _scaled_logits(logits, temperature)  # (B, T, V)
     logp = torch.log_softmax(z, dim=-1)  # (B, T, V)
-    safe_logp = torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))  # keeps gradients finite too
-    p_logp = logp.exp() * safe_logp  # (B, T, V)
-    ent = -p_logp.sum(dim=-1)  # (B, T)
+    p = logp.exp()  # (B, T, V)
+    # sum p log p as a batched dot product: one pass over p and log p, no (B, T, V) product in memory
+    ent = -torch.einsum("...v,...v->...", p, logp)  # (B, T)
+    if not torch.isfinite(ent).all():  # a class at -inf: p = 0 there and 0 * -inf is NaN, so count it as 0
+        safe_logp = torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))  # keeps gradients finite too
+        ent = -(p * safe_logp).sum(dim=-1)  # (B, T)
     if mask is None:
         return ent
     return torch.where(_as_weights(mask, ent) != 0, ent, torch.zeros_like(ent))

@@ -363,10 +363,9 @@ def policy_forward(
     logprobs = logprobs_from_logits(logits, labels, temperature)[:, :-1]  # (B, R)
     entropy = None
     if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(
-                logits.detach()[:, :-1], attention_mask[:, -response_len:], temperature
-            )  # (B, R)
+        with torch.no_grad():  # over all R+1 positions (a slice would be copied first), the last one dropped
+            entropy = entropy_from_logits(logits.detach(), temperature=temperature)[:, :-1]  # (B, R)
+            entropy = torch.where(attention_mask[:, -response_len:] != 0, entropy, torch.zeros_like(entropy))
     return logprobs, entropy
 
 
