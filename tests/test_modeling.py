@@ -162,7 +162,9 @@ def _randomized_lora(tiny_model, adapters=("default",)):
     from instructrl.modeling.loading import apply_lora
 
     torch.manual_seed(0)
-    model = apply_lora(load_causal_lm(str(tiny_model), load_tokenizer(str(tiny_model))), r=4, alpha=8, dropout=0.0, target_modules=None)
+    model = apply_lora(
+        load_causal_lm(str(tiny_model), load_tokenizer(str(tiny_model))), r=4, alpha=8, dropout=0.0, target_modules=None
+    )
     for name in adapters[1:]:
         model.add_adapter(name, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
     with torch.no_grad():
