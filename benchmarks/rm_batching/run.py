@@ -8,7 +8,7 @@ alike and the epoch's cost follows the number of completion forward passes: K pe
 Measured per configuration:
   * forward passes: completion rows through the model (a forward hook counts the rows of every call), and calls;
   * wall time of the epoch (training steps only: no evaluation, no checkpoint);
-  * peak memory: peak resident set size of the process (resource.getrusage ru_maxrss), and its growth over the
+  * peak memory: the process's own peak resident set size (VmHWM), and its growth over the
     peak reached after setup (model, optimizer, data), i.e. what the training steps add.
     (tracemalloc does not see PyTorch's tensor allocations, so it is not used.)
 
@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,13 @@ def synthetic_rankings(n: int, k: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+def own_peak_kib() -> int:
+    """This process's own peak resident set size in KiB (``VmHWM``). ``ru_maxrss`` would start from the peak of the
+    process that started this one (Linux carries it over fork and exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 
 
 def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
@@ -89,14 +95,14 @@ def one(model_dir: str, k: int, mode: str, prompts: int, per_step: int) -> dict:
         calls[0] += 1
 
     trainer.model.register_forward_pre_hook(count, with_kwargs=True)
-    rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model, optimizer, data: before any step
+    rss_setup = own_peak_kib()  # model, optimizer, data: before any step
     trainer.train_step(0)  # warm-up step (allocator, kernels): not timed, not counted, its memory is
     rows[0] = calls[0] = 0
     t0 = time.perf_counter()
     for step in range(trainer.steps_per_epoch):
         trainer.train_step(step)
     wall = time.perf_counter() - t0
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_peak = own_peak_kib()
     return {
         "K": k,
         "batching": mode,
@@ -149,7 +155,7 @@ def markdown(machine: dict, results: list[dict], summary: list[dict]) -> str:
         f"{r0['torch_threads']} torch threads; {r0['prompts']} synthetic prompts with K ranked completions of "
         "16-24 words; one epoch; each configuration in its own process. Both modes forward the same number of "
         "sequences per optimizer step (prompts: 8 prompts x K; pairs: 4K pairs x 2), so the epoch's cost follows "
-        "the completion forward passes. Memory is the process's peak resident set size (`ru_maxrss`), and its "
+        "the completion forward passes. Memory is the process's own peak resident set size (`VmHWM`), and its "
         "growth over the peak after setup (model, optimizer, data).",
         "",
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, shared with other jobs (load average "

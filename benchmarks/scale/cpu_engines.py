@@ -11,7 +11,8 @@ The model (`--size medium`, the default): a random GPT-2 of 24 layers, width 102
 (124.4M), where every arm fits this machine. The reward and value models have the same backbone. Two PPO-ptx
 iterations (the first creates AdamW's moments, the second holds them beside the gradients) of 4 episodes, prompts
 of 16 tokens, responses of 16, one pretraining window of 64 tokens per episode; fp32 weights, no autocast. Each
-process reports its peak RSS above its own baseline after its imports (`ru_maxrss`), with glibc's mmap threshold
+process reports its peak RSS above its own baseline after its imports (`VmHWM`: `ru_maxrss` would carry this
+script's own peak into every run it starts), with glibc's mmap threshold
 fixed at 128 KiB so that freed tensors go back to the system as a GPU caching allocator would reuse them (see
 results.md). `--table` recomputes the plan's columns with the planner as it is now.
 
@@ -59,12 +60,15 @@ ARMS = {
 }
 MB = 2**20
 PEAK_WRAPPER = """
-import json, os, resource, sys
+import json, os, sys
 import torch, transformers, accelerate  # the baseline: after the imports every run pays
 from instructrl import cli
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mb():  # this process's own peak (VmHWM; ru_maxrss would start from the parent's peak)
+    with open("/proc/self/status") as fh:
+        return next(int(x.split()[1]) / 1024 for x in fh if x.startswith("VmHWM:"))
+base = peak_mb()
 code = cli.main(sys.argv[1:])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_mb()
 rank = os.environ.get("RANK", "0")
 with open(os.path.join(os.environ["PEAK_DIR"], f"rank{rank}.json"), "w") as fh:
     json.dump({"rank": int(rank), "peak_mb": peak - base, "baseline_mb": base}, fh)

@@ -7,7 +7,7 @@
 Every arm is a real run through the Python API (run_sft / run_ppo) in a fresh process, on the CPU, fp32 compute
 (``--mixed-precision no``), two threads. The model is a random GPT-2 of 12 layers, width 512, with the
 vocabulary of the shipped small world model (2048 tokens): 39.5M parameters. Measured: the process's peak
-resident memory (``ru_maxrss``) minus the peak it had after its imports, with glibc's mmap threshold fixed
+resident memory (``VmHWM``, the process's own: plan_vs_measured.peak_mb) minus the peak it had after its imports, with glibc's mmap threshold fixed
 at 128 KiB so that a freed tensor goes back to the system at once (otherwise peak RSS also counts heap that
 glibc keeps after tensors are freed). Beside each, the planner's estimate for the same setting
 (``instructrl plan`` on one device, ``--overhead 0``, no mixed precision), where it models the lever.
@@ -23,13 +23,14 @@ import argparse
 import atexit
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from plan_vs_measured import peak_mb  # this folder
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "src" / "instructrl" / "resources" / "base_models" / "small"
@@ -61,10 +62,6 @@ ARMS: dict[str, tuple[str, dict]] = {
 }
 MB = 2**20
 B, T, PROMPT, RESPONSE = 8, 256, 64, 64
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def make_models(root: Path) -> Path:

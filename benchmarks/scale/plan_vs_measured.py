@@ -24,7 +24,6 @@ import argparse
 import atexit
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,14 @@ MB = 2**20
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's own peak resident memory in MiB (``VmHWM``). Not ``ru_maxrss``: Linux carries the peak of the
+    process that started this one (fork or vfork, then exec) into this one's ``ru_maxrss``, so a run started by a
+    larger parent would report the parent's peak as its own baseline and understate its growth."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("/proc/self/status has no VmHWM line (Linux only)")
 
 
 def current_mb() -> float:
