@@ -479,13 +479,20 @@ def _local(p: torch.Tensor) -> torch.Tensor:
     return p.to_local() if hasattr(p, "to_local") else p
 
 
+CHECKSUM_CHUNK = 1 << 20  # elements summed at once by param_checksum
+
+
 def param_checksum(model: torch.nn.Module) -> float:
     """A cheap fingerprint of the parameters this process holds (to check that DDP ranks stay in sync; under
     sharding each process fingerprints its own shards)."""
-    total = torch.zeros((), dtype=torch.float64)
+    total = 0.0
     for i, p in enumerate(model.parameters()):
-        total += (_local(p).detach().double().cpu().flatten() * (1.0 + (i % 7) * 1e-3)).sum()
-    return float(total)
+        # summed in float64 a chunk at a time, where the weights are: a float64 copy of a whole tensor would take
+        # twice its size in memory (an embedding matrix: gigabytes at 7B)
+        flat = _local(p).detach().reshape(-1)
+        part = sum(float(chunk.double().sum()) for chunk in flat.split(CHECKSUM_CHUNK))
+        total += part * (1.0 + (i % 7) * 1e-3)
+    return total
 
 
 def sync_record(accelerator, *models: torch.nn.Module | None) -> tuple[list[list[float]], list[list[list[int]]]]:
