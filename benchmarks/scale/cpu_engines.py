@@ -152,7 +152,7 @@ def planned(arm: dict, model: dict) -> dict:
         prompt_length=SHAPE["prompt"],
         response_length=SHAPE["response"],
         gradient_checkpointing="--gradient-checkpointing" in flags,
-        frozen_dtype=value("--frozen-dtype", "weights"),
+        frozen_dtype=value("--frozen-dtype", "auto"),
         lora_r=int(value("--lora-r", 0)),
         value_shares_base="--value-shares-policy-base" in flags,
     )

@@ -22,17 +22,16 @@ from instructrl.plan.estimate import (
 )
 from instructrl.plan.search import candidates, cheapest_fit, flags
 
-LLAMA_7B = arch_from_config(
-    {
-        "model_type": "llama",
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_attention_heads": 32,
-        "num_hidden_layers": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32000,
-    }
-)
+LLAMA_7B_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+}
+LLAMA_7B = arch_from_config(LLAMA_7B_CONFIG)
 LLAMA_70B = arch_from_config(
     {
         "model_type": "llama",
@@ -330,3 +329,21 @@ def test_lora_keeps_no_input_for_a_frozen_linear_or_head():
     assert activation_bytes(reward, b, s, 4, 4, **kw) - activation_bytes(
         reward, b, s, 4, 4, trained=frozenset({"c_attn"}), **kw
     ) == gpt.num_layers * (full - lora)
+
+
+def test_frozen_auto_counts_the_reward_model_as_saved_and_the_reference_as_the_policy():
+    """'auto' is instructrl ppo's default: the reward model loads in its checkpoint's dtype (config.json's torch_dtype),
+    the reference is the policy's copy; 'weights' puts both in the trained weights' dtype."""
+    from instructrl.plan.cli import stage_flags
+
+    n, v = LLAMA_7B.lm_params, LLAMA_7B.backbone_params + LLAMA_7B.hidden_size
+    fp16_rm = dataclasses.replace(LLAMA_7B, saved_dtype="fp16")
+    assert LLAMA_7B.saved_dtype == "fp32"  # its config names no dtype
+    assert arch_from_config({**LLAMA_7B_CONFIG, "torch_dtype": "bfloat16"}).saved_dtype == "bf16"
+    assert arch_from_config({**LLAMA_7B_CONFIG, "dtype": "float16"}).saved_dtype == "fp16"
+    auto = estimate(plan(gpus=1), LLAMA_7B, fp16_rm)
+    assert auto.parts["frozen"] == 4 * n + 2 * v  # fp32 reference, the reward model in its saved fp16
+    assert estimate(plan(gpus=1, frozen_dtype="weights"), LLAMA_7B, fp16_rm).parts["frozen"] == 4 * (n + v)
+    # the command the plan prints loads what was planned: ppo has no 'weights', so the dtype is spelled out
+    assert "--frozen-dtype fp32" in stage_flags(plan(gpus=1, frozen_dtype="weights"), LLAMA_7B)[0]
+    assert not any("--frozen-dtype" in f for f in stage_flags(plan(gpus=1), LLAMA_7B)[0])

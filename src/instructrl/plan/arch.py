@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class Arch:
     lm_head_params: int  # 0 when the head is tied to the token embedding
     output_dim: int = 0  # width the heads read (OPT: word_embed_proj_dim); 0: hidden_size
     source: str = ""
+    saved_dtype: str = "fp32"  # the checkpoint's dtype (config.json's torch_dtype / dtype): a frozen model's as loaded
 
     @property
     def python_rms_norm(self) -> bool:
@@ -172,10 +173,16 @@ def arch_from_config(cfg: dict[str, Any], source: str = "config") -> Arch:
         )
     try:
         if model_type in LLAMA_LIKE:
-            return _llama_like(cfg, model_type, source)
-        return {"gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt}[model_type](cfg, source)
+            arch = _llama_like(cfg, model_type, source)
+        else:
+            arch = {"gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt}[model_type](cfg, source)
     except (TypeError, ValueError, ZeroDivisionError) as e:
         raise ConfigError(f"{source}: a {model_type} config with a missing or malformed size ({e})") from None
+    return replace(arch, saved_dtype=SAVED_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype")), "fp32"))
+
+
+# config.json's torch_dtype (dtype in newer transformers) -> the planner's name; anything else (absent, "auto"): fp32
+SAVED_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def _getter(cfg: dict[str, Any], defaults: dict[str, Any]):

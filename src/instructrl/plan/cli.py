@@ -64,8 +64,8 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
         out.append(f"--quantize-base {cfg.quantize_base}")
     if cfg.value_shares_base:
         out.append("--value-shares-policy-base")
-    if cfg.stage in ("ppo", "dpo") and cfg.frozen_dtype != "weights":
-        out.append(f"--frozen-dtype {cfg.frozen_dtype}")
+    if cfg.stage in ("ppo", "dpo") and cfg.frozen_dtype != "auto":  # 'weights' is the planner's own: said as a dtype
+        out.append(f"--frozen-dtype {cfg.weight_dtype if cfg.frozen_dtype == 'weights' else cfg.frozen_dtype}")
     mb = micro_batch(cfg)
     if cfg.stage == "ppo":
         out += [f"--batch-size {cfg.batch_size}", f"--mini-batch-size {mb * cfg.world}"]

@@ -83,9 +83,11 @@ class PlanConfig:
         "none", "With LoRA: the frozen base's layer weights in 8 or 4 bits (QLoRA).", choices=["none", "8bit", "4bit"]
     )
     frozen_dtype: str = help_field(
-        "weights",
-        "Dtype of the frozen reference and reward models; 'weights': weight_dtype.",
-        choices=["weights", *DTYPES],
+        "auto",
+        "Dtype of the frozen reference and reward models. 'auto', as instructrl ppo/dpo's default: the reference in "
+        "weight_dtype, the reward model as saved (its config's torch_dtype; fp32 if it names none). 'weights': both "
+        "in weight_dtype.",
+        choices=["auto", "weights", *DTYPES],
     )
     rollout_gather: str = help_field(
         "whole",

@@ -214,6 +214,14 @@ def stage_models(cfg: PlanConfig, policy: Arch, reward: Arch, value: Arch) -> tu
     return [Model("policy", policy, True), Model("value", policy if cfg.value_shares_base else value, False)], frozen
 
 
+def frozen_dtype_of(cfg: PlanConfig, model: Model, weight_dtype: str) -> str:
+    """A frozen model's dtype: ``cfg.frozen_dtype``; 'weights': the trained weights' dtype; 'auto', what instructrl
+    ppo/dpo load by default: the reference as the policy (``weight_dtype``), the reward model as saved."""
+    if cfg.frozen_dtype == "auto":
+        return model.arch.saved_dtype if model.role == "reward" else weight_dtype
+    return weight_dtype if cfg.frozen_dtype == "weights" else cfg.frozen_dtype
+
+
 ADAMW = ("fused", "foreach")
 
 
@@ -248,8 +256,7 @@ def estimate(
     weight_dtype = cfg.weight_dtype
     if cfg.engine.startswith("zero") and cfg.mixed_precision != "no":
         weight_dtype = cfg.mixed_precision  # DeepSpeed's bf16/fp16 modes: 16-bit weights over an fp32 master copy
-    frozen_dtype = weight_dtype if cfg.frozen_dtype == "weights" else cfg.frozen_dtype
-    wb, fb = DTYPE_BYTES[weight_dtype], DTYPE_BYTES[frozen_dtype]
+    wb = DTYPE_BYTES[weight_dtype]
     act_bytes = 2 if cfg.mixed_precision != "no" or wb == 2 else 4
     stream_bytes = wb if cfg.lora_r == 0 or cfg.quantize_base == "none" else 2
     shard_w = world if cfg.engine in SHARDS_WEIGHTS else 1
@@ -323,7 +330,11 @@ def estimate(
     placement = cfg.frozen_placement
     if placement == "auto":
         placement = "sharded" if shard_w > 1 else "replicated"
+    dtypes = []
     for m in frozen:
+        dtype = frozen_dtype_of(cfg, m, weight_dtype)
+        dtypes.append(dtype)
+        fb = DTYPE_BYTES[dtype]
         size = m.params * fb
         if placement == "cpu":
             cpu += size
@@ -332,9 +343,9 @@ def estimate(
             size /= world
         frozen_bytes += size
         params[m.role] = m.params
-        notes["frozen"].append(f"{m.role} {m.params / 1e9:.2f}B")
+        notes["frozen"].append(f"{m.role} {m.params / 1e9:.2f}B {dtype}")
     if frozen:
-        notes["frozen"].append(f"{frozen_dtype}, {placement}")
+        notes["frozen"].append(placement)
 
     # activations of one micro-batch (PPO: one minibatch share, policy and value backwarded together)
     T = cfg.prompt_length + cfg.response_length
