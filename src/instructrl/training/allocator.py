@@ -14,9 +14,10 @@ through ``mallopt``, to serve blocks up to :data:`MMAP_THRESHOLD` from the heap 
 
 It is off unless ``INSTRUCTRL_MALLOC_TUNING=1``, because the price is memory: freed blocks stay resident and the
 heap fragments. Peak RSS of PPO-ptx on a 124M GPT-2 on the CPU (``benchmarks/scale/cpu_engines.py --size
-small``), with against without: one process 4,965-4,989 against 4,687 MiB (+6%); LoRA r16 on both models 2,069
-against 1,505 (+37%); LoRA on bf16 bases 1,305 against 1,004 (+30%); FSDP2 with two processes 7,076 / 5,925
-against 3,855 MiB (the collectives' buffers, allocated by several threads, fragment the heaps). The effect on
+small``), with against without: one process 5,899 against 5,441 MiB (+8%); LoRA r16 on both models 2,112
+against 1,905 (+11%); LoRA with the value model on the policy's base 1,735 against 1,459 (+19%); FSDP2 with two
+processes 7,076 / 5,925 against 3,855 MiB (the collectives' buffers, allocated by several threads, fragment the
+heaps). The effect on
 speed is small against those figures, and ``instructrl plan`` could no longer promise a peak. When asked for, it
 is applied once per process, on Linux with glibc, when a stage runs on the CPU in a single process
 (``make_accelerator``); multi-process runs and a GPU run's host memory are left alone. The other cure, another
