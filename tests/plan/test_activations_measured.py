@@ -66,3 +66,33 @@ def test_gpt2_in_fp32_as_instructrl_loads_it():
     planned = activation_bytes(Model("policy", arch, True), b, s, 4, 4, checkpointing=False, dropout=False)
     planned -= b * s * arch.vocab_size * (4 + 4)
     assert planned == pytest.approx(saved, rel=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dtype):
+    """Without autocast peft casts each adapted linear's input to the adapters' fp32, and the adapter keeps that copy:
+    over a bf16 base the plan counts 4 bytes per adapted input element, not the base's 2."""
+    from instructrl.modeling.loading import apply_lora
+    from instructrl.modeling.memory import trained_weights_in_fp32
+
+    config = GPT2Config(
+        n_embd=128, n_layer=3, n_head=4, n_positions=64, vocab_size=97, attn_pdrop=0.0, resid_pdrop=0.0,
+        embd_pdrop=0.0,
+    )  # fmt: skip
+    arch = arch_from_config(config.to_dict())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
+    fuse_activations(model)
+    targets = ["c_attn", "c_proj", "c_fc"]
+    model = apply_lora(model, 8, 16, 0.0, targets).train()
+    trained_weights_in_fp32(model)
+    b, s = 2, 48
+    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
+    width = 4 if dtype == torch.float32 else 2
+    trained = frozenset(m.name for m in arch.lora_targets(targets))
+    planned = activation_bytes(
+        Model("policy", arch, True), b, s, width, width, checkpointing=False, dropout=False, trained=trained,
+        adapter_input_bytes=4.0 if width == 2 else None,
+    )  # fmt: skip
+    planned -= b * s * arch.vocab_size * (width + 4)  # the loss's transients (logits, their gradient), never saved
+    assert planned == pytest.approx(saved, rel=0.05)

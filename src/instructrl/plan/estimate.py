@@ -98,6 +98,7 @@ def layer_activation_bytes(
     dropout: bool,
     flash: bool = True,
     trained: frozenset[str] | None = None,
+    adapter_input_bytes: float | None = None,
 ) -> float:
     """Bytes one decoder layer keeps for its backward, for ``b`` sequences of ``s`` tokens.
 
@@ -108,6 +109,9 @@ def layer_activation_bytes(
 
     ``trained``: the names of the linears whose weights get a gradient (LoRA: its targets, whose adapters read
     the same input); None = all. A frozen linear keeps no input: its backward needs only its weight.
+    ``adapter_input_bytes``: LoRA over a 16-bit base without autocast: peft casts each adapted linear's input to
+    the adapters' fp32 and the adapter keeps that copy, so each adapted linear keeps its own input in this many
+    bytes (measured with saved-tensor hooks: benchmarks/scale/levers.md).
     """
     h, kv, hd, nh, inter = arch.hidden_size, arch.num_kv_heads, arch.head_dim, arch.num_heads, arch.intermediate_size
     tokens = b * s
@@ -126,19 +130,23 @@ def layer_activation_bytes(
     # autocast over fp32 weights casts the norm's output once per linear that reads it (q, k, v; gate, up);
     # in one dtype the linears share it
     casts = act_bytes != stream_bytes
-    total += (attn_in if casts else min(attn_in, 1)) * tokens * h * act_bytes  # the q/k/v input(s)
+    copies = adapter_input_bytes is not None and trained is not None  # one copy per adapted linear, its own dtype
+    in_bytes = adapter_input_bytes if copies else act_bytes
+    total += (attn_in if casts or copies else min(attn_in, 1)) * tokens * h * in_bytes  # the q/k/v input(s)
     total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
-    if flash or attn_out_kept:  # attention output = the output projection's input; SDPA's backward reads it too
+    if flash:  # the attention output: SDPA's backward reads it
         total += tokens * nh * hd * act_bytes
+    if attn_out_kept and (copies or not flash):  # the output projection's input, for its weight's gradient
+        total += tokens * nh * hd * in_bytes
     if flash:  # SDPA / FlashAttention keep one fp32 log-sum-exp per row instead of the s x s scores
         total += tokens * nh * 4
     else:  # Korthikanti §4.1: softmax output (2 bytes) + dropout mask (1) + dropout output (2) = 5·a·s²·b
         total += 5 * b * nh * s * s * act_bytes / 2
-    total += (mlp_in if casts else min(mlp_in, 1)) * tokens * h * act_bytes  # the MLP's input(s)
+    total += (mlp_in if casts or copies else min(mlp_in, 1)) * tokens * h * in_bytes  # the MLP's input(s)
     # gated (SwiGLU): gate and up outputs, act(gate), act(gate)*up = the down projection's input; else fc
     # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h); the down
     # projection's input only when it is trained
-    total += ((3 if arch.gated_mlp else 1) + mlp_out_kept) * tokens * inter * act_bytes
+    total += (3 if arch.gated_mlp else 1) * tokens * inter * act_bytes + mlp_out_kept * tokens * inter * in_bytes
     if dropout:  # one-byte masks of the attention and MLP residual dropouts (Korthikanti: sbh each)
         total += 2 * tokens * h
     return total
@@ -162,6 +170,7 @@ def activation_bytes(
     logit_positions: int | None = None,
     weight_casts: bool = False,
     trained: frozenset[str] | None = None,
+    adapter_input_bytes: float | None = None,
 ) -> float:
     """A model's activations for one forward/backward of ``b`` sequences of ``s`` tokens. Without
     checkpointing every layer keeps its tensors; with it (Korthikanti §5: 2·sbh·L in 16 bits) each layer
@@ -171,7 +180,9 @@ def activation_bytes(
     ``weight_casts``: autocast over unsharded fp32 weights keeps the 16-bit copy of every linear's weight
     that its matmul used, for the backward (2 bytes per weight; per layer recomputed with checkpointing)."""
     arch = model.arch
-    layer = layer_activation_bytes(arch, b, s, act_bytes, stream_bytes, dropout=dropout, trained=trained)
+    layer = layer_activation_bytes(
+        arch, b, s, act_bytes, stream_bytes, dropout=dropout, trained=trained, adapter_input_bytes=adapter_input_bytes
+    )
     if checkpointing:
         stored = arch.num_layers * b * s * arch.hidden_size * stream_bytes + layer
     else:
@@ -355,6 +366,11 @@ def estimate(
     detail: dict[str, float] = {}
     mb = micro_batch(cfg)
 
+    # LoRA over a 16-bit or quantized base without autocast: each adapted linear's input kept as an fp32 copy
+    adapter_in = (
+        4.0 if cfg.lora_r and cfg.mixed_precision == "no" and (wb == 2 or cfg.quantize_base != "none") else None
+    )
+
     def adapted(m: Model) -> frozenset[str] | None:  # LoRA: only the adapted linears keep their inputs
         return frozenset(x.name for x in m.arch.lora_targets(cfg.lora_targets)) if cfg.lora_r else None
 
@@ -372,6 +388,7 @@ def estimate(
                 logit_positions=cfg.response_length + 1,
                 weight_casts=casts,
                 trained=adapted(m),
+                adapter_input_bytes=adapter_in,
             )
             for m in trained
         )
@@ -387,6 +404,7 @@ def estimate(
                 dropout=False,
                 weight_casts=casts,
                 trained=adapted(pol),
+                adapter_input_bytes=adapter_in,
             )
         activations = max(train, ptx)
         detail.update(ppo_activations=train, ptx_activations=ptx)
@@ -422,6 +440,7 @@ def estimate(
             dropout=cfg.stage == "sft",
             weight_casts=casts,
             trained=adapted(model),
+            adapter_input_bytes=adapter_in,
         )  # instructrl sft: residual dropout 0.2 (InstructGPT App. C.1)
         rollout = 0.0
         notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))
