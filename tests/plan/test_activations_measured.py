@@ -26,6 +26,14 @@ def saved_bytes(model, ids, autocast: bool) -> int:
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
+def tiny_gpt2() -> GPT2Config:
+    """A 3-layer GPT-2 of width 128 without dropout."""
+    return GPT2Config(
+        n_embd=128, n_layer=3, n_head=4, n_positions=64, vocab_size=97, attn_pdrop=0.0, resid_pdrop=0.0,
+        embd_pdrop=0.0,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_llama_under_autocast_over_fp32_weights(tmp_path, checkpointing):
     config = LlamaConfig(
@@ -53,10 +61,7 @@ def test_llama_under_autocast_over_fp32_weights(tmp_path, checkpointing):
 
 
 def test_gpt2_in_fp32_as_instructrl_loads_it():
-    config = GPT2Config(
-        n_embd=128, n_layer=3, n_head=4, n_positions=64, vocab_size=97, attn_pdrop=0.0, resid_pdrop=0.0,
-        embd_pdrop=0.0,
-    )  # fmt: skip
+    config = tiny_gpt2()
     arch = arch_from_config(config.to_dict())
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").train()
@@ -75,10 +80,7 @@ def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dty
     from instructrl.modeling.loading import apply_lora
     from instructrl.modeling.memory import trained_weights_in_fp32
 
-    config = GPT2Config(
-        n_embd=128, n_layer=3, n_head=4, n_positions=64, vocab_size=97, attn_pdrop=0.0, resid_pdrop=0.0,
-        embd_pdrop=0.0,
-    )  # fmt: skip
+    config = tiny_gpt2()
     arch = arch_from_config(config.to_dict())
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
