@@ -63,9 +63,7 @@ PEAK_WRAPPER = """
 import json, os, sys
 import torch, transformers, accelerate  # the baseline: after the imports every run pays
 from instructrl import cli
-def peak_mb():  # this process's own peak (VmHWM; ru_maxrss would start from the parent's peak)
-    with open("/proc/self/status") as fh:
-        return next(int(x.split()[1]) / 1024 for x in fh if x.startswith("VmHWM:"))
+from plan_vs_measured import peak_mb  # this process's own peak (benchmarks/scale, on PYTHONPATH)
 base = peak_mb()
 code = cli.main(sys.argv[1:])
 peak = peak_mb()
@@ -107,7 +105,7 @@ def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[fl
     ]  # fmt: skip
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(Path(__file__).resolve().parent)]),
         "PEAK_DIR": str(peak_dir),
         "MALLOC_MMAP_THRESHOLD_": "131072",
         "OMP_NUM_THREADS": str(2 // arm["processes"]),

@@ -6,10 +6,10 @@
 
 Every arm is a real run through the Python API (run_sft / run_ppo) in a fresh process, on the CPU, fp32 compute
 (``--mixed-precision no``), two threads. The model is a random GPT-2 of 12 layers, width 512, with the
-vocabulary of the shipped small world model (2048 tokens): 39.5M parameters. Measured: the process's peak
-resident memory (``VmHWM``, the process's own: plan_vs_measured.peak_mb) minus the peak it had after its imports, with glibc's mmap threshold fixed
-at 128 KiB so that a freed tensor goes back to the system at once (otherwise peak RSS also counts heap that
-glibc keeps after tensors are freed). Beside each, the planner's estimate for the same setting
+vocabulary of the shipped small world model (2048 tokens): 39.5M parameters. Measured: the process's own peak
+resident memory (``VmHWM``: plan_vs_measured.peak_mb) minus the peak it had after its imports, with glibc's mmap
+threshold fixed at 128 KiB so that a freed tensor goes back to the system at once (otherwise peak RSS also counts
+heap that glibc keeps after tensors are freed). Beside each, the planner's estimate for the same setting
 (``instructrl plan`` on one device, ``--overhead 0``, no mixed precision), where it models the lever.
 
 * SFT: 2 optimizer steps of 8 demonstrations of 256 tokens (one micro-batch), residual dropout 0.2.

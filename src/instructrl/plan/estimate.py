@@ -341,10 +341,8 @@ def estimate(
     placement = cfg.frozen_placement
     if placement == "auto":
         placement = "sharded" if shard_w > 1 else "replicated"
-    dtypes = []
     for m in frozen:
         dtype = frozen_dtype_of(cfg, m, weight_dtype)
-        dtypes.append(dtype)
         fb = DTYPE_BYTES[dtype]
         size = m.params * fb
         if placement == "cpu":
@@ -367,9 +365,7 @@ def estimate(
     mb = micro_batch(cfg)
 
     # LoRA over a 16-bit or quantized base without autocast: each adapted linear's input kept as an fp32 copy
-    adapter_in = (
-        4.0 if cfg.lora_r and cfg.mixed_precision == "no" and (wb == 2 or cfg.quantize_base != "none") else None
-    )
+    adapter_in = 4.0 if cfg.lora_r and cfg.mixed_precision == "no" and stream_bytes == 2 else None
 
     def adapted(m: Model) -> frozenset[str] | None:  # LoRA: only the adapted linears keep their inputs
         return frozenset(x.name for x in m.arch.lora_targets(cfg.lora_targets)) if cfg.lora_r else None

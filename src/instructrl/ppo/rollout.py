@@ -364,8 +364,8 @@ def policy_forward(
     entropy = None
     if with_entropy:
         with torch.no_grad():  # over all R+1 positions (a slice would be copied first), the last one dropped
-            entropy = entropy_from_logits(logits.detach(), temperature=temperature)[:, :-1]  # (B, R)
-            entropy = torch.where(attention_mask[:, -response_len:] != 0, entropy, torch.zeros_like(entropy))
+            mask = F.pad(attention_mask[:, -response_len:], (0, 1))  # (B, R+1)
+            entropy = entropy_from_logits(logits.detach(), mask, temperature)[:, :-1]  # (B, R)
     return logprobs, entropy
 
 

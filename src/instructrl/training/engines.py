@@ -490,7 +490,7 @@ def param_checksum(model: torch.nn.Module) -> float:
         # summed in float64 a chunk at a time, where the weights are: a float64 copy of a whole tensor would take
         # twice its size in memory (an embedding matrix: gigabytes at 7B)
         flat = _local(p).detach().reshape(-1)
-        part = sum(float(chunk.double().sum()) for chunk in flat.split(CHECKSUM_CHUNK))
+        part = float(sum(chunk.double().sum() for chunk in flat.split(CHECKSUM_CHUNK)))  # one read per tensor
         total += part * (1.0 + (i % 7) * 1e-3)
     return total
 
