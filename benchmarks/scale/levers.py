@@ -148,7 +148,7 @@ def planned(stage: str, levers: dict) -> float | None:
         weight_dtype=levers.get("torch_dtype", "fp32"), gradient_checkpointing=levers.get("gradient_checkpointing", False),
         lora_r=levers.get("lora_r", 0), lora_targets=levers.get("lora_target_modules", []),
         value_shares_base=levers.get("value_shares_policy_base", False),
-        frozen_dtype=levers.get("frozen_dtype", "auto"),
+        frozen_dtype=levers.get("frozen_dtype", "auto"), lora_dropout=levers.get("lora_dropout"),
     )  # fmt: skip
     value_lora = levers.get("value_lora_r") or levers.get("value_shares_policy_base")
     if stage == "ppo" and levers.get("lora_r") and not value_lora:

@@ -98,3 +98,33 @@ def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dty
     )  # fmt: skip
     planned -= b * s * arch.vocab_size * (width + 4)  # the loss's transients (logits, their gradient), never saved
     assert planned == pytest.approx(saved, rel=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpt2_lora_dropout_and_residual_dropout_on_the_cpu(dtype):
+    """SFT's setting: LoRA dropout and residual dropout. Each adapter keeps its own dropped-out input, and on the CPU
+    every dropout keeps its noise tensor in its input's dtype (not CUDA's one-byte mask)."""
+    from instructrl.modeling.loading import apply_lora
+    from instructrl.modeling.memory import trained_weights_in_fp32
+
+    config = tiny_gpt2()
+    config.resid_pdrop = 0.2
+    arch = arch_from_config(config.to_dict())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
+    fuse_activations(model)
+    targets = ["c_attn", "c_proj", "c_fc"]
+    model = apply_lora(model, 8, 16, 0.1, targets).train()
+    trained_weights_in_fp32(model)
+    b, s = 2, 48
+    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
+    width = 4 if dtype == torch.float32 else 2
+    trained = frozenset(m.name for m in arch.lora_targets(targets))
+    kw = dict(checkpointing=False, dropout=True, trained=trained, adapter_input_bytes=4.0 if width == 2 else None)
+    planned = activation_bytes(Model("policy", arch, True), b, s, width, width, lora_dropout=True, cpu=True, **kw)
+    planned -= b * s * arch.vocab_size * (width + 4)  # the loss's transients (logits, their gradient), never saved
+    assert planned == pytest.approx(saved, rel=0.05)
+    # the same forward on CUDA would keep one-byte masks: the CPU's noise tensors are the larger
+    assert activation_bytes(Model("policy", arch, True), b, s, width, width, lora_dropout=True, **kw) < planned + (
+        b * s * arch.vocab_size * (width + 4)
+    )

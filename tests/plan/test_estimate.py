@@ -347,3 +347,26 @@ def test_frozen_auto_counts_the_reward_model_as_saved_and_the_reference_as_the_p
     # the command the plan prints loads what was planned: ppo has no 'weights', so the dtype is spelled out
     assert "--frozen-dtype fp32" in stage_flags(plan(gpus=1, frozen_dtype="weights"), LLAMA_7B)[0]
     assert not any("--frozen-dtype" in f for f in stage_flags(plan(gpus=1), LLAMA_7B)[0])
+
+
+def test_lora_dropout_defaults_follow_the_stages():
+    from instructrl.reward.config import RMConfig
+    from instructrl.sft.config import SFTConfig
+
+    sft_default = next(f.default for f in dataclasses.fields(SFTConfig) if f.name == "lora_dropout")
+    assert sft_default > 0
+    rm_default = next(f.default for f in dataclasses.fields(RMConfig) if f.name == "lora_dropout")
+    assert PlanConfig(model="m", stage="sft").effective_lora_dropout == sft_default
+    assert PlanConfig(model="m", stage="rm").effective_lora_dropout == rm_default
+    assert PlanConfig(model="m", stage="ppo").effective_lora_dropout == 0.0
+    with pytest.raises(ConfigError, match="trains its adapters without dropout"):
+        PlanConfig(model="m", stage="ppo", lora_r=8, lora_dropout=0.1).validate()
+
+
+def test_lora_dropout_costs_each_adapter_a_copy_of_its_input():
+    base = dict(model="m", stage="sft", lora_r=16, mixed_precision="no", device="cpu", gpus=1, overhead=0.0)
+    gpt2 = arch_from_config({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257})
+    with_dropout = estimate(PlanConfig(**base), gpt2)  # SFT's default 0.05
+    without = estimate(PlanConfig(**base, lora_dropout=0.0), gpt2)
+    assert with_dropout.parts["activations"] > without.parts["activations"]
+    assert with_dropout.parts["weights"] == without.parts["weights"]

@@ -36,7 +36,7 @@ PAIR_STATS = ("accuracy", "log_loss", "margin", "chosen_reward", "rejected_rewar
 def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of each labelled token, which tokens are labelled), both (B, T-1): position t of the
     logits predicts token t+1."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
     labels = batch["labels"][:, 1:]  # (B, T-1)
     return logprobs_from_logits(logits, labels), labels != IGNORE_INDEX  # -100 scores 0 and is masked
 

@@ -22,7 +22,7 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], max_length: int = 128, b
     nll, n = 0.0, 0
     for i in range(0, len(windows), batch_size):
         batch = {k: v.to(device) for k, v in collate(windows[i : i + batch_size], tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         s, c = next_token_nll(logits, batch["labels"], IGNORE_INDEX)
         nll += float(s)
         n += c

@@ -67,7 +67,7 @@ def perplexity(model_dir: Path, texts: list[str], max_length: int = 128) -> floa
             if not batch:
                 continue
             ids = torch.tensor(batch)  # (B, T)
-            loss = model(input_ids=ids, labels=ids).loss.item()
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
             total += loss * len(batch) * (max_length - 1)
             count += len(batch) * (max_length - 1)
     return math.exp(total / count)

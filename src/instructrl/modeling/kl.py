@@ -21,7 +21,7 @@ from instructrl.losses import logprobs_from_logits, masked_sum
 
 def response_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B,) summed log-probability of each row's labelled tokens under ``model`` (right-padded ``collate`` rows)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
     labels = batch["labels"][:, 1:]  # (B, T-1)
     return masked_sum(logprobs_from_logits(logits.float(), labels), labels != IGNORE_INDEX, dim=1)  # (B,)
 

@@ -140,7 +140,7 @@ def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     Position ids are recomputed from the mask, so left and right padding give the same rewards
     (Huang et al. 2023: recompute position ids when scoring padded sequences)."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, T)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.logits[:, 0].float()  # (B, 1) -> (B,)
 
 

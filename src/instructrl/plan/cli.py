@@ -58,6 +58,8 @@ def stage_flags(cfg: PlanConfig, policy: Arch) -> tuple[list[str], list[str]]:
         if cfg.lora_targets:  # the module names themselves ("all-linear" spelled out)
             names = dict.fromkeys(m.name for m in policy.lora_targets(cfg.lora_targets))
             out.append(f"--lora-target-modules {','.join(names)}")
+        if cfg.lora_dropout is not None and cfg.stage in ("sft", "rm"):
+            out.append(f"--lora-dropout {cfg.lora_dropout:g}")
         if cfg.weight_dtype != "fp32":
             out.append(f"--torch-dtype {cfg.weight_dtype}")  # the stages store only a frozen LoRA base in 16 bits
     if cfg.quantize_base != "none":

@@ -74,6 +74,14 @@ class PlanConfig:
     lora_targets: list[str] = help_field(
         [], "Linear modules LoRA adapts (comma separated): empty = peft's default, or all-linear."
     )
+    lora_dropout: float | None = help_field(
+        None,
+        "LoRA dropout (sft and rm take --lora-dropout; ppo and dpo train without dropout). Each adapter then keeps its "
+        "own dropped-out copy of its input. Default: the stage's own (sft 0.05, rm 0).",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
+    )
     value_shares_base: bool = help_field(
         False,
         "PPO with LoRA: the value model is the policy's frozen base with its own adapter and a scalar head "
@@ -174,6 +182,13 @@ class PlanConfig:
         return plan
 
     @property
+    def effective_lora_dropout(self) -> float:
+        """The LoRA dropout the stage runs with: the one asked for, else the stage's default."""
+        if self.lora_dropout is not None:
+            return self.lora_dropout
+        return 0.05 if self.stage == "sft" else 0.0
+
+    @property
     def world(self) -> int:
         return self.gpus * self.nodes
 
@@ -193,6 +208,11 @@ class PlanConfig:
         if self.quantize_base != "none" and self.lora_r == 0:
             raise ConfigError(
                 f"quantize_base={self.quantize_base} needs LoRA (--lora-r > 0): a quantized base trains no weights"
+            )
+        if self.lora_dropout and self.stage in ("ppo", "dpo"):
+            raise ConfigError(
+                f"lora_dropout={self.lora_dropout} for {self.stage}: instructrl {self.stage} trains its adapters without "
+                "dropout; drop --lora-dropout"
             )
         if self.value_shares_base and self.gradient_checkpointing:
             raise ConfigError(

@@ -99,6 +99,8 @@ def layer_activation_bytes(
     flash: bool = True,
     trained: frozenset[str] | None = None,
     adapter_input_bytes: float | None = None,
+    lora_dropout: bool = False,
+    cpu: bool = False,
 ) -> float:
     """Bytes one decoder layer keeps for its backward, for ``b`` sequences of ``s`` tokens.
 
@@ -112,6 +114,10 @@ def layer_activation_bytes(
     ``adapter_input_bytes``: LoRA over a 16-bit base without autocast: peft casts each adapted linear's input to
     the adapters' fp32 and the adapter keeps that copy, so each adapted linear keeps its own input in this many
     bytes (measured with saved-tensor hooks: benchmarks/scale/levers.md).
+    ``lora_dropout``: each adapter reads its own dropped-out copy of the input (peft's dropout sits before
+    ``lora_A``), and keeps it.
+    ``cpu``: what a dropout keeps for its backward besides its output. CUDA's fused dropout keeps a one-byte mask;
+    the CPU's keeps its scaled noise tensor in the input's dtype (``at::dropout``'s unfused path).
     """
     h, kv, hd, nh, inter = arch.hidden_size, arch.num_kv_heads, arch.head_dim, arch.num_heads, arch.intermediate_size
     tokens = b * s
@@ -130,8 +136,13 @@ def layer_activation_bytes(
     # autocast over fp32 weights casts the norm's output once per linear that reads it (q, k, v; gate, up);
     # in one dtype the linears share it
     casts = act_bytes != stream_bytes
-    copies = adapter_input_bytes is not None and trained is not None  # one copy per adapted linear, its own dtype
-    in_bytes = adapter_input_bytes if copies else act_bytes
+    # one copy per adapted linear: peft's cast to the adapters' dtype, or its dropout's output
+    copies = trained is not None and (adapter_input_bytes is not None or lora_dropout)
+    in_bytes = adapter_input_bytes if adapter_input_bytes is not None and trained is not None else act_bytes
+
+    def mask(element_bytes: float) -> float:  # what a dropout over elements of this size keeps beside its output
+        return element_bytes if cpu else 1
+
     total += (attn_in if casts or copies else min(attn_in, 1)) * tokens * h * in_bytes  # the q/k/v input(s)
     total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
     if flash:  # the attention output: SDPA's backward reads it
@@ -147,8 +158,14 @@ def layer_activation_bytes(
     # output (the activation's input) and the activation's output (Korthikanti: 8sbh + 8sbh at I = 4h); the down
     # projection's input only when it is trained
     total += (3 if arch.gated_mlp else 1) * tokens * inter * act_bytes + mlp_out_kept * tokens * inter * in_bytes
-    if dropout:  # one-byte masks of the attention and MLP residual dropouts (Korthikanti: sbh each)
-        total += 2 * tokens * h
+    if dropout:  # the masks of the attention and MLP residual dropouts (Korthikanti: sbh each, one byte)
+        total += 2 * tokens * h * mask(act_bytes)
+    if lora_dropout and trained is not None:  # each adapter's dropout mask: peft casts its input first, if at all
+        norm_fed, projected = (
+            (mask(adapter_input_bytes),) * 2 if adapter_input_bytes else (mask(stream_bytes), mask(act_bytes))
+        )
+        total += (attn_in + mlp_in) * tokens * h * norm_fed
+        total += (attn_out_kept * nh * hd + mlp_out_kept * inter) * tokens * projected
     return total
 
 
@@ -171,6 +188,8 @@ def activation_bytes(
     weight_casts: bool = False,
     trained: frozenset[str] | None = None,
     adapter_input_bytes: float | None = None,
+    lora_dropout: bool = False,
+    cpu: bool = False,
 ) -> float:
     """A model's activations for one forward/backward of ``b`` sequences of ``s`` tokens. Without
     checkpointing every layer keeps its tensors; with it (Korthikanti §5: 2·sbh·L in 16 bits) each layer
@@ -181,8 +200,9 @@ def activation_bytes(
     that its matmul used, for the backward (2 bytes per weight; per layer recomputed with checkpointing)."""
     arch = model.arch
     layer = layer_activation_bytes(
-        arch, b, s, act_bytes, stream_bytes, dropout=dropout, trained=trained, adapter_input_bytes=adapter_input_bytes
-    )
+        arch, b, s, act_bytes, stream_bytes, dropout=dropout, trained=trained, adapter_input_bytes=adapter_input_bytes,
+        lora_dropout=lora_dropout, cpu=cpu,
+    )  # fmt: skip
     if checkpointing:
         stored = arch.num_layers * b * s * arch.hidden_size * stream_bytes + layer
     else:
@@ -437,6 +457,8 @@ def estimate(
             weight_casts=casts,
             trained=adapted(model),
             adapter_input_bytes=adapter_in,
+            lora_dropout=bool(cfg.lora_r) and cfg.effective_lora_dropout > 0,
+            cpu=cfg.device == "cpu",
         )  # instructrl sft: residual dropout 0.2 (InstructGPT App. C.1)
         rollout = 0.0
         notes["activations"].append(f"{mb} x {T} tokens" + (", checkpointed" if ck else ""))

@@ -43,7 +43,7 @@ def token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]
     if "position_ids" in batch:
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     return next_token_nll(logits, batch["labels"], IGNORE_INDEX)
 
 

@@ -106,7 +106,8 @@ def continuation_logprobs(
         for i, s in enumerate(seqs):  # right padding: positions stay 0..len-1
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)  # (B, T, V)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+        logp = torch.log_softmax(logits.float(), dim=-1)
         for i, (a, b) in enumerate(spans):
             tgt = ids[i, a:b]
             lp = logp[i, a - 1 : b - 1].gather(-1, tgt[:, None]).sum().item()
