@@ -14,8 +14,8 @@ Arms:
 * sft: a real `instructrl sft` run (run_sft, two steps, residual dropout 0.2 as shipped) on the same
   model, whose demonstrations are all long enough to fill max_length.
 
-The plan is asked for stage sft, one process (ddp) on a CPU, fp32 weights, no mixed precision, no overhead: a
-CPU has no CUDA context, and the planner's fixed overhead is a GPU allowance.
+The plan is asked for stage sft, one process (ddp) on a CPU, fp32 weights, no mixed precision, ``--overhead 0``:
+each run is measured from its own peak after the imports, so the loaded libraries are left out on both sides.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def run_ppo_arm(arm: dict, path: Path, tmp: Path) -> dict:
 def planned(arm: dict) -> dict:
     from instructrl.plan.arch import arch_from_config
     from instructrl.plan.config import PlanConfig
-    from instructrl.plan.estimate import estimate
+    from instructrl.plan.estimate import estimate, layer_activation_bytes
 
     ppo = arm["kind"] == "ppo"
     prompt = arm.get("prompt", arm["t"] // 2)
@@ -248,8 +248,12 @@ def planned(arm: dict) -> dict:
     cfg.validate()
     arch = arch_from_config(MODEL)
     est = estimate(cfg, arch)
-    if arm["kind"] == "loop":  # the plain loop has no residual dropout: take its masks out
-        est.parts["activations"] -= (1 if arm["ckpt"] else arch.num_layers) * 2 * arm["b"] * arm["t"] * arch.hidden_size
+    if arm["kind"] == "loop":  # the plain loop has no residual dropout: take what its dropouts keep out
+        b, t = arm["b"], arm["t"]
+        masks = layer_activation_bytes(arch, b, t, 4, 4, dropout=True, cpu=True) - layer_activation_bytes(
+            arch, b, t, 4, 4, dropout=False, cpu=True
+        )
+        est.parts["activations"] -= (1 if arm["ckpt"] else arch.num_layers) * masks
     p = {k: v / MB for k, v in est.parts.items()}
     return {
         "params": arch.lm_params,

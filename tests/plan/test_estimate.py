@@ -267,11 +267,12 @@ def test_suggested_flags_parse_back_to_the_same_setting():
 
 
 def test_the_optimizer_step_is_counted_alike_on_a_cpu_and_a_gpu():
-    """Both devices run the same fused AdamW: a CPU plan differs from a GPU's in no part, LoRA included."""
+    """Both devices run the same fused AdamW: a CPU plan differs from a GPU's in no part but the runtime's
+    overhead, LoRA included."""
     gpt2 = arch_from_config({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257})
     for kw in (dict(engine="ddp"), dict(engine="fsdp2"), dict(engine="zero3"), dict(engine="ddp", lora_r=8)):
-        gpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", **kw), gpt2)
-        cpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", device="cpu", **kw), gpt2)
+        gpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", overhead=1.0, **kw), gpt2)
+        cpu = estimate(plan(stage="ppo", gpus=2, mixed_precision="no", device="cpu", overhead=1.0, **kw), gpt2)
         assert cpu.step_bytes == gpu.step_bytes and cpu.parts == gpu.parts, kw
 
 
@@ -370,3 +371,11 @@ def test_lora_dropout_costs_each_adapter_a_copy_of_its_input():
     without = estimate(PlanConfig(**base, lora_dropout=0.0), gpt2)
     assert with_dropout.parts["activations"] > without.parts["activations"]
     assert with_dropout.parts["weights"] == without.parts["weights"]
+
+
+def test_overhead_defaults_to_the_device_s_runtime():
+    gpu, cpu = PlanConfig(model="m"), PlanConfig(model="m", device="cpu")
+    assert (gpu.effective_overhead, cpu.effective_overhead) == (2.0, 0.5)
+    assert PlanConfig(model="m", device="cpu", overhead=0.0).effective_overhead == 0.0
+    est = estimate(plan(stage="sft", device="cpu", gpus=1), LLAMA_7B)
+    assert est.parts["overhead"] == 0.5 * GIB

@@ -44,16 +44,18 @@ class PlanConfig:
     device: str = help_field(
         "gpu",
         "Where the processes run: gpu (CUDA) or cpu (processes on CPU cores, gpu_memory read as each process's "
-        "share of RAM, --overhead 0, no quantized base, a torchrun launch line, no speed estimate).",
+        "share of RAM, a smaller --overhead, no quantized base, a torchrun launch line, no speed estimate).",
         choices=["gpu", "cpu"],
     )
     gpus: int = help_field(8, "GPUs per node.", minimum=1)
     nodes: int = help_field(1, "Nodes; sharding spans all nodes' GPUs.", minimum=1)
     gpu_memory: float = help_field(80.0, "Memory of one GPU, GiB.", minimum=0, exclusive_minimum=True)
-    overhead: float = help_field(
-        2.0,
-        "Fixed GiB per GPU outside the tensors: CUDA context and kernels (~1), NCCL buffers and the "
-        "cuBLAS workspace (~0.5), allocator slack (~0.5).",
+    overhead: float | None = help_field(
+        None,
+        "Fixed GiB per GPU outside the tensors. Default on a GPU 2: CUDA context and kernels (~1), NCCL buffers "
+        "and the cuBLAS workspace (~0.5), allocator slack (~0.5). On the CPU 0.5 per process: Python, torch and "
+        "transformers loaded (~0.3), the heap and library code a training step adds (0.1-0.25, measured in "
+        "benchmarks/scale/levers.md).",
         minimum=0,
     )
     weight_dtype: str = help_field(
@@ -180,6 +182,13 @@ class PlanConfig:
         plan = cls(**kwargs)
         plan.validate()
         return plan
+
+    @property
+    def effective_overhead(self) -> float:
+        """GiB per GPU (or CPU process) outside the tensors: the one asked for, else the device's default."""
+        if self.overhead is not None:
+            return self.overhead
+        return 0.5 if self.device == "cpu" else 2.0
 
     @property
     def effective_lora_dropout(self) -> float:

@@ -483,7 +483,7 @@ def estimate(
         "activations": activations,
         "rollout": rollout,
         "frozen": frozen_bytes,
-        "overhead": cfg.overhead * GIB,
+        "overhead": cfg.effective_overhead * GIB,
     }
     return Estimate(
         parts=parts,
