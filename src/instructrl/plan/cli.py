@@ -125,7 +125,11 @@ def _summary(cfg: PlanConfig, est: Estimate, policy: Arch) -> dict:
     total = est.total
     limit = cfg.gpu_memory * GIB
     out = {
-        "setting": {k: v for k, v in vars(cfg).items() if k not in ("json", "search")},
+        "setting": {
+            **{k: v for k, v in vars(cfg).items() if k not in ("json", "search")},
+            "overhead": cfg.effective_overhead,  # the defaults resolved: the device's, the stage's
+            "lora_dropout": cfg.effective_lora_dropout if cfg.lora_r else cfg.lora_dropout,
+        },
         "parts_gib": {k: round(est.parts[k] / GIB, 3) for k in PARTS},
         "notes": est.notes,
         "total_gib": round(total / GIB, 3),
