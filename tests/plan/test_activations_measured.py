@@ -73,30 +73,38 @@ def test_gpt2_in_fp32_as_instructrl_loads_it():
     assert planned == pytest.approx(saved, rel=0.05)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dtype):
-    """Without autocast peft casts each adapted linear's input to the adapters' fp32, and the adapter keeps that copy:
-    over a bf16 base the plan counts 4 bytes per adapted input element, not the base's 2."""
+def lora_saved_and_planned(dtype, lora_dropout: float, resid_pdrop: float) -> tuple[float, float, dict]:
+    """A tiny GPT-2 with LoRA on every linear, its base in ``dtype`` and no autocast, as instructrl loads it: what one
+    forward saves, what the CPU plan counts (the loss's transients taken out), and the plan's arguments."""
     from instructrl.modeling.loading import apply_lora
     from instructrl.modeling.memory import trained_weights_in_fp32
 
     config = tiny_gpt2()
+    config.resid_pdrop = resid_pdrop
     arch = arch_from_config(config.to_dict())
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
     fuse_activations(model)
     targets = ["c_attn", "c_proj", "c_fc"]
-    model = apply_lora(model, 8, 16, 0.0, targets).train()
+    model = apply_lora(model, 8, 16, lora_dropout, targets).train()
     trained_weights_in_fp32(model)
     b, s = 2, 48
     saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
     width = 4 if dtype == torch.float32 else 2
-    trained = frozenset(m.name for m in arch.lora_targets(targets))
-    planned = activation_bytes(
-        Model("policy", arch, True), b, s, width, width, checkpointing=False, dropout=False, trained=trained,
-        adapter_input_bytes=4.0 if width == 2 else None,
+    kw = dict(
+        model=Model("policy", arch, True), b=b, s=s, act_bytes=width, stream_bytes=width, checkpointing=False,
+        dropout=resid_pdrop > 0, trained=frozenset(m.name for m in arch.lora_targets(targets)),
+        adapter_input_bytes=4.0 if width == 2 else None, lora_dropout=lora_dropout > 0,
     )  # fmt: skip
-    planned -= b * s * arch.vocab_size * (width + 4)  # the loss's transients (logits, their gradient), never saved
+    transients = b * s * arch.vocab_size * (width + 4)  # the loss's (logits, their gradient), never saved
+    return saved, activation_bytes(**kw, cpu=True) - transients, kw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dtype):
+    """Without autocast peft casts each adapted linear's input to the adapters' fp32, and the adapter keeps that copy:
+    over a bf16 base the plan counts 4 bytes per adapted input element, not the base's 2."""
+    saved, planned, _ = lora_saved_and_planned(dtype, lora_dropout=0.0, resid_pdrop=0.0)
     assert planned == pytest.approx(saved, rel=0.05)
 
 
@@ -104,27 +112,6 @@ def test_gpt2_lora_keeps_an_fp32_copy_of_each_adapted_input_over_a_bf16_base(dty
 def test_gpt2_lora_dropout_and_residual_dropout_on_the_cpu(dtype):
     """SFT's setting: LoRA dropout and residual dropout. Each adapter keeps its own dropped-out input, and on the CPU
     every dropout keeps its noise tensor in its input's dtype (not CUDA's one-byte mask)."""
-    from instructrl.modeling.loading import apply_lora
-    from instructrl.modeling.memory import trained_weights_in_fp32
-
-    config = tiny_gpt2()
-    config.resid_pdrop = 0.2
-    arch = arch_from_config(config.to_dict())
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
-    fuse_activations(model)
-    targets = ["c_attn", "c_proj", "c_fc"]
-    model = apply_lora(model, 8, 16, 0.1, targets).train()
-    trained_weights_in_fp32(model)
-    b, s = 2, 48
-    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
-    width = 4 if dtype == torch.float32 else 2
-    trained = frozenset(m.name for m in arch.lora_targets(targets))
-    kw = dict(checkpointing=False, dropout=True, trained=trained, adapter_input_bytes=4.0 if width == 2 else None)
-    planned = activation_bytes(Model("policy", arch, True), b, s, width, width, lora_dropout=True, cpu=True, **kw)
-    planned -= b * s * arch.vocab_size * (width + 4)  # the loss's transients (logits, their gradient), never saved
+    saved, planned, kw = lora_saved_and_planned(dtype, lora_dropout=0.1, resid_pdrop=0.2)
     assert planned == pytest.approx(saved, rel=0.05)
-    # the same forward on CUDA would keep one-byte masks: the CPU's noise tensors are the larger
-    assert activation_bytes(Model("policy", arch, True), b, s, width, width, lora_dropout=True, **kw) < planned + (
-        b * s * arch.vocab_size * (width + 4)
-    )
+    assert activation_bytes(**kw) < activation_bytes(**kw, cpu=True)  # CUDA's one-byte masks
