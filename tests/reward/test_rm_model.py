@@ -131,3 +131,24 @@ def test_reference_normalization_gives_mean_zero_std_one(saved_rm, tiny_model, t
     out = tmp_path / "copy"
     rm.save_pretrained(out)
     assert RewardModel.from_pretrained(out).normalization["method"] == "reference"
+
+
+def test_scoring_builds_no_key_value_cache(tiny_model):
+    """A decoder RM scores without a cache (which would copy every layer's keys and values, and keep the copies for
+    the backward in training); a scorer without a config takes no such argument and still scores."""
+    from instructrl.modeling.reward import sequence_rewards
+
+    tok = load_tokenizer(str(tiny_model))
+    rm = build_reward_model(str(tiny_model), tok)
+    seen = []
+    rm.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("use_cache")), with_kwargs=True)
+    ids = torch.randint(0, len(tok), (2, 6))
+    mask = torch.ones_like(ids)
+    sequence_rewards(rm, ids, mask)
+    assert seen == [False]
+
+    class Length(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, position_ids):
+            return type("Out", (), {"logits": attention_mask.sum(-1, keepdim=True).float()})()
+
+    assert sequence_rewards(Length(), ids, mask).tolist() == [6.0, 6.0]

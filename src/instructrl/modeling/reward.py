@@ -140,7 +140,10 @@ def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     Position ids are recomputed from the mask, so left and right padding give the same rewards
     (Huang et al. 2023: recompute position ids when scoring padded sequences)."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, T)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    # a transformers decoder would fill a key-value cache otherwise (copies of every layer's keys and values); a
+    # model without one (a user's own module, an encoder) takes no such argument
+    no_cache = {"use_cache": False} if getattr(getattr(model, "config", None), "use_cache", None) is not None else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **no_cache)
     return out.logits[:, 0].float()  # (B, 1) -> (B,)
 
 
