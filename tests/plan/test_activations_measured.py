@@ -73,30 +73,41 @@ def test_gpt2_in_fp32_as_instructrl_loads_it():
     assert planned == pytest.approx(saved, rel=0.05)
 
 
-def lora_saved_and_planned(dtype, lora_dropout: float, resid_pdrop: float) -> tuple[float, float, dict]:
-    """A tiny GPT-2 with LoRA on every linear, its base in ``dtype`` and no autocast, as instructrl loads it: what one
+def lora_saved_and_planned(
+    dtype, lora_dropout: float, resid_pdrop: float, autocast: bool = False, llama: bool = False
+) -> tuple[float, float, dict]:
+    """A tiny GPT-2 (or Llama) with LoRA on every linear, its base in ``dtype``, as instructrl loads it: what one
     forward saves, what the CPU plan counts (the loss's transients taken out), and the plan's arguments."""
     from instructrl.modeling.loading import apply_lora
     from instructrl.modeling.memory import trained_weights_in_fp32
 
-    config = tiny_gpt2()
-    config.resid_pdrop = resid_pdrop
+    if llama:
+        config = LlamaConfig(
+            hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=97,
+        )  # fmt: skip
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    else:
+        config = tiny_gpt2()
+        config.resid_pdrop = resid_pdrop
+        targets = ["c_attn", "c_proj", "c_fc"]
     arch = arch_from_config(config.to_dict())
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
     fuse_activations(model)
-    targets = ["c_attn", "c_proj", "c_fc"]
     model = apply_lora(model, 8, 16, lora_dropout, targets).train()
     trained_weights_in_fp32(model)
     b, s = 2, 48
-    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=False)
+    saved = saved_bytes(model, torch.randint(0, 97, (b, s)), autocast=autocast)
     width = 4 if dtype == torch.float32 else 2
+    act = 2 if autocast else width
     kw = dict(
-        model=Model("policy", arch, True), b=b, s=s, act_bytes=width, stream_bytes=width, checkpointing=False,
+        model=Model("policy", arch, True), b=b, s=s, act_bytes=act, stream_bytes=width, checkpointing=False,
         dropout=resid_pdrop > 0, trained=frozenset(m.name for m in arch.lora_targets(targets)),
-        adapter_input_bytes=4.0 if width == 2 else None, lora_dropout=lora_dropout > 0,
+        adapter_input_bytes=4.0 if width == 2 and not autocast else None, lora_dropout=lora_dropout > 0,
+        weight_casts=autocast,
     )  # fmt: skip
-    transients = b * s * arch.vocab_size * (width + 4)  # the loss's (logits, their gradient), never saved
+    transients = b * s * arch.vocab_size * (act + 4)  # the loss's (logits, their gradient), never saved
     return saved, activation_bytes(**kw, cpu=True) - transients, kw
 
 
@@ -115,3 +126,12 @@ def test_gpt2_lora_dropout_and_residual_dropout_on_the_cpu(dtype):
     saved, planned, kw = lora_saved_and_planned(dtype, lora_dropout=0.1, resid_pdrop=0.2)
     assert planned == pytest.approx(saved, rel=0.05)
     assert activation_bytes(**kw) < activation_bytes(**kw, cpu=True)  # CUDA's one-byte masks
+
+
+@pytest.mark.parametrize("llama", [False, True])
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
+def test_lora_under_autocast(llama, lora_dropout):
+    """LoRA over fp32 weights under bf16 autocast: each adapter keeps its own 16-bit cast of its input (peft casts it to
+    fp32 and autocast back), the frozen norms keep no normalized output, and a dropout's noise is over the fp32 cast."""
+    saved, planned, _ = lora_saved_and_planned(torch.float32, lora_dropout, 0.0, autocast=True, llama=llama)
+    assert planned == pytest.approx(saved, rel=0.05)

@@ -132,7 +132,8 @@ def layer_activation_bytes(
     attn_out_kept, mlp_out_kept = keeps(linears[n_in : n_in + 1]) > 0, keeps(linears[-1:]) > 0
     # the two norms' inputs (the residual stream); an RMSNorm written in Python (Llama's family) also keeps
     # its normalized output, for the weight's gradient (a fused LayerNorm keeps only per-row statistics)
-    total = (4 if arch.python_rms_norm else 2) * tokens * h * stream_bytes
+    # (LoRA: the norms' weights are frozen, so no normalized output is kept for them)
+    total = (4 if arch.python_rms_norm and trained is None else 2) * tokens * h * stream_bytes
     # autocast over fp32 weights casts the norm's output once per linear that reads it (q, k, v; gate, up);
     # in one dtype the linears share it
     casts = act_bytes != stream_bytes
@@ -147,7 +148,9 @@ def layer_activation_bytes(
     total += tokens * (nh + 2 * kv) * hd * act_bytes  # Q, K, V
     if flash:  # the attention output: SDPA's backward reads it
         total += tokens * nh * hd * act_bytes
-    if attn_out_kept and (copies or not flash):  # the output projection's input, for its weight's gradient
+    # the output projection's input, for its weight's gradient: its own copy under an adapter that casts it (to
+    # its fp32, then autocast back to 16 bits) or drops it out, else the attention output SDPA keeps anyway
+    if attn_out_kept and (copies or (casts and trained is not None) or not flash):
         total += tokens * nh * hd * in_bytes
     if flash:  # SDPA / FlashAttention keep one fp32 log-sum-exp per row instead of the s x s scores
         total += tokens * nh * 4
@@ -160,12 +163,9 @@ def layer_activation_bytes(
     total += (3 if arch.gated_mlp else 1) * tokens * inter * act_bytes + mlp_out_kept * tokens * inter * in_bytes
     if dropout:  # the masks of the attention and MLP residual dropouts (Korthikanti: sbh each, one byte)
         total += 2 * tokens * h * mask(act_bytes)
-    if lora_dropout and trained is not None:  # each adapter's dropout mask: peft casts its input first, if at all
-        norm_fed, projected = (
-            (mask(adapter_input_bytes),) * 2 if adapter_input_bytes else (mask(stream_bytes), mask(act_bytes))
-        )
-        total += (attn_in + mlp_in) * tokens * h * norm_fed
-        total += (attn_out_kept * nh * hd + mlp_out_kept * inter) * tokens * projected
+    if lora_dropout and trained is not None:  # each adapter's dropout mask, over its input cast to the adapters' fp32
+        adapted_inputs = (attn_in + mlp_in) * h + attn_out_kept * nh * hd + mlp_out_kept * inter
+        total += adapted_inputs * tokens * mask(4)
     return total
 
 
@@ -208,7 +208,7 @@ def activation_bytes(
     else:
         stored = arch.num_layers * layer
     # the final norm's input (and a Python RMSNorm's output), the head's input (unless a frozen LM head)
-    final_norm = 2 if arch.python_rms_norm else 1
+    final_norm = 2 if arch.python_rms_norm and trained is None else 1
     head_input = 0 if model.lm and trained is not None else act_bytes
     stored += b * s * arch.hidden_size * (final_norm * stream_bytes + head_input)
     if model.lm:
