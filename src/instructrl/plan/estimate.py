@@ -43,7 +43,7 @@ PART_NAMES = {
     "activations": "activations",
     "rollout": "rollout KV cache / scoring",
     "frozen": "frozen models",
-    "overhead": "CUDA / framework overhead",
+    "overhead": "runtime overhead",
 }
 
 
