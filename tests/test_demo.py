@@ -9,16 +9,31 @@ import pytest
 from reportkit import assert_every_axis_titled, example_columns, plot_panels
 from testkit import run_cli, write_jsonl
 
+from instructrl.errors import ConfigError
 from instructrl.evaluate import report as R
-from instructrl.experiments.demo import demo_headline, write_demo_report
+from instructrl.experiments.demo import (
+    demo_checks,
+    demo_headline,
+    demo_recipe,
+    recipe_sentence,
+    recipe_summary,
+    write_demo_report,
+)
+from instructrl.experiments.pipeline import MICRO, Recipe, build_world, run_rankings_stage
 
 
 def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     r = run_cli(["demo", "--out", str(out), "--micro"], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("world", "sft", "rankings", "rm", "ppo_ptx", "eval"):
+    for stage in ("world", "sft", "sft_rm", "rankings", "rm", "ppo_ptx", "eval"):
         assert (out / stage / ".done").exists(), stage
+    # the default recipe: the RM (and the value model) from an SFT of the larger base model, on prompts of a larger
+    # build of the world ranked by the noiseless judge, none of them a held-out comparison's or evaluation's prompt
+    cfg = {s: json.loads((out / s / "config.json").read_text()) for s in ("sft", "sft_rm", "rm")}
+    assert cfg["sft_rm"]["n_embd"] > cfg["sft"]["n_embd"] and cfg["rm"]["n_embd"] == cfg["sft_rm"]["n_embd"]
+    value_cfg = json.loads((out / "ppo_ptx" / "value_model" / "config.json").read_text())
+    assert value_cfg["n_embd"] == cfg["rm"]["n_embd"]
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results["models"]) == {"GPT", "GPT prompted", "SFT", "PPO-ptx"}
     sft = results["models"]["SFT"]
@@ -29,13 +44,19 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
         assert {"qa", "instruction_qa"} <= set(m["truthfulness"])
     rankings = [json.loads(x) for x in (out / "rankings" / "rankings.jsonl").read_text().splitlines()]
     assert all(len(x["completions"]) == len(x["ranks"]) == 4 for x in rankings)
+    assert all(x["ranks"] == x["reference_ranks"] and x["labeler"] == "reference" for x in rankings)
+    held = [json.loads(x) for x in (out / "rankings" / "rankings_eval.jsonl").read_text().splitlines()]
+    assert {x["labeler_group"] for x in held} == {"training", "heldout"}
+    evals = {json.loads(x)["prompt"] for x in (out / "world" / "eval_prompts.jsonl").read_text().splitlines()}
+    assert len(rankings) == 16 and not {x["prompt"] for x in rankings} & ({x["prompt"] for x in held} | evals)
     html = (out / "report.html").read_text()
     assert "Win rate against SFT" in html and "data:image/png;base64," in html and "What the demo shows" in html
     assert "class='headline'" in html and "PPO-ptx was preferred over SFT in " in r.stdout
     assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
+    assert "prompts ranked by the world's noiseless judge" in _text(html) and "SFT of the small base model" in html
     # a second run finds every stage cached and only rewrites the report
     r = run_cli(["demo", "--out", str(out), "--micro"], timeout=300)
-    assert r.returncode == 0 and r.stdout.count("cached") == 6
+    assert r.returncode == 0 and r.stdout.count("cached") == 7
 
 
 # ---------------------------------------------------------------- the report, from a hand-made finished run
@@ -158,3 +179,70 @@ def test_demo_report_shows_rm_accuracy_examples_and_titled_plots(tmp_path):
     assert titles["KL from the SFT model"] == ("PPO iteration", "KL per response (nats)")
     # timings from the stages' .done files
     assert re.search(r"sft\s+65\s.*Total: 111 s", text, re.S)
+
+
+# ---------------------------------------------------------------- the recipes and the checks
+
+
+def test_demo_recipes():
+    """The default is the recipe that shows PPO-ptx beating SFT; --quick is the pipeline's own defaults."""
+    full, quick = demo_recipe(), demo_recipe(quick=True)
+    assert quick == Recipe()
+    assert (full.rank_prompts, full.rank_labels, full.rm_size, full.rank_scale) == (32000, "reference", "small", 12.0)
+    assert full.ppo.as_dict()["total_episodes"] == 24576 and full.ppo.as_dict()["kl_coef"] == 0.04
+    assert full.eval_prompts == 400 and full.world_eval_prompts >= full.eval_prompts
+    # micro keeps the recipe's stages and shrinks every size
+    micro = demo_recipe(micro=True)
+    assert micro.rm_size == "small" and micro.rank_labels == "reference" and micro.rank_prompts < 100
+    assert micro.ppo.as_dict()["total_episodes"] < 100
+    assert "2,000 prompts ranked by the training labelers" in recipe_sentence(recipe_summary(quick))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rank_labels": "judges"}, "rank_labels must be one of labelers, reference"),
+        ({"rank_scale": 0}, "rank_scale must be positive"),
+    ],
+)
+def test_recipe_rejects_bad_ranking_settings(values, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict(values)
+
+
+def test_rankings_from_a_larger_world_need_enough_prompts(tmp_path):
+    recipe = Recipe.from_dict({**MICRO, "rank_scale": 0.02, "rank_prompts": 5000})
+    build_world(tmp_path / "world", 0, recipe)
+    with pytest.raises(ConfigError, match=r"rank_scale 0.02 gives \d+ prompts to rank, fewer than rank_prompts 5000"):
+        run_rankings_stage(tmp_path / "rankings", "unused", tmp_path / "world", recipe, 0)
+
+
+def _model(win, halluc, halluc_se, truth, truth_se):
+    return {
+        "win_rate": _est(win),
+        "hallucination_closed_domain": _est(halluc, halluc_se),
+        "truthfulness": {"qa": {"truthful_and_informative": _est(truth, truth_se)}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("ppo", "holds"),
+    [
+        # within one SE of the difference (sqrt(0.08^2 + 0.08^2) = 0.113): holds
+        (_model(0.58, 0.30, 0.08, 0.45, 0.06), (True, True)),
+        # hallucinates 0.12 more (beyond 0.113), truthful+informative 0.10 less (beyond sqrt(2) * 0.06 = 0.085)
+        (_model(0.58, 0.32, 0.08, 0.45, 0.06), (False, True)),
+        (_model(0.58, 0.20, 0.08, 0.39, 0.06), (True, False)),
+    ],
+)
+def test_demo_checks_hallucination_and_truthfulness_against_sft(ppo, holds):
+    models = {
+        "PPO-ptx": ppo,
+        "SFT": _model(0.5, 0.20, 0.08, 0.49, 0.06),
+        "GPT prompted": {"win_rate": _est(0.3)},
+        "GPT": {"win_rate": _est(0.25)},
+    }
+    checks = {name: ok for name, ok, _ in demo_checks(models)}
+    assert checks["PPO-ptx beats its SFT initialization in at least 55% of comparisons"] is True
+    assert checks["closed-domain hallucination: PPO-ptx no worse than SFT beyond one standard error"] is holds[0]
+    assert checks["truthful and informative (QA): PPO-ptx no worse than SFT beyond one standard error"] is holds[1]

@@ -49,6 +49,7 @@ from instructrl.experiments.pipeline import (
     Recipe,
     Stages,
     build_world,
+    by_reference,
     collect_rankings,
     run_eval_stage,
     run_ppo_stage,
@@ -226,11 +227,6 @@ def save_rankings(sw: Sweep, o: Path, rows: list[dict]) -> None:
     """A ranking stage's output: its rows, and the demo's held-out pairs to evaluate an RM on."""
     write_jsonl(o / "rankings.jsonl", rows)
     (o / "rankings_eval.jsonl").write_bytes((sw.ranks / "rankings_eval.jsonl").read_bytes())
-
-
-def by_reference(rows: list[dict]) -> list[dict]:
-    """The same samples, ranked by the noiseless judge."""
-    return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
 
 
 def rank(sw: Sweep, o: Path, policies: list[str], prompts: list[dict], labels: str = "labelers") -> None:

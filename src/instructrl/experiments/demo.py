@@ -1,10 +1,20 @@
-"""`instructrl demo --out O`: the whole method on the miniature world, on a CPU, in minutes.
+"""`instructrl demo --out O`: the whole method on the miniature world, on a CPU.
 
 From the smallest shipped base model: the world's datasets, SFT on labeler demonstrations (with 10%
-pretraining data, the PPO-init recipe), rankings of SFT samples by the training labelers, the reward
-model, PPO-ptx, and an evaluation by held-out labelers of GPT (the base model), GPT prompted
-(few-shot), SFT and PPO-ptx, written to ``O/report.html``. Stages are cached: run it again to
-continue an interrupted demo.
+pretraining data, the PPO-init recipe), rankings of SFT samples, the reward model, PPO-ptx, and an
+evaluation by held-out labelers of GPT (the base model), GPT prompted (few-shot), SFT and PPO-ptx,
+written to ``O/report.html``. Stages are cached: run it again to continue an interrupted demo.
+
+Two recipes:
+
+* the default (:data:`DEMO`, about 50 minutes on 2 cores): the paper's amount of ranking data (32,000
+  prompts, ranked by the world's noiseless judge) and a reward model larger than the policy (from the
+  ``small`` base model, as the paper used one 6B RM for every policy size), then 24,576 PPO-ptx episodes.
+  It is the fastest setting found where PPO-ptx is preferred over its SFT start
+  (``benchmarks/ppo_quality``).
+* ``--quick`` (:class:`Recipe`'s defaults, about 5 minutes): 2,000 prompts ranked by the noisy training
+  labelers and an RM of the policy's size. Every stage runs, but that RM is too weak for PPO-ptx to beat
+  SFT (about even).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import json
 from itertools import pairwise
 from pathlib import Path
 
+from instructrl.config import load_yaml
 from instructrl.evaluate import report as R
 from instructrl.experiments.pipeline import (
     MICRO,
@@ -28,8 +39,21 @@ from instructrl.experiments.pipeline import (
 )
 from instructrl.world.base_models import resolve_model
 
+# the default recipe: 32,000 ranked prompts from a 12x build of the world, ranked by the noiseless judge; the
+# RM from the small base model's SFT; PPO-ptx with gamma 1, beta 0.04, 24,576 episodes; 400 evaluation prompts
+# (win-rate SE about 0.024). benchmarks/ppo_quality/history.md: the search that found it.
+DEMO = {
+    "rank_prompts": 32000,
+    "rank_scale": 12.0,
+    "rank_labels": "reference",
+    "rm_size": "small",
+    "eval_prompts": 400,
+    "world_eval_prompts": 400,
+    "ppo": {"ptx_coef": 1.0, "kl_coef": 0.04, "total_episodes": 24576},
+}
 # measured on a 2-core CPU; used for the ETA only
-EXPECTED = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
+EXPECTED_QUICK = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
+EXPECTED = {"world": 2, "sft": 65, "sft_rm": 90, "rankings": 540, "rm": 1700, "ppo_ptx": 460, "eval": 90}
 
 
 def configure(parser) -> None:
@@ -38,21 +62,45 @@ def configure(parser) -> None:
     parser.add_argument("--size", default="tiny", help="Base model size (tiny, small, medium) or a model directory.")
     parser.add_argument("--ppo-episodes", type=int, default=None, help="PPO episodes (default: the recipe's).")
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="The 5-minute recipe: 2,000 prompts ranked by the training labelers, an RM of the policy's size "
+        "(PPO-ptx about even with SFT there).",
+    )
+    parser.add_argument(
         "--micro", action="store_true", help="A seconds-long smoke run with tiny data sizes (for tests)."
     )
 
 
+def demo_recipe(quick: bool = False, micro: bool = False) -> Recipe:
+    """The demo's recipe: :data:`DEMO`, or with ``quick`` the pipeline's defaults; ``micro`` shrinks every data
+    size to a seconds-long smoke run of the same stages."""
+    recipe = Recipe() if quick else Recipe.from_dict(DEMO, "the demo recipe")
+    if micro:
+        recipe = recipe.with_overrides(
+            {**MICRO, "world_eval_prompts": None, **({"rank_scale": 0.05} if recipe.rank_scale else {})}, "micro"
+        )
+    return recipe
+
+
 def main(args) -> int:
     out = Path(args.out)
-    recipe = Recipe.from_dict(MICRO) if args.micro else Recipe()
+    recipe = demo_recipe(args.quick, args.micro)
     if args.ppo_episodes:
         recipe = recipe.with_overrides({"ppo": {"total_episodes": args.ppo_episodes}})
     base = resolve_model(args.size)
-    stages = Stages(out, EXPECTED, printer=lambda m: print(f"[demo] {m}", flush=True))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe_summary(recipe), indent=1) + "\n")
+    expected = EXPECTED if recipe.rm_size else EXPECTED_QUICK
+    stages = Stages(out, expected, printer=lambda m: print(f"[demo] {m}", flush=True))
     world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
+    sft_rm = sft
+    if recipe.rm_size:
+        rm_base = resolve_model(recipe.rm_size)
+        sft_rm = stages.run("sft_rm", lambda o: run_sft_stage(o, rm_base, world, recipe, args.seed))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
-    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, recipe, args.seed))
+    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft_rm), ranks, world, recipe, args.seed))
     ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, args.seed, ptx=True))
     models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
     ev = stages.run("eval", lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, args.seed))
@@ -61,6 +109,31 @@ def main(args) -> int:
     print(f"[demo] {demo_headline(json.loads((ev / 'results.json').read_text()))}")
     print(f"[demo] done: {total:.0f}s of stages; report: {report}")
     return 0
+
+
+def recipe_summary(recipe: Recipe) -> dict:
+    """What the report says of how the run was made: the data sizes, who ranked, the RM's base, PPO's settings."""
+    return {
+        "rank_prompts": recipe.rank_prompts,
+        "rank_labels": recipe.rank_labels,
+        "rm_size": recipe.rm_size,
+        "eval_prompts": recipe.eval_prompts,
+        "ppo": {**{k: v for k, v in load_yaml("ppo-tiny").items() if k in PPO_KEYS}, **recipe.ppo.as_dict()},
+    }
+
+
+PPO_KEYS = ("total_episodes", "ptx_coef", "kl_coef", "learning_rate")
+
+
+def recipe_sentence(r: dict) -> str:
+    who = "the world's noiseless judge" if r.get("rank_labels") == "reference" else "the training labelers"
+    rm = f"an SFT of the {r['rm_size']} base model" if r.get("rm_size") else "the policy's own SFT model"
+    ppo = r.get("ppo", {})
+    return (
+        f"Recipe: {r.get('rank_prompts', 0):,} prompts ranked by {who}; the reward model trained from {rm}; "
+        f"PPO-ptx for {ppo.get('total_episodes', '?'):,} episodes (γ {ppo.get('ptx_coef', '?')}, β "
+        f"{ppo.get('kl_coef', '?')}); {r.get('eval_prompts', '?')} evaluation prompts."
+    )
 
 
 def stage_timings(out: Path) -> dict[str, float]:
@@ -197,6 +270,8 @@ def write_demo_report(out: Path, timings: dict[str, float] | None = None) -> Pat
         "<p class='note'>Every number here was measured by this run (the miniature world, its smallest base "
         "model). Claims that did not hold are marked as such.</p>"
     )
+    if (out / "recipe.json").exists():
+        intro += f"<p class='note'>{html.escape(recipe_sentence(json.loads((out / 'recipe.json').read_text())))}</p>"
     return R.write(out / "report.html", R.page("instructrl demo: InstructGPT in miniature", sections, intro))
 
 
@@ -217,9 +292,29 @@ def demo_checks(models: dict) -> list[tuple[str, bool | None, str]]:
         )
         out.append(
             (
-                "PPO-ptx beats its SFT initialization in at least 60% of comparisons",
-                vals[0] >= 0.6,
+                "PPO-ptx beats its SFT initialization in at least 55% of comparisons",
+                vals[0] >= 0.55,
                 R.pct_est(models["PPO-ptx"]["win_rate"]),
+            )
+        )
+    for label, get in (
+        ("closed-domain hallucination", lambda m: m.get("hallucination_closed_domain")),
+        (
+            "truthful and informative (QA)",
+            lambda m: m.get("truthfulness", {}).get("qa", {}).get("truthful_and_informative"),
+        ),
+    ):
+        est = {n: get(models.get(n, {})) for n in ("PPO-ptx", "SFT")}
+        if None in est.values():
+            continue
+        p_, s_ = est["PPO-ptx"], est["SFT"]
+        se = (p_.get("se", 0.0) ** 2 + s_.get("se", 0.0) ** 2) ** 0.5  # of the difference
+        worse = p_["mean"] - s_["mean"] if label.startswith("closed") else s_["mean"] - p_["mean"]
+        out.append(
+            (
+                f"{label}: PPO-ptx no worse than SFT beyond one standard error",
+                worse <= se,
+                f"PPO-ptx {p_['mean']:.3f} ± {p_.get('se', 0.0):.3f}, SFT {s_['mean']:.3f} ± {s_.get('se', 0.0):.3f}",
             )
         )
     h = {n: models[n].get("hallucination_closed_domain", {}).get("mean") for n in ("PPO-ptx", "GPT")}

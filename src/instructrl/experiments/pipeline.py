@@ -91,6 +91,15 @@ class Recipe:
     scale: float = 0.75  # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
     rank_prompts: int = 2000  # prompts ranked for RM training
     rank_eval_prompts: int = 200  # held-out prompts ranked by training and held-out labelers
+    # who ranks the RM's training samples: "labelers" (the training labelers) or "reference" (the noiseless judge,
+    # the preference every labeler shares before their own noise and quirks)
+    rank_labels: str = "labelers"
+    # draw the ranked prompts from a build of the same world (same knowledge base) at this scale, leaving out the
+    # held-out comparisons' and the evaluation's prompts; None: the world's own RM prompts
+    rank_scale: float | None = None
+    # the RM (and the PPO value model, which starts from it) is trained from an SFT of this base model size
+    # ("small", "medium"; the paper: one 6B RM for every policy size); None: from the policy's own SFT
+    rm_size: str | None = None
     k: tuple[int, int] = (4, 6)  # K samples per prompt (InstructGPT: 4..9)
     eval_prompts: int = 200
     world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
@@ -140,7 +149,15 @@ class Recipe:
                 changes[key] = coerce(value, known[key], source)
             else:
                 raise ConfigError(f"{source}: unknown recipe field '{key}' (known: {', '.join(known)})")
-        return dataclasses.replace(self, **changes)
+        out = dataclasses.replace(self, **changes)
+        if out.rank_labels not in RANK_LABELS:
+            raise ConfigError(f"{source}: rank_labels must be one of {', '.join(RANK_LABELS)}, got {out.rank_labels!r}")
+        if out.rank_scale is not None and out.rank_scale <= 0:
+            raise ConfigError(f"{source}: rank_scale must be positive, got {out.rank_scale}")
+        return out
+
+
+RANK_LABELS = ("labelers", "reference")
 
 
 # a seconds-long smoke run: toy data sizes (its numbers mean nothing)
@@ -260,15 +277,40 @@ def collect_rankings(
     return rows
 
 
+def by_reference(rows: list[dict]) -> list[dict]:
+    """The same samples, ranked by the noiseless judge."""
+    return [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in rows]
+
+
 def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed: int) -> None:
-    """Training rankings by training labelers; held-out comparisons on separate prompts, ranked by
-    training labelers and by held-out labelers (for the RM's per-group accuracy, §3.5)."""
+    """Training rankings (by the training labelers, or by the noiseless judge with ``rank_labels="reference"``);
+    held-out comparisons on separate prompts, ranked by training labelers and by held-out labelers (for the RM's
+    per-group accuracy, §3.5).
+
+    With ``rank_scale`` the training prompts come from a larger build of the same world (``out/world``), minus
+    every prompt whose text is one of the held-out comparisons' or of the evaluation's; the held-out
+    comparisons are then the first ``rank_eval_prompts`` of the world's own RM prompts."""
     pool = make_pool(int(seed))
     prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
-    train = prompts[: recipe.rank_prompts]
-    held = prompts[recipe.rank_prompts : recipe.rank_prompts + recipe.rank_eval_prompts]
+    if recipe.rank_scale is None:
+        train = prompts[: recipe.rank_prompts]
+        held = prompts[recipe.rank_prompts : recipe.rank_prompts + recipe.rank_eval_prompts]
+    else:
+        held = prompts[: recipe.rank_eval_prompts]
+        big = out / "world"
+        build(big, seed=seed, scale=recipe.rank_scale, pretrain_docs=1000)
+        evals = [r.data for r in read_records(world / "eval_prompts.jsonl", what="prompt data")]
+        leave_out = {p["prompt"] for p in held + evals}
+        pool_prompts = read_records(big / "rm_prompts.jsonl", what="prompt data")
+        train = [r.data for r in pool_prompts if r.data["prompt"] not in leave_out][: recipe.rank_prompts]
+        if len(train) < recipe.rank_prompts:
+            raise ConfigError(
+                f"rank_scale {recipe.rank_scale} gives {len(train)} prompts to rank, fewer than rank_prompts "
+                f"{recipe.rank_prompts}: raise rank_scale"
+            )
     kw = dict(reference=pool.reference, k_range=recipe.k, seed=seed, max_new_tokens=recipe.max_new_tokens)
-    write_jsonl(out / "rankings.jsonl", collect_rankings(policy, train, pool.training, group="training", **kw))
+    rows = collect_rankings(policy, train, pool.training, group="training", **kw)
+    write_jsonl(out / "rankings.jsonl", by_reference(rows) if recipe.rank_labels == "reference" else rows)
     half = len(held) // 2
     evals = collect_rankings(policy, held[:half], pool.training, group="training", **kw)
     evals += collect_rankings(policy, held[half:], pool.heldout, group="heldout", **kw)
