@@ -1,4 +1,5 @@
-"""Variants of the demo's recipe on a finished demo run, reusing its cached stages.
+"""Variants of the 5-minute demo recipe on a finished run of it (``instructrl demo --quick``), reusing its cached
+stages.
 
     python benchmarks/demo/arms.py --demo runs/demo --out runs/demo-arms/NAME \
         --recipe '{"ppo": {"kl_coef": 0.05, "ptx_coef": 5}}'

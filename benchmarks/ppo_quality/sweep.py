@@ -1,8 +1,8 @@
 """What limits PPO / PPO-ptx at the smallest size: reward models and PPO settings, side by side.
 
 The arms, the reward models they learn from and those models' ranking data are data, in sweep.toml (each
-table is described there). From a finished demo run (``bash scripts/demo.sh`` -> runs/demo: world, SFT,
-rankings, RM) the sweep runs these stages, each cached in OUT like the demo's:
+table is described there). From a finished demo run of the 5-minute recipe (``instructrl demo --quick --out runs/demo``: world,
+SFT, rankings, RM) the sweep runs these stages, each cached in OUT like the demo's:
 
 1. the evaluation world: ``world-eval``, the demo world rebuilt with ``--eval-prompts`` evaluation prompts
    (win rates with standard errors near 0.017; its training files are checked to be the demo's); and SFT
@@ -583,7 +583,7 @@ def main() -> int:
     demo = Path(args.demo)
     for stage in ("world", "sft", "rankings", "rm"):
         if not (demo / stage / ".done").exists():
-            raise SystemExit(f"error: {demo / stage} is not a finished demo stage; run `bash scripts/demo.sh` first")
+            raise SystemExit(f"error: {demo / stage} is not a finished demo stage; run `instructrl demo --quick --out DIR` first")
     sw = Sweep(args, Stages(Path(args.out), {}), make_pool(args.seed), demo)
     needs, datasets = needed(args.arms)
     eval_world(sw)
