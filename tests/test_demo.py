@@ -53,7 +53,7 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     assert "Win rate against SFT" in html and "data:image/png;base64," in html and "What the demo shows" in html
     assert "class='headline'" in html and "PPO-ptx was preferred over SFT in " in r.stdout
     assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
-    assert "prompts ranked by the world's noiseless judge" in _text(html) and "SFT of the small base model" in html
+    assert "ranked by the world's noiseless judge" in _text(html) and "SFT of the small base model" in html
     # a second run finds every stage cached and only rewrites the report
     r = run_cli(["demo", "--out", str(out), "--micro"], timeout=300)
     assert r.returncode == 0 and r.stdout.count("cached") == 7
@@ -203,6 +203,8 @@ def test_demo_recipes():
     [
         ({"rank_labels": "judges"}, "rank_labels must be one of labelers, reference"),
         ({"rank_scale": 0}, "rank_scale must be positive"),
+        ({"rank_scale": float("nan")}, "rank_scale must be positive"),
+        ({"rm_size": "huge"}, "rm_size must be a base model size"),
     ],
 )
 def test_recipe_rejects_bad_ranking_settings(values, message):
@@ -211,10 +213,28 @@ def test_recipe_rejects_bad_ranking_settings(values, message):
 
 
 def test_rankings_from_a_larger_world_need_enough_prompts(tmp_path):
-    recipe = Recipe.from_dict({**MICRO, "rank_scale": 0.02, "rank_prompts": 5000})
+    with pytest.raises(ConfigError, match=r"rank_scale 0\.02 builds 66 RM prompts, fewer than rank_prompts 5000"):
+        Recipe.from_dict({**MICRO, "rank_scale": 0.02, "rank_prompts": 5000})
+    # enough before the held-out comparisons' and the evaluations' prompts are left out, too few after: the same
+    # scale and seed build the same RM prompts, and the first 8 are the held-out comparisons
+    recipe = Recipe.from_dict({**MICRO, "rank_scale": 0.02, "rank_prompts": 66, "rank_eval_prompts": 8})
     build_world(tmp_path / "world", 0, recipe)
-    with pytest.raises(ConfigError, match=r"rank_scale 0.02 gives \d+ prompts to rank, fewer than rank_prompts 5000"):
+    with pytest.raises(ConfigError, match=r"rank_scale 0.02 gives \d+ prompts to rank, fewer than rank_prompts 66"):
         run_rankings_stage(tmp_path / "rankings", "unused", tmp_path / "world", recipe, 0)
+
+
+def test_demo_refuses_a_folder_of_another_recipe(tmp_path):
+    out = tmp_path / "demo"
+    (out / "world").mkdir(parents=True)
+    (out / "recipe.json").write_text(json.dumps({"seed": 0, "size": "tiny", **recipe_summary(demo_recipe(quick=True))}))
+    (out / "world" / ".done").write_text("{}")
+    r = run_cli(["demo", "--out", str(out), "--micro"], timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{out} holds a demo run of another recipe" in r.stderr and "rank_labels" in r.stderr
+    # a folder with stages and no recorded recipe
+    (out / "recipe.json").unlink()
+    r = run_cli(["demo", "--out", str(out), "--micro"], timeout=120)
+    assert r.returncode == 2 and "holds stages of a demo run with no recorded recipe" in r.stderr
 
 
 def _model(win, halluc, halluc_se, truth, truth_se):

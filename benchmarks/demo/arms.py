@@ -49,6 +49,11 @@ def main() -> int:
     demo, out = Path(a.demo).resolve(), Path(a.out)
     overrides = json.loads(a.recipe)
     recipe = Recipe.from_dict(overrides)
+    if {"rank_labels", "rank_scale", "rm_size"} & set(overrides):
+        raise SystemExit("error: arms.py varies the 5-minute recipe only: rank_labels, rank_scale, rm_size stay")
+    made = json.loads((demo / "recipe.json").read_text()) if (demo / "recipe.json").exists() else {}
+    if made.get("rm_size") or made.get("rank_labels", "labelers") != "labelers":
+        raise SystemExit(f"error: {demo} is a run of the default demo recipe; start from `instructrl demo --quick`")
     out.mkdir(parents=True, exist_ok=True)
     reuse = ["world", "sft"]
     if not {"rank_prompts", "k"} & set(overrides):

@@ -583,7 +583,12 @@ def main() -> int:
     demo = Path(args.demo)
     for stage in ("world", "sft", "rankings", "rm"):
         if not (demo / stage / ".done").exists():
-            raise SystemExit(f"error: {demo / stage} is not a finished demo stage; run `instructrl demo --quick --out DIR` first")
+            raise SystemExit(
+                f"error: {demo / stage} is not a finished demo stage; run `instructrl demo --quick --out DIR` first"
+            )
+    made = json.loads((demo / "recipe.json").read_text()) if (demo / "recipe.json").exists() else {}
+    if made.get("rm_size") or made.get("rank_labels", "labelers") != "labelers":
+        raise SystemExit(f"error: {demo} is a run of the default demo recipe; start from `instructrl demo --quick`")
     sw = Sweep(args, Stages(Path(args.out), {}), make_pool(args.seed), demo)
     needs, datasets = needed(args.arms)
     eval_world(sw)

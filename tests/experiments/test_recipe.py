@@ -9,12 +9,14 @@ from instructrl.errors import ConfigError
 from instructrl.experiments.pipeline import MICRO, Recipe, run_ppo_stage, run_rm_stage, run_sft_stage
 
 
-def test_defaults_hold_the_demo_recipe():
+def test_defaults_hold_the_quick_demo_recipe():
+    """The pipeline's defaults: `instructrl demo --quick` and `instructrl reproduce`."""
     r = Recipe()
     assert r.sft.as_dict() == {"epochs": 6, "pretrain_fraction": 0.1, "max_length": 192}
     assert r.rm.as_dict() == {"normalize": "demonstrations"}
     assert r.ppo.as_dict() == {"total_episodes": 2048, "ptx_coef": 27.8, "ptx_per_episode": 1.0}
     assert (r.scale, r.k, r.max_new_tokens) == (0.75, (4, 6), 40)
+    assert (r.rank_labels, r.rank_scale, r.rm_size) == ("labelers", None, None)
 
 
 def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from itertools import pairwise
 from pathlib import Path
 
 from instructrl.config import load_yaml
+from instructrl.errors import ConfigError
 from instructrl.evaluate import report as R
 from instructrl.experiments.pipeline import (
     MICRO,
@@ -89,14 +91,13 @@ def main(args) -> int:
     if args.ppo_episodes:
         recipe = recipe.with_overrides({"ppo": {"total_episodes": args.ppo_episodes}})
     base = resolve_model(args.size)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe_summary(recipe), indent=1) + "\n")
-    expected = EXPECTED if recipe.rm_size else EXPECTED_QUICK
+    claim_folder(out, {"seed": args.seed, "size": args.size, **recipe_summary(recipe)})
+    expected = {} if args.micro else EXPECTED if recipe.rm_size else EXPECTED_QUICK
     stages = Stages(out, expected, printer=lambda m: print(f"[demo] {m}", flush=True))
     world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
     sft_rm = sft
-    if recipe.rm_size:
+    if recipe.rm_size and resolve_model(recipe.rm_size) != base:  # the same base: the policy's SFT is that SFT
         rm_base = resolve_model(recipe.rm_size)
         sft_rm = stages.run("sft_rm", lambda o: run_sft_stage(o, rm_base, world, recipe, args.seed))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
@@ -111,14 +112,43 @@ def main(args) -> int:
     return 0
 
 
+def claim_folder(out: Path, recipe: dict) -> None:
+    """Record the run's recipe in ``out/recipe.json``; refuse a folder that holds stages of another recipe (its
+    cached stages would be reused and the report would describe a run that did not happen)."""
+    path = out / "recipe.json"
+    recipe = json.loads(json.dumps(recipe))  # as read back: tuples become lists
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != recipe:
+            changed = sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k))
+            raise ConfigError(
+                f"{out} holds a demo run of another recipe (differs in {', '.join(changed)}): use another --out, "
+                "or delete the folder to start over"
+            )
+        return
+    if any(out.glob("*/.done")):
+        raise ConfigError(f"{out} holds stages of a demo run with no recorded recipe: use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe, indent=1) + "\n")
+
+
 def recipe_summary(recipe: Recipe) -> dict:
-    """What the report says of how the run was made: the data sizes, who ranked, the RM's base, PPO's settings."""
+    """The recipe as the run folder records it, and as the report describes it."""
+    ppo_preset = {k: v for k, v in load_yaml("ppo-tiny").items() if k in PPO_KEYS}
     return {
+        "scale": recipe.scale,
         "rank_prompts": recipe.rank_prompts,
+        "rank_eval_prompts": recipe.rank_eval_prompts,
         "rank_labels": recipe.rank_labels,
+        "rank_scale": recipe.rank_scale,
         "rm_size": recipe.rm_size,
+        "k": list(recipe.k),
         "eval_prompts": recipe.eval_prompts,
-        "ppo": {**{k: v for k, v in load_yaml("ppo-tiny").items() if k in PPO_KEYS}, **recipe.ppo.as_dict()},
+        "world_eval_prompts": recipe.world_eval_prompts,
+        "max_new_tokens": recipe.max_new_tokens,
+        "sft": recipe.sft.as_dict(),
+        "rm": recipe.rm.as_dict(),
+        "ppo": {**ppo_preset, **recipe.ppo.as_dict()},
     }
 
 
@@ -126,13 +156,19 @@ PPO_KEYS = ("total_episodes", "ptx_coef", "kl_coef", "learning_rate")
 
 
 def recipe_sentence(r: dict) -> str:
+    """One sentence of how the run in a folder was made, from its ``recipe.json``."""
     who = "the world's noiseless judge" if r.get("rank_labels") == "reference" else "the training labelers"
+    where = f" (from a {r['rank_scale']:g}x build of the world)" if r.get("rank_scale") else ""
     rm = f"an SFT of the {r['rm_size']} base model" if r.get("rm_size") else "the policy's own SFT model"
     ppo = r.get("ppo", {})
+
+    def num(x) -> str:
+        return f"{x:,}" if isinstance(x, int) else "?"
+
     return (
-        f"Recipe: {r.get('rank_prompts', 0):,} prompts ranked by {who}; the reward model trained from {rm}; "
-        f"PPO-ptx for {ppo.get('total_episodes', '?'):,} episodes (γ {ppo.get('ptx_coef', '?')}, β "
-        f"{ppo.get('kl_coef', '?')}); {r.get('eval_prompts', '?')} evaluation prompts."
+        f"Recipe: {num(r.get('rank_prompts'))} prompts{where} ranked by {who}; the reward model trained from {rm}; "
+        f"PPO-ptx for {num(ppo.get('total_episodes'))} episodes (γ {ppo.get('ptx_coef', '?')}, "
+        f"β {ppo.get('kl_coef', '?')}); {num(r.get('eval_prompts'))} evaluation prompts."
     )
 
 
@@ -267,8 +303,8 @@ def write_demo_report(out: Path, timings: dict[str, float] | None = None) -> Pat
         )
     )
     intro = R.headline_html(demo_headline(results)) + (
-        "<p class='note'>Every number here was measured by this run (the miniature world, its smallest base "
-        "model). Claims that did not hold are marked as such.</p>"
+        "<p class='note'>Every number here was measured by this run on the miniature world. Claims that did not "
+        "hold are marked as such.</p>"
     )
     if (out / "recipe.json").exists():
         intro += f"<p class='note'>{html.escape(recipe_sentence(json.loads((out / 'recipe.json').read_text())))}</p>"
@@ -305,8 +341,8 @@ def demo_checks(models: dict) -> list[tuple[str, bool | None, str]]:
         ),
     ):
         est = {n: get(models.get(n, {})) for n in ("PPO-ptx", "SFT")}
-        if None in est.values():
-            continue
+        if any(e is None or not math.isfinite(e.get("mean", math.nan)) for e in est.values()):
+            continue  # not measured (no such prompts in a small evaluation)
         p_, s_ = est["PPO-ptx"], est["SFT"]
         se = (p_.get("se", 0.0) ** 2 + s_.get("se", 0.0) ** 2) ** 0.5  # of the difference
         worse = p_["mean"] - s_["mean"] if label.startswith("closed") else s_["mean"] - p_["mean"]

@@ -5,8 +5,9 @@ A stage whose folder holds a ``.done`` marker is skipped, so an interrupted run 
 stopped; a stage interrupted mid-way resumes from its own checkpoints.
 
 Stages (InstructGPT §3): world datasets -> SFT (the PPO-init recipe: 10% pretraining mix, App. C.3)
--> rankings of K samples of the SFT policy by training labelers -> reward model -> PPO / PPO-ptx ->
-evaluation by held-out labelers.
+-> rankings of K samples of the SFT policy (by the training labelers, or by the noiseless judge) -> reward
+model (from the policy's SFT, or from an SFT of a larger base model) -> PPO / PPO-ptx -> evaluation by
+held-out labelers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
 from instructrl.sft.api import run_sft
 from instructrl.sft.config import SFTConfig
-from instructrl.world.build import build
+from instructrl.world.base_models import SIZES
+from instructrl.world.build import build, sizes
 from instructrl.world.labelers import make_pool
 from instructrl.world.sampling import share_slots
 
@@ -149,12 +151,25 @@ class Recipe:
                 changes[key] = coerce(value, known[key], source)
             else:
                 raise ConfigError(f"{source}: unknown recipe field '{key}' (known: {', '.join(known)})")
-        out = dataclasses.replace(self, **changes)
-        if out.rank_labels not in RANK_LABELS:
-            raise ConfigError(f"{source}: rank_labels must be one of {', '.join(RANK_LABELS)}, got {out.rank_labels!r}")
-        if out.rank_scale is not None and out.rank_scale <= 0:
-            raise ConfigError(f"{source}: rank_scale must be positive, got {out.rank_scale}")
-        return out
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.rank_labels not in RANK_LABELS:
+            raise ConfigError(f"recipe: rank_labels must be one of {', '.join(RANK_LABELS)}, got {self.rank_labels!r}")
+        if self.rank_scale is not None:
+            if not self.rank_scale > 0:  # NaN too
+                raise ConfigError(f"recipe: rank_scale must be positive, got {self.rank_scale}")
+            available = sizes(self.rank_scale)["rm"]
+            if available < self.rank_prompts:
+                raise ConfigError(
+                    f"recipe: rank_scale {self.rank_scale} builds {available} RM prompts, fewer than rank_prompts "
+                    f"{self.rank_prompts}: raise rank_scale"
+                )
+        if self.rm_size is not None and self.rm_size not in SIZES and not Path(self.rm_size).is_dir():
+            raise ConfigError(
+                f"recipe: rm_size must be a base model size ({', '.join(SIZES)}) or a model directory, "
+                f"got {self.rm_size!r}"
+            )
 
 
 RANK_LABELS = ("labelers", "reference")
@@ -288,7 +303,8 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     per-group accuracy, §3.5).
 
     With ``rank_scale`` the training prompts come from a larger build of the same world (``out/world``), minus
-    every prompt whose text is one of the held-out comparisons' or of the evaluation's; the held-out
+    every prompt whose text is one of the held-out comparisons' or one the evaluation scores (win rates,
+    truthfulness, toxicity); the held-out
     comparisons are then the first ``rank_eval_prompts`` of the world's own RM prompts."""
     pool = make_pool(int(seed))
     prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
@@ -299,8 +315,14 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
         held = prompts[: recipe.rank_eval_prompts]
         big = out / "world"
         build(big, seed=seed, scale=recipe.rank_scale, pretrain_docs=1000)
-        evals = [r.data for r in read_records(world / "eval_prompts.jsonl", what="prompt data")]
-        leave_out = {p["prompt"] for p in held + evals}
+        # every prompt an evaluation scores, so the RM never learns on them: the win-rate prompts, the
+        # TruthfulQA analogue's questions and the toxicity prompts (the world's templates repeat across builds)
+        scored = [
+            r.data
+            for name in ("eval_prompts.jsonl", "truthfulqa.jsonl", "toxicity_prompts.jsonl")
+            for r in read_records(world / name, what="prompt data")
+        ]
+        leave_out = {p["prompt"] for p in held + scored}
         pool_prompts = read_records(big / "rm_prompts.jsonl", what="prompt data")
         train = [r.data for r in pool_prompts if r.data["prompt"] not in leave_out][: recipe.rank_prompts]
         if len(train) < recipe.rank_prompts:
