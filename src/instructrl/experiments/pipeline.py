@@ -97,7 +97,7 @@ class Recipe:
     # the preference every labeler shares before their own noise and quirks)
     rank_labels: str = "labelers"
     # draw the ranked prompts from a build of the same world (same knowledge base) at this scale, leaving out the
-    # held-out comparisons' and the evaluation's prompts; None: the world's own RM prompts
+    # held-out comparisons' prompts and every prompt the evaluation scores; None: the world's own RM prompts
     rank_scale: float | None = None
     # the RM (and the PPO value model, which starts from it) is trained from an SFT of this base model size
     # ("small", "medium"; the paper: one 6B RM for every policy size); None: from the policy's own SFT
@@ -304,8 +304,8 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
 
     With ``rank_scale`` the training prompts come from a larger build of the same world (``out/world``), minus
     every prompt whose text is one of the held-out comparisons' or one the evaluation scores (win rates,
-    truthfulness, toxicity); the held-out
-    comparisons are then the first ``rank_eval_prompts`` of the world's own RM prompts."""
+    truthfulness, toxicity); the held-out comparisons are then the first ``rank_eval_prompts`` of the world's
+    own RM prompts."""
     pool = make_pool(int(seed))
     prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
     if recipe.rank_scale is None:

@@ -1,0 +1,90 @@
+"""Summarize finished demo runs: one table row each, and their numbers into run_info.json.
+
+    python benchmarks/demo/collect.py --run F=runs/demo-s0 --run G=runs/demo-s1 --note "..." [--write]
+
+Reads each run's recipe.json, stage .done files, rm/eval_results.json, eval/results.json and ppo_ptx/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from instructrl.experiments.demo import EXPECTED, recipe_sentence
+
+HERE = Path(__file__).parent
+
+
+def est(m: dict | None) -> str:
+    return "-" if not m else f"{m['mean']:.3f} ± {m.get('se', 0):.3f}"
+
+
+def summarize(run: Path) -> dict:
+    res = json.loads((run / "eval" / "results.json").read_text())
+    models = res["models"]
+    stages = {
+        s: json.loads((run / s / ".done").read_text())["seconds"] for s in EXPECTED if (run / s / ".done").exists()
+    }
+    metrics = [json.loads(x) for x in (run / "ppo_ptx" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in metrics if "ppo/score_mean" in m]
+    quarter = max(1, len(metrics) // 4)
+
+    def mean(key: str, rows: list[dict]) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 3)
+
+    return {
+        "recipe": json.loads((run / "recipe.json").read_text()),
+        "stage_seconds": stages,
+        "rm_eval": json.loads((run / "rm" / "eval_results.json").read_text())["groups"],
+        "win_rate_vs_sft": {n: m["win_rate"] for n, m in models.items()},
+        "likert": {n: m["likert"] for n, m in models.items()},
+        "hallucination_closed_domain": {n: m.get("hallucination_closed_domain") for n, m in models.items()},
+        "truthful_and_informative_qa": {
+            n: m.get("truthfulness", {}).get("qa", {}).get("truthful_and_informative") for n, m in models.items()
+        },
+        "ppo_score_first_last_quarter": [
+            mean("ppo/score_mean", metrics[:quarter]),
+            mean("ppo/score_mean", metrics[-quarter:]),
+        ],
+        "ppo_kl_last_quarter": mean("ppo/kl", metrics[-quarter:]),
+        "benchmarks": {n: m.get("benchmarks") for n, m in models.items()},
+    }
+
+
+def row(name: str, s: dict) -> str:
+    g = s["rm_eval"]
+    w = s["win_rate_vs_sft"]
+    h, t = s["hallucination_closed_domain"], s["truthful_and_informative_qa"]
+    total = sum(s["stage_seconds"].values())
+    return (
+        f"| **{name}** | {s['recipe'].get('seed', '?')} | {total / 60:.0f} min | "
+        f"{est({'mean': g['training']['accuracy'], 'se': g['training']['accuracy_se']})} / "
+        f"{est({'mean': g['heldout_labelers']['accuracy'], 'se': g['heldout_labelers']['accuracy_se']})} "
+        f"({g['all']['judge_accuracy']:.3f}) | "
+        f"{w['SFT']['mean']:.3f} / {w['GPT prompted']['mean']:.3f} / {w['GPT']['mean']:.3f} | "
+        f"**{est(w['PPO-ptx'])}** | {est(h['PPO-ptx'])} / {est(h['SFT'])} | {est(t['PPO-ptx'])} / {est(t['SFT'])} |"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", required=True, help="NAME=DIR of a finished demo run")
+    ap.add_argument("--note", default="", help="how the runs were made (machine, load), kept with their numbers")
+    ap.add_argument("--write", action="store_true", help="add the runs to run_info.json")
+    a = ap.parse_args()
+    info_path = HERE / "run_info.json"
+    info = json.loads(info_path.read_text())
+    for spec in a.run:
+        name, _, path = spec.partition("=")
+        s = summarize(Path(path))
+        print(row(name, s))
+        print("   ", recipe_sentence(s["recipe"]), "stages:", s["stage_seconds"])
+        info[f"run_{name.lower()}"] = {"command": a.note, **s}
+    if a.write:
+        info_path.write_text(json.dumps(info, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
