@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+from instructrl.experiments.demo import is_quick_run
 from instructrl.experiments.pipeline import (
     Recipe,
     Stages,
@@ -51,8 +52,7 @@ def main() -> int:
     recipe = Recipe.from_dict(overrides)
     if {"rank_labels", "rank_scale", "rm_size"} & set(overrides):
         raise SystemExit("error: arms.py varies the 5-minute recipe only: rank_labels, rank_scale, rm_size stay")
-    made = json.loads((demo / "recipe.json").read_text()) if (demo / "recipe.json").exists() else {}
-    if made.get("rm_size") or made.get("rank_labels", "labelers") != "labelers":
+    if not is_quick_run(demo):
         raise SystemExit(f"error: {demo} is a run of the default demo recipe; start from `instructrl demo --quick`")
     out.mkdir(parents=True, exist_ok=True)
     reuse = ["world", "sft"]

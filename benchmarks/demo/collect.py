@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from instructrl.experiments.demo import EXPECTED, recipe_sentence
+from instructrl.experiments.demo import recipe_sentence, stage_timings
 
 HERE = Path(__file__).parent
 
@@ -23,9 +23,7 @@ def est(m: dict | None) -> str:
 def summarize(run: Path) -> dict:
     res = json.loads((run / "eval" / "results.json").read_text())
     models = res["models"]
-    stages = {
-        s: json.loads((run / s / ".done").read_text())["seconds"] for s in EXPECTED if (run / s / ".done").exists()
-    }
+    stages = stage_timings(run)
     metrics = [json.loads(x) for x in (run / "ppo_ptx" / "metrics.jsonl").read_text().splitlines()]
     metrics = [m for m in metrics if "ppo/score_mean" in m]
     quarter = max(1, len(metrics) // 4)

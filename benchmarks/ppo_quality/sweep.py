@@ -45,6 +45,7 @@ from instructrl.data.io import read_records, write_jsonl
 from instructrl.errors import ConfigError
 from instructrl.evaluate.lm_loss import checkpoint_heldout_loss, world_heldout_texts
 from instructrl.evaluate.report import metrics_series
+from instructrl.experiments.demo import is_quick_run
 from instructrl.experiments.pipeline import (
     Recipe,
     Stages,
@@ -586,8 +587,7 @@ def main() -> int:
             raise SystemExit(
                 f"error: {demo / stage} is not a finished demo stage; run `instructrl demo --quick --out DIR` first"
             )
-    made = json.loads((demo / "recipe.json").read_text()) if (demo / "recipe.json").exists() else {}
-    if made.get("rm_size") or made.get("rank_labels", "labelers") != "labelers":
+    if not is_quick_run(demo):
         raise SystemExit(f"error: {demo} is a run of the default demo recipe; start from `instructrl demo --quick`")
     sw = Sweep(args, Stages(Path(args.out), {}), make_pool(args.seed), demo)
     needs, datasets = needed(args.arms)

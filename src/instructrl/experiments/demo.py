@@ -96,9 +96,9 @@ def main(args) -> int:
     stages = Stages(out, expected, printer=lambda m: print(f"[demo] {m}", flush=True))
     world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
-    sft_rm = sft
-    if recipe.rm_size and resolve_model(recipe.rm_size) != base:  # the same base: the policy's SFT is that SFT
-        rm_base = resolve_model(recipe.rm_size)
+    rm_base = resolve_model(recipe.rm_size) if recipe.rm_size else base
+    sft_rm = sft  # the same base: the policy's SFT is the RM's start
+    if rm_base != base:
         sft_rm = stages.run("sft_rm", lambda o: run_sft_stage(o, rm_base, world, recipe, args.seed))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
     rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft_rm), ranks, world, recipe, args.seed))
@@ -130,6 +130,14 @@ def claim_folder(out: Path, recipe: dict) -> None:
         raise ConfigError(f"{out} holds stages of a demo run with no recorded recipe: use another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(recipe, indent=1) + "\n")
+
+
+def is_quick_run(out: Path) -> bool:
+    """Whether the demo folder ``out`` holds a run of the 5-minute recipe (``--quick``, or an earlier version's
+    default, which recorded no recipe): what the benchmarks that start from a finished demo expect."""
+    path = Path(out) / "recipe.json"
+    made = json.loads(path.read_text()) if path.exists() else {}
+    return not made.get("rm_size") and made.get("rank_labels", "labelers") == "labelers"
 
 
 def recipe_summary(recipe: Recipe) -> dict:
