@@ -68,12 +68,48 @@ def test_one_step_loss_is_ranking_loss_on_the_models_rewards(tiny_model, tmp_pat
 @pytest.mark.parametrize("k", [4, 9])
 def test_one_forward_pass_per_completion(tiny_model, tmp_path, k):
     rows = color_rankings(4, k=k)
-    trainer, _, _ = make_trainer(tiny_model, tmp_path, rows)
+    trainer, _, _ = make_trainer(tiny_model, tmp_path, rows, share_prompt=False)
     calls, handle = count_rows(trainer.model)
     trainer.train_step(0)
     handle.remove()
     assert sum(calls) == 4 * k and len(calls) == 1  # K passes per prompt, not 2 * C(K, 2)
     assert trainer.state["forward_passes"] == 4 * k
+
+
+def test_shared_prompt_forwards_each_prompt_once_with_the_plain_loss(tiny_model, tmp_path):
+    rows = color_rankings(4, k=4) + color_rankings(3, k=3, seed=1)
+    torch.manual_seed(0)
+    plain, _, _ = make_trainer(tiny_model, tmp_path / "plain", rows, share_prompt=False)
+    shared, _, _ = make_trainer(tiny_model, tmp_path / "shared", rows)
+    shared.model.load_state_dict(plain.model.state_dict())
+    calls, handle = count_rows(shared.model)
+    losses = [(plain.train_step(s)["loss"], shared.train_step(s)["loss"]) for s in range(3)]
+    handle.remove()
+    assert shared.share_prompt is True
+    # the first batch's check (shared: prompts, then completions; plain), then per step: 7 prompts, 25 completions
+    assert calls == [7, 25, 25] + [7, 25] * 3
+    for a, b in losses:  # later steps' losses follow the updated weights (gradients: test_rm_shared_prompt.py)
+        assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_shared_prompt_stays_off_where_it_cannot_hold(tiny_model, tmp_path):
+    rows = color_rankings(3, k=4)
+    pairs, _, _ = make_trainer(tiny_model, tmp_path / "p", rows, batching="pairs", batch_size=18)
+    checkpointed, _, _ = make_trainer(tiny_model, tmp_path / "c", rows, gradient_checkpointing=True)
+    assert pairs.share_prompt is False and checkpointed.share_prompt is False
+    # a model whose shared-prompt rewards differ from its plain ones (here: made to) keeps the plain forward
+    odd, _, _ = make_trainer(tiny_model, tmp_path / "o", rows)
+    import instructrl.reward.trainer as rm_trainer
+
+    real = rm_trainer.prompt_shared_rewards
+    rm_trainer.prompt_shared_rewards = lambda *a, **k: real(*a, **k) + 1.0
+    try:
+        calls, handle = count_rows(odd.model)
+        odd.train_step(0)
+        handle.remove()
+    finally:
+        rm_trainer.prompt_shared_rewards = real
+    assert odd.share_prompt is False and calls[-1] == 12 and len(calls) == 4  # check (2 + 1), then plain
 
 
 def test_pairs_batching_forwards_two_completions_per_comparison(tiny_model, tmp_path):

@@ -29,6 +29,7 @@ uncertainty-weighted).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -145,6 +146,80 @@ def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     no_cache = {"use_cache": False} if getattr(getattr(model, "config", None), "use_cache", None) is not None else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **no_cache)
     return out.logits[:, 0].float()  # (B, 1) -> (B,)
+
+
+def shared_prefix(seqs: list[list[int]]) -> int:
+    """Tokens every one of ``seqs`` starts with (the rendered prompt, and any common start of the responses),
+    at most the shortest length minus one, so that each sequence keeps a token of its own to be scored at."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward's name for a key-value cache: ``cache`` (transformers 5.24 and later), else the older
+    ``past_key_values``; looked up on the model inside any wrapper (DDP, FSDP, DeepSpeed, peft)."""
+    inner = model
+    for _ in range(4):
+        if hasattr(inner, "get_base_model"):  # peft
+            inner = inner.get_base_model()
+        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP, DeepSpeed engine
+            inner = inner.module
+        else:
+            break
+    try:
+        names = inspect.signature(type(inner).forward).parameters
+    except (TypeError, ValueError):
+        names = {}
+    return "cache" if "cache" in names else "past_key_values"
+
+
+def prompt_shared_rewards(
+    model: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device: torch.device | str
+) -> torch.Tensor | None:
+    """Raw rewards (N,) of the sequences of ``groups`` (N = all sequences, in order), each group's common prefix
+    (its prompt) forwarded once: the prefixes go through the model as one left-padded batch (P, Tp) that fills
+    a key-value cache, the cache is gathered to one row per sequence (differentiably: gradients of every
+    sequence's loss reach its prompt's tokens), and the remainders (N, Ts), right-padded, are forwarded on it,
+    with positions continuing the prompt's. A causal decoder gives the plain forward's rewards (up to rounding)
+    for fewer tokens: the K completions of a ranking share the prompt (InstructGPT §3.5's K passes, each
+    without the prompt's share). None when some group shares no prefix, or the model returns no cache."""
+    cuts = [shared_prefix(seqs) for seqs in groups]
+    if min(cuts) == 0:
+        return None
+    owner = torch.tensor([g for g, seqs in enumerate(groups) for _ in seqs], device=device)  # (N,)
+    p_ids, p_mask = left_pad([seqs[0][:n] for seqs, n in zip(groups, cuts)], pad_id)  # (P, Tp)
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    out = model(
+        input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True
+    )
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "reorder_cache"):
+        return None
+    cache.reorder_cache(owner)  # (P, ...) -> (N, ...), an index_select that gradients flow back through
+    rest = [s[n:] for seqs, n in zip(groups, cuts) for s in seqs]
+    width = max(len(r) for r in rest)
+    s_ids = torch.full((len(rest), width), pad_id, dtype=torch.long)  # (N, Ts), right-padded
+    s_mask = torch.zeros((len(rest), width), dtype=torch.long)
+    for i, r in enumerate(rest):
+        s_ids[i, : len(r)] = torch.tensor(r)
+        s_mask[i, : len(r)] = 1
+    s_ids, s_mask = s_ids.to(device), s_mask.to(device)
+    start = p_mask.sum(-1)[owner]  # (N,): each prompt's true length
+    positions = start[:, None] + torch.arange(width, device=device)[None, :]  # (N, Ts)
+    out = model(
+        input_ids=s_ids,
+        attention_mask=torch.cat([p_mask[owner], s_mask], dim=-1),  # (N, Tp + Ts)
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_argument(model): cache},
+    )
+    return out.logits[:, 0].float()  # read at each row's last non-PAD token: the end of its own remainder
 
 
 @torch.no_grad()

@@ -2,6 +2,9 @@
 
 * batching=prompts (default): a training unit is one ranking; its K completions are forwarded once each and all
   its C(K, 2) comparisons enter the loss together (InstructGPT §3.5, Eq. 1). ``batch_size`` counts prompts.
+  With ``share_prompt`` the prompt's tokens are forwarded once per ranking, not once per completion
+  (:func:`~instructrl.modeling.reward.prompt_shared_rewards`); the first micro-batch checks that this gives the
+  plain forward's rewards, else (and under gradient checkpointing, or batching=pairs) the plain forward is used.
 * batching=pairs: a unit is one comparison (w, l), its two completions forwarded for that pair alone, pairs
   shuffled across prompts (the §3.5 ablation: 2 * C(K, 2) forward passes per ranking). ``batch_size`` counts pairs.
 
@@ -23,7 +26,7 @@ from accelerate.utils import broadcast_object_list
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import DataError
 from instructrl.losses import pairwise_loss, ranking_loss
-from instructrl.modeling.reward import score_sequences, sequence_rewards
+from instructrl.modeling.reward import prompt_shared_rewards, score_sequences, sequence_rewards
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
 from instructrl.reward.evaluation import comparison_report, flat_metrics
@@ -78,6 +81,13 @@ class RMTrainer(Trainer):
             )
         self.state.update(forward_passes=0, pairs=0)
         self.eval_reports: dict[int, dict] = {}
+        # None: decided on the first micro-batch (prompt_sharing_checked); False: the plain forward
+        self.share_prompt: bool | None = None
+        if not cfg.share_prompt or cfg.batching != "prompts":
+            self.share_prompt = False
+        elif cfg.gradient_checkpointing:
+            log.info("share_prompt off: gradient checkpointing keeps no key-value cache while training")
+            self.share_prompt = False
 
     # ------------------------------------------------------------------ one batch
     def unit_rows(self, unit: Unit) -> tuple[list[list[int]], list[int], float]:
@@ -94,8 +104,15 @@ class RMTrainer(Trainer):
         of the stats: accuracy and log loss weighted by pairs, pairs, sequences forwarded, tokens."""
         rows = [self.unit_rows(u) for u in units]
         flat = [ids for seqs, _, _ in rows for ids in seqs]
-        ids, mask = left_pad(flat, self.tokenizer.pad_token_id)  # (N, T)
-        rewards_flat = sequence_rewards(self.model, ids.to(self.acc.device), mask.to(self.acc.device))  # (N,)
+        groups = [seqs for seqs, _, _ in rows]
+        if self.share_prompt is None:
+            self.share_prompt = self.prompt_sharing_checked(groups)
+        rewards_flat = None
+        if self.share_prompt:
+            rewards_flat = prompt_shared_rewards(self.model, groups, self.tokenizer.pad_token_id, self.acc.device)
+        if rewards_flat is None:  # the plain forward: every completion with its prompt
+            ids, mask = left_pad(flat, self.tokenizer.pad_token_id)  # (N, T)
+            rewards_flat = sequence_rewards(self.model, ids.to(self.acc.device), mask.to(self.acc.device))  # (N,)
         k_max = max(len(seqs) for seqs, _, _ in rows)
         prompt_idx = torch.tensor([p for p, (seqs, _, _) in enumerate(rows) for _ in seqs], device=self.acc.device)
         slot_idx = torch.tensor([k for seqs, _, _ in rows for k in range(len(seqs))], device=self.acc.device)
@@ -121,6 +138,36 @@ class RMTrainer(Trainer):
             "tokens": pairs.new_tensor(float(n_tok)),
         }
         return loss * len(rows), sums
+
+    @torch.no_grad()
+    def prompt_sharing_checked(self, groups: list[list[list[int]]]) -> bool:
+        """Whether sharing each prompt's forward gives this model's plain rewards on ``groups`` (one micro-batch,
+        in eval mode), agreed by every process: a causal decoder does, up to rounding; a bidirectional model or
+        one without a key-value cache does not, and keeps the plain forward."""
+        pad, device = self.tokenizer.pad_token_id, self.acc.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.acc.autocast():
+                shared = prompt_shared_rewards(self.model, groups, pad, device)
+                ids, mask = left_pad([s for seqs in groups for s in seqs], pad)
+                plain = sequence_rewards(self.model, ids.to(device), mask.to(device))
+            gap = float((shared - plain).abs().max()) if shared is not None else float("inf")
+            scale = float(plain.abs().max())
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a forward without cache arguments
+            gap, scale = float("inf"), 0.0
+            log.debug("shared-prompt forward failed: %s: %s", type(e).__name__, e)
+        finally:
+            self.model.train(was_training)
+        tolerance = 1e-4 + 1e-2 * scale if self.acc.mixed_precision in ("bf16", "fp16") else 1e-4 + 1e-4 * scale
+        ok = torch.tensor(float(gap <= tolerance), device=device)
+        ok = bool(self.acc.reduce(ok, reduction="sum").item() == self.acc.num_processes)
+        if self.acc.is_main_process:
+            if ok:
+                log.info("share_prompt: each prompt forwarded once per ranking (max reward gap %.2g)", gap)
+            else:
+                log.info("share_prompt off: this model's shared-prompt rewards differ from its plain ones (%.3g)", gap)
+        return ok
 
     def step_metrics(self, sums: dict[str, float], items: list[Unit], normalizer: float) -> dict[str, float]:
         self.state["forward_passes"] += int(sums["sequences"])
