@@ -139,26 +139,43 @@ def test_fsdp2_reward_model_trains_sharded_and_saves_whole(tiny_model, tmp_path)
         good = d["completion"]
         rows.append({"prompt": d["prompt"], "completions": [good, "No idea.", good.upper()], "ranks": [1, 3, 2]})
     data = write_jsonl(tmp_path / "rankings.jsonl", rows)
-    out = tmp_path / "rm"
-    args = [
-        "rm",
-        "--model",
-        str(tiny_model),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--batch-size",
-        "4",
-        "--max-length",
-        "64",
-    ]
-    run(torchrun([*args, "--epochs", "1", "--no-progress", "--engine", "fsdp2"], port()))
+    out, shared, plain = tmp_path / "rm", tmp_path / "rm-ddp", tmp_path / "rm-ddp-plain"
+
+    def args(folder: Path, *extra: str) -> list[str]:
+        return ["rm", "--model", str(tiny_model), "--data", str(data), "--out", str(folder), "--batch-size", "4",
+                "--max-length", "64", "--epochs", "1", "--no-progress", *extra]  # fmt: skip
+
+    def launch(folder: Path, *extra: str) -> str:
+        r = subprocess.run(
+            torchrun(args(folder, *extra), port()),
+            env={**cli_env(), **CPU_ONLY},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stderr
+
+    # each prompt forwarded once per ranking is the default, under FSDP2 and DDP alike
+    assert "share_prompt: each prompt forwarded once per ranking" in launch(out, "--engine", "fsdp2")
     sync = json.loads((out / "dist_sync.json").read_text())
     (held0, total), (held1, _) = sync["parameters_held"]
     assert "FSDP" in sync["distributed_type"] and held0 + held1 == total and held0 < 0.6 * total
     rm = RewardModel.from_pretrained(out)
     assert sum(p.numel() for p in rm.model.parameters()) == total
+    # the same losses as two DDP processes, with the prompt shared and with the plain forward (each completion with
+    # its own copy of the prompt)
+    assert "share_prompt: each prompt forwarded once per ranking" in launch(shared)
+    assert "share_prompt" not in launch(plain, "--no-share-prompt")
+
+    def rm_losses(folder: Path) -> list[float]:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [r["rm/loss"] for r in rows if "rm/loss" in r]
+
+    assert len(rm_losses(out)) >= 5
+    assert rm_losses(out) == pytest.approx(rm_losses(plain), rel=1e-4)
+    assert rm_losses(shared) == pytest.approx(rm_losses(plain), rel=1e-4)
 
 
 # ---------------------------------------------------------------------- choices a launch cannot honour
