@@ -157,15 +157,15 @@ def test_fsdp2_reward_model_trains_sharded_and_saves_whole(tiny_model, tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
         return r.stderr
 
-    # each prompt forwarded once per ranking is the default, under FSDP2 and DDP alike
-    assert "share_prompt: each prompt forwarded once per ranking" in launch(out, "--engine", "fsdp2")
+    # FSDP2 frees each layer's gathered weights after its backward: the prompt is not shared there
+    assert "share_prompt off: FSDP2 re-shards" in launch(out, "--engine", "fsdp2")
     sync = json.loads((out / "dist_sync.json").read_text())
     (held0, total), (held1, _) = sync["parameters_held"]
     assert "FSDP" in sync["distributed_type"] and held0 + held1 == total and held0 < 0.6 * total
     rm = RewardModel.from_pretrained(out)
     assert sum(p.numel() for p in rm.model.parameters()) == total
-    # the same losses as two DDP processes, with the prompt shared and with the plain forward (each completion with
-    # its own copy of the prompt)
+    # the same losses as two DDP processes, with each prompt forwarded once per ranking (the default) and with the
+    # plain forward (each completion with its own copy of the prompt)
     assert "share_prompt: each prompt forwarded once per ranking" in launch(shared)
     assert "share_prompt" not in launch(plain, "--no-share-prompt")
 

@@ -53,7 +53,8 @@ class RMConfig(TrainLoopConfig):
         "With batching=prompts, forward each prompt once for its K completions (its keys and values reused by "
         "each completion): fewer tokens, the same rewards. Checked on the first batch against the plain "
         "forward; a model where they differ, or that keeps no key-value cache, falls back to the plain forward, "
-        "as does gradient checkpointing (no cache while training).",
+        "as do gradient checkpointing (no cache while training), FSDP and ZeRO-3 (one backward through two "
+        "forwards of sharded weights).",
     )
     max_length: int = help_field(512, "Longest sequence in tokens (rendered prompt + response + EOS).", minimum=8)
     min_response_tokens: int = help_field(

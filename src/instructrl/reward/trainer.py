@@ -4,7 +4,8 @@
   its C(K, 2) comparisons enter the loss together (InstructGPT §3.5, Eq. 1). ``batch_size`` counts prompts.
   With ``share_prompt`` the prompt's tokens are forwarded once per ranking, not once per completion
   (:func:`~instructrl.modeling.reward.prompt_shared_rewards`); the first micro-batch checks that this gives the
-  plain forward's rewards, else (and under gradient checkpointing, or batching=pairs) the plain forward is used.
+  plain forward's rewards, else (and under gradient checkpointing, FSDP, ZeRO-3, or batching=pairs) the plain
+  forward is used.
 * batching=pairs: a unit is one comparison (w, l), its two completions forwarded for that pair alone, pairs
   shuffled across prompts (the §3.5 ablation: 2 * C(K, 2) forward passes per ranking). ``batch_size`` counts pairs.
 
@@ -30,6 +31,7 @@ from instructrl.modeling.reward import prompt_shared_rewards, score_sequences, s
 from instructrl.reward.config import RMConfig
 from instructrl.reward.data import Ranking, pair_units, prompt_units
 from instructrl.reward.evaluation import comparison_report, flat_metrics
+from instructrl.training.engines import describe, is_fsdp, zero_stage
 from instructrl.training.loop import Trainer, shuffled_plan
 
 log = logging.getLogger("instructrl.reward")
@@ -87,6 +89,11 @@ class RMTrainer(Trainer):
             self.share_prompt = False
         elif cfg.gradient_checkpointing:
             log.info("share_prompt off: gradient checkpointing keeps no key-value cache while training")
+            self.share_prompt = False
+        elif is_fsdp(accelerator) or zero_stage(accelerator) == 3:
+            # two forwards (prompts, then completions) into one backward: the engine frees each layer's gathered
+            # weights after the first of its backward passes, and the prompt's graph still needs them
+            log.info("share_prompt off: %s re-shards each layer's weights after its backward", describe(accelerator))
             self.share_prompt = False
 
     # ------------------------------------------------------------------ one batch
