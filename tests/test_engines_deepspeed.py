@@ -77,12 +77,17 @@ def test_zero3_reward_model_trains_sharded_and_saves_whole(tiny_model, tmp_path)
         good = d["completion"]
         rows.append({"prompt": d["prompt"], "completions": [good, "No idea.", good.upper()], "ranks": [1, 3, 2]})
     data = write_jsonl(tmp_path / "rankings.jsonl", rows)
-    outs = {}
-    for engine in ("ddp", "zero3"):
+    outs, logs = {}, {}
+    for engine in ("ddp", "zero2", "zero3"):
         outs[engine] = tmp_path / engine
         args = ["rm", "--model", str(tiny_model), "--data", str(data), "--out", str(outs[engine]), "--epochs", "1"]
-        ok(torchrun([*args, "--batch-size", "4", "--max-length", "64", "--no-progress", "--engine", engine]))
-    assert column(outs["zero3"], "rm/loss") == pytest.approx(column(outs["ddp"], "rm/loss"), rel=1e-4, abs=1e-5)
+        r = ok(torchrun([*args, "--batch-size", "4", "--max-length", "64", "--no-progress", "--engine", engine]))
+        logs[engine] = r.stderr
+    # each prompt forwarded once per ranking under DDP and ZeRO-2; ZeRO-3 re-shards weights and keeps the plain forward
+    assert "share_prompt: each prompt forwarded once" in logs["ddp"] and "share_prompt: each" in logs["zero2"]
+    assert "share_prompt off: DeepSpeed ZeRO-3 re-shards" in logs["zero3"]
+    for engine in ("zero2", "zero3"):
+        assert column(outs[engine], "rm/loss") == pytest.approx(column(outs["ddp"], "rm/loss"), rel=1e-4, abs=1e-5)
     assert about_half(json.loads((outs["zero3"] / "dist_sync.json").read_text())["parameters_held"])
     RewardModel.from_pretrained(outs["zero3"])
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import shutil
@@ -386,3 +387,21 @@ def save_pretrained_atomic(
         os.replace(f, out / f.name)
     tmp.rmdir()
     return out
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward's name for a key-value cache: ``cache`` (transformers 5.24 and later), else the older
+    ``past_key_values``; looked up on the model inside any wrapper (DDP, FSDP, DeepSpeed, peft)."""
+    inner = model
+    for _ in range(4):
+        if hasattr(inner, "get_base_model"):  # peft
+            inner = inner.get_base_model()
+        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP, DeepSpeed engine
+            inner = inner.module
+        else:
+            break
+    try:
+        names = inspect.signature(type(inner).forward).parameters
+    except (TypeError, ValueError):
+        names = {}
+    return "cache" if "cache" in names else "past_key_values"

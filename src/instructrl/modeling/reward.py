@@ -29,7 +29,6 @@ uncertainty-weighted).
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from instructrl.data.template import encode_pair_text
 from instructrl.data.tokenize import left_pad
 from instructrl.errors import ModelLoadError
 from instructrl.modeling.loading import (
+    cache_argument,
     check_model_source,
     disable_dropout,
     fuse_activations,
@@ -161,24 +161,6 @@ def shared_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _cache_argument(model: torch.nn.Module) -> str:
-    """The forward's name for a key-value cache: ``cache`` (transformers 5.24 and later), else the older
-    ``past_key_values``; looked up on the model inside any wrapper (DDP, FSDP, DeepSpeed, peft)."""
-    inner = model
-    for _ in range(4):
-        if hasattr(inner, "get_base_model"):  # peft
-            inner = inner.get_base_model()
-        elif isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP, DeepSpeed engine
-            inner = inner.module
-        else:
-            break
-    try:
-        names = inspect.signature(type(inner).forward).parameters
-    except (TypeError, ValueError):
-        names = {}
-    return "cache" if "cache" in names else "past_key_values"
-
-
 def prompt_shared_rewards(
     model: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device: torch.device | str
 ) -> torch.Tensor | None:
@@ -217,7 +199,7 @@ def prompt_shared_rewards(
         attention_mask=torch.cat([p_mask[owner], s_mask], dim=-1),  # (N, Tp + Ts)
         position_ids=positions,
         use_cache=True,
-        **{_cache_argument(model): cache},
+        **{cache_argument(model): cache},
     )
     return out.logits[:, 0].float()  # read at each row's last non-PAD token: the end of its own remainder
 

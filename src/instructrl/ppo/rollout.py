@@ -18,7 +18,6 @@ KV-cached sampling loop that works with any Hugging Face causal LM.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, StaticCache
 
 from instructrl.losses import entropy_from_logits, logprobs_from_logits
+from instructrl.modeling.loading import cache_argument
 
 log = logging.getLogger("instructrl.ppo")
 
@@ -127,13 +127,6 @@ def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _cache_kwarg(model) -> str:
-    """The name under which this transformers model takes its KV cache ('cache' from transformers 5.x)."""
-    base = _base_model(model)
-    params = inspect.signature(type(base).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def every_row_done(done: torch.Tensor) -> bool:
     return bool(done.all())
 
@@ -158,7 +151,7 @@ def sample_responses(
     ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response."""
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_argument(model)
     cache = DynamicCache(config=_base_model(model).config)
     attn = prompt_mask.long()  # (B, P)
     pos = position_ids_from_mask(attn)  # (B, P)
@@ -252,7 +245,7 @@ def sample_responses_static(
     impl = getattr(base.config, "_attn_implementation", None) or "eager"
     B, P = prompt_ids.shape
     L, dev = P + max_new_tokens, prompt_ids.device
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_argument(model)
     cache = StaticCache(config=base.config, max_cache_len=L)
 
     # prefill: each prompt token sees the real prompt tokens up to itself (and itself, so no row of the
