@@ -44,9 +44,11 @@ def torchrun(args: list[str], port: int, nodes: int = 1, node_rank: int = 0) -> 
     return [*launch, "--master_port", str(port), "-m", "instructrl", *args]
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str]) -> str:
+    """Run ``cmd`` on the CPU; its stderr (the log), after asserting that it succeeded."""
     r = subprocess.run(cmd, env={**cli_env(), **CPU_ONLY}, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r.stderr
 
 
 def sft_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
@@ -146,16 +148,7 @@ def test_fsdp2_reward_model_trains_sharded_and_saves_whole(tiny_model, tmp_path)
                 "--max-length", "64", "--epochs", "1", "--no-progress", *extra]  # fmt: skip
 
     def launch(folder: Path, *extra: str) -> str:
-        r = subprocess.run(
-            torchrun(args(folder, *extra), port()),
-            env={**cli_env(), **CPU_ONLY},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=ROOT,
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stderr
+        return run(torchrun(args(folder, *extra), port()))
 
     # FSDP2 frees each layer's gathered weights after its backward: the prompt is not shared there
     assert "share_prompt off: FSDP2 re-shards" in launch(out, "--engine", "fsdp2")

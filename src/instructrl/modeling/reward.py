@@ -42,7 +42,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from instructrl.data.formats import Prompt
 from instructrl.data.template import encode_pair_text
-from instructrl.data.tokenize import left_pad
+from instructrl.data.tokenize import left_pad, right_pad
 from instructrl.errors import ModelLoadError
 from instructrl.modeling.loading import (
     cache_argument,
@@ -184,16 +184,10 @@ def prompt_shared_rewards(
     if cache is None or not hasattr(cache, "reorder_cache"):
         return None
     cache.reorder_cache(owner)  # (P, ...) -> (N, ...), an index_select that gradients flow back through
-    rest = [s[n:] for seqs, n in zip(groups, cuts) for s in seqs]
-    width = max(len(r) for r in rest)
-    s_ids = torch.full((len(rest), width), pad_id, dtype=torch.long)  # (N, Ts), right-padded
-    s_mask = torch.zeros((len(rest), width), dtype=torch.long)
-    for i, r in enumerate(rest):
-        s_ids[i, : len(r)] = torch.tensor(r)
-        s_mask[i, : len(r)] = 1
+    s_ids, s_mask = right_pad([s[n:] for seqs, n in zip(groups, cuts) for s in seqs], pad_id)  # (N, Ts)
     s_ids, s_mask = s_ids.to(device), s_mask.to(device)
     start = p_mask.sum(-1)[owner]  # (N,): each prompt's true length
-    positions = start[:, None] + torch.arange(width, device=device)[None, :]  # (N, Ts)
+    positions = start[:, None] + torch.arange(s_ids.shape[1], device=device)[None, :]  # (N, Ts)
     out = model(
         input_ids=s_ids,
         attention_mask=torch.cat([p_mask[owner], s_mask], dim=-1),  # (N, Tp + Ts)

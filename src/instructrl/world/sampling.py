@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from instructrl.data.tokenize import right_pad
 from instructrl.world.tokenizer import format_prompt
 
 
@@ -100,12 +101,7 @@ def continuation_logprobs(
             c = c[-(limit - len(x)) :]  # keep the end of an over-long context
             seqs.append(c + x)
             spans.append((len(c), len(c) + len(x)))
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # right padding: positions stay 0..len-1
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+        ids, mask = right_pad(seqs, tokenizer.pad_token_id)  # right padding: positions stay 0..len-1
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
         logp = torch.log_softmax(logits.float(), dim=-1)
         for i, (a, b) in enumerate(spans):
