@@ -90,3 +90,38 @@ def test_non_world_prompts_need_an_explicit_judge(tiny_model, tmp_path):
     assert r.returncode == 2 and "choose a judge with --judge rm:PATH" in r.stderr
     r = bad_column
     assert r.returncode == 2 and "bad.jsonl:1: expected a 'prompt' column; columns found: question" in r.stderr
+
+
+def test_few_shot_prompts_keep_the_last_demonstrations_that_fit_the_context(tiny_model, tmp_path):
+    """A few-shot prefix longer than the model's context (256 positions) drops its first demonstrations instead of
+    indexing past the position embeddings; a prompt that alone leaves no room for the response is refused."""
+    from instructrl.evaluate.runner import Policy
+
+    long_demo = {"prompt": "Describe Zor1.", "completion": " ".join(["The flag of Zor1 is red."] * 60)}
+    shots = [long_demo, *fact_demos(2)]
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(4, seed=3)])
+    cfg = EvalConfig(
+        models=[f"few={tiny_model}+fewshot"],
+        baseline=f"b={tiny_model}",
+        prompts=str(prompts),
+        output_dir=str(tmp_path / "ev"),
+        few_shot_data=str(write_jsonl(tmp_path / "shots.jsonl", shots)),
+        max_new_tokens=8,
+        progress=False,
+    )
+    policy = Policy(parse_model_spec(cfg.models[0]), cfg, shots)
+    fitted = policy.fit("What color is the flag of Zor7?")
+    assert [m["content"] for m in fitted] == [
+        shots[1]["prompt"],
+        shots[1]["completion"],
+        shots[2]["prompt"],
+        shots[2]["completion"],
+        "What color is the flag of Zor7?",
+    ]
+    short_cfg = EvalConfig(**{**cfg.__dict__, "models": [f"plain={tiny_model}"]})
+    plain = Policy(parse_model_spec(short_cfg.models[0]), short_cfg, shots)
+    assert plain.fit("Q?") == "Q?"  # no few-shot prefix: the prompt as given
+    with pytest.raises(ConfigError, match=r"exceeds plain's context of 256 tokens: shorten it or lower"):
+        plain.fit(long_demo["completion"])
+    res = run_eval(cfg, judge=LongerWins())  # before: IndexError in the position embedding
+    assert res["models"]["few"]["win_rate"]["n"] == 4

@@ -89,7 +89,12 @@ class EvalConfig(BaseConfig):
     few_shot_data: str | None = help_field(
         None, "Demonstrations for '+fewshot' models (default: the world's sft.jsonl)."
     )
-    few_shot_k: int = help_field(3, "Demonstrations in a few-shot prompt.", minimum=0)
+    few_shot_k: int = help_field(
+        3,
+        "Demonstrations in a few-shot prompt: the first K of --few-shot-data (for a prompt where they would not leave "
+        "room for --max-new-tokens in the model's context, the last ones that do).",
+        minimum=0,
+    )
 
     def validate(self) -> None:
         super().validate()

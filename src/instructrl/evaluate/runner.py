@@ -31,6 +31,7 @@ import torch
 
 from instructrl.data.formats import Prompt, parse_prompt_value
 from instructrl.data.io import read_records, write_jsonl
+from instructrl.data.template import encode_prompt
 from instructrl.errors import ConfigError, InstructRLError
 from instructrl.evaluate import lm_harness, world_eval
 from instructrl.evaluate.config import EvalConfig
@@ -43,7 +44,7 @@ from instructrl.modeling.loading import load_causal_lm, load_tokenizer
 from instructrl.modeling.reward import load_frozen_reward
 from instructrl.training.precision import autocast, autocast_dtype, resolve
 from instructrl.training.tracking import log_summary
-from instructrl.training.validation import check_finished
+from instructrl.training.validation import check_finished, context_length
 
 log = logging.getLogger("instructrl.eval")
 
@@ -130,9 +131,27 @@ class Policy:
         if spec.reward_model:  # the best-of-n arm's judge, on the policy's device
             self.reward_model = load_frozen_reward(spec.reward_model).to(next(self.model.parameters()).device)
 
+    def fit(self, prompt: Prompt) -> Prompt:
+        """``prompt`` as this policy reads it: after as many of the few-shot demonstrations as leave room for
+        ``max_new_tokens`` in the model's context (the last ones kept), or refused in one line when the prompt
+        alone does not leave that room."""
+        shots = self.shots if self.spec.few_shot else []
+        context = context_length(self.model)
+        for k in range(len(shots), -1, -1):
+            full = few_shot_prompt(prompt, shots[len(shots) - k :]) if shots else prompt
+            if context is None:
+                return full
+            n = len(encode_prompt(self.tokenizer, full))
+            if n + self.cfg.max_new_tokens <= context:
+                return full
+        text = prompt if isinstance(prompt, str) else prompt[-1].get("content", "")
+        raise ConfigError(
+            f"prompt {text[:60]!r}... is {n} tokens; with --max-new-tokens {self.cfg.max_new_tokens} it exceeds "
+            f"{self.spec.name}'s context of {context} tokens: shorten it or lower --max-new-tokens"
+        )
+
     def answer(self, prompts: list[Prompt], temperature: float | None = None) -> list[str]:
-        if self.spec.few_shot:
-            prompts = [few_shot_prompt(p, self.shots) for p in prompts]
+        prompts = [self.fit(p) for p in prompts]
         if self.reward_model is not None:
             return self.best_of_n(prompts, temperature)
         gens = generate(
