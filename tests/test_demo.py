@@ -24,8 +24,11 @@ from instructrl.experiments.pipeline import MICRO, Recipe, build_world, run_rank
 
 def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
-    r = run_cli(["demo", "--out", str(out), "--micro"], timeout=900)
+    r = run_cli(["demo", "--out", str(out), "--micro", "--seed", "1"], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    # --seed is the training seed: the world stays world 0, the one the shipped base models were pretrained on
+    assert json.loads((out / "recipe.json").read_text())["world_seed"] == 0
+    assert json.loads((out / "world" / "world.json").read_text())["seed"] == 0
     for stage in ("world", "sft", "sft_rm", "rankings", "rm", "ppo_ptx", "eval"):
         assert (out / stage / ".done").exists(), stage
     # the default recipe: the RM (and the value model) from an SFT of the larger base model, on prompts of a larger
@@ -45,6 +48,7 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     rankings = [json.loads(x) for x in (out / "rankings" / "rankings.jsonl").read_text().splitlines()]
     assert all(len(x["completions"]) == len(x["ranks"]) == 4 for x in rankings)
     assert all(x["ranks"] == x["reference_ranks"] and x["labeler"] == "reference" for x in rankings)
+    assert {x["task"]["world"] for x in rankings} == {0}  # the larger build is of the run's world too
     held = [json.loads(x) for x in (out / "rankings" / "rankings_eval.jsonl").read_text().splitlines()]
     assert {x["labeler_group"] for x in held} == {"training", "heldout"}
     evals = {json.loads(x)["prompt"] for x in (out / "world" / "eval_prompts.jsonl").read_text().splitlines()}
@@ -55,7 +59,7 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
     assert "ranked by the world's noiseless judge" in _text(html) and "SFT of the small base model" in html
     # a second run finds every stage cached and only rewrites the report
-    r = run_cli(["demo", "--out", str(out), "--micro"], timeout=300)
+    r = run_cli(["demo", "--out", str(out), "--micro", "--seed", "1"], timeout=300)
     assert r.returncode == 0 and r.stdout.count("cached") == 7
 
 

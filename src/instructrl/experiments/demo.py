@@ -60,7 +60,19 @@ EXPECTED = {"world": 2, "sft": 65, "sft_rm": 90, "rankings": 540, "rm": 1700, "p
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="Output directory (every stage's outputs and report.html).")
-    parser.add_argument("--seed", type=int, default=0, help="World and training seed.")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
+    )
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
+        "were pretrained on; another seed is a world whose facts they never read).",
+    )
     parser.add_argument("--size", default="tiny", help="Base model size (tiny, small, medium) or a model directory.")
     parser.add_argument("--ppo-episodes", type=int, default=None, help="PPO episodes (default: the recipe's).")
     parser.add_argument(
@@ -91,10 +103,10 @@ def main(args) -> int:
     if args.ppo_episodes:
         recipe = recipe.with_overrides({"ppo": {"total_episodes": args.ppo_episodes}})
     base = resolve_model(args.size)
-    claim_folder(out, {"seed": args.seed, "size": args.size, **recipe_summary(recipe)})
+    claim_folder(out, {"seed": args.seed, "world_seed": args.world_seed, "size": args.size, **recipe_summary(recipe)})
     expected = {} if args.micro else EXPECTED if recipe.rm_size else EXPECTED_QUICK
     stages = Stages(out, expected, printer=lambda m: print(f"[demo] {m}", flush=True))
-    world = stages.run("world", lambda o: build_world(o, args.seed, recipe))
+    world = stages.run("world", lambda o: build_world(o, args.world_seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
     rm_base = resolve_model(recipe.rm_size) if recipe.rm_size else base
     sft_rm = sft  # the same base: the policy's SFT is the RM's start

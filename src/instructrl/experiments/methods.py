@@ -184,15 +184,21 @@ def curves_stage(
 
 
 def run_methods(
-    out_dir: str | Path, seed: int = 0, recipe: Recipe | None = None, size: str = "tiny", printer=None
+    out_dir: str | Path,
+    seed: int = 0,
+    recipe: Recipe | None = None,
+    size: str = "tiny",
+    printer=None,
+    world_seed: int = 0,
 ) -> dict:
-    """Run (or continue) every stage, then write ``results.json``, ``summary.md`` and ``report.html``."""
+    """Run (or continue) every stage, then write ``results.json``, ``summary.md`` and ``report.html``: in world
+    ``world_seed``, with training seed ``seed``."""
     out = Path(out_dir)
     recipe = recipe or Recipe()
     base = resolve_model(size)
     printer = printer or (lambda m: print(f"[methods] {m}", flush=True))
     stages = Stages(out, EXPECTED, printer=printer)
-    world = stages.run("world", lambda o: build_world(o, seed, recipe))
+    world = stages.run("world", lambda o: build_world(o, world_seed, recipe))
     sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, seed))
     ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, seed))
     rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft), ranks, world, recipe, seed))

@@ -217,8 +217,15 @@ class Stages:
         return out
 
 
-def build_world(out: Path, seed: int, recipe: Recipe) -> None:
-    build(out, seed=seed, scale=recipe.scale, eval_prompts=recipe.world_eval_prompts)
+def build_world(out: Path, world_seed: int, recipe: Recipe) -> None:
+    """The world ``world_seed`` (its knowledge base, labelers and prompts) at the recipe's scale. World 0 is the
+    one the shipped base models were pretrained on; another seed is a world whose facts they never read."""
+    build(out, seed=world_seed, scale=recipe.scale, eval_prompts=recipe.world_eval_prompts)
+
+
+def world_seed_of(world: Path) -> int:
+    """The seed a built world folder was made from (its ``world.json``)."""
+    return int(json.loads((world / "world.json").read_text())["seed"])
 
 
 def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, data: str | None = None) -> None:
@@ -305,8 +312,10 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     With ``rank_scale`` the training prompts come from a larger build of the same world (``out/world``), minus
     every prompt whose text is one of the held-out comparisons' or one the evaluation scores (win rates,
     truthfulness, toxicity); the held-out comparisons are then the first ``rank_eval_prompts`` of the world's
-    own RM prompts."""
-    pool = make_pool(int(seed))
+    own RM prompts. The labelers and the larger build are the world folder's own (its seed); ``seed`` draws the
+    samples, the K of each prompt and which labeler ranks it."""
+    world_seed = world_seed_of(world)
+    pool = make_pool(world_seed)
     prompts = [r.data for r in read_records(world / "rm_prompts.jsonl", what="prompt data")]
     if recipe.rank_scale is None:
         train = prompts[: recipe.rank_prompts]
@@ -314,7 +323,7 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     else:
         held = prompts[: recipe.rank_eval_prompts]
         big = out / "world"
-        build(big, seed=seed, scale=recipe.rank_scale, pretrain_docs=1000)
+        build(big, seed=world_seed, scale=recipe.rank_scale, pretrain_docs=1000)
         # every prompt an evaluation scores, so the RM never learns on them: the win-rate prompts, the
         # TruthfulQA analogue's questions and the toxicity prompts (the world's templates repeat across builds)
         scored = [

@@ -120,7 +120,19 @@ def configure(parser) -> None:
         + "; methods: PPO, PPO-ptx, GRPO, RLOO, DPO, best-of-n and expert iteration from one SFT model, judged "
         "against it (instructrl.experiments.methods; about 17 minutes on a quiet 2-core CPU)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="World and training seed.")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
+    )
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
+        "were pretrained on; another seed is a world whose facts they never read).",
+    )
     parser.add_argument("--sizes", default=None, help="Comma-separated base sizes (default: the preset's).")
 
 
@@ -128,12 +140,12 @@ def main(args) -> int:
     if args.preset == "methods":
         if args.sizes and "," in args.sizes:
             raise ConfigError("--preset methods compares methods at one size: give one --sizes value")
-        results = run_methods(args.out, seed=args.seed, size=(args.sizes or "tiny").strip())
+        results = run_methods(args.out, seed=args.seed, world_seed=args.world_seed, size=(args.sizes or "tiny").strip())
         print(f"[reproduce] done in {results['seconds']:.0f}s of stages; report: {Path(args.out) / 'report.html'}")
         return 0
     preset = PRESETS[args.preset]
     sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip()) if args.sizes else preset.sizes
-    results = reproduce(args.out, preset, sizes=sizes, seed=args.seed)
+    results = reproduce(args.out, preset, sizes=sizes, seed=args.seed, world_seed=args.world_seed)
     print(f"[reproduce] {reproduce_headline(results)}")
     print(f"[reproduce] done in {results['seconds']:.0f}s of stages; report: {Path(args.out) / 'report.html'}")
     return 0
@@ -149,9 +161,15 @@ def expected_seconds(preset: Preset, sizes: tuple[str, ...]) -> dict[str, float]
 
 
 def reproduce(
-    out_dir: str | Path, preset: Preset, sizes: tuple[str, ...] | None = None, seed: int = 0, printer=None
+    out_dir: str | Path,
+    preset: Preset,
+    sizes: tuple[str, ...] | None = None,
+    seed: int = 0,
+    printer=None,
+    world_seed: int = 0,
 ) -> dict:
-    """Run (or continue) every stage, then write ``results.json`` and ``report.html``."""
+    """Run (or continue) every stage, then write ``results.json`` and ``report.html``: in world ``world_seed``,
+    with training seed ``seed``."""
     sizes = tuple(sizes or preset.sizes)
     unknown = [s for s in (*sizes, preset.rm_size) if s not in SIZES]
     if unknown or not sizes:
@@ -163,7 +181,7 @@ def reproduce(
     recipe = Recipe.from_dict(preset.recipe)
     printer = printer or (lambda m: print(f"[reproduce] {m}", flush=True))
     stages = Stages(out, expected_seconds(preset, sizes), printer=printer)
-    world = stages.run("world", lambda o: build_world(o, seed, recipe))
+    world = stages.run("world", lambda o: build_world(o, world_seed, recipe))
     sft, flan, ppo, ptx = {}, {}, {}, {}
     for s in sizes:
         sft[s] = stages.run(f"sft-{s}", lambda o, s=s: run_sft_stage(o, bases[s], world, recipe, seed))
