@@ -39,6 +39,7 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     assert value_cfg["n_embd"] == cfg["rm"]["n_embd"]
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results["models"]) == {"GPT", "GPT prompted", "SFT", "PPO-ptx"}
+    assert set(results["head_to_head"]) == {"GPT prompted vs GPT"}
     sft = results["models"]["SFT"]
     assert sft["win_rate"]["mean"] == 0.5 or 0 <= sft["win_rate"]["mean"] <= 1
     for name, m in results["models"].items():
@@ -54,6 +55,7 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     evals = {json.loads(x)["prompt"] for x in (out / "world" / "eval_prompts.jsonl").read_text().splitlines()}
     assert len(rankings) == 16 and not {x["prompt"] for x in rankings} & ({x["prompt"] for x in held} | evals)
     html = (out / "report.html").read_text()
+    assert "GPT prompted preferred over GPT, compared directly" in html
     assert "Win rate against SFT" in html and "data:image/png;base64," in html and "What the demo shows" in html
     assert "class='headline'" in html and "PPO-ptx was preferred over SFT in " in r.stdout
     assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
@@ -270,3 +272,19 @@ def test_demo_checks_hallucination_and_truthfulness_against_sft(ppo, holds):
     assert checks["PPO-ptx beats its SFT initialization in at least 55% of comparisons"] is True
     assert checks["closed-domain hallucination: PPO-ptx no worse than SFT beyond one standard error"] is holds[0]
     assert checks["truthful and informative (QA): PPO-ptx no worse than SFT beyond one standard error"] is holds[1]
+
+
+@pytest.mark.parametrize(("direct", "holds"), [(0.552, True), (0.5, False), (None, None)])
+def test_demo_checks_gpt_prompted_against_gpt_directly(direct, holds):
+    """Both lose to SFT (0.31 and 0.32 here, within their SEs): the direct comparison is the check that decides."""
+    models = {
+        n: {"win_rate": _est(w)} for n, w in (("PPO-ptx", 0.6), ("SFT", 0.5), ("GPT prompted", 0.31), ("GPT", 0.32))
+    }
+    head = None if direct is None else {"GPT prompted vs GPT": _est(direct, 0.024, 400)}
+    checks = {name: (ok, detail) for name, ok, detail in demo_checks(models, head)}
+    assert checks["PPO-ptx > SFT > GPT prompted > GPT (win rate vs SFT)"][0] is False
+    if holds is None:  # an evaluation without the direct comparison: no such line
+        assert "GPT prompted preferred over GPT, compared directly" not in checks
+    else:
+        ok, detail = checks["GPT prompted preferred over GPT, compared directly"]
+        assert ok is holds and detail.endswith("of 400 comparisons")

@@ -125,3 +125,32 @@ def test_few_shot_prompts_keep_the_last_demonstrations_that_fit_the_context(tiny
         plain.fit(long_demo["completion"])
     res = run_eval(cfg, judge=LongerWins())  # before: IndexError in the position embedding
     assert res["models"]["few"]["win_rate"]["n"] == 4
+
+
+def test_head_to_head_compares_two_evaluated_policies_directly(tiny_model, tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": d["prompt"]} for d in fact_demos(5)])
+    common = dict(prompts=str(prompts), temperature=0, progress=False)
+    cfg = EvalConfig(
+        models=[f"a={tiny_model}", f"short={tiny_model}"],
+        baseline=f"b={tiny_model}",
+        head_to_head=["a:short", "a:b"],
+        output_dir=str(tmp_path / "ev"),
+        max_new_tokens=6,
+        **common,
+    )
+    res = run_eval(cfg, judge=LongerWins())
+    # greedy decoding of one model: every response equal, every direct comparison a tie
+    assert res["head_to_head"] == {
+        "a vs short": {"mean": 0.5, "se": 0.0, "n": 5},
+        "a vs b": {"mean": 0.5, "se": 0.0, "n": 5},
+    }
+    assert "| a vs short | 0.500" in (tmp_path / "ev" / "summary.md").read_text()
+    with pytest.raises(ConfigError, match=r"--head-to-head 'a:nobody': no policy named 'nobody'; evaluated: a, b"):
+        run_eval(
+            EvalConfig(models=[f"a={tiny_model}"], baseline=f"b={tiny_model}", head_to_head=["a:nobody"], **common)
+        )
+    for pair, message in (("a", "expected two policy names as A:B"), ("a:b:c", "expected two policy names")):
+        with pytest.raises(ConfigError, match=message):
+            EvalConfig(models=[f"a={tiny_model}"], head_to_head=[pair], **common).validate()
+    with pytest.raises(ConfigError, match="keep 'winrate' in --suites"):
+        EvalConfig(models=[f"a={tiny_model}"], head_to_head=["a:a"], suites=["likert"], **common).validate()

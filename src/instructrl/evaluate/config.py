@@ -23,6 +23,11 @@ class EvalConfig(BaseConfig):
     baseline: str | None = help_field(
         None, "Baseline policy the win rates are against (PATH or NAME=PATH). InstructGPT Fig. 1: the 175B SFT model."
     )
+    head_to_head: list[str] = help_field(
+        [],
+        "Pairs of evaluated policies to compare directly, each 'A:B' by their names (A's win rate against B, from "
+        "the responses already drawn, by the win rates' judge), e.g. 'GPT prompted:GPT'.",
+    )
     prompts: str | None = help_field(
         None, 'Held-out prompts ({"prompt"} records; miniature-world records carry a task).'
     )
@@ -103,6 +108,13 @@ class EvalConfig(BaseConfig):
         unknown = [s for s in self.suites if s not in SUITES]
         if unknown:
             raise ConfigError(f"unknown suites {unknown}; choose from {list(SUITES)}")
+        for pair in self.head_to_head:
+            if len(pair.split(":")) != 2 or not all(x.strip() for x in pair.split(":")):
+                raise ConfigError(f"--head-to-head '{pair}': expected two policy names as A:B")
+        if self.head_to_head and "winrate" not in self.suites:
+            raise ConfigError("--head-to-head compares with the win rates' judge: keep 'winrate' in --suites")
+        if self.head_to_head and self.judge.startswith("humans:"):
+            raise ConfigError("--head-to-head is not available with --judge humans: queue each pair as its own run")
         for flag, spec in [("--models", m) for m in self.models] + [("--baseline", self.baseline)]:
             # a bare word is neither a folder nor a Hub id (owner/name): refuse it now, not after a Hub lookup
             path = (spec or "").removesuffix("+fewshot")

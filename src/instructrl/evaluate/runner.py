@@ -216,7 +216,8 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
     prompts = read_prompt_records(cfg.prompts, cfg.num_prompts)
     world = all(world_eval.is_world_record(r) for r in prompts)
     seed = world_eval.world_seed(prompts) if world else cfg.seed
-    if judge is None and "winrate" in cfg.suites and cfg.baseline:
+    pairs = head_to_head_pairs(cfg, [parse_model_spec(m) for m in cfg.models])  # names checked before any loading
+    if judge is None and "winrate" in cfg.suites and (cfg.baseline or cfg.head_to_head):
         spec = cfg.judge
         if spec == "auto":
             if not world:
@@ -314,6 +315,13 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
             }
         results["models"][spec.name] = res
         del policy
+    if pairs:
+        drawn = {spec.name: [r["response"] for r in responses_rows if r["model"] == spec.name] for spec in specs}
+        if baseline_responses is not None:
+            drawn.setdefault(results["baseline"], baseline_responses)
+        results["head_to_head"] = {
+            f"{a} vs {b}": win_rate(judge.compare(prompts, drawn[a], drawn[b])).as_dict() for a, b in pairs
+        }
     results["seconds"] = round(time.time() - t0, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_jsonl(out / "responses.jsonl", responses_rows)
@@ -366,6 +374,19 @@ def _fmt(d: dict | None) -> str:
     return f"{d['mean']:.3f} ± {d['se']:.3f}" if d.get("se") == d.get("se") else f"{d['mean']:.3f}"
 
 
+def head_to_head_pairs(cfg: EvalConfig, specs: list[ModelSpec]) -> list[tuple[str, str]]:
+    """``--head-to-head`` as (A, B) name pairs, each name one of the evaluated policies (or the baseline)."""
+    names = [s.name for s in specs] + ([parse_model_spec(cfg.baseline).name] if cfg.baseline else [])
+    pairs = []
+    for pair in cfg.head_to_head:
+        a, b = (x.strip() for x in pair.split(":"))
+        for name in (a, b):
+            if name not in names:
+                raise ConfigError(f"--head-to-head '{pair}': no policy named '{name}'; evaluated: {', '.join(names)}")
+        pairs.append((a, b))
+    return pairs
+
+
 def summary_markdown(results: dict) -> str:
     lines = [f"# Evaluation ({results['prompts']} prompts; judge: {results.get('judge')})", ""]
     cols = [
@@ -392,5 +413,8 @@ def summary_markdown(results: dict) -> str:
             extra.append("toxic " + ", ".join(f"{k} {v['mean']:.2f}" for k, v in r["toxicity"].items()))
         if extra:
             lines += ["", f"**{name}**: " + "; ".join(extra)]
+    if results.get("head_to_head"):
+        lines += ["", "| head to head | win rate |", "|---|---|"]
+        lines += [f"| {pair} | {_fmt(w)} |" for pair, w in results["head_to_head"].items()]
     lines += _benchmark_table(results)
     return "\n".join(lines) + "\n"

@@ -413,11 +413,19 @@ def run_ppo_stage(
 
 
 def run_eval_stage(
-    out: Path, models: list[str], baseline: str, world: Path, recipe: Recipe, seed: int, suites: list[str] | None = None
+    out: Path,
+    models: list[str],
+    baseline: str,
+    world: Path,
+    recipe: Recipe,
+    seed: int,
+    suites: list[str] | None = None,
+    head_to_head: Sequence[str] = (),
 ) -> dict:
     cfg = EvalConfig(
         models=models,
         baseline=baseline,
+        head_to_head=list(head_to_head),
         world_dir=str(world),
         output_dir=str(out),
         seed=seed,
