@@ -274,9 +274,9 @@ def test_demo_checks_hallucination_and_truthfulness_against_sft(ppo, holds):
     assert checks["truthful and informative (QA): PPO-ptx no worse than SFT beyond one standard error"] is holds[1]
 
 
-@pytest.mark.parametrize(("direct", "holds"), [(0.552, True), (0.5, False), (None, None)])
+@pytest.mark.parametrize(("direct", "holds"), [(0.552, True), (0.52, False), (None, None)])
 def test_demo_checks_gpt_prompted_against_gpt_directly(direct, holds):
-    """Both lose to SFT (0.31 and 0.32 here, within their SEs): the direct comparison is the check that decides."""
+    """Both lose to SFT (0.31 and 0.32 here, within their SEs); the direct comparison holds only beyond one SE."""
     models = {
         n: {"win_rate": _est(w)} for n, w in (("PPO-ptx", 0.6), ("SFT", 0.5), ("GPT prompted", 0.31), ("GPT", 0.32))
     }
@@ -284,7 +284,7 @@ def test_demo_checks_gpt_prompted_against_gpt_directly(direct, holds):
     checks = {name: (ok, detail) for name, ok, detail in demo_checks(models, head)}
     assert checks["PPO-ptx > SFT > GPT prompted > GPT (win rate vs SFT)"][0] is False
     if holds is None:  # an evaluation without the direct comparison: no such line
-        assert "GPT prompted preferred over GPT, compared directly" not in checks
+        assert not any("compared directly" in name for name in checks)
     else:
-        ok, detail = checks["GPT prompted preferred over GPT, compared directly"]
+        ok, detail = checks["GPT prompted preferred over GPT, compared directly (above 50% by more than one SE)"]
         assert ok is holds and detail.endswith("of 400 comparisons")

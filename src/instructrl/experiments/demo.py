@@ -358,8 +358,8 @@ def demo_checks(models: dict, head_to_head: dict | None = None) -> list[tuple[st
         if direct:
             out.append(
                 (
-                    "GPT prompted preferred over GPT, compared directly",
-                    direct["mean"] > 0.5,
+                    "GPT prompted preferred over GPT, compared directly (above 50% by more than one SE)",
+                    direct["mean"] - direct.get("se", 0.0) > 0.5,
                     f"GPT prompted {R.pct_est(direct)} of {direct.get('n', '?')} comparisons",
                 )
             )
