@@ -57,7 +57,11 @@ def _results(paper_pattern: bool) -> dict:
             )
         else:
             arms["PPO-ptx"]["hallucination_closed_domain"] = {"mean": 0.3, "se": 0.0}
-        sizes[size] = {"parameters": params, "arms": arms}
+        direct = (0.56, 0.54) if paper_pattern else (0.44, 0.5)  # PPO-ptx vs PPO, GPT prompted vs GPT
+        head = {
+            k: {"mean": v, "se": 0.024, "n": 400} for k, v in zip(("PPO-ptx vs PPO", "GPT prompted vs GPT"), direct)
+        }
+        sizes[size] = {"parameters": params, "arms": arms, "head_to_head": head}
 
     def acc(v):
         return {
@@ -94,7 +98,15 @@ def test_alignment_tax_counts_only_drops_relative_to_gpt():
 def test_pattern_checks_hold_on_the_papers_pattern_and_fail_otherwise():
     good = {c: h for c, h, _ in pattern_checks(_results(True))}
     bad = {c: h for c, h, _ in pattern_checks(_results(False))}
-    assert set(good) == set(bad) and len(good) == 9
+    assert set(good) == set(bad) and len(good) == 11
+    # the direct comparisons: PPO-ptx may sit within one SE below PPO, GPT prompted must beat GPT by one SE
+    assert not bad["PPO-ptx no worse than PPO at every size, compared directly (not below 50% by more than one SE)"]
+    assert not bad["GPT prompted preferred over GPT at every size, compared directly (above 50% by more than one SE)"]
+    within = _results(True)
+    within["sizes"]["tiny"]["head_to_head"]["PPO-ptx vs PPO"]["mean"] = 0.48
+    assert {c: h for c, h, _ in pattern_checks(within)}[
+        "PPO-ptx no worse than PPO at every size, compared directly (not below 50% by more than one SE)"
+    ]
     assert all(good.values()), good
     ordering = [c for c in bad if "PPO-ptx >= PPO > SFT" in c]
     assert len(ordering) == 2 and not any(bad[c] for c in ordering)
@@ -130,7 +142,7 @@ def test_report_shows_every_section(tmp_path):
     ):
         assert heading in page, heading
     assert assert_every_axis_titled(page) == 6
-    assert "[not met]" not in page and page.count("[holds]") == 9
+    assert "[not met]" not in page and page.count("[holds]") == 11
     # the headline sentence opens the page, before any section
     sentence = (
         "PPO-ptx (medium, 0.02M parameters) was preferred over SFT medium in 65% ± 1% of 200 comparisons by "

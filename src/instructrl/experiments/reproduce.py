@@ -40,6 +40,8 @@ from instructrl.experiments.pipeline import (
 from instructrl.world.base_models import SIZES, base_model_path, count_parameters
 
 ARMS = ("GPT", "GPT prompted", "SFT", "FLAN", "PPO", "PPO-ptx")
+# the claims between neighbours whose win rates against SFT differ by about their SEs, also compared directly
+HEAD_TO_HEAD = ("PPO-ptx:PPO", "GPT prompted:GPT")
 COLORS = {
     "GPT": "#1f77b4",
     "GPT prompted": "#ff7f0e",
@@ -210,7 +212,10 @@ def reproduce(
             f"PPO={ppo[s]}",
             f"PPO-ptx={ptx[s]}",
         ]
-        evals[s] = stages.run(f"eval-{s}", lambda o, m=models: run_eval_stage(o, m, baseline, world, recipe, seed))
+        evals[s] = stages.run(
+            f"eval-{s}",
+            lambda o, m=models: run_eval_stage(o, m, baseline, world, recipe, seed, head_to_head=HEAD_TO_HEAD),
+        )
     categories = {r["prompt"]: r.get("category") for r in R.read_jsonl(world / "eval_prompts.jsonl")}
     largest_eval = _read_json(evals[largest] / "results.json")
     results = {
@@ -219,6 +224,7 @@ def reproduce(
             s: {
                 "parameters": count_parameters(Path(bases[s])),
                 "arms": json.loads((evals[s] / "results.json").read_text())["models"],
+                "head_to_head": json.loads((evals[s] / "results.json").read_text()).get("head_to_head", {}),
             }
             for s in sizes
         },
@@ -291,6 +297,25 @@ def pattern_checks(results: dict) -> list[tuple[str, bool | None, str]]:
                 ", ".join(f"{a} {v:.3f}" for a, v in zip(order, wr)),
             )
         )
+    for pair in HEAD_TO_HEAD:
+        a, b = pair.split(":")
+        direct = {s: results["sizes"][s].get("head_to_head", {}).get(f"{a} vs {b}") for s in sizes}
+        direct = {s: d for s, d in direct.items() if d}
+        if direct:
+            ok = "no worse than" if a == "PPO-ptx" else "preferred over"
+            checks.append(
+                (
+                    f"{a} {ok} {b} at every size, compared directly"
+                    + (
+                        " (not below 50% by more than one SE)" if a == "PPO-ptx" else " (above 50% by more than one SE)"
+                    ),
+                    all(
+                        (d["mean"] + d["se"] >= 0.5) if a == "PPO-ptx" else (d["mean"] - d["se"] > 0.5)
+                        for d in direct.values()
+                    ),
+                    "; ".join(f"{s} {d['mean']:.3f} ± {d['se']:.3f}" for s, d in direct.items()),
+                )
+            )
     small, large = results["sizes"][sizes[0]]["arms"], results["sizes"][sizes[-1]]["arms"]
     a, b = _m(small, "PPO-ptx", "win_rate"), _m(large, "GPT prompted", "win_rate")
     if a is not None and b is not None:
