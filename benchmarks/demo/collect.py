@@ -36,6 +36,7 @@ def summarize(run: Path) -> dict:
         "stage_seconds": stages,
         "rm_eval": json.loads((run / "rm" / "eval_results.json").read_text())["groups"],
         "win_rate_vs_sft": {n: m["win_rate"] for n, m in models.items()},
+        "head_to_head": res.get("head_to_head", {}),
         "likert": {n: m["likert"] for n, m in models.items()},
         "hallucination_closed_domain": {n: m.get("hallucination_closed_domain") for n, m in models.items()},
         "truthful_and_informative_qa": {
@@ -56,11 +57,13 @@ def row(name: str, s: dict) -> str:
     h, t = s["hallucination_closed_domain"], s["truthful_and_informative_qa"]
     total = sum(s["stage_seconds"].values())
     return (
-        f"| **{name}** | {s['recipe'].get('seed', '?')} | {total / 60:.0f} min | "
+        f"| **{name}** | {s['recipe'].get('seed', '?')} / {s['recipe'].get('world_seed', s['recipe'].get('seed', '?'))} | "
+        f"{total / 60:.0f} min | "
         f"{est({'mean': g['training']['accuracy'], 'se': g['training']['accuracy_se']})} / "
         f"{est({'mean': g['heldout_labelers']['accuracy'], 'se': g['heldout_labelers']['accuracy_se']})} "
         f"({g['all']['judge_accuracy']:.3f}) | "
         f"{w['SFT']['mean']:.3f} / {w['GPT prompted']['mean']:.3f} / {w['GPT']['mean']:.3f} | "
+        f"{est(s['head_to_head'].get('GPT prompted vs GPT'))} | "
         f"**{est(w['PPO-ptx'])}** | {est(h['PPO-ptx'])} / {est(h['SFT'])} | {est(t['PPO-ptx'])} / {est(t['SFT'])} |"
     )
 
