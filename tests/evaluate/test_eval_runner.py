@@ -145,6 +145,20 @@ def test_head_to_head_compares_two_evaluated_policies_directly(tiny_model, tmp_p
         "a vs b": {"mean": 0.5, "se": 0.0, "n": 5},
     }
     assert "| a vs short | 0.500" in (tmp_path / "ev" / "summary.md").read_text()
+    # different responses (a few-shot prefix): "A vs B" is A's win rate, as the win rate against a baseline is
+    shots = write_jsonl(tmp_path / "shots.jsonl", fact_demos(2, seed=5))
+    cfg = EvalConfig(
+        models=[f"few={tiny_model}+fewshot"],
+        baseline=f"b={tiny_model}",
+        head_to_head=["few:b", "b:few"],
+        few_shot_data=str(shots),
+        output_dir=str(tmp_path / "ev2"),
+        max_new_tokens=12,
+        **{**common, "temperature": 1.0},
+    )
+    res = run_eval(cfg, judge=LongerWins())
+    assert res["head_to_head"]["few vs b"] == res["models"]["few"]["win_rate"] != {"mean": 0.5, "se": 0.0, "n": 5}
+    assert res["head_to_head"]["b vs few"]["mean"] == pytest.approx(1 - res["models"]["few"]["win_rate"]["mean"])
     with pytest.raises(ConfigError, match=r"--head-to-head 'a:nobody': no policy named 'nobody'; evaluated: a, b"):
         run_eval(
             EvalConfig(models=[f"a={tiny_model}"], baseline=f"b={tiny_model}", head_to_head=["a:nobody"], **common)
