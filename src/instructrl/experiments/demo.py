@@ -32,6 +32,7 @@ from instructrl.experiments.pipeline import (
     MICRO,
     Recipe,
     Stages,
+    add_seed_arguments,
     build_world,
     run_eval_stage,
     run_ppo_stage,
@@ -60,19 +61,7 @@ EXPECTED = {"world": 1, "sft": 39, "sft_rm": 129, "rankings": 783, "rm": 1817, "
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="Output directory (every stage's outputs and report.html).")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
-    )
-    parser.add_argument(
-        "--world-seed",
-        type=int,
-        default=0,
-        help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
-        "were pretrained on; another seed is a world whose facts they never read).",
-    )
+    add_seed_arguments(parser)
     parser.add_argument("--size", default="tiny", help="Base model size (tiny, small, medium) or a model directory.")
     parser.add_argument("--ppo-episodes", type=int, default=None, help="PPO episodes (default: the recipe's).")
     parser.add_argument(

@@ -217,6 +217,23 @@ class Stages:
         return out
 
 
+def add_seed_arguments(parser) -> None:
+    """``--seed`` (training) and ``--world-seed`` (the world) of the commands that run the pipeline."""
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
+    )
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
+        "were pretrained on; another seed is a world whose facts they never read).",
+    )
+
+
 def build_world(out: Path, world_seed: int, recipe: Recipe) -> None:
     """The world ``world_seed`` (its knowledge base, labelers and prompts) at the recipe's scale. World 0 is the
     one the shipped base models were pretrained on; another seed is a world whose facts they never read."""

@@ -30,6 +30,7 @@ from instructrl.experiments.pipeline import (
     MICRO,
     Recipe,
     Stages,
+    add_seed_arguments,
     build_world,
     run_eval_stage,
     run_ppo_stage,
@@ -122,19 +123,7 @@ def configure(parser) -> None:
         + "; methods: PPO, PPO-ptx, GRPO, RLOO, DPO, best-of-n and expert iteration from one SFT model, judged "
         "against it (instructrl.experiments.methods; about 17 minutes on a quiet 2-core CPU)",
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
-    )
-    parser.add_argument(
-        "--world-seed",
-        type=int,
-        default=0,
-        help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
-        "were pretrained on; another seed is a world whose facts they never read).",
-    )
+    add_seed_arguments(parser)
     parser.add_argument("--sizes", default=None, help="Comma-separated base sizes (default: the preset's).")
 
 
