@@ -181,6 +181,34 @@ def test_static_cache_sampling_draws_what_the_dynamic_cache_draws(arch, attn):
     assert m1.sum(-1).min() < m1.shape[1]
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_finished_rows_leaving_the_batch_change_no_sample(arch):
+    """Rows that have ended leave the sampling batch (their cache rows dropped): the responses are those of
+    the loop that carries every row to the end, from the same random numbers, and later forwards see fewer rows."""
+    model = _tiny_lm() if arch == "gpt2" else _tiny_llama("sdpa")
+    with torch.no_grad():
+        model.get_output_embeddings().weight[EOS] += 0.6  # some rows end early, some run to the limit
+    ids, mask = left_pad(_ragged_prompts(), PAD)
+    rows_seen = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: rows_seen.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    outs = []
+    for compact_at in (0.01, 2.0):  # drop finished rows at once; never
+        g = torch.Generator().manual_seed(5)
+        outs.append(
+            sample_responses(
+                model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD, generator=g, compact_at=compact_at
+            )
+        )
+    hook.remove()
+    (r1, m1, e1), (r2, m2, e2) = outs
+    assert torch.equal(r1, r2) and torch.equal(m1, m2) and torch.equal(e1, e2)
+    assert e1.any() and not e1.all()
+    compacted, full = rows_seen[: len(rows_seen) // 2], rows_seen[len(rows_seen) // 2 :]
+    assert min(compacted) < ids.shape[0] and set(full) == {ids.shape[0]}
+
+
 def test_static_cache_greedy_rows_do_not_see_their_padding():
     """Near-greedy decoding of a left-padded batch gives each row what its prompt gives alone."""
     model = _tiny_lm(seed=1)

@@ -5,9 +5,16 @@ import pytest
 import torch
 from tiny_archs import FAMILIES, load_family
 
+import instructrl.modeling.reward as reward_module
 from instructrl.data.tokenize import left_pad
 from instructrl.modeling.loading import load_tokenizer, save_pretrained_atomic
-from instructrl.modeling.reward import build_reward_model, prompt_shared_rewards, sequence_rewards, shared_prefix
+from instructrl.modeling.reward import (
+    build_reward_model,
+    length_buckets,
+    prompt_shared_rewards,
+    sequence_rewards,
+    shared_prefix,
+)
 
 
 def groups_of(tok, rng: torch.Generator) -> list[list[list[int]]]:
@@ -30,8 +37,20 @@ def test_shared_prefix_is_the_common_start_and_leaves_each_sequence_a_token():
     assert shared_prefix([[9, 2], [1, 2]]) == 0
 
 
+def test_length_buckets_split_sorted_runs_where_padding_costs_more_than_a_forward():
+    lengths = [40, 1, 2, 41, 1]
+    assert length_buckets(lengths, 2, per_forward=0) == [[1, 4, 2], [0, 3]]
+    assert length_buckets(lengths, 2, per_forward=1000) == [[1, 4, 2, 0, 3]]  # not worth a second forward
+    assert length_buckets(lengths, 1, per_forward=0) == [[1, 4, 2, 0, 3]]
+    many = length_buckets(list(range(1, 30)) * 2, 4, per_forward=0)
+    assert len(many) == 4 and sorted(i for g in many for i in g) == list(range(58))
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_shared_prompt_rewards_and_gradients_match_the_plain_forward(tiny_model, tmp_path, family):
+def test_shared_prompt_rewards_and_gradients_match_the_plain_forward(
+    tiny_model, tmp_path, family, buckets, monkeypatch
+):
     causal, tok = load_family(tiny_model, tmp_path / family, family)
     path = save_pretrained_atomic(causal, tok, tmp_path / f"{family}-weights")
     torch.manual_seed(0)
@@ -46,8 +65,13 @@ def test_shared_prompt_rewards_and_gradients_match_the_plain_forward(tiny_model,
     plain_grads = {n: p.grad.clone() for n, p in rm.named_parameters()}
     rm.zero_grad()
 
-    shared = prompt_shared_rewards(rm, groups, tok.pad_token_id, "cpu")
+    monkeypatch.setattr(reward_module, "PER_FORWARD_TOKENS", 0)  # split wherever padding is saved
+    calls = []
+    hook = rm.register_forward_pre_hook(lambda *_: calls.append(1))
+    shared = prompt_shared_rewards(rm, groups, tok.pad_token_id, "cpu", max_buckets=buckets)
+    hook.remove()
     assert shared is not None and shared.shape == plain.shape
+    assert len(calls) == 1 + buckets  # the prompts, then each length bucket of the remainders
     assert torch.allclose(shared, plain, atol=1e-5), (shared - plain).abs().max()
     (shared * weights).sum().backward()
     for name, p in rm.named_parameters():  # the prompt's tokens get every completion's gradient

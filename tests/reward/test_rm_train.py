@@ -76,18 +76,24 @@ def test_one_forward_pass_per_completion(tiny_model, tmp_path, k):
     assert trainer.state["forward_passes"] == 4 * k
 
 
-def test_shared_prompt_forwards_each_prompt_once_with_the_plain_loss(tiny_model, tmp_path):
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_shared_prompt_forwards_each_prompt_once_with_the_plain_loss(tiny_model, tmp_path, buckets):
     rows = color_rankings(4, k=4) + color_rankings(3, k=3, seed=1)
     torch.manual_seed(0)
     plain, _, _ = make_trainer(tiny_model, tmp_path / "plain", rows, share_prompt=False)
-    shared, _, _ = make_trainer(tiny_model, tmp_path / "shared", rows)
+    shared, _, _ = make_trainer(tiny_model, tmp_path / "shared", rows, length_buckets=buckets)
     shared.model.load_state_dict(plain.model.state_dict())
     calls, handle = count_rows(shared.model)
     losses = [(plain.train_step(s)["loss"], shared.train_step(s)["loss"]) for s in range(3)]
     handle.remove()
     assert shared.share_prompt is True
-    # the first batch's check (shared: prompts, then completions; plain), then per step: 7 prompts, 25 completions
-    assert calls == [7, 25, 25] + [7, 25] * 3
+    if buckets == 1:
+        # the first batch's check (shared: prompts, then completions; plain), then per step: 7 prompts, 25 completions
+        assert calls == [7, 25, 25] + [7, 25] * 3
+    else:  # the 25 completions in groups of similar length, after each step's 7 prompts
+        steps = "".join("p" if c == 7 else "c" for c in calls)
+        assert steps.count("p") == 4 and len(calls) > 2 * 4 + 1
+        assert sum(calls) == 4 * 7 + 25 + 4 * 25
     for a, b in losses:  # later steps' losses follow the updated weights (gradients: test_rm_shared_prompt.py)
         assert a == pytest.approx(b, rel=1e-4)
 

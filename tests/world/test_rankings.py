@@ -48,3 +48,23 @@ def test_k_samples_are_shared_out_among_policies(tiny_model, tmp_path):
     one = collect_rankings(str(tiny_model), records, **kw)
     again = collect_rankings([str(tiny_model)], records, **kw)
     assert "sources" not in one[0] and [r["completions"] for r in one] == [r["completions"] for r in again]
+
+
+def test_sampled_texts_keep_the_prompts_order(tiny_model):
+    """The rankings' sampler batches prompts by length and drops finished rows: near-greedy, each prompt gets
+    what it gets alone, in the order given."""
+    from instructrl.experiments.pipeline import sample_texts
+    from instructrl.modeling.loading import load_causal_lm, load_tokenizer
+
+    kb, rng = get_kb(0), random.Random(3)
+    prompts = [make_prompt(kb, rng)["prompt"] for _ in range(7)]
+    tok = load_tokenizer(str(tiny_model))
+    model = load_causal_lm(str(tiny_model), tok, init_from_config=False)
+    torch.manual_seed(0)
+    with torch.no_grad():  # weights that make each prompt's greedy continuation its own
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    kw = dict(max_new_tokens=8, temperature=1e-4)
+    together = sample_texts(model, tok, prompts, batch_size=3, **kw)
+    alone = [sample_texts(model, tok, [p], **kw)[0] for p in prompts]
+    assert together == alone and len(set(together)) > 1

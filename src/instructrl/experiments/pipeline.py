@@ -25,13 +25,15 @@ import torch
 
 from instructrl.config import BaseConfig, coerce, load_yaml
 from instructrl.data.io import read_records, write_jsonl
+from instructrl.data.template import encode_prompt
+from instructrl.data.tokenize import left_pad
 from instructrl.errors import ConfigError
 from instructrl.evaluate.config import SUITES, EvalConfig
 from instructrl.evaluate.runner import run_eval
-from instructrl.modeling.generation import generate
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
 from instructrl.ppo.api import build_trainer
 from instructrl.ppo.config import PPOConfig
+from instructrl.ppo.rollout import sample_responses
 from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
 from instructrl.sft.api import run_sft
@@ -263,6 +265,37 @@ def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, 
     run_sft(cfg)
 
 
+@torch.no_grad()
+def sample_texts(
+    model, tokenizer, prompts: list, *, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 256
+) -> list[str]:
+    """One response per prompt (temperature 1 by default), in the prompts' order, drawn with the PPO rollout's KV-cached
+    sampler (:func:`instructrl.ppo.rollout.sample_responses`): prompts of similar length batched together, and
+    finished rows leaving the batch. About 5x faster than transformers' ``generate`` for the rankings on a
+    2-core CPU (``benchmarks/demo``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    texts = [""] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in idx], pad)  # (b, P)
+        resp, rmask, _ = sample_responses(
+            model,
+            ids.to(device),
+            mask.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_id=eos,
+            pad_id=pad,
+            temperature=temperature,
+        )
+        for i, row, keep in zip(idx, resp.tolist(), rmask.tolist()):
+            texts[i] = tokenizer.decode([t for t, k in zip(row, keep) if k and t != eos], skip_special_tokens=True)
+    return texts
+
+
 def collect_rankings(
     policy: str | Sequence[str],
     records: list[dict],
@@ -286,16 +319,9 @@ def collect_rankings(
         torch.manual_seed(seed + j)
         tok = load_tokenizer(str(path))
         model = load_causal_lm(str(path), tok, init_from_config=False)
-        flat = generate(
-            model,
-            tok,
-            [records[i]["prompt"] for i, _ in slots],
-            max_new_tokens=max_new_tokens,
-            temperature=1.0,
-            batch_size=256,
-        )
-        for (i, s), g in zip(slots, flat):
-            texts[i][s] = g.text
+        flat = sample_texts(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens)
+        for (i, s), text in zip(slots, flat):
+            texts[i][s] = text
         del model
     rows = []
     for rec, k, completions in zip(records, ks, texts):

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, DynamicCache
 
 from instructrl.data.formats import Prompt
 from instructrl.data.template import encode_pair_text
@@ -161,8 +161,54 @@ def shared_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
+# a forward's fixed cost, in padded tokens' worth: a length bucket is split off only where it saves more than this
+PER_FORWARD_TOKENS = 64
+
+
+def length_buckets(lengths: list[int], max_buckets: int, per_forward: int | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` in at most ``max_buckets`` groups of similar length (runs of the lengths sorted), each
+    to be padded to its own longest: the split that minimizes the padded tokens plus ``per_forward`` tokens' worth
+    of fixed cost per group (default :data:`PER_FORWARD_TOKENS`), so a group is split off only where it saves
+    more than a forward's overhead."""
+    per_forward = PER_FORWARD_TOKENS if per_forward is None else per_forward
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sl = [lengths[i] for i in order]
+    n, inf = len(sl), float("inf")
+    # best[b][j]: the cheapest split of the j shortest into b groups; cut[b][j]: where its last group starts
+    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
+    best[0][0] = 0.0
+    for b in range(1, max_buckets + 1):
+        for j in range(1, n + 1):
+            for i in range(b - 1, j):
+                cost = best[b - 1][i] + (j - i) * sl[j - 1] + per_forward
+                if cost < best[b][j]:
+                    best[b][j], cut[b][j] = cost, i
+    b = min(range(1, max_buckets + 1), key=lambda k: best[k][n])
+    groups, j = [], n
+    while b > 0:
+        i = cut[b][j]
+        groups.append(order[i:j])
+        j, b = i, b - 1
+    return groups[::-1]
+
+
+def _cache_rows(cache, rows: torch.Tensor):
+    """A new :class:`DynamicCache` holding the rows ``rows`` of ``cache`` (an index_select that gradients flow
+    back through); None for another kind of cache."""
+    if type(cache) is not DynamicCache:
+        return None
+    return DynamicCache(
+        ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows), *rest) for k, v, *rest in cache]
+    )
+
+
 def prompt_shared_rewards(
-    model: torch.nn.Module, groups: list[list[list[int]]], pad_id: int, device: torch.device | str
+    model: torch.nn.Module,
+    groups: list[list[list[int]]],
+    pad_id: int,
+    device: torch.device | str,
+    max_buckets: int = 1,
 ) -> torch.Tensor | None:
     """Raw rewards (N,) of the sequences of ``groups`` (N = all sequences, in order), each group's common prefix
     (its prompt) forwarded once: the prefixes go through the model as one left-padded batch (P, Tp) that fills
@@ -170,7 +216,10 @@ def prompt_shared_rewards(
     sequence's loss reach its prompt's tokens), and the remainders (N, Ts), right-padded, are forwarded on it,
     with positions continuing the prompt's. A causal decoder gives the plain forward's rewards (up to rounding)
     for fewer tokens: the K completions of a ranking share the prompt (InstructGPT §3.5's K passes, each
-    without the prompt's share). None when some group shares no prefix, or the model returns no cache."""
+    without the prompt's share). With ``max_buckets`` > 1 the remainders go through in up to that many forwards
+    of similar length (:func:`length_buckets`), each on its own rows of the prompts' cache, so that a short
+    completion is not padded to the longest of the micro-batch. None when some group shares no prefix, or the
+    model returns no cache."""
     cuts = [shared_prefix(seqs) for seqs in groups]
     if min(cuts) == 0:
         return None
@@ -183,14 +232,30 @@ def prompt_shared_rewards(
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "reorder_cache"):
         return None
-    cache.reorder_cache(owner)  # (P, ...) -> (N, ...), an index_select that gradients flow back through
-    s_ids, s_mask = right_pad([s[n:] for seqs, n in zip(groups, cuts) for s in seqs], pad_id)  # (N, Ts)
+    rests = [s[n:] for seqs, n in zip(groups, cuts) for s in seqs]
+    buckets = length_buckets([len(r) for r in rests], max_buckets) if type(cache) is DynamicCache else []
+    if len(buckets) <= 1:
+        cache.reorder_cache(owner)  # (P, ...) -> (N, ...), an index_select that gradients flow back through
+        return _remainder_rewards(model, cache, rests, owner, p_mask, pad_id, device)
+    parts = []
+    for idx in buckets:
+        rows = owner[torch.tensor(idx, device=device)]  # (n_b,): each remainder's prompt
+        part_cache = _cache_rows(cache, rows)
+        parts.append(_remainder_rewards(model, part_cache, [rests[i] for i in idx], rows, p_mask, pad_id, device))
+    order = torch.tensor([i for idx in buckets for i in idx], device=device)  # (N,): bucket order -> input order
+    return torch.cat(parts).index_select(0, torch.argsort(order))
+
+
+def _remainder_rewards(model, cache, rests: list[list[int]], owner: torch.Tensor, p_mask, pad_id: int, device):
+    """Rewards (n,) of the remainders ``rests`` forwarded on ``cache`` (one row per remainder, that of its prompt
+    ``owner``), right-padded, with positions continuing the prompt's."""
+    s_ids, s_mask = right_pad(rests, pad_id)  # (n, Ts)
     s_ids, s_mask = s_ids.to(device), s_mask.to(device)
-    start = p_mask.sum(-1)[owner]  # (N,): each prompt's true length
-    positions = start[:, None] + torch.arange(s_ids.shape[1], device=device)[None, :]  # (N, Ts)
+    start = p_mask.sum(-1)[owner]  # (n,): each prompt's true length
+    positions = start[:, None] + torch.arange(s_ids.shape[1], device=device)[None, :]  # (n, Ts)
     out = model(
         input_ids=s_ids,
-        attention_mask=torch.cat([p_mask[owner], s_mask], dim=-1),  # (N, Tp + Ts)
+        attention_mask=torch.cat([p_mask[owner], s_mask], dim=-1),  # (n, Tp + Ts)
         position_ids=positions,
         use_cache=True,
         **{cache_argument(model): cache},

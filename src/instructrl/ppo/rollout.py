@@ -84,15 +84,20 @@ def trim_responses(responses: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
     return responses[:, :longest], mask[:, :longest]
 
 
-def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_categorical(
+    probs: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+) -> torch.Tensor:
     """One index per row of (B, V) probabilities, drawn by inverting the cumulative distribution with one
     uniform number per row: the same distribution as ``torch.multinomial(probs, 1)`` at a third of its
     cost on a CPU (which draws V exponentials per row). The running sum is in float64: in float32 its
     rounding moves up to 1e-3 of probability mass between tokens at a 150k vocabulary. A
-    zero-probability index is never drawn."""
+    zero-probability index is never drawn. ``uniform``: the (B, 1) float64 numbers in [0, 1) to use, already
+    drawn (else drawn here from ``generator``)."""
     cdf = probs.double().cumsum(dim=-1)  # (B, V)
     total = cdf[:, -1:]  # (B, 1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * total  # (B, 1)
+    if uniform is None:
+        uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = uniform * total  # (B, 1)
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total mass
     return torch.searchsorted(cdf, u, right=True).squeeze(1)  # (B,)
 
@@ -127,6 +132,10 @@ def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+# finished rows leave the sampling batch once they are this share of the rows still in it (sample_responses)
+COMPACT_AT = 0.25
+
+
 def every_row_done(done: torch.Tensor) -> bool:
     return bool(done.all())
 
@@ -143,12 +152,18 @@ def sample_responses(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     all_done: Callable[[torch.Tensor], bool] = every_row_done,
+    compact_at: float = COMPACT_AT,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS
     (``all_done``: under a sharded policy whose forwards are collectives, once every process's rows have).
 
     Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
-    ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response."""
+    ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response.
+
+    Rows that have ended leave the batch (their cache rows dropped) once they are ``compact_at`` of the rows
+    still decoding (> 1: never), so that a few long responses do not carry every finished row to the end.
+    The random numbers are drawn for every row at every step, as without compaction, so the samples are the
+    same (up to float rounding) either way."""
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
     cache_kw = cache_argument(model)
@@ -163,20 +178,29 @@ def sample_responses(
         logits_to_keep=1,
         **{cache_kw: cache},
     )
-    next_pos = pos[:, -1:] + 1  # (B, 1)
-    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)  # (B,)
-    tokens = []
+    B, dev = prompt_ids.shape[0], prompt_ids.device
+    next_pos = pos[:, -1:] + 1  # (b, 1): b rows still in the batch
+    rows = torch.arange(B, device=dev)  # (b,) their indices in the full batch
+    done = torch.zeros(B, dtype=torch.bool, device=dev)  # (b,)
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)  # (B, R)
+    steps = 0
     for t in range(max_new_tokens):
-        tok, real, done = _draw(out.logits[:, -1], done, temperature, generator, eos_id, pad_id)
-        tokens.append(tok)
+        uniform = torch.rand(B, 1, generator=generator, device=dev, dtype=torch.float64)  # (B, 1) every row
+        tok, real, done = _draw(out.logits[:, -1], done, temperature, None, eos_id, pad_id, uniform[rows])
+        tokens[rows, t] = tok
+        steps = t + 1
         if t == max_new_tokens - 1 or all_done(done):
             break
-        attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (B, P+t+1)
+        attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (b, P+t+1)
+        if done.any() and not done.all() and float(done.float().mean()) >= compact_at:
+            keep = (~done).nonzero().squeeze(1)  # (b',)
+            cache.reorder_cache(keep)
+            attn, next_pos, rows, done, tok = attn[keep], next_pos[keep], rows[keep], done[keep], tok[keep]
         out = model(
             input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True, **{cache_kw: cache}
         )
         next_pos = next_pos + 1
-    return _finish(tokens, eos_id, pad_id)
+    return _finish(list(tokens[:, :steps].unbind(1)), eos_id, pad_id)
 
 
 def _draw(
@@ -186,10 +210,11 @@ def _draw(
     generator: torch.Generator | None,
     eos_id: int,
     pad_id: int,
+    uniform: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One token per row from softmax(logits / temperature) (B, V), PAD for rows already done. Returns
     the (B,) tokens, whether each is part of its response (EOS included), and the updated done flags."""
-    tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator)  # (B,)
+    tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator, uniform)  # (B,)
     tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
     return tok, ~done, done | (tok == eos_id)
 

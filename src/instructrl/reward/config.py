@@ -56,6 +56,13 @@ class RMConfig(TrainLoopConfig):
         "as do gradient checkpointing (no cache while training), FSDP and ZeRO-3 (one backward through two "
         "forwards of sharded weights).",
     )
+    length_buckets: int = help_field(
+        4,
+        "With share_prompt, a micro-batch's completions are forwarded in up to this many groups of similar length, "
+        "each padded to its own longest (split where it saves more padding than a forward costs): the same "
+        "rewards for fewer padded tokens. 1 = one batch padded to the longest completion.",
+        minimum=1,
+    )
     max_length: int = help_field(512, "Longest sequence in tokens (rendered prompt + response + EOS).", minimum=8)
     min_response_tokens: int = help_field(
         1,

@@ -116,7 +116,9 @@ class RMTrainer(Trainer):
             self.share_prompt = self.prompt_sharing_checked(groups)
         rewards_flat = None
         if self.share_prompt:
-            rewards_flat = prompt_shared_rewards(self.model, groups, self.tokenizer.pad_token_id, self.acc.device)
+            rewards_flat = prompt_shared_rewards(
+                self.model, groups, self.tokenizer.pad_token_id, self.acc.device, self.cfg.length_buckets
+            )
         if rewards_flat is None:  # the plain forward: every completion with its prompt
             ids, mask = left_pad(flat, self.tokenizer.pad_token_id)  # (N, T)
             rewards_flat = sequence_rewards(self.model, ids.to(self.acc.device), mask.to(self.acc.device))  # (N,)
@@ -156,7 +158,7 @@ class RMTrainer(Trainer):
         self.model.eval()
         try:
             with self.acc.autocast():
-                shared = prompt_shared_rewards(self.model, groups, pad, device)
+                shared = prompt_shared_rewards(self.model, groups, pad, device, self.cfg.length_buckets)
                 ids, mask = left_pad([s for seqs in groups for s in seqs], pad)
                 plain = sequence_rewards(self.model, ids.to(device), mask.to(device))
             gap = float((shared - plain).abs().max()) if shared is not None else float("inf")
