@@ -196,7 +196,7 @@ def test_demo_recipes():
     assert quick == Recipe()
     assert (full.rank_prompts, full.rank_labels, full.rm_size, full.rank_scale) == (32000, "reference", "small", 12.0)
     assert full.ppo.as_dict()["total_episodes"] == 24576 and full.ppo.as_dict()["kl_coef"] == 0.04
-    assert full.eval_prompts == 400 and full.world_eval_prompts >= full.eval_prompts
+    assert full.eval_prompts == 800 and full.world_eval_prompts >= full.eval_prompts
     # micro keeps the recipe's stages and shrinks every size
     micro = demo_recipe(micro=True)
     assert micro.rm_size == "small" and micro.rank_labels == "reference" and micro.rank_prompts < 100

@@ -125,6 +125,7 @@ class Policy:
         self.tokenizer = load_tokenizer(spec.path)
         self.model = load_causal_lm(spec.path, self.tokenizer, init_from_config=False)
         self.model.eval()
+        self.context = context_length(self.model)  # None: no limit the config states
         self.device_type = next(self.model.parameters()).device.type
         self.precision = sampling_precision(cfg, self.device_type)
         self.reward_model = None
@@ -136,7 +137,7 @@ class Policy:
         ``max_new_tokens`` in the model's context (the last ones kept), or refused in one line when the prompt
         alone does not leave that room."""
         shots = self.shots if self.spec.few_shot else []
-        context = context_length(self.model)
+        context = self.context
         for k in range(len(shots), -1, -1):
             full = few_shot_prompt(prompt, shots[len(shots) - k :]) if shots else prompt
             if context is None:
@@ -282,6 +283,7 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         else []
     )
     responses_rows = []
+    drawn: dict[str, list[str]] = {}  # each model's responses to the win-rate prompts, for the direct comparisons
     for spec in specs:
         log.info("evaluating %s (%s)", spec.name, spec.path)
         policy = Policy(spec, cfg, shots)
@@ -293,6 +295,7 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         torch.manual_seed(cfg.seed)
         resp = policy.answer(texts)
         responses_rows += [{"model": spec.name, "prompt": p, "response": r} for p, r in zip(texts, resp)]
+        drawn[spec.name] = resp
         if baseline_responses is not None:
             res["win_rate"] = win_rate(judge.compare(prompts, resp, baseline_responses)).as_dict()
         if world and "likert" in cfg.suites:
@@ -316,7 +319,6 @@ def run_eval(cfg: EvalConfig, judge: Judge | None = None) -> dict:
         results["models"][spec.name] = res
         del policy
     if pairs:
-        drawn = {spec.name: [r["response"] for r in responses_rows if r["model"] == spec.name] for spec in specs}
         if baseline_responses is not None:
             drawn.setdefault(results["baseline"], baseline_responses)
         results["head_to_head"] = {

@@ -43,15 +43,15 @@ from instructrl.experiments.pipeline import (
 from instructrl.world.base_models import resolve_model
 
 # the default recipe: 32,000 ranked prompts from a 12x build of the world, ranked by the noiseless judge; the
-# RM from the small base model's SFT; PPO-ptx with gamma 1, beta 0.04, 24,576 episodes; 400 evaluation prompts
-# (win-rate SE about 0.024). benchmarks/ppo_quality/history.md: the search that found it.
+# RM from the small base model's SFT; PPO-ptx with gamma 1, beta 0.04, 24,576 episodes; 800 evaluation prompts
+# (win-rate SE about 0.017). benchmarks/ppo_quality/history.md: the search that found it.
 DEMO = {
     "rank_prompts": 32000,
     "rank_scale": 12.0,
     "rank_labels": "reference",
     "rm_size": "small",
-    "eval_prompts": 400,
-    "world_eval_prompts": 400,
+    "eval_prompts": 800,
+    "world_eval_prompts": 800,
     "ppo": {"ptx_coef": 1.0, "kl_coef": 0.04, "total_episodes": 24576},
 }
 # measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run H); used for the ETA only
