@@ -3,7 +3,7 @@
 * **Rankings sampling.** K samples of the tiny SFT policy per prompt: transformers' ``generate`` (the rankings'
   sampler before 2026-11-29), our KV-cached sampler with every row carried to the end (``compact_at`` > 1), and
   the same sampler with prompts batched by length and finished rows leaving the batch (``sample_texts``, the
-  default now). Batches of 256 prompts, at most 48 new tokens, temperature 1.
+  default now). Batches of 256 prompts, at most 40 new tokens (the demo's), temperature 1.
 * **Reward-model steps.** ``instructrl rm`` with each prompt forwarded once per ranking, its completions in one
   batch padded to the longest (``length_buckets=1``) against up to 4 batches of similar length (the default now),
   one epoch over the first N rankings, in its own process, alternating, the first step left out. The last
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+MAX_NEW = 40  # the demo's response length
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -55,13 +56,13 @@ def sampling_arms(run: Path, n_prompts: int, k: int, repeats: int) -> dict:
     prompts = [json.loads(line)["prompt"] for line in lines for _ in range(k)]
 
     def hf() -> list[str]:
-        return [g.text for g in generate(model, tok, prompts, max_new_tokens=48, temperature=1.0, batch_size=256)]
+        return [g.text for g in generate(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=1.0, batch_size=256)]
 
     def carried() -> list[str]:  # our sampler, prompts in their order, every row decoded to the end
         return unsorted_texts(model, tok, prompts)
 
     def ours() -> list[str]:
-        return sample_texts(model, tok, prompts, max_new_tokens=48)
+        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW)
 
     arms = {"generate": hf, "sampler, all rows to the end": carried, "sample_texts (default)": ours}
     times: dict[str, list[float]] = {name: [] for name in arms}
@@ -96,7 +97,9 @@ def unsorted_texts(model, tok, prompts: list) -> list[str]:
     out = []
     for start in range(0, len(encoded), 256):
         ids, mask = left_pad(encoded[start : start + 256], pad)
-        resp, rmask, _ = sample_responses(model, ids, mask, max_new_tokens=48, eos_id=eos, pad_id=pad, compact_at=2.0)
+        resp, rmask, _ = sample_responses(
+            model, ids, mask, max_new_tokens=MAX_NEW, eos_id=eos, pad_id=pad, compact_at=2.0
+        )
         for row, keep in zip(resp.tolist(), rmask.tolist()):
             out.append(tok.decode([t for t, m in zip(row, keep) if m and t != eos], skip_special_tokens=True))
     return out

@@ -169,35 +169,36 @@ def length_buckets(lengths: list[int], max_buckets: int, per_forward: int | None
     """Indices of ``lengths`` in at most ``max_buckets`` groups of similar length (runs of the lengths sorted), each
     to be padded to its own longest: the split that minimizes the padded tokens plus ``per_forward`` tokens' worth
     of fixed cost per group (default :data:`PER_FORWARD_TOKENS`), so a group is split off only where it saves
-    more than a forward's overhead."""
+    more than a forward's overhead. Groups end only where the length changes (at most 64 candidate ends)."""
     per_forward = PER_FORWARD_TOKENS if per_forward is None else per_forward
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     sl = [lengths[i] for i in order]
-    n, inf = len(sl), float("inf")
-    # best[b][j]: the cheapest split of the j shortest into b groups; cut[b][j]: where its last group starts
-    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
+    ends = [j for j in range(1, len(sl)) if sl[j] != sl[j - 1]]
+    if len(ends) > 63:
+        ends = [ends[round(k * (len(ends) - 1) / 62)] for k in range(63)]
+    ends = [0, *ends, len(sl)]  # candidate group boundaries, positions in the sorted order
+    m, inf = len(ends), float("inf")
+    # best[b][j]: the cheapest split of the first ends[j] lengths into b groups; cut[b][j]: where its last begins
+    best = [[inf] * m for _ in range(max_buckets + 1)]
+    cut = [[0] * m for _ in range(max_buckets + 1)]
     best[0][0] = 0.0
     for b in range(1, max_buckets + 1):
-        for j in range(1, n + 1):
-            for i in range(b - 1, j):
-                cost = best[b - 1][i] + (j - i) * sl[j - 1] + per_forward
+        for j in range(1, m):
+            for i in range(j):
+                cost = best[b - 1][i] + (ends[j] - ends[i]) * sl[ends[j] - 1] + per_forward
                 if cost < best[b][j]:
                     best[b][j], cut[b][j] = cost, i
-    b = min(range(1, max_buckets + 1), key=lambda k: best[k][n])
-    groups, j = [], n
+    b = min(range(1, max_buckets + 1), key=lambda k: best[k][m - 1])
+    groups, j = [], m - 1
     while b > 0:
         i = cut[b][j]
-        groups.append(order[i:j])
+        groups.append(order[ends[i] : ends[j]])
         j, b = i, b - 1
     return groups[::-1]
 
 
-def _cache_rows(cache, rows: torch.Tensor):
-    """A new :class:`DynamicCache` holding the rows ``rows`` of ``cache`` (an index_select that gradients flow
-    back through); None for another kind of cache."""
-    if type(cache) is not DynamicCache:
-        return None
+def _cache_rows(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding the rows ``rows`` of ``cache`` (an index_select that gradients flow back through)."""
     return DynamicCache(
         ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows), *rest) for k, v, *rest in cache]
     )
