@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,9 @@ HERE = Path(__file__).resolve().parent
 MAX_NEW = 40  # the demo's response length
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE.parent / "rm_batching"))
+
+from shared_prompt import run_once  # noqa: E402  (the same one-epoch RM run as that benchmark)
 
 
 def cpu_description() -> dict:
@@ -105,21 +107,6 @@ def unsorted_texts(model, tok, prompts: list) -> list[str]:
     return out
 
 
-def rm_once(model: str, data: Path, out: Path, threads: int, buckets: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "instructrl", "rm", "--config", "rm-tiny", "--model", model, "--data", str(data)]
-    cmd += ["--out", str(out), "--epochs", "1", "--eval-fraction", "0", "--no-progress"]
-    cmd += ["--set", f"length_buckets={buckets}"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "rm/loss" in r]
-    return {
-        "s_per_step": (steps[-1]["time"] - steps[0]["time"]) / (len(steps) - 1),
-        "steps": len(steps),
-        "last_loss": steps[-1]["rm/loss"],
-    }
-
-
 def rm_arms(run: Path, n_prompts: int, threads: int, repeats: int) -> dict:
     runs: dict[str, list[dict]] = {"1": [], "4": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +115,9 @@ def rm_arms(run: Path, n_prompts: int, threads: int, repeats: int) -> dict:
         for rep in range(repeats):
             for buckets in runs:
                 out = Path(tmp) / f"b{buckets}-{rep}"
-                runs[buckets].append(rm_once(str(run / "sft_rm"), data, out, threads, int(buckets)))
+                runs[buckets].append(
+                    run_once(["--set", f"length_buckets={buckets}"], str(run / "sft_rm"), data, out, threads)
+                )
                 print(f"[stage_speed] rm length_buckets={buckets} run {rep}: {runs[buckets][-1]}", flush=True)
     med = {b: statistics.median(r["s_per_step"] for r in v) for b, v in runs.items()}
     return {

@@ -46,10 +46,12 @@ def token_counts(rankings: Path, model: str, max_length: int = 256) -> dict[str,
     return {"plain": plain, "shared": shared}
 
 
-def run_once(mode: str, model: str, data: Path, out: Path, threads: int) -> dict:
+def run_once(flags: list[str], model: str, data: Path, out: Path, threads: int) -> dict:
+    """One epoch of ``instructrl rm`` (preset rm-tiny, no evaluation) with ``flags`` added, in its own process with
+    ``threads`` threads: seconds per step (first step left out), steps, the last step's loss."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "instructrl", "rm", "--config", "rm-tiny", "--model", model, "--data", str(data)]
-    cmd += ["--out", str(out), f"--{mode}", "--epochs", "1", "--eval-fraction", "0", "--no-progress"]
+    cmd += ["--out", str(out), *flags, "--epochs", "1", "--eval-fraction", "0", "--no-progress"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "rm/loss" in r]
@@ -76,7 +78,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"no-share-prompt": [], "share-prompt": []}
         for i in range(a.pairs):
             for mode in runs:
-                runs[mode].append(run_once(mode, a.model, data, Path(tmp) / f"{mode}-{i}", a.threads))
+                runs[mode].append(run_once([f"--{mode}"], a.model, data, Path(tmp) / f"{mode}-{i}", a.threads))
                 print(f"[shared_prompt] {mode} run {i}: {runs[mode][-1]}", flush=True)
         tokens = token_counts(data, a.model)
     plain = statistics.median(r["s_per_step"] for r in runs["no-share-prompt"])

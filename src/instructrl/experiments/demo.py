@@ -7,7 +7,7 @@ written to ``O/report.html``. Stages are cached: run it again to continue an int
 
 Two recipes:
 
-* the default (:data:`DEMO`, about an hour on 2 cores): the paper's amount of ranking data (32,000
+* the default (:data:`DEMO`, about 50 minutes on 2 cores): the paper's amount of ranking data (32,000
   prompts, ranked by the world's noiseless judge) and a reward model larger than the policy (from the
   ``small`` base model, as the paper used one 6B RM for every policy size), then 24,576 PPO-ptx episodes.
   It is the fastest setting found where PPO-ptx is preferred over its SFT start
@@ -54,9 +54,9 @@ DEMO = {
     "world_eval_prompts": 800,
     "ppo": {"ptx_coef": 1.0, "kl_coef": 0.04, "total_episodes": 24576},
 }
-# measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run H); used for the ETA only
+# measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run K); used for the ETA only
 EXPECTED_QUICK = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
-EXPECTED = {"world": 1, "sft": 39, "sft_rm": 129, "rankings": 783, "rm": 1817, "ppo_ptx": 747, "eval": 32}
+EXPECTED = {"world": 2, "sft": 57, "sft_rm": 151, "rankings": 221, "rm": 1653, "ppo_ptx": 812, "eval": 52}
 
 
 def configure(parser) -> None:

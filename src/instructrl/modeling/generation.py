@@ -36,12 +36,17 @@ def generate(
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 50,
     batch_size: int = 32,
     max_prompt_tokens: int | None = None,
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> list[Generation]:
-    """Sample one response per prompt (temperature 0 = greedy); under autocast in ``autocast_dtype`` if given."""
+    """Sample one response per prompt (temperature 0 = greedy); under autocast in ``autocast_dtype`` if given.
+
+    ``top_k``: sample among the ``top_k`` likeliest tokens (0: all of them). 50 is what transformers' ``generate``
+    applies when neither the call nor the model's generation config sets it; it is passed explicitly so that the
+    evaluation's sampling does not depend on that default."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -53,7 +58,9 @@ def generate(
     for start in tqdm(range(0, len(encoded), batch_size), disable=not progress, desc="generate"):
         ids, mask = left_pad(encoded[start : start + batch_size], pad)
         kwargs = (
-            dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=top_p)
+            dict(do_sample=False)
+            if temperature == 0
+            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
         )
         with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
             seqs = model.generate(
