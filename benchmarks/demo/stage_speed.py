@@ -60,8 +60,8 @@ def sampling_arms(run: Path, n_prompts: int, k: int, repeats: int) -> dict:
     def hf() -> list[str]:
         return [g.text for g in generate(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=1.0, batch_size=256)]
 
-    def carried() -> list[str]:  # our sampler, prompts in their order, every row decoded to the end
-        return unsorted_texts(model, tok, prompts)
+    def carried() -> list[str]:  # our sampler, prompts in their order, every row decoded until the batch ends
+        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW, by_length=False, compact_at=2.0)
 
     def ours() -> list[str]:
         return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW)
@@ -85,26 +85,6 @@ def sampling_arms(run: Path, n_prompts: int, k: int, repeats: int) -> dict:
         "speedup_vs_generate": {name: med["generate"] / v for name, v in med.items()},
         "mean_words_per_response": words,
     }
-
-
-def unsorted_texts(model, tok, prompts: list) -> list[str]:
-    """Our sampler on the prompts in the given order (no length batching), 256 at a time, every row decoded until
-    the whole batch has ended (no compaction)."""
-    from instructrl.data.template import encode_prompt
-    from instructrl.data.tokenize import left_pad
-    from instructrl.ppo.rollout import sample_responses
-
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    encoded = [encode_prompt(tok, p) for p in prompts]
-    out = []
-    for start in range(0, len(encoded), 256):
-        ids, mask = left_pad(encoded[start : start + 256], pad)
-        resp, rmask, _ = sample_responses(
-            model, ids, mask, max_new_tokens=MAX_NEW, eos_id=eos, pad_id=pad, compact_at=2.0
-        )
-        for row, keep in zip(resp.tolist(), rmask.tolist()):
-            out.append(tok.decode([t for t, m in zip(row, keep) if m and t != eos], skip_special_tokens=True))
-    return out
 
 
 def rm_arms(run: Path, n_prompts: int, threads: int, repeats: int) -> dict:

@@ -33,7 +33,7 @@ from instructrl.evaluate.runner import run_eval
 from instructrl.modeling.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
 from instructrl.ppo.api import build_trainer
 from instructrl.ppo.config import PPOConfig
-from instructrl.ppo.rollout import sample_responses
+from instructrl.ppo.rollout import COMPACT_AT, sample_responses
 from instructrl.reward.api import run_rm
 from instructrl.reward.config import RMConfig
 from instructrl.sft.api import run_sft
@@ -267,18 +267,27 @@ def run_sft_stage(out: Path, base: str, world: Path, recipe: Recipe, seed: int, 
 
 @torch.no_grad()
 def sample_texts(
-    model, tokenizer, prompts: list, *, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 256
+    model,
+    tokenizer,
+    prompts: list,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+    by_length: bool = True,
+    compact_at: float = COMPACT_AT,
 ) -> list[str]:
-    """One response per prompt (temperature 1 by default), in the prompts' order, drawn with the PPO rollout's KV-cached
-    sampler (:func:`instructrl.ppo.rollout.sample_responses`): prompts of similar length batched together, and
-    finished rows leaving the batch. About 4-5x faster than transformers' ``generate`` for the rankings on a
-    2-core CPU (``benchmarks/demo``). It samples from the whole distribution, as PPO's rollouts do; ``generate``
-    (:func:`instructrl.modeling.generation.generate`, the rankings' sampler before) keeps the 50 likeliest tokens."""
+    """One response per prompt (temperature 1 by default), in the prompts' order, drawn with the PPO rollout's
+    KV-cached sampler (:func:`instructrl.ppo.rollout.sample_responses`): prompts of similar length batched together
+    (``by_length``), and finished rows leaving the batch (``compact_at``). About 4-5x faster than transformers'
+    ``generate`` for the rankings on a 2-core CPU (``benchmarks/demo``). It samples from the whole distribution, as
+    PPO's rollouts do; ``generate`` (:func:`instructrl.modeling.generation.generate`, the rankings' sampler before)
+    keeps the 50 likeliest tokens."""
     model.eval()
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if by_length else list(range(len(encoded)))
     texts = [""] * len(encoded)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -291,6 +300,7 @@ def sample_texts(
             eos_id=eos,
             pad_id=pad,
             temperature=temperature,
+            compact_at=compact_at,
         )
         for i, row, keep in zip(idx, resp.tolist(), rmask.tolist()):
             texts[i] = tokenizer.decode([t for t, k in zip(row, keep) if k and t != eos], skip_special_tokens=True)

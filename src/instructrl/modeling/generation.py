@@ -45,8 +45,9 @@ def generate(
     """Sample one response per prompt (temperature 0 = greedy); under autocast in ``autocast_dtype`` if given.
 
     ``top_k``: sample among the ``top_k`` likeliest tokens (0: all of them). 50 is what transformers' ``generate``
-    applies when neither the call nor the model's generation config sets it; it is passed explicitly so that the
-    evaluation's sampling does not depend on that default."""
+    applies when neither the call nor the model's generation config sets it; it is passed explicitly, as
+    ``temperature`` and ``top_p`` are, so that the evaluation's sampling depends neither on that default nor on a
+    model's own generation config."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -183,16 +183,15 @@ def sample_responses(
     rows = torch.arange(B, device=dev)  # (b,) their indices in the full batch
     done = torch.zeros(B, dtype=torch.bool, device=dev)  # (b,)
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)  # (B, R)
-    steps = 0
     for t in range(max_new_tokens):
         uniform = torch.rand(B, 1, generator=generator, device=dev, dtype=torch.float64)  # (B, 1) every row
         tok, real, done = _draw(out.logits[:, -1], done, temperature, None, eos_id, pad_id, uniform[rows])
         tokens[rows, t] = tok
-        steps = t + 1
         if t == max_new_tokens - 1 or all_done(done):
             break
         attn = torch.cat([attn, real.long().unsqueeze(1)], dim=1)  # (b, P+t+1)
-        if done.any() and not done.all() and float(done.float().mean()) >= compact_at:
+        ended = float(done.float().mean())  # share of the rows still in the batch that have ended
+        if 0 < ended < 1 and ended >= compact_at:  # never all: a process waiting on others keeps forwarding its rows
             keep = (~done).nonzero().squeeze(1)  # (b',)
             cache.reorder_cache(keep)
             attn, next_pos, rows, done, tok = attn[keep], next_pos[keep], rows[keep], done[keep], tok[keep]
@@ -200,7 +199,7 @@ def sample_responses(
             input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos, use_cache=True, **{cache_kw: cache}
         )
         next_pos = next_pos + 1
-    return _finish(list(tokens[:, :steps].unbind(1)), eos_id, pad_id)
+    return _finish(tokens[:, : t + 1], eos_id, pad_id)
 
 
 def _draw(
@@ -219,8 +218,8 @@ def _draw(
     return tok, ~done, done | (tok == eos_id)
 
 
-def _finish(tokens: list[torch.Tensor], eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    responses = torch.stack(tokens, dim=1)  # (B, R')
+def _finish(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, R') sampled tokens -> ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest."""
     responses, mask, has_eos = mask_after_eos(responses, eos_id, pad_id)
     responses, mask = trim_responses(responses, mask)
     return responses, mask, has_eos
@@ -331,7 +330,7 @@ def sample_responses_static(
                     graph_logits = step()
             graph.replay()
             logits = graph_logits[:, -1]
-    return _finish(tokens, eos_id, pad_id)
+    return _finish(torch.stack(tokens, dim=1), eos_id, pad_id)
 
 
 NO_CUDA_GRAPH = "_instructrl_no_cuda_graph"  # set on a model whose static-cache sampling failed once
