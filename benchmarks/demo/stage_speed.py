@@ -3,7 +3,8 @@
 * **Rankings sampling.** K samples of the tiny SFT policy per prompt: transformers' ``generate`` (the rankings'
   sampler before 2026-11-29), our KV-cached sampler with every row carried to the end (``compact_at`` > 1), and
   the same sampler with prompts batched by length and finished rows leaving the batch (``sample_texts``, the
-  default now). Batches of 256 prompts, at most 40 new tokens (the demo's), temperature 1.
+  default now). Batches of 256 prompts, at most 40 new tokens (the demo's), temperature 1, each arm from the 50
+  likeliest tokens (``generate``'s default top-k, the recipe's ``rank_top_k``).
 * **Reward-model steps.** ``instructrl rm`` with each prompt forwarded once per ranking, its completions in one
   batch padded to the longest (``length_buckets=1``) against up to 4 batches of similar length (the default now),
   one epoch over the first N rankings, in its own process, alternating, the first step left out. The last
@@ -30,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MAX_NEW = 40  # the demo's response length
+TOP_K = 50  # the recipe's rank_top_k (and transformers' default top-k)
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(HERE.parent / "rm_batching"))
@@ -58,13 +60,16 @@ def sampling_arms(run: Path, n_prompts: int, k: int, repeats: int) -> dict:
     prompts = [json.loads(line)["prompt"] for line in lines for _ in range(k)]
 
     def hf() -> list[str]:
-        return [g.text for g in generate(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=1.0, batch_size=256)]
+        return [
+            g.text
+            for g in generate(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=1.0, top_k=TOP_K, batch_size=256)
+        ]
 
     def carried() -> list[str]:  # our sampler, prompts in their order, every row decoded until the batch ends
-        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW, by_length=False, compact_at=2.0)
+        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW, by_length=False, compact_at=2.0, top_k=TOP_K)
 
     def ours() -> list[str]:
-        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW)
+        return sample_texts(model, tok, prompts, max_new_tokens=MAX_NEW, top_k=TOP_K)
 
     arms = {"generate": hf, "sampler, all rows to the end": carried, "sample_texts (default)": ours}
     times: dict[str, list[float]] = {name: [] for name in arms}

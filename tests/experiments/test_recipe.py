@@ -47,6 +47,7 @@ def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
         ({"rm": {"data": "x.jsonl"}}, "set by the pipeline"),
         ({"ppo": {"total_episodes": "many"}}, "total_episodes"),  # wrong type, named
         ({"sft": 3}, "table"),
+        ({"rank_top_k": 0}, "rank_top_k"),
     ],
 )
 def test_unknown_owned_or_mistyped_keys_are_refused_by_name(values, match):

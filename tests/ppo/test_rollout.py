@@ -209,6 +209,31 @@ def test_finished_rows_leaving_the_batch_change_no_sample(arch):
     assert min(compacted) < ids.shape[0] and set(full) == {ids.shape[0]}
 
 
+def test_top_k_draws_only_the_k_likeliest_tokens():
+    """With ``top_k`` every response token is among the k likeliest at its step (read back by one forward over
+    prompt + response); top-k 1 is greedy decoding. The rankings sample this way, PPO never."""
+    model = _tiny_lm()
+    ids, mask = left_pad(_ragged_prompts(), PAD)
+    g = torch.Generator().manual_seed(3)
+    resp, rmask, _ = sample_responses(model, ids, mask, max_new_tokens=10, eos_id=EOS, pad_id=PAD, generator=g, top_k=3)
+    full_mask = torch.cat([mask.long(), rmask.long()], dim=1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.cat([ids, resp], dim=1),
+            attention_mask=full_mask,
+            position_ids=position_ids_from_mask(full_mask),
+        ).logits[:, ids.shape[1] - 1 : -1]  # (B, R, V): the step that drew each response token
+    rank = (logits > logits.gather(-1, resp.unsqueeze(-1))).sum(-1)  # (B, R) tokens likelier than the drawn one
+    assert rank[rmask].max() < 3 and rank[rmask].float().mean() > 0  # within the top 3, not always the top 1
+    one, one_mask, _ = sample_responses(model, ids, mask, max_new_tokens=8, eos_id=EOS, pad_id=PAD, top_k=1)
+    greedy, greedy_mask, _ = sample_responses(
+        model, ids, mask, max_new_tokens=8, eos_id=EOS, pad_id=PAD, temperature=1e-4
+    )
+    assert torch.equal(one, greedy) and torch.equal(one_mask, greedy_mask)
+    with pytest.raises(ValueError, match="top_k"):
+        sample_responses(model, ids, mask, max_new_tokens=2, eos_id=EOS, pad_id=PAD, top_k=0)
+
+
 def test_static_cache_greedy_rows_do_not_see_their_padding():
     """Near-greedy decoding of a left-padded batch gives each row what its prompt gives alone."""
     model = _tiny_lm(seed=1)

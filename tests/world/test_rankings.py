@@ -68,3 +68,5 @@ def test_sampled_texts_keep_the_prompts_order(tiny_model):
     together = sample_texts(model, tok, prompts, batch_size=3, **kw)
     alone = [sample_texts(model, tok, [p], **kw)[0] for p in prompts]
     assert together == alone and len(set(together)) > 1
+    # top-k 1 at temperature 1 is the same greedy decoding
+    assert sample_texts(model, tok, prompts, batch_size=3, max_new_tokens=8, top_k=1) == together

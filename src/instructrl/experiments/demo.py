@@ -157,6 +157,7 @@ def recipe_summary(recipe: Recipe) -> dict:
         "rank_scale": recipe.rank_scale,
         "rm_size": recipe.rm_size,
         "k": list(recipe.k),
+        "rank_top_k": recipe.rank_top_k,
         "eval_prompts": recipe.eval_prompts,
         "world_eval_prompts": recipe.world_eval_prompts,
         "max_new_tokens": recipe.max_new_tokens,

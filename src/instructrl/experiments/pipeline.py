@@ -105,6 +105,9 @@ class Recipe:
     # ("small", "medium"; the paper: one 6B RM for every policy size); None: from the policy's own SFT
     rm_size: str | None = None
     k: tuple[int, int] = (4, 6)  # K samples per prompt (InstructGPT: 4..9)
+    # the ranked samples come from each step's rank_top_k likeliest tokens (the evaluation's sampling too: transformers'
+    # top-k 50); None: from the whole distribution, as PPO's rollouts
+    rank_top_k: int | None = 50
     eval_prompts: int = 200
     world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
     benchmark_n: int = 60
@@ -167,6 +170,10 @@ class Recipe:
                     f"recipe: rank_scale {self.rank_scale} builds {available} RM prompts, fewer than rank_prompts "
                     f"{self.rank_prompts}: raise rank_scale"
                 )
+        if self.rank_top_k is not None and self.rank_top_k < 1:
+            raise ConfigError(
+                f"recipe: rank_top_k must be >= 1 (or null: the whole distribution), got {self.rank_top_k}"
+            )
         if self.rm_size is not None and self.rm_size not in SIZES and not Path(self.rm_size).is_dir():
             raise ConfigError(
                 f"recipe: rm_size must be a base model size ({', '.join(SIZES)}) or a model directory, "
@@ -276,13 +283,14 @@ def sample_texts(
     batch_size: int = 256,
     by_length: bool = True,
     compact_at: float = COMPACT_AT,
+    top_k: int | None = None,
 ) -> list[str]:
     """One response per prompt (temperature 1 by default), in the prompts' order, drawn with the PPO rollout's
     KV-cached sampler (:func:`instructrl.ppo.rollout.sample_responses`): prompts of similar length batched together
     (``by_length``), and finished rows leaving the batch (``compact_at``). About 4-5x faster than transformers'
     ``generate`` for the rankings on a 2-core CPU (``benchmarks/demo``). It samples from the whole distribution, as
-    PPO's rollouts do; ``generate`` (:func:`instructrl.modeling.generation.generate`, the rankings' sampler before)
-    keeps the 50 likeliest tokens."""
+    PPO's rollouts do, or with ``top_k`` from each step's ``top_k`` likeliest tokens (as ``generate`` with that
+    ``top_k``)."""
     model.eval()
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -301,6 +309,7 @@ def sample_texts(
             pad_id=pad,
             temperature=temperature,
             compact_at=compact_at,
+            top_k=top_k,
         )
         for i, row, keep in zip(idx, resp.tolist(), rmask.tolist()):
             texts[i] = tokenizer.decode([t for t, k in zip(row, keep) if k and t != eos], skip_special_tokens=True)
@@ -316,10 +325,11 @@ def collect_rankings(
     seed: int,
     max_new_tokens: int,
     group: str,
+    top_k: int | None = None,
 ) -> list[dict]:
-    """Sample K responses per prompt (temperature 1) and have labelers rank them (InstructGPT §3.2:
-    rankings of K = 4..9 outputs of the models being trained). With several policies, a prompt's K
-    samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
+    """Sample K responses per prompt (temperature 1; from the ``top_k`` likeliest tokens when given) and have
+    labelers rank them (InstructGPT §3.2: rankings of K = 4..9 outputs of the models being trained). With
+    several policies, a prompt's K samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
     the SFT policy and a PPO policy trained against the previous reward model, as in the paper's later
     rounds of data collection. Each row's ``sources`` gives the index of the policy behind each sample."""
     policies = [policy] if isinstance(policy, (str, Path)) else list(policy)
@@ -330,7 +340,8 @@ def collect_rankings(
         torch.manual_seed(seed + j)
         tok = load_tokenizer(str(path))
         model = load_causal_lm(str(path), tok, init_from_config=False)
-        flat = sample_texts(model, tok, [records[i]["prompt"] for i, _ in slots], max_new_tokens=max_new_tokens)
+        prompts = [records[i]["prompt"] for i, _ in slots]
+        flat = sample_texts(model, tok, prompts, max_new_tokens=max_new_tokens, top_k=top_k)
         for (i, s), text in zip(slots, flat):
             texts[i][s] = text
         del model
@@ -393,7 +404,13 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
                 f"rank_scale {recipe.rank_scale} gives {len(train)} prompts to rank, fewer than rank_prompts "
                 f"{recipe.rank_prompts}: raise rank_scale"
             )
-    kw = dict(reference=pool.reference, k_range=recipe.k, seed=seed, max_new_tokens=recipe.max_new_tokens)
+    kw = dict(
+        reference=pool.reference,
+        k_range=recipe.k,
+        seed=seed,
+        max_new_tokens=recipe.max_new_tokens,
+        top_k=recipe.rank_top_k,
+    )
     rows = collect_rankings(policy, train, pool.training, group="training", **kw)
     write_jsonl(out / "rankings.jsonl", by_reference(rows) if recipe.rank_labels == "reference" else rows)
     half = len(held) // 2

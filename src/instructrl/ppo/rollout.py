@@ -153,12 +153,15 @@ def sample_responses(
     generator: torch.Generator | None = None,
     all_done: Callable[[torch.Tensor], bool] = every_row_done,
     compact_at: float = COMPACT_AT,
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample one response per left-padded prompt with a KV cache; stop early once every row has EOS
     (``all_done``: under a sharded policy whose forwards are collectives, once every process's rows have).
 
-    Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1). Returns
-    ``(responses, mask, has_eos)`` as :func:`mask_after_eos`, trimmed to the longest response.
+    Sampling is from softmax(logits / temperature) (InstructGPT App. C.4: temperature 1), or with ``top_k``
+    from the ``top_k`` likeliest tokens alone (ties at the k-th logit kept; PPO's rollouts never set it: their
+    log-probabilities are the whole distribution's). Returns ``(responses, mask, has_eos)`` as
+    :func:`mask_after_eos`, trimmed to the longest response.
 
     Rows that have ended leave the batch (their cache rows dropped) once they are ``compact_at`` of the rows
     still decoding (> 1: never), so that a few long responses do not carry every finished row to the end.
@@ -166,6 +169,8 @@ def sample_responses(
     same (up to float rounding) either way."""
     if temperature <= 0:
         raise ValueError("PPO samples from the policy: temperature must be > 0")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None: the whole distribution), got {top_k}")
     cache_kw = cache_argument(model)
     cache = DynamicCache(config=_base_model(model).config)
     attn = prompt_mask.long()  # (B, P)
@@ -185,7 +190,7 @@ def sample_responses(
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)  # (B, R)
     for t in range(max_new_tokens):
         uniform = torch.rand(B, 1, generator=generator, device=dev, dtype=torch.float64)  # (B, 1) every row
-        tok, real, done = _draw(out.logits[:, -1], done, temperature, None, eos_id, pad_id, uniform[rows])
+        tok, real, done = _draw(out.logits[:, -1], done, temperature, None, eos_id, pad_id, uniform[rows], top_k)
         tokens[rows, t] = tok
         if t == max_new_tokens - 1 or all_done(done):
             break
@@ -210,10 +215,16 @@ def _draw(
     eos_id: int,
     pad_id: int,
     uniform: torch.Tensor | None = None,
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One token per row from softmax(logits / temperature) (B, V), PAD for rows already done. Returns
-    the (B,) tokens, whether each is part of its response (EOS included), and the updated done flags."""
-    tok = sample_categorical(torch.softmax(logits.float() / temperature, dim=-1), generator, uniform)  # (B,)
+    """One token per row from softmax(logits / temperature) (B, V), restricted to each row's ``top_k`` likeliest
+    tokens when given, PAD for rows already done. Returns the (B,) tokens, whether each is part of its response
+    (EOS included), and the updated done flags."""
+    logits = logits.float()
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) the k-th largest logit
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    tok = sample_categorical(torch.softmax(logits / temperature, dim=-1), generator, uniform)  # (B,)
     tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # PAD after EOS
     return tok, ~done, done | (tok == eos_id)
 
