@@ -201,7 +201,9 @@ def test_demo_recipes():
     micro = demo_recipe(micro=True)
     assert micro.rm_size == "small" and micro.rank_labels == "reference" and micro.rank_prompts < 100
     assert micro.ppo.as_dict()["total_episodes"] < 100
-    assert "2,000 prompts ranked by the training labelers" in recipe_sentence(recipe_summary(quick))
+    assert "2,000 prompts, sampled from the 50 likeliest tokens, ranked by the training labelers" in recipe_sentence(
+        recipe_summary(quick)
+    )
 
 
 @pytest.mark.parametrize(

@@ -180,8 +180,10 @@ def recipe_sentence(r: dict) -> str:
     def num(x) -> str:
         return f"{x:,}" if isinstance(x, int) else "?"
 
+    top_k = r.get("rank_top_k")
+    drawn = f", sampled from the {top_k} likeliest tokens," if top_k else ""
     return (
-        f"Recipe: {num(r.get('rank_prompts'))} prompts{where} ranked by {who}; the reward model trained from {rm}; "
+        f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; the reward model trained from {rm}; "
         f"PPO-ptx for {num(ppo.get('total_episodes'))} episodes (γ {ppo.get('ptx_coef', '?')}, "
         f"β {ppo.get('kl_coef', '?')}); {num(r.get('eval_prompts'))} evaluation prompts."
     )
