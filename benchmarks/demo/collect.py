@@ -2,7 +2,8 @@
 
     python benchmarks/demo/collect.py --run F=runs/demo-s0 --run G=runs/demo-s1 --note "..." [--write]
 
-Reads each run's recipe.json, stage .done files, rm/eval_results.json, eval/results.json and ppo_ptx/metrics.jsonl.
+Reads each run's recipe.json, stage .done files, rm/eval_results.json, eval/results.json and ppo_ptx/metrics.jsonl,
+and judges eval/responses.jsonl again for closed-domain hallucination per task type (which kind of prompt moved).
 """
 
 from __future__ import annotations
@@ -11,13 +12,33 @@ import argparse
 import json
 from pathlib import Path
 
+from instructrl.evaluate.world_eval import CLOSED_DOMAIN
 from instructrl.experiments.demo import recipe_sentence, stage_timings
+from instructrl.world.judge import score
 
 HERE = Path(__file__).parent
 
 
 def est(m: dict | None) -> str:
     return "-" if not m else f"{m['mean']:.3f} ± {m.get('se', 0):.3f}"
+
+
+def hallucination_by_task(run: Path, models=("SFT", "PPO-ptx")) -> dict:
+    """{model: {task type: [hallucinated, prompts]}} over the evaluation's closed-domain prompts."""
+    records = {}
+    for line in (run / "world" / "eval_prompts.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["task"]["type"] in CLOSED_DOMAIN:
+            records[rec["prompt"]] = rec
+    out: dict[str, dict[str, list[int]]] = {m: {t: [0, 0] for t in CLOSED_DOMAIN} for m in models}
+    for line in (run / "eval" / "responses.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rec = records.get(r["prompt"])
+        if r["model"] in out and rec is not None:
+            counts = out[r["model"]][rec["task"]["type"]]
+            counts[0] += bool(score(rec, r["response"])["hallucination"])
+            counts[1] += 1
+    return out
 
 
 def summarize(run: Path) -> dict:
@@ -39,6 +60,7 @@ def summarize(run: Path) -> dict:
         "head_to_head": res.get("head_to_head", {}),
         "likert": {n: m["likert"] for n, m in models.items()},
         "hallucination_closed_domain": {n: m.get("hallucination_closed_domain") for n, m in models.items()},
+        "hallucination_by_task": hallucination_by_task(run),
         "truthful_and_informative_qa": {
             n: m.get("truthfulness", {}).get("qa", {}).get("truthful_and_informative") for n, m in models.items()
         },
@@ -81,6 +103,7 @@ def main() -> int:
         s = summarize(Path(path))
         print(row(name, s))
         print("   ", recipe_sentence(s["recipe"]), "stages:", s["stage_seconds"])
+        print("    closed-domain hallucination by task, [hallucinated, prompts]:", s["hallucination_by_task"])
         info[f"run_{name.lower()}"] = {"command": a.note, **s}
     if a.write:
         info_path.write_text(json.dumps(info, indent=1) + "\n")
