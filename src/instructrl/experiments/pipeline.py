@@ -105,8 +105,8 @@ class Recipe:
     # ("small", "medium"; the paper: one 6B RM for every policy size); None: from the policy's own SFT
     rm_size: str | None = None
     k: tuple[int, int] = (4, 6)  # K samples per prompt (InstructGPT: 4..9)
-    # the ranked samples come from each step's rank_top_k likeliest tokens (the evaluation's sampling too: transformers'
-    # top-k 50); None: from the whole distribution, as PPO's rollouts
+    # the ranked samples come from each step's rank_top_k likeliest tokens (as the evaluation samples: transformers'
+    # top-k 50); None: from the whole distribution, as PPO's rollouts do
     rank_top_k: int | None = 50
     eval_prompts: int = 200
     world_eval_prompts: int | None = None  # build this many evaluation prompts (default: 320 x scale)
@@ -329,9 +329,10 @@ def collect_rankings(
 ) -> list[dict]:
     """Sample K responses per prompt (temperature 1; from the ``top_k`` likeliest tokens when given) and have
     labelers rank them (InstructGPT §3.2: rankings of K = 4..9 outputs of the models being trained). With
-    several policies, a prompt's K samples are shared out among them in turn (sample j from policy j mod n): comparisons between, say,
-    the SFT policy and a PPO policy trained against the previous reward model, as in the paper's later
-    rounds of data collection. Each row's ``sources`` gives the index of the policy behind each sample."""
+    several policies, a prompt's K samples are shared out among them in turn (sample j from policy j mod n):
+    comparisons between, say, the SFT policy and a PPO policy trained against the previous reward model, as in
+    the paper's later rounds of data collection. Each row's ``sources`` gives the index of the policy behind
+    each sample."""
     policies = [policy] if isinstance(policy, (str, Path)) else list(policy)
     rng = random.Random(f"rank:{seed}:{group}")
     ks = [rng.randint(*k_range) for _ in records]
