@@ -42,9 +42,10 @@ from instructrl.experiments.pipeline import (
 )
 from instructrl.world.base_models import resolve_model
 
-# the default recipe: 32,000 ranked prompts from a 12x build of the world, ranked by the noiseless judge; the
-# RM from the small base model's SFT; PPO-ptx with gamma 1, beta 0.04, 24,576 episodes; 800 evaluation prompts
-# (win-rate SE about 0.017). benchmarks/ppo_quality/history.md: the search that found it.
+# the default recipe: 32,000 ranked prompts from a 12x build of the world (samples from the SFT policy's 50 likeliest
+# tokens, the Recipe's rank_top_k), ranked by the noiseless judge; the RM from the small base model's SFT; PPO-ptx
+# with gamma 1, beta 0.04, 24,576 episodes; 800 evaluation prompts (win-rate SE about 0.017).
+# benchmarks/ppo_quality/history.md: the search that found it; benchmarks/demo/results.md: three seeds of it.
 DEMO = {
     "rank_prompts": 32000,
     "rank_scale": 12.0,
