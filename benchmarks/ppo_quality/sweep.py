@@ -235,7 +235,15 @@ def rank(sw: Sweep, o: Path, policies: list[str], prompts: list[dict], labels: s
     (``reference``) by the noiseless judge."""
     recipe = Recipe()
     rows = collect_rankings(
-        policies, prompts, sw.pool.training, sw.pool.reference, recipe.k, sw.seed, recipe.max_new_tokens, "training"
+        policies,
+        prompts,
+        sw.pool.training,
+        sw.pool.reference,
+        recipe.k,
+        sw.seed,
+        recipe.max_new_tokens,
+        "training",
+        top_k=recipe.rank_top_k,  # the distribution the recorded sweeps drew from (transformers' top-k 50)
     )
     save_rankings(sw, o, by_reference(rows) if labels == "reference" else rows)
 
