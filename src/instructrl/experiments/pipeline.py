@@ -287,7 +287,7 @@ def sample_texts(
 ) -> list[str]:
     """One response per prompt (temperature 1 by default), in the prompts' order, drawn with the PPO rollout's
     KV-cached sampler (:func:`instructrl.ppo.rollout.sample_responses`): prompts of similar length batched together
-    (``by_length``), and finished rows leaving the batch (``compact_at``). About 4-5x faster than transformers'
+    (``by_length``), and finished rows leaving the batch (``compact_at``). About 3-5x faster than transformers'
     ``generate`` for the rankings on a 2-core CPU (``benchmarks/demo``). It samples from the whole distribution, as
     PPO's rollouts do, or with ``top_k`` from each step's ``top_k`` likeliest tokens (as ``generate`` with that
     ``top_k``)."""
