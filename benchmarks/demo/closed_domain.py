@@ -16,7 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from instructrl.evaluate.world_eval import CLOSED_DOMAIN
+from collect import closed_domain_records  # this folder's collect.py (the script's own directory is on sys.path)
+
+from instructrl.experiments.pipeline import world_seed_of
 from instructrl.reward.api import evaluate_rm
 from instructrl.reward.config import RMConfig
 from instructrl.world.judge import score
@@ -27,18 +29,13 @@ HERE = Path(__file__).parent
 
 def judged_pairs(run: Path) -> list[dict]:
     """The (SFT, PPO-ptx) answer pairs of the run's closed-domain evaluation prompts, ranked by the judge."""
-    records = {}
-    for line in (run / "world" / "eval_prompts.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["task"]["type"] in CLOSED_DOMAIN:
-            records[rec["prompt"]] = rec
+    records = closed_domain_records(run)
     answers: dict[str, dict[str, str]] = {}
     for line in (run / "eval" / "responses.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["prompt"] in records and r["model"] in ("SFT", "PPO-ptx"):
             answers.setdefault(r["prompt"], {})[r["model"]] = r["response"]
-    world_seed = json.loads((run / "world" / "world.json").read_text())["seed"]
-    judge = make_pool(world_seed).reference
+    judge = make_pool(world_seed_of(run / "world")).reference
     pairs = []
     for prompt, a in answers.items():
         if len(a) < 2 or a["SFT"] == a["PPO-ptx"]:

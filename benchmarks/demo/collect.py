@@ -23,13 +23,19 @@ def est(m: dict | None) -> str:
     return "-" if not m else f"{m['mean']:.3f} ± {m.get('se', 0):.3f}"
 
 
-def hallucination_by_task(run: Path, models=("SFT", "PPO-ptx")) -> dict:
-    """{model: {task type: [hallucinated, prompts]}} over the evaluation's closed-domain prompts."""
+def closed_domain_records(run: Path) -> dict[str, dict]:
+    """The run's closed-domain evaluation prompts (summarize, closed QA, extract, polite rewrite), by prompt text."""
     records = {}
     for line in (run / "world" / "eval_prompts.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if rec["task"]["type"] in CLOSED_DOMAIN:
             records[rec["prompt"]] = rec
+    return records
+
+
+def hallucination_by_task(run: Path, models=("SFT", "PPO-ptx")) -> dict:
+    """{model: {task type: [hallucinated, prompts]}} over the evaluation's closed-domain prompts."""
+    records = closed_domain_records(run)
     out: dict[str, dict[str, list[int]]] = {m: {t: [0, 0] for t in CLOSED_DOMAIN} for m in models}
     for line in (run / "eval" / "responses.jsonl").read_text().splitlines():
         r = json.loads(line)
