@@ -195,15 +195,19 @@ def test_demo_recipes():
     full, quick = demo_recipe(), demo_recipe(quick=True)
     assert quick == Recipe()
     assert (full.rank_prompts, full.rank_labels, full.rm_size, full.rank_scale) == (32000, "reference", "small", 12.0)
-    assert full.ppo.as_dict()["total_episodes"] == 24576 and full.ppo.as_dict()["kl_coef"] == 0.04
+    ppo = full.ppo.as_dict()
+    assert ppo["total_episodes"] == 24576 and ppo["kl_coef"] == 0.04
+    # beta adapted toward 7 nats per response (Ziegler et al. 2019), so no seed drifts into over-optimization
+    assert (ppo["adaptive_kl"], ppo["kl_target"], ppo["kl_horizon"]) == (True, 7.0, 2048)
+    assert "β from 0.04, adapted toward a KL of 7 nats per response" in recipe_sentence(recipe_summary(full))
     assert full.eval_prompts == 800 and full.world_eval_prompts >= full.eval_prompts
     # micro keeps the recipe's stages and shrinks every size
     micro = demo_recipe(micro=True)
     assert micro.rm_size == "small" and micro.rank_labels == "reference" and micro.rank_prompts < 100
     assert micro.ppo.as_dict()["total_episodes"] < 100
-    assert "2,000 prompts, sampled from the 50 likeliest tokens, ranked by the training labelers" in recipe_sentence(
-        recipe_summary(quick)
-    )
+    quick_sentence = recipe_sentence(recipe_summary(quick))
+    assert "2,000 prompts, sampled from the 50 likeliest tokens, ranked by the training labelers" in quick_sentence
+    assert "adapted" not in quick_sentence and "β 0." in quick_sentence  # the preset's fixed beta
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,9 @@ from instructrl.world.base_models import resolve_model
 
 # the default recipe: 32,000 ranked prompts from a 12x build of the world (samples from the SFT policy's 50 likeliest
 # tokens, the Recipe's rank_top_k), ranked by the noiseless judge; the RM from the small base model's SFT; PPO-ptx
-# with gamma 1, beta 0.04, 24,576 episodes; 800 evaluation prompts (win-rate SE about 0.017).
+# with gamma 1, 24,576 episodes, beta starting at 0.04 and adapted toward a KL of 7 nats per response (Ziegler et
+# al. 2019's controller, horizon 2,048 episodes: at a fixed beta one seed in three drifted to 13 nats and
+# over-optimized the RM); 800 evaluation prompts (win-rate SE about 0.017).
 # benchmarks/ppo_quality/history.md: the search that found it; benchmarks/demo/results.md: three seeds of it.
 DEMO = {
     "rank_prompts": 32000,
@@ -53,7 +55,14 @@ DEMO = {
     "rm_size": "small",
     "eval_prompts": 800,
     "world_eval_prompts": 800,
-    "ppo": {"ptx_coef": 1.0, "kl_coef": 0.04, "total_episodes": 24576},
+    "ppo": {
+        "ptx_coef": 1.0,
+        "kl_coef": 0.04,
+        "adaptive_kl": True,
+        "kl_target": 7.0,
+        "kl_horizon": 2048,
+        "total_episodes": 24576,
+    },
 }
 # measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run K); used for the ETA only
 EXPECTED_QUICK = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
@@ -186,8 +195,17 @@ def recipe_sentence(r: dict) -> str:
     return (
         f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; the reward model trained from {rm}; "
         f"PPO-ptx for {num(ppo.get('total_episodes'))} episodes (γ {ppo.get('ptx_coef', '?')}, "
-        f"β {ppo.get('kl_coef', '?')}); {num(r.get('eval_prompts'))} evaluation prompts."
+        f"{kl_sentence(ppo)}); {num(r.get('eval_prompts'))} evaluation prompts."
     )
+
+
+def kl_sentence(ppo: dict) -> str:
+    """The KL penalty of a recorded PPO recipe: a fixed β, or the adaptive controller's start and target."""
+    if ppo.get("adaptive_kl"):
+        target = ppo.get("kl_target")
+        target = f"{target:g}" if isinstance(target, (int, float)) else "?"
+        return f"β from {ppo.get('kl_coef', '?')}, adapted toward a KL of {target} nats per response"
+    return f"β {ppo.get('kl_coef', '?')}"
 
 
 def stage_timings(out: Path) -> dict[str, float]:
