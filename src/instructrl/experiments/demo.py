@@ -9,9 +9,9 @@ Two recipes:
 
 * the default (:data:`DEMO`, about 50 minutes on 2 cores): the paper's amount of ranking data (32,000
   prompts, ranked by the world's noiseless judge) and a reward model larger than the policy (from the
-  ``small`` base model, as the paper used one 6B RM for every policy size), then 24,576 PPO-ptx episodes.
-  It is the fastest setting found where PPO-ptx is preferred over its SFT start
-  (``benchmarks/ppo_quality``).
+  ``small`` base model, as the paper used one 6B RM for every policy size), then 24,576 PPO-ptx episodes with
+  β adapted toward a KL of 7 nats per response. It is the fastest setting found where PPO-ptx is preferred
+  over its SFT start (``benchmarks/ppo_quality``, ``benchmarks/demo``).
 * ``--quick`` (:class:`Recipe`'s defaults, about 5 minutes): 2,000 prompts ranked by the noisy training
   labelers and an RM of the policy's size. Every stage runs, but that RM is too weak for PPO-ptx to beat
   SFT (about even).
