@@ -58,7 +58,8 @@ def test_demo_micro_runs_every_stage_and_writes_the_report(tmp_path):
     assert "GPT prompted preferred over GPT, compared directly" in html
     assert "Win rate against SFT" in html and "data:image/png;base64," in html and "What the demo shows" in html
     assert "class='headline'" in html and "PPO-ptx was preferred over SFT in " in r.stdout
-    assert assert_every_axis_titled(html) == 6 and example_columns(html)[0][1:] == list(results["models"])
+    # win rates, Likert, toxicity, and PPO-ptx's score, KL, ptx loss and the adaptive beta
+    assert assert_every_axis_titled(html) == 7 and example_columns(html)[0][1:] == list(results["models"])
     assert "ranked by the world's noiseless judge" in _text(html) and "SFT of the small base model" in html
     # a second run finds every stage cached and only rewrites the report
     r = run_cli(["demo", "--out", str(out), "--micro", "--seed", "1"], timeout=300)
@@ -129,7 +130,7 @@ def _finished_run(root: Path, ppo_ptx_win: float) -> Path:
     write_jsonl(
         root / "ppo_ptx" / "metrics.jsonl",
         [
-            {"step": s, "ppo/score_mean": 0.1 * s, "ppo/kl": 0.2 * s, "ppo/ptx_loss": 1.0 - 0.01 * s}
+            {"step": s, "ppo/score_mean": 0.1 * s, "ppo/kl": 0.2 * s, "ppo/ptx_loss": 1.0 - 0.01 * s, "ppo/beta": 0.04}
             for s in range(1, 6)
         ],
     )
@@ -185,6 +186,19 @@ def test_demo_report_shows_rm_accuracy_examples_and_titled_plots(tmp_path):
     assert titles["KL from the SFT model"] == ("PPO iteration", "KL per response (nats)")
     # timings from the stages' .done files
     assert re.search(r"sft\s+65\s.*Total: 111 s", text, re.S)
+
+
+def test_demo_report_plots_beta_only_where_the_controller_moved_it(tmp_path):
+    run = _finished_run(tmp_path / "run", 0.6)  # a fixed beta: no beta panel (the test above counts 6 plots)
+    rows = [json.loads(line) for line in (run / "ppo_ptx" / "metrics.jsonl").read_text().splitlines()]
+    write_jsonl(run / "ppo_ptx" / "metrics.jsonl", [{**r, "ppo/beta": 0.04 * (1 + 0.01 * r["step"])} for r in rows])
+    page = write_demo_report(run).read_text()
+    assert assert_every_axis_titled(page) == 7
+    titles = {t: (x, y) for t, x, y in plot_panels(page)}
+    assert titles["KL coefficient β, adapted toward the KL target"] == (
+        "PPO iteration",
+        "β (reward penalty per nat of KL)",
+    )
 
 
 # ---------------------------------------------------------------- the recipes and the checks

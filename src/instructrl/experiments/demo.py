@@ -233,6 +233,7 @@ def demo_headline(results: dict) -> str:
 PPO_CURVES = (
     ("ppo/score_mean", "Reward-model score", "mean RM score per response (normalized)"),
     ("ppo/kl", "KL from the SFT model", "KL per response (nats)"),
+    ("ppo/beta", "KL coefficient β, adapted toward the KL target", "β (reward penalty per nat of KL)"),
     ("ppo/ptx_loss", "Pretraining loss (the ptx term)", "loss per token (nats)"),
 )
 
@@ -328,8 +329,8 @@ def write_demo_report(out: Path, timings: dict[str, float] | None = None) -> Pat
     charts = [
         R.line_chart(title, {key: series}, "PPO iteration", ylabel, integer_x=True)
         for key, title, ylabel in PPO_CURVES
-        if (series := R.metrics_series(ppo, key))[0]
-    ]
+        if (series := R.metrics_series(ppo, key))[0] and (key != "ppo/beta" or len(set(series[1])) > 1)
+    ]  # β only where the controller moved it
     if charts:
         sections.append(("PPO-ptx training", "".join(charts)))
     sections.append(
