@@ -47,17 +47,26 @@ def hallucination_by_task(run: Path, models=("SFT", "PPO-ptx")) -> dict:
     return out
 
 
+def ppo_rows(run: Path) -> list[dict]:
+    """The PPO-ptx iterations' rows of the run's ``ppo_ptx/metrics.jsonl``."""
+    rows = [json.loads(x) for x in (run / "ppo_ptx" / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "ppo/score_mean" in r]
+
+
+def quarter_means(rows: list[dict], key: str) -> list[float]:
+    """Mean of ``key`` over each quarter of ``rows``, the last quarter ending at the last row (NaN where a quarter of
+    a run shorter than 4 rows is empty)."""
+    q = max(1, len(rows) // 4)
+    quarters = [rows[:q], rows[q : 2 * q], rows[2 * q : 3 * q], rows[-q:]]
+    return [sum(r[key] for r in part) / len(part) if part else float("nan") for part in quarters]
+
+
 def summarize(run: Path) -> dict:
     res = json.loads((run / "eval" / "results.json").read_text())
     models = res["models"]
     stages = stage_timings(run)
-    metrics = [json.loads(x) for x in (run / "ppo_ptx" / "metrics.jsonl").read_text().splitlines()]
-    metrics = [m for m in metrics if "ppo/score_mean" in m]
-    quarter = max(1, len(metrics) // 4)
-
-    def mean(key: str, rows: list[dict]) -> float:
-        return round(sum(r[key] for r in rows) / len(rows), 3)
-
+    metrics = ppo_rows(run)
+    score, kl = quarter_means(metrics, "ppo/score_mean"), quarter_means(metrics, "ppo/kl")
     return {
         "recipe": json.loads((run / "recipe.json").read_text()),
         "stage_seconds": stages,
@@ -70,11 +79,8 @@ def summarize(run: Path) -> dict:
         "truthful_and_informative_qa": {
             n: m.get("truthfulness", {}).get("qa", {}).get("truthful_and_informative") for n, m in models.items()
         },
-        "ppo_score_first_last_quarter": [
-            mean("ppo/score_mean", metrics[:quarter]),
-            mean("ppo/score_mean", metrics[-quarter:]),
-        ],
-        "ppo_kl_last_quarter": mean("ppo/kl", metrics[-quarter:]),
+        "ppo_score_first_last_quarter": [round(score[0], 3), round(score[-1], 3)],
+        "ppo_kl_last_quarter": round(kl[-1], 3),
         "benchmarks": {n: m.get("benchmarks") for n, m in models.items()},
     }
 

@@ -30,6 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from collect import ppo_rows, quarter_means  # this folder's collect.py (the script's own directory is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 REUSED = ("world", "sft", "sft_rm", "rankings", "rm")
 
@@ -55,15 +57,10 @@ def run(args) -> int:
 
 
 def quarters(run_dir: Path) -> dict:
-    rows = [json.loads(line) for line in (run_dir / "ppo_ptx" / "metrics.jsonl").open() if '"ppo/kl"' in line]
-    q = len(rows) // 4
-
-    def mean(key, i):
-        return sum(r[key] for r in rows[i : i + q]) / q
-
+    rows = ppo_rows(run_dir)
     return {
-        "kl_by_quarter": [round(mean("ppo/kl", i), 2) for i in range(0, 4 * q, q)],
-        "rm_score_by_quarter": [round(mean("ppo/score_mean", i), 3) for i in range(0, 4 * q, q)],
+        "kl_by_quarter": [round(m, 2) for m in quarter_means(rows, "ppo/kl")],
+        "rm_score_by_quarter": [round(m, 3) for m in quarter_means(rows, "ppo/score_mean")],
         "beta_last": round(rows[-1]["ppo/beta"], 4),
     }
 
