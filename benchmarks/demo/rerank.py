@@ -1,0 +1,234 @@
+"""The demo at one seed with labelers who penalize misleading answers, reusing a finished run's samples.
+
+The labelers of the shipped world give a response that states what its input does not say (or what the world
+contradicts) no "truthful" credit, and nothing worse: a fluent answer about the wrong land outranks a non-answer.
+``--misleading W`` gives every labeler a penalty of W (times a personal log-normal factor, drawn after a labeler's
+other traits, so its styles and demonstrations stay as they are) for such a response; ``--closed-only`` applies it
+to the closed-domain tasks alone (summarize, closed QA, extract, polite rewrite); ``--train-noise LO,HI`` sets the
+training labelers' noise range, to keep their agreement near the paper's. The world's code is not changed: the
+script patches the labelers in its own process.
+
+A demo run's rankings stage samples K responses per prompt from the small SFT policy, then has the labelers (or
+the noiseless judge) rank them. The samples do not depend on what the labelers prefer, so ranking a finished run's
+samples again, in the order the stage ranks them (each labeler's noise is seeded by how many judgments it has
+made), gives the rankings a run from scratch would give, without the stage's sampling time.
+
+``check``: rank a finished run's samples again and count the rows ranked as in its files (without options, on the
+run's own code, this shows that the re-ranking reproduces the stage)::
+
+    python benchmarks/demo/rerank.py check --src runs/demo-b1
+
+``run``: hard-link the world and both SFT stages of ``--src`` into ``--out``, write the re-ranked rankings there,
+then run the demo, which trains the reward model and PPO-ptx and evaluates, as ``instructrl demo`` does::
+
+    OMP_NUM_THREADS=1 python benchmarks/demo/rerank.py run --src runs/demo-b1 --out runs/demo-m1 --seed 1 \\
+        --misleading 2.5 --train-noise 0.18,0.34
+
+``agreement``: the labelers' pairwise agreement on the synthetic policy with the patch, for pools 0-2, as
+``benchmarks/world/run.py`` measures it for the shipped labelers::
+
+    python benchmarks/demo/rerank.py agreement --misleading 2.5 --train-noise 0.18,0.34
+
+``judge``: the held-out labelers' direct comparisons (GPT prompted vs GPT, PPO-ptx vs SFT) of finished runs'
+evaluation responses, judged again for each penalty, on every task and on closed-domain tasks only::
+
+    python benchmarks/demo/rerank.py judge runs/demo-m0 runs/demo-m1 runs/demo-m2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REUSED = ("world", "sft", "sft_rm")
+CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def patch_labelers(misleading: float, closed_only: bool = False, train_noise: tuple[float, float] | None = None):
+    """Labelers with a misleading penalty, in this process: returns a function that undoes the patch."""
+    from instructrl.world import labelers as L
+
+    saved = (L.Labeler.utility_terms, L._make_labeler, L.TRAIN_NOISE)
+    terms0, make0 = saved[0], saved[1]
+    if train_noise:
+        L.TRAIN_NOISE = train_noise
+
+    def make(idx: int, held_out: bool, seed: int):
+        lab = make0(idx, held_out, seed)
+        # replay the labeler's draws (weights, style, noise, length), then draw one more: its personal factor
+        rng = random.Random(f"labeler:{seed}:{held_out}:{idx}")
+        for _ in L.BASE_WEIGHTS:
+            rng.gauss(0.0, 1.0)
+        rng.choice(L.OPENERS), rng.choice([0, 1, 1, 2]), rng.choice(["comma", "numbered"]), rng.choice(L.CLOSINGS)
+        rng.uniform(0.85, 1.0), rng.uniform(0.0, 1.0), rng.gauss(0.0, 0.35)
+        spread = L.HELDOUT_SPREAD if held_out else L.TRAIN_SPREAD
+        lab.weights = {**lab.weights, "misleading": misleading * math.exp(rng.gauss(0.0, spread))}
+        return lab
+
+    def terms(self, record, response, criteria=None):
+        from instructrl.world.judge import score
+
+        c = criteria or score(record, response)
+        t = terms0(self, record, response, c)
+        applies = not closed_only or record["task"]["type"] in CLOSED_DOMAIN
+        t["misleading"] = -self.weights.get("misleading", misleading) * float(c["hallucination"]) * applies
+        return t
+
+    L.Labeler.utility_terms, L._make_labeler = terms, make
+
+    def undo():
+        L.Labeler.utility_terms, L._make_labeler, L.TRAIN_NOISE = saved
+
+    return undo
+
+
+def rerank(src: Path) -> tuple[list[dict], list[dict]]:
+    """The rows of ``src``'s rankings.jsonl and rankings_eval.jsonl, ranked again by the labelers as patched."""
+    from instructrl.experiments.pipeline import world_seed_of
+    from instructrl.world.labelers import make_pool
+
+    pool = make_pool(world_seed_of(src / "world"))
+    by_reference = json.loads((src / "recipe.json").read_text()).get("rank_labels") == "reference"
+
+    def again(rows: list[dict], labelers: list) -> list[dict]:
+        out = []
+        for i, row in enumerate(rows):
+            lab = labelers[i % len(labelers)]  # as collect_rankings deals the prompts out
+            rec = {"prompt": row["prompt"], "task": row["task"], "category": row.get("category")}
+            out.append(
+                {
+                    **row,
+                    "ranks": lab.rank(rec, row["completions"]),
+                    "reference_ranks": pool.reference.rank(rec, row["completions"]),
+                    "labeler": lab.id,
+                }
+            )
+        return out
+
+    train = again(read_jsonl(src / "rankings" / "rankings.jsonl"), pool.training)
+    if by_reference:
+        train = [{**r, "ranks": r["reference_ranks"], "labeler": "reference"} for r in train]
+    evals = read_jsonl(src / "rankings" / "rankings_eval.jsonl")
+    half = sum(r["labeler_group"] == "training" for r in evals)
+    return train, again(evals[:half], pool.training) + again(evals[half:], pool.heldout)
+
+
+def check(args) -> int:
+    src = Path(args.src)
+    train, evals = rerank(src)
+    for name, new in (("rankings.jsonl", train), ("rankings_eval.jsonl", evals)):
+        old = read_jsonl(src / "rankings" / name)
+        same = sum(a["ranks"] == b["ranks"] and a["reference_ranks"] == b["reference_ranks"] for a, b in zip(old, new))
+        print(f"{name}: {same} of {len(old)} rows ranked as in {src}")
+    return 0
+
+
+def run(args) -> int:
+    from instructrl.data.io import write_jsonl
+    from instructrl.experiments import demo
+
+    src, out = Path(args.src), Path(args.out)
+    if not (src / "rankings" / ".done").exists():
+        sys.exit(f"{src}: no finished rankings stage (rankings/.done)")
+    out.mkdir(parents=True, exist_ok=True)
+    for stage in REUSED:
+        if not (out / stage).exists():
+            subprocess.run(["cp", "-al", str(src / stage), str(out / stage)], check=True)
+    ranks = out / "rankings"
+    if not (ranks / ".done").exists():
+        train, evals = rerank(src)
+        ranks.mkdir(exist_ok=True)
+        if (src / "rankings" / "world").exists() and not (ranks / "world").exists():
+            subprocess.run(["cp", "-al", str(src / "rankings" / "world"), str(ranks / "world")], check=True)
+        write_jsonl(ranks / "rankings.jsonl", train)
+        write_jsonl(ranks / "rankings_eval.jsonl", evals)
+        shutil.copy(src / "rankings" / ".done", ranks / ".done")  # the sampling's time, as the stage took it
+    recipe = {"seed": args.seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(demo.demo_recipe())}
+    if not (out / "recipe.json").exists():
+        (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    ns = argparse.Namespace(
+        out=str(out), seed=args.seed, world_seed=0, size="tiny", ppo_episodes=None, quick=False, micro=False
+    )
+    return demo.main(ns)
+
+
+def judge(args) -> int:
+    """Direct comparisons of each run's evaluation responses by the held-out labelers, for each penalty."""
+    from instructrl.world.labelers import make_pool
+
+    out = {}
+    for closed_only in (False, True):
+        for w in args.weights:
+            undo = patch_labelers(w, closed_only)
+            try:
+                rows = []
+                for run_dir in map(Path, args.runs):
+                    recs = {r["prompt"]: r for r in read_jsonl(run_dir / "world" / "eval_prompts.jsonl")}
+                    by = defaultdict(dict)
+                    for r in read_jsonl(run_dir / "eval" / "responses.jsonl"):
+                        by[r["prompt"]][r["model"]] = r["response"]
+                    labs = make_pool(0).heldout
+                    res = {}
+                    for a, b in (("GPT prompted", "GPT"), ("PPO-ptx", "SFT")):
+                        v = [
+                            (labs[i % len(labs)].compare(recs[p], d[a], d[b]) + 1) / 2
+                            for i, (p, d) in enumerate(by.items())
+                            if p in recs
+                        ]
+                        res[f"{a} vs {b}"] = round(sum(v) / len(v), 3)
+                    rows.append(res)
+            finally:
+                undo()
+            key = f"{'closed-domain only' if closed_only else 'every task'}, penalty {w:g}"
+            out[key] = dict(zip(args.runs, rows))
+            print(key, json.dumps(rows))
+    if args.write:
+        Path(args.write).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("check", "run", "agreement"):
+        p = sub.add_parser(name)
+        if name != "agreement":
+            p.add_argument("--src", required=True)
+        p.add_argument("--misleading", type=float, default=None, help="The penalty's base weight (none: as shipped).")
+        p.add_argument("--closed-only", action="store_true")
+        p.add_argument("--train-noise", default=None, help="LO,HI: the training labelers' noise range.")
+        if name == "run":
+            p.add_argument("--out", required=True)
+            p.add_argument("--seed", type=int, required=True)
+    p = sub.add_parser("judge")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 1.5, 2.0, 2.5])
+    p.add_argument("--write", default=None, help="A JSON file for the results.")
+    args = ap.parse_args()
+    if args.cmd == "judge":
+        return judge(args)
+    if args.misleading is not None:
+        noise = tuple(float(x) for x in args.train_noise.split(",")) if args.train_noise else None
+        patch_labelers(args.misleading, args.closed_only, noise)
+    if args.cmd == "agreement":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "world"))
+        from run import agreement  # benchmarks/world/run.py
+
+        print(json.dumps(agreement(400)))
+        return 0
+    return check(args) if args.cmd == "check" else run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
