@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 
 from instructrl.evaluate.world_eval import CLOSED_DOMAIN
@@ -100,6 +101,28 @@ def row(name: str, s: dict) -> str:
         f"{est(s['head_to_head'].get('GPT prompted vs GPT'))} | "
         f"**{est(w['PPO-ptx'])}** | {est(h['PPO-ptx'])} / {est(h['SFT'])} | {est(t['PPO-ptx'])} / {est(t['SFT'])} |"
     )
+
+
+def link_stages(src: Path, out: Path, stages) -> None:
+    """Hard-link the finished ``stages`` of the run in ``src`` into ``out`` (the demo then reuses them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        if (src / stage).exists() and not (out / stage).exists():
+            subprocess.run(["cp", "-al", str(src / stage), str(out / stage)], check=True)
+
+
+def finish_demo(out: Path, seed: int) -> int:
+    """Run the demo's remaining stages in ``out`` at ``seed`` (world 0, the tiny policy) with the default recipe as
+    this process has it, recording that recipe in ``out/recipe.json`` first."""
+    from instructrl.experiments import demo
+
+    recipe = {"seed": seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(demo.demo_recipe())}
+    if not (out / "recipe.json").exists():
+        (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    ns = argparse.Namespace(
+        out=str(out), seed=seed, world_seed=0, size="tiny", ppo_episodes=None, quick=False, micro=False
+    )
+    return demo.main(ns)
 
 
 def main() -> int:

@@ -30,7 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from collect import ppo_rows, quarter_means  # this folder's collect.py (the script's own directory is on sys.path)
+# this folder's collect.py (the script's own directory is on sys.path)
+from collect import finish_demo, link_stages, ppo_rows, quarter_means
 
 HERE = Path(__file__).resolve().parent
 REUSED = ("world", "sft", "sft_rm", "rankings", "rm")
@@ -43,17 +44,8 @@ def run(args) -> int:
     if not (src / "rm" / ".done").exists():
         sys.exit(f"{src}: not a finished demo run (no rm/.done)")
     demo.DEMO["ppo"] = {**demo.DEMO["ppo"], **json.loads(args.ppo)}
-    out.mkdir(parents=True, exist_ok=True)
-    for stage in REUSED:
-        if (src / stage).exists() and not (out / stage).exists():
-            subprocess.run(["cp", "-al", str(src / stage), str(out / stage)], check=True)
-    recipe = {"seed": args.seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(demo.demo_recipe())}
-    if not (out / "recipe.json").exists():
-        (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
-    ns = argparse.Namespace(
-        out=str(out), seed=args.seed, world_seed=0, size="tiny", ppo_episodes=None, quick=False, micro=False
-    )
-    return demo.main(ns)
+    link_stages(src, out, REUSED)
+    return finish_demo(out, args.seed)
 
 
 def quarters(run_dir: Path) -> dict:

@@ -42,10 +42,11 @@ import json
 import math
 import random
 import shutil
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from collect import finish_demo, link_stages  # this folder's collect.py (the script's own directory is on sys.path)
 
 REUSED = ("world", "sft", "sft_rm")
 CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
@@ -136,31 +137,19 @@ def check(args) -> int:
 
 def run(args) -> int:
     from instructrl.data.io import write_jsonl
-    from instructrl.experiments import demo
 
     src, out = Path(args.src), Path(args.out)
     if not (src / "rankings" / ".done").exists():
         sys.exit(f"{src}: no finished rankings stage (rankings/.done)")
-    out.mkdir(parents=True, exist_ok=True)
-    for stage in REUSED:
-        if not (out / stage).exists():
-            subprocess.run(["cp", "-al", str(src / stage), str(out / stage)], check=True)
+    link_stages(src, out, REUSED)
     ranks = out / "rankings"
     if not (ranks / ".done").exists():
         train, evals = rerank(src)
-        ranks.mkdir(exist_ok=True)
-        if (src / "rankings" / "world").exists() and not (ranks / "world").exists():
-            subprocess.run(["cp", "-al", str(src / "rankings" / "world"), str(ranks / "world")], check=True)
+        link_stages(src / "rankings", ranks, ("world",))  # the larger build the prompts came from
         write_jsonl(ranks / "rankings.jsonl", train)
         write_jsonl(ranks / "rankings_eval.jsonl", evals)
         shutil.copy(src / "rankings" / ".done", ranks / ".done")  # the sampling's time, as the stage took it
-    recipe = {"seed": args.seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(demo.demo_recipe())}
-    if not (out / "recipe.json").exists():
-        (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
-    ns = argparse.Namespace(
-        out=str(out), seed=args.seed, world_seed=0, size="tiny", ppo_episodes=None, quick=False, micro=False
-    )
-    return demo.main(ns)
+    return finish_demo(out, args.seed)
 
 
 def judge(args) -> int:
