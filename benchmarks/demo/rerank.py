@@ -53,7 +53,9 @@ CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from instructrl.data.io import read_records
+
+    return [r.data for r in read_records(path, what="demo run data")]
 
 
 def patch_labelers(misleading: float, closed_only: bool = False, train_noise: tuple[float, float] | None = None):
@@ -156,17 +158,20 @@ def judge(args) -> int:
     """Direct comparisons of each run's evaluation responses by the held-out labelers, for each penalty."""
     from instructrl.world.labelers import make_pool
 
+    runs = {}  # each run's evaluation prompts and responses, read once
+    for run_dir in map(Path, args.runs):
+        recs = {r["prompt"]: r for r in read_jsonl(run_dir / "world" / "eval_prompts.jsonl")}
+        by = defaultdict(dict)
+        for r in read_jsonl(run_dir / "eval" / "responses.jsonl"):
+            by[r["prompt"]][r["model"]] = r["response"]
+        runs[run_dir] = (recs, by)
     out = {}
     for closed_only in (False, True):
         for w in args.weights:
             undo = patch_labelers(w, closed_only)
             try:
                 rows = []
-                for run_dir in map(Path, args.runs):
-                    recs = {r["prompt"]: r for r in read_jsonl(run_dir / "world" / "eval_prompts.jsonl")}
-                    by = defaultdict(dict)
-                    for r in read_jsonl(run_dir / "eval" / "responses.jsonl"):
-                        by[r["prompt"]][r["model"]] = r["response"]
+                for recs, by in runs.values():
                     labs = make_pool(0).heldout
                     res = {}
                     for a, b in (("GPT prompted", "GPT"), ("PPO-ptx", "SFT")):
