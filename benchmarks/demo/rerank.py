@@ -1,12 +1,12 @@
-"""The demo at one seed with labelers who penalize misleading answers, reusing a finished run's samples.
+"""The demo at one seed with labelers given another misleading penalty, reusing a finished run's samples.
 
-The labelers of the shipped world give a response that states what its input does not say (or what the world
-contradicts) no "truthful" credit, and nothing worse: a fluent answer about the wrong land outranks a non-answer.
-``--misleading W`` gives every labeler a penalty of W (times a personal log-normal factor, drawn after a labeler's
-other traits, so its styles and demonstrations stay as they are) for such a response; ``--closed-only`` applies it
-to the closed-domain tasks alone (summarize, closed QA, extract, polite rewrite); ``--train-noise LO,HI`` sets the
-training labelers' noise range, to keep their agreement near the paper's. The world's code is not changed: the
-script patches the labelers in its own process.
+The shipped labelers penalize a closed-domain response that states what its input does not say (base weight 2.5,
+times a personal log-normal factor drawn after a labeler's other traits, so its styles and demonstrations do not
+depend on it; ``instructrl.world.labelers``). ``--misleading W`` sets that base weight (0: the labelers before the
+penalty, who gave such a response no "truthful" credit and nothing worse, so a fluent answer about the wrong land
+outranked a non-answer); without ``--closed-only`` it applies to every task; ``--train-noise LO,HI`` sets the
+training labelers' noise range, to keep their agreement near the paper's. The script patches the labelers in its
+own process.
 
 A demo run's rankings stage samples K responses per prompt from the small SFT policy, then has the labelers (or
 the noiseless judge) rank them. The samples do not depend on what the labelers prefer, so ranking a finished run's
@@ -14,9 +14,9 @@ samples again, in the order the stage ranks them (each labeler's noise is seeded
 made), gives the rankings a run from scratch would give, without the stage's sampling time.
 
 ``check``: rank a finished run's samples again and count the rows ranked as in its files (without options, on the
-run's own code, this shows that the re-ranking reproduces the stage)::
+labelers its rankings were made with, this shows that the re-ranking reproduces the stage)::
 
-    python benchmarks/demo/rerank.py check --src runs/demo-b1
+    python benchmarks/demo/rerank.py check --src runs/demo-c1
 
 ``run``: hard-link the world and both SFT stages of ``--src`` into ``--out``, write the re-ranked rankings there,
 then run the demo, which trains the reward model and PPO-ptx and evaluates, as ``instructrl demo`` does::
@@ -71,7 +71,7 @@ def patch_labelers(misleading: float, closed_only: bool = False, train_noise: tu
         lab = make0(idx, held_out, seed)
         # replay the labeler's draws (weights, style, noise, length), then draw one more: its personal factor
         rng = random.Random(f"labeler:{seed}:{held_out}:{idx}")
-        for _ in L.BASE_WEIGHTS:
+        for _ in (k for k in L.BASE_WEIGHTS if k != "misleading"):
             rng.gauss(0.0, 1.0)
         rng.choice(L.OPENERS), rng.choice([0, 1, 1, 2]), rng.choice(["comma", "numbered"]), rng.choice(L.CLOSINGS)
         rng.uniform(0.85, 1.0), rng.uniform(0.0, 1.0), rng.gauss(0.0, 0.35)
@@ -199,7 +199,7 @@ def main() -> int:
         p = sub.add_parser(name)
         if name != "agreement":
             p.add_argument("--src", required=True)
-        p.add_argument("--misleading", type=float, default=None, help="The penalty's base weight (none: as shipped).")
+        p.add_argument("--misleading", type=float, default=None, help="The penalty's base weight (none: as shipped, 2.5 on closed-domain tasks).")
         p.add_argument("--closed-only", action="store_true")
         p.add_argument("--train-noise", default=None, help="LO,HI: the training labelers' noise range.")
         if name == "run":

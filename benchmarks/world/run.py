@@ -86,6 +86,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100, help="Items per benchmark and prompts per success measurement.")
     ap.add_argument("--sizes", default="tiny,small,medium")
     ap.add_argument("--agreement-prompts", type=int, default=400)
+    ap.add_argument(
+        "--labelers-only",
+        action="store_true",
+        help="Measure agreement and category shares again, keeping the base-model measurements in results.json "
+        "(they do not depend on the labelers).",
+    )
     args = ap.parse_args()
 
     from instructrl.world.base_models import RESOURCES
@@ -94,7 +100,10 @@ def main() -> int:
     report_path = HERE / "pretrain_report.json"
     pretrain = json.loads(report_path.read_text())["sizes"] if report_path.exists() else {}
     results: dict = {"sizes": {}, "n": args.n}
-    for size in args.sizes.split(","):
+    if args.labelers_only:
+        kept = json.loads((HERE / "results.json").read_text())
+        results = {"sizes": kept["sizes"], "n": kept["n"]}
+    for size in [] if args.labelers_only else args.sizes.split(","):
         if not (RESOURCES / size / "config.json").exists():
             print(f"[skip] base model {size} not installed", file=sys.stderr)
             continue

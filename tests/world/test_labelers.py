@@ -106,3 +106,33 @@ def test_utility_is_the_normalized_sum_of_its_criterion_terms():
         top = sum(lab.weights[k] for k in ("follows", "correct", "truthful", "harmless", "constraints", "polite"))
         assert lab.utility(r, resp) == sum(terms.values()) / top
     assert lab.utility_terms(r, "")["follows"] == 0.0 < lab.utility_terms(r, good)["follows"]
+
+
+def test_the_pools_traits_are_pinned():
+    # The misleading weight is drawn after every other trait, so styles, noise and length preferences
+    # (and with them the demonstrations) are the ones the pool had before that weight existed.
+    pool = make_pool(0)
+    assert [lab.style.verbosity for lab in pool.training[:4]] == [0, 1, 1, 0]
+    assert [round(lab.length_factor, 4) for lab in pool.training[:4]] == [0.8414, 0.8491, 0.8087, 1.7938]
+    assert [round(lab.noise, 4) for lab in pool.training[:4]] == [0.2091, 0.2209, 0.2523, 0.1952]
+
+
+def test_misleading_penalty_applies_to_closed_domain_tasks_only():
+    pool = make_pool(0)
+    closed = make_prompt(KB, random.Random(4), "closed_qa")  # the passage puts Drefas in the south
+    land, region = closed["task"]["land"], closed["task"]["facts"]["region"]
+    wrong = f"{land} lies in the {'north' if region != 'north' else 'south'}."
+    right = f"{land} lies in the {region}."
+    ref = pool.reference
+    assert ref.utility_terms(closed, wrong)["misleading"] == -ref.weights["misleading"] < 0
+    assert ref.utility_terms(closed, right)["misleading"] == 0
+    # A wrong statement about the passage now ranks below saying nothing useful, and far below the answer.
+    assert ref.utility(closed, right) > ref.utility(closed, "Hi!") > ref.utility(closed, wrong)
+    opened = make_prompt(KB, random.Random(4), "open_qa")
+    made_up = f"People in {opened['task']['land']} like to eat soup."
+    from instructrl.world.judge import score
+
+    assert score(opened, made_up)["hallucination"]  # an open-domain hallucination: "truthful" credit only
+    assert ref.utility_terms(opened, made_up)["misleading"] == 0
+    assert all(lab.weights["misleading"] > 0 for lab in pool.all())
+    assert len({round(lab.weights["misleading"], 6) for lab in pool.training}) == len(pool.training)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from instructrl.world.judge import score
 from instructrl.world.kb import get_kb
-from instructrl.world.tasks import Style, demonstrate
+from instructrl.world.tasks import CLOSED_DOMAIN, Style, demonstrate
 
 # The reference judge's weights; every labeler's are these times a personal log-normal factor.
 BASE_WEIGHTS: dict[str, float] = {
@@ -37,6 +37,7 @@ BASE_WEIGHTS: dict[str, float] = {
     "length": 0.4,  # close to the preferred length (penalty)
     "polite": 0.15,  # greets, thanks, offers help
     "repetition": 1.0,  # repeated phrases (penalty)
+    "misleading": 2.5,  # closed-domain tasks: states what the input does not say (penalty)
 }
 OPENERS = ["", "", "Sure! ", "Happy to help. ", "Hi! ", "Of course. "]
 CLOSINGS = ["", "", " Hope this helps.", " Thanks for asking.", " Have a nice day."]
@@ -76,6 +77,7 @@ class Labeler:
         cons = 1.0 if c["constraints"] is None else c["constraints"]
         ideal = max(1.0, record["task"].get("ideal_words", 10) * self.length_factor)
         length_penalty = min(1.0, abs(math.log((c["n_words"] + 1) / (ideal + 1))))
+        closed = record["task"]["type"] in CLOSED_DOMAIN
         return {
             "follows": w["follows"] * follows,
             "correct": w["correct"] * c["correct"],
@@ -85,6 +87,7 @@ class Labeler:
             "polite": w["polite"] * c["polite"],
             "length": -w["length"] * length_penalty,
             "repetition": -w["repetition"] * c["repetition"],
+            "misleading": -w["misleading"] * (closed and c["hallucination"]),
         }
 
     def utility(self, record: dict, response: str, criteria: dict | None = None) -> float:
@@ -119,7 +122,7 @@ class Labeler:
         """A 1-7 rating and the metadata flags (InstructGPT Table 3)."""
         c = score(record, response)
         u = self.utility(record, response, c) + self._noise(record, response, self._next_salt())
-        closed = record["task"]["type"] in ("summarize", "closed_qa", "extract", "polite_rewrite")
+        closed = record["task"]["type"] in CLOSED_DOMAIN
         flags = {
             "fails_to_follow_instruction": not c["follows"],
             "inappropriate_for_customer_assistant": not c["harmless"] or c["expresses_moral_judgment"],
@@ -151,7 +154,7 @@ def _make_labeler(idx: int, held_out: bool, seed: int) -> Labeler:
     rng = random.Random(f"labeler:{seed}:{held_out}:{idx}")
     spread = HELDOUT_SPREAD if held_out else TRAIN_SPREAD
     lo, hi = HELDOUT_NOISE if held_out else TRAIN_NOISE
-    weights = {k: v * math.exp(rng.gauss(0.0, spread)) for k, v in BASE_WEIGHTS.items()}
+    weights = {k: v * math.exp(rng.gauss(0.0, spread)) for k, v in BASE_WEIGHTS.items() if k != "misleading"}
     style = Style(
         opener=rng.choice(OPENERS),
         verbosity=rng.choice([0, 1, 1, 2]),
@@ -159,11 +162,15 @@ def _make_labeler(idx: int, held_out: bool, seed: int) -> Labeler:
         closing=rng.choice(CLOSINGS),
         care=rng.uniform(0.85, 1.0),
     )
+    noise = rng.uniform(lo, hi)
+    length_factor = math.exp(rng.gauss(0.0, 0.35))
+    # Drawn last, so that the other draws (and the demonstrations' styles) match the pool before this weight.
+    weights["misleading"] = BASE_WEIGHTS["misleading"] * math.exp(rng.gauss(0.0, spread))
     return Labeler(
         id=f"{'heldout' if held_out else 'train'}-{idx:02d}",
         weights=weights,
-        noise=rng.uniform(lo, hi),
-        length_factor=math.exp(rng.gauss(0.0, 0.35)),
+        noise=noise,
+        length_factor=length_factor,
         style=style,
         held_out=held_out,
         seed=seed,
