@@ -199,7 +199,12 @@ def main() -> int:
         p = sub.add_parser(name)
         if name != "agreement":
             p.add_argument("--src", required=True)
-        p.add_argument("--misleading", type=float, default=None, help="The penalty's base weight (none: as shipped, 2.5 on closed-domain tasks).")
+        p.add_argument(
+            "--misleading",
+            type=float,
+            default=None,
+            help="The penalty's base weight (none: as shipped, 2.5 on closed-domain tasks).",
+        )
         p.add_argument("--closed-only", action="store_true")
         p.add_argument("--train-noise", default=None, help="LO,HI: the training labelers' noise range.")
         if name == "run":
