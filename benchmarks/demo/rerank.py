@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import shutil
 import sys
 from collections import defaultdict
@@ -49,7 +47,6 @@ from pathlib import Path
 from collect import finish_demo, link_stages  # this folder's collect.py (the script's own directory is on sys.path)
 
 REUSED = ("world", "sft", "sft_rm")
-CLOSED_DOMAIN = ("summarize", "closed_qa", "extract", "polite_rewrite")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -59,39 +56,29 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def patch_labelers(misleading: float, closed_only: bool = False, train_noise: tuple[float, float] | None = None):
-    """Labelers with a misleading penalty, in this process: returns a function that undoes the patch."""
-    from instructrl.world import labelers as L
+    """Labelers with another misleading penalty, in this process: returns a function that undoes the patch.
 
-    saved = (L.Labeler.utility_terms, L._make_labeler, L.TRAIN_NOISE)
-    terms0, make0 = saved[0], saved[1]
+    The penalty's base weight becomes ``misleading`` (the reference judge's weight, and each labeler's times its
+    personal factor, drawn as shipped); without ``closed_only`` it applies to every task, not only the
+    closed-domain ones."""
+    from instructrl.world import labelers as L
+    from instructrl.world.judge import score
+
+    saved = (L.Labeler.utility_terms, L.BASE_WEIGHTS, L.TRAIN_NOISE)
+    terms0 = saved[0]
+    L.BASE_WEIGHTS = {**L.BASE_WEIGHTS, "misleading": misleading}
     if train_noise:
         L.TRAIN_NOISE = train_noise
 
-    def make(idx: int, held_out: bool, seed: int):
-        lab = make0(idx, held_out, seed)
-        # replay the labeler's draws (weights, style, noise, length), then draw one more: its personal factor
-        rng = random.Random(f"labeler:{seed}:{held_out}:{idx}")
-        for _ in (k for k in L.BASE_WEIGHTS if k != "misleading"):
-            rng.gauss(0.0, 1.0)
-        rng.choice(L.OPENERS), rng.choice([0, 1, 1, 2]), rng.choice(["comma", "numbered"]), rng.choice(L.CLOSINGS)
-        rng.uniform(0.85, 1.0), rng.uniform(0.0, 1.0), rng.gauss(0.0, 0.35)
-        spread = L.HELDOUT_SPREAD if held_out else L.TRAIN_SPREAD
-        lab.weights = {**lab.weights, "misleading": misleading * math.exp(rng.gauss(0.0, spread))}
-        return lab
-
-    def terms(self, record, response, criteria=None):
-        from instructrl.world.judge import score
-
+    def every_task(self, record, response, criteria=None):
         c = criteria or score(record, response)
-        t = terms0(self, record, response, c)
-        applies = not closed_only or record["task"]["type"] in CLOSED_DOMAIN
-        t["misleading"] = -self.weights.get("misleading", misleading) * float(c["hallucination"]) * applies
-        return t
+        return {**terms0(self, record, response, c), "misleading": -self.weights["misleading"] * c["hallucination"]}
 
-    L.Labeler.utility_terms, L._make_labeler = terms, make
+    if not closed_only:
+        L.Labeler.utility_terms = every_task
 
     def undo():
-        L.Labeler.utility_terms, L._make_labeler, L.TRAIN_NOISE = saved
+        L.Labeler.utility_terms, L.BASE_WEIGHTS, L.TRAIN_NOISE = saved
 
     return undo
 
