@@ -100,10 +100,11 @@ def main() -> int:
     report_path = HERE / "pretrain_report.json"
     pretrain = json.loads(report_path.read_text())["sizes"] if report_path.exists() else {}
     results: dict = {"sizes": {}, "n": args.n}
-    if args.labelers_only:
+    sizes = args.sizes.split(",")
+    if args.labelers_only:  # the base models' rows are kept as they are; none is measured again
         kept = json.loads((HERE / "results.json").read_text())
-        results = {"sizes": kept["sizes"], "n": kept["n"]}
-    for size in [] if args.labelers_only else args.sizes.split(","):
+        results, sizes = {"sizes": kept["sizes"], "n": kept["n"]}, []
+    for size in sizes:
         if not (RESOURCES / size / "config.json").exists():
             print(f"[skip] base model {size} not installed", file=sys.stderr)
             continue
