@@ -221,6 +221,9 @@ def test_demo_recipes():
     assert micro.ppo.as_dict()["total_episodes"] < 100
     quick_sentence = recipe_sentence(recipe_summary(quick))
     assert "2,000 prompts, sampled from the 50 likeliest tokens, ranked by the training labelers" in quick_sentence
+    assert "the reward model trained for 2 epochs from the policy's own SFT model" in quick_sentence  # rm-tiny's
+    one_epoch = recipe_sentence(recipe_summary(quick.with_overrides({"rm": {"epochs": 1}})))
+    assert "the reward model trained for 1 epoch from" in one_epoch
     assert "adapted" not in quick_sentence and "β 0." in quick_sentence  # the preset's fixed beta
 
 

@@ -11,8 +11,10 @@ reward model again on the same run's rankings with a cheaper setting, then PPO-p
 ``--rm-epochs N``: the reward model's epochs (the default recipe: 2; the paper: 1). ``--rank-prompts N``: the
 reward model trains on N of the run's ranked prompts, drawn at random (seeded, in the file's order): what a run
 ranking N prompts of the same world build would give, and the rankings stage would take about N / 32,000 of its
-time. The held-out rankings stay whole. Hard-links the world, both SFT stages and (without ``--rank-prompts``) the
-rankings of ``--src``. Summarize with ``collect.py``; the recipe folder records the variant in ``recipe.json``.
+time. The held-out rankings stay whole. ``--ppo-episodes N``: PPO-ptx's episodes (the default recipe: 24,576; β
+reaches its KL target of 7 nats within the first 3,000). Hard-links the world, both SFT stages, the rankings
+(without ``--rank-prompts``) and the reward model (when only ``--ppo-episodes`` is given) of ``--src``. Summarize
+with ``collect.py``; the run folder records the variant in ``recipe.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, required=True, help="The run's seed (its recipe.json must agree).")
     p.add_argument("--rm-epochs", type=int, default=None, help="Reward-model epochs (default: the recipe's 2).")
     p.add_argument("--rank-prompts", type=int, default=None, help="Train the RM on this many ranked prompts.")
+    p.add_argument("--ppo-episodes", type=int, default=None, help="PPO-ptx episodes (default: the recipe's 24,576).")
     a = p.parse_args()
     src, out = Path(a.src), Path(a.out)
     made = json.loads((src / "recipe.json").read_text())
@@ -66,7 +69,15 @@ def main() -> int:
         variant["rm_epochs"] = a.rm_epochs
     if a.rank_prompts is not None:
         variant["rank_prompts"] = a.rank_prompts
-    link_stages(src, out, ("world", "sft", "sft_rm") + (() if a.rank_prompts else ("rankings",)))
+    if a.ppo_episodes is not None:
+        recipe = recipe.with_overrides({"ppo": {"total_episodes": a.ppo_episodes}})
+        variant["ppo_episodes"] = a.ppo_episodes
+    reused = ["world", "sft", "sft_rm"]
+    if a.rank_prompts is None:
+        reused.append("rankings")
+        if a.rm_epochs is None:
+            reused.append("rm")
+    link_stages(src, out, reused)
     if a.rank_prompts and not (out / "rankings" / ".done").exists():
         subset_rankings(src / "rankings", out / "rankings", a.rank_prompts, a.seed)
     summary = {"seed": a.seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(recipe), "variant": variant}

@@ -185,6 +185,8 @@ def recipe_sentence(r: dict) -> str:
     who = "the world's noiseless judge" if r.get("rank_labels") == "reference" else "the training labelers"
     where = f" (from a {r['rank_scale']:g}x build of the world)" if r.get("rank_scale") else ""
     rm = f"an SFT of the {r['rm_size']} base model" if r.get("rm_size") else "the policy's own SFT model"
+    epochs = (r.get("rm") or {}).get("epochs", load_yaml("rm-tiny").get("epochs"))
+    rm_epochs = f" for {epochs} epoch{'s' if epochs != 1 else ''}" if isinstance(epochs, int) else ""
     ppo = r.get("ppo", {})
 
     def num(x) -> str:
@@ -193,7 +195,7 @@ def recipe_sentence(r: dict) -> str:
     top_k = r.get("rank_top_k")
     drawn = f", sampled from the {top_k} likeliest tokens," if top_k else ""
     return (
-        f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; the reward model trained from {rm}; "
+        f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; the reward model trained{rm_epochs} from {rm}; "
         f"PPO-ptx for {num(ppo.get('total_episodes'))} episodes (γ {ppo.get('ptx_coef', '?')}, "
         f"{kl_sentence(ppo)}); {num(r.get('eval_prompts'))} evaluation prompts."
     )
