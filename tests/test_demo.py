@@ -214,6 +214,11 @@ def test_demo_recipes():
     # beta adapted toward 7 nats per response (Ziegler et al. 2019), so no seed drifts into over-optimization
     assert (ppo["adaptive_kl"], ppo["kl_target"], ppo["kl_horizon"]) == (True, 7.0, 2048)
     assert "β from 0.04, adapted toward a KL of 7 nats per response" in recipe_sentence(recipe_summary(full))
+    # the paper's one epoch over the rankings (rm-tiny's 2 take twice as long for a PPO-ptx about as good)
+    assert full.rm.as_dict()["epochs"] == 1 and full.rm.as_dict()["normalize"] == "demonstrations"
+    assert "the reward model trained for 1 epoch from an SFT of the small base model" in recipe_sentence(
+        recipe_summary(full)
+    )
     assert full.eval_prompts == 800 and full.world_eval_prompts >= full.eval_prompts
     # micro keeps the recipe's stages and shrinks every size
     micro = demo_recipe(micro=True)

@@ -1,20 +1,20 @@
 """Cheaper variants of the default demo recipe, on a finished run of it: does PPO-ptx still beat SFT?
 
-The default recipe's reward model takes 26-28 of its 49 minutes: 32,000 ranked prompts, 2 epochs. This trains the
-reward model again on the same run's rankings with a cheaper setting, then PPO-ptx and the demo's full evaluation
+The reward model is the default recipe's largest stage (32,000 ranked prompts). This trains the reward model again
+on a finished run's rankings with a cheaper setting, then PPO-ptx and the demo's full evaluation
 (GPT, GPT prompted, SFT, PPO-ptx, and GPT prompted against GPT directly), exactly as ``instructrl demo`` runs them::
 
     OMP_NUM_THREADS=1 python benchmarks/demo/cheaper.py --src runs/demo-c0 --out runs/demo-e0 --seed 0 --rm-epochs 1
     OMP_NUM_THREADS=1 python benchmarks/demo/cheaper.py --src runs/demo-c0 --out runs/demo-h0 --seed 0 \\
         --rank-prompts 16000
 
-``--rm-epochs N``: the reward model's epochs (the default recipe: 2; the paper: 1). ``--rank-prompts N``: the
-reward model trains on N of the run's ranked prompts, drawn at random (seeded, in the file's order): what a run
-ranking N prompts of the same world build would give, and the rankings stage would take about N / 32,000 of its
-time. The held-out rankings stay whole. ``--ppo-episodes N``: PPO-ptx's episodes (the default recipe: 24,576; β
-reaches its KL target of 7 nats within the first 3,000). Hard-links the world, both SFT stages, the rankings
-(without ``--rank-prompts``) and the reward model (when only ``--ppo-episodes`` is given) of ``--src``. Summarize
-with ``collect.py``; the run folder records the variant in ``recipe.json``.
+``--rm-epochs N``: the reward model's epochs (the default recipe, as the paper: 1; before runs E0-E2: 2).
+``--rank-prompts N``: the reward model trains on N of the run's ranked prompts, drawn at random (seeded, in the
+file's order): what a run ranking N prompts of the same world build would give, and the rankings stage would take
+about N / 32,000 of its time. The held-out rankings stay whole. ``--ppo-episodes N``: PPO-ptx's episodes (the
+default recipe: 24,576; β reaches its KL target of 7 nats within the first 3,000). Hard-links the world, both SFT
+stages, the rankings (without ``--rank-prompts``) and the reward model (when only ``--ppo-episodes`` is given) of
+``--src``. Summarize with ``collect.py``; the run folder records the variant in ``recipe.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> int:
     p.add_argument("--src", required=True, help="A finished run of the default demo recipe.")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, required=True, help="The run's seed (its recipe.json must agree).")
-    p.add_argument("--rm-epochs", type=int, default=None, help="Reward-model epochs (default: the recipe's 2).")
+    p.add_argument("--rm-epochs", type=int, default=None, help="Reward-model epochs (default: the recipe's).")
     p.add_argument("--rank-prompts", type=int, default=None, help="Train the RM on this many ranked prompts.")
     p.add_argument("--ppo-episodes", type=int, default=None, help="PPO-ptx episodes (default: the recipe's 24,576).")
     a = p.parse_args()

@@ -7,11 +7,11 @@ written to ``O/report.html``. Stages are cached: run it again to continue an int
 
 Two recipes:
 
-* the default (:data:`DEMO`, about 50 minutes on 2 cores): the paper's amount of ranking data (32,000
+* the default (:data:`DEMO`, about 36 minutes on 2 cores): the paper's amount of ranking data (32,000
   prompts, ranked by the world's noiseless judge) and a reward model larger than the policy (from the
-  ``small`` base model, as the paper used one 6B RM for every policy size), then 24,576 PPO-ptx episodes with
-  β adapted toward a KL of 7 nats per response. It is the fastest setting found where PPO-ptx is preferred
-  over its SFT start (``benchmarks/ppo_quality``, ``benchmarks/demo``).
+  ``small`` base model, as the paper used one 6B RM for every policy size), trained for one epoch as the paper's
+  was, then 24,576 PPO-ptx episodes with β adapted toward a KL of 7 nats per response. It is the fastest setting
+  found where PPO-ptx is preferred over its SFT start (``benchmarks/ppo_quality``, ``benchmarks/demo``).
 * ``--quick`` (:class:`Recipe`'s defaults, about 5 minutes): 2,000 prompts ranked by the noisy training
   labelers and an RM of the policy's size. Every stage runs, but that RM is too weak for PPO-ptx to beat
   SFT (about even).
@@ -43,9 +43,9 @@ from instructrl.experiments.pipeline import (
 from instructrl.world.base_models import resolve_model
 
 # the default recipe: 32,000 ranked prompts from a 12x build of the world (samples from the SFT policy's 50 likeliest
-# tokens, the Recipe's rank_top_k), ranked by the noiseless judge; the RM from the small base model's SFT; PPO-ptx
-# with gamma 1, 24,576 episodes, beta starting at 0.04 and adapted toward a KL of 7 nats per response (Ziegler et
-# al. 2019's controller, horizon 2,048 episodes: at a fixed beta one seed in three drifted to 13 nats and
+# tokens, the Recipe's rank_top_k), ranked by the noiseless judge; the RM from the small base model's SFT, 1 epoch;
+# PPO-ptx with gamma 1, 24,576 episodes, beta starting at 0.04 and adapted toward a KL of 7 nats per response (Ziegler
+# et al. 2019's controller, horizon 2,048 episodes: at a fixed beta one seed in three drifted to 13 nats and
 # over-optimized the RM); 800 evaluation prompts (win-rate SE about 0.017).
 # benchmarks/ppo_quality/history.md: the search that found it; benchmarks/demo/results.md: three seeds of it.
 DEMO = {
@@ -53,6 +53,9 @@ DEMO = {
     "rank_scale": 12.0,
     "rank_labels": "reference",
     "rm_size": "small",
+    # one epoch over the rankings (the paper's; rm-tiny's 2 take twice as long, and PPO-ptx won by 0.58-0.61 against
+    # 0.57-0.58 at the same seeds: benchmarks/demo/results.md, runs E0-E2 against Xc-Zc)
+    "rm": {"epochs": 1},
     "eval_prompts": 800,
     "world_eval_prompts": 800,
     "ppo": {
@@ -64,9 +67,9 @@ DEMO = {
         "total_episodes": 24576,
     },
 }
-# measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run K); used for the ETA only
+# measured on a quiet 2-core CPU (AMD EPYC, AVX2; benchmarks/demo run K, its 2-epoch RM halved); for the ETA only
 EXPECTED_QUICK = {"world": 2, "sft": 65, "rankings": 95, "rm": 60, "ppo_ptx": 75, "eval": 45}
-EXPECTED = {"world": 2, "sft": 57, "sft_rm": 151, "rankings": 221, "rm": 1653, "ppo_ptx": 812, "eval": 52}
+EXPECTED = {"world": 2, "sft": 57, "sft_rm": 151, "rankings": 221, "rm": 800, "ppo_ptx": 812, "eval": 52}
 
 
 def configure(parser) -> None:
@@ -195,7 +198,8 @@ def recipe_sentence(r: dict) -> str:
     top_k = r.get("rank_top_k")
     drawn = f", sampled from the {top_k} likeliest tokens," if top_k else ""
     return (
-        f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; the reward model trained{rm_epochs} from {rm}; "
+        f"Recipe: {num(r.get('rank_prompts'))} prompts{where}{drawn} ranked by {who}; "
+        f"the reward model trained{rm_epochs} from {rm}; "
         f"PPO-ptx for {num(ppo.get('total_episodes'))} episodes (γ {ppo.get('ptx_coef', '?')}, "
         f"{kl_sentence(ppo)}); {num(r.get('eval_prompts'))} evaluation prompts."
     )
