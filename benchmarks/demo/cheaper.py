@@ -83,6 +83,10 @@ def main() -> int:
     summary = {"seed": a.seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(recipe), "variant": variant}
     if a.rank_prompts:
         summary["rank_prompts"] = a.rank_prompts
+    if "rankings" in reused:  # the rankings of --src, made by its own recipe
+        summary["rank_prompts"] = made.get("rank_prompts")
+    if "rm" in reused:  # the reward model of --src, trained by its own recipe
+        summary["rm"] = made.get("rm", {})
     (out / "recipe.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     stages = Stages(out, {}, printer=lambda m: print(f"[cheaper] {m}", flush=True))
