@@ -28,7 +28,6 @@ from pathlib import Path
 from collect import link_stages  # this folder's collect.py (the script's own directory is on sys.path)
 
 from instructrl.experiments import demo
-from instructrl.experiments.pipeline import Stages, run_eval_stage, run_ppo_stage, run_rm_stage
 from instructrl.world.base_models import resolve_model
 
 
@@ -89,21 +88,10 @@ def main() -> int:
         summary["rm"] = made.get("rm", {})
     (out / "recipe.json").write_text(json.dumps(summary, indent=1) + "\n")
 
-    stages = Stages(out, {}, printer=lambda m: print(f"[cheaper] {m}", flush=True))
-    world, sft, sft_rm, ranks = out / "world", out / "sft", out / "sft_rm", out / "rankings"
     for name in ("world", "sft", "sft_rm", "rankings"):
         if not (out / name / ".done").exists():
             raise SystemExit(f"error: {out / name}: not a finished stage")
-        stages.run(name, lambda o: None)  # cached: records the stage's time
-    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft_rm), ranks, world, recipe, a.seed))
-    ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, a.seed, ptx=True))
-    base = resolve_model("tiny")
-    models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
-    stages.run(
-        "eval",
-        lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, a.seed, head_to_head=["GPT prompted:GPT"]),
-    )
-    report = demo.write_demo_report(out, stages.timings)
+    stages, _, report = demo.run_stages(out, recipe, a.seed, 0, resolve_model("tiny"), {}, tag="cheaper")
     print(f"[cheaper] {sum(stages.timings.values()):.0f}s of stages; report: {report}")
     return 0
 

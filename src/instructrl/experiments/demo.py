@@ -107,28 +107,36 @@ def main(args) -> int:
     base = resolve_model(args.size)
     claim_folder(out, {"seed": args.seed, "world_seed": args.world_seed, "size": args.size, **recipe_summary(recipe)})
     expected = {} if args.micro else EXPECTED if recipe.rm_size else EXPECTED_QUICK
-    stages = Stages(out, expected, printer=lambda m: print(f"[demo] {m}", flush=True))
-    world = stages.run("world", lambda o: build_world(o, args.world_seed, recipe))
-    sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, args.seed))
+    stages, ev, report = run_stages(out, recipe, args.seed, args.world_seed, base, expected)
+    total = sum(stages.timings.values())
+    print(f"[demo] {demo_headline(json.loads((ev / 'results.json').read_text()))}")
+    print(f"[demo] done: {total:.0f}s of stages; report: {report}")
+    return 0
+
+
+def run_stages(
+    out: Path, recipe: Recipe, seed: int, world_seed: int, base: str, expected: dict[str, float], tag: str = "demo"
+) -> tuple[Stages, Path, Path]:
+    """The demo's stages in ``out`` (finished ones are reused) and its report: (the stages, the evaluation's folder,
+    ``report.html``)."""
+    stages = Stages(out, expected, printer=lambda m: print(f"[{tag}] {m}", flush=True))
+    world = stages.run("world", lambda o: build_world(o, world_seed, recipe))
+    sft = stages.run("sft", lambda o: run_sft_stage(o, base, world, recipe, seed))
     rm_base = resolve_model(recipe.rm_size) if recipe.rm_size else base
     sft_rm = sft  # the same base: the policy's SFT is the RM's start
     if rm_base != base:
-        sft_rm = stages.run("sft_rm", lambda o: run_sft_stage(o, rm_base, world, recipe, args.seed))
-    ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, args.seed))
-    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft_rm), ranks, world, recipe, args.seed))
-    ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, args.seed, ptx=True))
+        sft_rm = stages.run("sft_rm", lambda o: run_sft_stage(o, rm_base, world, recipe, seed))
+    ranks = stages.run("rankings", lambda o: run_rankings_stage(o, str(sft), world, recipe, seed))
+    rm = stages.run("rm", lambda o: run_rm_stage(o, str(sft_rm), ranks, world, recipe, seed))
+    ppo = stages.run("ppo_ptx", lambda o: run_ppo_stage(o, str(sft), str(rm), world, recipe, seed, ptx=True))
     models = [f"GPT={base}", f"GPT prompted={base}+fewshot", f"SFT={sft}", f"PPO-ptx={ppo}"]
     # GPT prompted against GPT directly too: both lose to SFT most of the time, so their win rates against SFT
     # differ by less than their standard errors even where the labelers clearly prefer one
     ev = stages.run(
         "eval",
-        lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, args.seed, head_to_head=["GPT prompted:GPT"]),
+        lambda o: run_eval_stage(o, models, f"SFT={sft}", world, recipe, seed, head_to_head=["GPT prompted:GPT"]),
     )
-    report = write_demo_report(out, stages.timings)
-    total = sum(stages.timings.values())
-    print(f"[demo] {demo_headline(json.loads((ev / 'results.json').read_text()))}")
-    print(f"[demo] done: {total:.0f}s of stages; report: {report}")
-    return 0
+    return stages, ev, write_demo_report(out, stages.timings)
 
 
 def claim_folder(out: Path, recipe: dict) -> None:
