@@ -230,6 +230,27 @@ def test_demo_recipes():
     one_epoch = recipe_sentence(recipe_summary(quick.with_overrides({"rm": {"epochs": 1}})))
     assert "the reward model trained for 1 epoch from" in one_epoch
     assert "adapted" not in quick_sentence and "β 0." in quick_sentence  # the preset's fixed beta
+    # --rank-prompts and --ppo-episodes replace the recipe's sizes, micro's too
+    cheaper = demo_recipe(rank_prompts=16000, ppo_episodes=12288)
+    assert (cheaper.rank_prompts, cheaper.ppo.as_dict()["total_episodes"]) == (16000, 12288)
+    assert cheaper.with_overrides({"rank_prompts": 32000, "ppo": {"total_episodes": 24576}}) == full
+    assert demo_recipe(micro=True, rank_prompts=20).rank_prompts == 20
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rank-prompts", "0"], "--rank-prompts must be at least 1, got 0"),
+        (["--ppo-episodes", "-5"], "--ppo-episodes must be at least 1, got -5"),
+        (["--rank-prompts", "500000"], "builds 39848 RM prompts, fewer than rank_prompts 500000"),
+    ],
+)
+def test_demo_rejects_bad_sizes_before_writing(tmp_path, argv, message):
+    out = tmp_path / "demo"
+    r = run_cli(["demo", "--out", str(out), *argv], timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,14 @@ def finish_demo(out: Path, seed: int) -> int:
     if not (out / "recipe.json").exists():
         (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
     ns = argparse.Namespace(
-        out=str(out), seed=seed, world_seed=0, size="tiny", ppo_episodes=None, quick=False, micro=False
+        out=str(out),
+        seed=seed,
+        world_seed=0,
+        size="tiny",
+        ppo_episodes=None,
+        rank_prompts=None,
+        quick=False,
+        micro=False,
     )
     return demo.main(ns)
 

@@ -78,6 +78,9 @@ def configure(parser) -> None:
     parser.add_argument("--size", default="tiny", help="Base model size (tiny, small, medium) or a model directory.")
     parser.add_argument("--ppo-episodes", type=int, default=None, help="PPO episodes (default: the recipe's).")
     parser.add_argument(
+        "--rank-prompts", type=int, default=None, help="Prompts ranked for the reward model (default: the recipe's)."
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="The 5-minute recipe: 2,000 prompts ranked by the training labelers, an RM of the policy's size "
@@ -88,22 +91,30 @@ def configure(parser) -> None:
     )
 
 
-def demo_recipe(quick: bool = False, micro: bool = False) -> Recipe:
+def demo_recipe(
+    quick: bool = False, micro: bool = False, rank_prompts: int | None = None, ppo_episodes: int | None = None
+) -> Recipe:
     """The demo's recipe: :data:`DEMO`, or with ``quick`` the pipeline's defaults; ``micro`` shrinks every data
-    size to a seconds-long smoke run of the same stages."""
+    size to a seconds-long smoke run of the same stages; ``rank_prompts`` and ``ppo_episodes`` (the options of the
+    same names) replace the recipe's, after ``micro``."""
     recipe = Recipe() if quick else Recipe.from_dict(DEMO, "the demo recipe")
     if micro:
         recipe = recipe.with_overrides(
             {**MICRO, "world_eval_prompts": None, **({"rank_scale": 0.05} if recipe.rank_scale else {})}, "micro"
         )
+    for option, value in (("--rank-prompts", rank_prompts), ("--ppo-episodes", ppo_episodes)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
+    if rank_prompts is not None:
+        recipe = recipe.with_overrides({"rank_prompts": rank_prompts}, "--rank-prompts")
+    if ppo_episodes is not None:
+        recipe = recipe.with_overrides({"ppo": {"total_episodes": ppo_episodes}}, "--ppo-episodes")
     return recipe
 
 
 def main(args) -> int:
     out = Path(args.out)
-    recipe = demo_recipe(args.quick, args.micro)
-    if args.ppo_episodes:
-        recipe = recipe.with_overrides({"ppo": {"total_episodes": args.ppo_episodes}})
+    recipe = demo_recipe(args.quick, args.micro, args.rank_prompts, args.ppo_episodes)
     base = resolve_model(args.size)
     claim_folder(out, {"seed": args.seed, "world_seed": args.world_seed, "size": args.size, **recipe_summary(recipe)})
     expected = {} if args.micro else EXPECTED if recipe.rm_size else EXPECTED_QUICK
