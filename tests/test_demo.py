@@ -15,6 +15,7 @@ from instructrl.experiments.demo import (
     demo_checks,
     demo_headline,
     demo_recipe,
+    expected_seconds,
     recipe_sentence,
     recipe_summary,
     write_demo_report,
@@ -235,6 +236,11 @@ def test_demo_recipes():
     assert (cheaper.rank_prompts, cheaper.ppo.as_dict()["total_episodes"]) == (16000, 12288)
     assert cheaper.with_overrides({"rank_prompts": 32000, "ppo": {"total_episodes": 24576}}) == full
     assert demo_recipe(micro=True, rank_prompts=20).rank_prompts == 20
+    # the ETA scales the measured stage times by the data sizes
+    full_eta, cheaper_eta = expected_seconds(full), expected_seconds(cheaper)
+    assert cheaper_eta["rm"] == pytest.approx(full_eta["rm"] / 2) and cheaper_eta["sft"] == full_eta["sft"]
+    assert cheaper_eta["ppo_ptx"] == pytest.approx(full_eta["ppo_ptx"] / 2)
+    assert expected_seconds(quick, quick=True)["rm"] < full_eta["rm"] / 5
 
 
 @pytest.mark.parametrize(

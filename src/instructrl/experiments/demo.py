@@ -112,12 +112,26 @@ def demo_recipe(
     return recipe
 
 
+def expected_seconds(recipe: Recipe, quick: bool = False) -> dict[str, float]:
+    """Each stage's expected seconds, for the ETA: the measured times of the default recipe (or ``--quick``'s), with
+    the rankings and the reward model scaled by the prompts ranked and PPO-ptx by its episodes against that recipe's."""
+    measured, times = (Recipe(), EXPECTED_QUICK) if quick else (demo_recipe(), EXPECTED)
+    ranked = recipe.rank_prompts / measured.rank_prompts
+    episodes = recipe.ppo.as_dict()["total_episodes"] / measured.ppo.as_dict()["total_episodes"]
+    return {
+        **times,
+        "rankings": times["rankings"] * ranked,
+        "rm": times["rm"] * ranked,
+        "ppo_ptx": times["ppo_ptx"] * episodes,
+    }
+
+
 def main(args) -> int:
     out = Path(args.out)
     recipe = demo_recipe(args.quick, args.micro, args.rank_prompts, args.ppo_episodes)
     base = resolve_model(args.size)
     claim_folder(out, {"seed": args.seed, "world_seed": args.world_seed, "size": args.size, **recipe_summary(recipe)})
-    expected = {} if args.micro else EXPECTED if recipe.rm_size else EXPECTED_QUICK
+    expected = {} if args.micro else expected_seconds(recipe, args.quick)
     stages, ev, report = run_stages(out, recipe, args.seed, args.world_seed, base, expected)
     total = sum(stages.timings.values())
     print(f"[demo] {demo_headline(json.loads((ev / 'results.json').read_text()))}")
