@@ -249,6 +249,8 @@ def test_demo_recipes():
         (["--rank-prompts", "0"], "--rank-prompts must be at least 1, got 0"),
         (["--ppo-episodes", "-5"], "--ppo-episodes must be at least 1, got -5"),
         (["--rank-prompts", "500000"], "builds 39848 RM prompts, fewer than rank_prompts 500000"),
+        # --quick ranks the world's own RM prompts (scale 0.75: 2,491), the held-out comparisons' 200 among them
+        (["--quick", "--rank-prompts", "2300"], "the world at scale 0.75 builds 2491 RM prompts, fewer than"),
     ],
 )
 def test_demo_rejects_bad_sizes_before_writing(tmp_path, argv, message):
@@ -282,6 +284,15 @@ def test_rankings_from_a_larger_world_need_enough_prompts(tmp_path):
     build_world(tmp_path / "world", 0, recipe)
     with pytest.raises(ConfigError, match=r"rank_scale 0.02 gives \d+ prompts to rank, fewer than rank_prompts 66"):
         run_rankings_stage(tmp_path / "rankings", "unused", tmp_path / "world", recipe, 0)
+    # without rank_scale the world's own RM prompts are ranked: the recipe's scale must build enough, and so must the
+    # world folder given (built here at 0.02, 66 prompts, for a recipe at 0.05)
+    with pytest.raises(
+        ConfigError, match=r"the world at scale 0.02 builds 66 RM prompts, fewer than rank_prompts 60 \+"
+    ):
+        Recipe.from_dict({**MICRO, "rank_prompts": 60, "rank_eval_prompts": 8})
+    larger = Recipe.from_dict({**MICRO, "scale": 0.05, "rank_prompts": 60, "rank_eval_prompts": 8})
+    with pytest.raises(ConfigError, match=r"rm_prompts.jsonl holds 66 RM prompts, fewer than rank_prompts 60 \+"):
+        run_rankings_stage(tmp_path / "rankings2", "unused", tmp_path / "world", larger, 0)
 
 
 def test_demo_refuses_a_folder_of_another_recipe(tmp_path):

@@ -23,12 +23,13 @@ def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
     r = Recipe.from_dict(
         {
             "scale": "0.5",
+            "rank_prompts": "1000",
             "k": [4, 9],
             "ppo": {"kl_coef": "0.04", "total_episodes": 24000.0},
             "rm": {"learning_rate": 2e-4},
         }
     )
-    assert r.scale == 0.5 and r.k == (4, 9)
+    assert r.scale == 0.5 and r.rank_prompts == 1000 and r.k == (4, 9)
     assert r.ppo.as_dict() == {"total_episodes": 24000, "ptx_coef": 27.8, "ptx_per_episode": 1.0, "kl_coef": 0.04}
     assert isinstance(r.ppo.as_dict()["total_episodes"], int)
     assert r.rm.as_dict() == {"normalize": "demonstrations", "learning_rate": 2e-4}

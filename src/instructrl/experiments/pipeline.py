@@ -89,7 +89,7 @@ class Recipe:
 
     The pipeline sets the paths between stages, the run's seed and ``ppo.response_length`` (=
     ``max_new_tokens``); a stage's overrides apply on top of those (a ``seed`` there re-seeds that stage
-    alone). ``Recipe.from_dict({"scale": 0.25, "ppo": {"kl_coef": 0.04}})`` merges the given stage tables over
+    alone). ``Recipe.from_dict({"scale": 1.0, "ppo": {"kl_coef": 0.04}})`` merges the given stage tables over
     the defaults below, key by key."""
 
     scale: float = 0.75  # world build scale (SFT : RM : PPO prompts about 13 : 33 : 31)
@@ -170,6 +170,12 @@ class Recipe:
                     f"recipe: rank_scale {self.rank_scale} builds {available} RM prompts, fewer than rank_prompts "
                     f"{self.rank_prompts}: raise rank_scale"
                 )
+        elif self.rank_prompts + self.rank_eval_prompts > sizes(self.scale)["rm"]:
+            raise ConfigError(
+                f"recipe: the world at scale {self.scale:g} builds {sizes(self.scale)['rm']} RM prompts, fewer than "
+                f"rank_prompts {self.rank_prompts} + rank_eval_prompts {self.rank_eval_prompts}: lower rank_prompts, "
+                "raise scale, or draw the ranked prompts from a larger build with rank_scale"
+            )
         if self.rank_top_k is not None and self.rank_top_k < 1:
             raise ConfigError(
                 f"recipe: rank_top_k must be >= 1 (or null: the whole distribution), got {self.rank_top_k}"
@@ -386,6 +392,11 @@ def run_rankings_stage(out: Path, policy: str, world: Path, recipe: Recipe, seed
     if recipe.rank_scale is None:
         train = prompts[: recipe.rank_prompts]
         held = prompts[recipe.rank_prompts : recipe.rank_prompts + recipe.rank_eval_prompts]
+        if len(held) < recipe.rank_eval_prompts:  # a world built at another scale than the recipe's
+            raise ConfigError(
+                f"{world / 'rm_prompts.jsonl'} holds {len(prompts)} RM prompts, fewer than rank_prompts "
+                f"{recipe.rank_prompts} + rank_eval_prompts {recipe.rank_eval_prompts}"
+            )
     else:
         held = prompts[: recipe.rank_eval_prompts]
         big = out / "world"
