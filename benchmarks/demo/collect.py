@@ -119,17 +119,9 @@ def finish_demo(out: Path, seed: int) -> int:
     recipe = {"seed": seed, "world_seed": 0, "size": "tiny", **demo.recipe_summary(demo.demo_recipe())}
     if not (out / "recipe.json").exists():
         (out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
-    ns = argparse.Namespace(
-        out=str(out),
-        seed=seed,
-        world_seed=0,
-        size="tiny",
-        ppo_episodes=None,
-        rank_prompts=None,
-        quick=False,
-        micro=False,
-    )
-    return demo.main(ns)
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)  # every other option at its default, as `instructrl demo --out OUT --seed SEED` has it
+    return demo.main(parser.parse_args(["--out", str(out), "--seed", str(seed)]))
 
 
 def main() -> int:

@@ -170,12 +170,14 @@ class Recipe:
                     f"recipe: rank_scale {self.rank_scale} builds {available} RM prompts, fewer than rank_prompts "
                     f"{self.rank_prompts}: raise rank_scale"
                 )
-        elif self.rank_prompts + self.rank_eval_prompts > sizes(self.scale)["rm"]:
-            raise ConfigError(
-                f"recipe: the world at scale {self.scale:g} builds {sizes(self.scale)['rm']} RM prompts, fewer than "
-                f"rank_prompts {self.rank_prompts} + rank_eval_prompts {self.rank_eval_prompts}: lower rank_prompts, "
-                "raise scale, or draw the ranked prompts from a larger build with rank_scale"
-            )
+        else:  # the world's own RM prompts: the ranked ones, then the held-out comparisons'
+            available = sizes(self.scale)["rm"]
+            if available < self.rank_prompts + self.rank_eval_prompts:
+                raise ConfigError(
+                    f"recipe: the world at scale {self.scale:g} builds {available} RM prompts, fewer than rank_prompts "
+                    f"{self.rank_prompts} + rank_eval_prompts {self.rank_eval_prompts}: lower rank_prompts, raise "
+                    "scale, or draw the ranked prompts from a larger build with rank_scale"
+                )
         if self.rank_top_k is not None and self.rank_top_k < 1:
             raise ConfigError(
                 f"recipe: rank_top_k must be >= 1 (or null: the whole distribution), got {self.rank_top_k}"
