@@ -394,7 +394,8 @@ def evaluate(sw: Sweep) -> Path:
     if done.exists() and set(json.loads(done.read_text())["models"]) != {"SFT-2", *sw.runs}:
         shutil.rmtree(sw.st.root / stage)  # evaluated with another set of arms: evaluate them all again
     models = [f"SFT-2={sw.sft}"] + [f"{n}={p}" for n, p in sw.runs.items()]
-    recipe = Recipe.from_dict({"eval_prompts": sw.args.eval_prompts})
+    n = sw.args.eval_prompts  # all of the evaluation world's prompts (eval_world checks it holds n)
+    recipe = Recipe.from_dict({"eval_prompts": n, "world_eval_prompts": n})
     return sw.st.run(
         stage, lambda o: run_eval_stage(o, models, f"SFT={sw.sft}", sw.ev_world, recipe, sw.seed, suites=["winrate"])
     )

@@ -24,6 +24,7 @@ def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
         {
             "scale": "0.5",
             "rank_prompts": "1000",
+            "eval_prompts": 150,  # of the 160 the world builds at scale 0.5
             "k": [4, 9],
             "ppo": {"kl_coef": "0.04", "total_episodes": 24000.0},
             "rm": {"learning_rate": 2e-4},
@@ -54,6 +55,39 @@ def test_from_dict_merges_stage_tables_key_by_key_and_coerces_types():
 def test_unknown_owned_or_mistyped_keys_are_refused_by_name(values, match):
     with pytest.raises(ConfigError, match=match):
         Recipe.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        # each of these used to pass, then failed (or was silently cut) only when its stage ran
+        ({"ppo": {"total_episodes": 10}}, r"stage 'ppo' .*total_episodes=10 is less than one batch \(64\)"),
+        ({"ppo": {"batch_size": 60, "mini_batch_size": 8}}, r"stage 'ppo' .*multiple of mini_batch_size"),
+        ({"sft": {"epochs": 0}}, r"stage 'sft' .*epochs=0"),
+        ({"rm": {"learning_rate": -1}}, r"stage 'rm' .*learning_rate"),
+        ({"rank_prompts": 0}, "rank_prompts must be at least 1"),
+        ({"rank_eval_prompts": 1}, "rank_eval_prompts must be at least 2"),
+        ({"eval_prompts": 0}, "eval_prompts must be at least 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"k": [1, 4]}, "2 <= low <= high"),
+        ({"k": [6, 4]}, "2 <= low <= high"),
+        ({"scale": 0}, "scale must be a positive number"),
+        ({"scale": float("nan")}, "scale must be a positive number"),
+        # the world at scale 0.75 builds 240 evaluation prompts: 800 would have evaluated 240 and reported 800
+        ({"eval_prompts": 800}, "eval_prompts 800 is more than the 240 evaluation prompts"),
+    ],
+)
+def test_values_a_stage_would_refuse_fail_when_the_recipe_is_made(values, match):
+    with pytest.raises(ConfigError, match=match):
+        Recipe.from_dict(values)
+
+
+def test_recipe_checks_accept_what_the_pipeline_sets_itself():
+    """The stage checks stand in for the paths the pipeline sets, and leave the value model unset, so a
+    critic-free arm (which must have none) and more evaluation prompts built on purpose are accepted."""
+    r = Recipe.from_dict({"ppo": {"advantage": "grpo", "samples_per_prompt": 4}, "max_new_tokens": 24})
+    assert r.ppo.as_dict()["advantage"] == "grpo"
+    assert Recipe.from_dict({"eval_prompts": 800, "world_eval_prompts": 800}).eval_prompts == 800
 
 
 @pytest.fixture

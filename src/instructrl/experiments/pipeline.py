@@ -77,6 +77,18 @@ class StageOverrides:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def check(self, preset: str, pipeline: Mapping[str, Any]) -> None:
+        """Validate the stage's config as the pipeline will build it (``preset``, then what the pipeline sets, a
+        placeholder for each path, then these overrides), so a value its config refuses fails when the recipe is
+        made, not after the stages before it have run."""
+        placeholders = {name: "<set by the pipeline>" for name in self.owned if name not in pipeline}
+        try:
+            self.config_cls.from_dict({**load_yaml(preset), **placeholders, **pipeline, **self.values})
+        except ConfigError as e:
+            raise ConfigError(
+                f"recipe: stage '{self.stage}' (the {preset} preset with the recipe's {self.stage} table on top): {e}"
+            ) from None
+
 
 def _stage(stage: str, config_cls: type[BaseConfig], owned: set[str], **values: Any):
     return field(default_factory=lambda: StageOverrides(stage, config_cls, {}, frozenset(owned)).merged(values))
@@ -156,9 +168,13 @@ class Recipe:
                 changes[key] = coerce(value, known[key], source)
             else:
                 raise ConfigError(f"{source}: unknown recipe field '{key}' (known: {', '.join(known)})")
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except ConfigError as e:  # a value the recipe's checks refuse: say where it came from
+            raise ConfigError(str(e) if source == "recipe" else f"{source}: {e}") from None
 
     def __post_init__(self) -> None:
+        self._check_sizes()
         if self.rank_labels not in RANK_LABELS:
             raise ConfigError(f"recipe: rank_labels must be one of {', '.join(RANK_LABELS)}, got {self.rank_labels!r}")
         if self.rank_scale is not None:
@@ -186,6 +202,35 @@ class Recipe:
             raise ConfigError(
                 f"recipe: rm_size must be a base model size ({', '.join(SIZES)}) or a model directory, "
                 f"got {self.rm_size!r}"
+            )
+        self.sft.check("sft-tiny", {"resume": False})
+        self.rm.check("rm-tiny", {"resume": False})
+        self.ppo.check("ppo-tiny", {"resume": False, "response_length": self.max_new_tokens, "value_model": None})
+
+    def _check_sizes(self) -> None:
+        """The data sizes: each a count the stages can use, and no more evaluation prompts than the world builds
+        (the evaluation would use fewer than the report states)."""
+        if not (isinstance(self.scale, (int, float)) and self.scale > 0 and self.scale != float("inf")):
+            raise ConfigError(f"recipe: scale must be a positive number, got {self.scale}")
+        least = {"rank_prompts": 1, "rank_eval_prompts": 2, "eval_prompts": 1, "benchmark_n": 1, "max_new_tokens": 1}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value < low:
+                why = " (half go to the training labelers, half to the held-out ones)" if low == 2 else ""
+                raise ConfigError(f"recipe: {name} must be at least {low}{why}, got {value}")
+        if self.world_eval_prompts is not None and self.world_eval_prompts < 1:
+            raise ConfigError(f"recipe: world_eval_prompts must be at least 1 (or null), got {self.world_eval_prompts}")
+        low, high = self.k
+        if not 2 <= low <= high:
+            raise ConfigError(
+                f"recipe: k must be K or [low, high] with 2 <= low <= high (responses ranked per prompt), "
+                f"got {list(self.k)}"
+            )
+        built = self.world_eval_prompts if self.world_eval_prompts is not None else sizes(self.scale)["eval"]
+        if self.eval_prompts > built:
+            raise ConfigError(
+                f"recipe: eval_prompts {self.eval_prompts} is more than the {built} evaluation prompts the world "
+                f"builds at scale {self.scale:g}: lower eval_prompts, or raise world_eval_prompts"
             )
 
 
