@@ -5,6 +5,7 @@ import json
 import pytest
 from testkit import run_cli
 
+from instructrl.errors import ConfigError
 from instructrl.experiments.methods import (
     BEST_OF,
     DPO_ARMS,
@@ -46,6 +47,15 @@ def test_snapshots_fall_inside_the_run():
 def test_methods_takes_one_size(tmp_path):
     r = run_cli(["reproduce", "--preset", "methods", "--sizes", "tiny,small", "--out", str(tmp_path / "m")])
     assert r.returncode == 2 and "one --sizes value" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_arm_the_recipe_leaves_invalid_fails_before_any_stage(tmp_path):
+    """A batch of 18 is fine for PPO but splits into no groups of 4 responses: GRPO's and RLOO's batches would
+    fail only after the world, SFT, rankings, RM and the PPO arms had run."""
+    recipe = Recipe.from_dict({**MICRO, "ppo": {"total_episodes": 36, "batch_size": 18, "mini_batch_size": 6}})
+    with pytest.raises(ConfigError, match=r"the GRPO arm: .*multiple of samples_per_prompt=4"):
+        run_methods(tmp_path / "m", seed=0, recipe=recipe, printer=lambda m: None)
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow  # about a minute and a half on 2 cores: every method trains and is evaluated

@@ -195,6 +195,8 @@ def run_methods(
     ``world_seed``, with training seed ``seed``."""
     out = Path(out_dir)
     recipe = recipe or Recipe()
+    for name, (_, overrides) in RL_ARMS.items():  # an arm the recipe leaves invalid fails now, not hours in
+        recipe.check_ppo(overrides, f"the {name} arm")
     base = resolve_model(size)
     printer = printer or (lambda m: print(f"[methods] {m}", flush=True))
     stages = Stages(out, EXPECTED, printer=printer)

@@ -205,7 +205,16 @@ class Recipe:
             )
         self.sft.check("sft-tiny", {"resume": False})
         self.rm.check("rm-tiny", {"resume": False})
-        self.ppo.check("ppo-tiny", {"resume": False, "response_length": self.max_new_tokens, "value_model": None})
+        self.check_ppo({})
+
+    def check_ppo(self, overrides: Mapping[str, Any], source: str = "recipe") -> None:
+        """Validate PPO's config as :func:`run_ppo_stage` builds it with ``overrides`` (an arm's, e.g. a
+        critic-free advantage) on top of the recipe's, before any stage runs."""
+        ppo = self.ppo.merged(overrides, source)
+        try:
+            ppo.check("ppo-tiny", {"resume": False, "response_length": self.max_new_tokens, "value_model": None})
+        except ConfigError as e:
+            raise ConfigError(str(e) if source == "recipe" else f"{source}: {e}") from None
 
     def _check_sizes(self) -> None:
         """The data sizes: each a count the stages can use, and no more evaluation prompts than the world builds
