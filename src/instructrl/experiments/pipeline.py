@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -219,7 +220,7 @@ class Recipe:
     def _check_sizes(self) -> None:
         """The data sizes: each a count the stages can use, and no more evaluation prompts than the world builds
         (the evaluation would use fewer than the report states)."""
-        if not (isinstance(self.scale, (int, float)) and self.scale > 0 and self.scale != float("inf")):
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
             raise ConfigError(f"recipe: scale must be a positive number, got {self.scale}")
         least = {"rank_prompts": 1, "rank_eval_prompts": 2, "eval_prompts": 1, "benchmark_n": 1, "max_new_tokens": 1}
         for name, low in least.items():
