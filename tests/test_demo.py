@@ -248,6 +248,8 @@ def test_demo_recipes():
     [
         (["--rank-prompts", "0"], "--rank-prompts must be at least 1, got 0"),
         (["--ppo-episodes", "-5"], "--ppo-episodes must be at least 1, got -5"),
+        # below one PPO batch: refused when the recipe is made, not after 25 minutes of stages
+        (["--ppo-episodes", "10"], "--ppo-episodes: recipe: stage 'ppo'"),
         (["--rank-prompts", "500000"], "builds 39848 RM prompts, fewer than rank_prompts 500000"),
         # --quick ranks the world's own RM prompts (scale 0.75: 2,491), the held-out comparisons' 200 among them
         (["--quick", "--rank-prompts", "2300"], "the world at scale 0.75 builds 2491 RM prompts, fewer than"),
