@@ -172,7 +172,7 @@ class Recipe:
         try:
             return dataclasses.replace(self, **changes)
         except ConfigError as e:  # a value the recipe's checks refuse: say where it came from
-            raise ConfigError(str(e) if source == "recipe" else f"{source}: {e}") from None
+            raise _from_source(e, source) from None
 
     def __post_init__(self) -> None:
         self._check_sizes()
@@ -215,7 +215,7 @@ class Recipe:
         try:
             ppo.check("ppo-tiny", {"resume": False, "response_length": self.max_new_tokens, "value_model": None})
         except ConfigError as e:
-            raise ConfigError(str(e) if source == "recipe" else f"{source}: {e}") from None
+            raise _from_source(e, source) from None
 
     def _check_sizes(self) -> None:
         """The data sizes: each a count the stages can use, and no more evaluation prompts than the world builds
@@ -226,7 +226,11 @@ class Recipe:
         for name, low in least.items():
             value = getattr(self, name)
             if value < low:
-                why = " (half go to the training labelers, half to the held-out ones)" if low == 2 else ""
+                why = (
+                    " (half go to the training labelers, half to the held-out ones)"
+                    if name == "rank_eval_prompts"
+                    else ""
+                )
                 raise ConfigError(f"recipe: {name} must be at least {low}{why}, got {value}")
         if self.world_eval_prompts is not None and self.world_eval_prompts < 1:
             raise ConfigError(f"recipe: world_eval_prompts must be at least 1 (or null), got {self.world_eval_prompts}")
@@ -242,6 +246,12 @@ class Recipe:
                 f"recipe: eval_prompts {self.eval_prompts} is more than the {built} evaluation prompts the world "
                 f"builds at scale {self.scale:g}: lower eval_prompts, or raise world_eval_prompts"
             )
+
+
+def _from_source(e: ConfigError, source: str) -> ConfigError:
+    """``e`` naming where the refused value came from (an option, an arm), unless that is the recipe itself, which
+    every recipe message already names."""
+    return e if source == "recipe" else ConfigError(f"{source}: {e}")
 
 
 RANK_LABELS = ("labelers", "reference")
