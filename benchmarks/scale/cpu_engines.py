@@ -38,14 +38,19 @@ from plan_vs_measured import model_dir, ppo_world  # this folder: the random GPT
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = dict(model_type="gpt2", n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)
 # --size small: GPT-2 small's shape (124.4M), where ZeRO-3 with two processes fits this machine
-SIZES = {"medium": MODEL, "small": dict(MODEL, n_embd=768, n_layer=12, n_head=12)}
+SIZES = {
+    "medium": MODEL,
+    "small": dict(MODEL, n_embd=768, n_layer=12, n_head=12),
+    # --size tiny: what a PPO-ptx process holds beyond its tensors, where the tensors are almost nothing
+    "tiny": dict(MODEL, n_embd=64, n_layer=2, n_head=2),
+}
 SHAPE = dict(batch=4, prompt=16, response=16, ptx_length=64)
 LORA = ["--lora-r", "16", "--value-lora-r", "16"]
 ARMS = {
     "fsdp2, 2 processes": dict(processes=2, flags=["--engine", "fsdp2"], engine="fsdp2"),
     "zero3, 2 processes": dict(processes=2, flags=["--engine", "zero3"], engine="zero3"),
     "zero2, 2 processes": dict(processes=2, flags=["--engine", "zero2"], engine="zero2", sizes=("small",)),
-    "ddp, 2 processes": dict(processes=2, flags=["--engine", "ddp"], engine="ddp", run_at=("small",)),
+    "ddp, 2 processes": dict(processes=2, flags=["--engine", "ddp"], engine="ddp", run_at=("small", "tiny")),
     "one process": dict(processes=1, flags=[], engine="ddp"),
     "one process, gradient checkpointing": dict(processes=1, flags=["--gradient-checkpointing"], engine="ddp"),
     "one process, frozen bf16": dict(processes=1, flags=["--frozen-dtype", "bf16"], engine="ddp"),
@@ -120,7 +125,7 @@ def run_arm(arm: dict, world: dict[str, Path], root: Path, name: str) -> list[fl
     if r.returncode:
         raise SystemExit(f"{name}: exit {r.returncode}\n{r.stderr[-3000:]}")
     rows = sorted((json.loads(p.read_text()) for p in peak_dir.glob("rank*.json")), key=lambda x: x["rank"])
-    return [row["peak_mb"] for row in rows]
+    return [row["peak_mb"] for row in rows], [row["baseline_mb"] for row in rows]
 
 
 def planned(arm: dict, model: dict) -> dict:
@@ -164,20 +169,33 @@ def planned(arm: dict, model: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table, the plan's columns recomputed by the planner as it is now."""
+    """The rows as a Markdown table, the plan's columns recomputed by the planner as it is now.
+
+    Two comparisons: the tensors (``--overhead 0``) against each process's growth above its baseline after its
+    imports, and the plan as a user runs it (the CPU's default overhead) against the whole process's peak RSS,
+    baseline included. Rows saved before baselines were recorded show the first comparison only."""
+    from instructrl.plan.config import PlanConfig
+
+    overhead_mb = PlanConfig(model="gpt2", device="cpu").effective_overhead * 1024
     lines = [
-        "| arm | plan per process | measured peak per process | measured / plan | states (plan) | frozen (plan) | "
-        "activations (plan) | rollout (plan) | optimizer step (plan) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | plan, tensors | peak above baseline | / plan | plan, default overhead | peak, whole process | / plan | "
+        "states (plan) | frozen (plan) | activations (plan) | rollout (plan) | optimizer step (plan) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def per_rank(values: list[float], fmt: str) -> str:
+        return " / ".join(format(v, fmt) for v in values) if values else "-"
+
     for r in rows:
         r = {**r, **planned(ARMS[r["arm"]], SIZES[r["size"]])}
-        peaks = r["peak_mb"]
-        measured = " / ".join(f"{m:,.0f}" for m in peaks) if peaks else "not run"
-        ratio = " / ".join(f"{m / r['plan_mb']:.2f}" for m in peaks) if peaks else "-"
+        peaks, bases = r["peak_mb"], r.get("baseline_mb", [])
+        whole = [p + b for p, b in zip(peaks, bases, strict=False)]
+        plan_run = r["plan_mb"] + overhead_mb
         states = r["plan_weights_mb"] + r["plan_gradients_mb"] + r["plan_optimizer_mb"]
         lines.append(
-            f"| {r['arm']} | {r['plan_mb']:,.0f} | {measured} | {ratio} | {states:,.0f} | {r['plan_frozen_mb']:,.0f} | "
+            f"| {r['arm']} | {r['plan_mb']:,.0f} | {per_rank(peaks, ',.0f') if peaks else 'not run'} | "
+            f"{per_rank([m / r['plan_mb'] for m in peaks], '.2f')} | {plan_run:,.0f} | {per_rank(whole, ',.0f')} | "
+            f"{per_rank([m / plan_run for m in whole], '.2f')} | {states:,.0f} | {r['plan_frozen_mb']:,.0f} | "
             f"{r['plan_activations_mb']:,.0f} | {r['plan_rollout_mb']:,.0f} | {r['plan_step_mb']:,.0f} |"
         )
     return "\n".join(lines)
@@ -201,8 +219,8 @@ def main() -> int:
     rows = []
     for name in args.arms or [n for n, a in ARMS.items() if args.size in a.get("sizes", SIZES)]:
         arm = ARMS[name]
-        peaks = run_arm(arm, world, root, name) if args.size in arm.get("run_at", SIZES) else []
-        rows.append({"arm": name, "size": args.size, "peak_mb": peaks, **planned(arm, model)})
+        peaks, baselines = run_arm(arm, world, root, name) if args.size in arm.get("run_at", SIZES) else ([], [])
+        rows.append({"arm": name, "size": args.size, "peak_mb": peaks, "baseline_mb": baselines, **planned(arm, model)})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
         if args.out:  # after every arm: a long run killed later keeps what it measured
             Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -54,8 +54,8 @@ class PlanConfig:
         None,
         "Fixed GiB per GPU outside the tensors. Default on a GPU 2: CUDA context and kernels (~1), NCCL buffers "
         "and the cuBLAS workspace (~0.5), allocator slack (~0.5). On the CPU 0.5 per process: Python, torch and "
-        "transformers loaded (~0.3), and the heap and library code a run adds beyond its tensors (0.1-0.2, "
-        "measured in benchmarks/scale/levers.md).",
+        "transformers loaded (0.24 measured), and the heap and library code a run holds beyond its tensors (0.1-0.5 "
+        "measured in PPO-ptx runs at 124M, 0.1-0.25 with a model too small to count; benchmarks/scale/results.md).",
         minimum=0,
     )
     weight_dtype: str = help_field(
