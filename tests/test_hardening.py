@@ -330,3 +330,150 @@ def test_eval_models_name_without_a_path_is_refused_before_any_hub_lookup(tmp_pa
     with pytest.raises(ConfigError, match="--baseline 'base'"):
         EvalConfig.from_dict({"baseline": "base"})
     EvalConfig.from_dict({"models": [f"sft={tmp_path}", str(tmp_path), "openai-community/gpt2+fewshot"]})
+
+
+def test_out_of_range_seeds_and_world_sizes_are_usage_errors_that_write_nothing(tmp_path):
+    """numpy takes seeds below 2**32; a world of scale nan or 0, or no benchmark items, has nothing to build."""
+    huge = str(2**64)
+    calls = {
+        "--seed": ["generate", "--model", "tiny", "--prompt", "hi", "--seed", huge],
+        "--world-seed": ["demo", "--micro", "--world-seed", "-1", "--out", tmp_path / "demo"],
+        "--scale": ["world", "build", "--scale", "nan", "--out", tmp_path / "world"],
+        "--pretrain-docs": ["world", "build", "--pretrain-docs", "0", "--out", tmp_path / "world"],
+        "--n": ["world", "bench", "--model", "tiny", "--n", "0"],
+        "--max-new-tokens": ["world", "label", "--policy", "tiny", "--prompts", "p.jsonl", "--max-new-tokens", "0",
+                             "--out", tmp_path / "r.jsonl"],
+    }  # fmt: skip
+    for flag, r in zip(calls, run_cli_many(list(calls.values())), strict=True):
+        assert r.returncode == 2, (flag, r.stderr[-500:])
+        assert "Traceback" not in r.stderr
+        assert f"argument {flag}:" in r.stderr.splitlines()[-1], r.stderr
+    r = run_cli(["sft", "--model", "tiny", "--data", "d.jsonl", "--seed", huge, "--out", tmp_path / "sft"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: seed={huge} (--seed) must be <= {2**32 - 1}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"not a database at all\n" * 100, "damaged"])
+def test_a_file_that_is_not_a_usable_sqlite_database_is_one_line(tmp_path, content):
+    db = tmp_path / "labels.db"
+    if content == "damaged":  # a real database cut short
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE t (x TEXT)")
+            conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+        db.write_bytes(db.read_bytes()[:6000])
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+    r = run_cli(["label", "progress", "--db", f"sqlite:///{db}"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-800:]
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: {db} is not a usable SQLite database (") and "choose another --db" in line
+    assert db.read_bytes() == before
+
+
+def test_a_python_judge_that_is_not_callable_or_a_bad_labelers_seed_is_refused():
+    from instructrl.evaluate.judges import load_judge
+
+    with pytest.raises(ConfigError, match=r"--judge python:os:sep: sep is a str, not a class or function"):
+        load_judge("python:os:sep")
+    with pytest.raises(ConfigError, match=r"--judge labelers:abc: the labelers' seed must be a whole number"):
+        load_judge("labelers:abc")
+
+
+def test_a_folder_without_tokenizer_files_is_refused_not_encoded_to_nothing(tiny_model, tmp_path):
+    from instructrl.modeling.loading import load_tokenizer
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((tiny_model / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match="has no usable tokenizer files: its tokenizer encodes text to no tokens"):
+        load_tokenizer(str(bare))
+
+
+def test_world_policies_need_a_directory_and_a_chat_template(tiny_model, tmp_path):
+    from instructrl.world.tokenizer import load_world_policy
+
+    with pytest.raises(InstructRLError, match=r"--model .*nowhere: no such directory \(or a base-model size"):
+        load_world_policy(str(tmp_path / "nowhere"))
+    with pytest.raises(InstructRLError, match="its tokenizer has no chat template"):
+        load_world_policy(str(tiny_model), "--policy")
+    tok, model = load_world_policy("tiny")  # a shipped base model: the world's chat template
+    assert tok.chat_template and not model.training
+
+
+def test_a_finished_run_is_not_trained_over_and_a_damaged_checkpoint_is_named(tiny_model, demos_file, tmp_path):
+    import re
+
+    out = tmp_path / "run"
+    run_sft(quick(tiny_model, demos_file, out, max_steps=6))
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(InstructRLError, match="holds a finished run: choose another --out, pass --resume"):
+        run_sft(quick(tiny_model, demos_file, out, max_steps=6))
+    assert (out / "model.safetensors").read_bytes() == weights
+    latest = out / "checkpoints" / "step-4"
+    good = (latest / "model.safetensors").read_bytes()
+    (latest / "model.safetensors").write_bytes(b"cut short")
+    earlier = re.escape(str(out / "checkpoints" / "step-2"))
+    with pytest.raises(
+        InstructRLError, match=rf"step-4 cannot be read \(SafetensorError: .*Remove it to resume from {earlier}"
+    ):
+        run_sft(quick(tiny_model, demos_file, out, resume=True, max_steps=6))
+    (latest / "model.safetensors").write_bytes(good)
+    (latest / "trainer_state.json").write_text('{"step": ')
+    with pytest.raises(InstructRLError, match=r"step-4 cannot be read \(JSONDecodeError"):
+        run_sft(quick(tiny_model, demos_file, out, resume=True, max_steps=6))
+
+
+def test_a_config_file_that_is_not_yaml_text_is_one_line(tmp_path):
+    from instructrl.config import load_yaml
+
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"c.yaml: not a text file \(byte 0 is not UTF-8\); give a YAML file$"):
+        load_yaml(binary)
+    broken = tmp_path / "b.yaml"
+    broken.write_text("lr: [1, 2\nseed: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_yaml(broken)
+    assert "\n" not in str(e.value) and "b.yaml: not valid YAML at line" in str(e.value)
+
+
+def test_a_tracker_that_cannot_start_is_one_line_saying_what_to_do(tmp_path):
+    from instructrl.training.tracking import MetricsLogger
+
+    class NoKey:
+        log_with = ("wandb",)
+
+        def init_trackers(self, *args, **kwargs):
+            raise RuntimeError("No API key configured.\nUse `wandb login`.")
+
+    with pytest.raises(
+        InstructRLError,
+        match=r"--report-to wandb: the tracker could not start \(RuntimeError: No API key configured.\); log in",
+    ):
+        MetricsLogger(tmp_path, NoKey(), "sft")
+
+
+def test_a_reward_model_path_that_is_not_there_names_it_in_one_line(tmp_path):
+    from instructrl.modeling.reward import RewardModel
+
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    with pytest.raises(
+        ModelLoadError, match=r"could not load reward model '.*rm' \(ValueError: Unrecognized model"
+    ) as e:
+        RewardModel.from_pretrained(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_demo_recipe_is_refused_not_read_as_a_traceback(tmp_path):
+    from instructrl.experiments.demo import claim_folder
+
+    (tmp_path / "recipe.json").write_text('{"seed": 0, ')
+    with pytest.raises(
+        ConfigError, match=r"recipe.json cannot be read \(JSONDecodeError\): the folder's recipe is damaged"
+    ):
+        claim_folder(tmp_path, {"seed": 0})

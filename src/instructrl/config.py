@@ -26,6 +26,7 @@ import yaml
 from instructrl.errors import ConfigError
 
 T = TypeVar("T", bound="BaseConfig")
+SEED_MAX = 2**32 - 1  # numpy's generators take seeds in [0, 2**32)
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
@@ -57,11 +58,38 @@ def help_field(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+def number_type(kind: type, least: float, *, above: bool = False):
+    """argparse type of a finite ``kind`` (int or float) of at least ``least`` (``above``: greater than it)."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not (value > least if above else value >= least):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {noun} {'above' if above else 'of at least'} {least}")
+        return value
+
+    return parse
+
+
+def seed_type(text: str) -> int:
+    """argparse type of every ``--seed``: a whole number in [0, SEED_MAX], refused as a usage error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to {SEED_MAX}")
+    return value
+
+
 @dataclass
 class BaseConfig:
     """Fields every stage shares: reproducibility, hardware, outputs and logging."""
 
-    seed: int = help_field(0, "Random seed for data order, initialization and sampling.", minimum=0)
+    seed: int = help_field(0, "Random seed for data order, initialization and sampling.", minimum=0, maximum=SEED_MAX)
     output_dir: str | None = help_field(None, "Where checkpoints, metrics.jsonl and config.yaml go (also --out).")
     mixed_precision: str = help_field(
         "auto",
@@ -121,7 +149,9 @@ class BaseConfig:
         saved_path = directory / "config.yaml"
         if not (self.resume and saved_path.exists() and self.run_started(directory)):
             return
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        saved = read_yaml_file(saved_path)
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{saved_path}: expected the run's saved fields, got {type(saved).__name__}")
         new = yaml.safe_load(yaml.safe_dump({**self.to_dict(), **(resolved or {})}))  # the types the saved file holds
         changes = {
             k: (saved[k], v) for k, v in new.items() if k in saved and k not in RUN_NEUTRAL_FIELDS and saved[k] != v
@@ -292,6 +322,21 @@ def coerce(value: Any, f: dataclasses.Field, source: str = "config") -> Any:
         ) from None
 
 
+def read_yaml_file(p: Path) -> Any:
+    """A YAML file's content; a file that is not UTF-8 YAML is one line naming it and where it breaks."""
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file (byte {e.start} is not UTF-8); give a YAML file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; give a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.exists() and (PRESETS_DIR / f"{path}.yaml").exists():
@@ -299,10 +344,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.exists():
         presets = sorted(x.stem for x in PRESETS_DIR.glob("*.yaml"))
         raise ConfigError(f"config file '{path}' not found (shipped presets: {', '.join(presets)})")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    data = read_yaml_file(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of field: value, got {type(data).__name__}")
     return data

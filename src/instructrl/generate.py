@@ -17,6 +17,7 @@ import math
 import sys
 from pathlib import Path
 
+from instructrl.config import seed_type
 from instructrl.errors import ConfigError
 from instructrl.training.validation import check_context, check_finished, context_length, run_stage
 
@@ -29,7 +30,7 @@ def configure(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy.")
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument(
         "--mixed-precision",
         choices=["auto", "no", "bf16"],

@@ -147,4 +147,7 @@ def test_cli_errors_are_clear(cli_world, tmp_path):
     assert no_task.returncode == 2 and "bad.jsonl:1: missing 'task'" in no_task.stderr
     assert bad_k.returncode == 2
     assert synthetic_and_model.returncode == 2 and "synthetic cannot be mixed" in synthetic_and_model.stderr
-    assert no_eval_prompts.returncode == 2 and "eval_prompts must be at least 1" in no_eval_prompts.stderr
+    assert (
+        no_eval_prompts.returncode == 2
+        and "argument --eval-prompts: '0': give a whole number of at least 1" in no_eval_prompts.stderr
+    )

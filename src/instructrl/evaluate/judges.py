@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, runtime_checkable
 
+from instructrl.config import SEED_MAX
 from instructrl.errors import ConfigError
 from instructrl.evaluate.metrics import outcome
 from instructrl.evaluate.world_eval import HeldOutLabelerJudge
@@ -54,13 +55,18 @@ def load_judge(spec: str) -> Judge:
     if kind == "rm" and rest:
         return RewardModelJudge(rest)
     if kind == "labelers":
+        if rest and not (rest.isdigit() and int(rest) <= SEED_MAX):
+            raise ConfigError(f"--judge {spec}: the labelers' seed must be a whole number from 0 to {SEED_MAX}")
         return HeldOutLabelerJudge(seed=int(rest) if rest else 0)
     if kind == "python" and rest.count(":") == 1:
         module, attr = rest.split(":")
         try:
-            judge = getattr(importlib.import_module(module), attr)()
+            factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"--judge {spec}: cannot load it ({e})") from None
+        if not callable(factory):
+            raise ConfigError(f"--judge {spec}: {attr} is a {type(factory).__name__}, not a class or function")
+        judge = factory()
         if not isinstance(judge, Judge):
             raise ConfigError(f"--judge {spec}: the object has no name/compare(prompts, responses, baselines)")
         return judge

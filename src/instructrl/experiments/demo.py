@@ -170,7 +170,13 @@ def claim_folder(out: Path, recipe: dict) -> None:
     path = out / "recipe.json"
     recipe = json.loads(json.dumps(recipe))  # as read back: tuples become lists
     if path.exists():
-        before = json.loads(path.read_text())
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(
+                f"{path} cannot be read ({type(e).__name__}): the folder's recipe is damaged, so its stages cannot "
+                "be matched to this run; use another --out, or delete the folder to start over"
+            ) from None
         if before != recipe:
             changed = sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k))
             raise ConfigError(

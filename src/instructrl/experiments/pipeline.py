@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from instructrl.config import BaseConfig, coerce, load_yaml
+from instructrl.config import BaseConfig, coerce, load_yaml, seed_type
 from instructrl.data.io import read_records, write_jsonl
 from instructrl.data.template import encode_prompt
 from instructrl.data.tokenize import left_pad
@@ -303,13 +303,13 @@ def add_seed_arguments(parser) -> None:
     """``--seed`` (training) and ``--world-seed`` (the world) of the commands that run the pipeline."""
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed_type,
         default=0,
         help="Training seed: SFT, the ranked samples, the reward model, PPO and the evaluation's sampling.",
     )
     parser.add_argument(
         "--world-seed",
-        type=int,
+        type=seed_type,
         default=0,
         help="The world: its knowledge base, labelers and prompts (default 0, the world the shipped base models "
         "were pretrained on; another seed is a world whose facts they never read).",

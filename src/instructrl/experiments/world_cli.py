@@ -20,8 +20,7 @@ import json
 import random
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
+from instructrl.config import number_type, seed_type
 from instructrl.data.io import read_records
 from instructrl.errors import DataError, InstructRLError
 from instructrl.experiments.pretrain import pretrain_base
@@ -33,7 +32,7 @@ from instructrl.world.labelers import make_pool
 from instructrl.world.measure import measure_model
 from instructrl.world.sampling import generate, share_slots
 from instructrl.world.synthetic import sample_responses
-from instructrl.world.tokenizer import format_prompt, save_tokenizer, train_tokenizer
+from instructrl.world.tokenizer import format_prompt, load_world_policy, save_tokenizer, train_tokenizer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,18 +40,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("build", help="Write SFT, RM, PPO, evaluation, FLAN and pretraining datasets.")
     p.add_argument("--out", required=True, help="Output directory.")
-    p.add_argument("--seed", type=int, default=0, help="World seed (knowledge base, labelers, prompts).")
+    p.add_argument("--seed", type=seed_type, default=0, help="World seed (knowledge base, labelers, prompts).")
     p.add_argument(
         "--scale",
-        type=float,
+        type=number_type(float, 0, above=True),
         default=1.0,
         help="Dataset size; 1 = a tenth of the paper's prompt counts (SFT 1,272 / RM 3,321 / PPO 3,114).",
     )
     p.add_argument(
-        "--pretrain-docs", type=int, default=None, help="Documents in pretrain.jsonl (default 20,000 x scale)."
+        "--pretrain-docs",
+        type=number_type(int, 1),
+        default=None,
+        help="Documents in pretrain.jsonl (default 20,000 x scale).",
     )
     p.add_argument(
-        "--eval-prompts", type=int, default=None, help="Evaluation prompts from held-out users (default 320 x scale)."
+        "--eval-prompts",
+        type=number_type(int, 1),
+        default=None,
+        help="Evaluation prompts from held-out users (default 320 x scale).",
     )
 
     p = sub.add_parser("label", help="Sample K responses per prompt from a policy and have labelers rank them.")
@@ -75,38 +80,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["training", "heldout", "reference"],
         help="Which labelers rank (each prompt goes to one of them).",
     )
-    p.add_argument("--seed", type=int, default=0, help="Sampling and assignment seed.")
-    p.add_argument("--limit", type=int, default=None, help="Only the first N prompts.")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="Longest sampled response.")
+    p.add_argument("--seed", type=seed_type, default=0, help="Sampling and assignment seed.")
+    p.add_argument("--limit", type=number_type(int, 1), default=None, help="Only the first N prompts.")
+    p.add_argument("--max-new-tokens", type=number_type(int, 1), default=48, help="Longest sampled response.")
     p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (InstructGPT: 1).")
 
     p = sub.add_parser("corpus", help="Write pretraining documents.")
     p.add_argument(
         "--out", required=True, help='corpus.jsonl ({"text"} per line) or corpus.txt (blank-line separated).'
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-docs", type=int, default=60_000)
+    p.add_argument("--seed", type=seed_type, default=0)
+    p.add_argument("--n-docs", type=number_type(int, 1), default=60_000)
 
     p = sub.add_parser("tokenizer", help="Train the world's BPE tokenizer (with its chat template).")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_type, default=0)
     p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--n-docs", type=int, default=60_000)
+    p.add_argument("--n-docs", type=number_type(int, 1), default=60_000)
 
     p = sub.add_parser("pretrain-base", help="Regenerate the base models with 'instructrl pretrain'.")
     p.add_argument("--out", required=True, help="Work directory (corpus, tokenizer, runs, fp16 models, report.json).")
     p.add_argument("--sizes", default=None, help="Comma-separated sizes (default: tiny,small,medium).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-docs", type=int, default=60_000, help="Corpus documents.")
+    p.add_argument("--seed", type=seed_type, default=0)
+    p.add_argument("--n-docs", type=number_type(int, 1), default=60_000, help="Corpus documents.")
     p.add_argument(
-        "--steps-scale", type=float, default=1.0, help="Multiply every size's step budget (quick runs: 0.05)."
+        "--steps-scale",
+        type=number_type(float, 0, above=True),
+        default=1.0,
+        help="Multiply every size's step budget (quick runs: 0.05).",
     )
     p.add_argument("--install", action="store_true", help="Copy the models into the package (resources/base_models).")
 
     p = sub.add_parser("bench", help="Benchmarks (SQuAD/DROP/HellaSwag/WMT analogues) and instruction success.")
     p.add_argument("--model", required=True, help="Checkpoint directory or base-model size.")
-    p.add_argument("--n", type=int, default=100, help="Items per benchmark and prompts for instruction success.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--n", type=number_type(int, 1), default=100, help="Items per benchmark and prompts for instruction success."
+    )
+    p.add_argument("--seed", type=seed_type, default=0)
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -180,8 +190,7 @@ def _policy_path(policy: str) -> str:
 
 def _sample_from_model(args: argparse.Namespace, path: str, records: list[dict], seed: int) -> list[str]:
     """One sample of the model at ``path`` per record (a record repeated k times gets k samples)."""
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).float()
+    tok, model = load_world_policy(path, "--policy")
     texts = [format_prompt(tok, rec["prompt"]) for rec in records]
     return generate(model, tok, texts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=seed)
 

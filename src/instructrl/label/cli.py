@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from instructrl.config import number_type, seed_type
 from instructrl.label.settings import (
     DB_ENV,
     DEFAULT_MAX_BODY_BYTES,
@@ -91,8 +92,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=4, help="Outputs per prompt (InstructGPT: K = 4..9).")
     p.add_argument("--tag", help="Only prompts imported with this tag.")
     p.add_argument("--limit", type=int, help="At most this many prompts.")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=number_type(int, 1), default=128)
+    p.add_argument("--seed", type=seed_type, default=0)
 
     p = add("assign", "Assign tasks nobody holds yet, with an overlap to measure agreement.")
     p.add_argument("--kind", choices=["demonstration", "ranking"], help="Only this kind of task (default: both).")
@@ -105,7 +106,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Share of tasks given to --overlap labelers (the rest get one).",
     )
     p.add_argument("--limit", type=int, help="At most this many tasks.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_type, default=0)
 
     p = add("progress", "Tasks and assignments per kind and per labeler.")
     p.add_argument("--json", action="store_true")

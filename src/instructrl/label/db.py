@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from instructrl.errors import InstructRLError
@@ -97,9 +97,20 @@ def reachable(engine: Engine) -> Iterator[None]:
     """Turn "cannot open / cannot connect" into one line naming the database and what to do."""
     try:
         yield
-    except OperationalError as e:
+    except DatabaseError as e:
+        # OperationalError: cannot open or connect. A plain DatabaseError from SQLite: the file is not a database
+        # or is damaged ("file is not a database", "database disk image is malformed"). Its subclasses
+        # (IntegrityError, ...) are the statements' own errors and pass through.
+        damaged = type(e) is DatabaseError and engine.url.get_backend_name() == "sqlite"
+        if not isinstance(e, OperationalError) and not damaged:
+            raise
         reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e).splitlines()[0]
         url = engine.url
+        if damaged:
+            where = Path(url.database or "").resolve()
+            raise InstructRLError(
+                f"{where} is not a usable SQLite database ({reason}): restore it from a backup or choose another --db"
+            ) from None
         if url.get_backend_name() == "sqlite":
             where = Path(url.database or "").resolve()
             raise InstructRLError(

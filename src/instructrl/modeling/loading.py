@@ -60,6 +60,8 @@ def check_model_source(name: str, what: str = "model") -> None:
 
 def _hub_error(name: str, what: str, err: Exception) -> ModelLoadError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(os.path.expanduser(name)).is_dir():  # a local folder transformers could not read
+        return ModelLoadError(f"could not load {what} '{name}' ({type(err).__name__}: {first})")
     return ModelLoadError(
         f"could not load {what} '{name}': no local directory of that name, and loading it as a Hugging Face "
         f"Hub id failed ({first}). Pass a local checkpoint directory, or check the id and your network."
@@ -78,6 +80,8 @@ def load_tokenizer(name: str, *, padding_side: str = "right"):
                 f"{str(e).splitlines()[0] if str(e) else ''})"
             ) from None
         raise _hub_error(name, "tokenizer", e) from None
+    if not tok("a b").input_ids:  # transformers builds an empty tokenizer for a folder holding only config.json
+        raise ModelLoadError(f"'{name}' has no usable tokenizer files: its tokenizer encodes text to no tokens")
     ensure_special_tokens(tok)
     tok.padding_side = padding_side
     return tok

@@ -45,6 +45,7 @@ from instructrl.data.template import encode_pair_text
 from instructrl.data.tokenize import left_pad, right_pad
 from instructrl.errors import ModelLoadError
 from instructrl.modeling.loading import (
+    _hub_error,
     cache_argument,
     check_model_source,
     disable_dropout,
@@ -337,7 +338,10 @@ class RewardModel(torch.nn.Module):
                 f"reward model '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                 f"save the tokenizer beside the model (tokenizer.save_pretrained)"
             )
-        config = AutoConfig.from_pretrained(name)
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except Exception as e:  # OSError / ValueError / Hub errors: one line naming the reward model
+            raise _hub_error(name, "reward model", e) from None
         if getattr(config, "num_labels", None) != 1:
             raise ModelLoadError(
                 f"'{name}' is not a reward model: its config has num_labels="

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from instructrl.errors import ConfigError, InstructRLError
+from instructrl.training.validation import COMPLETE
 
 log = logging.getLogger("instructrl")
 
@@ -80,14 +81,34 @@ class Checkpoints:
         return final
 
     def load(self, path: Path) -> dict[str, Any]:
-        self.acc.load_state(str(path))
-        return json.loads((path / self.STATE).read_text())
+        """Load a checkpoint; one that cannot be read (a file cut short or overwritten after it was written) is
+        one line naming it and the one before it."""
+        try:
+            self.acc.load_state(str(path))
+            state = json.loads((path / self.STATE).read_text())
+            if not isinstance(state, dict):
+                raise ValueError(f"{self.STATE} holds a {type(state).__name__}, not the trainer's state")
+        except Exception as e:  # safetensors, torch.load and json each raise their own kinds; its type is named
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            done = self.complete()
+            before = done[done.index(path) - 1] if path in done and done.index(path) > 0 else None
+            raise InstructRLError(
+                f"--resume: checkpoint {path} cannot be read ({type(e).__name__}: {reason[:200]}); it is damaged. "
+                + (f"Remove it to resume from {before}" if before else "Remove it to start afresh")
+                + ", or choose another --out"
+            ) from None
+        return state
 
     def resume_latest(self) -> tuple[Path, dict[str, Any]] | None:
         """Drop half-written checkpoints, then load the newest complete one (None when there is none)."""
         self.clean_partial()
         latest = self.latest()
         if latest is None:
+            if (self.root.parent / COMPLETE).is_file():  # starting afresh would train over the finished run
+                raise InstructRLError(
+                    f"--resume: '{self.root.parent}' holds a finished run with no checkpoint left to continue from; "
+                    "choose another --out, or remove the folder to train it again"
+                )
             log.info("--resume: no complete checkpoint in %s, starting from scratch", self.root.parent)
             return None
         return latest, self.load(latest)
@@ -117,6 +138,11 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output path '{out}' exists and is not a directory: choose a directory for --out")
+    if not resume and (path / COMPLETE).is_file():  # a finished run: training into it afresh would replace it
+        raise InstructRLError(
+            f"'{out}' holds a finished run: choose another --out, pass --resume to continue it from its last "
+            "checkpoint, or remove the folder to train it again"
+        )
     if path.exists() and not resume and (path / "checkpoints").exists() and any((path / "checkpoints").iterdir()):
         raise InstructRLError(
             f"'{out}' already holds checkpoints of an earlier run: pass --resume to continue it, "

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from instructrl.errors import ConfigError
+from instructrl.errors import ConfigError, InstructRLError
 
 
 class MetricsLogger:
@@ -21,15 +21,27 @@ class MetricsLogger:
         self.path = Path(out_dir) / "metrics.jsonl"
         self.acc = accelerator
         if cfg_trackers(accelerator):
-            if "wandb" in {str(t) for t in accelerator.log_with}:
-                # one W&B project for every stage ($WANDB_PROJECT overrides), each run named after its stage and
-                # output folder, with the resolved config; its files beside the run's outputs
-                init = {"name": f"{run_name}:{Path(out_dir).resolve().name}", "job_type": run_name, "dir": str(out_dir)}
-                accelerator.init_trackers(
-                    os.environ.get("WANDB_PROJECT", "instructrl"), init_kwargs={"wandb": {**init, "config": config}}
-                )
-            else:
-                accelerator.init_trackers(run_name)
+            try:
+                self._start_trackers(out_dir, run_name, config)
+            except Exception as e:  # a tracker's own errors (no API key, no network, a bad project name)
+                names = ", ".join(sorted(str(t) for t in accelerator.log_with))
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise InstructRLError(
+                    f"--report-to {names}: the tracker could not start ({type(e).__name__}: {first[:200]}); "
+                    "log in (for W&B: wandb login, or WANDB_API_KEY), run it offline (WANDB_MODE=offline), or "
+                    "leave out --report-to"
+                ) from None
+
+    def _start_trackers(self, out_dir, run_name: str, config: dict[str, Any] | None) -> None:
+        if "wandb" in {str(t) for t in self.acc.log_with}:
+            # one W&B project for every stage ($WANDB_PROJECT overrides), each run named after its stage and
+            # output folder, with the resolved config; its files beside the run's outputs
+            init = {"name": f"{run_name}:{Path(out_dir).resolve().name}", "job_type": run_name, "dir": str(out_dir)}
+            self.acc.init_trackers(
+                os.environ.get("WANDB_PROJECT", "instructrl"), init_kwargs={"wandb": {**init, "config": config}}
+            )
+        else:
+            self.acc.init_trackers(run_name)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.acc.is_main_process:

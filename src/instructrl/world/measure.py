@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from instructrl.world.base_models import resolve_model
 from instructrl.world.benchmarks import run_benchmarks
 from instructrl.world.judge import score
 from instructrl.world.kb import get_kb
 from instructrl.world.tasks import Style, demonstrate, make_prompt
+from instructrl.world.tokenizer import load_world_policy
 
 
 def eval_records(seed: int, n: int, sample_seed: int = 0) -> list[dict]:
@@ -67,11 +67,7 @@ def instruction_success(
 
 def measure_model(model_name: str, n: int = 100, seed: int = 0, world: int = 0) -> dict:
     """Benchmarks and zero-/few-shot instruction success of a model (a directory or a size name)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # only where a model runs (__init__.py)
-
-    path = resolve_model(model_name)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).float().eval()
+    tok, model = load_world_policy(model_name)
     records = eval_records(world, n, seed)
     return {
         "model": model_name,

@@ -76,3 +76,29 @@ def format_prompt(tokenizer, prompt: str) -> str:
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
+
+
+def load_world_policy(name: str, what: str = "--model"):
+    """Tokenizer and causal LM of a policy the world's commands sample from: a checkpoint directory or a base-model
+    size. Refused in one line: a path that is not a directory, a folder transformers cannot load as a causal LM, a
+    tokenizer without the chat template the world's prompts are written in."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # only where a model runs (__init__.py)
+
+    from instructrl.errors import InstructRLError
+    from instructrl.world.base_models import resolve_model
+
+    path = resolve_model(name)
+    if not Path(path).is_dir():
+        raise InstructRLError(f"{what} {name}: no such directory (or a base-model size: tiny, small, medium)")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InstructRLError(f"{what} {name}: not a causal LM checkpoint transformers can load ({reason})") from None
+    if not getattr(tok, "chat_template", None):
+        raise InstructRLError(
+            f"{what} {name}: its tokenizer has no chat template; the world's prompts need one (a model trained "
+            "on the world by instructrl, or a base-model size)"
+        )
+    return tok, model.float().eval()
