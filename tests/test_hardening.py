@@ -477,3 +477,20 @@ def test_a_damaged_demo_recipe_is_refused_not_read_as_a_traceback(tmp_path):
         ConfigError, match=r"recipe.json cannot be read \(JSONDecodeError\): the folder's recipe is damaged"
     ):
         claim_folder(tmp_path, {"seed": 0})
+
+
+def test_a_refused_run_leaves_no_empty_output_folder_but_keeps_one_that_was_there(tiny_model, tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    missing = tmp_path / "no-such-data.jsonl"
+    new, old = run_cli_many(
+        [
+            ["sft", "--model", tiny_model, "--data", missing, "--cpu", "--out", tmp_path / "new" / "deeper"],
+            ["sft", "--model", tiny_model, "--data", missing, "--cpu", "--out", kept],
+        ]
+    )
+    for r in (new, old):
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-800:]
+        assert "no-such-data.jsonl" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "new").exists()  # created by the refused run, and the folder above it too
+    assert kept.is_dir() and list(kept.iterdir()) == []  # given by the user: left as it was

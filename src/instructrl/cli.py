@@ -16,6 +16,7 @@ import sys
 
 from instructrl import __version__
 from instructrl.errors import InstructRLError
+from instructrl.training.checkpoints import remove_empty_outputs
 
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return int(module.main(args) or 0)
     except InstructRLError as e:
+        remove_empty_outputs()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the environment: permissions, a path that is a file, a full disk, a missing file
+        remove_empty_outputs()
         print(f"error: {environment_error(e)}", file=sys.stderr)
         return 2
     except Exception as e:

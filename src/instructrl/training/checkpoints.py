@@ -131,6 +131,20 @@ class Checkpoints:
         )
 
 
+CREATED_OUTPUTS: list[Path] = []  # output folders this process created, for remove_empty_outputs
+
+
+def remove_empty_outputs() -> None:
+    """After a run stopped by an error: remove each output folder this process created that is still empty, so a
+    refused run leaves nothing behind. A folder holding anything is kept."""
+    while CREATED_OUTPUTS:
+        path = CREATED_OUTPUTS.pop()
+        try:
+            path.rmdir()  # only an empty folder; another rank may have removed it already
+        except OSError:
+            pass
+
+
 def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
     """Create the output dir; refuse to overwrite a finished or running stage's outputs unless resuming."""
     if not out:
@@ -148,6 +162,10 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
             f"'{out}' already holds checkpoints of an earlier run: pass --resume to continue it, "
             f"or choose another --out"
         )
+    created, above = [], path  # the folders mkdir is about to create, deepest first
+    while not above.exists() and above != above.parent:
+        created.append(above)
+        above = above.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -156,6 +174,7 @@ def prepare_output_dir(out: str | None, resume: bool, stage: str) -> Path:
         ) from None
     except PermissionError:
         raise ConfigError(f"output path '{out}' cannot be created (permission denied); choose another --out") from None
+    CREATED_OUTPUTS.extend(reversed(created))  # popped deepest first
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory '{out}' is not writable; choose another --out or fix its permissions")
     return path
