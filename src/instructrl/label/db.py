@@ -106,13 +106,13 @@ def reachable(engine: Engine) -> Iterator[None]:
             raise
         reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e).splitlines()[0]
         url = engine.url
-        if damaged:
-            where = Path(url.database or "").resolve()
-            raise InstructRLError(
-                f"{where} is not a usable SQLite database ({reason}): restore it from a backup or choose another --db"
-            ) from None
         if url.get_backend_name() == "sqlite":
             where = Path(url.database or "").resolve()
+            if damaged:
+                raise InstructRLError(
+                    f"{where} is not a usable SQLite database ({reason}): restore it from a backup or choose another "
+                    "--db"
+                ) from None
             raise InstructRLError(
                 f"cannot open the SQLite database {where} ({reason}): check that its folder exists and is "
                 "writable by this user, or choose another --db"

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import FastGELUActivation, NewGELUActivation
 
-from instructrl.errors import ModelLoadError
+from instructrl.errors import ModelLoadError, first_line_of
 from instructrl.modeling.memory import is_quantized, prepare_quantized_base
 
 log = logging.getLogger("instructrl.modeling")
@@ -59,7 +59,7 @@ def check_model_source(name: str, what: str = "model") -> None:
 
 
 def _hub_error(name: str, what: str, err: Exception) -> ModelLoadError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line_of(err)
     if Path(os.path.expanduser(name)).is_dir():  # a local folder transformers could not read
         return ModelLoadError(f"could not load {what} '{name}' ({type(err).__name__}: {first})")
     return ModelLoadError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from instructrl.errors import ConfigError
+from instructrl.errors import ConfigError, first_line_of
 
 # families whose decoder layer is attention (q, k, v, o) + gated MLP (gate, up, down) with RMSNorm
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
@@ -143,9 +143,8 @@ def read_config(model: str) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as e:  # offline, unknown repo, gated repo: all the same to the user
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(
-            f"could not fetch the config.json of '{model}' from the Hugging Face Hub ({first}); pass a local "
+            f"could not fetch the config.json of '{model}' from the Hugging Face Hub ({first_line_of(e)}); pass a local "
             "checkpoint folder or config.json, or check the id and your network"
         ) from None
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from instructrl.errors import ConfigError, InstructRLError
+from instructrl.errors import ConfigError, InstructRLError, first_line_of
 from instructrl.training.validation import COMPLETE
 
 log = logging.getLogger("instructrl")
@@ -89,11 +89,12 @@ class Checkpoints:
             if not isinstance(state, dict):
                 raise ValueError(f"{self.STATE} holds a {type(state).__name__}, not the trainer's state")
         except Exception as e:  # safetensors, torch.load and json each raise their own kinds; its type is named
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             done = self.complete()
-            before = done[done.index(path) - 1] if path in done and done.index(path) > 0 else None
+            at = done.index(path) if path in done else 0
+            before = done[at - 1] if at > 0 else None
             raise InstructRLError(
-                f"--resume: checkpoint {path} cannot be read ({type(e).__name__}: {reason[:200]}); it is damaged. "
+                f"--resume: checkpoint {path} cannot be read ({type(e).__name__}: {first_line_of(e)[:200]}); it is "
+                "damaged. "
                 + (f"Remove it to resume from {before}" if before else "Remove it to start afresh")
                 + ", or choose another --out"
             ) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from instructrl.errors import ConfigError, InstructRLError
+from instructrl.errors import ConfigError, InstructRLError, first_line_of
 
 
 class MetricsLogger:
@@ -25,9 +25,8 @@ class MetricsLogger:
                 self._start_trackers(out_dir, run_name, config)
             except Exception as e:  # a tracker's own errors (no API key, no network, a bad project name)
                 names = ", ".join(sorted(str(t) for t in accelerator.log_with))
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise InstructRLError(
-                    f"--report-to {names}: the tracker could not start ({type(e).__name__}: {first[:200]}); "
+                    f"--report-to {names}: the tracker could not start ({type(e).__name__}: {first_line_of(e)[:200]}); "
                     "log in (for W&B: wandb login, or WANDB_API_KEY), run it offline (WANDB_MODE=offline), or "
                     "leave out --report-to"
                 ) from None

@@ -84,7 +84,7 @@ def load_world_policy(name: str, what: str = "--model"):
     tokenizer without the chat template the world's prompts are written in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # only where a model runs (__init__.py)
 
-    from instructrl.errors import InstructRLError
+    from instructrl.errors import InstructRLError, first_line_of
     from instructrl.world.base_models import resolve_model
 
     path = resolve_model(name)
@@ -94,8 +94,9 @@ def load_world_policy(name: str, what: str = "--model"):
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InstructRLError(f"{what} {name}: not a causal LM checkpoint transformers can load ({reason})") from None
+        raise InstructRLError(
+            f"{what} {name}: not a causal LM checkpoint transformers can load ({first_line_of(e)})"
+        ) from None
     if not getattr(tok, "chat_template", None):
         raise InstructRLError(
             f"{what} {name}: its tokenizer has no chat template; the world's prompts need one (a model trained "
